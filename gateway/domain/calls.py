@@ -1,0 +1,137 @@
+"""Calls as the domain sees them: outcomes, the finished call record, and the bus events.
+
+The voice channel (``gateway/channels/voice``) turns Asterisk's events into these; the web layer
+(screen-pop), the rules (missed-call text-back) and transcription subscribe to them on the bus.
+Nothing here knows about AMI or AGI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gateway.domain.models import ConversationSummary
+
+
+class CallOutcome(StrEnum):
+    """How a call ended, from the business's point of view."""
+
+    ANSWERED = "answered"
+    """Somebody (any member of the ring group) talked to the caller."""
+    MISSED = "missed"
+    """Nobody answered and the caller waited past the abandon threshold: a lead to call back."""
+    ABANDONED = "abandoned"
+    """The caller hung up within the abandon threshold (a few seconds): not a missed lead."""
+    VOICEMAIL = "voicemail"
+    """The caller left a voicemail."""
+    BUSY = "busy"
+    """Every phone that was tried was busy (or unreachable) and no voicemail was left."""
+
+
+class CallDirection(StrEnum):
+    """Who started the call."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """A transfer during a call: ``kind`` is ``blind`` or ``attended``."""
+
+    at: float
+    kind: str
+    from_extension: str | None
+    to_target: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """Everything known about one call once it ended (or so far, while it runs).
+
+    ``call_id`` is Asterisk's Linkedid of the call. Times are unix seconds. ``talk_seconds`` counts
+    from answer to hang-up; ``ring_seconds`` from the start to the answer (or the end).
+    """
+
+    call_id: str
+    direction: CallDirection
+    caller: str
+    caller_name: str
+    dialled: str
+    started_at: float
+    extensions_rung: tuple[str, ...] = ()
+    answered_by: str | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    outcome: CallOutcome | None = None
+    transfers: tuple[Transfer, ...] = ()
+    voicemail_path: str | None = None
+    voicemail_seconds: float | None = None
+    hangup_cause: str = ""
+    conversation_id: int | None = None
+
+    @property
+    def talk_seconds(self) -> float:
+        """Seconds between answer and hang-up (0 when never answered)."""
+        if self.answered_at is None or self.ended_at is None:
+            return 0.0
+        return max(0.0, self.ended_at - self.answered_at)
+
+    @property
+    def ring_seconds(self) -> float:
+        """Seconds the caller waited before an answer (or before hanging up)."""
+        end = self.answered_at if self.answered_at is not None else self.ended_at
+        return 0.0 if end is None else max(0.0, end - self.started_at)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRinging:
+    """A staff phone is ringing: the screen-pop for ``extension`` shows ``summary``.
+
+    ``summary`` is None when the caller is unknown or withheld, or the lookup was too slow.
+    """
+
+    extension: str
+    call_id: str
+    caller: str
+    conversation_id: int | None
+    summary: ConversationSummary | None
+    staff: str | None = None
+    caller_name: str = ""
+    direction: CallDirection = CallDirection.INBOUND
+    occurred_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered:
+    """``extension`` picked up: every other screen-pop of this call can close."""
+
+    extension: str
+    call_id: str
+    caller: str
+    conversation_id: int | None
+    staff: str | None = None
+    occurred_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """The call is over; ``call`` has its outcome, who answered and the durations."""
+
+    call_id: str
+    caller: str
+    conversation_id: int | None
+    outcome: CallOutcome
+    call: CallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailRecorded:
+    """A voicemail WAV was stored and put on the timeline as event ``event_id``."""
+
+    call_id: str
+    caller: str
+    conversation_id: int
+    event_id: int
+    path: str
+    duration: float
