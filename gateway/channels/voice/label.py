@@ -1,0 +1,91 @@
+"""The short context label a ringing SIP phone shows as caller name ("Maria R - roof estimate").
+
+Whatever the caller or the store hands us goes through :func:`sanitize_label` before it reaches
+``CALLERID(name)``: quotes, semicolons, backslashes, angle brackets and control characters could
+break the SIP From header or the dialplan, and most desk phones show only ASCII. Accented letters
+are transliterated (``é`` -> ``e``); other non-ASCII characters are dropped.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Final
+
+from gateway.domain.models import ConversationSummary
+
+#: Characters allowed on the display. Everything else is dropped or turned into a space.
+_ALLOWED: Final = re.compile(r"[^A-Za-z0-9 .,/&+#()!?:@_-]")
+_SPACES: Final = re.compile(r"\s+")
+_SPECIAL: Final = str.maketrans(
+    {"ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D"}
+)
+WITHHELD_LABEL: Final = "Withheld number"
+UNKNOWN_LABEL: Final = "Unknown caller"
+
+
+def sanitize_label(text: str, max_chars: int = 32) -> str:
+    """ASCII-only, no quotes/semicolons/control characters, single spaces, at most ``max_chars``.
+
+    Cuts at a word boundary when that keeps most of the text. May return ``""``.
+    """
+    if max_chars <= 0:
+        return ""
+    # Bound the work on absurd input before normalising (NFKD can expand a string).
+    text = text[: max_chars * 8].translate(_SPECIAL)
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = "".join(" " if (ord(c) < 32 or ord(c) == 127 or c.isspace()) else c for c in text)
+    text = text.encode("ascii", "ignore").decode("ascii")
+    text = _ALLOWED.sub("", text)
+    text = _SPACES.sub(" ", text).strip(" -,.:/")
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    space = cut.rfind(" ")
+    if space >= max_chars * 2 // 3:
+        cut = cut[:space]
+    return cut.rstrip(" -,.:/")
+
+
+def short_name(display_name: str) -> str:
+    """ "Maria Rodriguez" -> "Maria R"; one word stays as it is."""
+    parts = display_name.split()
+    if len(parts) <= 1:
+        return display_name.strip()
+    return f"{parts[0]} {parts[-1][0]}"
+
+
+def context_label(
+    summary: ConversationSummary | None,
+    *,
+    caller_number: str,
+    caller_name: str,
+    withheld: bool,
+    max_chars: int = 32,
+) -> str:
+    """The label for ``CALLERID(name)``: who it is and what it is about, sanitized.
+
+    Known caller: short name plus intent (or next step), "!" first when urgent. Unknown caller:
+    the caller's own name if it has one, else the number. Withheld: a fixed text.
+    """
+    if withheld:
+        return WITHHELD_LABEL[:max_chars]
+    if summary is not None:
+        who = short_name(sanitize_label(summary.display_name or "", 64)) or sanitize_label(
+            caller_name, 64
+        )
+        about = sanitize_label(summary.intent or summary.next_step or "", 64)
+        label = who or sanitize_label(caller_number, 32)
+        if about:
+            label = f"{label} - {about}" if label else about
+        if summary.urgent:
+            label = f"! {label}"
+        out = sanitize_label(label, max_chars)
+        if out:
+            return out
+    name = sanitize_label(caller_name, max_chars)
+    if name and name.lower() not in ("anonymous", "unknown", "restricted", "private"):
+        return name
+    number = sanitize_label(caller_number, max_chars)
+    return number or UNKNOWN_LABEL[:max_chars]
