@@ -94,7 +94,10 @@ ATEvent = ResponseLine | FinalResult | Prompt | Unsolicited | Echo | Garbage
 
 _FINALS_PLAIN = frozenset({"OK", "ERROR", "NO CARRIER", "BUSY", "NO ANSWER", "NO DIALTONE"})
 # Always unsolicited: never the answer to a command we send.
-_URC_ALWAYS = frozenset({"+CMTI", "+CDSI", "+CDS", "+CMT", "+CBM", "+CLIP", "+CUSD", "+CRING"})
+_URC_ALWAYS = frozenset(
+    {"+CMTI", "+CDSI", "+CDS", "+CMT", "+CBM", "+CLIP", "+CUSD", "+CRING"}
+    | {"+CIEV", "+CGEV", "+QIND", "+QUSIM"}  # vendor and event reports seen on SIMCom and Quectel
+)
 # Unsolicited unless the command in flight asked for exactly this prefix.
 _URC_UNLESS_EXPECTED = frozenset({"+CREG", "+CGREG", "+CEREG", "+CPIN", "+CFUN", "+CSQ"})
 _URC_WITH_PDU = frozenset({"+CDS", "+CMT"})
