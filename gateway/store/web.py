@@ -1,0 +1,340 @@
+"""SQL for the web layer: staff logins and sessions, chat visitors, API tokens, webhooks, inbox and search.
+
+Every function is a plain synchronous function taking a :class:`sqlite3.Connection`; callers run them through
+``Store.write`` (inside the single writer's transaction) or ``Store.read``. Secrets (session cookies, visitor tokens,
+API tokens) are stored only as SHA-256 hashes, so a copy of the database cannot be used to log in.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StaffRow:
+    """One staff member as the web layer needs it."""
+
+    id: int
+    username: str
+    display_name: str
+    extension: str
+    password_hash: str
+    role: str
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """A live console session joined with its staff member."""
+
+    staff: StaffRow
+    csrf_token: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class VisitorRow:
+    """A chat visitor (identified by the hash of the token in their browser)."""
+
+    visitor_hash: str
+    contact_id: int | None
+    conversation_id: int | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One queued webhook call."""
+
+    id: int
+    url: str
+    event_type: str
+    payload: str
+    attempts: int
+
+
+def _staff(row: sqlite3.Row | tuple[Any, ...]) -> StaffRow:
+    return StaffRow(
+        id=int(row[0]),
+        username=str(row[1]),
+        display_name=str(row[2] or row[1]),
+        extension=str(row[3] or ""),
+        password_hash=str(row[4] or ""),
+        role=str(row[5] or "staff"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- login lockout
+
+
+def locked_until(conn: sqlite3.Connection, keys: list[str], now: float) -> float:
+    """Latest lock expiry among ``keys`` that is still in the future, else 0."""
+    if not keys:
+        return 0.0
+    marks = ",".join("?" * len(keys))
+    row = conn.execute(
+        f"SELECT MAX(locked_until) FROM web_login_failures WHERE key IN ({marks}) AND locked_until > ?",
+        (*keys, now),
+    ).fetchone()
+    return float(row[0]) if row and row[0] else 0.0
+
+
+def record_login_failure(
+    conn: sqlite3.Connection,
+    key: str,
+    now: float,
+    *,
+    threshold: int,
+    window: float,
+    lock_seconds: float,
+) -> int:
+    """Count one failed login for ``key``; lock it once ``threshold`` failures fall within ``window``.
+
+    Returns the failure count after this one.
+    """
+    row = conn.execute(
+        "SELECT failures, last_failure FROM web_login_failures WHERE key = ?", (key,)
+    ).fetchone()
+    failures = 1 if row is None or now - float(row[1]) > window else int(row[0]) + 1
+    until = now + lock_seconds if failures >= threshold else 0.0
+    conn.execute(
+        "INSERT INTO web_login_failures(key, failures, last_failure, locked_until) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET failures = excluded.failures, last_failure = excluded.last_failure, "
+        "locked_until = MAX(locked_until, excluded.locked_until)",
+        (key, failures, now, until),
+    )
+    if failures >= threshold:
+        # Start counting afresh after the lock, so one more mistake later does not lock again at once.
+        conn.execute("UPDATE web_login_failures SET failures = 0 WHERE key = ?", (key,))
+    return failures
+
+
+def clear_login_failures(conn: sqlite3.Connection, key: str) -> None:
+    """Forget failures for ``key`` after a successful login."""
+    conn.execute("DELETE FROM web_login_failures WHERE key = ? AND locked_until <= ?", (key, 0.0))
+    conn.execute("UPDATE web_login_failures SET failures = 0 WHERE key = ?", (key,))
+
+
+# --------------------------------------------------------------------------------------------------- sessions
+
+
+def create_session(
+    conn: sqlite3.Connection,
+    token_hash: str,
+    staff_id: int,
+    csrf_token: str,
+    now: float,
+    ttl: float,
+    remote: str = "",
+) -> None:
+    """Store a new console session."""
+    conn.execute("DELETE FROM web_sessions WHERE expires_at < ?", (now,))
+    conn.execute(
+        "INSERT INTO web_sessions(token_hash, staff_id, csrf_token, created_at, expires_at, remote) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (token_hash, staff_id, csrf_token, now, now + ttl, remote),
+    )
+
+
+def session_by_hash(conn: sqlite3.Connection, token_hash: str, now: float) -> SessionRow | None:
+    """The live session for a cookie hash, or None if unknown or expired."""
+    row = conn.execute(
+        "SELECT s.id, s.username, s.display_name, s.extension, s.password_hash, s.role, w.csrf_token, "
+        "w.expires_at FROM web_sessions w JOIN staff s ON s.id = w.staff_id "
+        "WHERE w.token_hash = ? AND w.expires_at > ?",
+        (token_hash, now),
+    ).fetchone()
+    if row is None:
+        return None
+    return SessionRow(staff=_staff(row[:6]), csrf_token=str(row[6]), expires_at=float(row[7]))
+
+
+def delete_session(conn: sqlite3.Connection, token_hash: str) -> None:
+    """Log a session out."""
+    conn.execute("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,))
+
+
+# --------------------------------------------------------------------------------------------------- visitors
+
+
+def visitor(conn: sqlite3.Connection, visitor_hash: str) -> VisitorRow | None:
+    """A chat visitor by token hash."""
+    row = conn.execute(
+        "SELECT visitor_hash, contact_id, conversation_id, created_at FROM web_visitors WHERE visitor_hash = ?",
+        (visitor_hash,),
+    ).fetchone()
+    if row is None:
+        return None
+    return VisitorRow(
+        str(row[0]),
+        int(row[1]) if row[1] is not None else None,
+        int(row[2]) if row[2] is not None else None,
+        float(row[3]),
+    )
+
+
+def upsert_visitor(
+    conn: sqlite3.Connection,
+    visitor_hash: str,
+    now: float,
+    *,
+    remote: str = "",
+    contact_id: int | None = None,
+    conversation_id: int | None = None,
+) -> None:
+    """Create a visitor or refresh it; contact/conversation are only ever filled in, never cleared."""
+    conn.execute(
+        "INSERT INTO web_visitors(visitor_hash, contact_id, conversation_id, created_at, last_seen_at, remote) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(visitor_hash) DO UPDATE SET "
+        "contact_id = COALESCE(excluded.contact_id, contact_id), "
+        "conversation_id = COALESCE(excluded.conversation_id, conversation_id), "
+        "last_seen_at = excluded.last_seen_at",
+        (visitor_hash, contact_id, conversation_id, now, now, remote),
+    )
+
+
+def visitors_for_conversation(conn: sqlite3.Connection, conversation_id: int) -> list[str]:
+    """Hashes of every visitor token bound to a conversation (to push staff replies)."""
+    return [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT visitor_hash FROM web_visitors WHERE conversation_id = ?", (conversation_id,)
+        )
+    ]
+
+
+# ------------------------------------------------------------------------------------------------- API tokens
+
+
+def create_api_token(conn: sqlite3.Connection, name: str, token_hash: str, now: float) -> int:
+    """Store a new API token's hash; returns its id."""
+    cur = conn.execute(
+        "INSERT INTO api_tokens(name, token_hash, created_at) VALUES (?, ?, ?)",
+        (name, token_hash, now),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def use_api_token(conn: sqlite3.Connection, token_hash: str, now: float) -> tuple[int, str] | None:
+    """(id, name) of a live token with this hash, touching its last use; None if unknown or revoked."""
+    row = conn.execute(
+        "SELECT id, name FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (now, row[0]))
+    return int(row[0]), str(row[1])
+
+
+def find_api_token(conn: sqlite3.Connection, token_hash: str) -> tuple[int, str] | None:
+    """Read-only lookup of a live token (id, name)."""
+    row = conn.execute(
+        "SELECT id, name FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
+    ).fetchone()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def list_api_tokens(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every token without its hash."""
+    return [
+        {"id": r[0], "name": r[1], "created_at": r[2], "last_used_at": r[3], "revoked_at": r[4]}
+        for r in conn.execute(
+            "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY id"
+        )
+    ]
+
+
+def revoke_api_token(conn: sqlite3.Connection, token_id: int, now: float) -> bool:
+    """Revoke a token; False if it did not exist or was already revoked."""
+    cur = conn.execute(
+        "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, token_id)
+    )
+    return cur.rowcount > 0
+
+
+# --------------------------------------------------------------------------------------------------- webhooks
+
+
+def enqueue_webhooks(
+    conn: sqlite3.Connection, urls: list[str], event_type: str, payload: str, now: float
+) -> int:
+    """Queue one delivery per URL; returns how many were queued."""
+    conn.executemany(
+        "INSERT INTO webhook_deliveries(url, event_type, payload, next_attempt_at, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [(u, event_type, payload, now, now) for u in urls],
+    )
+    return len(urls)
+
+
+def due_webhooks(conn: sqlite3.Connection, now: float, limit: int = 20) -> list[WebhookDelivery]:
+    """Queued deliveries whose time has come, oldest first."""
+    return [
+        WebhookDelivery(int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]))
+        for r in conn.execute(
+            "SELECT id, url, event_type, payload, attempts FROM webhook_deliveries "
+            "WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+            (now, limit),
+        )
+    ]
+
+
+def next_webhook_due(conn: sqlite3.Connection) -> float | None:
+    """When the next queued delivery is due, or None if the queue is empty."""
+    row = conn.execute(
+        "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'queued'"
+    ).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
+def webhook_delivered(conn: sqlite3.Connection, delivery_id: int, now: float) -> None:
+    """Mark a delivery done."""
+    conn.execute(
+        "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1, delivered_at = ?, "
+        "last_error = NULL WHERE id = ?",
+        (now, delivery_id),
+    )
+
+
+def webhook_failed_attempt(
+    conn: sqlite3.Connection, delivery_id: int, error: str, next_attempt_at: float | None
+) -> None:
+    """Record a failed attempt; ``next_attempt_at=None`` gives up for good."""
+    if next_attempt_at is None:
+        conn.execute(
+            "UPDATE webhook_deliveries SET state = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
+            (error[:500], delivery_id),
+        )
+    else:
+        conn.execute(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+            "WHERE id = ?",
+            (error[:500], next_attempt_at, delivery_id),
+        )
+
+
+def webhook_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Deliveries per state (for the status page)."""
+    return {
+        str(r[0]): int(r[1])
+        for r in conn.execute("SELECT state, COUNT(*) FROM webhook_deliveries GROUP BY state")
+    }
+
+
+# ----------------------------------------------------------------------------------------------------- status
+
+
+def outbox_states(conn: sqlite3.Connection) -> dict[str, int]:
+    """Outbox rows per state."""
+    return {
+        str(r[0]): int(r[1])
+        for r in conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+    }
+
+
+def database_bytes(conn: sqlite3.Connection) -> int:
+    """Size of the main database in bytes (pages in use times page size)."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int(pages) * int(size)

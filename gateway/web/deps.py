@@ -1,0 +1,34 @@
+"""Everything the web layer is given by the supervisor (no channel module is imported here)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.domain.bus import Bus
+from gateway.domain.service import ConversationService
+from gateway.store.db import Store
+from gateway.web.config import WebConfig
+
+#: ``click_to_call(staff_extension, customer_number)``: ring the staff phone, then dial the customer.
+ClickToCall = Callable[[str, str], Awaitable[None]]
+#: A status source returns a JSON-ready mapping describing one part (asterisk link, modem, transcription...).
+StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+@dataclass
+class WebDeps:
+    """Dependencies of :func:`gateway.web.app.build_app`.
+
+    ``status_sources`` maps a section name (``"asterisk"``, ``"modem"``, ``"transcription"``, ``"backup"``...) to
+    an async callable returning that part's state; numbers in it become Prometheus gauges.
+    """
+
+    service: ConversationService
+    store: Store
+    bus: Bus
+    config: WebConfig = field(default_factory=WebConfig)
+    click_to_call: ClickToCall | None = None
+    status_sources: Mapping[str, StatusSource] = field(default_factory=dict)
+    region: str = "US"

@@ -1,0 +1,206 @@
+"""Staff live updates and screen-pop (``/staff/ws``), fed by the bus.
+
+Theory of operation: one consumer task reads the bus subscription ``web`` and fans each event out:
+
+* ``TimelineEventAdded`` -> every staff socket (the console updates inbox and open timeline), the chat hub (a staff
+  reply reaches the visitor) and the webhook queue.
+* ``ConversationUpdated`` -> every staff socket.
+* ``CallRinging`` -> only the sockets of staff bound to that extension get a context card. The hub remembers which
+  extensions a call rang, so ``CallAnswered`` can tell them: the card stays on the answering extension and goes
+  everywhere else. ``CallEnded`` turns the card into the call's timeline entry (the console keeps it, marked ended,
+  linked to the conversation) and the hub forgets the call.
+
+Call events are matched by attribute names (``extension``, ``call_id``, ``conversation_id``), so the web layer
+does not depend on the voice channel's classes. A socket that cannot keep up (send buffer full) is closed rather
+than allowed to slow the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from gateway.store import web as sql
+from gateway.web.deps import WebDeps
+from gateway.web.jsonable import jsonable
+
+log = logging.getLogger(__name__)
+
+EventHook = Callable[[object], Awaitable[None]]
+
+
+class _StaffSocket:
+    __slots__ = ("extension", "staff", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse, staff: sql.StaffRow) -> None:
+        self.ws = ws
+        self.staff = staff
+        self.extension = staff.extension
+
+
+class StaffHub:
+    """Owns staff websockets and the bus consumer that feeds them."""
+
+    def __init__(self, deps: WebDeps) -> None:
+        self.deps = deps
+        self._sockets: set[_StaffSocket] = set()
+        self._calls: dict[str, set[str]] = {}  # call_id -> extensions that rang
+        self._task: asyncio.Task[None] | None = None
+        self._hooks: list[EventHook] = []
+        self._sub: Any = None
+
+    @property
+    def socket_count(self) -> int:
+        """Open staff sockets."""
+        return len(self._sockets)
+
+    def add_hook(self, hook: EventHook) -> None:
+        """Also hand every bus event to ``hook`` (chat push, webhooks); hooks must not raise."""
+        self._hooks.append(hook)
+
+    async def start(self) -> None:
+        """Subscribe to the bus and start the consumer task."""
+        if self._task is not None:
+            return
+        self._sub = self.deps.bus.subscribe("web", maxsize=5000)
+        self._task = asyncio.create_task(self._consume(), name="web-bus-consumer")
+
+    async def stop(self) -> None:
+        """Stop the consumer and close staff sockets."""
+        if self._sub is not None:
+            self._sub.close()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                if (cur := asyncio.current_task()) is not None and cur.cancelling():
+                    raise
+            self._task = None
+        for s in list(self._sockets):
+            await s.ws.close(code=1001, message=b"server shutdown")
+
+    async def _consume(self) -> None:
+        async for event in self._sub:
+            try:
+                await self.dispatch(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("web: handling bus event %s failed", type(event).__name__)
+
+    async def dispatch(self, event: object) -> None:
+        """Route one bus event to sockets and hooks."""
+        name = type(event).__name__
+        if name == "TimelineEventAdded":
+            payload = {"type": "event", "event": jsonable(getattr(event, "event", None))}
+            await self._send_all(json.dumps(payload))
+        elif name == "ConversationUpdated":
+            payload = {
+                "type": "conversation",
+                "conversation_id": getattr(event, "conversation_id", None),
+                "fields": jsonable(getattr(event, "fields", {})),
+            }
+            await self._send_all(json.dumps(payload))
+        elif name == "ContactsMerged":
+            await self._send_all(json.dumps({"type": "merged", "merge": jsonable(event)}))
+        elif hasattr(event, "call_id"):
+            await self._call_event(name, event)
+        for hook in self._hooks:
+            try:
+                await hook(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("web: event hook failed on %s", name)
+
+    async def _call_event(self, name: str, event: object) -> None:
+        call_id = str(getattr(event, "call_id", ""))
+        extension = getattr(event, "extension", None)
+        if name == "CallRinging" and extension:
+            self._calls.setdefault(call_id, set()).add(str(extension))
+            card = {
+                "type": "call_ringing",
+                "call_id": call_id,
+                "extension": str(extension),
+                "caller": getattr(event, "caller", ""),
+                "caller_name": getattr(event, "caller_name", ""),
+                "conversation_id": getattr(event, "conversation_id", None),
+                "summary": jsonable(getattr(event, "summary", None)),
+                "at": getattr(event, "occurred_at", 0.0) or time.time(),
+            }
+            await self._send_extension(str(extension), json.dumps(card))
+        elif name == "CallAnswered":
+            rang = self._calls.get(call_id, set())
+            msg = json.dumps(
+                {"type": "call_answered", "call_id": call_id, "extension": str(extension or "")}
+            )
+            for ext in rang | ({str(extension)} if extension else set()):
+                await self._send_extension(ext, msg)
+        elif name == "CallEnded":
+            rang = self._calls.pop(call_id, set())
+            call = getattr(event, "call", None)
+            msg = json.dumps(
+                {
+                    "type": "call_ended",
+                    "call_id": call_id,
+                    "conversation_id": getattr(event, "conversation_id", None),
+                    "outcome": jsonable(getattr(event, "outcome", None)),
+                    "answered_by": getattr(call, "answered_by", None),
+                }
+            )
+            for ext in rang:
+                await self._send_extension(ext, msg)
+
+    async def _send(self, s: _StaffSocket, text: str) -> None:
+        if s.ws.closed:
+            return
+        try:
+            await asyncio.wait_for(s.ws.send_str(text), timeout=5.0)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            log.info("web: dropping a staff socket that cannot keep up")
+            self._sockets.discard(s)
+            await s.ws.close(code=1013, message=b"too slow")
+
+    async def _send_all(self, text: str) -> None:
+        for s in list(self._sockets):
+            await self._send(s, text)
+
+    async def _send_extension(self, extension: str, text: str) -> None:
+        for s in list(self._sockets):
+            if s.extension and s.extension == extension:
+                await self._send(s, text)
+
+    async def handle(self, request: web.Request, session: sql.SessionRow) -> web.StreamResponse:
+        """``GET /staff/ws`` for a logged-in staff member (Origin must be the gateway itself)."""
+        origin = request.headers.get("Origin", "")
+        if origin.rstrip("/") != f"{request.scheme}://{request.host}":
+            raise web.HTTPForbidden(
+                text=json.dumps({"error": "cross-origin staff websocket refused"}),
+                content_type="application/json",
+            )
+        ws = web.WebSocketResponse(max_msg_size=4096, compress=False, heartbeat=30.0)
+        await ws.prepare(request)
+        s = _StaffSocket(ws, session.staff)
+        self._sockets.add(s)
+        try:
+            await ws.send_json(
+                {"type": "hello", "username": s.staff.username, "extension": s.extension or None}
+            )
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT and msg.data == '{"type":"ping"}':
+                    await ws.send_str('{"type":"pong"}')
+                elif msg.type is WSMsgType.ERROR:
+                    break
+        finally:
+            self._sockets.discard(s)
+        return ws
+
+
+STAFF_HUB = web.AppKey("staff_hub", StaffHub)

@@ -1,0 +1,354 @@
+// Staff console: inbox, one timeline per customer, reply box, notes, search, live updates and screen-pop.
+// Every piece of customer text is put into the page with textContent, never as HTML.
+"use strict";
+(function () {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const myExt = document.querySelector('meta[name="staff-extension"]').content;
+  const $ = (id) => document.getElementById(id);
+  const state = { current: null, seen: new Set(), data: null, staff: [], inboxTimer: null, segTimer: null };
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children) {
+      if (c === null || c === undefined || c === false) continue;
+      node.append(typeof c === "string" ? document.createTextNode(c) : c);
+    }
+    return node;
+  }
+
+  async function api(method, url, body) {
+    const opts = { method, headers: { "Accept": "application/json" }, credentials: "same-origin" };
+    if (body !== undefined) {
+      opts.headers["Content-Type"] = "application/json";
+      opts.body = JSON.stringify(body);
+    }
+    if (method !== "GET") opts.headers["X-CSRF-Token"] = csrf;
+    const resp = await fetch(url, opts);
+    let data = null;
+    try { data = await resp.json(); } catch (e) { data = null; }
+    if (resp.status === 401) { window.location.href = "/login?next=/console"; }
+    if (!resp.ok) {
+      const err = new Error((data && data.error) || ("HTTP " + resp.status));
+      err.status = resp.status; err.data = data;
+      throw err;
+    }
+    return data;
+  }
+
+  const CHANNEL = { chat: "Chat", sms: "SMS", voice: "Call", email: "E-mail", note: "Note", system: "System" };
+  function when(ts) {
+    if (!ts) return "";
+    const d = new Date(ts * 1000);
+    const today = new Date();
+    const sameDay = d.toDateString() === today.toDateString();
+    return sameDay ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+      : d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  }
+  function waited(ts) {
+    if (!ts) return "";
+    const s = Math.max(0, Date.now() / 1000 - ts);
+    if (s < 60) return "waiting <1 min";
+    if (s < 3600) return "waiting " + Math.floor(s / 60) + " min";
+    if (s < 86400) return "waiting " + Math.floor(s / 3600) + " h";
+    return "waiting " + Math.floor(s / 86400) + " d";
+  }
+  function nameOf(row) { return row.display_name || row.phone || "Web visitor"; }
+
+  // ---------------------------------------------------------------------------------------------- inbox
+  async function loadInbox() {
+    const data = await api("GET", "/api/v1/inbox");
+    const list = $("inbox");
+    list.replaceChildren();
+    for (const row of data.inbox) {
+      const last = row.last_event;
+      const btn = el("button", { type: "button", "data-id": row.conversation_id,
+        "aria-current": state.current === row.conversation_id ? "true" : "false",
+        onclick: () => openConversation(row.conversation_id) },
+        el("span", { class: "name" }, el("span", { text: nameOf(row) }),
+          row.awaiting_since ? el("span", { class: "wait", text: waited(row.awaiting_since) }) : null),
+        el("span", {},
+          row.urgent ? el("span", { class: "badge urgent", text: "urgent" }) : null,
+          last ? el("span", { class: "badge", text: CHANNEL[last.channel] || last.channel }) : null,
+          row.intent ? el("span", { class: "badge", text: row.intent }) : null),
+        el("span", { class: "preview", text: last ? (last.body || last.kind.replace("_", " ")) : "" }));
+      list.append(el("li", {}, btn));
+    }
+    if (!data.inbox.length) list.append(el("li", { class: "muted", text: "No conversations yet." }));
+  }
+  function refreshInboxSoon() {
+    clearTimeout(state.inboxTimer);
+    state.inboxTimer = setTimeout(() => loadInbox().catch(console.error), 150);
+  }
+
+  // ------------------------------------------------------------------------------------------- timeline
+  function transcriptNode(ev) {
+    const words = ev.meta && Array.isArray(ev.meta.words) ? ev.meta.words : null;
+    const box = el("div", { class: "transcript" });
+    if (!words) { box.textContent = ev.body; return box; }
+    words.forEach((w, i) => {
+      const conf = typeof w.conf === "number" ? w.conf : 1;
+      const span = el("span", { class: conf < 0.6 ? "lowconf" : null, title: conf < 0.6 ? "unsure (" + Math.round(conf * 100) + "%)" : null, text: String(w.word) });
+      if (i) box.append(" ");
+      box.append(span);
+    });
+    return box;
+  }
+
+  function eventNode(ev) {
+    const label = CHANNEL[ev.channel] || ev.channel;
+    const meta = ev.meta || {};
+    let cls = "system", head = label, body = ev.body;
+    const extra = [];
+    switch (ev.kind) {
+      case "message_in": cls = "in"; head = label; break;
+      case "message_out": cls = "out";
+        head = (ev.author ? ev.author : "Sent") + " · " + label + (ev.delivery ? " · " + ev.delivery : "")
+          + (meta.automated ? " · automated" : "");
+        break;
+      case "note": cls = "note"; head = "Note by " + (ev.author || "staff"); break;
+      case "voicemail": cls = "call"; head = "Voicemail" + (meta.duration ? " · " + Math.round(meta.duration) + " s" : "");
+        body = ev.body || "";
+        extra.push(el("audio", { controls: true, preload: "none", src: "/media/voicemail/" + ev.id }));
+        if (meta.transcript) extra.push(el("div", { class: "transcript", text: String(meta.transcript) }));
+        break;
+      case "transcript": cls = "call"; head = "Transcript" + (meta.confidence ? " · " + Math.round(meta.confidence * 100) + "% sure" : "");
+        body = null; extra.push(transcriptNode(ev)); break;
+      case "call_missed": cls = "call"; head = "Missed call"; break;
+      case "call_answered": cls = "call"; head = "Call answered" + (meta.extension ? " on ext. " + meta.extension : ""); break;
+      case "call_ended": cls = "call"; head = "Call ended"; break;
+      case "call_abandoned": cls = "call"; head = "Caller hung up quickly"; break;
+      case "call_ringing": cls = "call"; head = "Incoming call"; break;
+      case "handoff": cls = "system"; head = "Hand-off";
+        if (meta.handoff === "call_me" && state.data && state.data.can_call) {
+          extra.push(el("button", { type: "button", onclick: startCall, text: "Call now" }));
+        }
+        break;
+      default: cls = "system"; head = ev.kind.replace("_", " ");
+    }
+    return el("li", { class: cls, "data-event": ev.id },
+      el("span", { class: "meta" }, head + " · " + when(ev.occurred_at)),
+      body ? document.createTextNode(body) : null, ...extra);
+  }
+
+  function appendEvent(ev) {
+    if (state.seen.has(ev.id)) return;
+    state.seen.add(ev.id);
+    $("timeline").append(eventNode(ev));
+    const tl = $("timeline");
+    tl.lastElementChild.scrollIntoView({ block: "nearest" });
+  }
+
+  async function openConversation(id) {
+    const data = await api("GET", "/api/v1/conversations/" + id);
+    state.current = data.summary.conversation_id;
+    state.data = data;
+    state.seen = new Set();
+    $("empty").hidden = true;
+    $("conv").hidden = false;
+    const s = data.summary;
+    $("conv-name").textContent = s.display_name || s.phone || "Web visitor";
+    const ids = (data.contact && data.contact.identities ? data.contact.identities : [])
+      .map((i) => (i.kind === "chat" ? "web chat" : i.value)).join(" · ");
+    $("conv-ids").textContent = ids;
+    const f = $("fields");
+    f.intent.value = s.intent || "";
+    f.next_step.value = s.next_step || "";
+    f.urgent.checked = !!s.urgent;
+    fillOwners(s.owner);
+    $("timeline").replaceChildren();
+    data.timeline.forEach(appendEvent);
+    const sel = $("reply-channel");
+    sel.replaceChildren(...data.reply.channels.map((c) => el("option", { value: c, text: CHANNEL[c] || c })));
+    sel.value = data.reply.default_channel;
+    $("call-btn").hidden = !data.can_call;
+    updateWarnings();
+    refreshInboxSoon();
+  }
+
+  function fillOwners(owner) {
+    const sel = $("owner");
+    sel.replaceChildren(el("option", { value: "", text: "Nobody" }),
+      ...state.staff.map((s) => el("option", { value: s.username, text: s.display_name })));
+    sel.value = owner || "";
+  }
+
+  function updateWarnings() {
+    const d = state.data;
+    const sms = $("reply-channel").value === "sms";
+    $("warn-quiet").hidden = !(sms && d && d.reply.quiet_hours);
+    $("warn-optout").hidden = !(sms && d && d.reply.opted_out);
+    updateSegments();
+  }
+
+  function updateSegments() {
+    clearTimeout(state.segTimer);
+    const out = $("segments");
+    if ($("reply-channel").value !== "sms") { out.textContent = ""; return; }
+    const body = $("reply-body").value;
+    state.segTimer = setTimeout(async () => {
+      try {
+        const r = await api("POST", "/api/v1/sms/segments", { body });
+        out.textContent = body ? r.chars + " characters · " + r.segments + " SMS" + (r.segments === 1 ? "" : " parts")
+          + (r.encoding === "ucs2" ? " (Unicode)" : "") : "";
+      } catch (e) { out.textContent = ""; }
+    }, 120);
+  }
+
+  async function startCall() {
+    try { await api("POST", "/api/v1/conversations/" + state.current + "/call", {}); }
+    catch (e) { $("reply-error").textContent = e.message; }
+  }
+
+  // ------------------------------------------------------------------------------------------ screen-pop
+  const cards = new Map();
+  function showCard(msg) {
+    const s = msg.summary || {};
+    const who = s.display_name || msg.caller_name || msg.caller || "Unknown caller";
+    const dl = el("dl", {});
+    const add = (k, v) => { if (v) dl.append(el("dt", { text: k }), el("dd", { text: String(v) })); };
+    add("Number", s.phone || msg.caller);
+    add("Intent", s.intent);
+    add("Next step", s.next_step);
+    for (const [ch, ev] of Object.entries(s.last_by_channel || {})) add("Last " + (CHANNEL[ch] || ch), ev.body || ev.kind.replace("_", " "));
+    if (s.latest_transcript) add("Voicemail", s.latest_transcript.body);
+    const stateLine = el("span", { class: "state", text: "Ringing" });
+    const card = el("article", { class: "card", "data-call": msg.call_id, "aria-label": "Incoming call from " + who },
+      el("button", { type: "button", class: "link close", "aria-label": "Dismiss", text: "✕", onclick: () => { card.remove(); cards.delete(msg.call_id); } }),
+      stateLine, el("h2", { text: who }), dl,
+      msg.conversation_id ? el("button", { type: "button", text: "Open timeline", onclick: () => openConversation(msg.conversation_id) }) : null);
+    card.stateLine = stateLine;
+    const old = cards.get(msg.call_id);
+    if (old) old.remove();
+    cards.set(msg.call_id, card);
+    $("calls").prepend(card);
+  }
+
+  function onWs(msg) {
+    switch (msg.type) {
+      case "hello": break;
+      case "event":
+        if (msg.event && msg.event.conversation_id === state.current) appendEvent(msg.event);
+        refreshInboxSoon();
+        break;
+      case "conversation":
+      case "merged":
+        refreshInboxSoon();
+        break;
+      case "call_ringing": showCard(msg); break;
+      case "call_answered": {
+        const card = cards.get(msg.call_id);
+        if (!card) break;
+        if (msg.extension && msg.extension !== myExt) { card.remove(); cards.delete(msg.call_id); }
+        else card.stateLine.textContent = "In call";
+        break;
+      }
+      case "call_ended": {
+        const card = cards.get(msg.call_id);
+        if (!card) break;
+        card.classList.add("ended");
+        card.stateLine.textContent = "Call ended" + (msg.outcome ? " · " + msg.outcome : "");
+        if (msg.conversation_id && msg.conversation_id === state.current) openConversation(state.current);
+        setTimeout(() => { card.remove(); cards.delete(msg.call_id); }, 120000);
+        break;
+      }
+      default: break;
+    }
+  }
+
+  let delay = 500;
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss://" : "ws://";
+    const ws = new WebSocket(proto + location.host + "/staff/ws");
+    const live = $("live");
+    ws.onopen = () => { delay = 500; live.textContent = "live"; live.className = "live ok"; refreshInboxSoon(); };
+    ws.onmessage = (e) => { try { onWs(JSON.parse(e.data)); } catch (err) { console.error(err); } };
+    ws.onclose = () => {
+      live.textContent = "reconnecting…"; live.className = "live down";
+      setTimeout(connect, delay); delay = Math.min(delay * 2, 15000);
+    };
+  }
+
+  // ----------------------------------------------------------------------------------------------- forms
+  $("reply-channel").addEventListener("change", updateWarnings);
+  $("reply-body").addEventListener("input", updateSegments);
+  $("reply-body").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); $("reply").requestSubmit(); }
+  });
+  $("reply").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = $("reply-body").value;
+    if (!body.trim() || state.current === null) return;
+    $("reply-error").textContent = "";
+    try {
+      await api("POST", "/api/v1/conversations/" + state.current + "/messages",
+        { body, channel: $("reply-channel").value, override_optout: $("override").checked });
+      $("reply-body").value = "";
+      $("override").checked = false;
+      updateSegments();
+    } catch (err) {
+      $("reply-error").textContent = err.message;
+      if (err.data && err.data.opted_out) { state.data.reply.opted_out = true; updateWarnings(); }
+    }
+  });
+  $("fields").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = e.target;
+    try {
+      await api("PATCH", "/api/v1/conversations/" + state.current,
+        { intent: f.intent.value, next_step: f.next_step.value, owner: f.owner.value, urgent: f.urgent.checked });
+      refreshInboxSoon();
+    } catch (err) { $("reply-error").textContent = err.message; }
+  });
+  $("note").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = $("note-body").value;
+    if (!body.trim()) return;
+    try { await api("POST", "/api/v1/conversations/" + state.current + "/notes", { body }); $("note-body").value = ""; }
+    catch (err) { $("reply-error").textContent = err.message; }
+  });
+  $("call-btn").addEventListener("click", startCall);
+
+  let searchTimer = null;
+  function markSnippet(text) {
+    // The store marks hits with [ and ]: turn them into <mark> elements, everything else stays text.
+    const frag = document.createDocumentFragment();
+    const re = /\[([^\]]*)\]/g;
+    let last = 0, m;
+    while ((m = re.exec(text)) !== null) {
+      frag.append(text.slice(last, m.index), el("mark", { text: m[1] }));
+      last = re.lastIndex;
+    }
+    frag.append(text.slice(last));
+    return frag;
+  }
+  $("search").addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(async () => {
+      const q = $("search").value.trim();
+      const box = $("search-results");
+      if (!q) { box.hidden = true; box.replaceChildren(); return; }
+      const data = await api("GET", "/api/v1/search?q=" + encodeURIComponent(q));
+      box.replaceChildren(el("h2", { class: "section-title", text: data.results.length + " result(s)" }),
+        ...data.results.map((hit) => el("li", { tabindex: "0", role: "button",
+          onclick: () => openConversation(hit.event.conversation_id),
+          onkeydown: (e) => { if (e.key === "Enter") openConversation(hit.event.conversation_id); } },
+          el("strong", { text: hit.display_name || "Customer" }), " ",
+          el("span", { class: "badge", text: CHANNEL[hit.event.channel] || hit.event.channel }),
+          el("div", {}, markSnippet(hit.snippet || hit.event.body)))));
+      box.hidden = false;
+    }, 200);
+  });
+  $("search-form").addEventListener("submit", (e) => e.preventDefault());
+
+  api("GET", "/api/v1/staff").then((d) => { state.staff = d.staff; }).catch(() => {});
+  loadInbox().catch(console.error);
+  setInterval(() => refreshInboxSoon(), 30000);
+  connect();
+})();

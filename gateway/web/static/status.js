@@ -1,0 +1,70 @@
+// Operator status page: polls /status.json every 3 s and renders each part as text.
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  function el(tag, cls, text) {
+    const n = document.createElement(tag);
+    if (cls) n.className = cls;
+    if (text !== undefined && text !== null) n.textContent = String(text);
+    return n;
+  }
+  const TITLES = { asterisk: "Asterisk", sip: "SIP endpoints", modem: "GSM modem", transcription: "Transcription",
+    store: "Store", today: "Today", webhooks: "Webhooks", web: "Web", bus: "Event bus", backup: "Backup" };
+  const SKIP = new Set(["generated_at", "recent_errors"]);
+  function fmt(key, v) {
+    if (v === null || v === undefined) return "—";
+    if (typeof v === "boolean") return v ? "yes" : "no";
+    if (typeof v === "number" && /(_at|since)$/.test(key) && v > 1e9) return new Date(v * 1000).toLocaleString();
+    if (typeof v === "number" && /bytes$/.test(key)) return (v / 1048576).toFixed(1) + " MiB";
+    if (typeof v === "object") return JSON.stringify(v);
+    return String(v);
+  }
+  function health(v) {
+    if (!v || typeof v !== "object") return "unknown";
+    if ("error" in v) return "down";
+    for (const k of ["up", "connected", "present", "ok"]) if (k in v) return v[k] ? "up" : "down";
+    return "unknown";
+  }
+  function card(name, value) {
+    const sec = el("section", "panel");
+    sec.setAttribute("data-section", name);
+    const h = el("h2", null, TITLES[name] || name);
+    const hs = health(value);
+    if (hs !== "unknown") h.append(el("span", "pill " + hs, hs === "up" ? "up" : "down"));
+    sec.append(h);
+    const dl = el("dl");
+    if (value && typeof value === "object" && !Array.isArray(value)) {
+      for (const [k, v] of Object.entries(value)) {
+        dl.append(el("dt", null, k.replace(/_/g, " ")), el("dd", null, fmt(k, v)));
+      }
+    } else {
+      dl.append(el("dt", null, "value"), el("dd", null, fmt(name, value)));
+    }
+    sec.append(dl);
+    return sec;
+  }
+  async function refresh() {
+    try {
+      const resp = await fetch("/status.json", { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      if (resp.status === 401) { location.href = "/login?next=/status"; return; }
+      const data = await resp.json();
+      const cards = [];
+      for (const [name, value] of Object.entries(data)) if (!SKIP.has(name)) cards.push(card(name, value));
+      $("cards").replaceChildren(...cards);
+      const errs = (data.recent_errors || []).map((e) => {
+        const li = el("li");
+        li.append(el("strong", null, e.level + " "), el("span", "muted", new Date(e.at * 1000).toLocaleString() + " " + e.logger + ": "),
+          document.createTextNode(e.message));
+        return li;
+      });
+      $("errors").replaceChildren(...(errs.length ? errs : [el("li", "muted", "No warnings or errors.")]));
+      $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+      $("updated").className = "live ok";
+    } catch (e) {
+      $("updated").textContent = "cannot reach the gateway";
+      $("updated").className = "live down";
+    }
+  }
+  refresh();
+  setInterval(refresh, 3000);
+})();

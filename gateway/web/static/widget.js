@@ -1,0 +1,193 @@
+// Chat widget: paste <script src="https://GATEWAY/widget.js" async></script> into any page.
+// Renders in a shadow DOM, talks to the gateway over a websocket, keeps a visitor token in localStorage so a
+// returning visitor resumes the conversation, and gives every message a client id so reconnects and reloads never
+// lose or duplicate one. All text is inserted with textContent.
+"use strict";
+(function () {
+  if (window.__gatewayChat) return;
+  const script = document.currentScript;
+  const base = new URL(script && script.src ? script.src : "/widget.js", location.href);
+  const wsUrl = (base.protocol === "https:" ? "wss://" : "ws://") + base.host + "/chat/ws";
+  const KEY = "gw-chat:" + base.host;
+  const store = {
+    get(k, d) { try { const v = localStorage.getItem(KEY + ":" + k); return v === null ? d : JSON.parse(v); } catch (e) { return d; } },
+    set(k, v) { try { localStorage.setItem(KEY + ":" + k, JSON.stringify(v)); } catch (e) { /* private mode */ } },
+  };
+
+  function newId() {
+    const b = new Uint8Array(12);
+    crypto.getRandomValues(b);
+    return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  }
+  function el(tag, attrs, ...children) {
+    const n = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") n.className = v;
+      else if (k === "text") n.textContent = v;
+      else if (k.startsWith("on")) n.addEventListener(k.slice(2), v);
+      else n.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children) if (c) n.append(typeof c === "string" ? document.createTextNode(c) : c);
+    return n;
+  }
+
+  const host = el("div", { id: "gateway-chat" });
+  const root = host.attachShadow({ mode: "open" });
+  root.append(el("link", { rel: "stylesheet", href: new URL("/widget.css", base).href }));
+  const log = el("ol", { class: "log", role: "log", "aria-live": "polite", "aria-label": "Conversation" });
+  const notice = el("p", { class: "notice", hidden: true });
+  const status = el("p", { class: "status", "aria-live": "polite" });
+  const input = el("textarea", { rows: "2", placeholder: "Type your message…", "aria-label": "Message", maxlength: "2000" });
+  const sendBtn = el("button", { type: "submit", class: "send", text: "Send" });
+  const form = el("form", { class: "composer" }, input, sendBtn);
+  const phoneInput = el("input", { type: "tel", autocomplete: "tel", placeholder: "+1 555 123 4567", "aria-label": "Phone number" });
+  const handoffLabel = el("span", { class: "handoff-label" });
+  const handoffForm = el("form", { class: "handoff", hidden: true }, handoffLabel, phoneInput,
+    el("button", { type: "submit", text: "OK" }),
+    el("button", { type: "button", class: "ghost", text: "Cancel", onclick: () => { handoffForm.hidden = true; } }));
+  const textBtn = el("button", { type: "button", class: "ghost", text: "Continue by text" });
+  const callBtn = el("button", { type: "button", class: "ghost", text: "Call me" });
+  const title = el("h2", { text: "Chat with us" });
+  const closeBtn = el("button", { type: "button", class: "close", "aria-label": "Close chat", text: "✕" });
+  const panel = el("section", { class: "panel", hidden: true, role: "dialog", "aria-label": "Chat" },
+    el("header", {}, title, closeBtn), notice, log, status,
+    el("div", { class: "actions" }, textBtn, callBtn), handoffForm, form);
+  const launcher = el("button", { type: "button", class: "launcher", "aria-expanded": "false", text: "Chat with us" });
+  root.append(panel, launcher);
+
+  const shown = new Set();      // event ids and client ids already on screen
+  let pending = store.get("pending", []); // [{client_id, body}] not yet acknowledged
+  let ws = null, ready = false, delay = 500, handoffMode = null, maxChars = 2000;
+
+  function addMessage(from, body, id, clientId, extraClass) {
+    if ((id && shown.has("e" + id)) || (clientId && shown.has("c" + clientId))) {
+      if (id && clientId) {
+        shown.add("e" + id);
+        const existing = log.querySelector('[data-client="' + clientId + '"]');
+        if (existing) existing.classList.remove("sending");
+      }
+      return;
+    }
+    if (id) shown.add("e" + id);
+    if (clientId) shown.add("c" + clientId);
+    const li = el("li", { class: from + (extraClass ? " " + extraClass : ""), "data-client": clientId || null, text: body });
+    log.append(li);
+    log.scrollTop = log.scrollHeight;
+  }
+  function system(text) { log.append(el("li", { class: "system", text })); log.scrollTop = log.scrollHeight; }
+
+  function send(frame) { if (ws && ready) ws.send(JSON.stringify(frame)); }
+
+  function flushPending() { for (const p of pending) send({ type: "message", client_id: p.client_id, body: p.body }); }
+
+  function onFrame(m) {
+    switch (m.type) {
+      case "welcome":
+        ready = true; delay = 500;
+        store.set("token", m.token);
+        title.textContent = m.business || "Chat with us";
+        maxChars = m.max_chars || maxChars;
+        input.maxLength = maxChars;
+        if (!log.childElementCount && m.greeting && !m.history.length) system(m.greeting);
+        for (const h of m.history) addMessage(h.from, h.body, h.id, h.client_id);
+        for (const p of pending) addMessage("visitor", p.body, null, p.client_id, "sending");
+        notice.hidden = !m.after_hours;
+        notice.textContent = m.after_hours_message || "";
+        status.textContent = "";
+        flushPending();
+        break;
+      case "ack": {
+        pending = pending.filter((p) => p.client_id !== m.client_id);
+        store.set("pending", pending);
+        shown.add("e" + m.event_id);
+        const li = log.querySelector('[data-client="' + m.client_id + '"]');
+        if (li) li.classList.remove("sending");
+        break;
+      }
+      case "message":
+        addMessage(m.message.from, m.message.body, m.message.id, m.message.client_id);
+        break;
+      case "handoff":
+        handoffForm.hidden = true;
+        system(m.mode === "sms" ? "Thanks! We will continue by text message." : "Thanks! We will call you soon.");
+        break;
+      case "error":
+        if (m.client_id) {
+          pending = pending.filter((p) => p.client_id !== m.client_id);
+          store.set("pending", pending);
+          const li = log.querySelector('[data-client="' + m.client_id + '"]');
+          if (li) li.classList.add("failed");
+        }
+        status.textContent = m.message || "Something went wrong.";
+        break;
+      default: break;
+    }
+  }
+
+  function connect() {
+    ready = false;
+    ws = new WebSocket(wsUrl);
+    ws.onopen = () => ws.send(JSON.stringify({ type: "hello", token: store.get("token", null) }));
+    ws.onmessage = (e) => { try { onFrame(JSON.parse(e.data)); } catch (err) { /* ignore malformed */ } };
+    ws.onclose = (e) => {
+      ready = false;
+      if (e.code === 4429) { status.textContent = "Chat is busy right now. Please try again later."; return; }
+      status.textContent = "Reconnecting…";
+      setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 15000);
+    };
+  }
+
+  function open() {
+    panel.hidden = false;
+    launcher.setAttribute("aria-expanded", "true");
+    launcher.hidden = true;
+    store.set("open", true);
+    if (!ws) connect();
+    input.focus();
+  }
+  function close() {
+    panel.hidden = true;
+    launcher.hidden = false;
+    launcher.setAttribute("aria-expanded", "false");
+    store.set("open", false);
+    launcher.focus();
+  }
+  launcher.addEventListener("click", open);
+  closeBtn.addEventListener("click", close);
+  panel.addEventListener("keydown", (e) => { if (e.key === "Escape") close(); });
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const body = input.value.trim();
+    if (!body) return;
+    if (body.length > maxChars) { status.textContent = "Please keep messages under " + maxChars + " characters."; return; }
+    const clientId = newId();
+    pending.push({ client_id: clientId, body });
+    store.set("pending", pending);
+    addMessage("visitor", body, null, clientId, "sending");
+    input.value = "";
+    send({ type: "message", client_id: clientId, body });
+  });
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+  });
+  function askPhone(mode) {
+    handoffMode = mode;
+    handoffLabel.textContent = mode === "sms" ? "Your mobile number:" : "Number to call:";
+    handoffForm.hidden = false;
+    phoneInput.focus();
+  }
+  textBtn.addEventListener("click", () => askPhone("sms"));
+  callBtn.addEventListener("click", () => askPhone("call"));
+  handoffForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const phone = phoneInput.value.trim();
+    if (!phone) return;
+    send({ type: handoffMode === "sms" ? "continue_by_text" : "call_me", client_id: newId(), phone });
+  });
+
+  window.__gatewayChat = { open, close };
+  const mount = () => { document.body.append(host); if (store.get("open", false)) open(); };
+  if (document.body) mount(); else document.addEventListener("DOMContentLoaded", mount);
+})();

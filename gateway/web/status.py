@@ -1,0 +1,167 @@
+"""Operator status: ``/status`` (page), ``/status.json`` (machines) and ``/metrics`` (Prometheus text format).
+
+Data comes from the ``status_sources`` callables the channels provide (Asterisk link, SIP endpoints, modem,
+transcription backlog, backup...), from store queries (size, outbox depth, today's counts, webhook queue) and from a
+ring buffer of recent WARNING/ERROR log records kept by :class:`RecentErrors`. A slow or failing source is shown as
+such (``{"error": ...}``) instead of breaking the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import logging
+import re
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.store import queries as q
+from gateway.store import web as sql
+from gateway.web.deps import WebDeps
+from gateway.web.jsonable import jsonable
+
+log = logging.getLogger(__name__)
+
+
+class RecentErrors(logging.Handler):
+    """Keeps the last ``size`` WARNING+ log records of the gateway for the status page."""
+
+    def __init__(self, size: int = 50) -> None:
+        super().__init__(level=logging.WARNING)
+        self.records: collections.deque[dict[str, Any]] = collections.deque(maxlen=size)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Remember one record (message already formatted; house style keeps bodies/numbers out of it)."""
+        try:
+            self.records.append(
+                {
+                    "at": record.created,
+                    "level": record.levelname,
+                    "logger": record.name,
+                    "message": record.getMessage()[:500],
+                }
+            )
+        except Exception:
+            self.handleError(record)
+
+
+async def _source(name: str, fn: Any) -> tuple[str, Any]:
+    try:
+        return name, jsonable(await asyncio.wait_for(fn(), timeout=2.0))
+    except asyncio.CancelledError:
+        raise
+    except TimeoutError:
+        return name, {"error": "no answer within 2 s"}
+    except Exception as err:
+        log.warning("status source %s failed: %s", name, err)
+        return name, {"error": f"{type(err).__name__}: {err}"}
+
+
+async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything the status page shows, as one JSON-ready dict."""
+    now = time.time()
+    midnight = (
+        dt.datetime.now()
+        .astimezone()
+        .replace(hour=0, minute=0, second=0, microsecond=0)
+        .timestamp()
+    )
+    sources = dict(await asyncio.gather(*(_source(n, f) for n, f in deps.status_sources.items())))
+
+    def store_facts(conn: Any) -> dict[str, Any]:
+        return {
+            "database_bytes": sql.database_bytes(conn),
+            "outbox": sql.outbox_states(conn),
+            "today": q.counts_since(conn, midnight),
+            "webhooks": sql.webhook_counts(conn),
+        }
+
+    facts = await deps.store.read(store_facts)
+    try:
+        size = deps.store.size_bytes()
+    except OSError:
+        size = facts["database_bytes"]
+    outbox = facts["outbox"]
+    return {
+        "generated_at": now,
+        **sources,
+        "store": {
+            "size_bytes": size,
+            "outbox_depth": sum(v for k, v in outbox.items() if k in ("queued", "sending")),
+            "outbox": outbox,
+            **({"backup": sources["backup"]} if "backup" in sources else {}),
+        },
+        "today": facts["today"],
+        "webhooks": facts["webhooks"],
+        "web": dict(extra),
+        "bus": {"overflow_total": getattr(deps.bus, "overflow_total", 0)},
+        "recent_errors": list(reversed(errors.records)),
+    }
+
+
+_METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _numbers(prefix: str, value: Any) -> Iterator[tuple[str, float]]:
+    if isinstance(value, bool):
+        yield prefix, 1.0 if value else 0.0
+    elif isinstance(value, (int, float)):
+        yield prefix, float(value)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _numbers(f"{prefix}_{_METRIC_NAME.sub('_', str(k))}", v)
+
+
+class _SnapshotCollector(Collector):
+    """Exposes one precomputed snapshot as gauges."""
+
+    def __init__(self, snap: Mapping[str, Any]) -> None:
+        self.snap = snap
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        today = GaugeMetricFamily(
+            "gateway_events_today", "timeline events since local midnight", labels=["kind"]
+        )
+        for kind, n in self.snap.get("today", {}).items():
+            today.add_metric([str(kind)], float(n))
+        yield today
+        outbox = GaugeMetricFamily(
+            "gateway_outbox_messages", "outbox rows per state", labels=["state"]
+        )
+        for state, n in self.snap.get("store", {}).get("outbox", {}).items():
+            outbox.add_metric([str(state)], float(n))
+        yield outbox
+        hooks = GaugeMetricFamily(
+            "gateway_webhook_deliveries", "webhook rows per state", labels=["state"]
+        )
+        for state, n in self.snap.get("webhooks", {}).items():
+            hooks.add_metric([str(state)], float(n))
+        yield hooks
+        skip = {"today", "webhooks", "recent_errors", "generated_at"}
+        seen: set[str] = set()
+        for section, value in self.snap.items():
+            if section in skip:
+                continue
+            for name, number in _numbers(f"gateway_{_METRIC_NAME.sub('_', section)}", value):
+                if name in seen or name.startswith("gateway_store_outbox_"):
+                    continue
+                seen.add(name)
+                yield GaugeMetricFamily(name, f"{section} status value", value=number)
+        yield GaugeMetricFamily(
+            "gateway_recent_errors",
+            "WARNING+ log records kept",
+            value=len(self.snap.get("recent_errors", [])),
+        )
+
+
+def metrics_text(snap: Mapping[str, Any]) -> bytes:
+    """The snapshot in Prometheus text exposition format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SnapshotCollector(snap))
+    return generate_latest(registry)
