@@ -215,6 +215,12 @@ class CallTracker:
         for ch in self._chans.values():
             ch.confirmed = False
 
+    def end_resync_abort(self) -> None:
+        """The channel list could not be fetched: keep every call as it was."""
+        self._resyncing = False
+        for ch in self._chans.values():
+            ch.confirmed = True
+
     def end_resync(self, now: float) -> list[TrackerEffect]:
         """End every channel Asterisk did not list (it hung up while we were not listening)."""
         self._resyncing = False
