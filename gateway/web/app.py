@@ -117,7 +117,8 @@ def build_app(deps: WebDeps) -> web.Application:
     async def chat_hook(event: object) -> None:
         if type(event).__name__ == "TimelineEventAdded":
             ev = jsonable(getattr(event, "event", None))
-            if isinstance(ev, dict) and ev.get("channel") == "chat":
+            # Visitor messages are pushed by the chat hub itself (to the visitor's other tabs only).
+            if isinstance(ev, dict) and ev.get("channel") == "chat" and ev.get("kind") == "message_out":
                 await chat.push_event(ev)
 
     staff.add_hook(chat_hook)

@@ -313,7 +313,8 @@ class ChatHub:
                     "body": body,
                     "meta": {"client_id": client_id},
                     "occurred_at": time.time(),
-                }
+                },
+                exclude=v,
             )
 
     async def _continue_by_text(self, v: _Visitor, data: dict[str, Any]) -> None:
@@ -402,15 +403,19 @@ class ChatHub:
             self._pushed.popitem(last=False)
         return True
 
-    async def push_event(self, event: dict[str, Any]) -> int:
-        """Send a timeline event to every visitor socket of its conversation (once per event id)."""
+    async def push_event(self, event: dict[str, Any], *, exclude: _Visitor | None = None) -> int:
+        """Send a timeline event to every visitor socket of its conversation (once per event id).
+
+        ``exclude`` is the socket a visitor message came from: it already shows it (and gets an ack).
+        """
         view = visitor_view(event)
         if view is None:
             return 0
         peers = self._by_conversation.get(int(event["conversation_id"]))
         if not peers or not self._mark_pushed(int(event["id"])):
             return 0
-        return await self.fan_out(list(peers), json.dumps({"type": "message", "message": view}))
+        targets = [p for p in peers if p is not exclude]
+        return await self.fan_out(targets, json.dumps({"type": "message", "message": view}))
 
     async def fan_out(self, peers: list[_Visitor], text: str) -> int:
         """Send one serialized frame to many sockets; returns how many got it."""
