@@ -1,4 +1,4 @@
-"""AMI link: refused login, event delivery, half-open detection, no re-sent Originate, resync list."""
+"""AMI link: refused login, events, half-open detection, no re-sent Originate, resync list."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from voice_fake_ami import FakeAmi, packet
 
 from gateway.channels.voice.ami_link import AmiLink
 from gateway.errors import ConfigError, TransientError
-
-from voice_fake_ami import FakeAmi, packet
 
 
 @pytest.fixture
@@ -23,7 +22,11 @@ async def ami() -> AsyncIterator[FakeAmi]:
     await server.stop()
 
 
-def make_link(port: int, secret: str = "s3cret", **kw: object) -> tuple[AmiLink, list[dict[str, str]]]:
+def make_link(
+    port: int,
+    secret: str = "s3cret",  # noqa: S107 - the fake server's test secret
+    **kw: object,
+) -> tuple[AmiLink, list[dict[str, str]]]:
     events: list[dict[str, str]] = []
     link = AmiLink(
         host="127.0.0.1",
@@ -38,7 +41,7 @@ def make_link(port: int, secret: str = "s3cret", **kw: object) -> tuple[AmiLink,
     return link, events
 
 
-async def until(cond: object, timeout: float = 5.0) -> None:
+async def until(cond: object, timeout: float = 5.0) -> None:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while not cond():  # type: ignore[operator]
         if time.monotonic() > deadline:
@@ -47,7 +50,7 @@ async def until(cond: object, timeout: float = 5.0) -> None:
 
 
 async def test_login_refused_is_a_config_error_naming_the_keys(ami: FakeAmi) -> None:
-    link, _ = make_link(ami.port, secret="wrong")
+    link, _ = make_link(ami.port, secret="wrong")  # noqa: S106
     with pytest.raises(ConfigError, match=r"voice\.ami_secret") as info:
         await link.start()
     assert "Authentication failed" in str(info.value)
@@ -101,7 +104,7 @@ async def test_lost_originate_is_never_resent(ami: FakeAmi) -> None:
     link, _ = make_link(ami.port)
     await link.start()
     try:
-        with pytest.raises(TransientError, match="unknown|lost"):
+        with pytest.raises(TransientError, match=r"unknown|lost"):
             await link.action(
                 {"Action": "Originate", "Channel": "PJSIP/201", "Exten": "5551234"},
                 as_list=False,

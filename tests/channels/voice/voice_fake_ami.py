@@ -1,4 +1,4 @@
-"""A small scriptable AMI server for link tests (the real Asterisk is used by the asterisk-marked tests)."""
+"""A small scriptable AMI server for link tests (asterisk-marked tests use the real one)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def raw_packet(pairs: list[tuple[str, str]]) -> bytes:
 class FakeAmi:
     """Accepts logins with ``secret``; answers Ping unless ``mute_pings``; records every action."""
 
-    secret: str = "s3cret"
+    secret: str = "s3cret"  # noqa: S105 - test-only
     mute_pings: bool = False
     answer_originate: bool = True
     drop_on_originate: bool = False
@@ -95,7 +95,8 @@ class FakeAmi:
             if self.drop_on_originate:
                 w.close()
             elif self.answer_originate:
-                w.write(packet(Response="Success", ActionID=aid, Message="Originate successfully queued"))
+                msg = "Originate successfully queued"
+                w.write(packet(Response="Success", ActionID=aid, Message=msg))
         elif name == "coreshowchannels":
             w.write(
                 packet(
