@@ -169,6 +169,7 @@ class VoiceChannel:
             ping_timeout=settings.ami_ping_timeout,
         )
         self._contexts: OrderedDict[str, CallerContext] = OrderedDict()
+        self._rang: OrderedDict[tuple[str, str, float], None] = OrderedDict()
         self._queue: asyncio.Queue[TrackerEffect] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.resyncs = 0
@@ -263,6 +264,12 @@ class VoiceChannel:
         self, fx: Ringing, conv: int | None, summary: ConversationSummary | None
     ) -> None:
         rec = fx.call
+        key = (rec.call_id, fx.extension, fx.at)
+        if key in self._rang:
+            return
+        self._rang[key] = None
+        while len(self._rang) > 5000:
+            self._rang.popitem(last=False)
         self.bus.publish(
             CallRinging(
                 extension=fx.extension,
@@ -425,12 +432,10 @@ class VoiceChannel:
         if isinstance(fx, CallStarted):
             return
         if isinstance(fx, Ringing):
-            had_conv = self._conversation_of(rec) is not None
             got = await self._record(
                 rec, EventKind.CALL_RINGING, "ringing", meta={"extension": fx.extension}, at=fx.at
             )
-            ctx = self._contexts.get(rec.call_id)
-            if not had_conv and not (ctx is not None and ctx.withheld):
+            if (rec.call_id, fx.extension, fx.at) not in self._rang:
                 conv = got[0] if got else None
                 summary = await self.service.summary(conv) if conv is not None else None
                 self._publish_ringing(fx, conv, summary)
@@ -465,14 +470,14 @@ class VoiceChannel:
             return
         if isinstance(fx, Ended):
             assert rec.outcome is not None
-            await self._record(
+            got = await self._record(
                 rec,
                 _TERMINAL_KIND[rec.outcome],
                 "end",
                 meta={"staff": self.staff_of(rec.answered_by)},
                 at=rec.ended_at,
             )
-            conv = self._conversation_of(rec)
+            conv = got[0] if got else self._conversation_of(rec)
             if conv is not None and rec.conversation_id != conv:
                 rec = replace(rec, conversation_id=conv)
             await self._log_call(rec)
