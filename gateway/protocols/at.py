@@ -111,7 +111,7 @@ class ATParser:
 
     def __init__(self, *, max_line: int = 4096) -> None:
         self._buf = bytearray()
-        self._max_line = max_line
+        self.max_line = max_line
         self._discarding = False
         self._awaiting_pdu: Unsolicited | None = None
         self._expected: str | None = None
@@ -139,8 +139,8 @@ class ATParser:
             if self._discarding:
                 continue
             self._buf += chunk
-            if len(self._buf) > self._max_line:
-                events.append(Garbage(bytes(self._buf[:64]), f"line longer than {self._max_line}"))
+            if len(self._buf) > self.max_line:
+                events.append(Garbage(bytes(self._buf[:64]), f"line longer than {self.max_line}"))
                 self._buf.clear()
                 self._discarding = True
         stripped = bytes(self._buf).strip()

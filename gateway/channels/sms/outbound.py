@@ -1,0 +1,230 @@
+"""Outbound SMS: the outbox worker and status-report matching.
+
+Theory of operation: rows of the core ``outbox`` table with channel 'sms' move
+``queued -> sending -> sent -> delivered | failed | expired``. The worker takes the earliest due
+row,
+marks it ``sending`` (durably, counting the attempt) BEFORE the first byte of ``AT+CMGS`` goes to
+the
+modem, sends its parts one at a time and records each part's message reference as the modem accepts
+it,
+then marks it ``sent``. Outcomes:
+
+* a transient ``+CMS ERROR`` (congestion, no network...) puts the row back to ``queued`` with a
+  capped
+  exponential backoff; parts already accepted are not sent again (the same concatenation reference
+  keeps
+  the rest joinable);
+* a permanent error fails the row at once with the reason in words;
+* a row not sent before ``expires_at`` becomes ``expired``;
+* if the PDU reached the modem but no answer came (timeout, unplug), or the daemon died while the
+  row was
+  ``sending``, the row becomes ``unknown``: the message may or may not have gone out, and we never
+  resend
+  it silently (a customer texted twice is worse than staff deciding to resend);
+* status reports (``+CDS``) are matched by message reference and recipient to the part; when every
+  part
+  is delivered the row becomes ``delivered``; a permanent network failure makes it ``failed``.
+
+An automated message to a suppressed (opted-out) number is refused here too, as a last line of
+defence,
+except the one confirmation of the STOP itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+
+from gateway.channels.sms.events import SmsOutboundState
+from gateway.channels.sms.inbound import StorePort
+from gateway.channels.sms.link import SendOutcomeUnknownError, SerialLink
+from gateway.domain.bus import Bus
+from gateway.protocols import at
+from gateway.protocols import pdu as pducodec
+from gateway.store import queries as q
+from gateway.store import sms as db
+from gateway.supervise import backoff_delay
+
+log = logging.getLogger(__name__)
+
+STATUS_MATCH_WINDOW_S = 7 * 24 * 3600.0
+
+
+class OutboxWorker:
+    """Sends queued SMS through one :class:`SerialLink`, one message at a time."""
+
+    def __init__(
+        self,
+        store: StorePort,
+        bus: Bus,
+        *,
+        send_timeout: float = 120.0,
+        retry_base: float = 5.0,
+        retry_cap: float = 600.0,
+        max_attempts: int = 8,
+        status_reports: bool = True,
+        validity_minutes: int = 1440,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.send_timeout = send_timeout
+        self.retry_base = retry_base
+        self.retry_cap = retry_cap
+        self.max_attempts = max_attempts
+        self.status_reports = status_reports
+        self.validity_minutes = validity_minutes
+        self._wake = asyncio.Event()
+        self.sent_parts = 0
+        self.enqueue_to_cmgs: list[float] = []  # seconds, measured for the benchmark
+
+    def wake(self) -> None:
+        """Something was queued: look now."""
+        self._wake.set()
+
+    async def recover(self) -> list[int]:
+        """At start: rows a crash left in 'sending' become 'unknown' (never resent silently)."""
+        ids = await self.store.write(lambda c: db.recover_interrupted_sends(c, time.time()))
+        for outbox_id in ids:
+            log.warning(
+                "sms outbox: message %d was being sent when the gateway stopped; marked 'unknown'",
+                outbox_id,
+            )
+            self.bus.publish(SmsOutboundState(outbox_id, None, "unknown", "interrupted"))
+        return ids
+
+    async def run(self, link: SerialLink) -> None:
+        """Send due messages until cancelled or the link fails (the error propagates)."""
+        while True:
+            self._wake.clear()
+            for outbox_id in await self.store.write(lambda c: db.expire_overdue(c, time.time())):
+                log.info("sms outbox: message %d expired", outbox_id)
+                self.bus.publish(SmsOutboundState(outbox_id, None, "expired"))
+            row = await self.store.read(lambda c: db.next_due(c, time.time()))
+            if row is None:
+                nxt = await self.store.read(db.next_attempt_at)
+                wait = 5.0 if nxt is None else max(0.0, min(5.0, nxt - time.time()))
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+                continue
+            await self._send(link, row)
+
+    async def _send(self, link: SerialLink, row: db.OutboundRow) -> None:  # noqa: PLR0912 - one branch per send outcome
+        if row.automated:
+            blocked = await self.store.read(lambda c: _blocked(c, row))
+            if blocked:
+                await self._final(row, "failed", "the recipient opted out (STOP); not sent")
+                return
+        try:
+            pdus = pducodec.encode_submit(
+                row.to_addr,
+                row.body,
+                concat_ref=row.id & 0xFF,
+                status_report=self.status_reports,
+                validity_minutes=self.validity_minutes,
+            )
+        except pducodec.PduEncodeError as err:
+            await self._final(row, "failed", str(err))
+            return
+        now = time.time()
+        ok = await self.store.write(lambda c: db.mark_sending(c, row.id, len(pdus), now))
+        if not ok:
+            return
+        self.bus.publish(SmsOutboundState(row.id, row.conversation_id, "sending"))
+        done = await self.store.read(lambda c: db.sent_part_numbers(c, row.id))
+        try:
+            for number, part in enumerate(pdus, start=1):
+                if number in done:
+                    continue
+                t0 = time.perf_counter()
+                reference = await link.send_pdu(
+                    part.tpdu_length, part.hex, timeout=self.send_timeout
+                )
+                if link.first_cmgs_byte_at is not None:
+                    self.enqueue_to_cmgs.append(link.first_cmgs_byte_at - t0)
+                self.sent_parts += 1
+                await self.store.write(
+                    lambda c, n=number, r=reference: db.record_sent_part(  # type: ignore[misc]
+                        c, row.id, n, reference=r, recipient=row.to_addr, now=time.time()
+                    )
+                )
+        except at.ModemPermanentError as err:
+            await self._final(row, "failed", f"the modem refused it: {err.words}")
+            return
+        except SendOutcomeUnknownError as err:
+            await self._final(row, "unknown", str(err))
+            raise
+        except at.ModemTransientError as err:
+            await self._retry(row, err.words)
+            return
+        except BaseException:
+            if link.pdu_in_modem:
+                # Stopped while the modem held the PDU: it may have gone out.
+                await asyncio.shield(
+                    self._final(row, "unknown", "stopped while the modem was sending it")
+                )
+            else:
+                # The link died before this part's PDU was written: nothing of it went out.
+                await asyncio.shield(
+                    self._retry(row, "the modem connection was lost before sending")
+                )
+            raise
+        await self.store.write(lambda c: db.mark_sent(c, row.id, time.time()))
+        log.info("sms outbox: message %d sent (%d part(s))", row.id, len(pdus))
+        self.bus.publish(SmsOutboundState(row.id, row.conversation_id, "sent"))
+
+    async def _retry(self, row: db.OutboundRow, reason: str) -> None:
+        attempts = row.attempts + 1
+        if attempts >= self.max_attempts:
+            await self._final(row, "failed", f"gave up after {attempts} attempts: {reason}")
+            return
+        delay = max(
+            self.retry_base, backoff_delay(attempts, base=self.retry_base, cap=self.retry_cap)
+        )
+        retry_at = time.time() + delay
+        if retry_at >= row.expires_at:
+            await self._final(row, "expired", f"would expire before the next attempt: {reason}")
+            return
+        await self.store.write(lambda c: db.mark_retry(c, row.id, reason, retry_at, time.time()))
+        log.info(
+            "sms outbox: message %d failed for now (%s); retry in %.0f s", row.id, reason, delay
+        )
+        self.bus.publish(SmsOutboundState(row.id, row.conversation_id, "queued", reason))
+
+    async def _final(self, row: db.OutboundRow, state: str, reason: str) -> None:
+        await self.store.write(lambda c: db.mark_final(c, row.id, state, reason, time.time()))
+        log.warning("sms outbox: message %d %s: %s", row.id, state, reason)
+        self.bus.publish(SmsOutboundState(row.id, row.conversation_id, state, reason))
+
+    async def status_report(self, report: pducodec.SmsStatusReport) -> None:
+        """Apply a ``+CDS`` report to the part it belongs to."""
+        now = time.time()
+        result = await self.store.write(
+            lambda c: db.apply_status_report(
+                c,
+                report.reference,
+                report.recipient,
+                report.status,
+                delivered=report.delivered,
+                final=report.final,
+                words=report.status_text,
+                since=now - STATUS_MATCH_WINDOW_S,
+                now=now,
+            )
+        )
+        if result is None:
+            log.info("sms outbox: status report for unknown reference %d ignored", report.reference)
+            return
+        outbox_id, state = result
+        log.info("sms outbox: message %d status report: %s", outbox_id, report.status_text)
+        self.bus.publish(SmsOutboundState(outbox_id, None, state, report.status_text))
+
+
+def _blocked(conn: sqlite3.Connection, row: db.OutboundRow) -> bool:
+    if not q.is_suppressed(conn, row.to_addr):
+        return False
+    return not db.is_keyword_reply(conn, row.id)
