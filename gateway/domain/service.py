@@ -1,0 +1,477 @@
+"""The conversation service: everything inbound becomes part of ONE conversation per customer.
+
+Theory of operation: an adapter (SMS driver, call tracker, chat socket) hands an :class:`Inbound` to
+:meth:`ConversationService.ingest`. The service normalizes the identity (E.164 phone numbers via libphonenumber,
+lower-case e-mail), then, in one write transaction of the store, (1) returns the earlier result if this
+(channel, external_id) was already stored (idempotent ingest: retries and replays are harmless), (2) finds the
+contact owning the identity, following merges, or creates contact + identity + conversation, (3) appends the timeline
+event. Only after the durable commit does it publish :class:`TimelineEventAdded` on the bus. Outbound messages are
+recorded as events and queued in the outbox in the same transaction, after the opt-out check.
+
+Identity stitching: when a person reveals another identity (a chat visitor types a phone number), ``link_identity``
+attaches it, or, if it already belongs to another contact, merges the two contacts into one timeline and records the
+merge, which staff can undo with ``unmerge``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from gateway.domain.bus import Bus
+from gateway.domain.models import (
+    Channel,
+    ContactsMerged,
+    ContactView,
+    ConversationSummary,
+    ConversationUpdated,
+    EventKind,
+    IdentityKind,
+    Inbound,
+    InboxRow,
+    IngestResult,
+    OutboxQueued,
+    SearchHit,
+    StaffUser,
+    TimelineEvent,
+    TimelineEventAdded,
+)
+from gateway.domain.phone import normalize_phone
+from gateway.errors import PermanentError, ValidationError
+from gateway.store import queries as q
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class StorePort(Protocol):
+    """What the service needs from the store (see gateway.store.db.Store)."""
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Domain settings taken from the config."""
+
+    default_region: str = "US"
+    max_body_chars: int = 10_000
+    outbox_expiry_s: float = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedIdentity:
+    """An identity value ready to store."""
+
+    kind: str
+    value: str
+    raw: str
+    valid: bool
+
+
+def segment_estimate(body: str) -> int:
+    """SMS parts for ``body`` (GSM 7-bit 160/153 or UCS-2 70/67). Prefers the PDU codec when present."""
+    try:
+        from gateway.protocols.pdu import segment_count  # noqa: PLC0415 - optional until the codec lands
+
+        result = segment_count(body)
+        return int(result[1]) if isinstance(result, tuple) else int(result)
+    except ImportError:
+        pass
+    gsm = all(ord(ch) < 128 for ch in body)
+    units = len(body) if gsm else len(body.encode("utf-16-le")) // 2
+    single, multi = (160, 153) if gsm else (70, 67)
+    return 1 if units <= single else -(-units // multi)
+
+
+class ConversationService:
+    """Ingest, record and query conversations. One instance per daemon."""
+
+    def __init__(self, store: StorePort, bus: Bus, settings: ServiceSettings | None = None) -> None:
+        self.store = store
+        self.bus = bus
+        self.settings = settings or ServiceSettings()
+
+    # -- identities ---------------------------------------------------------------------------------------------------
+
+    def normalize(self, kind: IdentityKind | str, raw: str) -> NormalizedIdentity:
+        """Normalize an identity value for storage and lookup."""
+        kind = IdentityKind(kind)
+        if kind is IdentityKind.PHONE:
+            number = normalize_phone(raw, self.settings.default_region)
+            if not number.valid:
+                log.info("identity: phone number could not be normalized; kept raw and flagged")
+                log.debug("identity: unparsable phone number %r", raw)
+            return NormalizedIdentity(kind.value, number.key, raw, number.valid)
+        value = raw.strip()
+        if kind is IdentityKind.EMAIL:
+            value = value.lower()
+            valid = "@" in value and "." in value.rsplit("@", 1)[-1]
+            return NormalizedIdentity(kind.value, value, raw, valid)
+        if not value:
+            raise ValidationError(f"an empty {kind.value} identity cannot be stored")
+        if len(value) > 200:
+            raise ValidationError(f"{kind.value} identity is {len(value)} characters long; the limit is 200")
+        return NormalizedIdentity(kind.value, value, raw, True)
+
+    def _check_body(self, body: str) -> None:
+        limit = self.settings.max_body_chars
+        if len(body) > limit:
+            raise ValidationError(
+                f"message body is {len(body)} characters long; the limit is {limit} (store.max_body_chars). "
+                "Split the message or raise the limit."
+            )
+
+    # -- ingest -----------------------------------------------------------------------------------------------------------
+
+    async def ingest(self, item: Inbound) -> IngestResult:
+        """Store one inbound item in the right conversation and publish it. Idempotent per (channel, external_id)."""
+        self._check_body(item.body)
+        if not item.external_id:
+            raise ValidationError("inbound item has no external_id; every channel must give one for idempotency")
+        ident = self.normalize(item.identity_kind, item.identity_value)
+        meta = dict(item.meta)
+        if not ident.valid:
+            meta.setdefault("identity_flag", "unparsed")
+        meta_json = q.dumps(meta)
+        now = q.now()
+        occurred = item.occurred_at if item.occurred_at is not None else now
+        display_name = (item.display_name or "").strip()[:120] or None
+
+        def op(conn: sqlite3.Connection) -> tuple[IngestResult, TimelineEvent | None]:
+            existing = q.find_event_by_external(conn, item.channel.value, item.external_id)
+            if existing is not None:
+                event_id, conv_id = existing
+                return IngestResult(q.contact_of(conn, conv_id), conv_id, event_id, True), None
+            contact_id = q.find_identity(conn, ident.kind, ident.value)
+            if contact_id is None:
+                contact_id, conv_id = q.create_contact(
+                    conn, ident.kind, ident.value, ident.raw, ident.valid, display_name, now
+                )
+            else:
+                conv_id = q.conversation_of(conn, contact_id)
+                if display_name:
+                    q.set_display_name_if_empty(conn, contact_id, display_name, now)
+            event_id = q.insert_event(
+                conn, conv_id, item.kind.value, item.channel.value, item.body, meta_json, item.external_id, None,
+                occurred, now,
+            )
+            event = TimelineEvent(
+                event_id, conv_id, item.kind.value, item.channel.value, item.body, meta, item.external_id, None,
+                occurred,
+            )
+            return IngestResult(contact_id, conv_id, event_id, False), event
+
+        result, event = await self.store.write(op)
+        if event is not None:
+            self.bus.publish(TimelineEventAdded(result.conversation_id, result.contact_id, event))
+        return result
+
+    async def append_event(
+        self,
+        conversation_id: int,
+        kind: EventKind | str,
+        channel: Channel | str,
+        body: str = "",
+        meta: Mapping[str, Any] | None = None,
+        external_id: str | None = None,
+        author: str | None = None,
+        occurred_at: float | None = None,
+    ) -> int:
+        """Append an event to a known conversation (notes, call outcomes, transcripts, automated actions).
+
+        With an ``external_id`` the call is idempotent and returns the first event's id.
+        """
+        self._check_body(body)
+        kind_s, channel_s = EventKind(kind).value, Channel(channel).value
+        meta_d = dict(meta or {})
+        meta_json = q.dumps(meta_d)
+        now = q.now()
+        occurred = occurred_at if occurred_at is not None else now
+
+        def op(conn: sqlite3.Connection) -> tuple[int, int, TimelineEvent | None]:
+            if external_id is not None:
+                existing = q.find_event_by_external(conn, channel_s, external_id)
+                if existing is not None:
+                    return existing[0], q.contact_of(conn, existing[1]), None
+            conv = _live_conversation(conn, conversation_id)
+            event_id = q.insert_event(
+                conn, conv, kind_s, channel_s, body, meta_json, external_id, author, occurred, now
+            )
+            event = TimelineEvent(event_id, conv, kind_s, channel_s, body, meta_d, external_id, author, occurred)
+            return event_id, q.contact_of(conn, conv), event
+
+        event_id, contact_id, event = await self.store.write(op)
+        if event is not None:
+            self.bus.publish(TimelineEventAdded(event.conversation_id, contact_id, event))
+        return event_id
+
+    async def update_event_meta(self, event_id: int, patch: Mapping[str, Any]) -> None:
+        """Merge keys into an event's meta (e.g. transcription state of a voicemail)."""
+        await self.store.write(lambda c: q.update_event_meta(c, event_id, patch))
+
+    # -- outbound --------------------------------------------------------------------------------------------------------
+
+    async def enqueue_outbound(
+        self,
+        conversation_id: int,
+        channel: Channel | str,
+        to: str,
+        body: str,
+        *,
+        automated: bool,
+        override_optout: bool = False,
+        author: str | None = None,
+    ) -> int:
+        """Record an outbound message on the timeline and queue it in the outbox. Returns the outbox id.
+
+        Refuses with :class:`PermanentError` when the recipient opted out, unless a person explicitly overrides it
+        (automated messages can never override).
+        """
+        self._check_body(body)
+        if not body.strip():
+            raise ValidationError("an empty message cannot be sent")
+        channel_s = Channel(channel).value
+        address = to
+        if channel_s == Channel.SMS.value:
+            number = normalize_phone(to, self.settings.default_region)
+            if not number.valid or number.e164 is None:
+                raise ValidationError(f"cannot send an SMS to {to!r}: not a complete phone number")
+            address = number.e164
+        parts = segment_estimate(body) if channel_s == Channel.SMS.value else 1
+        now = q.now()
+        expires = now + self.settings.outbox_expiry_s
+        meta = {"to": address, "parts": parts, "automated": automated}
+
+        def op(conn: sqlite3.Connection) -> tuple[int, TimelineEvent, int]:
+            if q.is_suppressed(conn, address) and (automated or not override_optout):
+                raise PermanentError(
+                    "the recipient opted out (STOP); automated messages are never sent to them, and a staff reply "
+                    "needs an explicit override"
+                )
+            conv = _live_conversation(conn, conversation_id)
+            meta_d = dict(meta, override_optout=True) if override_optout else meta
+            event_id = q.insert_event(
+                conn, conv, EventKind.MESSAGE_OUT.value, channel_s, body, q.dumps(meta_d), None, author, now, now
+            )
+            outbox_id = q.insert_outbox(
+                conn, conv, channel_s, address, body, parts, automated, author, event_id, now, expires
+            )
+            if override_optout:
+                q.audit(conn, author or "system", "optout_override", address, {"outbox_id": outbox_id}, now)
+            event = TimelineEvent(
+                event_id, conv, EventKind.MESSAGE_OUT.value, channel_s, body, meta_d, None, author, now, "queued"
+            )
+            return outbox_id, event, q.contact_of(conn, conv)
+
+        outbox_id, event, contact_id = await self.store.write(op)
+        self.bus.publish(TimelineEventAdded(event.conversation_id, contact_id, event))
+        self.bus.publish(OutboxQueued(outbox_id, event.conversation_id, channel_s))
+        return outbox_id
+
+    # -- stitching ---------------------------------------------------------------------------------------------------
+
+    async def link_identity(
+        self, conversation_id: int, kind: IdentityKind | str, raw: str, *, author: str | None = None
+    ) -> tuple[int, int | None]:
+        """Attach an identity to the conversation's contact, merging with its owner if it is already known.
+
+        Returns (conversation_id to use from now on, merge_id or None). The kept contact is the one that already
+        owned the identity (the long-known customer); the other one is merged into it.
+        """
+        ident = self.normalize(kind, raw)
+        if not ident.valid:
+            raise ValidationError(f"{raw!r} is not a usable {ident.kind}; ask for the full number with area code")
+        now = q.now()
+
+        def op(conn: sqlite3.Connection) -> tuple[int, int | None, ContactsMerged | None]:
+            conv = _live_conversation(conn, conversation_id)
+            contact = q.contact_of(conn, conv)
+            owner = q.find_identity(conn, ident.kind, ident.value)
+            if owner is None:
+                q.add_identity(conn, contact, ident.kind, ident.value, ident.raw, ident.valid, now)
+                return conv, None, None
+            if owner == contact:
+                return conv, None, None
+            merge_id, keep_conv, merged_conv = q.merge_contacts(
+                conn, owner, contact, f"same {ident.kind}", author, now
+            )
+            q.insert_event(
+                conn, keep_conv, EventKind.MERGE.value, Channel.SYSTEM.value,
+                f"Merged with another contact: same {ident.kind}",
+                q.dumps({"merge_id": merge_id, "merged_contact_id": contact, "identity_kind": ident.kind}),
+                None, author, now, now,
+            )
+            q.audit(conn, author or "system", "merge", str(merge_id), {"keep": owner, "merged": contact}, now)
+            return keep_conv, merge_id, ContactsMerged(merge_id, owner, contact, keep_conv, merged_conv)
+
+        new_conv, merge_id, announcement = await self.store.write(op)
+        if announcement is not None:
+            self.bus.publish(announcement)
+        return new_conv, merge_id
+
+    async def merge(self, keep_contact_id: int, merged_contact_id: int, *, author: str, reason: str) -> int:
+        """Staff merge two contacts by hand. Returns the merge id."""
+        if keep_contact_id == merged_contact_id:
+            raise ValidationError("a contact cannot be merged with itself")
+        now = q.now()
+
+        def op(conn: sqlite3.Connection) -> ContactsMerged:
+            keep = q.resolve_contact(conn, keep_contact_id)
+            merged = q.resolve_contact(conn, merged_contact_id)
+            if keep == merged:
+                raise ValidationError("these contacts are already one")
+            merge_id, keep_conv, merged_conv = q.merge_contacts(conn, keep, merged, reason, author, now)
+            q.insert_event(
+                conn, keep_conv, EventKind.MERGE.value, Channel.SYSTEM.value, f"Merged by {author}: {reason}",
+                q.dumps({"merge_id": merge_id, "merged_contact_id": merged}), None, author, now, now,
+            )
+            q.audit(conn, author, "merge", str(merge_id), {"keep": keep, "merged": merged}, now)
+            return ContactsMerged(merge_id, keep, merged, keep_conv, merged_conv)
+
+        result = await self.store.write(op)
+        self.bus.publish(result)
+        return result.merge_id
+
+    async def unmerge(self, merge_id: int, *, author: str) -> ContactsMerged:
+        """Staff undo a merge: both contacts get their own timelines back."""
+        now = q.now()
+
+        def op(conn: sqlite3.Connection) -> ContactsMerged:
+            keep, merged, keep_conv, merged_conv = q.unmerge(conn, merge_id, author, now)
+            for conv in (keep_conv, merged_conv):
+                q.insert_event(
+                    conn, conv, EventKind.UNMERGE.value, Channel.SYSTEM.value, f"Merge undone by {author}",
+                    q.dumps({"merge_id": merge_id}), None, author, now, now,
+                )
+            q.audit(conn, author, "unmerge", str(merge_id), {"keep": keep, "merged": merged}, now)
+            return ContactsMerged(merge_id, keep, merged, keep_conv, merged_conv, undone=True)
+
+        result = await self.store.write(op)
+        self.bus.publish(result)
+        return result
+
+    # -- conversation fields ---------------------------------------------------------------------------------------
+
+    async def update_conversation(
+        self,
+        conversation_id: int,
+        *,
+        intent: str | None = None,
+        next_step: str | None = None,
+        urgent: bool | None = None,
+        owner: str | None = None,
+        preferred_channel: str | None = None,
+        status: str | None = None,
+        facts: Mapping[str, Any] | None = None,
+        author: str | None = None,
+    ) -> None:
+        """Set the fields given (None leaves a field as it is)."""
+        fields: dict[str, Any] = {
+            k: v
+            for k, v in {
+                "intent": intent,
+                "next_step": next_step,
+                "urgent": urgent,
+                "owner": owner,
+                "preferred_channel": preferred_channel,
+                "status": status,
+                "facts": facts,
+            }.items()
+            if v is not None
+        }
+        if not fields:
+            return
+        now = q.now()
+
+        def op(conn: sqlite3.Connection) -> int:
+            conv = _live_conversation(conn, conversation_id)
+            q.update_conversation(conn, conv, fields, now)
+            if author is not None:
+                q.audit(conn, author, "update_conversation", str(conv), fields, now)
+            return conv
+
+        conv = await self.store.write(op)
+        self.bus.publish(ConversationUpdated(conv, fields))
+
+    async def rename_contact(self, contact_id: int, name: str | None, *, author: str) -> None:
+        """Staff set a contact's display name."""
+        now = q.now()
+        clean = (name or "").strip()[:120] or None
+
+        def op(conn: sqlite3.Connection) -> None:
+            q.set_display_name(conn, contact_id, clean, now)
+            q.audit(conn, author, "rename_contact", str(contact_id), {"name": clean}, now)
+
+        await self.store.write(op)
+
+    # -- queries ---------------------------------------------------------------------------------------------------------
+
+    async def find_contact(self, kind: IdentityKind | str, raw_value: str) -> ContactView | None:
+        """The contact owning an identity (following merges), or None."""
+        try:
+            ident = self.normalize(kind, raw_value)
+        except ValidationError:
+            return None
+
+        def op(conn: sqlite3.Connection) -> ContactView | None:
+            contact = q.find_identity(conn, ident.kind, ident.value)
+            return q.contact_view(conn, contact) if contact is not None else None
+
+        return await self.store.read(op)
+
+    async def contact(self, contact_id: int) -> ContactView | None:
+        """A contact by id (following merges)."""
+        return await self.store.read(lambda c: q.contact_view(c, q.resolve_contact(c, contact_id)))
+
+    async def summary(self, conversation_id: int) -> ConversationSummary | None:
+        """What staff need at a glance (screen-pop, phone display label)."""
+        return await self.store.read(lambda c: q.summary(c, _live_conversation(c, conversation_id)))
+
+    async def timeline(self, conversation_id: int, limit: int = 50, before_id: int | None = None) -> list[TimelineEvent]:
+        """The last events of a conversation, oldest first."""
+        limit = max(1, min(limit, 500))
+        return await self.store.read(
+            lambda c: q.timeline(c, _live_conversation(c, conversation_id), limit, before_id)
+        )
+
+    async def inbox(self, limit: int = 100, owner: str | None = None) -> list[InboxRow]:
+        """Open conversations, longest-waiting customer first."""
+        return await self.store.read(lambda c: q.inbox(c, limit, owner))
+
+    async def search(self, text: str, limit: int = 50) -> list[SearchHit]:
+        """Full-text search over messages, notes and transcripts."""
+        return await self.store.read(lambda c: q.search(c, text, limit))
+
+    async def is_suppressed(self, address: str) -> bool:
+        """True when the address (a phone number in any format) opted out."""
+        number = normalize_phone(address, self.settings.default_region)
+        return await self.store.read(lambda c: q.is_suppressed(c, number.key))
+
+    async def staff_by_extension(self, extension: str) -> StaffUser | None:
+        """The staff member bound to a SIP extension."""
+        return await self.store.read(lambda c: q.staff_by_extension(c, extension))
+
+    async def staff_by_username(self, username: str) -> StaffUser | None:
+        """A staff member by login name."""
+        return await self.store.read(lambda c: q.staff_by_username(c, username))
+
+
+def _live_conversation(conn: sqlite3.Connection, conversation_id: int) -> int:
+    """Follow conversation merges so callers holding an old id still land in the live timeline."""
+    seen: set[int] = set()
+    current = conversation_id
+    while True:
+        row = conn.execute("SELECT merged_into FROM conversations WHERE id = ?", (current,)).fetchone()
+        if row is None:
+            raise LookupError(f"conversation {conversation_id} does not exist")
+        if row[0] is None or current in seen:
+            return current
+        seen.add(current)
+        current = int(row[0])

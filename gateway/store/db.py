@@ -1,0 +1,376 @@
+"""The SQLite store: one writer task with group commit, read connections beside it.
+
+Theory of operation
+-------------------
+Every write is a plain synchronous function ``fn(conn) -> T`` handed to :meth:`Store.write`. The caller's coroutine
+waits on a future. One writer task drains whatever writes are pending (up to ``max_batch``), runs them all on the
+writer connection's thread inside ONE transaction and commits once (``synchronous=FULL``: the commit is durable when
+it returns). Only then are the callers' futures resolved, so "acknowledged" always means "on disk". A burst of 500
+concurrent writes therefore costs one fsync instead of 500.
+
+If one function in a batch raises, the whole transaction is rolled back and every function of the batch is re-run
+in its own transaction, so the faulty one fails alone and the others still commit. If the commit itself fails (disk
+full, I/O error) everything in the batch is rolled back and each caller gets the error: nothing is half-written and
+the writer keeps serving later writes.
+
+Reads run on a small pool of separate connections (WAL lets them proceed during writes) in ``query_only`` mode.
+aiosqlite gives every connection its own thread; ``_run`` below is the one place that uses its (private, pinned)
+``_execute`` to run a whole function on that thread in one hop instead of one hop per statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from gateway.errors import ConfigError, SchemaTooNewError, StoreError, StoreFullError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WriteFn = Callable[[sqlite3.Connection], Any]
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    """All shipped migrations as (version, name, sql), in order."""
+    found = []
+    for entry in resources.files("gateway.store").joinpath("migrations").iterdir():
+        name = entry.name
+        if not name.endswith(".sql"):
+            continue
+        version = int(name.split("_", 1)[0])
+        found.append((version, name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise StoreError(f"two migration files share a number: {versions}")
+    return found
+
+
+def schema_version() -> int:
+    """The schema version this build of the gateway writes (the highest migration number)."""
+    return max(v for v, _, _ in _migrations())
+
+
+def _translate(err: sqlite3.Error, path: Path) -> StoreError:
+    text = str(err)
+    if isinstance(err, sqlite3.OperationalError) and ("full" in text or "disk" in text):
+        return StoreFullError(
+            f"database {path}: {text}; the write was rolled back and nothing was stored. "
+            "Free disk space (or raise the volume's quota) and the gateway continues by itself."
+        )
+    return StoreError(f"database {path}: {text}")
+
+
+def configure_connection(conn: sqlite3.Connection, *, writer: bool) -> None:
+    """Pragmas every connection gets. The writer owns durability; readers are query-only."""
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if writer:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"could not switch the database to WAL mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous = FULL")
+    else:
+        conn.execute("PRAGMA query_only = ON")
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
+    """Bring the schema up to date. Returns (version before, version after).
+
+    A database written by a newer gateway is refused: running old code on it could corrupt what the newer code
+    relies on.
+    """
+    migrations = _migrations()
+    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    latest = max(v for v, _, _ in migrations)
+    if current > latest:
+        raise SchemaTooNewError(
+            f"database {path} has schema version {current}, but this gateway only knows up to {latest}: it was "
+            "written by a newer gateway. Run the newer gateway again, or restore a backup made by this version "
+            "(gateway db restore BACKUP)."
+        )
+    # user_version is the schema version; the table remembers each file so that none is ever skipped.
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)")
+    applied = {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
+    for version, name, sql in migrations:
+        if version in applied:
+            continue
+        log.info("applying migration %s to %s", name, path)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _split_sql(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)", (version, name, time.time())
+            )
+            conn.execute(f"PRAGMA user_version = {max(version, current)}")
+            current = max(version, current)
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"migration {name} failed on {path}: {err}") from err
+    return current, latest
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements (sqlite3.complete_statement handles triggers' inner semicolons)."""
+    statements: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        if not buf and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements
+
+
+def check_writable(path: Path) -> None:
+    """Fail fast, with the fix, when the database cannot be created or written at ``path``."""
+    directory = path.parent
+    if not directory.exists():
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(
+                f"store.path = {str(path)!r}: cannot create the directory {directory}: {err.strerror}. "
+                "Create it and give the gateway's user write access, or set store.path elsewhere."
+            ) from err
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"store.path = {str(path)!r}: the directory {directory} is not writable by this user "
+            f"(uid {os.getuid()}). Fix its ownership/permissions or set store.path to a writable place."
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError(
+            f"store.path = {str(path)!r}: the database file is not readable and writable by this user "
+            f"(uid {os.getuid()}). Fix its ownership/permissions."
+        )
+
+
+@dataclass
+class StoreStats:
+    """Counters the status page shows."""
+
+    batches: int = 0
+    writes: int = 0
+    failed_writes: int = 0
+    largest_batch: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
+class _Pending:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: WriteFn, future: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.future = future
+
+
+class Store:
+    """The gateway's single SQLite database. Start it before use, stop it last."""
+
+    def __init__(self, path: Path | str, *, readers: int = 2, max_batch: int = 1000) -> None:
+        self.path = Path(path)
+        self._readers_n = max(1, readers)
+        self._max_batch = max_batch
+        self._writer: aiosqlite.Connection | None = None
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._reader_conns: list[aiosqlite.Connection] = []
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.stats = StoreStats()
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open connections, apply migrations and start the writer task."""
+        check_writable(self.path)
+        try:
+            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+            await _run(self._writer, lambda c: configure_connection(c, writer=True))
+            await _run(self._writer, lambda c: migrate(c, self.path))
+            for _ in range(self._readers_n):
+                reader = await aiosqlite.connect(self.path, isolation_level=None)
+                await _run(reader, lambda c: configure_connection(c, writer=False))
+                self._reader_conns.append(reader)
+                self._readers.put_nowait(reader)
+        except sqlite3.Error as err:
+            await self._close_connections()
+            raise ConfigError(
+                f"store.path = {str(self.path)!r}: cannot open the database: {err}. Check that the file is a "
+                "gateway database (not another file) and that the disk is healthy."
+            ) from err
+        except BaseException:
+            await self._close_connections()
+            raise
+        self._task = asyncio.create_task(self._writer_loop(), name="store-writer")
+
+    async def stop(self) -> None:
+        """Finish pending writes, then close every connection."""
+        if self._task is not None:
+            # Let queued writes drain: the writer exits once the queue is empty and we cancel it.
+            while not self._queue.empty():
+                await asyncio.sleep(0.005)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for reader in self._reader_conns:
+            with contextlib.suppress(Exception):
+                await reader.close()
+        self._reader_conns.clear()
+        self._readers = asyncio.Queue()
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await _run(self._writer, lambda c: c.execute("PRAGMA optimize"))
+            with contextlib.suppress(Exception):
+                await self._writer.close()
+            self._writer = None
+
+    # -- public API ------------------------------------------------------------------------------------------------
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the next group-commit transaction; return its result once durably committed."""
+        if self._task is None:
+            raise StoreError("the store is not running")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(fn, future))
+        return await future
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on a read-only connection (sees everything committed before it starts)."""
+        if not self._reader_conns:
+            raise StoreError("the store is not running")
+        reader = await self._readers.get()
+        try:
+            return await _run(reader, fn)
+        except sqlite3.Error as err:
+            raise _translate(err, self.path) from err
+        finally:
+            self._readers.put_nowait(reader)
+
+    async def backup(self, target: Path) -> None:
+        """Online, consistent copy through SQLite's backup API (never a file copy)."""
+        if self._writer is None:
+            raise StoreError("the store is not running")
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+
+        def do_backup(conn: sqlite3.Connection) -> None:
+            dest = sqlite3.connect(target)
+            try:
+                conn.backup(dest)
+            finally:
+                dest.close()
+
+        # Read connections see a consistent snapshot; using one keeps the writer free.
+        await self.read(do_backup)
+
+    def size_bytes(self) -> int:
+        """Database plus WAL size on disk."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
+    # -- the writer ----------------------------------------------------------------------------------------------
+
+    async def _writer_loop(self) -> None:
+        assert self._writer is not None
+        writer = self._writer
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            live = [p for p in batch if not p.future.cancelled()]
+            if not live:
+                continue
+            try:
+                outcomes = await _run(writer, lambda c, b=live: self._run_batch(c, b))
+            except asyncio.CancelledError:
+                # Stop was requested mid-batch: the thread finishes the batch; tell callers it is unknown.
+                for p in live:
+                    if not p.future.done():
+                        p.future.set_exception(StoreError("store stopped during the write"))
+                raise
+            except Exception as err:  # noqa: BLE001 - any failure is reported to every caller
+                outcomes = [(False, err)] * len(live)
+            self.stats.batches += 1
+            self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+            for p, (ok, value) in zip(live, outcomes, strict=True):
+                if p.future.done():
+                    continue
+                if ok:
+                    self.stats.writes += 1
+                    p.future.set_result(value)
+                else:
+                    self.stats.failed_writes += 1
+                    self.stats.last_error = str(value)
+                    self.stats.last_error_at = time.time()
+                    p.future.set_exception(value)
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> list[tuple[bool, Any]]:
+        """Runs on the writer thread. One transaction for the batch; isolate failures by re-running singly."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = [(True, p.fn(conn)) for p in batch]
+            conn.execute("COMMIT")
+            return results
+        except Exception as err:  # noqa: BLE001 - rolled back below, then isolated
+            self._rollback(conn)
+            if len(batch) == 1:
+                return [(False, self._wrap(err))]
+        return [self._run_one(conn, p) for p in batch]
+
+    def _run_one(self, conn: sqlite3.Connection, pending: _Pending) -> tuple[bool, Any]:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = pending.fn(conn)
+            conn.execute("COMMIT")
+        except Exception as err:  # noqa: BLE001 - reported to this caller only
+            self._rollback(conn)
+            return False, self._wrap(err)
+        return True, result
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def _wrap(self, err: Exception) -> Exception:
+        if isinstance(err, sqlite3.Error):
+            wrapped = _translate(err, self.path)
+            wrapped.__cause__ = err
+            if isinstance(wrapped, StoreFullError):
+                log.error("store %s: disk full, write rolled back", self.path)
+            return wrapped
+        return err
+
+
+async def _run(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn(sqlite3_connection)`` on the aiosqlite connection's own thread, in one hop."""
+    raw = conn._conn  # noqa: SLF001 - aiosqlite is pinned; see module docstring
+    result: T = await conn._execute(fn, raw)  # noqa: SLF001
+    return result
