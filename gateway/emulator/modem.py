@@ -107,6 +107,8 @@ class ModemEmulator:
         self.deleted: list[tuple[str, int]] = []
         self.commands: list[str] = []
         self.delete_all_count = 0
+        # Called as on_delete(storage, index, pdu) just before a message leaves the storage.
+        self.on_delete: Callable[[str, int, str], None] | None = None
         self.pin_attempts = 0
         self.boots = 0
         self._rand = random.Random(seed)  # noqa: S311 - test noise, not cryptography
@@ -297,9 +299,9 @@ class ModemEmulator:
     def fill_sim(self, storage: str = "SM") -> None:
         """Fill every free slot with an old, already-read message (a SIM nobody emptied)."""
         with self._lock:
-            for _ in range(self._free(storage)):
+            for i in range(self._free(storage)):
                 pdu = pducodec.encode_deliver(
-                    "+15550009999", "old message", timestamp=time.time() - 86400
+                    "+15550009999", "old message", timestamp=time.time() - 86400 + 60 * i
                 )[0].hex
                 self.slots[storage][self._next_index(storage)] = _Slot(1, pdu)
 
@@ -676,6 +678,8 @@ class ModemEmulator:
         slots = self.slots[storage]
         if flag == 0:
             if index in slots:
+                if self.on_delete is not None:
+                    self.on_delete(storage, index, slots[index].pdu)
                 del slots[index]
                 self.deleted.append((storage, index))
         else:

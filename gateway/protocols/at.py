@@ -194,8 +194,9 @@ class ATParser:
             return
         if text.startswith("^"):
             name, _, args = text.partition(":")
-            events.append(Unsolicited(name.strip(), args.strip(), vendor=True))
-            return
+            if name.strip().upper() != self._expected:  # e.g. ^ICCID answering AT^ICCID?
+                events.append(Unsolicited(name.strip(), args.strip(), vendor=True))
+                return
         if text.startswith("+"):
             name, sep, args = text.partition(":")
             name = name.strip().upper()

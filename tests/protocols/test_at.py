@@ -183,3 +183,12 @@ def test_cmgl_with_missing_pdu_is_reported_not_hidden() -> None:
     stored, problems = parse_cmgl(["+CMGL: 1,0,,5", "+CMGL: 2,0,,5", "0011", "junk"])
     assert [s.index for s in stored] == [2]
     assert problems == ["+CMGL entry 1 had no PDU line"]
+
+
+def test_vendor_prefixed_answer_is_a_response_when_asked_for() -> None:
+    assert _events([b"\r\n^ICCID: 89860000000000000000\r\n"], expect="^ICCID") == [
+        ResponseLine("^ICCID: 89860000000000000000")
+    ]
+    assert _events([b"\r\n^RSSI:12\r\n"], expect="^ICCID") == [
+        Unsolicited("^RSSI", "12", vendor=True)
+    ]

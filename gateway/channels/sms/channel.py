@@ -173,9 +173,11 @@ class SmsChannel:
         self.sessions += 1
         await link.open()
         self.link = link
+        was_up = False
         try:
             await self._initialise(link)
             state.mark_up()
+            was_up = True
             self._set_health(connected=True, connected_since=time.time(), last_error=None)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._poller(link))
@@ -191,7 +193,7 @@ class SmsChannel:
         finally:
             link.close()
             self.link = None
-            if self.health.connected:
+            if was_up:
                 self._set_health(connected=False, reopen_count=self.health.reopen_count + 1)
 
     async def _initialise(self, link: SerialLink) -> None:

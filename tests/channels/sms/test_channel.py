@@ -1,0 +1,284 @@
+"""The SMS channel against the modem emulator on a real pty, one fault per test."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from gateway.channels.sms.events import ModemHealth, SmsStorageWarning
+from gateway.domain.models import Channel
+from gateway.emulator import ModemEmulator
+from gateway.errors import PermanentError
+from gateway.protocols.pdu import segment_count
+
+from .conftest import Rig, wait_for
+
+CUSTOMER = "+15551234567"
+
+
+async def test_emoji_sms_round_trips_into_a_conversation_and_back(
+    rig: Rig, emulator: ModemEmulator
+) -> None:
+    ch = await rig.channel(str(emulator.link))
+    emulator.deliver(CUSTOMER, "Hi 😀 can I move my booking to tomorrow? €5 deposit [ok]")
+    await wait_for(lambda: rig.inbound_bodies())
+    assert rig.inbound_bodies() == ["Hi 😀 can I move my booking to tomorrow? €5 deposit [ok]"]
+    contact = await rig.service.find_contact("phone", CUSTOMER)
+    assert contact is not None
+    assert emulator.stored("SM") == {}  # read, stored, then deleted from the SIM
+    assert emulator.delete_all_count == 0
+    conv = rig.rows("SELECT id FROM conversations")[0][0]
+    outbox_id = await rig.service.enqueue_outbound(
+        conv, Channel.SMS, CUSTOMER, "Sure 👍 see you tomorrow", automated=False, author="ana"
+    )
+    await wait_for(lambda: emulator.sent)
+    assert emulator.sent[0].text == "Sure 👍 see you tomorrow"
+    assert emulator.sent[0].recipient == CUSTOMER
+    await wait_for(lambda: rig.outbox(outbox_id)["state"] == "delivered")
+    row = rig.outbox(outbox_id)
+    assert row["provider_ref"] == str(emulator.sent[0].reference)
+    assert ch.health.connected
+    assert ch.health.imsi == emulator.imsi
+    assert ch.health.iccid == emulator.iccid
+    assert ch.health.signal_dbm == -113 + 2 * emulator.rssi
+    assert ch.health.operator == emulator.operator
+
+
+async def test_multipart_out_of_order_with_duplicates_is_one_message(
+    rig: Rig, emulator: ModemEmulator
+) -> None:
+    await rig.channel(str(emulator.link))
+    text = "Long message with emoji 🎉 " * 12  # UCS-2, several parts
+    encoding, parts = segment_count(text)
+    assert (encoding, parts) == ("ucs2", 5)
+    assert emulator.deliver(CUSTOMER, text, order=[5, 3, 1, 4, 2]) == 5
+    await wait_for(lambda: rig.inbound_bodies())
+    assert rig.inbound_bodies() == [text]
+    text2 = "x" * 500  # GSM 7-bit, 4 parts
+    n = emulator.deliver(CUSTOMER, text2, order=[4, 2, 1, 3], duplicate=(2,), ref_bits=16)
+    assert n == 4
+    await wait_for(lambda: len(rig.inbound_bodies()) == 2)
+    assert rig.inbound_bodies()[1] == text2
+    meta = json.loads(
+        rig.rows("SELECT meta FROM events WHERE kind = 'message_in' ORDER BY id")[1][0]
+    )
+    assert meta["parts"] == 4
+    assert "incomplete" not in meta
+
+
+async def test_lost_part_is_delivered_marked_incomplete_after_timeout(
+    rig: Rig, emulator: ModemEmulator
+) -> None:
+    await rig.channel(str(emulator.link), multipart_timeout=1.5)
+    text = "".join(f"({i:03d})" for i in range(80))  # 400 septets: 3 parts of 153
+    emulator.deliver(CUSTOMER, text, drop=(2,))
+    body = (await wait_for(lambda: rig.inbound_bodies(), timeout=20))[0]
+    assert "[part 2 of 3 missing]" in body
+    assert body.startswith(text[:100])
+    meta = json.loads(rig.rows("SELECT meta FROM events WHERE kind = 'message_in'")[0][0])
+    assert meta["incomplete"] is True
+    assert meta["parts_missing"] == 1
+
+
+async def test_garbage_and_vendor_noise_do_not_lose_messages(
+    rig: Rig, emulator: ModemEmulator
+) -> None:
+    ch = await rig.channel(str(emulator.link))
+    await wait_for(lambda: ch.health.connected)
+    for i in range(5):
+        emulator.garbage(300)
+        emulator.noise(4)
+        emulator.ring("+15559990000")
+        emulator.deliver(CUSTOMER, f"message {i}")
+    await wait_for(lambda: len(rig.inbound_bodies()) == 5)
+    assert sorted(rig.inbound_bodies()) == [f"message {i}" for i in range(5)]
+    assert ch.link is not None
+    assert ch.link.garbage_lines >= 5
+
+
+async def test_hung_modem_is_detected_and_reopened(rig: Rig, emulator: ModemEmulator) -> None:
+    ch = await rig.channel(str(emulator.link), command_timeout=1.0, probe_interval=0.5)
+    await wait_for(lambda: ch.health.connected)
+    sessions = ch.sessions
+    emulator.hang(3.0)
+    await wait_for(lambda: not ch.health.connected, timeout=10)
+    assert "no answer" in (ch.health.last_error or "")
+    await wait_for(lambda: ch.health.connected and ch.sessions > sessions, timeout=20)
+    emulator.deliver(CUSTOMER, "after the hang")
+    await wait_for(lambda: rig.inbound_bodies() == ["after the hang"])
+
+
+async def test_unplug_and_replug_under_a_new_name(rig: Rig, emulator: ModemEmulator) -> None:
+    assert emulator.link is not None
+    pattern = str(emulator.link.parent / "ttyUSB*")
+    ch = await rig.channel(pattern)
+    await wait_for(lambda: ch.health.connected)
+    emulator.unplug()
+    await wait_for(lambda: not ch.health.connected)
+    emulator.deliver(CUSTOMER, "sent while the stick was out")  # waits on the SIM
+    emulator.replug(emulator.link.parent / "ttyUSB3")
+    await wait_for(lambda: ch.health.connected, timeout=40)
+    assert ch.health.device is not None
+    assert ch.health.device.endswith("ttyUSB3")
+    await wait_for(lambda: rig.inbound_bodies() == ["sent while the stick was out"], timeout=20)
+    assert ch.health.reopen_count >= 1
+
+
+async def test_full_sim_is_drained_and_warned(
+    rig: Rig, emulator: ModemEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.fill_sim("SM")
+    emulator.deliver(CUSTOMER, "arrives once there is room")
+    assert emulator.network_pending == 1
+    warnings = rig.bus.subscribe("test", types=(SmsStorageWarning,))
+    caplog.set_level(logging.WARNING)
+    await rig.channel(str(emulator.link))
+    await wait_for(lambda: "arrives once there is room" in rig.inbound_bodies(), timeout=20)
+    capacity = emulator.capacity["SM"]
+    assert rig.inbound_bodies().count("old message") == capacity
+    assert emulator.network_pending == 0
+    warning = warnings.get_nowait()
+    assert isinstance(warning, SmsStorageWarning)
+    assert warning.used == capacity
+    assert any("full" in r.getMessage() for r in caplog.records)
+
+
+async def test_transient_send_errors_are_retried(rig: Rig, emulator: ModemEmulator) -> None:
+    await rig.channel(str(emulator.link))
+    emulator.deliver(CUSTOMER, "hello")
+    await wait_for(lambda: rig.inbound_bodies())
+    conv = rig.rows("SELECT id FROM conversations")[0][0]
+    emulator.fail_next_send(42, count=2)  # congestion, twice
+    outbox_id = await rig.service.enqueue_outbound(conv, "sms", CUSTOMER, "reply", automated=False)
+    await wait_for(lambda: rig.outbox(outbox_id)["state"] in ("sent", "delivered"), timeout=20)
+    row = rig.outbox(outbox_id)
+    assert row["attempts"] == 3
+    assert len(emulator.sent) == 1
+
+
+async def test_permanent_send_error_fails_with_reason(rig: Rig, emulator: ModemEmulator) -> None:
+    await rig.channel(str(emulator.link))
+    emulator.deliver(CUSTOMER, "hello")
+    await wait_for(lambda: rig.inbound_bodies())
+    conv = rig.rows("SELECT id FROM conversations")[0][0]
+    emulator.fail_next_send(1)
+    outbox_id = await rig.service.enqueue_outbound(conv, "sms", CUSTOMER, "hi", automated=False)
+    await wait_for(lambda: rig.outbox(outbox_id)["state"] == "failed")
+    row = rig.outbox(outbox_id)
+    assert "unassigned (unallocated) number" in row["last_error"]
+    assert row["attempts"] == 1
+    assert emulator.sent == []
+
+
+async def test_status_report_failure_marks_failed(rig: Rig, emulator: ModemEmulator) -> None:
+    emulator.status_report_delay = None  # reports only when the test says so
+    await rig.channel(str(emulator.link))
+    emulator.deliver(CUSTOMER, "hello")
+    await wait_for(lambda: rig.inbound_bodies())
+    conv = rig.rows("SELECT id FROM conversations")[0][0]
+    long_text = "y" * 200  # two parts: delivered only when both are
+    ok_id = await rig.service.enqueue_outbound(conv, "sms", CUSTOMER, long_text, automated=False)
+    await wait_for(lambda: rig.outbox(ok_id)["state"] == "sent")
+    refs = [s.reference for s in emulator.sent]
+    assert len(refs) == 2
+    emulator.status_report(refs[0], 0x00)
+    await wait_for(lambda: rig.rows("SELECT COUNT(*) FROM sms_sent_parts WHERE status = 0")[0][0])
+    assert rig.outbox(ok_id)["state"] == "sent"
+    emulator.status_report(refs[1], 0x00)
+    await wait_for(lambda: rig.outbox(ok_id)["state"] == "delivered")
+    bad_id = await rig.service.enqueue_outbound(conv, "sms", CUSTOMER, "short", automated=False)
+    await wait_for(lambda: rig.outbox(bad_id)["state"] == "sent")
+    emulator.status_report(emulator.sent[-1].reference, 0x41)
+    await wait_for(lambda: rig.outbox(bad_id)["state"] == "failed")
+    assert "incompatible destination" in rig.outbox(bad_id)["last_error"]
+
+
+async def test_stop_suppresses_confirms_once_and_start_lifts(
+    rig: Rig, emulator: ModemEmulator
+) -> None:
+    ch = await rig.channel(str(emulator.link))
+    emulator.deliver(CUSTOMER, "  sToP ")
+    await wait_for(lambda: rig.rows("SELECT address FROM suppressions"))
+    assert rig.rows("SELECT address FROM suppressions") == [(CUSTOMER,)]
+    await wait_for(lambda: emulator.sent)
+    assert [s.text for s in emulator.sent] == [ch.config.stop_reply]
+    conv = rig.rows("SELECT id FROM conversations")[0][0]
+    assert rig.rows("SELECT COUNT(*) FROM events WHERE kind = 'opt_out'")[0][0] == 1
+    with pytest.raises(PermanentError, match="opted out"):
+        await rig.service.enqueue_outbound(conv, "sms", CUSTOMER, "promo", automated=True)
+    staff_id = await rig.service.enqueue_outbound(
+        conv, "sms", CUSTOMER, "your order is ready", automated=False, override_optout=True
+    )
+    await wait_for(lambda: rig.outbox(staff_id)["state"] in ("sent", "delivered"))
+    emulator.deliver(CUSTOMER, "stop")  # a second STOP: stored, confirmed once more
+    emulator.deliver(CUSTOMER, "please stop calling me")  # a sentence, not a keyword
+    await wait_for(lambda: len(rig.inbound_bodies()) == 3)
+    emulator.deliver(CUSTOMER, "Start")
+    await wait_for(lambda: not rig.rows("SELECT address FROM suppressions"))
+    await wait_for(lambda: emulator.sent[-1].text == ch.config.start_reply)
+    assert rig.rows("SELECT COUNT(*) FROM events WHERE kind = 'opt_in'")[0][0] == 1
+    replies = [s.text for s in emulator.sent]
+    assert replies.count(ch.config.stop_reply) == 2
+    assert replies.count(ch.config.start_reply) == 1
+
+
+async def test_help_gets_the_help_text(rig: Rig, emulator: ModemEmulator) -> None:
+    ch = await rig.channel(
+        str(emulator.link), help_reply="Call us at 555-0100. Reply STOP to opt out."
+    )
+    emulator.deliver(CUSTOMER, "help")
+    await wait_for(lambda: emulator.sent)
+    assert [s.text for s in emulator.sent] == ["Call us at 555-0100. Reply STOP to opt out."]
+    assert not rig.rows("SELECT address FROM suppressions")
+    assert ch.health.connected
+
+
+async def test_wrong_pin_is_tried_exactly_once(rig: Rig, tmp_path: object) -> None:
+    emu = ModemEmulator("huawei-e3372", sim_pin="1234")
+    emu.start()
+    try:
+        ch = await rig.channel(emu.path, pin="0000")
+        await wait_for(lambda: "sms.pin" in (ch.health.last_error or ""), timeout=10)
+        for _ in range(3):
+            await wait_for(lambda: ch.link_state.attempts >= 3, timeout=15)
+        assert emu.pin_attempts == 1
+        assert not ch.health.connected
+    finally:
+        emu.stop()
+
+
+async def test_right_pin_unlocks(rig: Rig) -> None:
+    emu = ModemEmulator("simcom-sim800", sim_pin="1234")
+    emu.start()
+    try:
+        ch = await rig.channel(emu.path, pin="1234", profile="simcom-sim800")
+        await wait_for(lambda: ch.health.connected)
+        emu.deliver(CUSTOMER, "unlocked")
+        await wait_for(lambda: rig.inbound_bodies() == ["unlocked"])
+        assert emu.pin_attempts == 1
+    finally:
+        emu.stop()
+
+
+async def test_undecodable_pdu_is_kept_not_lost(rig: Rig, emulator: ModemEmulator) -> None:
+    await rig.channel(str(emulator.link))
+    emulator.deliver_pdu("0791FFFF")  # truncated: not a message we can read
+    emulator.deliver(CUSTOMER, "the next one is fine")
+    await wait_for(lambda: rig.inbound_bodies() == ["the next one is fine"])
+    kept = rig.rows("SELECT pdu, state, error FROM sms_inbound_parts WHERE state = 'undecodable'")
+    assert kept[0][0] == "0791FFFF"
+    assert "ends" in kept[0][2]
+    assert emulator.stored("SM") == {}
+
+
+async def test_health_is_published(rig: Rig, emulator: ModemEmulator) -> None:
+    sub = rig.bus.subscribe("status", types=(ModemHealth,))
+    ch = await rig.channel(str(emulator.link))
+    await wait_for(lambda: ch.health.connected and ch.health.operator)
+    seen = []
+    while (ev := sub.get_nowait()) is not None:
+        seen.append(ev)
+    assert any(isinstance(h, ModemHealth) and h.connected for h in seen)
+    assert seen[-1].registration_text == "registered, home network"
