@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 
 
 def _default_keywords() -> dict[str, list[str]]:
+    # Korean defaults are words the packaged small Korean model picks out reliably in its keyword pass; short
+    # common words it confuses with ordinary speech there (가격, 비용, 빨리) are left for operators to add.
     return {
-        "book": ["예약", "약속", "book", "booking", "appointment", "reserve", "reservation", "schedule"],
+        "book": ["예약", "book", "booking", "appointment", "reserve", "reservation", "schedule"],
         "cancel": ["취소", "cancel", "call off"],
-        "estimate": ["견적", "가격", "비용", "estimate", "quote", "price", "how much"],
-        "urgent": ["긴급", "급한", "급해", "응급", "빨리", "urgent", "emergency", "asap", "right away"],
+        "estimate": ["견적", "estimate", "quote", "price", "how much"],
+        "urgent": ["긴급", "급한", "응급", "urgent", "emergency", "asap", "right away"],
     }
 
 

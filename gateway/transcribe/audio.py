@@ -214,11 +214,10 @@ def _layout(path: Path, fmt: tuple[int, int, int, int, int], offset: int, data_b
             f"{path}: unsupported WAV codec (format tag 0x{tag:04x}, {bits} bits); record voicemail as "
             "wav, WAV (GSM), gsm, ulaw, alaw or wav16"
         )
-    if data_bytes % frame:
-        raise AudioError(
-            f"{path}: the recording is truncated: {data_bytes} bytes is not a whole number of "
-            f"{frame}-byte {codec} frames"
-        )
+    # A partial frame at the end (sox pads GSM data to an odd size) carries no audio: drop it.
+    data_bytes -= data_bytes % frame
+    if data_bytes == 0:
+        raise AudioError(f"{path}: the recording has zero length (less than one {codec} frame)")
     return _Layout(codec, rate, channels, offset, data_bytes, frame, samples, wav=True)
 
 

@@ -158,6 +158,7 @@ def _bad(tmp_path: Path, name: str, content: bytes) -> Path:
         ("header-only.wav", lambda b: b[:44], "truncated"),
         ("truncated.wav", lambda b: b[: len(b) // 2], "truncated"),
         ("odd.wav", lambda b: b[:44] + b[44:-1], "truncated"),
+        ("one-byte.wav", lambda b: b[:40] + struct.pack("<I", 1) + b"\x01", "less than one pcm16 frame"),
         ("garbage.wav", lambda b: bytes(range(256)) * 40, "not a WAV file"),
         ("noise.bin", lambda b: b"\x00\x01" * 100, "not a known Asterisk format"),
         ("no-fmt.wav", lambda b: b[:12] + b"junk" + struct.pack("<I", 4) + b"abcd", "no 'fmt ' chunk"),

