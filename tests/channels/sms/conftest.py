@@ -30,7 +30,8 @@ FAST = {
 
 
 async def wait_for(
-    predicate: Callable[[], Awaitable[Any]] | Callable[[], Any], timeout: float = 15.0
+    predicate: Callable[[], Awaitable[Any]] | Callable[[], Any],
+    timeout: float = 15.0,  # noqa: ASYNC109 - a deadline for polling, not a cancel scope
 ) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
     deadline = time.monotonic() + timeout

@@ -23,7 +23,7 @@ async def test_emoji_sms_round_trips_into_a_conversation_and_back(
 ) -> None:
     ch = await rig.channel(str(emulator.link))
     emulator.deliver(CUSTOMER, "Hi 😀 can I move my booking to tomorrow? €5 deposit [ok]")
-    await wait_for(lambda: rig.inbound_bodies())
+    await wait_for(rig.inbound_bodies)
     assert rig.inbound_bodies() == ["Hi 😀 can I move my booking to tomorrow? €5 deposit [ok]"]
     contact = await rig.service.find_contact("phone", CUSTOMER)
     assert contact is not None
@@ -54,7 +54,7 @@ async def test_multipart_out_of_order_with_duplicates_is_one_message(
     encoding, parts = segment_count(text)
     assert (encoding, parts) == ("ucs2", 5)
     assert emulator.deliver(CUSTOMER, text, order=[5, 3, 1, 4, 2]) == 5
-    await wait_for(lambda: rig.inbound_bodies())
+    await wait_for(rig.inbound_bodies)
     assert rig.inbound_bodies() == [text]
     text2 = "x" * 500  # GSM 7-bit, 4 parts
     n = emulator.deliver(CUSTOMER, text2, order=[4, 2, 1, 3], duplicate=(2,), ref_bits=16)
@@ -74,7 +74,7 @@ async def test_lost_part_is_delivered_marked_incomplete_after_timeout(
     await rig.channel(str(emulator.link), multipart_timeout=1.5)
     text = "".join(f"({i:03d})" for i in range(80))  # 400 septets: 3 parts of 153
     emulator.deliver(CUSTOMER, text, drop=(2,))
-    body = (await wait_for(lambda: rig.inbound_bodies(), timeout=20))[0]
+    body = (await wait_for(rig.inbound_bodies, timeout=20))[0]
     assert "[part 2 of 3 missing]" in body
     assert body.startswith(text[:100])
     meta = json.loads(rig.rows("SELECT meta FROM events WHERE kind = 'message_in'")[0][0])
@@ -148,7 +148,7 @@ async def test_full_sim_is_drained_and_warned(
 async def test_transient_send_errors_are_retried(rig: Rig, emulator: ModemEmulator) -> None:
     await rig.channel(str(emulator.link))
     emulator.deliver(CUSTOMER, "hello")
-    await wait_for(lambda: rig.inbound_bodies())
+    await wait_for(rig.inbound_bodies)
     conv = rig.rows("SELECT id FROM conversations")[0][0]
     emulator.fail_next_send(42, count=2)  # congestion, twice
     outbox_id = await rig.service.enqueue_outbound(conv, "sms", CUSTOMER, "reply", automated=False)
@@ -161,7 +161,7 @@ async def test_transient_send_errors_are_retried(rig: Rig, emulator: ModemEmulat
 async def test_permanent_send_error_fails_with_reason(rig: Rig, emulator: ModemEmulator) -> None:
     await rig.channel(str(emulator.link))
     emulator.deliver(CUSTOMER, "hello")
-    await wait_for(lambda: rig.inbound_bodies())
+    await wait_for(rig.inbound_bodies)
     conv = rig.rows("SELECT id FROM conversations")[0][0]
     emulator.fail_next_send(1)
     outbox_id = await rig.service.enqueue_outbound(conv, "sms", CUSTOMER, "hi", automated=False)
@@ -176,7 +176,7 @@ async def test_status_report_failure_marks_failed(rig: Rig, emulator: ModemEmula
     emulator.status_report_delay = None  # reports only when the test says so
     await rig.channel(str(emulator.link))
     emulator.deliver(CUSTOMER, "hello")
-    await wait_for(lambda: rig.inbound_bodies())
+    await wait_for(rig.inbound_bodies)
     conv = rig.rows("SELECT id FROM conversations")[0][0]
     long_text = "y" * 200  # two parts: delivered only when both are
     ok_id = await rig.service.enqueue_outbound(conv, "sms", CUSTOMER, long_text, automated=False)
