@@ -1,0 +1,256 @@
+"""The supervisor: builds every part from the config, starts them in order and stops them in reverse.
+
+Theory of operation: parts are started in dependency order -- store, bus, channels (SMS, voice, transcription),
+web -- and each is registered for stopping only once its ``start()`` returned, so a failure half-way stops exactly
+what was started, in reverse. ``stop()`` gives every part a share of ``gateway.shutdown_timeout``; a part that
+overruns is abandoned with an ERROR, and any task still alive afterwards is cancelled and named in the log, so the
+daemon never leaves work behind silently. SIGTERM and SIGINT trigger the same path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from gateway.config import Config
+from gateway.domain.bus import Bus
+from gateway.domain.service import ConversationService, ServiceSettings
+from gateway.log import RECENT
+from gateway.store.db import Store
+
+log = logging.getLogger(__name__)
+
+StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+class Part(Protocol):
+    """Anything the supervisor starts and stops."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses and the like as JSON-ready values for status pages."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+class App:
+    """One gateway daemon."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = Store(config.db_path, readers=config.store.readers, max_batch=config.store.max_batch)
+        self.bus = Bus()
+        self.service = ConversationService(
+            self.store,
+            self.bus,
+            ServiceSettings(
+                default_region=config.gateway.default_region, max_body_chars=config.store.max_body_chars
+            ),
+        )
+        self.started_at: float | None = None
+        self.sms: Any = None
+        self.voice: Any = None
+        self.transcription: Any = None
+        self.web: Any = None
+        self._started: list[tuple[str, Part]] = []
+        self._stopping = asyncio.Event()
+
+    # -- building ------------------------------------------------------------------------------------------------------
+
+    def _build_channels(self) -> list[tuple[str, Part]]:
+        cfg = self.config
+        parts: list[tuple[str, Part]] = []
+        if cfg.sms.enabled:
+            from gateway.channels.sms.channel import SmsChannel  # noqa: PLC0415 - only when configured
+
+            self.sms = SmsChannel(cfg.sms, self.store, self.service, self.bus, region=cfg.gateway.default_region)
+            parts.append(("sms", self.sms))
+        if cfg.voice.enabled:
+            from gateway.channels.voice.channel import VoiceChannel  # noqa: PLC0415
+
+            self.voice = VoiceChannel(cfg.voice, self.service, self.bus, store=self.store)
+            parts.append(("voice", self.voice))
+        if cfg.transcribe.enabled:
+            from gateway.transcribe.service import TranscriptionService  # noqa: PLC0415
+
+            self.transcription = TranscriptionService(
+                self.store, self.service, self.bus, cfg.transcribe, cfg.intent
+            )
+            parts.append(("transcription", self.transcription))
+        return parts
+
+    def status_sources(self) -> dict[str, StatusSource]:
+        """Per-part state for the status page and /status.json."""
+        sources: dict[str, StatusSource] = {"gateway": self._gateway_status, "store": self._store_status}
+        if self.sms is not None:
+            sources["modem"] = self._modem_status
+        if self.voice is not None:
+            sources["asterisk"] = self._voice_status
+        if self.transcription is not None:
+            sources["transcription"] = self._transcription_status
+        return sources
+
+    def _build_web(self) -> Part:
+        from gateway.web.app import WebServer  # noqa: PLC0415
+        from gateway.web.deps import WebDeps  # noqa: PLC0415
+
+        click: Any = getattr(self.voice, "click_to_call", None) if self.voice is not None else None
+        deps = WebDeps(
+            service=self.service,
+            store=self.store,
+            bus=self.bus,
+            config=self.config.web,
+            click_to_call=click,
+            status_sources=self.status_sources(),
+            region=self.config.gateway.default_region,
+        )
+        self.web = WebServer(deps)
+        return self.web  # type: ignore[no-any-return]
+
+    # -- status --------------------------------------------------------------------------------------------------------
+
+    async def _gateway_status(self) -> Mapping[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0,
+            "bus_published": self.bus.published,
+            "bus_overflow": self.bus.overflow_total,
+            "bus_subscribers": _plain(self.bus.stats()),
+            "recent_errors": list(RECENT.records)[-20:],
+        }
+
+    async def _store_status(self) -> Mapping[str, Any]:
+        backups = sorted(self.config.backup_dir.glob("*.db"), key=lambda p: p.stat().st_mtime)
+        return {
+            "path": str(self.store.path),
+            "size_bytes": self.store.size_bytes(),
+            "last_backup": backups[-1].name if backups else None,
+            "last_backup_at": backups[-1].stat().st_mtime if backups else None,
+            **_plain(self.store.stats),
+        }
+
+    async def _modem_status(self) -> Mapping[str, Any]:
+        sms = self.sms
+        state = getattr(sms, "link_state", None)
+        return {
+            "up": getattr(state, "up", False),
+            "since": getattr(state, "since", None),
+            "last_error": getattr(state, "last_error", None),
+            **_plain(getattr(sms, "health", {})),
+        }
+
+    async def _voice_status(self) -> Mapping[str, Any]:
+        status = getattr(self.voice, "status", None)
+        if callable(status):
+            result = status()
+            if asyncio.iscoroutine(result):
+                result = await result
+            return _plain(result)  # type: ignore[no-any-return]
+        return {}
+
+    async def _transcription_status(self) -> Mapping[str, Any]:
+        return _plain(await self.transcription.status())  # type: ignore[no-any-return]
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every part in order; on failure stop what was started and re-raise."""
+        self.started_at = time.time()
+        try:
+            await self._start_part("store", self.store)
+            await self._start_part("bus", self.bus)
+            for name, part in self._build_channels():
+                await self._start_part(name, part)
+            await self._start_part("web", self._build_web())
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("gateway started: %s", ", ".join(name for name, _ in self._started))
+
+    async def _start_part(self, name: str, part: Part) -> None:
+        log.debug("starting %s", name)
+        await part.start()
+        self._started.append((name, part))
+
+    async def stop(self) -> None:
+        """Stop started parts in reverse order within the shutdown budget; cancel anything left behind."""
+        budget = self.config.gateway.shutdown_timeout
+        deadline = time.monotonic() + budget
+        while self._started:
+            name, part = self._started.pop()
+            remaining = max(0.5, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(remaining):
+                    await part.stop()
+                log.debug("stopped %s", name)
+            except TimeoutError:
+                log.error("%s did not stop within %.1f s; abandoning it", name, remaining)
+            except Exception:
+                log.exception("%s failed while stopping", name)
+        await _cancel_leftovers()
+
+    def request_stop(self) -> None:
+        """Ask ``run`` to stop (signal handlers call this)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Start, wait for SIGTERM/SIGINT, stop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            _notify_systemd("READY=1")
+            await self._stopping.wait()
+            log.info("stop requested; shutting down")
+            _notify_systemd("STOPPING=1")
+        finally:
+            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+
+async def _cancel_leftovers() -> None:
+    current = asyncio.current_task()
+    leftovers = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    if not leftovers:
+        return
+    for task in leftovers:
+        log.warning("cancelling task left behind at shutdown: %s", task.get_name())
+        task.cancel()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(2):
+            await asyncio.gather(*leftovers, return_exceptions=True)
+
+
+def _notify_systemd(state: str) -> None:
+    """sd_notify without a dependency: a datagram to $NOTIFY_SOCKET when systemd gave us one."""
+    import os  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(state.encode(), address)

@@ -1,0 +1,405 @@
+"""The ``gateway`` command.
+
+Exit codes (sysexits): 0 ok; 1 a check failed (doctor, check-config found problems); 64 usage error; 65 bad input
+data (a backup that is not a gateway database); 69 a needed service is unavailable (daemon already running);
+70 internal error; 73 cannot create an output file; 75 temporary failure (disk full), retry later; 78 configuration
+error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import getpass
+import logging
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+from gateway import __version__
+from gateway import config as config_mod
+from gateway import log as log_mod
+from gateway.errors import ConfigError, GatewayError, StoreError, TransientError
+
+log = logging.getLogger("gateway.cli")
+
+EX_OK = 0
+EX_FAILED = 1
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_CANTCREAT = 73
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (every subcommand has --help)."""
+    parser = _Parser(
+        prog="gateway",
+        description="One continuous conversation per customer across calls, texts and web chat.",
+        epilog="Exit codes: 0 ok, 1 check failed, 64 usage, 65 bad data, 69 unavailable, 70 internal, "
+        "73 cannot create, 75 temporary failure, 78 configuration error.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"config file (default {config_mod.DEFAULT_PATH}, else the built-in defaults)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
+    sub.add_parser("check-config", help="load and validate the configuration, then exit")
+    show = sub.add_parser("show-config", help="print the effective configuration (secrets masked)")
+    show.add_argument("--defaults", action="store_true", help="print the commented built-in defaults instead")
+    show.add_argument("--markdown", action="store_true", help="print the configuration keys as a Markdown table")
+    sub.add_parser("version", help="print the version")
+    sub.add_parser("doctor", help="check the database, the speech model, the modem device and Asterisk settings")
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True, parser_class=_Parser
+    )
+    db.add_parser("migrate", help="create the database or bring its schema up to date")
+    backup = db.add_parser("backup", help="online, consistent backup (SQLite backup API); safe while running")
+    backup.add_argument("path", nargs="?", help="target file (default: <store.backup_dir>/gateway-<time>.db)")
+    restore = db.add_parser("restore", help="replace the database with a backup (the daemon must be stopped)")
+    restore.add_argument("path", help="backup file made by `gateway db backup`")
+    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    staff = sub.add_parser("staff", help="manage staff logins").add_subparsers(
+        dest="staff_command", required=True, parser_class=_Parser
+    )
+    add = staff.add_parser("add", help="create or update a staff user and set the password")
+    add.add_argument("username")
+    add.add_argument("--name", default="", help="display name")
+    add.add_argument("--extension", default="", help="SIP extension of the user's phone (for the screen-pop)")
+    add.add_argument("--admin", action="store_true", help="may see the status page and manage users")
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input instead of a prompt"
+    )
+    staff.add_parser("list", help="list staff users")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gateway`` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "version":
+        print(f"gateway {__version__}")
+        return EX_OK
+    try:
+        if args.command == "show-config" and args.defaults:
+            sys.stdout.write(config_mod.render())
+            return EX_OK
+        if args.command == "show-config" and args.markdown:
+            sys.stdout.write(config_mod.markdown_table())
+            return EX_OK
+        cfg = config_mod.load(args.config)
+        log_mod.setup(cfg.gateway.log_level, cfg.gateway.log_format)
+        return _dispatch(args, cfg)
+    except ConfigError as err:
+        print(f"gateway: configuration error: {err}", file=sys.stderr)
+        return EX_CONFIG
+    except TransientError as err:
+        print(f"gateway: temporary failure: {err}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except GatewayError as err:
+        print(f"gateway: {err}", file=sys.stderr)
+        return EX_SOFTWARE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
+    command = args.command
+    if command == "check-config":
+        print(f"configuration OK: {cfg.source}")
+        return EX_OK
+    if command == "show-config":
+        print(f"# effective configuration from {cfg.source}")
+        sys.stdout.write(config_mod.render(cfg))
+        return EX_OK
+    if command == "run":
+        return _run(cfg)
+    if command == "doctor":
+        return asyncio.run(_doctor(cfg))
+    if command == "db":
+        if args.db_command == "migrate":
+            return asyncio.run(_migrate(cfg))
+        if args.db_command == "backup":
+            return asyncio.run(_backup(cfg, args.path))
+        if args.db_command == "restore":
+            return _restore(cfg, Path(args.path), assume_yes=args.yes)
+    if command == "staff":
+        if args.staff_command == "add":
+            password = _read_password(args.password_stdin, sys.stdin)
+            return asyncio.run(_staff_add(cfg, args, password))
+        if args.staff_command == "list":
+            return asyncio.run(_staff_list(cfg))
+    return EX_USAGE
+
+
+# -- run ------------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def daemon_lock(cfg: config_mod.Config) -> Iterator[None]:
+    """One daemon per database: an exclusive lock next to it (restore checks it too)."""
+    lock_path = cfg.db_path.with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise ConfigError(
+                f"another gateway is already running on {cfg.db_path} (lock {lock_path} is held); stop it first"
+            ) from err
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+
+
+def _run(cfg: config_mod.Config) -> int:
+    from gateway.app import App  # noqa: PLC0415 - keeps `gateway --help` fast
+
+    try:
+        with daemon_lock(cfg):
+            app = App(cfg)
+            asyncio.run(app.run())
+    except ConfigError as err:
+        if "already running" in str(err):
+            print(f"gateway: {err}", file=sys.stderr)
+            return EX_UNAVAILABLE
+        raise
+    return EX_OK
+
+
+# -- db -------------------------------------------------------------------------------------------------------------
+
+
+async def _migrate(cfg: config_mod.Config) -> int:
+    from gateway.store.db import check_writable, configure_connection, migrate  # noqa: PLC0415
+
+    check_writable(cfg.db_path)
+    conn = sqlite3.connect(cfg.db_path, isolation_level=None)
+    try:
+        configure_connection(conn, writer=True)
+        before, after = migrate(conn, cfg.db_path)
+    finally:
+        conn.close()
+    if before == after:
+        print(f"{cfg.db_path}: schema is up to date (version {after})")
+    else:
+        print(f"{cfg.db_path}: schema migrated from version {before} to {after}")
+    return EX_OK
+
+
+async def _backup(cfg: config_mod.Config, target: str | None) -> int:
+    from gateway.store.db import Store  # noqa: PLC0415
+
+    if target is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        path = cfg.backup_dir / f"gateway-{stamp}.db"
+    else:
+        path = Path(target).expanduser().absolute()
+    if path.exists():
+        print(f"gateway: {path} exists; choose a new file name (backups never overwrite)", file=sys.stderr)
+        return EX_CANTCREAT
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"gateway: cannot create {path.parent}: {err.strerror}", file=sys.stderr)
+        return EX_CANTCREAT
+    store = Store(cfg.db_path)
+    await store.start()
+    try:
+        await store.backup(path)
+    except StoreError as err:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        print(f"gateway: backup failed: {err}", file=sys.stderr)
+        return EX_CANTCREAT
+    finally:
+        await store.stop()
+    check = _inspect_database(path)
+    print(f"backup written: {path} ({path.stat().st_size} bytes, schema {check[1]}, integrity {check[0]})")
+    return EX_OK
+
+
+def _inspect_database(path: Path) -> tuple[str, int]:
+    """(integrity_check result, user_version) of a database file, read-only."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        integrity = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        conn.execute("SELECT COUNT(*) FROM events").fetchone()
+    finally:
+        conn.close()
+    return integrity, version
+
+
+def _restore(cfg: config_mod.Config, source: Path, *, assume_yes: bool) -> int:
+    from gateway.store.db import schema_version  # noqa: PLC0415
+
+    if not source.is_file():
+        print(f"gateway: {source}: no such backup file", file=sys.stderr)
+        return EX_DATAERR
+    try:
+        integrity, version = _inspect_database(source)
+    except sqlite3.Error as err:
+        print(f"gateway: {source} is not a gateway database: {err}", file=sys.stderr)
+        return EX_DATAERR
+    if integrity != "ok":
+        print(f"gateway: {source} is damaged (integrity_check: {integrity}); choose another backup", file=sys.stderr)
+        return EX_DATAERR
+    if version > schema_version():
+        print(
+            f"gateway: {source} has schema {version}, newer than this gateway's {schema_version()}; "
+            "restore it with the newer gateway",
+            file=sys.stderr,
+        )
+        return EX_DATAERR
+    if not assume_yes:
+        if not sys.stdin.isatty():
+            print("gateway: restore replaces the database; pass --yes to confirm", file=sys.stderr)
+            return EX_USAGE
+        answer = input(f"Replace {cfg.db_path} with {source}? [y/N] ")
+        if answer.strip().lower() not in {"y", "yes"}:
+            print("restore cancelled")
+            return EX_FAILED
+    try:
+        with daemon_lock(cfg):
+            cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
+            src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+            dest = sqlite3.connect(cfg.db_path)
+            try:
+                src.backup(dest)
+                dest.execute("PRAGMA journal_mode = WAL")
+            finally:
+                src.close()
+                dest.close()
+    except ConfigError as err:
+        print(f"gateway: {err}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    print(f"restored {cfg.db_path} from {source} (schema {version}); `gateway run` migrates it if needed")
+    return EX_OK
+
+
+# -- staff ------------------------------------------------------------------------------------------------------------
+
+
+def _read_password(from_stdin: bool, stream: IO[str]) -> str:
+    if from_stdin:
+        password = stream.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise ConfigError("the two passwords differ")
+    if len(password) < 8:
+        raise ConfigError("a staff password needs at least 8 characters")
+    return password
+
+
+async def _staff_add(cfg: config_mod.Config, args: argparse.Namespace, password: str) -> int:
+    from gateway.store.db import Store  # noqa: PLC0415
+    from gateway.web.pages import create_staff_user  # noqa: PLC0415
+
+    store = Store(cfg.db_path)
+    await store.start()
+    try:
+        await create_staff_user(
+            store,
+            args.username,
+            password,
+            display_name=args.name,
+            extension=args.extension,
+            role="admin" if args.admin else "staff",
+        )
+    finally:
+        await store.stop()
+    print(f"staff user {args.username} saved")
+    return EX_OK
+
+
+async def _staff_list(cfg: config_mod.Config) -> int:
+    from gateway.store import queries as q  # noqa: PLC0415
+    from gateway.store.db import Store  # noqa: PLC0415
+
+    store = Store(cfg.db_path)
+    await store.start()
+    try:
+        users = await store.read(q.all_staff)
+    finally:
+        await store.stop()
+    for user in users:
+        print(f"{user.username}\t{user.display_name}\t{user.extension or '-'}\t{user.role}")
+    return EX_OK
+
+
+# -- doctor -----------------------------------------------------------------------------------------------------------
+
+
+async def _doctor(cfg: config_mod.Config) -> int:
+    """Check what a running gateway depends on and say how to fix each problem."""
+    problems = 0
+
+    def report(ok: bool, what: str, detail: str) -> None:
+        nonlocal problems
+        problems += 0 if ok else 1
+        print(f"[{'ok' if ok else 'FAIL'}] {what}: {detail}")
+
+    from gateway.store.db import check_writable  # noqa: PLC0415
+
+    try:
+        check_writable(cfg.db_path)
+        if cfg.db_path.exists():
+            integrity, version = _inspect_database(cfg.db_path)
+            report(integrity == "ok", "database", f"{cfg.db_path} schema {version}, integrity {integrity}")
+        else:
+            report(True, "database", f"{cfg.db_path} will be created at first start")
+    except (ConfigError, sqlite3.Error) as err:
+        report(False, "database", str(err))
+
+    if cfg.transcribe.enabled:
+        try:
+            from gateway.transcribe.model import check_model, resolve_model_path  # noqa: PLC0415
+
+            path = resolve_model_path(cfg.transcribe.model_path)
+            problem = check_model(path) if path else "no model directory configured (transcribe.model_path)"
+            report(problem is None, "speech model", problem or f"{path}")
+        except ImportError as err:
+            report(False, "speech model", f"transcription support is not installed: {err}")
+
+    if cfg.sms.enabled:
+        import glob  # noqa: PLC0415
+
+        matches = glob.glob(cfg.sms.device)
+        report(
+            bool(matches),
+            "modem device",
+            ", ".join(matches)
+            if matches
+            else f"{cfg.sms.device} does not exist: plug the modem in, check `dmesg`, see udev/README.md",
+        )
+    if cfg.voice.enabled:
+        secret_set = bool(str.__len__(cfg.voice.ami_secret))
+        report(secret_set, "asterisk", "AMI secret set" if secret_set else "voice.ami_secret is empty (manager.conf)")
+    return EX_OK if problems == 0 else EX_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
