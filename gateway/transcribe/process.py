@@ -1,12 +1,18 @@
 """One transcription worker process, seen from the daemon's event loop.
 
-Theory of operation: :meth:`WorkerProcess.start` spawns the worker (``python -m gateway.transcribe.worker``) with
-pipes and waits, up to ``load_timeout``, for ``ready``; a ``fatal`` answer means the model is unusable
-(:class:`ModelUnusableError`), an exit before ``ready`` is a crash. :meth:`run` sends one job and reads until its
-``result``/``failed``: the audio must be decoded within ``decode_timeout`` and recognised within ``decode_timeout +
+Theory of operation: :meth:`WorkerProcess.start` spawns the worker (``python -m
+gateway.transcribe.worker``) with
+pipes and waits, up to ``load_timeout``, for ``ready``; a ``fatal`` answer means the model is
+unusable
+(:class:`ModelUnusableError`), an exit before ``ready`` is a crash. :meth:`run` sends one job and
+reads until its
+``result``/``failed``: the audio must be decoded within ``decode_timeout`` and recognised within
+``decode_timeout +
 per_second * duration`` (the duration comes with ``started``). A worker that exits mid-job raises
-:class:`WorkerCrashedError`; one that misses a deadline raises :class:`WorkerHungError`. After either, the process
-is killed and must not be reused: the caller starts a fresh one. stderr is drained by a task the process owns and
+:class:`WorkerCrashedError`; one that misses a deadline raises :class:`WorkerHungError`. After
+either, the process
+is killed and must not be reused: the caller starts a fresh one. stderr is drained by a task the
+process owns and
 logged at DEBUG; its last lines explain a crash.
 """
 
@@ -104,10 +110,13 @@ class WorkerProcess:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # a terminal's Ctrl-C goes to the daemon, which stops workers itself
+            # A terminal's Ctrl-C goes to the daemon, which stops the workers itself.
+            start_new_session=True,
         )
         self._stderr_task = asyncio.create_task(self._drain_stderr(), name=f"{self.name}-stderr")
-        log.info("transcription worker %s started (pid %d), loading the model", self.name, self._proc.pid)
+        log.info(
+            "transcription worker %s started (pid %d), loading the model", self.name, self._proc.pid
+        )
         try:
             async with asyncio.timeout(self.load_timeout):
                 message = await self._next()
@@ -125,9 +134,16 @@ class WorkerProcess:
             raise ModelUnusableError(message.error)
         if not isinstance(message, Ready):
             await self.kill()
-            raise WorkerCrashedError(f"worker {self.name} sent {type(message).__name__} before ready")
+            raise WorkerCrashedError(
+                f"worker {self.name} sent {type(message).__name__} before ready"
+            )
         self.ready = message
-        log.info("transcription worker %s ready (model %s, %d Hz)", self.name, message.model, message.sample_rate)
+        log.info(
+            "transcription worker %s ready (model %s, %d Hz)",
+            self.name,
+            message.model,
+            message.sample_rate,
+        )
         return message
 
     async def run(self, job: JobRequest, *, decode_timeout: float, per_second: float) -> JobOutcome:
@@ -163,11 +179,12 @@ class WorkerProcess:
             else:
                 await self.kill()
                 raise WorkerCrashedError(
-                    f"worker {self.name} sent an unexpected {type(message).__name__} during job {job.job}"
+                    f"worker {self.name} sent an unexpected {type(message).__name__} during job "
+                    f"{job.job}"
                 )
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Close stdin (the worker exits after its current job) and wait; kill after ``grace`` seconds."""
+        """Close stdin (the worker exits after its job) and wait; kill after ``grace`` s."""
         proc = self._proc
         if proc is None:
             return
@@ -204,19 +221,22 @@ class WorkerProcess:
 
     async def _next(self) -> WorkerMessage:
         proc = self._proc
-        assert proc is not None and proc.stdout is not None
+        assert proc is not None
+        assert proc.stdout is not None
         while not self._pending:
             data = await proc.stdout.read(65536)
             if not data:
                 raise await self._crashed("before answering")
             try:
-                for message in self._parser.feed(data):
-                    if isinstance(message, JobRequest):
-                        raise ProtocolError("worker echoed a job request")
-                    self._pending.append(message)
+                messages = self._parser.feed(data)
             except ProtocolError as err:
                 await self.kill()
                 raise WorkerCrashedError(f"worker {self.name} broke the protocol: {err}") from err
+            for message in messages:
+                if isinstance(message, JobRequest):
+                    await self.kill()
+                    raise WorkerCrashedError(f"worker {self.name} broke the protocol: echoed a job")
+                self._pending.append(message)
         return self._pending.popleft()
 
     async def _crashed(self, when: str) -> WorkerCrashedError:
@@ -231,12 +251,14 @@ class WorkerProcess:
             await asyncio.wait({self._stderr_task}, timeout=1.0)  # let the last log lines arrive
         tail = self.stderr_tail()
         return WorkerCrashedError(
-            f"worker {self.name} {_describe_exit(proc.returncode)} {when}" + (f" ({tail[-300:]})" if tail else "")
+            f"worker {self.name} {_describe_exit(proc.returncode)} {when}"
+            + (f" ({tail[-300:]})" if tail else "")
         )
 
     async def _drain_stderr(self) -> None:
         proc = self._proc
-        assert proc is not None and proc.stderr is not None
+        assert proc is not None
+        assert proc.stderr is not None
         while True:
             line = await proc.stderr.readline()
             if not line:

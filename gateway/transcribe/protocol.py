@@ -1,11 +1,17 @@
 """The line protocol between the daemon and a transcription worker process (sans-IO).
 
-Theory of operation: each side writes one JSON object per line (UTF-8, ``\\n``-terminated) on the worker's
-stdin/stdout; the worker's stderr is only for logs. The worker starts, loads the model and says ``ready`` (or
-``fatal`` with the reason, then exits). For each ``job`` it first says ``started`` once the audio is decoded (with its
-duration, so the daemon can size the timeout for the recognition), then ``result`` or ``failed``. A worker handles one
-job at a time. :class:`WorkerMessageParser` turns bytes into frozen message dataclasses; a line that is not valid
-JSON, not an object, of an unknown type, missing a field or longer than ``max_line`` is a :class:`ProtocolError`.
+Theory of operation: each side writes one JSON object per line (UTF-8, ``\\n``-terminated) on the
+worker's
+stdin/stdout; the worker's stderr is only for logs. The worker starts, loads the model and says
+``ready`` (or
+``fatal`` with the reason, then exits). For each ``job`` it first says ``started`` once the audio is
+decoded (with its
+duration, so the daemon can size the timeout for the recognition), then ``result`` or ``failed``. A
+worker handles one
+job at a time. :class:`WorkerMessageParser` turns bytes into frozen message dataclasses; a line that
+is not valid
+JSON, not an object, of an unknown type, missing a field or longer than ``max_line`` is a
+:class:`ProtocolError`.
 """
 
 from __future__ import annotations
@@ -86,7 +92,7 @@ class Result:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """Worker to daemon: ``job`` cannot be transcribed. ``kind`` is ``audio`` (permanent) or ``internal``."""
+    """Worker to daemon: ``job`` failed; ``kind`` is ``audio`` (permanent) or ``internal``."""
 
     job: int
     kind: str
@@ -110,7 +116,11 @@ def _words(raw: Any) -> tuple[Word, ...]:
         if not isinstance(item, dict):
             raise ProtocolError("worker sent a word that is not an object")
         try:
-            out.append(Word(str(item["word"]), float(item["start"]), float(item["end"]), float(item["conf"])))
+            out.append(
+                Word(
+                    str(item["word"]), float(item["start"]), float(item["end"]), float(item["conf"])
+                )
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise ProtocolError(f"worker sent a malformed word: {err}") from err
     return tuple(out)
@@ -127,12 +137,21 @@ def decode(line: bytes) -> JobRequest | WorkerMessage:
     kind = obj.get("type")
     try:
         if kind == "ready":
-            return Ready(str(obj["model"]), int(obj["sample_rate"]), int(obj["pid"]), tuple(obj.get("missing_words", ())))
+            return Ready(
+                str(obj["model"]),
+                int(obj["sample_rate"]),
+                int(obj["pid"]),
+                tuple(obj.get("missing_words", ())),
+            )
         if kind == "fatal":
             return Fatal(str(obj["error"]))
         if kind == "started":
             return Started(
-                int(obj["job"]), float(obj["duration"]), float(obj["full_duration"]), bool(obj["capped"]), str(obj["codec"])
+                int(obj["job"]),
+                float(obj["duration"]),
+                float(obj["full_duration"]),
+                bool(obj["capped"]),
+                str(obj["codec"]),
             )
         if kind == "result":
             return Result(
@@ -148,7 +167,10 @@ def decode(line: bytes) -> JobRequest | WorkerMessage:
             return Failed(int(obj["job"]), str(obj["kind"]), str(obj["error"]))
         if kind == "jobrequest":
             return JobRequest(
-                int(obj["job"]), str(obj["path"]), float(obj["max_seconds"]), tuple(str(g) for g in obj["grammar"])
+                int(obj["job"]),
+                str(obj["path"]),
+                float(obj["max_seconds"]),
+                tuple(str(g) for g in obj["grammar"]),
             )
     except (KeyError, TypeError, ValueError) as err:
         raise ProtocolError(f"worker message {kind!r} is malformed: {err!r}") from err

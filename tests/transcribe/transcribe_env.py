@@ -23,8 +23,11 @@ class Env:
     bus: Bus
     service: ConversationService
 
-    async def voicemail(self, path: Path, caller: str = "+82 10-1234-5678", ext: str | None = None) -> tuple[int, int]:
-        """Put a voicemail event on the caller's timeline, as the voice channel does: (conversation_id, event_id)."""
+    async def voicemail(
+        self, path: Path, caller: str = "+82 10-1234-5678", ext: str | None = None
+    ) -> tuple[int, int]:
+        """Put a voicemail event on the caller's timeline, as the voice channel does:
+        (conversation_id, event_id)."""
         res = await self.service.ingest(
             Inbound(
                 Channel.VOICE,
@@ -43,14 +46,16 @@ class Env:
         return job
 
     async def wait_status(
-        self, voicemail_event_id: int, statuses: tuple[str, ...], timeout: float = 90.0
+        self, voicemail_event_id: int, statuses: tuple[str, ...], within: float = 90.0
     ) -> q.TranscriptionJob:
         """Poll the store until the job reaches one of ``statuses``."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             job = await self.store.read(lambda c: q.job_for_voicemail(c, voicemail_event_id))
             if job is not None and job.status in statuses:
                 return job
             if time.monotonic() > deadline:
-                raise AssertionError(f"job for event {voicemail_event_id} never reached {statuses}: {job}")
+                raise AssertionError(
+                    f"job for event {voicemail_event_id} never reached {statuses}: {job}"
+                )
             await asyncio.sleep(0.05)
