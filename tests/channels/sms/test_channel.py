@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
 from gateway.channels.sms.events import ModemHealth, SmsStorageWarning
-from gateway.domain.models import Channel
+from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
+from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.emulator import ModemEmulator
 from gateway.errors import PermanentError
 from gateway.protocols.pdu import segment_count
@@ -282,3 +285,41 @@ async def test_health_is_published(rig: Rig, emulator: ModemEmulator) -> None:
         seen.append(ev)
     assert any(isinstance(h, ModemHealth) and h.connected for h in seen)
     assert seen[-1].registration_text == "registered, home network"
+
+
+async def test_message_expires_while_the_modem_is_away(rig: Rig, tmp_path: Path) -> None:
+    ch = await rig.channel(str(tmp_path / "no-such-modem"))
+    await wait_for(lambda: "does not exist" in (ch.link_state.last_error or ""))
+    hasty = ConversationService(rig.store, rig.bus, ServiceSettings(outbox_expiry_s=0.5))
+    seed = await hasty.ingest(
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, CUSTOMER, "seed-1", "hi")
+    )
+    outbox_id = await hasty.enqueue_outbound(
+        seed.conversation_id, "sms", CUSTOMER, "too late", automated=False
+    )
+    emu = ModemEmulator("huawei-e3372", link=tmp_path / "no-such-modem")
+    await asyncio.sleep(0.6)
+    emu.start()  # the modem comes back after the message expired
+    try:
+        await wait_for(lambda: rig.outbox(outbox_id)["state"] == "expired", timeout=20)
+        assert "expired" in rig.outbox(outbox_id)["last_error"]
+        await wait_for(lambda: ch.health.connected, timeout=40)
+        await asyncio.sleep(0.5)
+        assert emu.sent == []
+    finally:
+        emu.stop()
+
+
+async def test_endless_transient_errors_give_up_in_words(rig: Rig, emulator: ModemEmulator) -> None:
+    await rig.channel(str(emulator.link), max_attempts=3)
+    seed = await rig.service.ingest(
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, CUSTOMER, "seed-2", "hi")
+    )
+    emulator.fail_next_send(331, count=10)  # no network service
+    outbox_id = await rig.service.enqueue_outbound(
+        seed.conversation_id, "sms", CUSTOMER, "hello?", automated=False
+    )
+    await wait_for(lambda: rig.outbox(outbox_id)["state"] == "failed", timeout=20)
+    row = rig.outbox(outbox_id)
+    assert row["attempts"] == 3
+    assert row["last_error"] == "gave up after 3 attempts: no network service"
