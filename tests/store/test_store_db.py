@@ -1,0 +1,173 @@
+"""The store against real SQLite files: migrations, group commit, failure isolation, full disk, backups."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError, SchemaTooNewError, StoreFullError
+from gateway.store.db import Store, schema_version
+
+
+def _insert(value: str):  # noqa: ANN202 - small local helper
+    def op(conn: sqlite3.Connection) -> int:
+        cur = conn.execute(
+            "INSERT INTO audit_log(at, actor, action, subject) VALUES (0, 'test', 'insert', ?)", (value,)
+        )
+        return int(cur.lastrowid or 0)
+
+    return op
+
+
+async def test_fresh_database_is_migrated_to_the_latest_schema(store: Store) -> None:
+    version = await store.read(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
+    assert version == schema_version()
+    mode = await store.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+    assert mode == "wal"
+    tables = await store.read(
+        lambda c: {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+    )
+    assert {"contacts", "identities", "conversations", "events", "events_fts", "outbox", "staff", "audit_log"} <= tables
+
+
+async def test_reopening_applies_nothing_twice(tmp_path: Path) -> None:
+    for _ in range(2):
+        st = Store(tmp_path / "g.db")
+        await st.start()
+        applied = await st.read(lambda c: c.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0])
+        await st.stop()
+    assert applied == len(list((Path(__file__).parents[2] / "gateway/store/migrations").glob("*.sql")))
+
+
+async def test_database_from_a_newer_version_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {schema_version() + 7}")
+    conn.close()
+    st = Store(path)
+    with pytest.raises(SchemaTooNewError, match="newer gateway"):
+        await st.start()
+
+
+async def test_concurrent_writes_are_grouped_into_few_commits(store: Store) -> None:
+    ids = await asyncio.gather(*(store.write(_insert(f"v{i}")) for i in range(500)))
+    assert len(set(ids)) == 500
+    assert store.stats.writes >= 500
+    assert store.stats.batches < 100, "500 concurrent writes should need far fewer than 100 commits"
+    count = await store.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0])
+    assert count == 500
+
+
+async def test_a_failing_write_does_not_take_its_batch_down(store: Store) -> None:
+    def bad(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO audit_log(at, actor, action) VALUES (0, 'x', 'half')")
+        raise RuntimeError("boom")
+
+    results = await asyncio.gather(
+        store.write(_insert("a")), store.write(bad), store.write(_insert("b")), return_exceptions=True
+    )
+    assert isinstance(results[1], RuntimeError)
+    assert isinstance(results[0], int)
+    assert isinstance(results[2], int)
+    rows = await store.read(lambda c: [r[0] for r in c.execute("SELECT action FROM audit_log ORDER BY id")])
+    assert rows == ["insert", "insert"], "the failed write left nothing behind"
+
+
+async def test_full_database_fails_cleanly_and_recovers(store: Store) -> None:
+    # Cap the file at its current size: the next growth hits SQLITE_FULL, exactly like a full disk.
+    pages = await store.write(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    await store.write(lambda c: c.execute(f"PRAGMA max_page_count = {pages}").fetchone())
+    big = "x" * 200_000
+    with pytest.raises(StoreFullError, match="rolled back"):
+        await store.write(lambda c: c.execute("INSERT INTO audit_log(at, actor, action, detail) VALUES (0,'t','big',?)", (big,)))
+    count = await store.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_log WHERE action='big'").fetchone()[0])
+    assert count == 0
+    await store.write(lambda c: c.execute("PRAGMA max_page_count = 1073741823").fetchone())
+    assert await store.write(_insert("after")) > 0
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):  # noqa: ANN201
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_real_full_disk_rolls_back_and_the_store_keeps_serving(small_tmpfs: Path) -> None:
+    ballast = small_tmpfs / "ballast"
+    ballast.write_bytes(b"\0" * 150_000)
+    st = Store(small_tmpfs / "g.db")
+    await st.start()
+    try:
+        stored = 0
+        with pytest.raises(StoreFullError):
+            for i in range(10_000):
+                await st.write(
+                    lambda c, i=i: c.execute(
+                        "INSERT INTO audit_log(at, actor, action, detail) VALUES (0, 't', 'fill', ?)", ("y" * 4000,)
+                    )
+                )
+                stored += 1
+        assert stored > 0
+        count = await st.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0])
+        assert count == stored, "every acknowledged write is there, the failed one is not"
+        # The operator frees disk space; the same running store accepts writes again, nothing restarted.
+        ballast.unlink()
+        assert await st.write(_insert("after")) > 0
+        count = await st.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0])
+        assert count == stored + 1
+        integrity = await st.read(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
+        assert integrity == "ok"
+    finally:
+        await st.stop()
+
+
+async def test_unwritable_database_directory_is_a_config_error(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], check=True)
+    try:
+        st = Store(ro / "g.db")
+        with pytest.raises(ConfigError, match=r"store\.path"):
+            await st.start()
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
+async def test_path_under_a_regular_file_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="cannot create the directory"):
+        await Store(blocker / "sub" / "g.db").start()
+
+
+async def test_not_a_database_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    path.write_bytes(os.urandom(8192))
+    with pytest.raises(ConfigError, match="cannot open the database"):
+        await Store(path).start()
+
+
+async def test_backup_is_consistent_while_writes_continue(store: Store, tmp_path: Path) -> None:
+    await asyncio.gather(*(store.write(_insert(f"a{i}")) for i in range(200)))
+    writer = asyncio.gather(*(store.write(_insert(f"b{i}")) for i in range(200)))
+    target = tmp_path / "backup.db"
+    await store.backup(target)
+    await writer
+    conn = sqlite3.connect(target)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        n = conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+        assert 200 <= n <= 400
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version()
+    finally:
+        conn.close()
