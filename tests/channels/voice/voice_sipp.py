@@ -1,6 +1,6 @@
-"""sipp as the customer (UAC through the trunk address) and as staff phones (UAS), for real-PBX tests.
+"""sipp as the customer (UAC from the trunk address) and as staff phones (UAS) for real-PBX tests.
 
-Scenarios are generated per call so the caller number and display name are inlined (XML-escaped).
+Scenarios are generated per call so the caller number and display name are inlined (SIP-escaped).
 Each UAS writes a message trace, so a test can read the From display name the phone was shown.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 SIPP = shutil.which("sipp") or "sipp"
 
@@ -76,7 +76,7 @@ _UAC_CANCEL = """  <recv response="180"/>
   <pause milliseconds="{cancel_ms}"/>
   <send><![CDATA[
 CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-1]
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-4]
 From: "{name}" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>
 Call-ID: [call_id]
@@ -88,7 +88,7 @@ Content-Length: 0
   <recv response="487"/>
   <send><![CDATA[
 ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-2]
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-7]
 From: "{name}" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 [last_To:]
 Call-ID: [call_id]
@@ -101,9 +101,10 @@ Content-Length: 0
 
 _UAS_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="gateway-test-uas">
-  <recv request="INVITE" crlf="true">
+  <recv request="INVITE" crlf="true" rrs="true">
     <action><ereg regexp="CSeq: ([0-9]+)" search_in="msg" assign_to="all,cseq"/></action>
   </recv>
+  <Reference variables="all,cseq"/>
   <send><![CDATA[
 SIP/2.0 180 Ringing
 [last_Via:]
@@ -150,6 +151,49 @@ Content-Length: 0
 </scenario>
 """
 
+_UAS_ANSWER_BYE = """  <pause milliseconds="{answer_after_ms}"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv request="ACK" crlf="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="rfrom"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="rto"/>
+    </action>
+  </recv>
+  <pause milliseconds="{hold_ms}"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From:[$rto]
+To:[$rfrom]
+[routes]
+Call-ID: [call_id]
+CSeq: 99 BYE
+Contact: <sip:[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+
 _UAS_RING = """  <recv request="CANCEL"/>
   <send><![CDATA[
 SIP/2.0 200 OK
@@ -191,8 +235,8 @@ Content-Length: 0
 
 
 def _xml_text(value: str) -> str:
-    # CDATA cannot carry "]]>"; SIP header values here are test data, keep them simple and safe.
-    return escape(value).replace("]]>", "")
+    """A value for a SIP quoted-string inside CDATA: backslash-escape quotes (RFC 3261 25.1)."""
+    return value.replace("]]>", "").replace("\\", "\\\\").replace('"', '\\"')
 
 
 @dataclass
@@ -203,6 +247,7 @@ class Phone:
     mode: str
     workdir: Path
     answer_after_ms: int = 300
+    hold_ms: int = 2000
     proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -216,6 +261,10 @@ class Phone:
     async def start(self) -> None:
         if self.mode == "answer":
             xml = _UAS_HEAD + _UAS_ANSWER.format(answer_after_ms=self.answer_after_ms)
+        elif self.mode == "answer_bye":
+            xml = _UAS_HEAD + _UAS_ANSWER_BYE.format(
+                answer_after_ms=self.answer_after_ms, hold_ms=self.hold_ms
+            )
         elif self.mode == "ring":
             xml = _UAS_HEAD + _UAS_RING
         else:
@@ -247,6 +296,20 @@ class Phone:
     def invites(self) -> int:
         return len(self.display_names())
 
+    def first_invite_at(self) -> float | None:
+        """Wall-clock time of the first INVITE this phone received (from sipp's trace)."""
+        if not self.trace.exists():
+            return None
+        lines = self.trace.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("INVITE sip:"):
+                for back in range(i - 1, max(-1, i - 4), -1):
+                    m = re.match(r"^-+ (\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)\.(\d+)", lines[back])
+                    if m:
+                        t = time.mktime(time.strptime(f"{m[1]} {m[2]}", "%Y-%m-%d %H:%M:%S"))
+                        return t + float("0." + m[3])
+        return None
+
 
 @dataclass
 class CallResult:
@@ -270,7 +333,9 @@ async def place_call(
     """One call from the trunk address 127.0.0.2 into Asterisk; waits for it to finish."""
     head = _UAC_HEAD.format(name=_xml_text(name), number=_xml_text(number))
     if cancel_ms is not None:
-        body = _UAC_CANCEL.format(cancel_ms=cancel_ms, name=_xml_text(name), number=_xml_text(number))
+        body = _UAC_CANCEL.format(
+            cancel_ms=cancel_ms, name=_xml_text(name), number=_xml_text(number)
+        )
     else:
         rtp = ""
         if rtp_wav is not None:

@@ -1,0 +1,382 @@
+"""The voice channel against the real Asterisk 22 with real SIP calls (sipp caller and sipp phones).
+
+Asterisk runs with the repository's config and tests/realpbx/test.env (AMI 15038, SIP 15060, our
+FastAGI server on 14573, phones 201-203 on 15201-15203, the trunk's far end on 15299).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from voice_sipp import Phone, place_call
+
+from gateway.channels.voice.channel import VoiceChannel
+from gateway.channels.voice.settings import VoiceSettings
+from gateway.config import Secret
+from gateway.domain.bus import Bus, Subscription
+from gateway.domain.calls import (
+    CallAnswered,
+    CallEnded,
+    CallOutcome,
+    CallRinging,
+    VoicemailRecorded,
+)
+from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
+from gateway.domain.service import ConversationService
+from gateway.store import voice as voice_sql
+from gateway.store.db import Store
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = ROOT / "asterisk-config" / "local-asterisk.sh"
+TEST_ENV = ROOT / "tests" / "realpbx" / "test.env"
+STAFF = {"201": "alice", "202": "bob", "203": "carol"}
+
+
+def _pbx(cmd: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GATEWAY_ASTERISK_ENV": str(TEST_ENV)}
+    return subprocess.run(  # noqa: S603 - our own script
+        ["/bin/bash", str(SCRIPT), cmd],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def pbx() -> dict[str, str]:
+    """Asterisk with the test config is running; returns its resolved settings."""
+    if shutil.which("sipp") is None:
+        pytest.fail(
+            "sipp is not installed (Debian package sip-tester); the test command installs it"
+        )
+    started = _pbx("start")
+    if started.returncode != 0:
+        pytest.fail(f"local Asterisk did not start:\n{started.stderr[-3000:]}")
+    env = _pbx("env")
+    out = {}
+    for line in env.stdout.splitlines():
+        key, _, value = line.partition("=")
+        out[key] = value
+    return out
+
+
+@dataclass
+class Rig:
+    vc: VoiceChannel
+    service: ConversationService
+    store: Store
+    bus: Bus
+    sub: Subscription
+    work: Path
+    events: list[object]
+
+    async def wait_for(
+        self,
+        pred: Callable[[object], bool],
+        timeout: float = 30.0,  # noqa: ASYNC109 - a plain deadline
+    ) -> object:
+        deadline = time.monotonic() + timeout
+        while True:
+            for ev in self.events:
+                if pred(ev):
+                    return ev
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no matching bus event; saw {[type(e).__name__ for e in self.events]}"
+                )
+            try:
+                async with asyncio.timeout(min(remaining, 0.5)):
+                    self.events.append(await self.sub.get())
+            except TimeoutError:
+                pass
+
+    async def ended(self, timeout: float = 40.0) -> CallEnded:  # noqa: ASYNC109
+        ev = await self.wait_for(lambda e: isinstance(e, CallEnded), timeout)
+        assert isinstance(ev, CallEnded)
+        await self.vc.idle()
+        return ev
+
+    async def kinds(self, conversation_id: int) -> list[str]:
+        return [e.kind for e in await self.service.timeline(conversation_id)]
+
+    async def known(self, number: str, name: str, intent: str) -> int:
+        res = await self.service.ingest(
+            Inbound(
+                Channel.SMS,
+                EventKind.MESSAGE_IN,
+                IdentityKind.PHONE,
+                number,
+                f"sms-{number}",
+                "hi",
+                display_name=name,
+            )
+        )
+        await self.service.update_conversation(res.conversation_id, intent=intent)
+        return res.conversation_id
+
+
+@pytest.fixture
+async def rig(pbx: dict[str, str], tmp_path: Path) -> AsyncIterator[Rig]:
+    store = Store(tmp_path / "gw.db")
+    await store.start()
+    bus = Bus()
+    service = ConversationService(store, bus)
+    host, _, port = pbx["AGI_ADDR"].partition(":")
+    settings = VoiceSettings(
+        ami_port=int(pbx["AMI_PORT"]),
+        ami_username=pbx["AMI_USER"],
+        ami_secret=Secret(pbx["AMI_SECRET"]),
+        agi_host=host,
+        agi_port=int(port),
+        staff=STAFF,
+        abandon_seconds=4.0,
+        ami_ping_interval=2.0,
+        ami_ping_timeout=2.0,
+    )
+    vc = VoiceChannel(settings, service, bus, store=store)
+    sub = bus.subscribe("test", 10_000)
+    await vc.start()
+    await vc.ami.wait_connected(10)
+    yield Rig(vc, service, store, bus, sub, tmp_path, [])
+    await vc.stop()
+    await store.stop()
+
+
+@pytest.fixture
+async def phones(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+    started: list[Phone] = []
+
+    async def start(**modes: str) -> dict[str, Phone]:
+        out = {}
+        for ext, mode in modes.items():
+            p = Phone(ext.lstrip("x"), mode, tmp_path)
+            await p.start()
+            started.append(p)
+            out[p.extension] = p
+        await asyncio.sleep(0.3)
+        return out
+
+    yield start
+    for p in started:
+        await p.stop()
+
+
+async def test_answered_call_and_ring_group(rig: Rig, phones: Callable[..., object]) -> None:
+    ph = await phones(x201="ring", x202="answer", x203="ring")  # type: ignore[operator]
+    result = await place_call(rig.work, number="+15551230001", name="New Caller", hold_ms=2000)
+    assert result.returncode == 0, result.stderr
+    end = await rig.ended()
+    rec = end.call
+    assert end.outcome is CallOutcome.ANSWERED
+    assert rec.answered_by == "202"
+    assert set(rec.extensions_rung) == {"201", "202", "203"}
+    assert rec.talk_seconds >= 1.5
+    ringing = {e.extension for e in rig.events if isinstance(e, CallRinging)}
+    assert ringing == {"201", "202", "203"}
+    answered = [e for e in rig.events if isinstance(e, CallAnswered)]
+    assert [(a.extension, a.staff) for a in answered] == [("202", "bob")]
+    conv = end.conversation_id
+    assert conv is not None
+    kinds = await rig.kinds(conv)
+    assert "call_answered" in kinds
+    assert "call_ended" in kinds
+    assert "call_missed" not in kinds  # answered by one member of the group: missed for nobody
+    logged = await rig.store.read(lambda c: voice_sql.get_call(c, rec.call_id))
+    assert logged is not None
+    assert logged.outcome is CallOutcome.ANSWERED
+    assert ph["202"].display_names()[0] == "New Caller"  # type: ignore[index]
+
+
+async def test_missed_call_nobody_answers(rig: Rig, phones: Callable[..., object]) -> None:
+    await phones(x201="ring", x202="ring", x203="ring")  # type: ignore[operator]
+    # Nobody answers; voicemail picks up after the ring time and the caller hangs up at once.
+    result = await place_call(rig.work, number="+15551230002", hold_ms=300)
+    assert result.returncode == 0, result.stderr
+    end = await rig.ended()
+    assert end.outcome is CallOutcome.MISSED
+    assert end.call.answered_by is None
+    assert end.conversation_id is not None
+    kinds = await rig.kinds(end.conversation_id)
+    assert "call_missed" in kinds
+    summary = await rig.service.summary(end.conversation_id)
+    assert summary is not None
+    assert summary.awaiting_since is not None  # the customer waits for a call back
+
+
+async def test_early_hangup_is_abandoned(rig: Rig, phones: Callable[..., object]) -> None:
+    await phones(x201="ring", x202="ring", x203="ring")  # type: ignore[operator]
+    result = await place_call(rig.work, number="+15551230003", cancel_ms=1000)
+    assert result.returncode == 0, result.stderr
+    end = await rig.ended()
+    assert end.outcome is CallOutcome.ABANDONED
+    assert end.conversation_id is not None
+    kinds = await rig.kinds(end.conversation_id)
+    assert "call_abandoned" in kinds
+    assert "call_missed" not in kinds
+
+
+def _speech(work: Path) -> Path:
+    wav = work / "speech_ulaw.wav"
+    sox = shutil.which("sox")
+    if sox is None:
+        pytest.fail("sox is not installed; the test command installs it")
+    subprocess.run(  # noqa: S603
+        [sox, "-n", "-r", "8000", "-c", "1", "-e", "u-law", str(wav), "synth", "3", "sine", "440"],
+        check=True,
+    )
+    return wav
+
+
+async def test_call_to_voicemail(
+    rig: Rig, phones: Callable[..., object], pbx: dict[str, str]
+) -> None:
+    await phones(x201="busy", x202="busy", x203="busy")  # type: ignore[operator]
+    result = await place_call(
+        rig.work, number="+15551230004", hold_ms=4500, rtp_wav=_speech(rig.work)
+    )
+    assert result.returncode == 0, result.stderr
+    vm = await rig.wait_for(lambda e: isinstance(e, VoicemailRecorded), 30)
+    assert isinstance(vm, VoicemailRecorded)
+    end = await rig.ended()
+    assert end.outcome is CallOutcome.VOICEMAIL
+    assert vm.conversation_id == end.conversation_id
+    assert vm.duration >= 2
+    host_dir = Path(pbx.get("HOST_RECORDINGS_DIR", ""))
+    assert (host_dir / Path(vm.path).name).exists()
+    events = await rig.service.timeline(vm.conversation_id)
+    (ev,) = [e for e in events if e.kind == "voicemail"]
+    assert ev.id == vm.event_id
+    assert ev.meta["path"] == vm.path
+
+
+async def test_phone_shows_context_label_and_sticky_routing(
+    rig: Rig, phones: Callable[..., object]
+) -> None:
+    number = "+15551230005"
+    conv = await rig.known(number, "Maria Rodriguez", "roof estimate")
+    # Carol (203) handled Maria last.
+    await rig.service.append_event(
+        conv, EventKind.CALL_ANSWERED, Channel.VOICE, meta={"extension": "203"}
+    )
+    ph = await phones(x201="ring", x202="ring", x203="answer")  # type: ignore[operator]
+    result = await place_call(rig.work, number=number, name='Evil"; name', hold_ms=1500)
+    assert result.returncode == 0, result.stderr
+    end = await rig.ended()
+    assert end.outcome is CallOutcome.ANSWERED
+    assert end.call.answered_by == "203"
+    assert end.conversation_id == conv
+    # The answering phone saw the context label, not the caller's own (hostile) name.
+    assert ph["203"].display_names()[0] == "Maria R - roof estimate"  # type: ignore[index]
+    # 203 rang first, alone; the others were never needed.
+    first = next(e for e in rig.events if isinstance(e, CallRinging))
+    assert first.extension == "203"
+    assert first.summary is not None
+    assert first.summary.intent == "roof estimate"
+    assert first.conversation_id == conv
+    assert ph["201"].invites() == 0  # type: ignore[index]
+
+
+async def test_click_to_call_lands_in_the_conversation(
+    rig: Rig, phones: Callable[..., object]
+) -> None:
+    conv = await rig.known("+15557654321", "Bob Customer", "gutter repair")
+    await phones(x201="answer", x299="answer_bye")  # type: ignore[operator]
+    call_id = await rig.vc.click_to_call("201", "+15557654321", conv)
+    ring = await rig.wait_for(lambda e: isinstance(e, CallRinging), 15)
+    assert isinstance(ring, CallRinging)
+    assert ring.extension == "201"
+    assert ring.call_id == call_id
+    assert ring.conversation_id == conv
+    end = await rig.ended()
+    assert end.call_id == call_id
+    assert end.outcome is CallOutcome.ANSWERED
+    assert end.conversation_id == conv
+    kinds = await rig.kinds(conv)
+    assert {"call_ringing", "call_answered", "call_ended"} <= set(kinds)
+    # Sent once: the link never re-sends an Originate.
+    assert rig.vc.ami.connects == 1
+
+
+async def test_stalled_agi_client_while_calls_flow(rig: Rig, phones: Callable[..., object]) -> None:
+    port = rig.vc.agi.port
+    stalled = []
+    for _ in range(5):
+        _, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"agi_network: yes\nagi_request: agi://x/inbound\n")  # never the blank line
+        stalled.append(w)
+    conv = await rig.known("+15551230006", "Ana Lima", "boiler service")
+    ph = await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
+    result = await place_call(rig.work, number="+15551230006", hold_ms=1000)
+    assert result.returncode == 0, result.stderr
+    end = await rig.ended()
+    assert end.conversation_id == conv
+    assert ph["201"].display_names()[0] == "Ana L - boiler service"  # type: ignore[index]
+    assert rig.vc.router.last_answer_ms < 200
+    for w in stalled:
+        w.close()
+
+
+async def _until(cond: Callable[[], bool], timeout: float) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_asterisk_restart_mid_call(rig: Rig, phones: Callable[..., object]) -> None:
+    await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
+    call = asyncio.create_task(place_call(rig.work, number="+15551230007", hold_ms=60_000))
+    await rig.wait_for(lambda e: isinstance(e, CallAnswered), 20)
+    restarted = await asyncio.to_thread(_pbx, "restart")
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    end = await rig.ended(timeout=60)
+    assert end.outcome is CallOutcome.ANSWERED
+    assert end.call.answered_by == "201"
+    # The link comes back by itself and resyncs; calls keep being tracked.
+    await _until(lambda: rig.vc.ami.connects >= 2 and rig.vc.ami.connected, 40)
+    assert rig.vc.resyncs >= 2
+    call.cancel()
+    rig.events.clear()
+    result = await place_call(rig.work, number="+15551230008", hold_ms=1000, local_port=15072)
+    assert result.returncode == 0, result.stderr
+    end2 = await rig.ended()
+    assert end2.outcome is CallOutcome.ANSWERED
+    assert end2.call.answered_by == "201"
+    assert rig.vc.tracker.active_calls() == []
+
+
+async def test_call_that_ends_while_ami_is_away_is_closed_by_the_resync(
+    rig: Rig, phones: Callable[..., object]
+) -> None:
+    await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
+    call = asyncio.create_task(place_call(rig.work, number="+15551230009", hold_ms=3000))
+    await rig.wait_for(lambda e: isinstance(e, CallAnswered), 20)
+    link = rig.vc.ami
+    real_port = link.port
+    link.port = 1  # nothing listens there: the link stays down until we restore it
+    mgr = link._manager
+    assert mgr is not None
+    mgr.protocol.transport.abort()
+    await _until(lambda: not link.connected, 10)
+    result = await call  # the caller hangs up while nobody listens to AMI
+    assert result.returncode == 0, result.stderr
+    assert rig.vc.tracker.active_calls() != []  # we could not know yet
+    link.port = real_port
+    end = await rig.ended(timeout=60)
+    assert end.outcome is CallOutcome.ANSWERED
+    assert end.call.hangup_cause == "gone after AMI reconnect"
+    assert rig.vc.tracker.active_calls() == []
+    assert rig.vc.tracker.busy_extensions() == frozenset()
