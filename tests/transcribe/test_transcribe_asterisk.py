@@ -1,6 +1,8 @@
-"""End to end with the real pieces: sipp calls the real Asterisk, nobody answers, sipp speaks Korean (espeak-ng)
-as RTP, Asterisk records the voicemail, the voice channel announces it, and the transcriber puts the keyword
-on the caller's timeline with the intent set, using the packaged Vosk model.
+"""End to end with the real pieces, using the packaged Vosk model.
+
+sipp calls the real Asterisk, nobody answers, sipp speaks Korean (espeak-ng) as RTP, Asterisk
+records the voicemail, the voice channel announces it, and the transcriber puts the keyword on the
+caller's timeline with the intent set.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from gateway.domain.bus import Bus
 from gateway.domain.calls import VoicemailRecorded
 from gateway.domain.service import ConversationService
 from gateway.store.db import Store
+from gateway.transcribe.audio import probe_audio
 from gateway.transcribe.config import TranscribeConfig
 from gateway.transcribe.service import TranscriptionService, TranscriptReady
 
@@ -106,14 +109,7 @@ async def test_korean_voicemail_through_asterisk_lands_as_text_with_intent(
     # Asterisk answers, beeps for about 0.6 s, then records: lead in with silence, send mu-law RTP.
     rtp = tmp_path / "said_ulaw.wav"
     sox(said, "-e", "u-law", rtp, "pad", "1.2", "0")
-    seconds = float(
-        subprocess.run(  # noqa: S603
-            [shutil.which("sox") or "sox", "--i", "-D", str(rtp)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    _codec, _rate, seconds = probe_audio(rtp)
     # No phone is registered: the ring group fails over to voicemail.
     call = await place_call(
         tmp_path,
@@ -142,7 +138,8 @@ async def test_korean_voicemail_through_asterisk_lands_as_text_with_intent(
             ready = event
     assert recorded is not None
     assert ready.voicemail_event_id == recorded.event_id
-    assert Path(recorded.path).exists()  # the recording itself stays for staff to play
+    # The recording itself stays for staff to play.
+    assert await asyncio.to_thread(Path(recorded.path).exists)
 
     timeline = await service.timeline(recorded.conversation_id)
     (transcript,) = [e for e in timeline if e.kind == "transcript"]
