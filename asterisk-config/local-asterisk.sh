@@ -7,6 +7,7 @@
 #   local-asterisk.sh restart     stop, then start
 #   local-asterisk.sh status      print state; exit 0 when running, 3 when stopped
 #   local-asterisk.sh env         print the resolved settings (KEY=VALUE, host paths) for test fixtures
+#   local-asterisk.sh render DIR  write the rendered *.conf into DIR (to review, or to merge into another PBX)
 #
 # Theory of operation: when the host has an `asterisk` binary (a distribution package) it is used directly.
 # Otherwise Asterisk 22 from Debian sid lives in a minbase debootstrap chroot (default
@@ -337,12 +338,17 @@ if [[ $MODE == chroot ]]; then IN_ROOT=(chroot "$ROOT"); else IN_ROOT=(); fi
 main() {
     local cmd="${1:-}"
     case "$cmd" in
-    provision | start | stop | restart | status | env) ;;
-    *) die "usage: $0 provision|start|stop|restart|status|env" ;;
+    provision | start | stop | restart | status | env | render) ;;
+    *) die "usage: $0 provision|start|stop|restart|status|env|render DIR" ;;
     esac
     mkdir -p "$STATE"
     load_settings
     if [[ $cmd == env ]]; then cmd_env; return; fi
+    if [[ $cmd == render ]]; then
+        [[ -n "${2:-}" ]] || die "usage: $0 render DIR"
+        render_config "$2"
+        return
+    fi
     if [[ $cmd == status ]]; then cmd_status; return; fi
     # One caller at a time: several test runs can share one PBX.
     exec 8>"$STATE/lock"

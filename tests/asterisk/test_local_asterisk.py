@@ -1,0 +1,349 @@
+"""The real-call harness works: the local Asterisk comes up with the repository's config, AMI logs in, sipp calls
+reach the staff phones and the voicemail, and the dialplan carries on without a FastAGI server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.realpbx import harness
+from tests.realpbx.harness import (
+    AmiCredentials,
+    AmiProbe,
+    FakeFastAgi,
+    PbxSettings,
+    SipHarness,
+    serve_fake_fastagi,
+)
+
+pytest_plugins = ["tests.realpbx.fixtures"]
+
+LABEL = "Maria R - roof estimate"
+DIALLED = "5550100"
+
+
+def _script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own script
+        ["bash", str(harness.SCRIPT), *args],
+        env={**os.environ, "GATEWAY_ASTERISK_ENV": str(harness.TEST_ENV), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def _port_closed(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) != 0
+
+
+# --- rendering (no Asterisk needed) ---------------------------------------------------------------------
+
+
+def test_render_fills_placeholders_and_drops_empty_optional_lines(tmp_path: Path) -> None:
+    test_out, prod_out = tmp_path / "test", tmp_path / "prod"
+    state = {"GATEWAY_ASTERISK_STATE": str(tmp_path / "state")}
+    assert _script("render", str(test_out), env=state).returncode == 0
+    prod = subprocess.run(  # noqa: S603
+        ["bash", str(harness.SCRIPT), "render", str(prod_out)],
+        env={k: v for k, v in {**os.environ, **state}.items() if k != "GATEWAY_ASTERISK_ENV"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert prod.returncode == 0, prod.stderr
+
+    pjsip = (test_out / "pjsip.conf").read_text()
+    assert "contact = sip:201@127.0.0.1:15201" in pjsip
+    assert "bind = 127.0.0.1:15060" in pjsip
+    assert "match = 127.0.0.2" in pjsip
+    manager = (test_out / "manager.conf").read_text()
+    assert "port = 15038" in manager
+    assert "secret = test-ami-secret-loopback-only" in manager
+    assert "agi://127.0.0.1:14573/inbound" in (test_out / "extensions.conf").read_text()
+    for conf in test_out.iterdir():
+        assert not re.search(r"@[A-Z0-9_]+@", conf.read_text()), (
+            f"unrendered placeholder in {conf.name}"
+        )
+
+    # Production defaults: phones register (no static contact), secrets are generated and kept.
+    prod_pjsip = (prod_out / "pjsip.conf").read_text()
+    assert "contact = sip:201" not in prod_pjsip
+    assert "port = 5038" in (prod_out / "manager.conf").read_text()
+    secrets = (tmp_path / "state" / "secrets.env").read_text()
+    generated = dict(line.split("=", 1) for line in secrets.splitlines())
+    assert len(generated["AMI_SECRET"]) >= 20
+    assert f"secret = {generated['AMI_SECRET']}" in (prod_out / "manager.conf").read_text()
+    assert (tmp_path / "state" / "secrets.env").stat().st_mode & 0o077 == 0
+
+    # A second render keeps the same generated secret (the gateway's config must not go stale).
+    again = tmp_path / "again"
+    subprocess.run(  # noqa: S603
+        ["bash", str(harness.SCRIPT), "render", str(again)],
+        env={k: v for k, v in {**os.environ, **state}.items() if k != "GATEWAY_ASTERISK_ENV"},
+        capture_output=True,
+        check=True,
+    )
+    assert (again / "manager.conf").read_text() == (prod_out / "manager.conf").read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("AMI_PORT", "50x38", "AMI_PORT='50x38' must be a whole number"),
+        ("AGI_ADDR", "localhost", "AGI_ADDR='localhost' must be IP:PORT"),
+        ("STAFF_GROUP", "PJSIP/201;evil", "STAFF_GROUP must not contain ';'"),
+        ("RECORDINGS_DIR", "relative/dir", "RECORDINGS_DIR must be an absolute path"),
+    ],
+)
+def test_bad_setting_is_refused_with_the_fix(
+    tmp_path: Path, name: str, value: str, expected: str
+) -> None:
+    proc = _script(
+        "render",
+        str(tmp_path / "out"),
+        env={f"GATEWAY_ASTERISK_{name}": value, "GATEWAY_ASTERISK_STATE": str(tmp_path / "state")},
+    )
+    assert proc.returncode != 0
+    assert expected in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# --- the running PBX --------------------------------------------------------------------------------------
+
+
+@pytest.mark.asterisk
+def test_provision_and_start_are_idempotent_and_fast(realpbx: PbxSettings) -> None:
+    t0 = time.monotonic()
+    assert _script("provision").returncode == 0
+    warm_provision = time.monotonic() - t0
+    t0 = time.monotonic()
+    again = _script("start")
+    warm_start = time.monotonic() - t0
+    assert again.returncode == 0, again.stderr
+    assert "already running" in again.stderr
+    assert warm_provision < 5
+    assert warm_start < 5
+    status = _script("status")
+    assert status.returncode == 0
+    assert status.stdout.startswith("running")
+
+
+@pytest.mark.asterisk
+async def test_ami_login_with_config_credentials(ami_credentials: AmiCredentials) -> None:
+    probe = AmiProbe(ami_credentials)
+    try:
+        reply = await probe.connect()
+        assert probe.banner.startswith("Asterisk Call Manager/")
+        assert reply["Response"] == "Success", reply
+        pong = await probe.action("Ping")
+        assert pong["Response"] == "Success"
+        # write=reporting is enough for the resync after a reconnect.
+        channels = await probe.action("CoreShowChannels")
+        assert channels["Response"] == "Success", channels
+        # Not granted: the Command action (class `command`) would be code execution.
+        refused = await probe.action("Command", Command="core show version")
+        assert refused["Response"] == "Error"
+    finally:
+        await probe.close()
+
+    wrong = AmiProbe(
+        AmiCredentials(ami_credentials.host, ami_credentials.port, ami_credentials.username, "nope")
+    )
+    try:
+        reply = await wrong.connect()
+        assert reply["Response"] == "Error"
+        assert "Authentication failed" in reply.get("Message", "")
+    finally:
+        await wrong.close()
+
+
+@pytest.mark.asterisk
+async def test_unanswered_call_reaches_voicemail(
+    sip: SipHarness, ami_credentials: AmiCredentials, recordings_dir: Path, korean_speech_wav: Path
+) -> None:
+    assert _port_closed("127.0.0.1", 14573), "nothing may listen on the FastAGI port in this test"
+    phones = [await sip.phone(ext, "ring") for ext in ("201", "202", "203")]
+    probe = AmiProbe(ami_credentials)
+    assert (await probe.connect())["Response"] == "Success"
+    before = set(recordings_dir.glob("*.wav"))
+    try:
+        result = await sip.place_call(
+            DIALLED, "5551234567", "Walk In", hold_s=4, rtp_wav=korean_speech_wav
+        )
+        assert result.ok, result.stderr
+        assert result.answered  # by the voicemail, after the group rang out
+        event = await probe.wait_for(
+            lambda m: m.get("Event") == "UserEvent" and m.get("UserEvent") == "VoicemailRecorded",
+            15,
+        )
+    finally:
+        await probe.close()
+
+    for phone in phones:
+        assert len(phone.invites()) == 1, f"phone {phone.extension} should have rung once"
+        assert phone.answered_calls() == 0
+    new = set(recordings_dir.glob("*.wav")) - before
+    assert len(new) == 1
+    wav = new.pop()
+    assert event["File"] == str(wav)
+    assert event["Linkedid"] in wav.name
+    assert event["Reason"] == "noanswer"
+    assert event["Dialled"] == DIALLED
+    assert event["CallerNumber"] == "5551234567"
+    duration = harness.wav_duration(wav)
+    assert 2.0 <= duration <= 6.0, duration
+    assert abs(float(event["Duration"]) - duration) < 0.1
+    # The read classes and the event filter keep the floods out.
+    kinds = {m.get("Event") for m in probe.events}
+    assert {"Newchannel", "Hangup", "DialBegin", "DialEnd"} <= kinds
+    assert not kinds & {"VarSet", "Newexten", "AGIExecStart", "AGIExecEnd"}
+
+
+@pytest.mark.asterisk
+async def test_answered_call_shows_the_label_set_by_fastagi(
+    sip: SipHarness, realpbx: PbxSettings
+) -> None:
+    agi = FakeFastAgi(
+        {"GW_KNOWN": "1", "GW_CONTACT_ID": "42", "GW_FIRST": "202", "CALLERID(name)": LABEL}
+    )
+    first = await sip.phone("202", "answer", ring_s=0.5)
+    others = [await sip.phone(ext, "ring") for ext in ("201", "203")]
+    host, port = realpbx.agi_addr
+    async with serve_fake_fastagi(agi, host, port):
+        result = await sip.place_call(DIALLED, "5551234567", "MARIA ROSSI", hold_s=1)
+    assert result.ok, result.stderr
+    assert result.answered
+
+    (request,) = agi.requests
+    assert request["agi_network_script"] == "inbound"
+    assert request["agi_callerid"] == "5551234567"
+    assert request["agi_arg_1"] == DIALLED
+    assert all(reply.startswith("200 result=1") for reply in agi.replies), agi.replies
+    # Sticky routing: the returning caller's last staff member rang alone and answered.
+    assert first.displays() == [LABEL]
+    assert first.answered_calls() == 1
+    for phone in others:
+        assert phone.invites() == []
+
+
+@pytest.mark.asterisk
+async def test_first_choice_not_answering_falls_back_to_the_group(
+    sip: SipHarness, realpbx: PbxSettings
+) -> None:
+    agi = FakeFastAgi({"GW_FIRST": "203", "CALLERID(name)": LABEL})
+    late = await sip.phone("203", "ring")
+    answering = await sip.phone("201", "answer", ring_s=0.5)
+    other = await sip.phone("202", "ring")
+    host, port = realpbx.agi_addr
+    async with serve_fake_fastagi(agi, host, port):
+        result = await sip.place_call(DIALLED, "5551234567", "MARIA ROSSI", hold_s=1)
+    assert result.answered
+    first_ring_s, _ = realpbx.ring_seconds()
+    # 203 rang alone first, then the whole group (203 again, 201, 202); 201 answered.
+    assert late.displays() == [LABEL, LABEL]
+    assert answering.displays() == [LABEL]
+    assert answering.answered_calls() == 1
+    assert other.displays() == [LABEL]
+    assert late.answered_calls() == 0 and other.answered_calls() == 0
+    assert result.ended_at - result.started_at >= first_ring_s
+
+
+@pytest.mark.asterisk
+async def test_call_still_works_without_fastagi_server(sip: SipHarness) -> None:
+    assert _port_closed("127.0.0.1", 14573)
+    answering = await sip.phone("201", "answer", ring_s=0.3)
+    ringing = [await sip.phone(ext, "ring") for ext in ("202", "203")]
+    result = await sip.place_call(DIALLED, "5551234567", 'Bob "the boss"; x', hold_s=1)
+    assert result.ok, result.stderr
+    assert result.answered
+    assert answering.answered_calls() == 1
+    # Without the gateway the caller's own name is still filtered before it reaches a phone.
+    assert answering.displays() == ["Bob the boss x"]
+    for phone in ringing:
+        assert len(phone.invites()) == 1
+
+
+@pytest.mark.asterisk
+async def test_all_busy_goes_to_voicemail_with_reason(
+    sip: SipHarness, ami_credentials: AmiCredentials, korean_speech_wav: Path
+) -> None:
+    for ext in ("201", "202", "203"):
+        await sip.phone(ext, "busy")
+    probe = AmiProbe(ami_credentials)
+    await probe.connect()
+    try:
+        result = await sip.place_call(
+            DIALLED, "5557654321", None, hold_s=3, rtp_wav=korean_speech_wav
+        )
+        assert result.answered
+        event = await probe.wait_for(
+            lambda m: (
+                m.get("UserEvent") == "VoicemailRecorded" and m.get("CallerNumber") == "5557654321"
+            ),
+            15,
+        )
+    finally:
+        await probe.close()
+    assert event["Reason"] == "busy"
+    assert Path(event["File"]).exists()
+
+
+@pytest.mark.asterisk
+async def test_caller_hanging_up_while_ringing(sip: SipHarness, recordings_dir: Path) -> None:
+    phones = [await sip.phone(ext, "ring") for ext in ("201", "202", "203")]
+    before = set(recordings_dir.glob("*.wav"))
+    result = await sip.place_call(DIALLED, "5551112222", "Quick", hold_s=0, hangup_after_ring_s=1)
+    assert result.ok, result.stderr
+    assert not result.answered
+    assert result.final_status == 487
+    await asyncio.sleep(0.5)
+    for phone in phones:
+        assert len(phone.invites()) == 1
+    assert set(recordings_dir.glob("*.wav")) == before
+
+
+@pytest.mark.asterisk
+async def test_click_to_call_rings_staff_then_customer(
+    sip: SipHarness, ami_credentials: AmiCredentials
+) -> None:
+    staff = await sip.phone("202", "answer", ring_s=0.3)
+    customer = await sip.customer("answer", ring_s=0.3)
+    probe = AmiProbe(ami_credentials)
+    await probe.connect()
+    try:
+        reply = await probe.action(
+            "Originate",
+            Channel="PJSIP/202",
+            Context="gw-click-to-call",
+            Exten="5551234567",
+            Priority="1",
+            CallerID=f'"{LABEL}" <5551234567>',
+            Variable="__GW_CONVERSATION_ID=7",
+            Async="true",
+            Timeout="10000",
+        )
+        assert reply["Response"] == "Success", reply
+        await probe.wait_for(lambda m: m.get("Event") == "OriginateResponse", 15)
+        (invite,) = await customer.wait_for_invites(1, 15)
+        await probe.wait_for(
+            lambda m: m.get("Event") == "BridgeEnter" and "trunk" in m.get("Channel", ""), 15
+        )
+    finally:
+        await probe.close()
+        # Neither side hangs up by itself; the AMI user may not (no `call`/`system` write class).
+        harness.hangup_channels(sip.settings, "PJSIP/202-")
+    assert staff.displays() == [LABEL]
+    assert staff.answered_calls() == 1
+    assert invite.method == "INVITE"
+    assert invite.start_line.startswith("INVITE sip:5551234567@127.0.0.1:15299")
+    assert "<sip:5550100@" in (invite.header("From") or "")

@@ -1,0 +1,1 @@
+"""Real-call test harness: the local Asterisk, sipp callers and phones, speech fixtures."""
