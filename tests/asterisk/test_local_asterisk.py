@@ -1,5 +1,7 @@
-"""The real-call harness works: the local Asterisk comes up with the repository's config, AMI logs in, sipp calls
-reach the staff phones and the voicemail, and the dialplan carries on without a FastAGI server."""
+"""The real-call harness works: the local Asterisk comes up with the repository's config, AMI
+logs in, sipp calls reach the staff phones and the voicemail, and the dialplan carries on without
+a FastAGI server.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ DIALLED = "5550100"
 
 def _script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our own script
-        ["bash", str(harness.SCRIPT), *args],
+        [harness.BASH, str(harness.SCRIPT), *args],
         env={**os.environ, "GATEWAY_ASTERISK_ENV": str(harness.TEST_ENV), **(env or {})},
         capture_output=True,
         text=True,
@@ -46,7 +48,7 @@ def _port_closed(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) != 0
 
 
-# --- rendering (no Asterisk needed) ---------------------------------------------------------------------
+# --- rendering (no Asterisk needed) ---------------------------------------------------------------
 
 
 def test_render_fills_placeholders_and_drops_empty_optional_lines(tmp_path: Path) -> None:
@@ -54,7 +56,7 @@ def test_render_fills_placeholders_and_drops_empty_optional_lines(tmp_path: Path
     state = {"GATEWAY_ASTERISK_STATE": str(tmp_path / "state")}
     assert _script("render", str(test_out), env=state).returncode == 0
     prod = subprocess.run(  # noqa: S603
-        ["bash", str(harness.SCRIPT), "render", str(prod_out)],
+        [harness.BASH, str(harness.SCRIPT), "render", str(prod_out)],
         env={k: v for k, v in {**os.environ, **state}.items() if k != "GATEWAY_ASTERISK_ENV"},
         capture_output=True,
         text=True,
@@ -88,7 +90,7 @@ def test_render_fills_placeholders_and_drops_empty_optional_lines(tmp_path: Path
     # A second render keeps the same generated secret (the gateway's config must not go stale).
     again = tmp_path / "again"
     subprocess.run(  # noqa: S603
-        ["bash", str(harness.SCRIPT), "render", str(again)],
+        [harness.BASH, str(harness.SCRIPT), "render", str(again)],
         env={k: v for k, v in {**os.environ, **state}.items() if k != "GATEWAY_ASTERISK_ENV"},
         capture_output=True,
         check=True,
@@ -118,7 +120,7 @@ def test_bad_setting_is_refused_with_the_fix(
     assert not (tmp_path / "out").exists()
 
 
-# --- the running PBX --------------------------------------------------------------------------------------
+# --- the running PBX ------------------------------------------------------------------------------
 
 
 @pytest.mark.asterisk
@@ -175,7 +177,7 @@ async def test_unanswered_call_reaches_voicemail(
     phones = [await sip.phone(ext, "ring") for ext in ("201", "202", "203")]
     probe = AmiProbe(ami_credentials)
     assert (await probe.connect())["Response"] == "Success"
-    before = set(recordings_dir.glob("*.wav"))
+    before = set(recordings_dir.glob("*.wav"))  # noqa: ASYNC240 - tests may touch files
     try:
         result = await sip.place_call(
             DIALLED, "5551234567", "Walk In", hold_s=4, rtp_wav=korean_speech_wav
@@ -192,7 +194,7 @@ async def test_unanswered_call_reaches_voicemail(
     for phone in phones:
         assert len(phone.invites()) == 1, f"phone {phone.extension} should have rung once"
         assert phone.answered_calls() == 0
-    new = set(recordings_dir.glob("*.wav")) - before
+    new = set(recordings_dir.glob("*.wav")) - before  # noqa: ASYNC240 - tests may touch files
     assert len(new) == 1
     wav = new.pop()
     assert event["File"] == str(wav)
@@ -254,7 +256,8 @@ async def test_first_choice_not_answering_falls_back_to_the_group(
     assert answering.displays() == [LABEL]
     assert answering.answered_calls() == 1
     assert other.displays() == [LABEL]
-    assert late.answered_calls() == 0 and other.answered_calls() == 0
+    assert late.answered_calls() == 0
+    assert other.answered_calls() == 0
     assert result.ended_at - result.started_at >= first_ring_s
 
 
@@ -295,13 +298,13 @@ async def test_all_busy_goes_to_voicemail_with_reason(
     finally:
         await probe.close()
     assert event["Reason"] == "busy"
-    assert Path(event["File"]).exists()
+    assert Path(event["File"]).exists()  # noqa: ASYNC240 - tests may touch files
 
 
 @pytest.mark.asterisk
 async def test_caller_hanging_up_while_ringing(sip: SipHarness, recordings_dir: Path) -> None:
     phones = [await sip.phone(ext, "ring") for ext in ("201", "202", "203")]
-    before = set(recordings_dir.glob("*.wav"))
+    before = set(recordings_dir.glob("*.wav"))  # noqa: ASYNC240 - tests may touch files
     result = await sip.place_call(DIALLED, "5551112222", "Quick", hold_s=0, hangup_after_ring_s=1)
     assert result.ok, result.stderr
     assert not result.answered
@@ -309,7 +312,7 @@ async def test_caller_hanging_up_while_ringing(sip: SipHarness, recordings_dir: 
     await asyncio.sleep(0.5)
     for phone in phones:
         assert len(phone.invites()) == 1
-    assert set(recordings_dir.glob("*.wav")) == before
+    assert set(recordings_dir.glob("*.wav")) == before  # noqa: ASYNC240 - tests may touch files
 
 
 @pytest.mark.asterisk

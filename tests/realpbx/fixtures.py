@@ -1,17 +1,18 @@
-"""Pytest plugin for tests that use the real Asterisk: opt in with
-``pytest_plugins = ["tests.realpbx.fixtures"]`` (or import it from tests/conftest.py).
+"""Pytest plugin for tests that use the real Asterisk: opt in with ``pytest_plugins =
+["tests.realpbx.fixtures"]`` (or import it from tests/conftest.py).
 
 Fixtures:
 
 * ``realpbx`` (session): Asterisk provisioned and running with tests/realpbx/test.env; yields
-  :class:`~tests.realpbx.harness.PbxSettings`. Stopped at the end of the session if this session started it and
-  nobody else uses it (another test run registered as a user, an AMI client connected, or a call up).
+  :class:`~tests.realpbx.harness.PbxSettings`. Stopped at the end of the session if this session
+  started it and nobody else uses it (another test run registered as a user, an AMI client
+  connected, or a call up).
   ``GATEWAY_ASTERISK_KEEP=1`` leaves it running for quick reruns.
 * ``ami_credentials`` (session): host, port, username, secret of the gateway's AMI user.
 * ``recordings_dir`` (session): the voicemail recordings directory as seen from the host.
-* ``korean_speech_wav`` (session): espeak-ng "예약" (Korean for "reservation"), 8 kHz mu-law, padded.
-* ``sip`` (function): :class:`SipHarness` to place calls and run staff phones; holds the cross-process call
-  lock for the test and stops every sipp it started.
+* ``korean_speech_wav`` (session): espeak-ng "예약" ("reservation"), 8 kHz mu-law, padded.
+* ``sip`` (function): :class:`SipHarness` to place calls and run staff phones; holds the cross-
+  process call lock for the test and stops every sipp it started.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def recordings_dir(realpbx: PbxSettings) -> Path:
 
 @pytest.fixture(scope="session")
 def korean_speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """espeak-ng saying "예약", 8 kHz mono mu-law WAV with silence around it (for voicemail and Vosk)."""
+    """espeak-ng saying "예약", 8 kHz mono mu-law WAV with silence around it (voicemail, Vosk)."""
     out = tmp_path_factory.mktemp("speech") / "yeyak_ulaw.wav"
     return harness.make_speech("예약", out, pad_before_s=0.5, pad_after_s=1.5)
 

@@ -1,14 +1,15 @@
-"""Real-call test harness: the local Asterisk, sipp as callers and staff phones, speech files, an AMI probe.
+"""Real-call test harness: the local Asterisk, sipp callers and staff phones, speech, an AMI probe.
 
-Theory of operation: ``asterisk-config/local-asterisk.sh`` provisions and starts one Asterisk with the settings
-in ``tests/realpbx/test.env`` (AMI 15038, SIP 15060 on 127.0.0.1, FastAGI target 127.0.0.1:14573). Callers are
-sipp processes bound to 127.0.0.2, the address the PJSIP ``trunk`` endpoint is identified by; staff phones are
-sipp UAS processes on the static contacts 127.0.0.1:15201..15203 of endpoints 201..203. Every sipp process writes
-its full SIP trace (``-trace_msg``) and the harness parses it, so tests assert on what really went over the
-wire (for example the From display name a phone received). Several test runs may share the PBX: the script
-serialises start/stop with a lock, a per-process "user" file keeps a run from stopping the PBX under another
-run, and :func:`pbx_call_lock` serialises the tests that place calls (they share the phones and the FastAGI
-port).
+Theory of operation: ``asterisk-config/local-asterisk.sh`` provisions and starts one Asterisk with
+the settings in ``tests/realpbx/test.env`` (AMI 15038, SIP 15060 on 127.0.0.1, FastAGI target
+127.0.0.1:14573). Callers are sipp processes bound to 127.0.0.2, the address the PJSIP ``trunk``
+endpoint is identified by; staff phones are sipp UAS processes on the static contacts
+127.0.0.1:15201..15203 of endpoints 201..203. Every sipp process writes its full SIP trace
+(``-trace_msg``) and the harness parses it, so tests assert on what really went over the wire (for
+example the From display name a phone received). Several test runs may share the PBX: the script
+serialises start/stop with a lock, a per-process "user" file keeps a run from stopping the PBX under
+another run, and :func:`pbx_call_lock` serialises the tests that place calls (they share the phones
+and the FastAGI port).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import signal
 import socket
 import subprocess
 import time
+import wave
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ SCRIPT = REPO / "asterisk-config" / "local-asterisk.sh"
 TEST_ENV = Path(__file__).resolve().parent / "test.env"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 STATE_DIR = Path(os.environ.get("GATEWAY_ASTERISK_STATE", "/var/lib/gateway/asterisk"))
+BASH = shutil.which("bash") or "/bin/bash"
 CALL_LOCK = Path("/run/lock/gateway-realpbx-calls.lock")
 
 TRUNK_IP = "127.0.0.2"
@@ -46,7 +49,7 @@ class HarnessError(RuntimeError):
     """The harness could not do what a test asked (tool missing, Asterisk did not start...)."""
 
 
-# --- the local Asterisk --------------------------------------------------------------------------------
+# --- the local Asterisk ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ class PbxSettings:
 
     @property
     def recordings_dir(self) -> Path:
-        """Voicemail recordings as seen from the host (bind-mounted into the chroot at the same path)."""
+        """Voicemail recordings as seen from the host (bind-mounted into the chroot at the same
+        path)."""
         return Path(self.values["HOST_RECORDINGS_DIR"])
 
     @property
@@ -104,7 +108,7 @@ class PbxSettings:
 def _script(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, GATEWAY_ASTERISK_ENV=str(TEST_ENV))
     return subprocess.run(  # noqa: S603 - fixed script path, fixed arguments
-        ["bash", str(SCRIPT), *args],
+        [BASH, str(SCRIPT), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -133,7 +137,8 @@ def start_pbx() -> tuple[PbxSettings, float]:
     proc = _script("start")
     if proc.returncode != 0:
         raise HarnessError(
-            f"could not start the local Asterisk (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}"
+            f"could not start the local Asterisk (exit {proc.returncode}): "
+            f"{proc.stderr.strip()[-2000:]}"
         )
     return load_settings(), time.monotonic() - t0
 
@@ -159,7 +164,8 @@ def asterisk_cli(settings: PbxSettings, command: str, timeout: float = 15) -> st
 
 
 def hangup_channels(settings: PbxSettings, prefix: str) -> list[str]:
-    """Hang up every channel whose name starts with ``prefix`` (through the CLI); returns their names."""
+    """Hang up every channel whose name starts with ``prefix`` (through the CLI); returns their
+    names."""
     names = [
         line.split("!", 1)[0]
         for line in asterisk_cli(settings, "core show channels concise").splitlines()
@@ -172,7 +178,8 @@ def hangup_channels(settings: PbxSettings, prefix: str) -> list[str]:
 
 @contextlib.contextmanager
 def pbx_user() -> Iterator[Callable[[], bool]]:
-    """Register this process as a user of the shared PBX; yields ``last()``: no other live user remains."""
+    """Register this process as a user of the shared PBX; yields ``last()``: no other live user
+    remains."""
     users = STATE_DIR / "users"
     users.mkdir(parents=True, exist_ok=True)
     mine = users / str(os.getpid())
@@ -236,7 +243,8 @@ def _tcp_listening(host: str, port: int) -> bool:
 
 
 def pbx_quiet(settings: PbxSettings) -> bool:
-    """No call is up, the phones' and the trunk's far-end ports are free, nothing listens on the FastAGI port."""
+    """No call is up, the phones' and the trunk's far-end ports are free, nothing listens on the
+    FastAGI port."""
     if any(not _udp_free(PHONE_IP, port) for port in (*PHONE_PORTS.values(), CLICK_TO_CALL_PORT)):
         return False
     if _tcp_listening(*settings.agi_addr):
@@ -246,19 +254,20 @@ def pbx_quiet(settings: PbxSettings) -> bool:
     return match is None or match.group(1) == "0"
 
 
-async def wait_pbx_quiet(settings: PbxSettings, timeout: float = 300) -> None:
+async def wait_pbx_quiet(settings: PbxSettings, wait_s: float = 300) -> None:
     """Wait until another test run sharing the PBX has finished its call (see :func:`pbx_quiet`)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_s
     while not await asyncio.to_thread(pbx_quiet, settings):
         if time.monotonic() > deadline:
             raise HarnessError(
-                f"the test PBX stayed busy for {timeout} s (a call up, phone ports 15201-15203/15299 or the "
+                f"the test PBX stayed busy for {wait_s} s (a call up, phone ports "
+                "15201-15203/15299 or the "
                 "FastAGI port taken by another test run)"
             )
         await asyncio.sleep(0.5)
 
 
-# --- SIP traces -----------------------------------------------------------------------------------------
+# --- SIP traces -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -271,7 +280,8 @@ class SipMessage:
     body: str
 
     def header(self, name: str) -> str | None:
-        """First value of header ``name`` (case-insensitive; compact forms are not used by Asterisk)."""
+        """First value of header ``name`` (case-insensitive; compact forms are not used by
+        Asterisk)."""
         wanted = name.lower()
         for key, value in self.headers:
             if key.lower() == wanted:
@@ -332,7 +342,7 @@ def parse_trace(text: str) -> list[SipMessage]:
 
 
 def display_name(name_addr: str) -> str | None:
-    """Display name of a SIP name-addr (``"Maria R" <sip:...>`` or ``Maria <sip:...>``), unescaped."""
+    """Display name of a SIP name-addr (``"Maria R" <sip:..>`` or ``Maria <sip:..>``), unescaped."""
     value = name_addr.strip()
     if value.startswith('"'):
         out: list[str] = []
@@ -359,15 +369,16 @@ def quote_display_name(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-# --- sipp processes -------------------------------------------------------------------------------------
+# --- sipp processes -------------------------------------------------------------------------------
 
 
 def free_udp_port(ip: str, *, span: int = 1) -> int:
-    """A UDP port on ``ip`` whose next ``span`` ports were free a moment ago (sipp binds media ports in pairs)."""
+    """A UDP port on ``ip`` whose next ``span`` ports were free a moment ago (sipp binds media ports
+    in pairs)."""
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind((ip, 0))
-            base = probe.getsockname()[1]
+            base: int = probe.getsockname()[1]
         if base % 2 or base + span >= 65535:
             continue
         try:
@@ -398,7 +409,8 @@ def _sipp() -> str:
     found = shutil.which("sipp")
     if not found:
         raise HarnessError(
-            "sipp is missing: run `asterisk-config/local-asterisk.sh provision` (installs sip-tester)"
+            "sipp is missing: run `asterisk-config/local-asterisk.sh provision` "
+            "(it installs sip-tester)"
         )
     return found
 
@@ -462,10 +474,11 @@ async def place_call(
     from_header: str | None = None,
     timeout_s: float = 90,
 ) -> CallResult:
-    """Call ``number`` through the trunk as ``caller_id`` / ``display_name`` and return what sipp saw.
+    """Call ``number`` through the trunk as ``caller_id``/``display_name``; return what sipp saw.
 
-    Answered calls are held ``hold_s`` seconds (streaming ``rtp_wav``, 8 kHz mu-law, if given) and hung up with
-    BYE. ``hangup_after_ring_s`` makes the caller give up (CANCEL) that long after the last provisional
+    Answered calls are held ``hold_s`` seconds (streaming ``rtp_wav``, 8 kHz mu-law, if given)
+    and hung up with BYE. ``hangup_after_ring_s`` makes the caller give up (CANCEL) that long
+    after the last provisional
     response instead. ``from_header`` replaces the whole From value (for malformed caller IDs).
     """
     if from_header is None:
@@ -549,7 +562,7 @@ class StaffPhone:
         return parse_trace(self.trace.read_text(encoding="utf-8", errors="replace"))
 
     def invites(self) -> list[SipMessage]:
-        """INVITEs the phone received (each one is a ring), in order; retransmissions are left out."""
+        """INVITEs the phone received (each one is a ring), in order, without retransmissions."""
         seen: set[tuple[str | None, str | None]] = set()
         out: list[SipMessage] = []
         for m in self.messages():
@@ -571,9 +584,9 @@ class StaffPhone:
             if m.direction == "sent" and m.status == 200 and m.cseq_method == "INVITE"
         )
 
-    async def wait_for_invites(self, count: int, timeout: float) -> list[SipMessage]:
+    async def wait_for_invites(self, count: int, wait_s: float) -> list[SipMessage]:
         """Wait until the phone has received ``count`` INVITEs."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_s
         while len(found := self.invites()) < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(
@@ -607,7 +620,8 @@ async def start_phone(
     ip: str = PHONE_IP,
     port_wait_s: float = 120,
 ) -> StaffPhone:
-    """Start a sipp UAS for staff phone ``extension`` ('answer' after ``ring_s``, 'ring' forever, 'busy')."""
+    """Start a sipp UAS for staff phone ``extension`` ('answer' after ``ring_s``, 'ring' forever,
+    'busy')."""
     sip_port = port if port is not None else PHONE_PORTS[extension]
     scenario = _render(
         f"phone_{behaviour}.xml", workdir, {"RING_MS": str(max(1, int(ring_s * 1000)))}
@@ -647,12 +661,12 @@ async def start_phone(
             raise HarnessError(
                 f"sipp for phone {extension} exited at once (exit {proc.returncode}): {err[-500:]}"
             )
-    phone = StaffPhone(extension, behaviour, trace, proc)
-    return phone
+    return StaffPhone(extension, behaviour, trace, proc)
 
 
 class SipHarness:
-    """Places calls into the test PBX and runs staff phones; everything it starts is stopped by the fixture."""
+    """Places calls into the test PBX and runs staff phones; everything it starts is stopped by the
+    fixture."""
 
     def __init__(self, settings: PbxSettings, workdir: Path) -> None:
         self.settings = settings
@@ -688,7 +702,8 @@ class SipHarness:
     async def phone(
         self, extension: str, behaviour: PhoneBehaviour, *, ring_s: float = 0.5
     ) -> StaffPhone:
-        """Start staff phone 201/202/203: 'answer' (after ``ring_s``), 'ring' (never answers) or 'busy'."""
+        """Start staff phone 201/202/203: 'answer' (after ``ring_s``), 'ring' (never answers) or
+        'busy'."""
         phone = await start_phone(extension, behaviour, workdir=self.workdir, ring_s=ring_s)
         self.phones.append(phone)
         return phone
@@ -709,57 +724,40 @@ class SipHarness:
             await phone.stop()
 
 
-# --- speech ----------------------------------------------------------------------------------------------
+# --- speech ---------------------------------------------------------------------------------------
 
 
 def make_speech(
     text: str, out: Path, *, voice: str = "ko", pad_before_s: float = 0.3, pad_after_s: float = 1.0
 ) -> Path:
-    """Speak ``text`` with espeak-ng and convert it to 8 kHz mono mu-law WAV (what sipp streams as PCMU)."""
+    """Speak ``text`` with espeak-ng and convert it to 8 kHz mono mu-law WAV (what sipp streams as
+    PCMU)."""
     for tool in ("espeak-ng", "sox"):
         if not shutil.which(tool):
             raise HarnessError(
                 f"{tool} is missing: run `asterisk-config/local-asterisk.sh provision`"
             )
     raw = out.with_suffix(".raw.wav")
-    subprocess.run(
-        ["espeak-ng", "-v", voice, "-w", str(raw), text], check=True, capture_output=True
-    )  # noqa: S603, S607
-    subprocess.run(  # noqa: S603
-        [
-            "sox",
-            str(raw),
-            "-r",
-            "8000",
-            "-c",
-            "1",
-            "-e",
-            "u-law",
-            str(out),
-            "pad",
-            str(pad_before_s),
-            str(pad_after_s),
-        ],  # noqa: S607
-        check=True,
-        capture_output=True,
-    )
+    espeak = ["espeak-ng", "-v", voice, "-w", str(raw), text]
+    subprocess.run(espeak, check=True, capture_output=True)  # noqa: S603 - fixed tools
+    sox = ["sox", str(raw), "-r", "8000", "-c", "1", "-e", "u-law", str(out)]
+    sox += ["pad", str(pad_before_s), str(pad_after_s)]
+    subprocess.run(sox, check=True, capture_output=True)  # noqa: S603 - fixed tools
     raw.unlink()
     return out
 
 
 def wav_duration(path: Path) -> float:
     """Duration of a WAV file in seconds."""
-    import wave
-
     with wave.open(str(path), "rb") as w:
         return w.getnframes() / w.getframerate()
 
 
-# --- AMI probe and a fake FastAGI server -----------------------------------------------------------------
+# --- AMI probe and a fake FastAGI server ----------------------------------------------------------
 
 
 class AmiProbe:
-    """A minimal raw-socket AMI client for harness tests: login, collect every event, wait for one."""
+    """A minimal raw-socket AMI client for harness tests: login, collect events, wait for one."""
 
     def __init__(self, creds: AmiCredentials) -> None:
         self.creds = creds
@@ -808,10 +806,10 @@ class AmiProbe:
         self._changed.set()
 
     async def wait_for(
-        self, predicate: Callable[[dict[str, str]], bool], timeout: float
+        self, predicate: Callable[[dict[str, str]], bool], wait_s: float
     ) -> dict[str, str]:
         """Wait until a message (event or response) matching ``predicate`` has arrived."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_s
         seen = 0
         while True:
             for msg in self.events[seen:]:
@@ -820,7 +818,7 @@ class AmiProbe:
             seen = len(self.events)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (self._task is not None and self._task.done()):
-                raise TimeoutError(f"no matching AMI message within {timeout} s ({seen} seen)")
+                raise TimeoutError(f"no matching AMI message within {wait_s} s ({seen} seen)")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
@@ -842,7 +840,8 @@ class AmiProbe:
 
 @dataclass
 class FakeFastAgi:
-    """A tiny FastAGI server for harness tests: records each request and sets the given channel variables."""
+    """A tiny FastAGI server for harness tests: records each request and sets the given channel
+    variables."""
 
     variables: Mapping[str, str]
     requests: list[dict[str, str]] = field(default_factory=list)
