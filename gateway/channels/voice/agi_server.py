@@ -32,7 +32,7 @@ from gateway.channels.voice.label import context_label
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.channels.voice.tracker import is_withheld
 from gateway.domain.models import ContactView, ConversationSummary, IdentityKind
-from gateway.errors import ProtocolError, TransientError
+from gateway.errors import ConfigError, ProtocolError, TransientError
 from gateway.protocols import agi
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,17 @@ class AgiServer:
         return len(self._tasks)
 
     async def start(self) -> None:
-        """Listen. Raises :class:`ConfigError`-worthy ``OSError`` if the port is taken."""
-        self._server = await asyncio.start_server(
-            self._accept, self._host, self._port, limit=agi.MAX_LINE_BYTES
-        )
+        """Listen. Raises :class:`ConfigError` naming the keys if the address cannot be bound."""
+        try:
+            self._server = await asyncio.start_server(
+                self._accept, self._host, self._port, limit=agi.MAX_LINE_BYTES
+            )
+        except OSError as err:
+            raise ConfigError(
+                f"voice.agi_host/voice.agi_port: cannot listen on {self._host}:{self._port}: "
+                f"{err.strerror or err}. Another program uses the port, or the address is not "
+                "local; choose a free port and use the same address in the dialplan (AGI_ADDR)."
+            ) from err
         log.info("FastAGI server listening on %s:%d", self._host, self.port)
 
     async def stop(self) -> None:

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 from gateway.channels.voice.agi_server import AgiServer, CallerContext, InboundRouter
@@ -125,6 +125,28 @@ def _call_meta(rec: CallRecord) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class VoiceHealth:
+    """What the status page shows about the voice channel."""
+
+    ami_up: bool
+    ami_since: float
+    ami_attempts: int
+    ami_last_error: str | None
+    ami_events: int
+    ami_connects: int
+    resyncs: int
+    agi_served: int
+    agi_refused: int
+    agi_active: int
+    lookup_timeouts: int
+    last_answer_ms: float
+    active_calls: int
+    malformed_events: int
+    timeline_backlog: int
+    write_errors: int
+
+
 class VoiceChannel:
     """Owns the AMI link, the FastAGI server, the tracker and the timeline worker."""
 
@@ -199,6 +221,28 @@ class VoiceChannel:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+
+    def health(self) -> VoiceHealth:
+        """A snapshot for the status page and /metrics."""
+        st = self.ami.state
+        return VoiceHealth(
+            ami_up=self.ami.connected,
+            ami_since=st.since,
+            ami_attempts=st.attempts,
+            ami_last_error=st.last_error,
+            ami_events=self.ami.events,
+            ami_connects=self.ami.connects,
+            resyncs=self.resyncs,
+            agi_served=self.agi.served,
+            agi_refused=self.agi.refused,
+            agi_active=self.agi.active,
+            lookup_timeouts=self.router.timeouts,
+            last_answer_ms=self.router.last_answer_ms,
+            active_calls=len(self.tracker.active_calls()),
+            malformed_events=self.tracker.malformed,
+            timeline_backlog=self._queue.qsize(),
+            write_errors=self.write_errors,
+        )
 
     async def idle(self) -> None:
         """Wait until every queued timeline write is done (tests, shutdown)."""

@@ -81,6 +81,14 @@ class Known:
         return self._s
 
 
+def _tone(work: Path) -> Path:
+    work.mkdir(exist_ok=True)
+    wav = work / "tone.wav"
+    sox = ["/usr/bin/sox", "-n", "-r", "8000", "-c", "1", "-e", "u-law", str(wav)]
+    subprocess.run([*sox, "synth", "3", "sine", "440"], check=True)  # noqa: S603
+    return wav
+
+
 async def main() -> None:
     env = settings()
     rec = Recorder()
@@ -90,26 +98,7 @@ async def main() -> None:
     agi = AgiServer({"inbound": router}, host=host, port=int(port))
     await agi.start()
     work = Path("/tmp/gateway-record")  # noqa: S108 - scratch space of a manual tool
-    work.mkdir(exist_ok=True)
-    wav = work / "tone.wav"
-    subprocess.run(  # noqa: S603
-        [
-            "/usr/bin/sox",
-            "-n",
-            "-r",
-            "8000",
-            "-c",
-            "1",
-            "-e",
-            "u-law",
-            str(wav),
-            "synth",
-            "3",
-            "sine",
-            "440",
-        ],
-        check=True,
-    )
+    wav = await asyncio.to_thread(_tone, work)
 
     async def scenario(
         name: str, expected: str, modes: dict[str, str], call: Callable[[], Awaitable[object]]
