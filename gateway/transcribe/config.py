@@ -55,6 +55,12 @@ class TranscribeConfig:
             "doc": "extra seconds allowed per second of audio before a worker counts as hung"
         },
     )
+    max_active: int = field(
+        default=1500,
+        metadata={
+            "doc": "decoder states kept per frame: lower is faster, 0 = the model's own setting"
+        },
+    )
     load_timeout: float = field(
         default=120.0, metadata={"doc": "seconds a worker may take to load the model"}
     )

@@ -157,6 +157,8 @@ def worker_command(config: TranscribeConfig, model_path: str) -> list[str]:
         str(config.nice),
         "--sox",
         config.sox_path,
+        "--max-active",
+        str(config.max_active),
         "--fillers",
         json.dumps(config.grammar_fillers, ensure_ascii=False),
     ]

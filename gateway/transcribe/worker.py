@@ -23,8 +23,10 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from gateway.transcribe.audio import AudioError, load_audio
@@ -50,6 +52,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", required=True, help="Vosk model directory")
     ap.add_argument("--nice", type=int, default=10, help="CPU priority increment")
     ap.add_argument("--sox", default="sox", help="sox program (GSM recordings)")
+    ap.add_argument(
+        "--max-active", type=int, default=0, help="decoder max active states (0: the model's own)"
+    )
     ap.add_argument(
         "--fillers", default="[]", help="JSON list of filler words for the keyword grammar"
     )
@@ -152,6 +157,36 @@ class _Worker:
         )
 
 
+def _load_model(vosk: Any, path: str, max_active: int) -> Any:
+    """Load the model, with the decoder's ``--max-active`` overridden when ``max_active > 0``.
+
+    Vosk reads its decoder options from ``conf/model.conf`` inside the model directory, which may be
+    read-only (a package). So the override is a temporary directory of symlinks to the model's files
+    with its own ``model.conf``; Vosk reads every file while loading, so the directory is removed
+    as soon as the model is in memory.
+    """
+    if max_active <= 0:
+        return vosk.Model(path)
+    root = Path(path)
+    with tempfile.TemporaryDirectory(prefix="gateway-vosk-") as tmp:
+        overlay = Path(tmp)
+        for entry in root.iterdir():
+            if entry.name != "conf":
+                (overlay / entry.name).symlink_to(entry.resolve())
+        (overlay / "conf").mkdir()
+        for entry in (root / "conf").iterdir():
+            if entry.name != "model.conf":
+                (overlay / "conf" / entry.name).symlink_to(entry.resolve())
+        lines = [
+            line
+            for line in (root / "conf" / "model.conf").read_text(encoding="utf-8").splitlines()
+            if not line.strip().startswith("--max-active=")
+        ]
+        lines.append(f"--max-active={max_active}")
+        (overlay / "conf" / "model.conf").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return vosk.Model(str(overlay))
+
+
 def _sender(out: BinaryIO) -> Any:
     def send(message: WorkerMessage) -> None:
         out.write(encode(message))
@@ -180,7 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     vosk.SetLogLevel(-1)
     try:
-        model = vosk.Model(args.model)
+        model = _load_model(vosk, args.model, args.max_active)
+    except OSError as err:
+        send(Fatal(f"cannot prepare the Vosk model at {args.model!r}: {err}"))
+        return 2
     except Exception as err:
         send(
             Fatal(f"cannot load the Vosk model at {args.model!r}: {err}; download the model again")
