@@ -29,6 +29,7 @@ OPS = frozenset(
         "garbage",
         "noise",
         "fill_sim",
+        "set_capacity",
         "unplug",
         "replug",
         "ring",

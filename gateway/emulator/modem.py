@@ -305,6 +305,13 @@ class ModemEmulator:
                 )[0].hex
                 self.slots[storage][self._next_index(storage)] = _Slot(1, pdu)
 
+    def set_capacity(self, storage: str, capacity: int) -> None:
+        """Resize a message storage (a bigger SIM, or a modem without ``ME`` storage: 0)."""
+        with self._lock:
+            if storage not in self.capacity or capacity < len(self.slots[storage]):
+                raise ValueError(f"cannot make {storage} hold {capacity} messages")
+            self.capacity[storage] = capacity
+
     def unplug(self) -> None:
         """The USB device vanishes: both pty ends close, the link disappears."""
         with self._lock:
@@ -582,6 +589,24 @@ class ModemEmulator:
             return
         if up == "+CFUN?":
             self._info("+CFUN: 1")
+            self._final_ok()
+            return
+        if re.fullmatch(r"\+CFUN=[01](,[01])?", up):
+            self._final_ok()
+            return
+        tests = {
+            "+CMGF=?": "+CMGF: (0,1)",
+            "+CNMI=?": "+CNMI: (0-2),(0-3),(0,2),(0-2),(0,1)",
+            "+CSCS=?": '+CSCS: ("GSM","IRA","UCS2")',
+            "+CSCS?": '+CSCS: "GSM"',
+            "+CMGL=?": "+CMGL: (0-4)",
+            "+CMGD=?": "+CMGD: (),(0-4)",
+        }
+        if up in tests:
+            self._info(tests[up])
+            self._final_ok()
+            return
+        if up.startswith("+CSCS="):
             self._final_ok()
             return
         if m := re.fullmatch(r"\+CMGF=(\d)", up):

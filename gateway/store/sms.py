@@ -329,16 +329,6 @@ def next_attempt_at(conn: sqlite3.Connection) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-def mark_sending(conn: sqlite3.Connection, outbox_id: int, parts: int, now: float) -> bool:
-    """queued -> sending (counts the attempt). False if someone else changed the row meanwhile."""
-    cur = conn.execute(
-        "UPDATE outbox SET state = 'sending', attempts = attempts + 1, parts = ?, updated_at = ?"
-        " WHERE id = ? AND state = 'queued'",
-        (parts, now, outbox_id),
-    )
-    return cur.rowcount == 1
-
-
 def sent_part_numbers(conn: sqlite3.Connection, outbox_id: int) -> dict[int, int]:
     """Parts already accepted by the modem: part number -> message reference."""
     rows = conn.execute(
@@ -468,3 +458,65 @@ def is_keyword_reply(conn: sqlite3.Connection, outbox_id: int) -> bool:
         "SELECT 1 FROM sms_messages WHERE confirmation_outbox_id = ?", (outbox_id,)
     ).fetchone()
     return row is not None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one outbox round found: the row to send now (already marked 'sending'), the parts
+    the modem accepted on earlier attempts, whether it is blocked by an opt-out, the rows that
+    expired, and when the next queued row is due."""
+
+    row: OutboundRow | None
+    done_parts: dict[int, int]
+    blocked: bool
+    expired: list[int]
+    next_at: float | None
+
+
+def claim_next(conn: sqlite3.Connection, now: float) -> Claim:
+    """One transaction per round: expire overdue rows, take the next due row and mark it
+    'sending' (counting the attempt) before any byte of it reaches the modem."""
+    expired = expire_overdue(conn, now)
+    row = next_due(conn, now)
+    if row is None:
+        return Claim(None, {}, False, expired, next_attempt_at(conn))
+    blocked = row.automated and q.is_suppressed(conn, row.to_addr)
+    blocked = blocked and not is_keyword_reply(conn, row.id)
+    if not blocked:
+        conn.execute(
+            "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = ?"
+            " WHERE id = ? AND state = 'queued'",
+            (now, row.id),
+        )
+    return Claim(row, sent_part_numbers(conn, row.id), blocked, expired, None)
+
+
+def record_part_and_maybe_sent(
+    conn: sqlite3.Connection,
+    outbox_id: int,
+    part: int,
+    *,
+    parts: int,
+    reference: int,
+    recipient: str,
+    now: float,
+) -> None:
+    """Record one accepted part; after the last one (parts go out in order) the row becomes
+    'sent' in the same transaction."""
+    record_sent_part(conn, outbox_id, part, reference=reference, recipient=recipient, now=now)
+    if part == parts:
+        conn.execute("UPDATE outbox SET parts = ? WHERE id = ?", (parts, outbox_id))
+        mark_sent(conn, outbox_id, now)
+
+
+def peek_due(conn: sqlite3.Connection, now: float) -> tuple[bool, float | None]:
+    """Read-only look before a round: is any SMS due (or overdue to expire), and when is the
+    next one due? Lets an idle outbox skip the write transaction."""
+    row = conn.execute(
+        "SELECT MIN(next_attempt_at), MIN(expires_at) FROM outbox"
+        " WHERE channel = 'sms' AND state = 'queued'"
+    ).fetchone()
+    if row is None or row[0] is None:
+        return False, None
+    next_at, first_expiry = float(row[0]), float(row[1])
+    return next_at <= now or first_expiry <= now, min(next_at, first_expiry)

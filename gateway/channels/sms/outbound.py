@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 
 from gateway.channels.sms.events import SmsOutboundState
@@ -43,7 +42,6 @@ from gateway.channels.sms.link import SendOutcomeUnknownError, SerialLink
 from gateway.domain.bus import Bus
 from gateway.protocols import at
 from gateway.protocols import pdu as pducodec
-from gateway.store import queries as q
 from gateway.store import sms as db
 from gateway.supervise import backoff_delay
 
@@ -77,7 +75,6 @@ class OutboxWorker:
         self.validity_minutes = validity_minutes
         self._wake = asyncio.Event()
         self.sent_parts = 0
-        self.enqueue_to_cmgs: list[float] = []  # seconds, measured for the benchmark
 
     def wake(self) -> None:
         """Something was queued: look now."""
@@ -96,29 +93,39 @@ class OutboxWorker:
 
     async def run(self, link: SerialLink) -> None:
         """Send due messages until cancelled or the link fails (the error propagates)."""
+        look_first = True
         while True:
             self._wake.clear()
-            for outbox_id in await self.store.write(lambda c: db.expire_overdue(c, time.time())):
+            if look_first:
+                # After an idle timeout most rounds find nothing: a read is cheaper than a write.
+                due, next_at = await self.store.read(lambda c: db.peek_due(c, time.time()))
+                if not due:
+                    look_first = not await self._idle(next_at)
+                    continue
+            claim = await self.store.write(lambda c: db.claim_next(c, time.time()))
+            for outbox_id in claim.expired:
                 log.info("sms outbox: message %d expired", outbox_id)
                 self.bus.publish(SmsOutboundState(outbox_id, None, "expired"))
-            row = await self.store.read(lambda c: db.next_due(c, time.time()))
-            if row is None:
-                nxt = await self.store.read(db.next_attempt_at)
-                wait = 5.0 if nxt is None else max(0.0, min(5.0, nxt - time.time()))
-                try:
-                    async with asyncio.timeout(wait):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+            if claim.row is None:
+                look_first = not await self._idle(claim.next_at)
                 continue
-            await self._send(link, row)
+            look_first = False
+            if claim.blocked:
+                await self._final(claim.row, "failed", "the recipient opted out (STOP); not sent")
+                continue
+            await self._send(link, claim.row, claim.done_parts)
 
-    async def _send(self, link: SerialLink, row: db.OutboundRow) -> None:  # noqa: PLR0912 - one branch per send outcome
-        if row.automated:
-            blocked = await self.store.read(lambda c: _blocked(c, row))
-            if blocked:
-                await self._final(row, "failed", "the recipient opted out (STOP); not sent")
-                return
+    async def _idle(self, next_at: float | None) -> bool:
+        """Sleep until woken (True: something was queued) or until ``next_at`` / 5 s (False)."""
+        wait = 5.0 if next_at is None else max(0.0, min(5.0, next_at - time.time()))
+        try:
+            async with asyncio.timeout(wait):
+                await self._wake.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _send(self, link: SerialLink, row: db.OutboundRow, done: dict[int, int]) -> None:
         try:
             pdus = pducodec.encode_submit(
                 row.to_addr,
@@ -130,26 +137,25 @@ class OutboxWorker:
         except pducodec.PduEncodeError as err:
             await self._final(row, "failed", str(err))
             return
-        now = time.time()
-        ok = await self.store.write(lambda c: db.mark_sending(c, row.id, len(pdus), now))
-        if not ok:
-            return
         self.bus.publish(SmsOutboundState(row.id, row.conversation_id, "sending"))
-        done = await self.store.read(lambda c: db.sent_part_numbers(c, row.id))
+        total = len(pdus)
         try:
             for number, part in enumerate(pdus, start=1):
                 if number in done:
                     continue
-                t0 = time.perf_counter()
                 reference = await link.send_pdu(
                     part.tpdu_length, part.hex, timeout=self.send_timeout
                 )
-                if link.first_cmgs_byte_at is not None:
-                    self.enqueue_to_cmgs.append(link.first_cmgs_byte_at - t0)
                 self.sent_parts += 1
                 await self.store.write(
-                    lambda c, n=number, r=reference: db.record_sent_part(  # type: ignore[misc]
-                        c, row.id, n, reference=r, recipient=row.to_addr, now=time.time()
+                    lambda c, n=number, r=reference: db.record_part_and_maybe_sent(  # type: ignore[misc]
+                        c,
+                        row.id,
+                        n,
+                        parts=total,
+                        reference=r,
+                        recipient=row.to_addr,
+                        now=time.time(),
                     )
                 )
         except at.ModemPermanentError as err:
@@ -173,8 +179,7 @@ class OutboxWorker:
                     self._retry(row, "the modem connection was lost before sending")
                 )
             raise
-        await self.store.write(lambda c: db.mark_sent(c, row.id, time.time()))
-        log.info("sms outbox: message %d sent (%d part(s))", row.id, len(pdus))
+        log.info("sms outbox: message %d sent (%d part(s))", row.id, total)
         self.bus.publish(SmsOutboundState(row.id, row.conversation_id, "sent"))
 
     async def _retry(self, row: db.OutboundRow, reason: str) -> None:
@@ -222,9 +227,3 @@ class OutboxWorker:
         outbox_id, state = result
         log.info("sms outbox: message %d status report: %s", outbox_id, report.status_text)
         self.bus.publish(SmsOutboundState(outbox_id, None, state, report.status_text))
-
-
-def _blocked(conn: sqlite3.Connection, row: db.OutboundRow) -> bool:
-    if not q.is_suppressed(conn, row.to_addr):
-        return False
-    return not db.is_keyword_reply(conn, row.id)

@@ -92,6 +92,7 @@ async def test_kill_during_inbound_burst_loses_and_duplicates_nothing(tmp_path: 
             ),
             timeout=90,
         )
+        await wait_for(lambda: emu.stored("SM") == {}, timeout=60)  # every index deleted
         await asyncio.sleep(1.0)  # anything extra would show up now
         _kill(proc)
     finally:
