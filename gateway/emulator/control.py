@@ -24,6 +24,7 @@ OPS = frozenset(
         "deliver_pdu",
         "status_report",
         "fail_next_send",
+        "fail_next_command",
         "hang",
         "resume",
         "garbage",

@@ -125,6 +125,7 @@ class ModemEmulator:
         self._in_pdu: int | None = None  # expected TPDU length while collecting after the prompt
         self._hung_until: float = 0.0
         self._send_failures: list[int] = []
+        self._command_failures: list[tuple[str, int]] = []
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
         self._network_pending: list[str] = []
@@ -271,6 +272,12 @@ class ModemEmulator:
         """The next ``count`` sends end in ``+CMS ERROR: code``."""
         with self._lock:
             self._send_failures.extend([code] * count)
+
+    def fail_next_command(self, prefix: str, code: int, count: int = 1) -> None:
+        """The next ``count`` commands starting with ``prefix`` (e.g. ``AT+CMGD``) end in
+        ``+CMS ERROR: code``."""
+        with self._lock:
+            self._command_failures.extend([(prefix.upper(), code)] * count)
 
     def hang(self, seconds: float | None = None) -> None:
         """Stop answering (input is swallowed) for ``seconds``, or until :meth:`resume`."""
@@ -498,6 +505,11 @@ class ModemEmulator:
             return
         cmd = line[2:]
         up = cmd.upper()
+        for i, (prefix, code) in enumerate(self._command_failures):
+            if line.upper().startswith(prefix):
+                del self._command_failures[i]
+                self._error("CMS", code)
+                return
         if up in ("", "Z", "&F", "E0", "E1", "V1", "Q0", "+CNMA", '+CSCS="GSM"'):
             if up == "E0":
                 self.echo = False

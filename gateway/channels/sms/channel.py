@@ -284,7 +284,11 @@ class SmsChannel:
                 log.debug("modem %s: storage %s unavailable (%s)", link.device, storage, err.words)
                 continue
             self._storage_usage(storage, usage)
-            lines = await link.command("AT+CMGL=4", timeout=max(t, 60.0))
+            try:
+                lines = await link.command("AT+CMGL=4", timeout=max(t, 60.0))
+            except at.ModemCommandError as err:  # e.g. SIM busy right after boot: next round
+                log.warning("modem %s: cannot list %s (%s)", link.device, storage, err.words)
+                continue
             stored, problems = at.parse_cmgl(lines)
             for problem in problems:
                 log.warning("modem %s: %s", link.device, problem)
@@ -292,7 +296,17 @@ class SmsChannel:
                 continue
             new += await self.inbound.store_listing(self.modem_id, storage, stored)
             for item in stored:  # only what is now durably stored, one index at a time
-                await link.command(f"AT+CMGD={item.index}", timeout=t)
+                try:
+                    await link.command(f"AT+CMGD={item.index}", timeout=t)
+                except at.ModemCommandError as err:
+                    # Stored already; if it stays on the SIM the next listing dedupes it.
+                    log.warning(
+                        "modem %s: could not delete %s index %d (%s)",
+                        link.device,
+                        storage,
+                        item.index,
+                        err.words,
+                    )
             usage = await link.command(f'AT+CPMS="{storage}"', timeout=t)
             self._storage_usage(storage, usage)
         return new

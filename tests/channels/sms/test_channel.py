@@ -323,3 +323,17 @@ async def test_endless_transient_errors_give_up_in_words(rig: Rig, emulator: Mod
     row = rig.outbox(outbox_id)
     assert row["attempts"] == 3
     assert row["last_error"] == "gave up after 3 attempts: no network service"
+
+
+async def test_failed_delete_keeps_the_message_once(rig: Rig, emulator: ModemEmulator) -> None:
+    emulator.fail_next_command("AT+CMGD", 321)
+    emulator.fail_next_command("AT+CMGL", 314)  # SIM busy on the first listing
+    ch = await rig.channel(str(emulator.link))
+    emulator.deliver(CUSTOMER, "delete me later")
+    await wait_for(lambda: rig.inbound_bodies() == ["delete me later"])
+    await wait_for(lambda: emulator.stored("SM") == {}, timeout=20)  # a later round deletes it
+    await wait_for(lambda: ch.polls >= 3)
+    assert rig.inbound_bodies() == ["delete me later"]  # listed twice, stored once
+    assert rig.rows("SELECT COUNT(*) FROM sms_inbound_parts")[0][0] == 1
+    assert sum(c.startswith("AT+CMGD") for c in emulator.commands) >= 2  # the first one failed
+    assert ch.health.connected
