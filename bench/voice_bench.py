@@ -1,8 +1,8 @@
 """Voice channel benchmarks, run by hand. Prints figures.
 
-  python bench/voice_bench.py replay [--repeat 400]          AMI event throughput and CPU share
-  python bench/voice_bench.py agi [--events 1000000]         FastAGI answer latency with a big store
-  python bench/voice_bench.py ring [--calls 100]             INVITE -> CallRinging latency (real Asterisk)
+  python bench/voice_bench.py replay [--repeat 400]     AMI event throughput and CPU share
+  python bench/voice_bench.py agi [--events 1000000]    FastAGI answer latency with a big store
+  python bench/voice_bench.py ring [--calls 100]        INVITE -> CallRinging latency (real PBX)
 
 ``replay`` plays recorded AMI sessions (tests/channels/voice/transcripts/*.ami, call ids renamed per
 repetition) from a separate process over TCP into the real AmiLink -> tracker -> bus path and
@@ -20,8 +20,6 @@ import random
 import re
 import shutil
 import sqlite3
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -72,7 +70,8 @@ buf = b''
 while b'\r\n\r\n' not in buf:
     buf += conn.recv(4096)
 aid = [l.split(b': ',1)[1] for l in buf.split(b'\r\n') if l.lower().startswith(b'actionid')][0]
-conn.sendall(b'Response: Success\r\nActionID: ' + aid + b'\r\nMessage: Authentication accepted\r\n\r\n')
+ok = b'\r\nMessage: Authentication accepted\r\n\r\n'
+conn.sendall(b'Response: Success\r\nActionID: ' + aid + ok)
 conn.recv(4096)  # CoreShowChannels from the resync
 conn.sendall(data)
 conn.recv(1)
@@ -153,8 +152,14 @@ async def bench_replay(repeat: int) -> None:
         if seen >= n_events:
             done.set()
 
-    link = AmiLink(host="127.0.0.1", port=port, username="x", secret="y", on_event=on_event,
-                   on_connected=vc._resync)  # noqa: SLF001
+    link = AmiLink(
+        host="127.0.0.1",
+        port=port,
+        username="x",
+        secret="y",  # noqa: S106 - the local replay server accepts any
+        on_event=on_event,
+        on_connected=vc._resync,
+    )
     vc.ami = link
     cpu0, t0 = time.process_time(), time.perf_counter()
     await link.start()
@@ -165,12 +170,18 @@ async def bench_replay(repeat: int) -> None:
     await proc.wait()
     os.unlink(path)
     per_cpu = n_events / cpu
-    print(f"(b) AMI replay: {n_events} events ({len(data) / 1e6:.1f} MB) from {repeat} x the recorded "
-          f"session(s), {len(vc.tracker._recent)} calls kept")  # noqa: SLF001
-    print(f"    wall {wall:.2f} s -> {n_events / wall:,.0f} events/s at full speed; "
-          f"CPU {cpu:.2f} s -> {per_cpu:,.0f} events per CPU-second")
-    print(f"    at 10,000 events/s the AMI path uses {10_000 / per_cpu * 100:.1f}% of one core "
-          f"(target < 25%); bus events published: {sub.pending()}")
+    print(
+        f"(b) AMI replay: {n_events} events ({len(data) / 1e6:.1f} MB) from {repeat} x "
+        f"the recorded session(s), {len(vc.tracker._recent)} calls kept"
+    )
+    print(
+        f"    wall {wall:.2f} s -> {n_events / wall:,.0f} events/s at full speed; "
+        f"CPU {cpu:.2f} s -> {per_cpu:,.0f} events per CPU-second"
+    )
+    print(
+        f"    at 10,000 events/s the AMI path uses {10_000 / per_cpu * 100:.1f}% of one core "
+        f"(target < 25%); bus events published: {sub.pending()}"
+    )
 
 
 # --- (c) FastAGI answer latency with a big store -------------------------------------------------
@@ -190,9 +201,19 @@ def seed(path: Path, n_events: int, per_contact: int = 10) -> int:
         _, conv = q.create_contact(conn, "phone", number, number, True, f"Customer {i} Smith", now)
         for j in range(per_contact):
             kind = kinds[j % len(kinds)]
-            meta = '{"extension":"20%d"}' % (1 + j % 3) if kind == "call_answered" else "{}"
-            q.insert_event(conn, conv, kind, "sms", f"message {j} about the roof", meta,
-                           f"seed-{i}-{j}", None, now + j, now + j)
+            meta = f'{{"extension":"20{1 + j % 3}"}}' if kind == "call_answered" else "{}"
+            q.insert_event(
+                conn,
+                conv,
+                kind,
+                "sms",
+                f"message {j} about the roof",
+                meta,
+                f"seed-{i}-{j}",
+                None,
+                now + j,
+                now + j,
+            )
         if i % 10_000 == 9_999:
             conn.execute("COMMIT")
             conn.execute("BEGIN")
@@ -216,7 +237,9 @@ async def bench_agi(n_events: int, sessions: int, db: Path | None) -> None:
         store = Store(path)
         await store.start()
     else:
-        contacts = await store.read(lambda c: c.execute("SELECT COUNT(*) FROM contacts").fetchone()[0])
+        contacts = await store.read(
+            lambda c: c.execute("SELECT COUNT(*) FROM contacts").fetchone()[0]
+        )
     total = await store.read(lambda c: c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
     bus = Bus()
     service = ConversationService(store, bus)
@@ -227,10 +250,12 @@ async def bench_agi(n_events: int, sessions: int, db: Path | None) -> None:
     lat: list[float] = []
     known = 0
     for n in range(sessions):
-        i = random.randrange(contacts) if n % 4 else contacts + n  # 3 in 4 callers are known
+        # 3 in 4 callers are known; S311: a benchmark's sample, not cryptography
+        i = random.randrange(contacts) if n % 4 else contacts + n  # noqa: S311
         number = f"+1555{i:07d}"
         head = (
-            f"agi_network: yes\nagi_request: agi://127.0.0.1/inbound\nagi_channel: PJSIP/trunk-{n}\n"
+            "agi_network: yes\nagi_request: agi://127.0.0.1/inbound\n"
+            f"agi_channel: PJSIP/trunk-{n}\n"
             f"agi_uniqueid: {n}.1\nagi_callerid: {number}\nagi_calleridname: \nagi_arg_1: 100\n\n"
         ).encode()
         r, w = await asyncio.open_connection("127.0.0.1", server.port)
@@ -241,7 +266,7 @@ async def bench_agi(n_events: int, sessions: int, db: Path | None) -> None:
             line = await r.readline()
             if not line:
                 break
-            name, _, value = line.decode()[len("SET VARIABLE "):].rstrip("\n").partition(" ")
+            name, _, value = line.decode()[len("SET VARIABLE ") :].rstrip("\n").partition(" ")
             got[name] = value
             w.write(b"200 result=1\n")
         lat.append((time.perf_counter() - t0) * 1000)
@@ -249,10 +274,14 @@ async def bench_agi(n_events: int, sessions: int, db: Path | None) -> None:
         w.close()
     await server.stop()
     await store.stop()
-    print(f"(c) FastAGI answer latency over {sessions} sessions with {total:,} events / "
-          f"{contacts:,} contacts in the store ({known} known callers):")
-    print(f"    p50 {pct(lat, 50):.2f} ms  p99 {pct(lat, 99):.2f} ms  max {max(lat):.2f} ms "
-          f"(target p99 <= 20 ms); lookups over budget: {router.timeouts}")
+    print(
+        f"(c) FastAGI answer latency over {sessions} sessions with {total:,} events / "
+        f"{contacts:,} contacts in the store ({known} known callers):"
+    )
+    print(
+        f"    p50 {pct(lat, 50):.2f} ms  p99 {pct(lat, 99):.2f} ms  max {max(lat):.2f} ms "
+        f"(target p99 <= 20 ms); lookups over budget: {router.timeouts}"
+    )
     if db is None:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -277,16 +306,16 @@ def _invite_times(trace: Path) -> list[float]:
     lines = trace.read_text(errors="replace").splitlines()
     for i, line in enumerate(lines):
         m = _TS_RE.match(line)
-        if m and "message sent" in line and i + 2 < len(lines):
-            nxt = next((x for x in lines[i + 1 : i + 4] if x.strip()), "")
-            if nxt.startswith("INVITE "):
-                stamp = m.group(1).replace("  ", " ")
-                times.append(time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S"))
-                             + float("0." + stamp.split(".")[1]))
+        if not m or i + 3 >= len(lines) or "message sent" not in lines[i + 1]:
+            continue
+        if not any(x.startswith("INVITE ") for x in lines[i + 2 : i + 4]):
+            continue
+        day, _, frac = m.group(1).partition(".")
+        times.append(time.mktime(time.strptime(day, "%Y-%m-%d %H:%M:%S")) + float("0." + frac))
     return times
 
 
-async def bench_ring(calls: int) -> None:
+async def bench_ring(calls: int) -> None:  # noqa: PLR0915 - one linear script
     env = _env(ROOT / "tests" / "realpbx" / "test.env")
     secret = env.get("AMI_SECRET", "")
     sipp = shutil.which("sipp")
@@ -299,10 +328,29 @@ async def bench_ring(calls: int) -> None:
     service = ConversationService(store, bus)
     host, _, port = env.get("AGI_ADDR", "127.0.0.1:14573").partition(":")
     settings = VoiceSettings(
-        ami_port=int(env.get("AMI_PORT", "15038")), ami_username=env.get("AMI_USER", "gateway"),
-        ami_secret=Secret(secret), agi_host=host, agi_port=int(port), staff=STAFF,
+        ami_port=int(env.get("AMI_PORT", "15038")),
+        ami_username=env.get("AMI_USER", "gateway"),
+        ami_secret=Secret(secret),
+        agi_host=host,
+        agi_port=int(port),
+        staff=STAFF,
     )
     vc = VoiceChannel(settings, service, bus, store=store)
+    # sipp's built-in caller presents itself as "sipp": make it a returning customer with context.
+    from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound  # noqa: PLC0415
+
+    seeded = await service.ingest(
+        Inbound(
+            Channel.SMS,
+            EventKind.MESSAGE_IN,
+            IdentityKind.PHONE,
+            "sipp",
+            "bench-1",
+            "hello",
+            display_name="Bench Caller",
+        )
+    )
+    await service.update_conversation(seeded.conversation_id, intent="roof estimate")
     sub = bus.subscribe("bench", maxsize=100_000, types=(CallRinging,))
     arrivals: dict[str, float] = {}
     first_event: dict[str, float] = {}
@@ -314,13 +362,33 @@ async def bench_ring(calls: int) -> None:
             first_event[link] = time.time()
         orig(ev)
 
-    vc.ami._on_event = timed  # noqa: SLF001
+    vc.ami._on_event = timed
+    agi_ms: dict[str, float] = {}
+    route = vc.router
+
+    async def timed_route(session: Any) -> None:
+        t0 = time.perf_counter()
+        await route(session)
+        agi_ms[session.request.uniqueid] = (time.perf_counter() - t0) * 1000
+
+    vc.agi._handlers["inbound"] = timed_route
     await vc.start()
     uas = []
     for ext in ("201", "202", "203"):
-        uas.append(subprocess.Popen(  # noqa: S603
-            [sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", f"152{ext[1:]}", "-nostdin"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        uas.append(
+            await asyncio.create_subprocess_exec(
+                sipp,
+                "-sn",
+                "uas",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                f"152{ext[1:]}",
+                "-nostdin",
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        )
     trace_dir = Path(tempfile.mkdtemp())
 
     async def collect() -> None:
@@ -330,10 +398,30 @@ async def bench_ring(calls: int) -> None:
 
     collector = asyncio.create_task(collect())
     proc = await asyncio.create_subprocess_exec(
-        sipp, "-sn", "uac", "-s", "5550100", f"127.0.0.1:{env.get('SIP_PORT', '15060')}",
-        "-i", "127.0.0.2", "-p", "15071", "-m", str(calls), "-l", "1", "-r", "4", "-d", "300",
-        "-nostdin", "-trace_msg", "-message_file", str(trace_dir / "msg.log"),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sipp,
+        "-sn",
+        "uac",
+        "-s",
+        "5550100",
+        f"127.0.0.1:{env.get('SIP_PORT', '15060')}",
+        "-i",
+        "127.0.0.2",
+        "-p",
+        "15071",
+        "-m",
+        str(calls),
+        "-l",
+        "1",
+        "-r",
+        "4",
+        "-d",
+        "300",
+        "-nostdin",
+        "-trace_msg",
+        "-message_file",
+        str(trace_dir / "msg.log"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     await proc.wait()
     await asyncio.sleep(1)
@@ -342,17 +430,23 @@ async def bench_ring(calls: int) -> None:
     await store.stop()
     for p in uas:
         p.terminate()
-        p.wait(5)
+        await p.wait()
     invites = _invite_times(trace_dir / "msg.log")
     ordered = sorted(arrivals.items(), key=lambda kv: kv[1])
     total = [(t - inv) * 1000 for (_, t), inv in zip(ordered, invites, strict=False)]
-    own = [(arrivals[c] - first_event[c]) * 1000 for c in arrivals if c in first_event]
-    agi_ms = vc.router.last_answer_ms
+    own = [
+        (arrivals[c] - first_event[c]) * 1000 + agi_ms.get(c, 0.0)
+        for c in arrivals
+        if c in first_event
+    ]
+    agi = list(agi_ms.values())
     print(f"(a) ring-to-bus over {len(total)} calls (INVITE sent by sipp -> CallRinging received):")
     print(f"    total p50 {pct(total, 50):.1f} ms  p99 {pct(total, 99):.1f} ms (includes Asterisk)")
-    print(f"    daemon's own share (DialBegin received -> CallRinging delivered): "
-          f"p50 {pct(own, 50):.2f} ms  p99 {pct(own, 99):.2f} ms; plus FastAGI answer "
-          f"{agi_ms:.1f} ms (target p99 <= 15 ms)")
+    print(
+        f"    daemon's own share (FastAGI session + DialBegin received -> CallRinging "
+        f"delivered): p50 {pct(own, 50):.2f} ms  p99 {pct(own, 99):.2f} ms (target p99 <= 15 ms)"
+    )
+    print(f"    of which FastAGI answer: p50 {pct(agi, 50):.2f} ms  p99 {pct(agi, 99):.2f} ms")
 
 
 def main() -> None:
