@@ -514,9 +514,15 @@ class VoiceChannel:
             return
         if isinstance(fx, Ended):
             assert rec.outcome is not None
+            # An unanswered outbound call is not a customer waiting for us: never call_missed.
+            kind = (
+                EventKind.CALL_ENDED
+                if rec.direction is CallDirection.OUTBOUND
+                else _TERMINAL_KIND[rec.outcome]
+            )
             got = await self._record(
                 rec,
-                _TERMINAL_KIND[rec.outcome],
+                kind,
                 "end",
                 meta={"staff": self.staff_of(rec.answered_by)},
                 at=rec.ended_at,

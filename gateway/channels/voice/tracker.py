@@ -196,6 +196,8 @@ class CallTracker:
     ) -> None:
         """Announce an Originate whose first channel will carry Uniqueid ``call_id``."""
         self._expected[call_id] = _Expected(customer, extension, conversation_id)
+        while len(self._expected) > 1000:  # Originates that never produced a channel
+            del self._expected[next(iter(self._expected))]
 
     def forget_expected(self, call_id: str) -> None:
         """The Originate failed before any channel existed."""
@@ -518,6 +520,13 @@ class CallTracker:
         call.rec = replace(call.rec, transfers=(*call.rec.transfers, t))
         return [Transferred(call.rec, t)]
 
+    def _on_originateresponse(self, event: Mapping[str, str], ts: float) -> list[TrackerEffect]:
+        # A failed Originate that never produced a channel: stop waiting for it.
+        uid = event.get("Uniqueid", "")
+        if event.get("Response") == "Failure" and uid in self._expected and uid not in self._calls:
+            del self._expected[uid]
+        return []
+
     def _on_coreshowchannel(self, event: Mapping[str, str], ts: float) -> list[TrackerEffect]:
         out = self._ensure_channel(event, ts)
         ch = self._chans.get(event.get("Uniqueid", ""))
@@ -550,4 +559,5 @@ _HANDLERS = {
     "BlindTransfer": CallTracker._on_blindtransfer,
     "AttendedTransfer": CallTracker._on_attendedtransfer,
     "CoreShowChannel": CallTracker._on_coreshowchannel,
+    "OriginateResponse": CallTracker._on_originateresponse,
 }

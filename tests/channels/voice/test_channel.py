@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,29 @@ async def test_staff_extensions_bound_in_store(env: Env) -> None:
     bob: Any = await env.service.staff_by_username("bob")
     assert alice.extension == "202"
     assert bob.extension is None
+
+
+async def test_unanswered_outbound_call_is_not_a_missed_call(env: Env) -> None:
+    res = await env.service.ingest(
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, "+15557654321", "s-9", "hi")
+    )
+    env.vc.tracker.expect_outbound(
+        "gw-c2c-3", customer="+15557654321", extension="201", conversation_id=res.conversation_id
+    )
+    staff = chan("PJSIP/201-00000030", "gw-c2c-3", "gw-c2c-3")
+    env.feed(
+        [
+            {"Event": "Newchannel", **staff},
+            {"Event": "Newstate", **staff, "ChannelStateDesc": "Ringing"},
+        ]
+    )
+    env.vc.tracker._calls["gw-c2c-3"].rec = replace(
+        env.vc.tracker._calls["gw-c2c-3"].rec,
+        started_at=0.0,
+    )
+    env.feed([{"Event": "Hangup", **staff}])
+    await env.vc.idle()
+    kinds = await env.kinds(res.conversation_id)
+    assert "call_missed" not in kinds
+    assert kinds.count("call_ended") == 1
+    assert kinds.count("call_ringing") == 1

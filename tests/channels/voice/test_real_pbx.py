@@ -380,3 +380,19 @@ async def test_call_that_ends_while_ami_is_away_is_closed_by_the_resync(
     assert end.call.hangup_cause == "gone after AMI reconnect"
     assert rig.vc.tracker.active_calls() == []
     assert rig.vc.tracker.busy_extensions() == frozenset()
+
+
+async def test_real_ami_refuses_a_wrong_secret(pbx: dict[str, str]) -> None:
+    from gateway.channels.voice.ami_link import AmiLink  # noqa: PLC0415
+    from gateway.errors import ConfigError  # noqa: PLC0415
+
+    link = AmiLink(
+        host="127.0.0.1",
+        port=int(pbx["AMI_PORT"]),
+        username=pbx["AMI_USER"],
+        secret="not-the-secret",  # noqa: S106
+        on_event=lambda _e: None,
+    )
+    with pytest.raises(ConfigError, match=r"voice\.ami_secret"):
+        await link.start()
+    assert not link.connected

@@ -415,3 +415,33 @@ def test_recorded_transcripts(path: Path) -> None:
     step = max(1, len(data) // 300)
     for cut in range(0, len(data) + 1, step):
         assert feed_all(CallTracker(staff=STAFF), data, cut) == whole
+
+
+def test_failed_originate_is_forgotten() -> None:
+    tr = CallTracker(staff=STAFF)
+    tr.expect_outbound("gw-c2c-9", customer="+15557654321", extension="201", conversation_id=1)
+    tr.feed({"Event": "OriginateResponse", "Response": "Failure", "Uniqueid": "gw-c2c-9"}, 1.0)
+    # A later channel with that id is no longer taken for our click-to-call.
+    (start,) = tr.feed(
+        {
+            "Event": "Newchannel",
+            **chan("PJSIP/trunk-1", "gw-c2c-9", "gw-c2c-9"),
+            "CallerIDNum": "+1",
+        },
+        2.0,
+    )
+    assert isinstance(start, CallStarted)
+    assert start.call.direction is CallDirection.INBOUND
+
+
+def test_unanswered_click_to_call() -> None:
+    tr = CallTracker(staff=STAFF, abandon_seconds=5)
+    tr.expect_outbound("gw-c2c-2", customer="+15557654321", extension="201", conversation_id=1)
+    staff = chan("PJSIP/201-00000020", "gw-c2c-2", "gw-c2c-2")
+    fx = tr.feed({"Event": "Newchannel", **staff}, 0.0)
+    fx += tr.feed({"Event": "Newstate", **staff, "ChannelStateDesc": "Ringing"}, 0.1)
+    fx += tr.feed({"Event": "Hangup", **staff}, 30.0)
+    (end,) = ended(fx)
+    assert end.call.direction is CallDirection.OUTBOUND
+    assert end.call.answered_at is None
+    assert end.call.outcome is CallOutcome.MISSED
