@@ -7,6 +7,7 @@ API tokens) are stored only as SHA-256 hashes, so a copy of the database cannot 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -338,3 +339,39 @@ def database_bytes(conn: sqlite3.Connection) -> int:
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     size = conn.execute("PRAGMA page_size").fetchone()[0]
     return int(pages) * int(size)
+
+
+# ----------------------------------------------------------------------------------------------------- search
+
+
+def search(conn: sqlite3.Connection, match: str, limit: int = 50) -> list[dict[str, Any]]:
+    """Full-text hits for an FTS5 ``match`` expression, newest first, as JSON-ready dicts.
+
+    Hits in merged-away conversations are reported under the live conversation.
+    """
+    rows = conn.execute(
+        "SELECT e.id, COALESCE(v.merged_into, e.conversation_id), e.kind, e.channel, e.body, e.meta,"
+        " e.author, e.occurred_at, snippet(events_fts, 0, '[', ']', '…', 12), c.display_name"
+        " FROM events_fts JOIN events e ON e.id = events_fts.rowid"
+        " JOIN conversations v ON v.id = e.conversation_id JOIN contacts c ON c.id = v.contact_id"
+        " WHERE events_fts MATCH ? ORDER BY e.id DESC LIMIT ?",
+        (match, limit),
+    ).fetchall()
+    out = []
+    for r in rows:
+        try:
+            meta = json.loads(r[5]) if r[5] else {}
+        except ValueError:
+            meta = {}
+        event = {
+            "id": r[0],
+            "conversation_id": r[1],
+            "kind": r[2],
+            "channel": r[3],
+            "body": r[4],
+            "meta": meta,
+            "author": r[6],
+            "occurred_at": r[7],
+        }
+        out.append({"event": event, "snippet": r[8], "display_name": r[9]})
+    return out

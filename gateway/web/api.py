@@ -245,8 +245,11 @@ async def search(request: web.Request) -> web.Response:
     text = request.query.get("q", "")
     if len(text) > 200:
         raise ValidationError("search text longer than 200 characters")
-    hits = await request.app[DEPS].service.search(text, limit=50) if text.strip() else []
-    return web.json_response({"results": jsonable(hits)})
+    from gateway.store import queries as q  # noqa: PLC0415
+
+    match = q.fts_query(text)
+    hits = await request.app[DEPS].store.read(lambda c: sql.search(c, match, 50)) if match else []
+    return web.json_response({"results": hits})
 
 
 async def segments(request: web.Request) -> web.Response:

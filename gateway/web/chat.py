@@ -34,6 +34,7 @@ from gateway.errors import GatewayError, PermanentError
 from gateway.store import web as sql
 from gateway.web import hours
 from gateway.web.deps import WebDeps
+from gateway.web.jsonable import jsonable
 from gateway.web.security import RateLimiter, client_address, new_token, token_hash
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,11 @@ class ChatHub:
                 except GatewayError as err:
                     log.info("chat frame refused: %s", type(err).__name__)
                     await self._error(v, "refused", str(err), client_id=data.get("client_id"))
+                except Exception:
+                    log.exception("chat frame %s failed", str(data.get("type"))[:20])
+                    await self._error(
+                        v, "internal", "Sorry, that did not work. Please try again.", client_id=data.get("client_id")
+                    )
             elif msg.type is WSMsgType.BINARY:
                 await self._error(v, "binary", "Binary frames are not accepted; send JSON text.")
             elif msg.type is WSMsgType.ERROR:
@@ -224,7 +230,10 @@ class ChatHub:
             history = []
             if row.conversation_id is not None:
                 conv = row.conversation_id
-                events = await store.read(lambda c: sql.timeline(c, conv, limit=200))
+                try:
+                    events = jsonable(await self.deps.service.timeline(conv, limit=200))
+                except LookupError:
+                    events = []
                 history = [x for x in (visitor_view(e) for e in events) if x is not None]
                 self._bind(v, conv)
         v.visitor_hash = h
