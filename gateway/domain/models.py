@@ -50,10 +50,11 @@ class EventKind(StrEnum):
 
 
 INBOUND_KINDS = frozenset({EventKind.MESSAGE_IN, EventKind.VOICEMAIL, EventKind.CALL_MISSED})
-"""Kinds that leave the customer waiting for an answer from the business."""
+"""Kinds that leave the customer waiting for an answer (the store's triggers in migration 0001 mirror this)."""
 
 ANSWER_KINDS = frozenset({EventKind.MESSAGE_OUT, EventKind.CALL_ANSWERED})
-"""Kinds that count as the business answering."""
+"""Kinds that count as the business answering, unless ``meta.automated`` is true (an automatic text-back is not
+an answer)."""
 
 
 @dataclass(frozen=True, slots=True)

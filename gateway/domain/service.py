@@ -145,23 +145,24 @@ class ConversationService:
         display_name = (item.display_name or "").strip()[:120] or None
 
         def op(conn: sqlite3.Connection) -> tuple[IngestResult, TimelineEvent | None]:
-            existing = q.find_event_by_external(conn, item.channel.value, item.external_id)
-            if existing is not None:
-                event_id, conv_id = existing
-                return IngestResult(q.contact_of(conn, conv_id), conv_id, event_id, True), None
-            contact_id = q.find_identity(conn, ident.kind, ident.value)
-            if contact_id is None:
+            found = q.resolve_identity(conn, ident.kind, ident.value)
+            if found is None:
+                existing = q.find_event_by_external(conn, item.channel.value, item.external_id)
+                if existing is not None:  # a replay whose identity was since merged away: still a duplicate
+                    return IngestResult(q.contact_of(conn, existing[1]), existing[1], existing[0], True), None
                 contact_id, conv_id = q.create_contact(
                     conn, ident.kind, ident.value, ident.raw, ident.valid, display_name, now
                 )
             else:
-                conv_id = q.conversation_of(conn, contact_id)
-                if display_name:
-                    q.set_display_name_if_empty(conn, contact_id, display_name, now)
-            event_id = q.insert_event(
+                contact_id, conv_id = found
+            event_id, stored_conv, inserted = q.insert_event_once(
                 conn, conv_id, item.kind.value, item.channel.value, item.body, meta_json, item.external_id, None,
                 occurred, now,
             )
+            if not inserted:
+                return IngestResult(q.contact_of(conn, stored_conv), stored_conv, event_id, True), None
+            if found is not None and display_name:
+                q.set_display_name_if_empty(conn, contact_id, display_name, now)
             event = TimelineEvent(
                 event_id, conv_id, item.kind.value, item.channel.value, item.body, meta, item.external_id, None,
                 occurred,

@@ -14,8 +14,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.domain.models import (
-    ANSWER_KINDS,
-    INBOUND_KINDS,
     ContactView,
     ConversationSummary,
     IdentityView,
@@ -38,7 +36,7 @@ def _event(row: sqlite3.Row | tuple[Any, ...]) -> TimelineEvent:
         kind=row[2],
         channel=row[3],
         body=row[4],
-        meta=json.loads(row[5]) if row[5] else {},
+        meta=json.loads(row[5]) if row[5] and row[5] != "{}" else {},
         external_id=row[6],
         author=row[7],
         occurred_at=row[8],
@@ -48,6 +46,8 @@ def _event(row: sqlite3.Row | tuple[Any, ...]) -> TimelineEvent:
 
 def dumps(value: Mapping[str, Any] | None) -> str:
     """JSON for meta/facts columns (compact, UTF-8 kept readable)."""
+    if not value:
+        return "{}"
     return json.dumps(dict(value or {}), ensure_ascii=False, separators=(",", ":"), default=str)
 
 
@@ -71,6 +71,21 @@ def find_identity(conn: sqlite3.Connection, kind: str, value: str) -> int | None
     if row is None:
         return None
     return resolve_contact(conn, row[0])
+
+
+def resolve_identity(conn: sqlite3.Connection, kind: str, value: str) -> tuple[int, int] | None:
+    """(live contact_id, live conversation_id) for an identity in one indexed query; merges are followed."""
+    row = conn.execute(
+        "SELECT i.contact_id, c.merged_into, v.id FROM identities i JOIN contacts c ON c.id = i.contact_id"
+        " JOIN conversations v ON v.contact_id = i.contact_id WHERE i.kind = ? AND i.value = ?",
+        (kind, value),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[1] is None:
+        return int(row[0]), int(row[2])
+    contact = resolve_contact(conn, int(row[0]))
+    return contact, conversation_of(conn, contact)
 
 
 def conversation_of(conn: sqlite3.Connection, contact_id: int) -> int:
@@ -141,6 +156,35 @@ def find_event_by_external(conn: sqlite3.Connection, channel: str, external_id: 
     return (int(row[0]), int(row[1])) if row else None
 
 
+def insert_event_once(
+    conn: sqlite3.Connection,
+    conversation_id: int,
+    kind: str,
+    channel: str,
+    body: str,
+    meta: str,
+    external_id: str,
+    author: str | None,
+    occurred_at: float,
+    now: float,
+) -> tuple[int, int, bool]:
+    """Insert unless (channel, external_id) exists. Returns (event_id, conversation_id, inserted).
+
+    The unique index does the duplicate check, so the common case costs one statement, not two.
+    """
+    try:
+        return (
+            insert_event(conn, conversation_id, kind, channel, body, meta, external_id, author, occurred_at, now),
+            conversation_id,
+            True,
+        )
+    except sqlite3.IntegrityError:
+        existing = find_event_by_external(conn, channel, external_id)
+        if existing is None:
+            raise
+        return existing[0], existing[1], False
+
+
 def insert_event(
     conn: sqlite3.Connection,
     conversation_id: int,
@@ -159,19 +203,7 @@ def insert_event(
         " occurred_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (conversation_id, conversation_id, kind, channel, body, meta, external_id, author, occurred_at, now),
     )
-    if kind in INBOUND_KINDS:
-        conn.execute(
-            "UPDATE conversations SET last_inbound_at = ?, awaiting_since = COALESCE(awaiting_since, ?),"
-            " status = 'open', updated_at = ? WHERE id = ?",
-            (occurred_at, occurred_at, now, conversation_id),
-        )
-    elif kind in ANSWER_KINDS:
-        conn.execute(
-            "UPDATE conversations SET last_outbound_at = ?, awaiting_since = NULL, updated_at = ? WHERE id = ?",
-            (occurred_at, now, conversation_id),
-        )
-    else:
-        conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+    # Conversation waiting/answered state is kept by triggers (migration 0001).
     return int(cur.lastrowid or 0)
 
 

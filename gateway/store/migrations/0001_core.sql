@@ -100,6 +100,7 @@ CREATE TABLE outbox (
     updated_at       REAL NOT NULL
 );
 CREATE INDEX outbox_due ON outbox(channel, state, next_attempt_at);
+CREATE INDEX outbox_event ON outbox(event_id);
 
 CREATE TABLE suppressions (
     address     TEXT PRIMARY KEY,       -- E.164 number (or other address) that must not get automated messages
@@ -126,3 +127,22 @@ CREATE TABLE audit_log (
     detail      TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX audit_at ON audit_log(at);
+
+-- The conversation's waiting/answered state follows its timeline. Kept in triggers so that every writer (service,
+-- channels, imports) gets it right and ingest costs one statement from Python instead of two.
+CREATE TRIGGER events_customer_waits AFTER INSERT ON events
+WHEN new.kind IN ('message_in', 'voicemail', 'call_missed') BEGIN
+    UPDATE conversations SET last_inbound_at = new.occurred_at,
+        awaiting_since = COALESCE(awaiting_since, new.occurred_at), status = 'open', updated_at = new.created_at
+    WHERE id = new.conversation_id;
+END;
+CREATE TRIGGER events_business_answers AFTER INSERT ON events
+WHEN new.kind IN ('message_out', 'call_answered') AND json_extract(new.meta, '$.automated') IS NOT 1 BEGIN
+    UPDATE conversations SET last_outbound_at = new.occurred_at, awaiting_since = NULL, updated_at = new.created_at
+    WHERE id = new.conversation_id;
+END;
+CREATE TRIGGER events_touch AFTER INSERT ON events
+WHEN new.kind NOT IN ('message_in', 'voicemail', 'call_missed', 'message_out', 'call_answered')
+    OR json_extract(new.meta, '$.automated') IS 1 BEGIN
+    UPDATE conversations SET updated_at = new.created_at WHERE id = new.conversation_id;
+END;
