@@ -213,7 +213,8 @@
     const who = s.display_name || msg.caller_name || msg.caller || "Unknown caller";
     const dl = el("dl", {});
     const add = (k, v) => { if (v) dl.append(el("dt", { text: k }), el("dd", { text: String(v) })); };
-    add("Number", s.phone || msg.caller);
+    const number = s.phone || msg.caller;
+    if (number !== who) add("Number", number);
     add("Intent", s.intent);
     add("Next step", s.next_step);
     for (const [ch, ev] of Object.entries(s.last_by_channel || {})) add("Last " + (CHANNEL[ch] || ch), ev.body || ev.kind.replace("_", " "));
@@ -333,15 +334,15 @@
     searchTimer = setTimeout(async () => {
       const q = $("search").value.trim();
       const box = $("search-results");
-      if (!q) { box.hidden = true; box.replaceChildren(); return; }
+      if (!q) { box.hidden = true; return; }
       const data = await api("GET", "/api/v1/search?q=" + encodeURIComponent(q));
-      box.replaceChildren(el("h2", { class: "section-title", text: data.results.length + " result(s)" }),
-        ...data.results.map((hit) => el("li", { tabindex: "0", role: "button",
+      $("search-count").textContent = data.results.length + " result" + (data.results.length === 1 ? "" : "s");
+      $("search-list").replaceChildren(...data.results.map((hit) => el("li", { tabindex: "0", role: "button",
           onclick: () => openConversation(hit.event.conversation_id),
           onkeydown: (e) => { if (e.key === "Enter") openConversation(hit.event.conversation_id); } },
-          el("strong", { text: hit.display_name || "Customer" }), " ",
+          el("strong", { text: hit.display_name || "Web visitor" }), " ",
           el("span", { class: "badge", text: CHANNEL[hit.event.channel] || hit.event.channel }),
-          el("div", {}, markSnippet(hit.snippet || hit.event.body)))));
+          el("div", { class: "snippet" }, markSnippet(hit.snippet || hit.event.body)))));
       box.hidden = false;
     }, 200);
   });

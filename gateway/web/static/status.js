@@ -16,7 +16,10 @@
     if (typeof v === "boolean") return v ? "yes" : "no";
     if (typeof v === "number" && /(_at|since)$/.test(key) && v > 1e9) return new Date(v * 1000).toLocaleString();
     if (typeof v === "number" && /bytes$/.test(key)) return (v / 1048576).toFixed(1) + " MiB";
-    if (typeof v === "object") return JSON.stringify(v);
+    if (typeof v === "object") {
+      const parts = Object.entries(v).map(([k2, v2]) => k2.replace(/_/g, " ") + ": " + fmt(k2, v2));
+      return parts.length ? parts.join(", ") : "none";
+    }
     return String(v);
   }
   function health(v) {
@@ -34,6 +37,7 @@
     sec.append(h);
     const dl = el("dl");
     if (value && typeof value === "object" && !Array.isArray(value)) {
+      if (!Object.keys(value).length) dl.append(el("dt", null, "nothing yet"), el("dd", null, ""));
       for (const [k, v] of Object.entries(value)) {
         dl.append(el("dt", null, k.replace(/_/g, " ")), el("dd", null, fmt(k, v)));
       }

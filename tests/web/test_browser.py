@@ -1,0 +1,253 @@
+"""The web layer in a real browser: Debian's Chromium driven by Playwright.
+
+A visitor chats in the widget on the demo page, staff see it live in the console and reply, the visitor sees the
+reply; a reload keeps the conversation; XSS payloads stay inert; the screen-pop card appears on the right staff
+member's page only; the status page renders. Screenshots of each page go to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.domain.bus import Bus
+from gateway.domain.calls import CallAnswered, CallRinging
+from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
+from gateway.domain.service import ConversationService
+from gateway.store.db import Store
+from gateway.web.app import WebServer
+from gateway.web.config import WebConfig
+from gateway.web.deps import WebDeps
+from gateway.web.pages import create_staff_user
+
+from .conftest import ALWAYS_OPEN, PASSWORD
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium"),
+]
+
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+XSS = '<img src=x onerror="window.__pwned=1;alert(1)"><script>window.__pwned=2</script>'
+
+
+@dataclass
+class Live:
+    url: str
+    server: WebServer
+    service: ConversationService
+    bus: Bus
+    store: Store
+    browser: Any
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Live]:
+    from playwright.async_api import async_playwright
+
+    store = Store(tmp_path / "gateway.db")
+    await store.start()
+    bus = Bus()
+    service = ConversationService(store, bus)
+    cfg = WebConfig(
+        port=18080, secure_cookies=False, business_hours=ALWAYS_OPEN, quiet_hours="", business_name="Hana Plumbing"
+    )
+
+    async def modem() -> dict[str, Any]:
+        return {"present": True, "registered": True, "operator": "TestNet", "signal_dbm": -67, "sim_used": 3}
+
+    async def asterisk() -> dict[str, Any]:
+        return {"up": True, "ami": "up", "fastagi": "up", "since": time.time() - 3600}
+
+    deps = WebDeps(service, store, bus, cfg, status_sources={"asterisk": asterisk, "modem": modem})
+    server = WebServer(deps)
+    await server.start()
+    await create_staff_user(store, "alice", PASSWORD, display_name="Alice Kim", extension="201", role="admin")
+    await create_staff_user(store, "bob", PASSWORD, display_name="Bob Lee", extension="202")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield Live(server.url, server, service, bus, store, browser)
+        finally:
+            await browser.close()
+            await server.stop()
+            await store.stop()
+
+
+async def login(live: Live, username: str = "alice") -> Any:
+    ctx = await live.browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await ctx.new_page()
+    await page.goto(live.url + "/login")
+    await page.fill("#username", username)
+    await page.fill("#password", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/console")
+    await page.wait_for_selector("#live.ok")
+    return page
+
+
+async def open_widget(live: Live, ctx: Any | None = None) -> tuple[Any, Any]:
+    ctx = ctx or await live.browser.new_context(viewport={"width": 1100, "height": 760})
+    page = await ctx.new_page()
+    await page.goto(live.url + "/demo")
+    await page.click("#gateway-chat >> .launcher")
+    await page.wait_for_selector("#gateway-chat >> .log li.system")
+    return ctx, page
+
+
+async def test_visitor_chats_staff_reply_live_and_reload_keeps_it(live: Live) -> None:
+    staff = await login(live)
+    await staff.screenshot(path=str(SHOTS / "console-empty.png"))
+    ctx, visitor = await open_widget(live)
+    await visitor.fill("#gateway-chat >> textarea", "Hi! My kitchen sink is leaking. Can someone come today?")
+    await visitor.press("#gateway-chat >> textarea", "Enter")
+    await visitor.wait_for_selector("#gateway-chat >> li.visitor:not(.sending)")
+
+    # Staff see it live in the inbox, open it, reply.
+    item = staff.locator("#inbox li button", has_text="kitchen sink")
+    await item.wait_for(timeout=5000)
+    await item.click()
+    await staff.wait_for_selector("#timeline li.in")
+    assert await staff.locator("#reply-channel").input_value() == "chat"
+    await staff.fill("#reply-body", "Yes, we can be there at 3 pm.")
+    await staff.click("#reply button[type=submit]")
+    await staff.wait_for_selector("#timeline li.out")
+
+    reply = visitor.locator("#gateway-chat >> li.staff")
+    await reply.wait_for(timeout=5000)
+    assert await reply.text_content() == "Yes, we can be there at 3 pm."
+    await visitor.screenshot(path=str(SHOTS / "widget-chat.png"))
+    await staff.screenshot(path=str(SHOTS / "console-conversation.png"))
+
+    # Reload: the same conversation comes back, nothing duplicated.
+    await visitor.reload()
+    await visitor.wait_for_selector("#gateway-chat >> li.staff")
+    texts = await visitor.locator(".log li.visitor, .log li.staff").all_text_contents()
+    assert texts == ["Hi! My kitchen sink is leaking. Can someone come today?", "Yes, we can be there at 3 pm."]
+    # A follow-up after reload lands in the same staff timeline.
+    await visitor.fill("#gateway-chat >> textarea", "Great, thanks!")
+    await visitor.press("#gateway-chat >> textarea", "Enter")
+    await staff.locator("#timeline li.in", has_text="Great, thanks!").wait_for(timeout=5000)
+    assert await staff.locator("#timeline li").count() == 3
+    await ctx.close()
+    await staff.context.close()
+
+
+async def test_xss_payloads_stay_inert(live: Live) -> None:
+    dialogs: list[str] = []
+    ctx, visitor = await open_widget(live)
+    visitor.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    await visitor.fill("#gateway-chat >> textarea", XSS)
+    await visitor.press("#gateway-chat >> textarea", "Enter")
+    await visitor.wait_for_selector("#gateway-chat >> li.visitor:not(.sending)")
+    # An SMS body, a caller name and a transcript carrying payloads too.
+    r = await live.service.ingest(
+        Inbound(
+            Channel.SMS,
+            EventKind.MESSAGE_IN,
+            IdentityKind.PHONE,
+            "+12025550199",
+            "sms-xss",
+            body=XSS,
+            display_name='<svg onload="window.__pwned=3">',
+        )
+    )
+    await live.service.append_event(r.conversation_id, EventKind.TRANSCRIPT, Channel.VOICE, XSS)
+    staff = await login(live)
+    staff.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    for row in await staff.locator("#inbox li button").all():
+        await row.click()
+        await staff.wait_for_selector("#timeline li")
+    await staff.fill("#search", "onerror")
+    await staff.wait_for_selector("#search-results li")
+    summary = await live.service.summary(r.conversation_id)
+    live.bus.publish(
+        CallRinging("201", "x.1", "+12025550199", r.conversation_id, summary, caller_name=XSS, occurred_at=time.time())
+    )
+    await staff.wait_for_selector(".card")
+    await staff.wait_for_timeout(300)
+    for page in (visitor, staff):
+        assert await page.evaluate("window.__pwned === undefined")
+        assert await page.locator("img[src=x]").count() == 0
+        assert await page.locator("#gateway-chat >> img").count() == 0
+        assert await page.locator("main svg, aside svg, .card svg").count() == 0
+    assert dialogs == []
+    # The payload is shown as text.
+    assert await visitor.locator("#gateway-chat >> li.visitor").first.text_content() == XSS
+    assert await staff.locator(".card h2").text_content() == '<svg onload="window.__pwned=3">'
+    await staff.screenshot(path=str(SHOTS / "console-xss-inert.png"))
+    await ctx.close()
+    await staff.context.close()
+
+
+async def test_screen_pop_on_the_right_page_only(live: Live) -> None:
+    r = await live.service.ingest(
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, "+12025550123", "sms-pop", body="Is my quote ready?")
+    )
+    await live.service.update_conversation(r.conversation_id, intent="quote", next_step="Email the quote")
+    alice = await login(live, "alice")
+    bob = await login(live, "bob")
+    summary = await live.service.summary(r.conversation_id)
+    started = time.perf_counter()
+    live.bus.publish(CallRinging("201", "pop.1", "+12025550123", r.conversation_id, summary, occurred_at=time.time()))
+    card = alice.locator(".card")
+    await card.wait_for(timeout=5000)
+    elapsed = time.perf_counter() - started
+    text = await card.text_content() or ""
+    assert "Is my quote ready?" in text
+    assert "Email the quote" in text
+    assert "quote" in text
+    await bob.wait_for_timeout(300)
+    assert await bob.locator(".card").count() == 0
+    await alice.screenshot(path=str(SHOTS / "console-screen-pop.png"))
+    # Answered elsewhere: the card goes.
+    live.bus.publish(CallAnswered("203", "pop.1", "+12025550123", r.conversation_id))
+    await card.wait_for(state="detached", timeout=5000)
+    assert elapsed < 2.0
+    await alice.context.close()
+    await bob.context.close()
+
+
+async def test_status_and_login_pages(live: Live) -> None:
+    ctx = await live.browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await ctx.new_page()
+    await page.goto(live.url + "/login")
+    await page.screenshot(path=str(SHOTS / "login.png"))
+    await page.fill("#username", "alice")
+    await page.fill("#password", "wrong password")
+    await page.click("button[type=submit]")
+    assert "Wrong username or password" in (await page.locator(".alert").text_content() or "")
+    await page.screenshot(path=str(SHOTS / "login-error.png"))
+    await ctx.close()
+    staff = await login(live)
+    await staff.goto(live.url + "/status")
+    modem = staff.locator('[data-section="modem"]')
+    await modem.wait_for(timeout=5000)
+    assert "TestNet" in (await modem.text_content() or "")
+    assert "up" in (await staff.locator('[data-section="asterisk"] .pill').text_content() or "")
+    await staff.screenshot(path=str(SHOTS / "status.png"), full_page=True)
+    # Phone-sized console.
+    await staff.set_viewport_size({"width": 390, "height": 844})
+    await staff.goto(live.url + "/console")
+    await staff.wait_for_selector("#live.ok")
+    await staff.screenshot(path=str(SHOTS / "console-phone.png"))
+    await staff.context.close()
+
+
+def test_chromium_is_debians() -> None:
+    assert shutil.which("chromium") == "/usr/bin/chromium"
