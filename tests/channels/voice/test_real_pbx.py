@@ -33,6 +33,8 @@ from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService
 from gateway.store import voice as voice_sql
 from gateway.store.db import Store
+from tests.realpbx import harness
+from tests.realpbx.fixtures import realpbx  # noqa: F401 - the shared PBX session fixture
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
 
@@ -55,21 +57,13 @@ def _pbx(cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="session")
-def pbx() -> dict[str, str]:
-    """Asterisk with the test config is running; returns its resolved settings."""
+def pbx(realpbx: harness.PbxSettings) -> dict[str, str]:  # noqa: F811 - fixture parameter
+    """The running test Asterisk's resolved settings (started by the shared harness)."""
     if shutil.which("sipp") is None:
         pytest.fail(
             "sipp is not installed (Debian package sip-tester); the test command installs it"
         )
-    started = _pbx("start")
-    if started.returncode != 0:
-        pytest.fail(f"local Asterisk did not start:\n{started.stderr[-3000:]}")
-    env = _pbx("env")
-    out = {}
-    for line in env.stdout.splitlines():
-        key, _, value = line.partition("=")
-        out[key] = value
-    return out
+    return dict(realpbx.values)
 
 
 @dataclass
@@ -129,30 +123,37 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(pbx: dict[str, str], tmp_path: Path) -> AsyncIterator[Rig]:
-    store = Store(tmp_path / "gw.db")
-    await store.start()
-    bus = Bus()
-    service = ConversationService(store, bus)
-    host, _, port = pbx["AGI_ADDR"].partition(":")
-    settings = VoiceSettings(
-        ami_port=int(pbx["AMI_PORT"]),
-        ami_username=pbx["AMI_USER"],
-        ami_secret=Secret(pbx["AMI_SECRET"]),
-        agi_host=host,
-        agi_port=int(port),
-        staff=STAFF,
-        abandon_seconds=4.0,
-        ami_ping_interval=2.0,
-        ami_ping_timeout=2.0,
-    )
-    vc = VoiceChannel(settings, service, bus, store=store)
-    sub = bus.subscribe("test", 10_000)
-    await vc.start()
-    await vc.ami.wait_connected(10)
-    yield Rig(vc, service, store, bus, sub, tmp_path, [])
-    await vc.stop()
-    await store.stop()
+async def rig(
+    pbx: dict[str, str],
+    realpbx: harness.PbxSettings,  # noqa: F811 - fixture parameter
+    tmp_path: Path,
+) -> AsyncIterator[Rig]:
+    # One test run at a time places calls on the shared PBX (phones, FastAGI port 14573).
+    with harness.pbx_call_lock():
+        await harness.wait_pbx_quiet(realpbx)
+        store = Store(tmp_path / "gw.db")
+        await store.start()
+        bus = Bus()
+        service = ConversationService(store, bus)
+        host, _, port = pbx["AGI_ADDR"].partition(":")
+        settings = VoiceSettings(
+            ami_port=int(pbx["AMI_PORT"]),
+            ami_username=pbx["AMI_USER"],
+            ami_secret=Secret(pbx["AMI_SECRET"]),
+            agi_host=host,
+            agi_port=int(port),
+            staff=STAFF,
+            abandon_seconds=4.0,
+            ami_ping_interval=2.0,
+            ami_ping_timeout=2.0,
+        )
+        vc = VoiceChannel(settings, service, bus, store=store)
+        sub = bus.subscribe("test", 10_000)
+        await vc.start()
+        await vc.ami.wait_connected(10)
+        yield Rig(vc, service, store, bus, sub, tmp_path, [])
+        await vc.stop()
+        await store.stop()
 
 
 @pytest.fixture
