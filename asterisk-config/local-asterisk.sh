@@ -138,10 +138,22 @@ mount_once() { # mount_once SRC DST: bind-mount unless DST is already a mount po
     mountpoint -q "$2" || mount --bind "$1" "$2"
 }
 
+chroot_busy() { # a process other than ours still runs inside the chroot (then /proc and /dev stay)
+    local link
+    for link in /proc/[0-9]*/root; do
+        [[ "$(readlink "$link" 2>/dev/null)" == "$ROOT" ]] && return 0
+    done
+    return 1
+}
+
 unmount_all() {
     [[ $MODE == chroot ]] || return 0
     local dst
     for dst in "$ROOT${S[RECORDINGS_DIR]:-/nonexistent}" "$ROOT/dev" "$ROOT/proc"; do
+        if [[ "$dst" != "$ROOT${S[RECORDINGS_DIR]:-/nonexistent}" ]] && chroot_busy; then
+            log "leaving $dst mounted: other processes still run in $ROOT"
+            continue
+        fi
         if mountpoint -q "$dst" 2>/dev/null; then umount "$dst" 2>/dev/null || umount -l "$dst"; fi
     done
 }
@@ -242,26 +254,39 @@ ami_answers() {
 cmd_start() {
     need_root
     cmd_provision
-    local tmp hash t0
+    local tmp hash core t0
     t0="$(date +%s.%N)"
     tmp="$(mktemp -d)"
     render_config "$tmp"
     hash="$(cat "$tmp"/*.conf | sha256sum | cut -c1-16)"
+    # Directories, modules and ports need a restart; the dialplan, PJSIP, AMI users and the rest reload.
+    core="$(cat "$tmp/asterisk.conf" "$tmp/modules.conf" "$tmp/manager.conf" "$tmp/rtp.conf" | sha256sum | cut -c1-16)"
+    local conf="$PREFIX$CONF_DIR"
     if running_pid >/dev/null; then
         if [[ "$(cat "$STATE/config.hash" 2>/dev/null)" == "$hash" ]] && ami_answers; then
             rm -rf "$tmp"
             log "already running (pid $(running_pid)) with this configuration"
             return 0
         fi
+        if [[ "$(cat "$STATE/core.hash" 2>/dev/null)" == "$core" ]] && ami_answers; then
+            rm -f "$conf"/*.conf
+            cp "$tmp"/*.conf "$conf"/
+            rm -rf "$tmp"
+            timeout 30 "${IN_ROOT[@]}" asterisk -C "$CONF_FILE" -rx "core reload" >/dev/null 2>&1 ||
+                die "core reload failed; see $PREFIX${S[LOG_DIR]}/messages.log"
+            printf '%s\n' "$hash" >"$STATE/config.hash"
+            log "configuration reloaded without a restart (pid $(running_pid))"
+            return 0
+        fi
         log "configuration changed: restarting"
         cmd_stop
     fi
-    local conf="$PREFIX$CONF_DIR"
     mkdir -p "$conf"
     rm -f "$conf"/*.conf
     cp "$tmp"/*.conf "$conf"/
     rm -rf "$tmp"
     printf '%s\n' "$hash" >"$STATE/config.hash"
+    printf '%s\n' "$core" >"$STATE/core.hash"
     mkdir -p "$PREFIX${S[LOG_DIR]}" "$PREFIX${S[RUN_DIR]}" "$PREFIX${S[DATA_DIR]}/spool" "${S[RECORDINGS_DIR]}"
     chmod 0770 "${S[RECORDINGS_DIR]}"
     if [[ $MODE == chroot ]]; then
@@ -310,7 +335,7 @@ cmd_stop() {
     else
         log "not running"
     fi
-    rm -f "$(pid_file)" "$STATE/config.hash"
+    rm -f "$(pid_file)" "$STATE/config.hash" "$STATE/core.hash"
     unmount_all
 }
 

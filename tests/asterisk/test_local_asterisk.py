@@ -5,7 +5,6 @@ a FastAGI server.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import socket
@@ -23,6 +22,7 @@ from tests.realpbx.harness import (
     PbxSettings,
     SipHarness,
     serve_fake_fastagi,
+    unique_caller,
 )
 
 pytest_plugins = ["tests.realpbx.fixtures"]
@@ -177,31 +177,31 @@ async def test_unanswered_call_reaches_voicemail(
     phones = [await sip.phone(ext, "ring") for ext in ("201", "202", "203")]
     probe = AmiProbe(ami_credentials)
     assert (await probe.connect())["Response"] == "Success"
-    before = set(recordings_dir.glob("*.wav"))  # noqa: ASYNC240 - tests may touch files
+    caller = unique_caller()
     try:
         result = await sip.place_call(
-            DIALLED, "5551234567", "Walk In", hold_s=4, rtp_wav=korean_speech_wav
+            DIALLED, caller, "Walk In", hold_s=3, rtp_wav=korean_speech_wav
         )
         assert result.ok, result.stderr
         assert result.answered  # by the voicemail, after the group rang out
         event = await probe.wait_for(
-            lambda m: m.get("Event") == "UserEvent" and m.get("UserEvent") == "VoicemailRecorded",
+            lambda m: m.get("UserEvent") == "VoicemailRecorded" and m.get("CallerNumber") == caller,
             15,
         )
     finally:
         await probe.close()
 
     for phone in phones:
-        assert len(phone.invites()) == 1, f"phone {phone.extension} should have rung once"
-        assert phone.answered_calls() == 0
-    new = set(recordings_dir.glob("*.wav")) - before  # noqa: ASYNC240 - tests may touch files
-    assert len(new) == 1
-    wav = new.pop()
-    assert event["File"] == str(wav)
+        assert len(phone.invites(caller)) == 1, f"phone {phone.extension} should have rung once"
+        assert phone.answered_calls(caller) == 0
+    wav = Path(event["File"])
+    assert wav.parent == recordings_dir
+    assert wav.exists()  # noqa: ASYNC240 - tests may touch files
     assert event["Linkedid"] in wav.name
     assert event["Reason"] == "noanswer"
     assert event["Dialled"] == DIALLED
-    assert event["CallerNumber"] == "5551234567"
+    assert event["CallerNumber"] == caller
+    assert event["CallerIDNum"] == caller
     duration = harness.wav_duration(wav)
     assert 2.0 <= duration <= 6.0, duration
     assert abs(float(event["Duration"]) - duration) < 0.1
@@ -218,24 +218,24 @@ async def test_answered_call_shows_the_label_set_by_fastagi(
     agi = FakeFastAgi(
         {"GW_KNOWN": "1", "GW_CONTACT_ID": "42", "GW_FIRST": "202", "CALLERID(name)": LABEL}
     )
+    caller = unique_caller()
     first = await sip.phone("202", "answer", ring_s=0.5)
     others = [await sip.phone(ext, "ring") for ext in ("201", "203")]
     host, port = realpbx.agi_addr
     async with serve_fake_fastagi(agi, host, port):
-        result = await sip.place_call(DIALLED, "5551234567", "MARIA ROSSI", hold_s=1)
+        result = await sip.place_call(DIALLED, caller, "MARIA ROSSI", hold_s=1)
     assert result.ok, result.stderr
     assert result.answered
 
-    (request,) = agi.requests
+    (request,) = [r for r in agi.requests if r.get("agi_callerid") == caller]
     assert request["agi_network_script"] == "inbound"
-    assert request["agi_callerid"] == "5551234567"
     assert request["agi_arg_1"] == DIALLED
     assert all(reply.startswith("200 result=1") for reply in agi.replies), agi.replies
     # Sticky routing: the returning caller's last staff member rang alone and answered.
-    assert first.displays() == [LABEL]
-    assert first.answered_calls() == 1
+    assert first.displays(caller) == [LABEL]
+    assert first.answered_calls(caller) == 1
     for phone in others:
-        assert phone.invites() == []
+        assert phone.invites(caller) == []
 
 
 @pytest.mark.asterisk
@@ -243,21 +243,22 @@ async def test_first_choice_not_answering_falls_back_to_the_group(
     sip: SipHarness, realpbx: PbxSettings
 ) -> None:
     agi = FakeFastAgi({"GW_FIRST": "203", "CALLERID(name)": LABEL})
+    caller = unique_caller()
     late = await sip.phone("203", "ring")
     answering = await sip.phone("201", "answer", ring_s=0.5)
     other = await sip.phone("202", "ring")
     host, port = realpbx.agi_addr
     async with serve_fake_fastagi(agi, host, port):
-        result = await sip.place_call(DIALLED, "5551234567", "MARIA ROSSI", hold_s=1)
+        result = await sip.place_call(DIALLED, caller, "MARIA ROSSI", hold_s=1)
     assert result.answered
     first_ring_s, _ = realpbx.ring_seconds()
     # 203 rang alone first, then the whole group (203 again, 201, 202); 201 answered.
-    assert late.displays() == [LABEL, LABEL]
-    assert answering.displays() == [LABEL]
-    assert answering.answered_calls() == 1
-    assert other.displays() == [LABEL]
-    assert late.answered_calls() == 0
-    assert other.answered_calls() == 0
+    assert late.displays(caller) == [LABEL, LABEL]
+    assert answering.displays(caller) == [LABEL]
+    assert answering.answered_calls(caller) == 1
+    assert other.displays(caller) == [LABEL]
+    assert late.answered_calls(caller) == 0
+    assert other.answered_calls(caller) == 0
     assert result.ended_at - result.started_at >= first_ring_s
 
 
@@ -266,33 +267,31 @@ async def test_call_still_works_without_fastagi_server(sip: SipHarness) -> None:
     assert _port_closed("127.0.0.1", 14573)
     answering = await sip.phone("201", "answer", ring_s=0.3)
     ringing = [await sip.phone(ext, "ring") for ext in ("202", "203")]
-    result = await sip.place_call(DIALLED, "5551234567", 'Bob "the boss"; x', hold_s=1)
+    caller = unique_caller()
+    result = await sip.place_call(DIALLED, caller, 'Bob "the boss"; x', hold_s=1)
     assert result.ok, result.stderr
     assert result.answered
-    assert answering.answered_calls() == 1
+    assert answering.answered_calls(caller) == 1
     # Without the gateway the caller's own name is still filtered before it reaches a phone.
-    assert answering.displays() == ["Bob the boss x"]
+    assert answering.displays(caller) == ["Bob the boss x"]
     for phone in ringing:
-        assert len(phone.invites()) == 1
+        assert len(phone.invites(caller)) == 1
 
 
 @pytest.mark.asterisk
 async def test_all_busy_goes_to_voicemail_with_reason(
     sip: SipHarness, ami_credentials: AmiCredentials, korean_speech_wav: Path
 ) -> None:
+    caller = unique_caller()
     for ext in ("201", "202", "203"):
         await sip.phone(ext, "busy")
     probe = AmiProbe(ami_credentials)
     await probe.connect()
     try:
-        result = await sip.place_call(
-            DIALLED, "5557654321", None, hold_s=3, rtp_wav=korean_speech_wav
-        )
+        result = await sip.place_call(DIALLED, caller, None, hold_s=3, rtp_wav=korean_speech_wav)
         assert result.answered
         event = await probe.wait_for(
-            lambda m: (
-                m.get("UserEvent") == "VoicemailRecorded" and m.get("CallerNumber") == "5557654321"
-            ),
+            lambda m: m.get("UserEvent") == "VoicemailRecorded" and m.get("CallerNumber") == caller,
             15,
         )
     finally:
@@ -302,17 +301,39 @@ async def test_all_busy_goes_to_voicemail_with_reason(
 
 
 @pytest.mark.asterisk
-async def test_caller_hanging_up_while_ringing(sip: SipHarness, recordings_dir: Path) -> None:
+async def test_caller_hanging_up_while_ringing(
+    sip: SipHarness, ami_credentials: AmiCredentials
+) -> None:
     phones = [await sip.phone(ext, "ring") for ext in ("201", "202", "203")]
-    before = set(recordings_dir.glob("*.wav"))  # noqa: ASYNC240 - tests may touch files
-    result = await sip.place_call(DIALLED, "5551112222", "Quick", hold_s=0, hangup_after_ring_s=1)
-    assert result.ok, result.stderr
-    assert not result.answered
-    assert result.final_status == 487
-    await asyncio.sleep(0.5)
+    caller = unique_caller()
+    probe = AmiProbe(ami_credentials)
+    await probe.connect()
+    try:
+        result = await sip.place_call(DIALLED, caller, "Quick", hold_s=0, hangup_after_ring_s=1)
+        assert result.ok, result.stderr
+        assert not result.answered
+        assert result.final_status == 487
+        hangup = await probe.wait_for(
+            lambda m: (
+                m.get("Event") == "Hangup"
+                and m.get("CallerIDNum") == caller
+                and m.get("Channel", "").startswith("PJSIP/trunk-")
+            ),
+            10,
+        )
+        # Give a voicemail event (there must be none) time to show up.
+        with pytest.raises(TimeoutError):
+            await probe.wait_for(
+                lambda m: (
+                    m.get("UserEvent") == "VoicemailRecorded" and m.get("CallerNumber") == caller
+                ),
+                1.5,
+            )
+    finally:
+        await probe.close()
+    assert hangup["Cause-txt"]
     for phone in phones:
-        assert len(phone.invites()) == 1
-    assert set(recordings_dir.glob("*.wav")) == before  # noqa: ASYNC240 - tests may touch files
+        assert len(phone.invites(caller)) == 1
 
 
 @pytest.mark.asterisk
@@ -321,6 +342,7 @@ async def test_click_to_call_rings_staff_then_customer(
 ) -> None:
     staff = await sip.phone("202", "answer", ring_s=0.3)
     customer = await sip.customer("answer", ring_s=0.3)
+    customer_number = unique_caller()
     probe = AmiProbe(ami_credentials)
     await probe.connect()
     try:
@@ -328,9 +350,9 @@ async def test_click_to_call_rings_staff_then_customer(
             "Originate",
             Channel="PJSIP/202",
             Context="gw-click-to-call",
-            Exten="5551234567",
+            Exten=customer_number,
             Priority="1",
-            CallerID=f'"{LABEL}" <5551234567>',
+            CallerID=f'"{LABEL}" <{customer_number}>',
             Variable="__GW_CONVERSATION_ID=7",
             Async="true",
             Timeout="10000",
@@ -345,8 +367,8 @@ async def test_click_to_call_rings_staff_then_customer(
         await probe.close()
         # Neither side hangs up by itself; the AMI user may not (no `call`/`system` write class).
         harness.hangup_channels(sip.settings, "PJSIP/202-")
-    assert staff.displays() == [LABEL]
-    assert staff.answered_calls() == 1
+    assert staff.displays(customer_number) == [LABEL]
+    assert staff.answered_calls(customer_number) == 1
     assert invite.method == "INVITE"
-    assert invite.start_line.startswith("INVITE sip:5551234567@127.0.0.1:15299")
+    assert invite.start_line.startswith(f"INVITE sip:{customer_number}@127.0.0.1:15299")
     assert "<sip:5550100@" in (invite.header("From") or "")

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -451,10 +452,12 @@ class CallResult:
         return self.returncode == 0
 
 
-def _media_block(rtp_wav: Path | None) -> str:
+def _media_block(rtp_wav: Path | None, delay_s: float) -> str:
     if rtp_wav is None:
         return ""
+    # Like a person, wait for the voicemail's beep before speaking.
     return (
+        f'  <pause milliseconds="{max(1, int(delay_s * 1000))}"/>\n'
         "  <nop>\n    <action>\n"
         f'      <exec rtp_stream="{escape(str(rtp_wav))},1,0"/>\n'
         "    </action>\n  </nop>"
@@ -473,13 +476,15 @@ async def place_call(
     hangup_after_ring_s: float | None = None,
     from_header: str | None = None,
     timeout_s: float = 90,
+    media_delay_s: float = 1.0,
 ) -> CallResult:
     """Call ``number`` through the trunk as ``caller_id``/``display_name``; return what sipp saw.
 
-    Answered calls are held ``hold_s`` seconds (streaming ``rtp_wav``, 8 kHz mu-law, if given)
-    and hung up with BYE. ``hangup_after_ring_s`` makes the caller give up (CANCEL) that long
-    after the last provisional
-    response instead. ``from_header`` replaces the whole From value (for malformed caller IDs).
+    Answered calls are held ``hold_s`` seconds and hung up with BYE. ``rtp_wav`` (8 kHz mu-law
+    WAV) starts streaming ``media_delay_s`` after the answer (after the voicemail's beep); the
+    hold counts from then. ``hangup_after_ring_s`` makes the caller give up (CANCEL) that long
+    after the last provisional response instead. ``from_header`` replaces the whole From value
+    (for malformed caller IDs).
     """
     if from_header is None:
         addr = f"<sip:{caller_id}@{TRUNK_IP}>"
@@ -493,7 +498,10 @@ async def place_call(
         )
     values = {"FROM": from_header, "USER": user}  # inside CDATA: no XML escaping
     if hangup_after_ring_s is None:
-        values |= {"HOLD_MS": str(max(1, int(hold_s * 1000))), "MEDIA": _media_block(rtp_wav)}
+        values |= {
+            "HOLD_MS": str(max(1, int(hold_s * 1000))),
+            "MEDIA": _media_block(rtp_wav, media_delay_s),
+        }
         scenario = _render("caller.xml", workdir, values)
     else:
         values["RING_MS"] = str(max(1, int(hangup_after_ring_s * 1000)))
@@ -542,6 +550,15 @@ async def place_call(
     )
 
 
+def _from_caller(message: SipMessage, caller: str) -> bool:
+    return f"sip:{caller}@" in (message.header("From") or "")
+
+
+def unique_caller() -> str:
+    """A caller number no other call in this or another test run uses (555 + 7 digits)."""
+    return f"555{secrets.randbelow(10**7):07d}"
+
+
 PhoneBehaviour = Literal["answer", "ring", "busy"]
 
 
@@ -561,27 +578,35 @@ class StaffPhone:
             return []
         return parse_trace(self.trace.read_text(encoding="utf-8", errors="replace"))
 
-    def invites(self) -> list[SipMessage]:
-        """INVITEs the phone received (each one is a ring), in order, without retransmissions."""
+    def invites(self, caller: str | None = None) -> list[SipMessage]:
+        """INVITEs the phone received (each one is a ring), in order, without retransmissions.
+
+        ``caller`` keeps only calls from that caller number (other test runs may share the PBX).
+        """
         seen: set[tuple[str | None, str | None]] = set()
         out: list[SipMessage] = []
         for m in self.messages():
             key = (m.header("Call-ID"), m.header("CSeq"))
             if m.direction == "received" and m.method == "INVITE" and key not in seen:
+                if caller is not None and not _from_caller(m, caller):
+                    continue
                 seen.add(key)
                 out.append(m)
         return out
 
-    def displays(self) -> list[str | None]:
+    def displays(self, caller: str | None = None) -> list[str | None]:
         """The From display name of every INVITE: what the phone's screen showed."""
-        return [m.from_display_name for m in self.invites()]
+        return [m.from_display_name for m in self.invites(caller)]
 
-    def answered_calls(self) -> int:
+    def answered_calls(self, caller: str | None = None) -> int:
         """How many INVITEs this phone answered with 200 OK."""
         return sum(
             1
             for m in self.messages()
-            if m.direction == "sent" and m.status == 200 and m.cseq_method == "INVITE"
+            if m.direction == "sent"
+            and m.status == 200
+            and m.cseq_method == "INVITE"
+            and (caller is None or _from_caller(m, caller))
         )
 
     async def wait_for_invites(self, count: int, wait_s: float) -> list[SipMessage]:
@@ -684,6 +709,7 @@ class SipHarness:
         hangup_after_ring_s: float | None = None,
         from_header: str | None = None,
         timeout_s: float = 90,
+        media_delay_s: float = 1.0,
     ) -> CallResult:
         """Call ``number`` from the trunk (see :func:`place_call`)."""
         return await place_call(
@@ -697,6 +723,7 @@ class SipHarness:
             hangup_after_ring_s=hangup_after_ring_s,
             from_header=from_header,
             timeout_s=timeout_s,
+            media_delay_s=media_delay_s,
         )
 
     async def phone(
