@@ -56,6 +56,8 @@ class StorePort(Protocol):
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
 
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
     """Domain settings taken from the config."""
@@ -97,6 +99,25 @@ class ConversationService:
         self.store = store
         self.bus = bus
         self.settings = settings or ServiceSettings()
+        # (kind, value) -> (live contact, live conversation). Touched only by write functions, which all run on
+        # the store's single writer thread; cleared on any rollback, merge or unmerge, so it is never stale.
+        self._identity_cache: dict[tuple[str, str], tuple[int, int]] = {}
+        register = getattr(store, "add_rollback_hook", None)
+        self._cache_enabled = callable(register)
+        if callable(register):
+            register(self._identity_cache.clear)
+
+    def _resolve_cached(self, conn: sqlite3.Connection, kind: str, value: str) -> tuple[int, int] | None:
+        key = (kind, value)
+        hit = self._identity_cache.get(key)
+        if hit is not None:
+            return hit
+        found = q.resolve_identity(conn, kind, value)
+        if found is not None and self._cache_enabled:
+            if len(self._identity_cache) >= 100_000:
+                self._identity_cache.clear()
+            self._identity_cache[key] = found
+        return found
 
     # -- identities ---------------------------------------------------------------------------------------------------
 
@@ -145,7 +166,7 @@ class ConversationService:
         display_name = (item.display_name or "").strip()[:120] or None
 
         def op(conn: sqlite3.Connection) -> tuple[IngestResult, TimelineEvent | None]:
-            found = q.resolve_identity(conn, ident.kind, ident.value)
+            found = self._resolve_cached(conn, ident.kind, ident.value)
             if found is None:
                 existing = q.find_event_by_external(conn, item.channel.value, item.external_id)
                 if existing is not None:  # a replay whose identity was since merged away: still a duplicate
@@ -300,6 +321,7 @@ class ConversationService:
                 return conv, None, None
             if owner == contact:
                 return conv, None, None
+            self._identity_cache.clear()
             merge_id, keep_conv, merged_conv = q.merge_contacts(
                 conn, owner, contact, f"same {ident.kind}", author, now
             )
@@ -328,6 +350,7 @@ class ConversationService:
             merged = q.resolve_contact(conn, merged_contact_id)
             if keep == merged:
                 raise ValidationError("these contacts are already one")
+            self._identity_cache.clear()
             merge_id, keep_conv, merged_conv = q.merge_contacts(conn, keep, merged, reason, author, now)
             q.insert_event(
                 conn, keep_conv, EventKind.MERGE.value, Channel.SYSTEM.value, f"Merged by {author}: {reason}",
@@ -345,6 +368,7 @@ class ConversationService:
         now = q.now()
 
         def op(conn: sqlite3.Connection) -> ContactsMerged:
+            self._identity_cache.clear()
             keep, merged, keep_conv, merged_conv = q.unmerge(conn, merge_id, author, now)
             for conv in (keep_conv, merged_conv):
                 q.insert_event(

@@ -195,6 +195,7 @@ class Store:
         self._reader_conns: list[aiosqlite.Connection] = []
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._rollback_hooks: list[Callable[[], None]] = []
         self.stats = StoreStats()
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
@@ -286,6 +287,14 @@ class Store:
         # Read connections see a consistent snapshot; using one keeps the writer free.
         await self.read(do_backup)
 
+    def add_rollback_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` on the writer thread whenever a transaction is rolled back.
+
+        Caches that remember what a write function created (the service's identity cache) must forget it when
+        the transaction that created it did not commit.
+        """
+        self._rollback_hooks.append(hook)
+
     def size_bytes(self) -> int:
         """Database plus WAL size on disk."""
         total = 0
@@ -353,11 +362,12 @@ class Store:
             return False, self._wrap(err)
         return True, result
 
-    @staticmethod
-    def _rollback(conn: sqlite3.Connection) -> None:
+    def _rollback(self, conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+        for hook in self._rollback_hooks:
+            hook()
 
     def _wrap(self, err: Exception) -> Exception:
         if isinstance(err, sqlite3.Error):
