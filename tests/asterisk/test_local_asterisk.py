@@ -372,3 +372,32 @@ async def test_click_to_call_rings_staff_then_customer(
     assert invite.method == "INVITE"
     assert invite.start_line.startswith(f"INVITE sip:{customer_number}@127.0.0.1:15299")
     assert "<sip:5550100@" in (invite.header("From") or "")
+
+
+@pytest.mark.asterisk
+@pytest.mark.parametrize(
+    ("application", "data"),
+    [
+        ("System", "touch /tmp/gateway-ami-rce-probe"),
+        ("Set", "FILE(/tmp/gateway-ami-rce-probe,,,al)=exten => 1,1,System(id)"),
+    ],
+)
+async def test_ami_user_cannot_turn_originate_into_code_execution(
+    ami_credentials: AmiCredentials, application: str, data: str
+) -> None:
+    # The CVE-2024-42365 shape: Originate running an application that executes or writes files.
+    probe = AmiProbe(ami_credentials)
+    await probe.connect()
+    try:
+        reply = await probe.action(
+            "Originate",
+            Channel="Local/nobody@gw-none",
+            Application=application,
+            Data=data,
+            Async="true",
+        )
+    finally:
+        await probe.close()
+    assert reply["Response"] == "Error"
+    assert "Originate Access Forbidden" in reply.get("Message", "")
+    assert not Path("/tmp/gateway-ami-rce-probe").exists()
