@@ -96,9 +96,20 @@ class App:
             parts.append(("transcription", self.transcription))
         return parts
 
+    async def _click_to_call(self, staff_extension: str, customer_number: str) -> None:
+        """Web -> voice adapter: the call lands in the conversation that owns the customer's number."""
+        from gateway.domain.models import IdentityKind  # noqa: PLC0415
+
+        contact = await self.service.find_contact(IdentityKind.PHONE, customer_number)
+        if contact is None:
+            from gateway.errors import ValidationError  # noqa: PLC0415
+
+            raise ValidationError(f"no conversation owns {customer_number!r}; open the customer's conversation first")
+        await self.voice.click_to_call(staff_extension, customer_number, contact.conversation_id)
+
     def status_sources(self) -> dict[str, StatusSource]:
-        """Per-part state for the status page and /status.json."""
-        sources: dict[str, StatusSource] = {"gateway": self._gateway_status, "store": self._store_status}
+        """Per-part state for the status page and /status.json (the web layer adds store facts itself)."""
+        sources: dict[str, StatusSource] = {"gateway": self._gateway_status, "backup": self._store_status}
         if self.sms is not None:
             sources["modem"] = self._modem_status
         if self.voice is not None:
@@ -111,7 +122,7 @@ class App:
         from gateway.web.app import WebServer  # noqa: PLC0415
         from gateway.web.deps import WebDeps  # noqa: PLC0415
 
-        click: Any = getattr(self.voice, "click_to_call", None) if self.voice is not None else None
+        click: Any = self._click_to_call if self.voice is not None else None
         deps = WebDeps(
             service=self.service,
             store=self.store,
@@ -140,10 +151,10 @@ class App:
         backups = sorted(self.config.backup_dir.glob("*.db"), key=lambda p: p.stat().st_mtime)
         return {
             "path": str(self.store.path),
-            "size_bytes": self.store.size_bytes(),
+            "backup_dir": str(self.config.backup_dir),
             "last_backup": backups[-1].name if backups else None,
             "last_backup_at": backups[-1].stat().st_mtime if backups else None,
-            **_plain(self.store.stats),
+            "writer": _plain(self.store.stats),
         }
 
     async def _modem_status(self) -> Mapping[str, Any]:
@@ -157,7 +168,7 @@ class App:
         }
 
     async def _voice_status(self) -> Mapping[str, Any]:
-        status = getattr(self.voice, "status", None)
+        status = getattr(self.voice, "health", None)
         if callable(status):
             result = status()
             if asyncio.iscoroutine(result):
