@@ -60,9 +60,7 @@ class App:
         self.service = ConversationService(
             self.store,
             self.bus,
-            ServiceSettings(
-                default_region=config.gateway.default_region, max_body_chars=config.store.max_body_chars
-            ),
+            ServiceSettings(default_region=config.gateway.default_region, max_body_chars=config.store.max_body_chars),
         )
         self.started_at: float | None = None
         self.sms: Any = None
@@ -90,9 +88,7 @@ class App:
         if cfg.transcribe.enabled:
             from gateway.transcribe.service import TranscriptionService  # noqa: PLC0415
 
-            self.transcription = TranscriptionService(
-                self.store, self.service, self.bus, cfg.transcribe, cfg.intent
-            )
+            self.transcription = TranscriptionService(self.store, self.service, self.bus, cfg.transcribe, cfg.intent)
             parts.append(("transcription", self.transcription))
         return parts
 

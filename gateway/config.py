@@ -84,9 +84,7 @@ class GatewaySection:
 class StoreSection:
     """The SQLite conversation store."""
 
-    path: str = dataclasses.field(
-        default="", metadata=_doc("database file; empty = <gateway.data_dir>/gateway.db")
-    )
+    path: str = dataclasses.field(default="", metadata=_doc("database file; empty = <gateway.data_dir>/gateway.db"))
     readers: int = dataclasses.field(default=2, metadata=_doc("read connections beside the single writer"))
     max_batch: int = dataclasses.field(default=1000, metadata=_doc("most writes grouped into one commit"))
     max_body_chars: int = dataclasses.field(
@@ -319,7 +317,11 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        return "{ " + ", ".join(f"{json.dumps(str(k), ensure_ascii=False)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ "
+            + ", ".join(f"{json.dumps(str(k), ensure_ascii=False)} = {_toml_value(v)}" for k, v in value.items())
+            + " }"
+        )
     raise TypeError(f"cannot render {value!r} as TOML")
 
 

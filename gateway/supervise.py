@@ -83,7 +83,7 @@ async def reconnect_loop(
             st.mark_down("connection closed")
         except asyncio.CancelledError:
             raise
-        except Exception as err:  # noqa: BLE001 - any failure of the link means: back off and retry
+        except Exception as err:
             st.mark_down(err)
             log.debug("link %s attempt failed", name, exc_info=True)
         await asyncio.sleep(backoff_delay(st.attempts, base=base, cap=cap))

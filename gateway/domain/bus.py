@@ -113,9 +113,7 @@ class Bus:
         for sub in list(self._subs):
             sub.close()
 
-    def subscribe(
-        self, name: str, maxsize: int = 1000, types: tuple[type, ...] | None = None
-    ) -> Subscription:
+    def subscribe(self, name: str, maxsize: int = 1000, types: tuple[type, ...] | None = None) -> Subscription:
         """A new subscription; ``types`` filters by event class."""
         sub = Subscription(self, name, maxsize, types)
         self._subs.append(sub)
@@ -127,7 +125,7 @@ class Bus:
         for sub in self._subs:
             try:
                 sub._offer(event)  # noqa: SLF001
-            except Exception:  # noqa: BLE001 - one broken subscriber must not affect the others
+            except Exception:
                 log.exception("bus subscriber %s failed to take an event", sub.name)
 
     def stats(self) -> list[SubscriberStats]:

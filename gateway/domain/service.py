@@ -56,8 +56,6 @@ class StorePort(Protocol):
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
     """Domain settings taken from the config."""
@@ -177,15 +175,30 @@ class ConversationService:
             else:
                 contact_id, conv_id = found
             event_id, stored_conv, inserted = q.insert_event_once(
-                conn, conv_id, item.kind.value, item.channel.value, item.body, meta_json, item.external_id, None,
-                occurred, now,
+                conn,
+                conv_id,
+                item.kind.value,
+                item.channel.value,
+                item.body,
+                meta_json,
+                item.external_id,
+                None,
+                occurred,
+                now,
             )
             if not inserted:
                 return IngestResult(q.contact_of(conn, stored_conv), stored_conv, event_id, True), None
             if found is not None and display_name:
                 q.set_display_name_if_empty(conn, contact_id, display_name, now)
             event = TimelineEvent(
-                event_id, conv_id, item.kind.value, item.channel.value, item.body, meta, item.external_id, None,
+                event_id,
+                conv_id,
+                item.kind.value,
+                item.channel.value,
+                item.body,
+                meta,
+                item.external_id,
+                None,
                 occurred,
             )
             return IngestResult(contact_id, conv_id, event_id, False), event
@@ -322,14 +335,18 @@ class ConversationService:
             if owner == contact:
                 return conv, None, None
             self._identity_cache.clear()
-            merge_id, keep_conv, merged_conv = q.merge_contacts(
-                conn, owner, contact, f"same {ident.kind}", author, now
-            )
+            merge_id, keep_conv, merged_conv = q.merge_contacts(conn, owner, contact, f"same {ident.kind}", author, now)
             q.insert_event(
-                conn, keep_conv, EventKind.MERGE.value, Channel.SYSTEM.value,
+                conn,
+                keep_conv,
+                EventKind.MERGE.value,
+                Channel.SYSTEM.value,
                 f"Merged with another contact: same {ident.kind}",
                 q.dumps({"merge_id": merge_id, "merged_contact_id": contact, "identity_kind": ident.kind}),
-                None, author, now, now,
+                None,
+                author,
+                now,
+                now,
             )
             q.audit(conn, author or "system", "merge", str(merge_id), {"keep": owner, "merged": contact}, now)
             return keep_conv, merge_id, ContactsMerged(merge_id, owner, contact, keep_conv, merged_conv)
@@ -353,8 +370,16 @@ class ConversationService:
             self._identity_cache.clear()
             merge_id, keep_conv, merged_conv = q.merge_contacts(conn, keep, merged, reason, author, now)
             q.insert_event(
-                conn, keep_conv, EventKind.MERGE.value, Channel.SYSTEM.value, f"Merged by {author}: {reason}",
-                q.dumps({"merge_id": merge_id, "merged_contact_id": merged}), None, author, now, now,
+                conn,
+                keep_conv,
+                EventKind.MERGE.value,
+                Channel.SYSTEM.value,
+                f"Merged by {author}: {reason}",
+                q.dumps({"merge_id": merge_id, "merged_contact_id": merged}),
+                None,
+                author,
+                now,
+                now,
             )
             q.audit(conn, author, "merge", str(merge_id), {"keep": keep, "merged": merged}, now)
             return ContactsMerged(merge_id, keep, merged, keep_conv, merged_conv)
@@ -372,8 +397,16 @@ class ConversationService:
             keep, merged, keep_conv, merged_conv = q.unmerge(conn, merge_id, author, now)
             for conv in (keep_conv, merged_conv):
                 q.insert_event(
-                    conn, conv, EventKind.UNMERGE.value, Channel.SYSTEM.value, f"Merge undone by {author}",
-                    q.dumps({"merge_id": merge_id}), None, author, now, now,
+                    conn,
+                    conv,
+                    EventKind.UNMERGE.value,
+                    Channel.SYSTEM.value,
+                    f"Merge undone by {author}",
+                    q.dumps({"merge_id": merge_id}),
+                    None,
+                    author,
+                    now,
+                    now,
                 )
             q.audit(conn, author, "unmerge", str(merge_id), {"keep": keep, "merged": merged}, now)
             return ContactsMerged(merge_id, keep, merged, keep_conv, merged_conv, undone=True)
@@ -459,12 +492,12 @@ class ConversationService:
         """What staff need at a glance (screen-pop, phone display label)."""
         return await self.store.read(lambda c: q.summary(c, _live_conversation(c, conversation_id)))
 
-    async def timeline(self, conversation_id: int, limit: int = 50, before_id: int | None = None) -> list[TimelineEvent]:
+    async def timeline(
+        self, conversation_id: int, limit: int = 50, before_id: int | None = None
+    ) -> list[TimelineEvent]:
         """The last events of a conversation, oldest first."""
         limit = max(1, min(limit, 500))
-        return await self.store.read(
-            lambda c: q.timeline(c, _live_conversation(c, conversation_id), limit, before_id)
-        )
+        return await self.store.read(lambda c: q.timeline(c, _live_conversation(c, conversation_id), limit, before_id))
 
     async def inbox(self, limit: int = 100, owner: str | None = None) -> list[InboxRow]:
         """Open conversations, longest-waiting customer first."""

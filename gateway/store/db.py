@@ -102,7 +102,9 @@ def migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
             "(gateway db restore BACKUP)."
         )
     # user_version is the schema version; the table remembers each file so that none is ever skipped.
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
+    )
     applied = {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
     for version, name, sql in migrations:
         if version in applied:
@@ -113,7 +115,8 @@ def migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
             for statement in _split_sql(sql):
                 conn.execute(statement)
             conn.execute(
-                "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)", (version, name, time.time())
+                "INSERT INTO schema_migrations(version, name, applied_at) VALUES (?, ?, ?)",
+                (version, name, time.time()),
             )
             conn.execute(f"PRAGMA user_version = {max(version, current)}")
             current = max(version, current)

@@ -591,7 +591,9 @@ def all_staff(conn: sqlite3.Connection) -> list[StaffUser]:
     return [_staff(r) for r in conn.execute(f"SELECT {_STAFF_COLS} FROM staff ORDER BY username")]
 
 
-def audit(conn: sqlite3.Connection, actor: str, action: str, subject: str | None, detail: Mapping[str, Any], now: float) -> None:
+def audit(
+    conn: sqlite3.Connection, actor: str, action: str, subject: str | None, detail: Mapping[str, Any], now: float
+) -> None:
     """Append to the audit log."""
     conn.execute(
         "INSERT INTO audit_log(at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
