@@ -212,6 +212,7 @@ render_config() { # render_config OUTDIR
     for key in "${SETTING_NAMES[@]}"; do envpairs+=("GWT_$key=${S[$key]}"); done
     envpairs+=("GWT_CONF_DIR=$CONF_DIR")
     for src in "$HERE"/*.conf; do
+        # shellcheck disable=SC2016 # awk code, not shell
         env "${envpairs[@]}" awk '
             BEGIN { for (k in ENVIRON) if (k ~ /^GWT_/) vars[substr(k, 5)] = ENVIRON[k] }
             {
@@ -246,6 +247,7 @@ running_pid() {
 ami_answers() {
     # In a subshell: a failed `exec` redirection would end the calling shell.
     local banner
+    # shellcheck disable=SC2016 # expanded by the inner bash
     banner="$(timeout 3 bash -c 'exec 9<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r -t 2 line <&9 && printf "%s" "$line"' \
         _ "${S[AMI_PORT]}" 2>/dev/null)" || return 1
     [[ "$banner" == "Asterisk Call Manager"* ]]

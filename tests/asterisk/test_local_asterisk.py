@@ -32,7 +32,7 @@ DIALLED = "5550100"
 
 
 def _script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own script
+    return subprocess.run(
         [harness.BASH, str(harness.SCRIPT), *args],
         env={**os.environ, "GATEWAY_ASTERISK_ENV": str(harness.TEST_ENV), **(env or {})},
         capture_output=True,
@@ -55,7 +55,7 @@ def test_render_fills_placeholders_and_drops_empty_optional_lines(tmp_path: Path
     test_out, prod_out = tmp_path / "test", tmp_path / "prod"
     state = {"GATEWAY_ASTERISK_STATE": str(tmp_path / "state")}
     assert _script("render", str(test_out), env=state).returncode == 0
-    prod = subprocess.run(  # noqa: S603
+    prod = subprocess.run(
         [harness.BASH, str(harness.SCRIPT), "render", str(prod_out)],
         env={k: v for k, v in {**os.environ, **state}.items() if k != "GATEWAY_ASTERISK_ENV"},
         capture_output=True,
@@ -73,9 +73,7 @@ def test_render_fills_placeholders_and_drops_empty_optional_lines(tmp_path: Path
     assert "secret = test-ami-secret-loopback-only" in manager
     assert "agi://127.0.0.1:14573/inbound" in (test_out / "extensions.conf").read_text()
     for conf in test_out.iterdir():
-        assert not re.search(r"@[A-Z0-9_]+@", conf.read_text()), (
-            f"unrendered placeholder in {conf.name}"
-        )
+        assert not re.search(r"@[A-Z0-9_]+@", conf.read_text()), f"unrendered placeholder in {conf.name}"
 
     # Production defaults: phones register (no static contact), secrets are generated and kept.
     prod_pjsip = (prod_out / "pjsip.conf").read_text()
@@ -89,7 +87,7 @@ def test_render_fills_placeholders_and_drops_empty_optional_lines(tmp_path: Path
 
     # A second render keeps the same generated secret (the gateway's config must not go stale).
     again = tmp_path / "again"
-    subprocess.run(  # noqa: S603
+    subprocess.run(
         [harness.BASH, str(harness.SCRIPT), "render", str(again)],
         env={k: v for k, v in {**os.environ, **state}.items() if k != "GATEWAY_ASTERISK_ENV"},
         capture_output=True,
@@ -107,9 +105,7 @@ def test_render_fills_placeholders_and_drops_empty_optional_lines(tmp_path: Path
         ("RECORDINGS_DIR", "relative/dir", "RECORDINGS_DIR must be an absolute path"),
     ],
 )
-def test_bad_setting_is_refused_with_the_fix(
-    tmp_path: Path, name: str, value: str, expected: str
-) -> None:
+def test_bad_setting_is_refused_with_the_fix(tmp_path: Path, name: str, value: str, expected: str) -> None:
     proc = _script(
         "render",
         str(tmp_path / "out"),
@@ -158,9 +154,7 @@ async def test_ami_login_with_config_credentials(ami_credentials: AmiCredentials
     finally:
         await probe.close()
 
-    wrong = AmiProbe(
-        AmiCredentials(ami_credentials.host, ami_credentials.port, ami_credentials.username, "nope")
-    )
+    wrong = AmiProbe(AmiCredentials(ami_credentials.host, ami_credentials.port, ami_credentials.username, "nope"))
     try:
         reply = await wrong.connect()
         assert reply["Response"] == "Error"
@@ -179,9 +173,7 @@ async def test_unanswered_call_reaches_voicemail(
     assert (await probe.connect())["Response"] == "Success"
     caller = unique_caller()
     try:
-        result = await sip.place_call(
-            DIALLED, caller, "Walk In", hold_s=3, rtp_wav=korean_speech_wav
-        )
+        result = await sip.place_call(DIALLED, caller, "Walk In", hold_s=3, rtp_wav=korean_speech_wav)
         assert result.ok, result.stderr
         assert result.answered  # by the voicemail, after the group rang out
         event = await probe.wait_for(
@@ -196,7 +188,7 @@ async def test_unanswered_call_reaches_voicemail(
         assert phone.answered_calls(caller) == 0
     wav = Path(event["File"])
     assert wav.parent == recordings_dir
-    assert wav.exists()  # noqa: ASYNC240 - tests may touch files
+    assert wav.exists()
     assert event["Linkedid"] in wav.name
     assert event["Reason"] == "noanswer"
     assert event["Dialled"] == DIALLED
@@ -212,12 +204,8 @@ async def test_unanswered_call_reaches_voicemail(
 
 
 @pytest.mark.asterisk
-async def test_answered_call_shows_the_label_set_by_fastagi(
-    sip: SipHarness, realpbx: PbxSettings
-) -> None:
-    agi = FakeFastAgi(
-        {"GW_KNOWN": "1", "GW_CONTACT_ID": "42", "GW_FIRST": "202", "CALLERID(name)": LABEL}
-    )
+async def test_answered_call_shows_the_label_set_by_fastagi(sip: SipHarness, realpbx: PbxSettings) -> None:
+    agi = FakeFastAgi({"GW_KNOWN": "1", "GW_CONTACT_ID": "42", "GW_FIRST": "202", "CALLERID(name)": LABEL})
     caller = unique_caller()
     first = await sip.phone("202", "answer", ring_s=0.5)
     others = [await sip.phone(ext, "ring") for ext in ("201", "203")]
@@ -239,9 +227,7 @@ async def test_answered_call_shows_the_label_set_by_fastagi(
 
 
 @pytest.mark.asterisk
-async def test_first_choice_not_answering_falls_back_to_the_group(
-    sip: SipHarness, realpbx: PbxSettings
-) -> None:
+async def test_first_choice_not_answering_falls_back_to_the_group(sip: SipHarness, realpbx: PbxSettings) -> None:
     agi = FakeFastAgi({"GW_FIRST": "203", "CALLERID(name)": LABEL})
     caller = unique_caller()
     late = await sip.phone("203", "ring")
@@ -297,13 +283,11 @@ async def test_all_busy_goes_to_voicemail_with_reason(
     finally:
         await probe.close()
     assert event["Reason"] == "busy"
-    assert Path(event["File"]).exists()  # noqa: ASYNC240 - tests may touch files
+    assert Path(event["File"]).exists()
 
 
 @pytest.mark.asterisk
-async def test_caller_hanging_up_while_ringing(
-    sip: SipHarness, ami_credentials: AmiCredentials
-) -> None:
+async def test_caller_hanging_up_while_ringing(sip: SipHarness, ami_credentials: AmiCredentials) -> None:
     phones = [await sip.phone(ext, "ring") for ext in ("201", "202", "203")]
     caller = unique_caller()
     probe = AmiProbe(ami_credentials)
@@ -324,9 +308,7 @@ async def test_caller_hanging_up_while_ringing(
         # Give a voicemail event (there must be none) time to show up.
         with pytest.raises(TimeoutError):
             await probe.wait_for(
-                lambda m: (
-                    m.get("UserEvent") == "VoicemailRecorded" and m.get("CallerNumber") == caller
-                ),
+                lambda m: m.get("UserEvent") == "VoicemailRecorded" and m.get("CallerNumber") == caller,
                 1.5,
             )
     finally:
@@ -337,9 +319,7 @@ async def test_caller_hanging_up_while_ringing(
 
 
 @pytest.mark.asterisk
-async def test_click_to_call_rings_staff_then_customer(
-    sip: SipHarness, ami_credentials: AmiCredentials
-) -> None:
+async def test_click_to_call_rings_staff_then_customer(sip: SipHarness, ami_credentials: AmiCredentials) -> None:
     staff = await sip.phone("202", "answer", ring_s=0.3)
     customer = await sip.customer("answer", ring_s=0.3)
     customer_number = unique_caller()
@@ -360,9 +340,7 @@ async def test_click_to_call_rings_staff_then_customer(
         assert reply["Response"] == "Success", reply
         await probe.wait_for(lambda m: m.get("Event") == "OriginateResponse", 15)
         (invite,) = await customer.wait_for_invites(1, 15)
-        await probe.wait_for(
-            lambda m: m.get("Event") == "BridgeEnter" and "trunk" in m.get("Channel", ""), 15
-        )
+        await probe.wait_for(lambda m: m.get("Event") == "BridgeEnter" and "trunk" in m.get("Channel", ""), 15)
     finally:
         await probe.close()
         # Neither side hangs up by itself; the AMI user may not (no `call`/`system` write class).
@@ -400,3 +378,41 @@ async def test_ami_user_cannot_turn_originate_into_code_execution(
         await probe.close()
     assert reply["Response"] == "Error"
     assert "Originate Access Forbidden" in reply.get("Message", "")
+
+
+def test_status_of_a_stopped_instance_exits_3(tmp_path: Path) -> None:
+    proc = _script("status", env={"GATEWAY_ASTERISK_STATE": str(tmp_path / "state")})
+    assert proc.returncode == 3
+    assert proc.stdout.startswith("stopped")
+
+
+def test_unreadable_settings_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.env"
+    proc = _script("env", env={"GATEWAY_ASTERISK_ENV": str(missing), "GATEWAY_ASTERISK_STATE": str(tmp_path)})
+    assert proc.returncode != 0
+    assert f"settings file {missing} is not readable" in proc.stderr
+
+
+def test_malformed_settings_line_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.env"
+    bad.write_text("AMI_PORT=15038\nthis is not a setting\n")
+    proc = _script("env", env={"GATEWAY_ASTERISK_ENV": str(bad), "GATEWAY_ASTERISK_STATE": str(tmp_path)})
+    assert proc.returncode != 0
+    assert "bad line 'this is not a setting' (expected NAME=value)" in proc.stderr
+
+
+def test_provision_refuses_a_foreign_root_directory(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "precious.txt").write_text("not ours")
+    proc = _script(
+        "provision",
+        env={
+            "GATEWAY_ASTERISK_ROOT": str(root),
+            "GATEWAY_ASTERISK_STATE": str(tmp_path / "state"),
+            "GATEWAY_ASTERISK_FORCE_CHROOT": "1",
+        },
+    )
+    assert proc.returncode != 0
+    assert "exists and is not ours" in proc.stderr
+    assert (root / "precious.txt").read_text() == "not ours"

@@ -108,7 +108,7 @@ class PbxSettings:
 
 def _script(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, GATEWAY_ASTERISK_ENV=str(TEST_ENV))
-    return subprocess.run(  # noqa: S603 - fixed script path, fixed arguments
+    return subprocess.run(
         [BASH, str(SCRIPT), *args],
         env=env,
         capture_output=True,
@@ -138,8 +138,7 @@ def start_pbx() -> tuple[PbxSettings, float]:
     proc = _script("start")
     if proc.returncode != 0:
         raise HarnessError(
-            f"could not start the local Asterisk (exit {proc.returncode}): "
-            f"{proc.stderr.strip()[-2000:]}"
+            f"could not start the local Asterisk (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}"
         )
     return load_settings(), time.monotonic() - t0
 
@@ -158,7 +157,7 @@ def asterisk_cli(settings: PbxSettings, command: str, timeout: float = 15) -> st
     argv = ["asterisk", "-C", conf, "-rx", command]
     if settings.values["MODE"] == "chroot":
         argv = ["chroot", prefix, *argv]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)  # noqa: S603
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise HarnessError(f"asterisk -rx {command!r} failed: {proc.stderr.strip()}")
     return proc.stdout
@@ -207,7 +206,7 @@ def pbx_user() -> Iterator[Callable[[], bool]]:
 
 
 @contextlib.contextmanager
-def pbx_call_lock(timeout: float = 600) -> Iterator[None]:
+def pbx_call_lock(timeout: float = 100) -> Iterator[None]:
     """Hold the cross-process lock of tests that place calls (shared phones, FastAGI port 14573)."""
     CALL_LOCK.parent.mkdir(parents=True, exist_ok=True)
     with CALL_LOCK.open("a") as fh:
@@ -218,9 +217,7 @@ def pbx_call_lock(timeout: float = 600) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise HarnessError(
-                        f"another test run holds {CALL_LOCK} for over {timeout} s"
-                    ) from None
+                    raise HarnessError(f"another test run holds {CALL_LOCK} for over {timeout} s") from None
                 time.sleep(0.2)
         try:
             yield
@@ -255,7 +252,7 @@ def pbx_quiet(settings: PbxSettings) -> bool:
     return match is None or match.group(1) == "0"
 
 
-async def wait_pbx_quiet(settings: PbxSettings, wait_s: float = 300) -> None:
+async def wait_pbx_quiet(settings: PbxSettings, wait_s: float = 90) -> None:
     """Wait until another test run sharing the PBX has finished its call (see :func:`pbx_quiet`)."""
     deadline = time.monotonic() + wait_s
     while not await asyncio.to_thread(pbx_quiet, settings):
@@ -335,9 +332,7 @@ def parse_trace(text: str) -> list[SipMessage]:
             key, _, value = body_lines[i].partition(":")
             headers.append((key.strip(), value.strip()))
             i += 1
-        direction: Literal["sent", "received"] = (
-            "sent" if m.group(1).lower() == "sent" else "received"
-        )
+        direction: Literal["sent", "received"] = "sent" if m.group(1).lower() == "sent" else "received"
         out.append(SipMessage(direction, start, tuple(headers), "\n".join(body_lines[i + 1 :])))
     return out
 
@@ -398,9 +393,7 @@ def _render(name: str, workdir: Path, values: Mapping[str, str]) -> Path:
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", value)
     if "{{" in text:
-        raise HarnessError(
-            f"scenario {name}: unfilled placeholder in {text[text.index('{{') :][:40]!r}"
-        )
+        raise HarnessError(f"scenario {name}: unfilled placeholder in {text[text.index('{{') :][:40]!r}")
     path = workdir / f"{name.removesuffix('.xml')}-{os.getpid()}-{time.monotonic_ns()}.xml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -410,8 +403,7 @@ def _sipp() -> str:
     found = shutil.which("sipp")
     if not found:
         raise HarnessError(
-            "sipp is missing: run `asterisk-config/local-asterisk.sh provision` "
-            "(it installs sip-tester)"
+            "sipp is missing: run `asterisk-config/local-asterisk.sh provision` (it installs sip-tester)"
         )
     return found
 
@@ -488,14 +480,10 @@ async def place_call(
     """
     if from_header is None:
         addr = f"<sip:{caller_id}@{TRUNK_IP}>"
-        from_header = (
-            f"{quote_display_name(display_name)} {addr}" if display_name is not None else addr
-        )
+        from_header = f"{quote_display_name(display_name)} {addr}" if display_name is not None else addr
     user = re.sub(r"[^0-9A-Za-z+]", "", caller_id) or "anonymous"
     if "]]>" in from_header or "\n" in from_header or "\r" in from_header:
-        raise HarnessError(
-            "a From header cannot carry ']]>' or line breaks (they would end the SIP header)"
-        )
+        raise HarnessError("a From header cannot carry ']]>' or line breaks (they would end the SIP header)")
     values = {"FROM": from_header, "USER": user}  # inside CDATA: no XML escaping
     if hangup_after_ring_s is None:
         values |= {
@@ -614,9 +602,7 @@ class StaffPhone:
         deadline = time.monotonic() + wait_s
         while len(found := self.invites()) < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"phone {self.extension} got {len(found)} INVITE(s), expected {count}"
-                )
+                raise TimeoutError(f"phone {self.extension} got {len(found)} INVITE(s), expected {count}")
             await asyncio.sleep(0.1)
         return found
 
@@ -648,9 +634,7 @@ async def start_phone(
     """Start a sipp UAS for staff phone ``extension`` ('answer' after ``ring_s``, 'ring' forever,
     'busy')."""
     sip_port = port if port is not None else PHONE_PORTS[extension]
-    scenario = _render(
-        f"phone_{behaviour}.xml", workdir, {"RING_MS": str(max(1, int(ring_s * 1000)))}
-    )
+    scenario = _render(f"phone_{behaviour}.xml", workdir, {"RING_MS": str(max(1, int(ring_s * 1000)))})
     trace = scenario.with_suffix(".trace")
     media_port = free_udp_port(ip, span=4)
     argv = [
@@ -663,9 +647,7 @@ async def start_phone(
     while True:
         while not _udp_free(ip, sip_port):
             if time.monotonic() > deadline:
-                raise HarnessError(
-                    f"UDP {ip}:{sip_port} (phone {extension}) stayed taken for {port_wait_s} s"
-                )
+                raise HarnessError(f"UDP {ip}:{sip_port} (phone {extension}) stayed taken for {port_wait_s} s")
             await asyncio.sleep(0.3)
         errfile = trace.with_suffix(".stderr")
         with errfile.open("wb") as err_fh:  # a file, not a pipe nobody drains
@@ -683,9 +665,7 @@ async def start_phone(
         await proc.wait()
         err = errfile.read_text(errors="replace").strip()
         if _udp_free(ip, sip_port) or time.monotonic() > deadline:
-            raise HarnessError(
-                f"sipp for phone {extension} exited at once (exit {proc.returncode}): {err[-500:]}"
-            )
+            raise HarnessError(f"sipp for phone {extension} exited at once (exit {proc.returncode}): {err[-500:]}")
     return StaffPhone(extension, behaviour, trace, proc)
 
 
@@ -726,22 +706,16 @@ class SipHarness:
             media_delay_s=media_delay_s,
         )
 
-    async def phone(
-        self, extension: str, behaviour: PhoneBehaviour, *, ring_s: float = 0.5
-    ) -> StaffPhone:
+    async def phone(self, extension: str, behaviour: PhoneBehaviour, *, ring_s: float = 0.5) -> StaffPhone:
         """Start staff phone 201/202/203: 'answer' (after ``ring_s``), 'ring' (never answers) or
         'busy'."""
         phone = await start_phone(extension, behaviour, workdir=self.workdir, ring_s=ring_s)
         self.phones.append(phone)
         return phone
 
-    async def customer(
-        self, behaviour: PhoneBehaviour = "answer", *, ring_s: float = 0.5
-    ) -> StaffPhone:
+    async def customer(self, behaviour: PhoneBehaviour = "answer", *, ring_s: float = 0.5) -> StaffPhone:
         """Start the trunk's far end (127.0.0.1:15299): the customer that click-to-call dials."""
-        phone = await start_phone(
-            "customer", behaviour, workdir=self.workdir, ring_s=ring_s, port=CLICK_TO_CALL_PORT
-        )
+        phone = await start_phone("customer", behaviour, workdir=self.workdir, ring_s=ring_s, port=CLICK_TO_CALL_PORT)
         self.phones.append(phone)
         return phone
 
@@ -761,15 +735,13 @@ def make_speech(
     PCMU)."""
     for tool in ("espeak-ng", "sox"):
         if not shutil.which(tool):
-            raise HarnessError(
-                f"{tool} is missing: run `asterisk-config/local-asterisk.sh provision`"
-            )
+            raise HarnessError(f"{tool} is missing: run `asterisk-config/local-asterisk.sh provision`")
     raw = out.with_suffix(".raw.wav")
     espeak = ["espeak-ng", "-v", voice, "-w", str(raw), text]
-    subprocess.run(espeak, check=True, capture_output=True)  # noqa: S603 - fixed tools
+    subprocess.run(espeak, check=True, capture_output=True)
     sox = ["sox", str(raw), "-r", "8000", "-c", "1", "-e", "u-law", str(out)]
     sox += ["pad", str(pad_before_s), str(pad_after_s)]
-    subprocess.run(sox, check=True, capture_output=True)  # noqa: S603 - fixed tools
+    subprocess.run(sox, check=True, capture_output=True)
     raw.unlink()
     return out
 
@@ -832,9 +804,7 @@ class AmiProbe:
             current[key.strip()] = value.strip()
         self._changed.set()
 
-    async def wait_for(
-        self, predicate: Callable[[dict[str, str]], bool], wait_s: float
-    ) -> dict[str, str]:
+    async def wait_for(self, predicate: Callable[[dict[str, str]], bool], wait_s: float) -> dict[str, str]:
         """Wait until a message (event or response) matching ``predicate`` has arrived."""
         deadline = time.monotonic() + wait_s
         seen = 0
@@ -878,9 +848,7 @@ class FakeFastAgi:
         """Read the AGI environment, send SET VARIABLE for each variable, then close."""
         try:
             env: dict[str, str] = {}
-            while (
-                line := (await asyncio.wait_for(reader.readline(), 5)).decode().rstrip("\n")
-            ) != "":
+            while (line := (await asyncio.wait_for(reader.readline(), 5)).decode().rstrip("\n")) != "":
                 key, _, value = line.partition(": ")
                 env[key] = value
             self.requests.append(env)
