@@ -14,7 +14,8 @@ are closed at once.
 store, but waits at most ``lookup_budget_ms``; a slower lookup keeps running in the background
 (its result still feeds the screen-pop) while the call gets default routing at once. It then sets
 GW_KNOWN, GW_CONTACT_ID, GW_CONVERSATION_ID, GW_PRIORITY, GW_FIRST (the last staff extension who
-handled the caller, if that phone is free), GW_GROUP and a sanitized CALLERID(name) label.
+handled the caller, if that phone is free), GW_GROUP and a sanitized CALLERID(name) label;
+empty values are not sent (the dialplan sets the defaults before it calls us).
 """
 
 from __future__ import annotations
@@ -127,9 +128,7 @@ class AgiServer:
     async def start(self) -> None:
         """Listen. Raises :class:`ConfigError` naming the keys if the address cannot be bound."""
         try:
-            self._server = await asyncio.start_server(
-                self._accept, self._host, self._port, limit=agi.MAX_LINE_BYTES
-            )
+            self._server = await asyncio.start_server(self._accept, self._host, self._port, limit=agi.MAX_LINE_BYTES)
         except OSError as err:
             raise ConfigError(
                 f"voice.agi_host/voice.agi_port: cannot listen on {self._host}:{self._port}: "
@@ -299,15 +298,11 @@ class InboundRouter:
                     self._settings.lookup_budget_ms,
                 )
                 task.add_done_callback(
-                    functools.partial(
-                        self._late_result, uniqueid=req.uniqueid, number=number, name=name
-                    )
+                    functools.partial(self._late_result, uniqueid=req.uniqueid, number=number, name=name)
                 )
             except Exception:  # a failed lookup must never hold the call
                 log.exception("call %s: caller lookup failed, default routing", req.uniqueid)
-        ctx = self._context(
-            req.uniqueid, number, name, withheld, contact, summary, timed_out=timed_out
-        )
+        ctx = self._context(req.uniqueid, number, name, withheld, contact, summary, timed_out=timed_out)
         if self._on_context is not None:
             self._on_context(ctx)
         await self._apply(session, ctx)
@@ -361,11 +356,11 @@ class InboundRouter:
         if task.cancelled() or task.exception() is not None or self._on_context is None:
             return
         contact, summary = task.result()
-        self._on_context(
-            self._context(uniqueid, number, name, False, contact, summary, timed_out=True)
-        )
+        self._on_context(self._context(uniqueid, number, name, False, contact, summary, timed_out=True))
 
     async def _apply(self, session: AgiSession, ctx: CallerContext) -> None:
+        # Each command is a round trip to Asterisk, so empty values are not sent: the dialplan
+        # sets every GW_* variable to its default before calling us, and empty equals unset.
         s = ctx.summary
         values = [
             ("GW_KNOWN", "1" if ctx.contact_id is not None else "0"),
@@ -377,4 +372,5 @@ class InboundRouter:
             ("CALLERID(name)", ctx.label),
         ]
         for name, value in values:
-            await session.set_variable(name, value)
+            if value or name == "CALLERID(name)":
+                await session.set_variable(name, value)

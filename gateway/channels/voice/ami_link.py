@@ -84,9 +84,7 @@ class _Manager(Manager):  # type: ignore[misc]
             for key in list(proto.responses):
                 action = proto.responses.pop(key)
                 if not action.future.done():
-                    action.future.set_exception(
-                        TransientError(f"AMI link lost ({why}); action outcome unknown")
-                    )
+                    action.future.set_exception(TransientError(f"AMI link lost ({why}); action outcome unknown"))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """Called by the protocol: fail what is waiting and tell the owner, no reconnect timer."""
@@ -158,9 +156,7 @@ class AmiLink:
             await self.stop()
             raise
         except TransientError as err:
-            log.warning(
-                "AMI at %s:%d not reachable yet (%s); will keep trying", self.host, self.port, err
-            )
+            log.warning("AMI at %s:%d not reachable yet (%s); will keep trying", self.host, self.port, err)
 
     async def stop(self) -> None:
         """Close the link and stop reconnecting."""
@@ -199,20 +195,14 @@ class AmiLink:
 
     async def _connect_once(self, state: LinkState, first: asyncio.Future[None]) -> None:
         loop = asyncio.get_running_loop()
-        mgr = _Manager(
-            host=self.host, port=self.port, loop=loop, ping_delay=10**6, reconnect_timeout=10**6
-        )
+        mgr = _Manager(host=self.host, port=self.port, loop=loop, ping_delay=10**6, reconnect_timeout=10**6)
         mgr.register_event("*", self._dispatch)
         try:
             try:
                 async with asyncio.timeout(self._connect_timeout):
-                    transport, protocol = await loop.create_connection(
-                        AMIProtocol, self.host, self.port
-                    )
+                    transport, protocol = await loop.create_connection(AMIProtocol, self.host, self.port)
             except (OSError, TimeoutError) as err:
-                raise TransientError(
-                    f"cannot connect to AMI at {self.host}:{self.port}: {err}"
-                ) from err
+                raise TransientError(f"cannot connect to AMI at {self.host}:{self.port}: {err}") from err
             done: asyncio.Future[tuple[Any, Any]] = loop.create_future()
             done.set_result((transport, protocol))
             mgr.connection_made(done)
@@ -265,9 +255,7 @@ class AmiLink:
                 async with asyncio.timeout(self.ping_timeout):
                     resp = await mgr.send_action({"Action": "Ping"})
             except TimeoutError as err:
-                raise TransientError(
-                    f"AMI half-open: no reply to Ping within {self.ping_timeout} s"
-                ) from err
+                raise TransientError(f"AMI half-open: no reply to Ping within {self.ping_timeout} s") from err
             if not resp.success:
                 raise TransientError(f"AMI Ping refused: {resp.get('Message', '')}")
 
@@ -309,9 +297,7 @@ class AmiLink:
             async with asyncio.timeout(timeout):
                 return await mgr.send_action(action, as_list=as_list)
         except TimeoutError as err:
-            raise TransientError(
-                f"no reply to AMI {fields.get('Action', '?')} within {timeout} s"
-            ) from err
+            raise TransientError(f"no reply to AMI {fields.get('Action', '?')} within {timeout} s") from err
 
     async def core_show_channels(self, timeout: float = 10.0) -> list[AmiEventDict]:  # noqa: ASYNC109
         """The active channels, as CoreShowChannel event dicts (may be empty)."""

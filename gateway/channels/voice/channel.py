@@ -285,9 +285,7 @@ class VoiceChannel:
             elif isinstance(fx, Ended):
                 rec = fx.call
                 assert rec.outcome is not None
-                self.bus.publish(
-                    CallEnded(rec.call_id, rec.caller, self._conversation_of(rec), rec.outcome, rec)
-                )
+                self.bus.publish(CallEnded(rec.call_id, rec.caller, self._conversation_of(rec), rec.outcome, rec))
             self._queue.put_nowait(fx)
 
     def _conversation_of(self, rec: CallRecord) -> int | None:
@@ -304,9 +302,7 @@ class VoiceChannel:
             return  # the worker resolves the conversation first, then publishes
         self._publish_ringing(fx, conv, ctx.summary if ctx else None)
 
-    def _publish_ringing(
-        self, fx: Ringing, conv: int | None, summary: ConversationSummary | None
-    ) -> None:
+    def _publish_ringing(self, fx: Ringing, conv: int | None, summary: ConversationSummary | None) -> None:
         rec = fx.call
         key = (rec.call_id, fx.extension, fx.at)
         if key in self._rang:
@@ -352,9 +348,7 @@ class VoiceChannel:
 
     # -- click-to-call ---------------------------------------------------------------------------
 
-    async def click_to_call(
-        self, staff_extension: str, customer_number: str, conversation_id: int
-    ) -> str:
+    async def click_to_call(self, staff_extension: str, customer_number: str, conversation_id: int) -> str:
         """Ring ``staff_extension`` first, then dial ``customer_number`` through the trunk.
 
         Returns the call id (the Linkedid the call will carry). The Originate is sent once: if the
@@ -364,14 +358,10 @@ class VoiceChannel:
         if not ext.isalnum() or len(ext) > 32:
             raise ValidationError(f"staff extension {staff_extension!r} is not a valid extension")
         if self.settings.staff and ext not in self.settings.staff:
-            raise ValidationError(
-                f"extension {ext} is not in voice.staff; add it there to allow click-to-call"
-            )
+            raise ValidationError(f"extension {ext} is not in voice.staff; add it there to allow click-to-call")
         number = re.sub(r"[\s().-]", "", customer_number)
         if not _NUMBER_RE.match(number):
-            raise ValidationError(
-                f"customer number {customer_number!r} is not dialable: use digits and an optional +"
-            )
+            raise ValidationError(f"customer number {customer_number!r} is not dialable: use digits and an optional +")
         summary = None
         with contextlib.suppress(Exception):
             summary = await self.service.summary(conversation_id)
@@ -384,9 +374,7 @@ class VoiceChannel:
         )
         label = sanitize_label(label, self.settings.label_max_chars)
         call_id = f"gw-c2c-{uuid.uuid4().hex}"
-        self.tracker.expect_outbound(
-            call_id, customer=number, extension=ext, conversation_id=conversation_id
-        )
+        self.tracker.expect_outbound(call_id, customer=number, extension=ext, conversation_id=conversation_id)
         fields = {
             "Action": "Originate",
             "Channel": f"PJSIP/{ext}",
@@ -476,9 +464,7 @@ class VoiceChannel:
         if isinstance(fx, CallStarted):
             return
         if isinstance(fx, Ringing):
-            got = await self._record(
-                rec, EventKind.CALL_RINGING, "ringing", meta={"extension": fx.extension}, at=fx.at
-            )
+            got = await self._record(rec, EventKind.CALL_RINGING, "ringing", meta={"extension": fx.extension}, at=fx.at)
             if (rec.call_id, fx.extension, fx.at) not in self._rang:
                 conv = got[0] if got else None
                 summary = await self.service.summary(conv) if conv is not None else None
@@ -506,20 +492,14 @@ class VoiceChannel:
                 at=fx.at,
             )
             if got is not None:
-                self.bus.publish(
-                    VoicemailRecorded(rec.call_id, rec.caller, got[0], got[1], fx.path, fx.duration)
-                )
+                self.bus.publish(VoicemailRecorded(rec.call_id, rec.caller, got[0], got[1], fx.path, fx.duration))
             if fx.late:
                 await self._log_call(rec)
             return
         if isinstance(fx, Ended):
             assert rec.outcome is not None
             # An unanswered outbound call is not a customer waiting for us: never call_missed.
-            kind = (
-                EventKind.CALL_ENDED
-                if rec.direction is CallDirection.OUTBOUND
-                else _TERMINAL_KIND[rec.outcome]
-            )
+            kind = EventKind.CALL_ENDED if rec.direction is CallDirection.OUTBOUND else _TERMINAL_KIND[rec.outcome]
             got = await self._record(
                 rec,
                 kind,

@@ -72,9 +72,7 @@ def context_label(
     if withheld:
         return WITHHELD_LABEL[:max_chars]
     if summary is not None:
-        who = short_name(sanitize_label(summary.display_name or "", 64)) or sanitize_label(
-            caller_name, 64
-        )
+        who = short_name(sanitize_label(summary.display_name or "", 64)) or sanitize_label(caller_name, 64)
         about = sanitize_label(summary.intent or summary.next_step or "", 64)
         label = who or sanitize_label(caller_number, 32)
         if about:

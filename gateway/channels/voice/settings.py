@@ -22,22 +22,14 @@ class VoiceSettings:
     ami_host: str = field(default="127.0.0.1", metadata={"doc": "Asterisk AMI host (loopback)."})
     ami_port: int = field(default=5038, metadata={"doc": "Asterisk AMI TCP port (manager.conf)."})
     ami_username: str = field(default="gateway", metadata={"doc": "AMI user (manager.conf)."})
-    ami_secret: Secret = field(
-        default=Secret(""), metadata={"doc": "AMI secret of that user (manager.conf `secret`)."}
-    )
-    ami_ping_interval: float = field(
-        default=10.0, metadata={"doc": "Seconds between checked AMI keep-alive pings."}
-    )
+    ami_secret: Secret = field(default=Secret(""), metadata={"doc": "AMI secret of that user (manager.conf `secret`)."})
+    ami_ping_interval: float = field(default=10.0, metadata={"doc": "Seconds between checked AMI keep-alive pings."})
     ami_ping_timeout: float = field(
         default=10.0, metadata={"doc": "Seconds without a Pong before the link is half-open."}
     )
-    agi_host: str = field(
-        default="127.0.0.1", metadata={"doc": "FastAGI listen address (keep it on loopback)."}
-    )
+    agi_host: str = field(default="127.0.0.1", metadata={"doc": "FastAGI listen address (keep it on loopback)."})
     agi_port: int = field(default=4573, metadata={"doc": "FastAGI port (dialplan AGI_ADDR)."})
-    agi_header_timeout: float = field(
-        default=5.0, metadata={"doc": "Seconds a FastAGI client has to send its header."}
-    )
+    agi_header_timeout: float = field(default=5.0, metadata={"doc": "Seconds a FastAGI client has to send its header."})
     agi_reply_timeout: float = field(
         default=5.0, metadata={"doc": "Seconds to wait for Asterisk's reply to one AGI command."}
     )
@@ -54,38 +46,26 @@ class VoiceSettings:
     staff_group: str = field(
         default="", metadata={"doc": "Dial string of the ring group (empty: the dialplan default)."}
     )
-    abandon_seconds: float = field(
-        default=5.0, metadata={"doc": "Unanswered calls shorter than this are abandoned."}
-    )
-    label_max_chars: int = field(
-        default=32, metadata={"doc": "Longest label put into CALLERID(name)."}
-    )
+    abandon_seconds: float = field(default=5.0, metadata={"doc": "Unanswered calls shorter than this are abandoned."})
+    label_max_chars: int = field(default=32, metadata={"doc": "Longest label put into CALLERID(name)."})
     click_to_call_context: str = field(
         default="gw-click-to-call", metadata={"doc": "Context click-to-call originates into."}
     )
-    click_to_call_ring_s: int = field(
-        default=30, metadata={"doc": "Seconds the staff phone rings on click-to-call."}
-    )
+    click_to_call_ring_s: int = field(default=30, metadata={"doc": "Seconds the staff phone rings on click-to-call."})
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the key and the fix if a value cannot work."""
         for ext, user in self.staff.items():
             if not _EXT_RE.match(ext):
-                raise ConfigError(
-                    f"voice.staff: extension {ext!r} must be 1-32 letters, digits, '_' or '-'"
-                )
+                raise ConfigError(f"voice.staff: extension {ext!r} must be 1-32 letters, digits, '_' or '-'")
             if not _USER_RE.match(user):
                 raise ConfigError(f"voice.staff: username {user!r} for {ext} is not valid")
         if self.staff_group and not _GROUP_RE.match(self.staff_group):
-            raise ConfigError(
-                f"voice.staff_group = {self.staff_group!r}: use PJSIP/<ext>&PJSIP/<ext>..."
-            )
+            raise ConfigError(f"voice.staff_group = {self.staff_group!r}: use PJSIP/<ext>&PJSIP/<ext>...")
         if not _CONTEXT_RE.match(self.click_to_call_context):
             raise ConfigError("voice.click_to_call_context: letters, digits, '_' and '-' only")
         if self.lookup_budget_ms <= 0 or self.lookup_budget_ms > 190:
-            raise ConfigError(
-                "voice.lookup_budget_ms must be 1..190 so a call is answered within 200 ms"
-            )
+            raise ConfigError("voice.lookup_budget_ms must be 1..190 so a call is answered within 200 ms")
         if not 1 <= self.label_max_chars <= 80:
             raise ConfigError("voice.label_max_chars must be between 1 and 80")
         if self.ami_ping_interval + self.ami_ping_timeout > 30:

@@ -169,9 +169,7 @@ class CallTracker:
 
     def busy_extensions(self) -> frozenset[str]:
         """Staff extensions that have a channel right now (ringing or talking)."""
-        return frozenset(
-            c.endpoint for c in self._chans.values() if c.endpoint and self.is_extension(c.endpoint)
-        )
+        return frozenset(c.endpoint for c in self._chans.values() if c.endpoint and self.is_extension(c.endpoint))
 
     def active_calls(self) -> list[CallRecord]:
         """Snapshots of the calls in progress."""
@@ -191,9 +189,7 @@ class CallTracker:
 
     # -- commands --------------------------------------------------------------------------------
 
-    def expect_outbound(
-        self, call_id: str, *, customer: str, extension: str, conversation_id: int | None
-    ) -> None:
+    def expect_outbound(self, call_id: str, *, customer: str, extension: str, conversation_id: int | None) -> None:
         """Announce an Originate whose first channel will carry Uniqueid ``call_id``."""
         self._expected[call_id] = _Expected(customer, extension, conversation_id)
         while len(self._expected) > 1000:  # Originates that never produced a channel
@@ -331,12 +327,8 @@ class CallTracker:
         if call is None:
             return out
         state = event.get("ChannelStateDesc", "")
-        if (
-            state == "Ringing" and self.is_extension(ch.endpoint) and ch.uniqueid != ch.linkedid
-        ) or (
-            state == "Ringing"
-            and call.rec.direction is CallDirection.OUTBOUND
-            and ch.endpoint == call.staff_extension
+        if (state == "Ringing" and self.is_extension(ch.endpoint) and ch.uniqueid != ch.linkedid) or (
+            state == "Ringing" and call.rec.direction is CallDirection.OUTBOUND and ch.endpoint == call.staff_extension
         ):
             out += self._ring(call, ch, ts)
         return out
@@ -399,11 +391,7 @@ class CallTracker:
                 call.rec = replace(call.rec, answered_by=endpoint, answered_at=ts)
                 return [Answered(call.rec, endpoint, ts)]
             return []
-        if (
-            call.rec.direction is CallDirection.OUTBOUND
-            and not is_ext
-            and call.rec.answered_at is None
-        ):
+        if call.rec.direction is CallDirection.OUTBOUND and not is_ext and call.rec.answered_at is None:
             ext = call.staff_extension or ""
             call.rec = replace(call.rec, answered_by=ext or None, answered_at=ts)
             return [Answered(call.rec, ext, ts)]
@@ -508,9 +496,7 @@ class CallTracker:
         call = self._calls.get(linked)
         if call is None:
             return self._bad(event, "OrigTransfererLinkedid")
-        target = endpoint_of(event.get("SecondTransfererChannel", "")) or event.get(
-            "TransferTargetChannel", ""
-        )
+        target = endpoint_of(event.get("SecondTransfererChannel", "")) or event.get("TransferTargetChannel", "")
         t = Transfer(
             at=ts,
             kind="attended",

@@ -60,9 +60,7 @@ class Recorder:
                 if self.on and isinstance(pkt, AmiEvent):
                     fields = {"Event": pkt.name, "Timestamp": f"{now:.6f}"}
                     fields.update({k: v for k, v in pkt.fields.items() if k != "Event"})
-                    self.packets.append(
-                        "".join(f"{k}: {v}\r\n" for k, v in fields.items()).encode() + b"\r\n"
-                    )
+                    self.packets.append("".join(f"{k}: {v}\r\n" for k, v in fields.items()).encode() + b"\r\n")
 
 
 class Known:
@@ -100,9 +98,7 @@ async def main() -> None:
     work = Path("/tmp/gateway-record")  # noqa: S108 - scratch space of a manual tool
     wav = await asyncio.to_thread(_tone, work)
 
-    async def scenario(
-        name: str, expected: str, modes: dict[str, str], call: Callable[[], Awaitable[object]]
-    ) -> None:
+    async def scenario(name: str, expected: str, modes: dict[str, str], call: Callable[[], Awaitable[object]]) -> None:
         phones = [Phone(ext, mode, work) for ext, mode in modes.items()]
         for p in phones:
             await p.start()

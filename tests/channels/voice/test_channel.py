@@ -105,9 +105,7 @@ async def test_unknown_caller_ring_group_answered(env: Env) -> None:
 
 async def test_known_caller_rings_with_summary_without_waiting_for_the_store(env: Env) -> None:
     res = await env.service.ingest(
-        Inbound(
-            Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, "+15551234567", "sms-1", "roof?"
-        )
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, "+15551234567", "sms-1", "roof?")
     )
     await env.service.update_conversation(res.conversation_id, intent="roof estimate")
     summary = await env.service.summary(res.conversation_id)

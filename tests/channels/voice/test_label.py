@@ -73,10 +73,7 @@ def test_transliteration_and_cuts() -> None:
     assert sanitize_label("José Müller") == "Jose Muller"
     assert sanitize_label("Łukasz straße") == "Lukasz strasse"
     assert sanitize_label("김민준") == ""
-    assert (
-        sanitize_label("Maria Rodriguez - roof estimate and gutters", 24)
-        == "Maria Rodriguez - roof"
-    )
+    assert sanitize_label("Maria Rodriguez - roof estimate and gutters", 24) == "Maria Rodriguez - roof"
     assert sanitize_label("Supercalifragilisticexpialidocious", 10) == "Supercalif"
     assert sanitize_label('Maria "M" R;') == "Maria M R"
 
@@ -95,15 +92,9 @@ def test_context_label_known_unknown_withheld() -> None:
     assert context_label(summary(display_name=None), **kw) == "+15551234567 - roof estimate"
     assert context_label(summary(display_name="김민준", intent="예약"), **kw) == "+15551234567"
     assert context_label(None, **kw) == "+15551234567"
-    assert (
-        context_label(None, caller_number="5551234", caller_name="ACME; Inc", withheld=False)
-        == "ACME Inc"
-    )
+    assert context_label(None, caller_number="5551234", caller_name="ACME; Inc", withheld=False) == "ACME Inc"
     assert context_label(None, caller_number="", caller_name="", withheld=False) == "Unknown caller"
-    assert (
-        context_label(None, caller_number="anonymous", caller_name="x", withheld=True)
-        == "Withheld number"
-    )
+    assert context_label(None, caller_number="anonymous", caller_name="x", withheld=True) == "Withheld number"
     long = summary(display_name="A" * 500, intent="B" * 500)
     assert len(context_label(long, **kw, max_chars=20)) <= 20
 

@@ -60,9 +60,7 @@ def _pbx(cmd: str) -> subprocess.CompletedProcess[str]:
 def pbx(realpbx: harness.PbxSettings) -> dict[str, str]:  # noqa: F811 - fixture parameter
     """The running test Asterisk's resolved settings (started by the shared harness)."""
     if shutil.which("sipp") is None:
-        pytest.fail(
-            "sipp is not installed (Debian package sip-tester); the test command installs it"
-        )
+        pytest.fail("sipp is not installed (Debian package sip-tester); the test command installs it")
     return dict(realpbx.values)
 
 
@@ -88,9 +86,7 @@ class Rig:
                     return ev
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(
-                    f"no matching bus event; saw {[type(e).__name__ for e in self.events]}"
-                )
+                raise AssertionError(f"no matching bus event; saw {[type(e).__name__ for e in self.events]}")
             try:
                 async with asyncio.timeout(min(remaining, 0.5)):
                     self.events.append(await self.sub.get())
@@ -241,13 +237,9 @@ def _speech(work: Path) -> Path:
     return wav
 
 
-async def test_call_to_voicemail(
-    rig: Rig, phones: Callable[..., object], pbx: dict[str, str]
-) -> None:
+async def test_call_to_voicemail(rig: Rig, phones: Callable[..., object], pbx: dict[str, str]) -> None:
     await phones(x201="busy", x202="busy", x203="busy")  # type: ignore[operator]
-    result = await place_call(
-        rig.work, number="+15551230004", hold_ms=4500, rtp_wav=_speech(rig.work)
-    )
+    result = await place_call(rig.work, number="+15551230004", hold_ms=4500, rtp_wav=_speech(rig.work))
     assert result.returncode == 0, result.stderr
     vm = await rig.wait_for(lambda e: isinstance(e, VoicemailRecorded), 30)
     assert isinstance(vm, VoicemailRecorded)
@@ -263,15 +255,11 @@ async def test_call_to_voicemail(
     assert ev.meta["path"] == vm.path
 
 
-async def test_phone_shows_context_label_and_sticky_routing(
-    rig: Rig, phones: Callable[..., object]
-) -> None:
+async def test_phone_shows_context_label_and_sticky_routing(rig: Rig, phones: Callable[..., object]) -> None:
     number = "+15551230005"
     conv = await rig.known(number, "Maria Rodriguez", "roof estimate")
     # Carol (203) handled Maria last.
-    await rig.service.append_event(
-        conv, EventKind.CALL_ANSWERED, Channel.VOICE, meta={"extension": "203"}
-    )
+    await rig.service.append_event(conv, EventKind.CALL_ANSWERED, Channel.VOICE, meta={"extension": "203"})
     ph = await phones(x201="ring", x202="ring", x203="answer")  # type: ignore[operator]
     result = await place_call(rig.work, number=number, name='Evil"; name', hold_ms=1500)
     assert result.returncode == 0, result.stderr
@@ -290,9 +278,7 @@ async def test_phone_shows_context_label_and_sticky_routing(
     assert ph["201"].invites() == 0  # type: ignore[index]
 
 
-async def test_click_to_call_lands_in_the_conversation(
-    rig: Rig, phones: Callable[..., object]
-) -> None:
+async def test_click_to_call_lands_in_the_conversation(rig: Rig, phones: Callable[..., object]) -> None:
     conv = await rig.known("+15557654321", "Bob Customer", "gutter repair")
     await phones(x201="answer", x299="answer_bye")  # type: ignore[operator]
     call_id = await rig.vc.click_to_call("201", "+15557654321", conv)

@@ -36,9 +36,7 @@ def chan(name: str, uid: str, linked: str, **kw: str) -> dict[str, str]:
     return {"Channel": name, "Uniqueid": uid, "Linkedid": linked, **kw}
 
 
-def trunk_call(
-    t0: float, caller: str = "+15551234567", name: str = "Maria"
-) -> list[dict[str, str]]:
+def trunk_call(t0: float, caller: str = "+15551234567", name: str = "Maria") -> list[dict[str, str]]:
     return [
         {
             "Event": "Newchannel",

@@ -262,9 +262,7 @@ class Phone:
         if self.mode == "answer":
             xml = _UAS_HEAD + _UAS_ANSWER.format(answer_after_ms=self.answer_after_ms)
         elif self.mode == "answer_bye":
-            xml = _UAS_HEAD + _UAS_ANSWER_BYE.format(
-                answer_after_ms=self.answer_after_ms, hold_ms=self.hold_ms
-            )
+            xml = _UAS_HEAD + _UAS_ANSWER_BYE.format(answer_after_ms=self.answer_after_ms, hold_ms=self.hold_ms)
         elif self.mode == "ring":
             xml = _UAS_HEAD + _UAS_RING
         else:
@@ -333,9 +331,7 @@ async def place_call(
     """One call from the trunk address 127.0.0.2 into Asterisk; waits for it to finish."""
     head = _UAC_HEAD.format(name=_xml_text(name), number=_xml_text(number))
     if cancel_ms is not None:
-        body = _UAC_CANCEL.format(
-            cancel_ms=cancel_ms, name=_xml_text(name), number=_xml_text(number)
-        )
+        body = _UAC_CANCEL.format(cancel_ms=cancel_ms, name=_xml_text(name), number=_xml_text(number))
     else:
         rtp = ""
         if rtp_wav is not None:
