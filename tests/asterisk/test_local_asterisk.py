@@ -416,3 +416,54 @@ def test_provision_refuses_a_foreign_root_directory(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "exists and is not ours" in proc.stderr
     assert (root / "precious.txt").read_text() == "not ours"
+
+
+@pytest.mark.asterisk
+async def test_gateway_can_close_the_office(
+    sip: SipHarness, realpbx: PbxSettings, ami_credentials: AmiCredentials, korean_speech_wav: Path
+) -> None:
+    phones = [await sip.phone(ext, "answer") for ext in ("201", "202", "203")]
+    caller = unique_caller()
+    agi = FakeFastAgi({"GW_CLOSED": "1"})
+    probe = AmiProbe(ami_credentials)
+    await probe.connect()
+    try:
+        async with serve_fake_fastagi(agi, *realpbx.agi_addr):
+            result = await sip.place_call(DIALLED, caller, "Late", hold_s=3, rtp_wav=korean_speech_wav)
+        assert result.answered
+        event = await probe.wait_for(
+            lambda m: m.get("UserEvent") == "VoicemailRecorded" and m.get("CallerNumber") == caller,
+            15,
+        )
+    finally:
+        await probe.close()
+    assert event["Reason"] == "closed"
+    for phone in phones:
+        assert phone.invites(caller) == []
+
+
+@pytest.mark.asterisk
+@pytest.mark.parametrize(
+    ("variables", "rung"),
+    [
+        # A valid group from the gateway replaces the default one.
+        ({"GW_GROUP": "PJSIP/203"}, {"203"}),
+        # Anything but PJSIP endpoints joined by & is ignored: the default group rings.
+        ({"GW_GROUP": "Local/5551234@gw-click-to-call"}, {"201", "202", "203"}),
+        ({"GW_GROUP": "PJSIP/201,,tT"}, {"201", "202", "203"}),
+        # GW_FIRST is filtered to an endpoint name; a mangled one matches no device and is skipped.
+        ({"GW_FIRST": "201&Local/1@gw-staff"}, {"201", "202", "203"}),
+    ],
+)
+async def test_routing_variables_from_the_gateway_are_validated(
+    sip: SipHarness, realpbx: PbxSettings, variables: dict[str, str], rung: set[str]
+) -> None:
+    phones = {ext: await sip.phone(ext, "ring") for ext in ("201", "202", "203")}
+    caller = unique_caller()
+    async with serve_fake_fastagi(FakeFastAgi(variables), *realpbx.agi_addr):
+        result = await sip.place_call(DIALLED, caller, "Routing", hold_s=0.5, media_delay_s=0.1, timeout_s=40)
+    assert result.answered  # by the voicemail once the group rang out
+    got = {ext for ext, phone in phones.items() if phone.invites(caller)}
+    assert got == rung
+    for phone in phones.values():
+        assert len(phone.invites(caller)) <= 1  # nobody rang alone first
