@@ -467,3 +467,23 @@ async def test_routing_variables_from_the_gateway_are_validated(
     assert got == rung
     for phone in phones.values():
         assert len(phone.invites(caller)) <= 1  # nobody rang alone first
+
+
+def test_host_asterisk_is_used_when_installed(tmp_path: Path) -> None:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    fake = fake_bin / "asterisk"
+    fake.write_text("#!/bin/sh\necho 'Asterisk 22.0.0'\n")
+    fake.chmod(0o755)
+    proc = _script(
+        "env",
+        env={
+            "PATH": f"{fake_bin}:{os.environ['PATH']}",
+            "GATEWAY_ASTERISK_STATE": str(tmp_path / "state"),
+        },
+    )
+    assert proc.returncode == 0, proc.stderr
+    values = dict(line.split("=", 1) for line in proc.stdout.splitlines())
+    assert values["MODE"] == "host"
+    assert values["HOST_CONF_DIR"] == "/etc/gateway-asterisk"
+    assert values["HOST_RECORDINGS_DIR"] == "/var/spool/gateway-test/recordings"
