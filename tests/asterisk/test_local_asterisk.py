@@ -25,8 +25,6 @@ from tests.realpbx.harness import (
     unique_caller,
 )
 
-pytest_plugins = ["tests.realpbx.fixtures"]
-
 LABEL = "Maria R - roof estimate"
 DIALLED = "5550100"
 
