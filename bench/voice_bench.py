@@ -154,9 +154,9 @@ async def bench_replay(repeat: int) -> None:
         host="127.0.0.1",
         port=port,
         username="x",
-        secret="y",  # noqa: S106 - the local replay server accepts any
+        secret="y",
         on_event=on_event,
-        on_connected=vc._resync,
+        on_connected=vc.resync,
     )
     vc.ami = link
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -170,7 +170,7 @@ async def bench_replay(repeat: int) -> None:
     per_cpu = n_events / cpu
     print(
         f"(b) AMI replay: {n_events} events ({len(data) / 1e6:.1f} MB) from {repeat} x "
-        f"the recorded session(s), {len(vc.tracker._recent)} calls kept"
+        f"the recorded session(s), {vc.tracker.recent_count} calls kept"
     )
     print(
         f"    wall {wall:.2f} s -> {n_events / wall:,.0f} events/s at full speed; "
@@ -247,7 +247,7 @@ async def bench_agi(n_events: int, sessions: int, db: Path | None) -> None:
     known = 0
     for n in range(sessions):
         # 3 in 4 callers are known; S311: a benchmark's sample, not cryptography
-        i = random.randrange(contacts) if n % 4 else contacts + n  # noqa: S311
+        i = random.randrange(contacts) if n % 4 else contacts + n
         number = f"+1555{i:07d}"
         head = (
             "agi_network: yes\nagi_request: agi://127.0.0.1/inbound\n"
@@ -311,7 +311,7 @@ def _invite_times(trace: Path) -> list[float]:
     return times
 
 
-async def bench_ring(calls: int) -> None:  # noqa: PLR0915 - one linear script
+async def bench_ring(calls: int) -> None:
     env = _env(ROOT / "tests" / "realpbx" / "test.env")
     secret = env.get("AMI_SECRET", "")
     sipp = shutil.which("sipp")
@@ -358,7 +358,7 @@ async def bench_ring(calls: int) -> None:  # noqa: PLR0915 - one linear script
             first_event[link] = time.time()
         orig(ev)
 
-    vc.ami._on_event = timed
+    vc.ami._on_event = timed  # noqa: SLF001 - benchmark instrumentation
     agi_ms: dict[str, float] = {}
     route = vc.router
 
@@ -367,7 +367,7 @@ async def bench_ring(calls: int) -> None:  # noqa: PLR0915 - one linear script
         await route(session)
         agi_ms[session.request.uniqueid] = (time.perf_counter() - t0) * 1000
 
-    vc.agi._handlers["inbound"] = timed_route
+    vc.agi._handlers["inbound"] = timed_route  # noqa: SLF001 - benchmark instrumentation
     await vc.start()
     uas = []
     for ext in ("201", "202", "203"):

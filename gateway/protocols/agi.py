@@ -37,9 +37,7 @@ MAX_HEADER_LINES: Final = 200
 MAX_COMMAND_BYTES: Final = 2000
 
 _HEADER_RE: Final = re.compile(r"^(agi_[A-Za-z0-9_]+): ?(.*)$")
-_RESULT_RE: Final = re.compile(
-    r"^200 result=(?P<result>-?\d*)(?: \((?P<data>.*)\))?(?: endpos=(?P<endpos>-?\d+))?\s*$"
-)
+_RESULT_RE: Final = re.compile(r"^200 result=(?P<result>-?\d*)(?: \((?P<data>.*)\))?(?: endpos=(?P<endpos>-?\d+))?\s*$")
 _VARNAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\([A-Za-z0-9_,/-]*\))?$")
 _APPNAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -194,20 +192,14 @@ class AgiParser:
                 if self._in_headers:
                     limit = min(limit, self._max_header - self._header_bytes)
                 if len(self._buf) > limit:
-                    raise ProtocolError(
-                        f"AGI line longer than {limit} bytes without a newline; closing the session"
-                    )
+                    raise ProtocolError(f"AGI line longer than {limit} bytes without a newline; closing the session")
                 return events
             raw = bytes(self._buf[: nl + 1])
             del self._buf[: nl + 1]
             if len(raw) > self._max_line:
                 raise ProtocolError(f"AGI line of {len(raw)} bytes exceeds {self._max_line}")
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            ev: AgiEvent | None
-            if self._in_headers:
-                ev = self._header_line(line, len(raw))
-            else:
-                ev = self._response_line(line)
+            ev: AgiEvent | None = self._header_line(line, len(raw)) if self._in_headers else self._response_line(line)
             if ev is not None:
                 events.append(ev)
 
@@ -225,13 +217,11 @@ class AgiParser:
             raise ProtocolError(f"AGI header block has more than {self._max_lines} lines")
         m = _HEADER_RE.match(line)
         if m is None:
-            raise ProtocolError(
-                f"malformed AGI header line {line[:80]!r} (expected 'agi_name: value')"
-            )
+            raise ProtocolError(f"malformed AGI header line {line[:80]!r} (expected 'agi_name: value')")
         self._headers[m.group(1)[4:].lower()] = m.group(2)
         return None
 
-    def _response_line(self, line: str) -> AgiResult | AgiHangup | None:  # noqa: PLR0911
+    def _response_line(self, line: str) -> AgiResult | AgiHangup | None:
         if self._usage is not None:
             if line.startswith("520 "):
                 usage = tuple(self._usage)
@@ -299,27 +289,21 @@ def quote_arg(value: str) -> str:
     """
     bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
     if bad is not None:
-        raise ValidationError(
-            f"AGI argument contains control character {bad!r}; sanitize the value before sending"
-        )
+        raise ValidationError(f"AGI argument contains control character {bad!r}; sanitize the value before sending")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _command(text: str) -> bytes:
     data = (text + "\n").encode("utf-8")
     if len(data) > MAX_COMMAND_BYTES:
-        raise ValidationError(
-            f"AGI command of {len(data)} bytes exceeds {MAX_COMMAND_BYTES}; shorten the value"
-        )
+        raise ValidationError(f"AGI command of {len(data)} bytes exceeds {MAX_COMMAND_BYTES}; shorten the value")
     return data
 
 
 def set_variable(name: str, value: str) -> bytes:
     """``SET VARIABLE name "value"``: ``name`` may be a function like ``CALLERID(name)``."""
     if not _VARNAME_RE.match(name):
-        raise ValidationError(
-            f"invalid channel variable name {name!r}: use letters, digits, _ and FUNC(arg)"
-        )
+        raise ValidationError(f"invalid channel variable name {name!r}: use letters, digits, _ and FUNC(arg)")
     return _command(f"SET VARIABLE {name} {quote_arg(value)}")
 
 

@@ -72,9 +72,7 @@ def get_call(conn: sqlite3.Connection, call_id: str) -> CallRecord | None:
     return _row(row) if row else None
 
 
-def calls_of_conversation(
-    conn: sqlite3.Connection, conversation_id: int, limit: int = 50
-) -> list[CallRecord]:
+def calls_of_conversation(conn: sqlite3.Connection, conversation_id: int, limit: int = 50) -> list[CallRecord]:
     """The latest calls of one conversation, newest first."""
     rows = conn.execute(
         f"SELECT {_COLS} FROM calls WHERE conversation_id = ? ORDER BY started_at DESC LIMIT ?",
@@ -96,9 +94,7 @@ def bind_extensions(conn: sqlite3.Connection, staff: Mapping[str, str], now: flo
         tuple(wanted),
     )
     for user, ext in wanted.items():
-        conn.execute(
-            "UPDATE staff SET extension = NULL WHERE extension = ? AND username <> ?", (ext, user)
-        )
+        conn.execute("UPDATE staff SET extension = NULL WHERE extension = ? AND username <> ?", (ext, user))
         conn.execute(
             "INSERT INTO staff(username, display_name, extension, role, created_at)"
             " VALUES (?, ?, ?, 'staff', ?)"

@@ -83,9 +83,7 @@ def test_request_parsed() -> None:
 def test_session_whole_and_split_at_every_byte() -> None:
     whole = AgiParser().feed(SESSION)
     assert [type(e) for e in whole] == [AgiRequest, AgiResult, AgiResult, AgiHangup, AgiResult]
-    assert whole[2] == AgiResult(
-        code=200, result="1", data="hello world", line="200 result=1 (hello world)"
-    )
+    assert whole[2] == AgiResult(code=200, result="1", data="hello world", line="200 result=1 (hello world)")
     last = whole[4]
     assert isinstance(last, AgiResult)
     assert last.endpos == 1234
@@ -199,10 +197,7 @@ def test_control_characters_refused(bad: str) -> None:
 
 def test_builders() -> None:
     assert set_variable("GW_KNOWN", "1") == b'SET VARIABLE GW_KNOWN "1"\n'
-    assert (
-        set_variable("CALLERID(name)", "Maria R - roof")
-        == b'SET VARIABLE CALLERID(name) "Maria R - roof"\n'
-    )
+    assert set_variable("CALLERID(name)", "Maria R - roof") == b'SET VARIABLE CALLERID(name) "Maria R - roof"\n'
     assert get_variable("DEVICE_STATE(PJSIP/201)") == b"GET VARIABLE DEVICE_STATE(PJSIP/201)\n"
     assert exec_app("Verbose", "hi, there") == b'EXEC Verbose "hi, there"\n'
     assert exec_app("Answer") == b"EXEC Answer\n"

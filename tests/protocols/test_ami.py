@@ -110,9 +110,7 @@ def test_encode_action() -> None:
     assert encode_action("Ping", action_id="p1") == b"Action: Ping\r\nActionID: p1\r\n\r\n"
     raw = encode_action("Originate", [("Variable", "A=1"), ("Variable", "B=2")])
     assert raw.count(b"Variable:") == 2
-    (resp,) = AmiParser(expect_banner=False).feed(
-        raw.replace(b"Action: Originate", b"Response: Success")
-    )
+    (resp,) = AmiParser(expect_banner=False).feed(raw.replace(b"Action: Originate", b"Response: Success"))
     assert isinstance(resp, AmiResponse)
     assert resp.fields["Variable"] == "A=1\nB=2"
 

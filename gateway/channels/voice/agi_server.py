@@ -52,12 +52,13 @@ class AgiSession:
         parser: agi.AgiParser,
         *,
         reply_timeout: float,
+        pending: list[agi.AgiEvent] | None = None,
     ) -> None:
         self.request = request
         self._reader = reader
         self._writer = writer
         self._parser = parser
-        self._pending: list[agi.AgiEvent] = []
+        self._pending: list[agi.AgiEvent] = list(pending or ())
         self._timeout = reply_timeout
         self.hung_up = False
 
@@ -180,8 +181,7 @@ class AgiServer:
             if handler is None:
                 log.warning("FastAGI %s: no handler for path %r", peer, request.path[:64])
                 return
-            session = AgiSession(request, reader, writer, parser, reply_timeout=self._reply_timeout)
-            session._pending.extend(rest)
+            session = AgiSession(request, reader, writer, parser, reply_timeout=self._reply_timeout, pending=rest)
             self.served += 1
             await handler(session)
         except ProtocolError as err:
@@ -310,7 +310,7 @@ class InboundRouter:
         self.last_answer_ms = (time.perf_counter() - started) * 1000
         log.debug("call %s: routed in %.1f ms", req.uniqueid, self.last_answer_ms)
 
-    def _context(  # noqa: PLR0917 - one private call site per argument set
+    def _context(
         self,
         uniqueid: str,
         number: str,

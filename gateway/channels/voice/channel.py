@@ -14,7 +14,7 @@ in arrival order. What the tracker reports is handled in two lanes:
   (``CallRinging`` of a caller nobody had looked up yet, ``VoicemailRecorded`` with its event id).
 
 Every timeline event has an external id derived from the call id, so a resync or a replay never
-stores a call twice. After an AMI reconnect ``_resync`` asks Asterisk for its channels
+stores a call twice. After an AMI reconnect ``resync`` asks Asterisk for its channels
 (``CoreShowChannels``) and lets the tracker end the calls that vanished meanwhile.
 """
 
@@ -78,7 +78,7 @@ class ConversationPort(Protocol):
 
     async def ingest(self, item: Inbound) -> IngestResult: ...
 
-    async def append_event(  # noqa: PLR0917 - mirrors ConversationService.append_event
+    async def append_event(
         self,
         conversation_id: int,
         kind: EventKind | str,
@@ -186,7 +186,7 @@ class VoiceChannel:
             username=settings.ami_username,
             secret=settings.ami_secret.reveal(),
             on_event=self.on_ami_event,
-            on_connected=self._resync,
+            on_connected=self.resync,
             ping_interval=settings.ami_ping_interval,
             ping_timeout=settings.ami_ping_timeout,
         )
@@ -324,7 +324,7 @@ class VoiceChannel:
             )
         )
 
-    async def _resync(self) -> None:
+    async def resync(self) -> None:
         """After (re)connecting: confirm live channels, end the ones that vanished."""
         self.tracker.begin_resync()
         try:

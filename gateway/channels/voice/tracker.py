@@ -32,8 +32,9 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 from gateway.domain.calls import CallDirection, CallOutcome, CallRecord, Transfer
 
@@ -138,6 +139,9 @@ class _Expected:
     conversation_id: int | None
 
 
+_Handler = Callable[["CallTracker", Mapping[str, str], float], list[TrackerEffect]]
+
+
 class CallTracker:
     """Feed AMI events (as ``Mapping[str, str]``) in order; read effects back. No I/O."""
 
@@ -179,6 +183,11 @@ class CallTracker:
         """A call in progress or recently ended, by Linkedid."""
         c = self._calls.get(call_id)
         return c.rec if c is not None else self._recent.get(call_id)
+
+    @property
+    def recent_count(self) -> int:
+        """Ended calls still remembered (for late voicemails and replays)."""
+        return len(self._recent)
 
     def call_for_channel(self, uniqueid: str) -> CallRecord | None:
         """The call a channel belongs to (by its Uniqueid)."""
@@ -233,7 +242,7 @@ class CallTracker:
         """Apply one AMI event; return what it caused."""
         self.events_seen += 1
         name = event.get("Event", "")
-        handler = _HANDLERS.get(name)
+        handler = self._HANDLERS.get(name)
         if handler is None:
             return []
         ts = now
@@ -371,7 +380,7 @@ class CallTracker:
             out += self._ring(call, ch, ts)
         return out
 
-    def _on_dialend(self, event: Mapping[str, str], ts: float) -> list[TrackerEffect]:  # noqa: PLR0911
+    def _on_dialend(self, event: Mapping[str, str], ts: float) -> list[TrackerEffect]:
         dest_uid = event.get("DestUniqueid", "")
         status = event.get("DialStatus", "")
         if not dest_uid or not status:
@@ -534,16 +543,15 @@ class CallTracker:
             out.append(Answered(call.rec, ch.endpoint, ts))
         return out
 
-
-_HANDLERS = {
-    "Newchannel": CallTracker._on_newchannel,
-    "Newstate": CallTracker._on_newstate,
-    "DialBegin": CallTracker._on_dialbegin,
-    "DialEnd": CallTracker._on_dialend,
-    "Hangup": CallTracker._on_hangup,
-    "UserEvent": CallTracker._on_userevent,
-    "BlindTransfer": CallTracker._on_blindtransfer,
-    "AttendedTransfer": CallTracker._on_attendedtransfer,
-    "CoreShowChannel": CallTracker._on_coreshowchannel,
-    "OriginateResponse": CallTracker._on_originateresponse,
-}
+    _HANDLERS: ClassVar[dict[str, _Handler]] = {
+        "Newchannel": _on_newchannel,
+        "Newstate": _on_newstate,
+        "DialBegin": _on_dialbegin,
+        "DialEnd": _on_dialend,
+        "Hangup": _on_hangup,
+        "UserEvent": _on_userevent,
+        "BlindTransfer": _on_blindtransfer,
+        "AttendedTransfer": _on_attendedtransfer,
+        "CoreShowChannel": _on_coreshowchannel,
+        "OriginateResponse": _on_originateresponse,
+    }

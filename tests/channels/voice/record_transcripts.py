@@ -32,7 +32,7 @@ from gateway.protocols.ami import AmiEvent, AmiParser, AmiResponse  # noqa: E402
 
 
 def settings() -> dict[str, str]:
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         ["/bin/bash", str(ROOT / "asterisk-config/local-asterisk.sh"), "env"],
         env={"GATEWAY_ASTERISK_ENV": str(ROOT / "tests/realpbx/test.env"), "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, check=True,
@@ -83,7 +83,7 @@ def _tone(work: Path) -> Path:
     work.mkdir(exist_ok=True)
     wav = work / "tone.wav"
     sox = ["/usr/bin/sox", "-n", "-r", "8000", "-c", "1", "-e", "u-law", str(wav)]
-    subprocess.run([*sox, "synth", "3", "sine", "440"], check=True)  # noqa: S603
+    subprocess.run([*sox, "synth", "3", "sine", "440"], check=True)
     return wav
 
 
@@ -95,7 +95,7 @@ async def main() -> None:
     router = InboundRouter(Known(), VoiceSettings())  # type: ignore[arg-type]
     agi = AgiServer({"inbound": router}, host=host, port=int(port))
     await agi.start()
-    work = Path("/tmp/gateway-record")  # noqa: S108 - scratch space of a manual tool
+    work = Path("/tmp/gateway-record")
     wav = await asyncio.to_thread(_tone, work)
 
     async def scenario(name: str, expected: str, modes: dict[str, str], call: Callable[[], Awaitable[object]]) -> None:

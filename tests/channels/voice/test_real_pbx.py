@@ -46,7 +46,7 @@ STAFF = {"201": "alice", "202": "bob", "203": "carol"}
 
 def _pbx(cmd: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GATEWAY_ASTERISK_ENV": str(TEST_ENV)}
-    return subprocess.run(  # noqa: S603 - our own script
+    return subprocess.run(
         ["/bin/bash", str(SCRIPT), cmd],
         env=env,
         capture_output=True,
@@ -77,7 +77,7 @@ class Rig:
     async def wait_for(
         self,
         pred: Callable[[object], bool],
-        timeout: float = 30.0,  # noqa: ASYNC109 - a plain deadline
+        timeout: float = 30.0,
     ) -> object:
         deadline = time.monotonic() + timeout
         while True:
@@ -93,7 +93,7 @@ class Rig:
             except TimeoutError:
                 pass
 
-    async def ended(self, timeout: float = 40.0) -> CallEnded:  # noqa: ASYNC109
+    async def ended(self, timeout: float = 40.0) -> CallEnded:
         ev = await self.wait_for(lambda e: isinstance(e, CallEnded), timeout)
         assert isinstance(ev, CallEnded)
         await self.vc.idle()
@@ -230,7 +230,7 @@ def _speech(work: Path) -> Path:
     sox = shutil.which("sox")
     if sox is None:
         pytest.fail("sox is not installed; the test command installs it")
-    subprocess.run(  # noqa: S603
+    subprocess.run(
         [sox, "-n", "-r", "8000", "-c", "1", "-e", "u-law", str(wav), "synth", "3", "sine", "440"],
         check=True,
     )
@@ -316,7 +316,7 @@ async def test_stalled_agi_client_while_calls_flow(rig: Rig, phones: Callable[..
         w.close()
 
 
-async def _until(cond: Callable[[], bool], timeout: float) -> None:  # noqa: ASYNC109
+async def _until(cond: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -377,7 +377,7 @@ async def test_real_ami_refuses_a_wrong_secret(pbx: dict[str, str]) -> None:
         host="127.0.0.1",
         port=int(pbx["AMI_PORT"]),
         username=pbx["AMI_USER"],
-        secret="not-the-secret",  # noqa: S106
+        secret="not-the-secret",
         on_event=lambda _e: None,
     )
     with pytest.raises(ConfigError, match=r"voice\.ami_secret"):

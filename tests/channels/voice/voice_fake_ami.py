@@ -18,7 +18,7 @@ def raw_packet(pairs: list[tuple[str, str]]) -> bytes:
 class FakeAmi:
     """Accepts logins with ``secret``; answers Ping unless ``mute_pings``; records every action."""
 
-    secret: str = "s3cret"  # noqa: S105 - test-only
+    secret: str = "s3cret"
     mute_pings: bool = False
     answer_originate: bool = True
     drop_on_originate: bool = False
