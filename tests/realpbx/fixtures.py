@@ -1,5 +1,6 @@
-"""Pytest plugin for tests that use the real Asterisk: opt in with ``pytest_plugins =
-["tests.realpbx.fixtures"]`` (or import it from tests/conftest.py).
+"""Fixtures for tests that use the real Asterisk. Use them by importing them into a conftest.py
+(``from tests.realpbx.fixtures import realpbx, sip, ...``, as tests/asterisk/conftest.py does) or by
+naming this module in the root conftest's ``pytest_plugins`` before any test module imports it.
 
 Fixtures:
 

@@ -28,6 +28,7 @@ import time
 import wave
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Literal
 from xml.sax.saxutils import escape
@@ -276,6 +277,8 @@ class SipMessage:
     start_line: str
     headers: tuple[tuple[str, str], ...]
     body: str
+    at: float | None = None
+    """Unix time sipp logged the message at (for latency measurements)."""
 
     def header(self, name: str) -> str | None:
         """First value of header ``name`` (case-insensitive; compact forms are not used by
@@ -309,15 +312,26 @@ class SipMessage:
         return display_name(self.header("From") or "")
 
 
-_TRACE_SPLIT = re.compile(r"^-{20,}.*$", re.MULTILINE)
+_TRACE_SEPARATOR = re.compile(r"^-{20,} *(\S+ \S+)?\s*$", re.MULTILINE)
 _DIRECTION = re.compile(r"message (sent|received)", re.IGNORECASE)
 
 
+def _trace_time(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").astimezone().timestamp()
+    except ValueError:
+        return None
+
+
 def parse_trace(text: str) -> list[SipMessage]:
-    """Parse sipp's ``-message_file`` into messages (in trace order)."""
+    """Parse sipp's ``-message_file`` into messages (in trace order, with sipp's timestamps)."""
     out: list[SipMessage] = []
-    for chunk in _TRACE_SPLIT.split(text):
-        lines = chunk.strip("\n").split("\n")
+    separators = list(_TRACE_SEPARATOR.finditer(text))
+    for index, sep in enumerate(separators):
+        end = separators[index + 1].start() if index + 1 < len(separators) else len(text)
+        lines = text[sep.end() : end].strip("\n").split("\n")
         if not lines or not (m := _DIRECTION.search(lines[0])):
             continue
         body_lines = [ln.rstrip("\r") for ln in lines[1:]]
@@ -333,7 +347,8 @@ def parse_trace(text: str) -> list[SipMessage]:
             headers.append((key.strip(), value.strip()))
             i += 1
         direction: Literal["sent", "received"] = "sent" if m.group(1).lower() == "sent" else "received"
-        out.append(SipMessage(direction, start, tuple(headers), "\n".join(body_lines[i + 1 :])))
+        body = "\n".join(body_lines[i + 1 :])
+        out.append(SipMessage(direction, start, tuple(headers), body, _trace_time(sep.group(1))))
     return out
 
 
