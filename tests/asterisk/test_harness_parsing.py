@@ -46,6 +46,7 @@ def test_trace_is_split_into_messages_with_times() -> None:
     expected = datetime(2026, 11, 25, 3, 2, 33, 533775).astimezone().timestamp()
     assert invite.at == pytest.approx(expected)
     assert ringing.at is not None
+    assert invite.at is not None
     assert ringing.at - invite.at == pytest.approx(0.100225)
 
 
