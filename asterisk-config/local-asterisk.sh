@@ -261,8 +261,8 @@ cmd_start() {
     tmp="$(mktemp -d)"
     render_config "$tmp"
     hash="$(cat "$tmp"/*.conf | sha256sum | cut -c1-16)"
-    # Directories, modules and ports need a restart; the dialplan, PJSIP, AMI users and the rest reload.
-    core="$(cat "$tmp/asterisk.conf" "$tmp/modules.conf" "$tmp/manager.conf" "$tmp/rtp.conf" | sha256sum | cut -c1-16)"
+    # Directories and modules need a restart; the dialplan, PJSIP, AMI, RTP and the rest reload.
+    core="$(cat "$tmp/asterisk.conf" "$tmp/modules.conf" | sha256sum | cut -c1-16)"
     local conf="$PREFIX$CONF_DIR"
     if running_pid >/dev/null; then
         if [[ "$(cat "$STATE/config.hash" 2>/dev/null)" == "$hash" ]] && ami_answers; then
