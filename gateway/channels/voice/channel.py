@@ -375,6 +375,20 @@ class VoiceChannel:
         label = sanitize_label(label, self.settings.label_max_chars)
         call_id = f"gw-c2c-{uuid.uuid4().hex}"
         self.tracker.expect_outbound(call_id, customer=number, extension=ext, conversation_id=conversation_id)
+        # The staff phone's screen-pop shows the same context as for an inbound call.
+        self._on_context(
+            CallerContext(
+                uniqueid=call_id,
+                caller=number,
+                withheld=False,
+                contact_id=summary.contact_id if summary else None,
+                conversation_id=conversation_id,
+                summary=summary,
+                label=label,
+                first="",
+                timed_out=False,
+            )
+        )
         fields = {
             "Action": "Originate",
             "Channel": f"PJSIP/{ext}",

@@ -280,19 +280,24 @@ async def test_phone_shows_context_label_and_sticky_routing(rig: Rig, phones: Ca
 
 async def test_click_to_call_lands_in_the_conversation(rig: Rig, phones: Callable[..., object]) -> None:
     conv = await rig.known("+15557654321", "Bob Customer", "gutter repair")
-    await phones(x201="answer", x299="answer_bye")  # type: ignore[operator]
+    ph = await phones(x201="answer", x299="answer_bye")  # type: ignore[operator]
     call_id = await rig.vc.click_to_call("201", "+15557654321", conv)
     ring = await rig.wait_for(lambda e: isinstance(e, CallRinging), 15)
     assert isinstance(ring, CallRinging)
     assert ring.extension == "201"
     assert ring.call_id == call_id
     assert ring.conversation_id == conv
+    assert ring.summary is not None
+    assert ring.summary.intent == "gutter repair"
     end = await rig.ended()
     assert end.call_id == call_id
     assert end.outcome is CallOutcome.ANSWERED
     assert end.conversation_id == conv
     kinds = await rig.kinds(conv)
     assert {"call_ringing", "call_answered", "call_ended"} <= set(kinds)
+    # The staff phone showed who it is about to call; the customer's phone got the office number.
+    assert ph["201"].display_names()[0] == "Bob C - gutter repair"  # type: ignore[index]
+    assert ph["299"].invites() == 1  # type: ignore[index]
     # Sent once: the link never re-sends an Originate.
     assert rig.vc.ami.connects == 1
 
