@@ -312,7 +312,8 @@ cmd_start() {
     printf '%s\n' "$!" >"$(pid_file)"
     local i
     for ((i = 0; i < 300; i++)); do
-        running_pid >/dev/null || die "asterisk exited during start; see $console and $PREFIX${S[LOG_DIR]}/messages.log"
+        running_pid >/dev/null || die "asterisk exited during start (is a port taken?); last log lines:
+$(tail -n 8 "$console" "$PREFIX${S[LOG_DIR]}/messages.log" 2>/dev/null)"
         if ami_answers; then break; fi
         sleep 0.1
     done

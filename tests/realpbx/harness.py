@@ -144,6 +144,14 @@ def start_pbx() -> tuple[PbxSettings, float]:
     return load_settings(), time.monotonic() - t0
 
 
+def restart_pbx() -> PbxSettings:
+    """Restart the test Asterisk (calls in progress are cut, as in a real restart)."""
+    proc = _script("restart")
+    if proc.returncode != 0:
+        raise HarnessError(f"local-asterisk.sh restart failed: {proc.stderr.strip()[-2000:]}")
+    return load_settings()
+
+
 def stop_pbx() -> None:
     """Stop the test Asterisk and remove its bind mounts."""
     proc = _script("stop", timeout=120)
