@@ -5,6 +5,7 @@ a FastAGI server.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
@@ -487,3 +488,37 @@ def test_host_asterisk_is_used_when_installed(tmp_path: Path) -> None:
     assert values["MODE"] == "host"
     assert values["HOST_CONF_DIR"] == "/etc/gateway-asterisk"
     assert values["HOST_RECORDINGS_DIR"] == "/var/spool/gateway-test/recordings"
+
+
+@pytest.mark.asterisk
+@pytest.mark.slow
+async def test_restart_during_a_call_and_calls_flow_again(sip: SipHarness, ami_credentials: AmiCredentials) -> None:
+    phone = await sip.phone("201", "answer", ring_s=0.2)
+    for ext in ("202", "203"):
+        await sip.phone(ext, "ring")
+    caller = unique_caller()
+    call = asyncio.create_task(sip.place_call(DIALLED, caller, "Cut Off", hold_s=8, timeout_s=30))
+    try:
+        deadline = time.monotonic() + 20
+        while phone.answered_calls(caller) == 0:
+            assert time.monotonic() < deadline, "the call was never answered"
+            await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        await asyncio.to_thread(harness.restart_pbx)
+        restart_s = time.monotonic() - t0
+        cut = await call
+    finally:
+        if not call.done():
+            call.cancel()
+    # The call did not survive: Asterisk hangs up (or forgets) calls when it restarts.
+    assert not cut.ok
+    assert restart_s < 15
+    probe = AmiProbe(ami_credentials)
+    try:
+        assert (await probe.connect())["Response"] == "Success"
+    finally:
+        await probe.close()
+    again = unique_caller()
+    result = await sip.place_call(DIALLED, again, "After Restart", hold_s=0.5)
+    assert result.ok, result.stderr
+    assert phone.answered_calls(again) == 1
