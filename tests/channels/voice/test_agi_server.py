@@ -267,3 +267,25 @@ async def test_max_clients() -> None:
             x.close()
     finally:
         await server.stop()
+
+
+async def test_caller_hangs_up_mid_session(router_server: tuple[AgiServer, FakeLookup, list[CallerContext]]) -> None:
+    server, _, _ = router_server
+    # Asterisk reports the hang-up, then refuses the next command on the dead channel.
+    r, w = await _open(server.port)
+    w.write(header(uid="9.9"))
+    await r.readline()
+    w.write(b"HANGUP\n511 Command Not Permitted on a dead channel or intercept routine\n")
+    await w.drain()
+    assert await asyncio.wait_for(r.read(), 2) == b""  # the server ends the session
+    w.close()
+    # A client that vanishes between commands costs nothing either.
+    r2, w2 = await _open(server.port)
+    w2.write(header(uid="9.8"))
+    await r2.readline()
+    w2.close()
+    await asyncio.sleep(0.1)
+    got, elapsed = await fake_asterisk(server.port, header())
+    assert got["GW_KNOWN"] == "1"
+    assert elapsed < 0.2
+    assert server.active == 0
