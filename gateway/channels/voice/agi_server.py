@@ -184,6 +184,8 @@ class AgiServer:
             session = AgiSession(request, reader, writer, parser, reply_timeout=self._reply_timeout, pending=rest)
             self.served += 1
             await handler(session)
+        except agi.AgiDeadChannelError:
+            log.debug("FastAGI %s: the caller hung up during routing", peer)
         except ProtocolError as err:
             self.refused += 1
             log.info("FastAGI %s: closing: %s", peer, err)
