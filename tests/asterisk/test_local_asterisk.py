@@ -425,7 +425,8 @@ async def test_gateway_can_close_the_office(
 ) -> None:
     phones = [await sip.phone(ext, "answer") for ext in ("201", "202", "203")]
     caller = unique_caller()
-    agi = FakeFastAgi({"GW_CLOSED": "1"})
+    # A contact id with a comma would split the UserEvent's fields: only digits pass.
+    agi = FakeFastAgi({"GW_CLOSED": "1", "GW_CONTACT_ID": "42,Reason: forged"})
     probe = AmiProbe(ami_credentials)
     await probe.connect()
     try:
@@ -439,6 +440,7 @@ async def test_gateway_can_close_the_office(
     finally:
         await probe.close()
     assert event["Reason"] == "closed"
+    assert event["ContactId"] == "42"
     for phone in phones:
         assert phone.invites(caller) == []
 
