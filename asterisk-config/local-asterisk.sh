@@ -174,6 +174,11 @@ cmd_provision() {
     if [[ ! -x "$ROOT/usr/bin/apt-get" ]]; then
         if [[ -e "$ROOT" ]] && [[ -n "$(ls -A "$ROOT" 2>/dev/null)" ]]; then
             [[ -f "$ROOT/.gateway-asterisk-partial" ]] || die "$ROOT exists and is not ours; pick another GATEWAY_ASTERISK_ROOT"
+            unmount_all
+            # Never delete through a bind mount (the recordings directory is on the same file system).
+            if awk -v r="$ROOT/" 'index($2, r) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
+                die "$ROOT still has mounts (see /proc/mounts); run '$0 stop' first"
+            fi
             log "removing the half-built chroot $ROOT"
             rm -rf --one-file-system "$ROOT"
         fi
