@@ -443,3 +443,15 @@ def test_unanswered_click_to_call() -> None:
     assert end.call.direction is CallDirection.OUTBOUND
     assert end.call.answered_at is None
     assert end.call.outcome is CallOutcome.MISSED
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted(TRANSCRIPTS.glob("*.ami")), ids=lambda p: p.name)
+def test_recorded_transcripts_split_at_every_byte(path: Path) -> None:
+    """The parser yields the same packets for every split point, so the tracker sees the same calls."""
+    data = path.read_bytes()
+    whole = AmiParser().feed(data)
+    assert sum(isinstance(p, AmiEvent) for p in whole) > 10
+    for cut in range(len(data) + 1):
+        p = AmiParser()
+        assert p.feed(data[:cut]) + p.feed(data[cut:]) == whole, cut
