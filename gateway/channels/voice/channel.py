@@ -110,6 +110,12 @@ _TERMINAL_KIND = {
 }
 
 
+def _reveal(secret: object) -> str:
+    """The secret's value whether the config gave a Secret or a plain string."""
+    reveal = getattr(secret, "reveal", None)
+    return str(reveal()) if callable(reveal) else str(secret)
+
+
 def _call_meta(rec: CallRecord) -> dict[str, Any]:
     return {
         "call_id": rec.call_id,
@@ -184,7 +190,7 @@ class VoiceChannel:
             host=settings.ami_host,
             port=settings.ami_port,
             username=settings.ami_username,
-            secret=settings.ami_secret.reveal(),
+            secret=_reveal(settings.ami_secret),
             on_event=self.on_ami_event,
             on_connected=self.resync,
             ping_interval=settings.ami_ping_interval,
