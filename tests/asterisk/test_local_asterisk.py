@@ -512,8 +512,9 @@ async def test_restart_during_a_call_and_calls_flow_again(sip: SipHarness, ami_c
     finally:
         if not call.done():
             call.cancel()
-    # The call did not survive: Asterisk hangs up (or forgets) calls when it restarts.
-    assert not cut.ok
+    # The call did not survive: Asterisk hung up on the caller on its way down, well before the hold ended.
+    assert cut.far_end_hung_up
+    assert cut.ended_at - cut.started_at < 8
     assert restart_s < 15
     probe = AmiProbe(ami_credentials)
     try:
@@ -524,3 +525,21 @@ async def test_restart_during_a_call_and_calls_flow_again(sip: SipHarness, ami_c
     result = await sip.place_call(DIALLED, again, "After Restart", hold_s=0.5)
     assert result.ok, result.stderr
     assert phone.answered_calls(again) == 1
+
+
+@pytest.mark.asterisk
+async def test_staff_phone_hanging_up_first(sip: SipHarness) -> None:
+    phone = await sip.phone("201", "answer", ring_s=0.2, hangup_after_s=1.0)
+    for ext in ("202", "203"):
+        await sip.phone(ext, "ring")
+    caller = unique_caller()
+    result = await sip.place_call(DIALLED, caller, "Long Talker", hold_s=20)
+    assert result.ok, result.stderr
+    assert result.answered
+    assert result.far_end_hung_up
+    assert result.ended_at - result.started_at < 10
+    assert phone.answered_calls(caller) == 1
+    phone_bye = [m for m in phone.messages() if m.direction == "sent" and m.method == "BYE"]
+    assert len(phone_bye) == 1
+    ok = [m for m in phone.messages() if m.direction == "received" and m.status == 200]
+    assert any(m.cseq_method == "BYE" for m in ok), "Asterisk accepted the phone's BYE"

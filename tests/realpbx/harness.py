@@ -462,6 +462,11 @@ class CallResult:
         return finals[0] if finals else None
 
     @property
+    def far_end_hung_up(self) -> bool:
+        """The other side (staff phone, voicemail, Asterisk) sent BYE before the caller did."""
+        return any(m.direction == "received" and m.method == "BYE" for m in self.messages)
+
+    @property
     def ok(self) -> bool:
         """sipp ran its scenario to the end."""
         return self.returncode == 0
@@ -653,11 +658,14 @@ async def start_phone(
     port: int | None = None,
     ip: str = PHONE_IP,
     port_wait_s: float = 120,
+    hangup_after_s: float | None = None,
 ) -> StaffPhone:
-    """Start a sipp UAS for staff phone ``extension`` ('answer' after ``ring_s``, 'ring' forever,
-    'busy')."""
+    """Start a sipp UAS for staff phone ``extension``: 'answer' (after ``ring_s``; hangs up itself
+    after ``hangup_after_s`` if given), 'ring' (never answers) or 'busy'."""
     sip_port = port if port is not None else PHONE_PORTS[extension]
-    scenario = _render(f"phone_{behaviour}.xml", workdir, {"RING_MS": str(max(1, int(ring_s * 1000)))})
+    hangup_ms = "0" if hangup_after_s is None else str(max(1, int(hangup_after_s * 1000)))
+    values = {"RING_MS": str(max(1, int(ring_s * 1000))), "HANGUP_MS": hangup_ms}
+    scenario = _render(f"phone_{behaviour}.xml", workdir, values)
     trace = scenario.with_suffix(".trace")
     media_port = free_udp_port(ip, span=4)
     argv = [
@@ -729,16 +737,37 @@ class SipHarness:
             media_delay_s=media_delay_s,
         )
 
-    async def phone(self, extension: str, behaviour: PhoneBehaviour, *, ring_s: float = 0.5) -> StaffPhone:
-        """Start staff phone 201/202/203: 'answer' (after ``ring_s``), 'ring' (never answers) or
-        'busy'."""
-        phone = await start_phone(extension, behaviour, workdir=self.workdir, ring_s=ring_s)
+    async def phone(
+        self,
+        extension: str,
+        behaviour: PhoneBehaviour,
+        *,
+        ring_s: float = 0.5,
+        hangup_after_s: float | None = None,
+    ) -> StaffPhone:
+        """Start staff phone 201/202/203 (see :func:`start_phone`)."""
+        phone = await start_phone(
+            extension, behaviour, workdir=self.workdir, ring_s=ring_s, hangup_after_s=hangup_after_s
+        )
         self.phones.append(phone)
         return phone
 
-    async def customer(self, behaviour: PhoneBehaviour = "answer", *, ring_s: float = 0.5) -> StaffPhone:
+    async def customer(
+        self,
+        behaviour: PhoneBehaviour = "answer",
+        *,
+        ring_s: float = 0.5,
+        hangup_after_s: float | None = None,
+    ) -> StaffPhone:
         """Start the trunk's far end (127.0.0.1:15299): the customer that click-to-call dials."""
-        phone = await start_phone("customer", behaviour, workdir=self.workdir, ring_s=ring_s, port=CLICK_TO_CALL_PORT)
+        phone = await start_phone(
+            "customer",
+            behaviour,
+            workdir=self.workdir,
+            ring_s=ring_s,
+            port=CLICK_TO_CALL_PORT,
+            hangup_after_s=hangup_after_s,
+        )
         self.phones.append(phone)
         return phone
 
