@@ -50,7 +50,7 @@ class EmulatorProcess:
         self.link = workdir / "ttyUSB0"
         self.ctl = workdir / "ttyUSB0.ctl"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -149,8 +149,8 @@ def drain_gammu(n: int, delay: float) -> tuple[float, float] | None:
             encoding="utf-8",
         )
         t0 = time.perf_counter()
-        proc = subprocess.Popen(  # noqa: S603 - the Debian package's binary, fixed arguments
-            ["gammu-smsd", "-c", str(conf)],  # noqa: S607
+        proc = subprocess.Popen(
+            ["gammu-smsd", "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -173,9 +173,7 @@ def drain_gammu(n: int, delay: float) -> tuple[float, float] | None:
         return t_stored, t_empty
 
 
-async def outbound_overhead(
-    count: int, text: str, *, status_reports: bool = True
-) -> tuple[list[float], float, int]:
+async def outbound_overhead(count: int, text: str, *, status_reports: bool = True) -> tuple[list[float], float, int]:
     """Latencies (s) enqueue -> first CMGS byte, CPU seconds used by this process, parts sent."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -245,9 +243,7 @@ def _pct(values: list[float], p: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--messages", type=int, default=500)
-    ap.add_argument(
-        "--delay", type=float, default=0.02, help="emulated modem per-command delay (s)"
-    )
+    ap.add_argument("--delay", type=float, default=0.02, help="emulated modem per-command delay (s)")
     ap.add_argument("--outbound", type=int, default=200)
     ap.add_argument("--skip-gammu", action="store_true")
     args = ap.parse_args()
@@ -256,8 +252,7 @@ def main() -> None:
     print(f"== drain {n} messages from the SIM, modem answers after {delay * 1000:.0f} ms ==")
     stored, empty, ingested = asyncio.run(drain_ours(n, delay))
     print(
-        f"gateway     : stored durably {stored:7.2f} s   SIM empty {empty:7.2f} s   "
-        f"in conversations {ingested:7.2f} s"
+        f"gateway     : stored durably {stored:7.2f} s   SIM empty {empty:7.2f} s   in conversations {ingested:7.2f} s"
     )
     if not args.skip_gammu:
         gammu = drain_gammu(n, delay)
@@ -265,10 +260,7 @@ def main() -> None:
             print("gammu-smsd  : not installed (apt-get install gammu-smsd)")
         else:
             print(f"gammu-smsd  : stored (files) {gammu[0]:7.2f} s   SIM empty {gammu[1]:7.2f} s")
-            print(
-                f"ratio       : gateway/gammu stored {stored / gammu[0]:.2f}   "
-                f"SIM empty {empty / gammu[1]:.2f}"
-            )
+            print(f"ratio       : gateway/gammu stored {stored / gammu[0]:.2f}   SIM empty {empty / gammu[1]:.2f}")
     print(f"== outbound overhead, {args.outbound} messages one at a time, modem idle ==")
     for label, text in (
         ("1 part ", "Your table for two is booked for 7 pm"),

@@ -21,12 +21,8 @@ from gateway.emulator.modem import ModemEmulator
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run until SIGINT/SIGTERM."""
     ap = argparse.ArgumentParser(prog="python -m gateway.emulator", description=__doc__)
-    ap.add_argument(
-        "--profile", default="generic", help="one of: generic, " + ", ".join(available_profiles())
-    )
-    ap.add_argument(
-        "--link", help="symlink to create pointing at the pty (e.g. /tmp/gateway-modem)"
-    )
+    ap.add_argument("--profile", default="generic", help="one of: generic, " + ", ".join(available_profiles()))
+    ap.add_argument("--link", help="symlink to create pointing at the pty (e.g. /tmp/gateway-modem)")
     ap.add_argument("--control", help="Unix socket for scripting (default: LINK.ctl)")
     ap.add_argument("--pin", help="SIM PIN the emulated SIM asks for")
     ap.add_argument("--command-delay", type=float, default=0.0, help="seconds before each answer")

@@ -66,9 +66,7 @@ class ControlServer:
 
         self._server = socketserver.ThreadingUnixStreamServer(str(self.path), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="emulator-control", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="emulator-control", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

@@ -262,9 +262,7 @@ class ModemEmulator:
                 match = [s for s in self.sent if s.reference == reference]
                 recipient = match[-1].recipient if match else "+15550000000"
             now = time.time()
-            rep = pducodec.encode_status_report(
-                reference, recipient, status, timestamp=now - 1, discharge=now
-            )
+            rep = pducodec.encode_status_report(reference, recipient, status, timestamp=now - 1, discharge=now)
             if self.cnmi[3] >= 1:
                 self._emit(f"\r\n+CDS: {rep.tpdu_length}\r\n{rep.hex}\r\n".encode())
 
@@ -307,9 +305,9 @@ class ModemEmulator:
         """Fill every free slot with an old, already-read message (a SIM nobody emptied)."""
         with self._lock:
             for i in range(self._free(storage)):
-                pdu = pducodec.encode_deliver(
-                    "+15550009999", "old message", timestamp=time.time() - 86400 + 60 * i
-                )[0].hex
+                pdu = pducodec.encode_deliver("+15550009999", "old message", timestamp=time.time() - 86400 + 60 * i)[
+                    0
+                ].hex
                 self.slots[storage][self._next_index(storage)] = _Slot(1, pdu)
 
     def set_capacity(self, storage: str, capacity: int) -> None:
@@ -499,7 +497,7 @@ class ModemEmulator:
         else:
             self._emit(f"\r\n+{kind} ERROR: {code}\r\n".encode())
 
-    def _command(self, line: str) -> None:  # noqa: PLR0911, PLR0912, PLR0915 - a modem is a big switch
+    def _command(self, line: str) -> None:  # noqa: PLR0912, PLR0915 - a modem is a big switch
         if not line.upper().startswith("AT"):
             self._error()
             return
@@ -546,9 +544,7 @@ class ModemEmulator:
             if up == "+CIMI":
                 self._info(self.imsi)
             else:
-                label = {"+CCID": "+CCID", "^ICCID?": "^ICCID", "+QCCID": "+QCCID"}.get(
-                    up, "+ICCID"
-                )
+                label = {"+CCID": "+CCID", "^ICCID?": "^ICCID", "+QCCID": "+QCCID"}.get(up, "+ICCID")
                 self._info(f"{label}: {self.iccid}")
             self._final_ok()
             return
@@ -587,9 +583,7 @@ class ModemEmulator:
             self._final_ok()
             return
         if up == "+COPS?":
-            self._info(
-                f'+COPS: 0,0,"{self.operator}",7' if self.registration in (1, 5) else "+COPS: 0"
-            )
+            self._info(f'+COPS: 0,0,"{self.operator}",7' if self.registration in (1, 5) else "+COPS: 0")
             self._final_ok()
             return
         if up.startswith("+COPS="):
@@ -692,9 +686,7 @@ class ModemEmulator:
             slot = storage[index]
             if stat not in (4, slot.stat):
                 continue
-            self._emit(
-                f"\r\n+CMGL: {index},{slot.stat},,{_tpdu_len(slot.pdu)}\r\n{slot.pdu}".encode()
-            )
+            self._emit(f"\r\n+CMGL: {index},{slot.stat},,{_tpdu_len(slot.pdu)}\r\n{slot.pdu}".encode())
             if slot.stat == 0:
                 slot.stat = 1
         self._emit(b"\r\n")
@@ -745,9 +737,7 @@ class ModemEmulator:
             return
         self._mr = (self._mr + 1) & 0xFF
         mr = self._mr
-        sent = SentMessage(
-            mr, msg.recipient, msg.text, body, msg.concat, msg.status_report, time.time()
-        )
+        sent = SentMessage(mr, msg.recipient, msg.text, body, msg.concat, msg.status_report, time.time())
 
         def done() -> None:
             self.sent.append(sent)

@@ -155,7 +155,7 @@ class ATParser:
             events.append(self._awaiting_pdu)
             self._awaiting_pdu = None
 
-    def _line(  # noqa: PLR0911, PLR0912 - one branch per class of line reads like the spec
+    def _line(  # noqa: PLR0912 - one branch per class of line reads like the spec
         self, raw: bytes, events: list[ATEvent]
     ) -> None:
         text = raw.decode("ascii", errors="replace").strip()
@@ -200,9 +200,7 @@ class ATParser:
         if text.startswith("+"):
             name, sep, args = text.partition(":")
             name = name.strip().upper()
-            if sep and (
-                name in _URC_ALWAYS or (name in _URC_UNLESS_EXPECTED and name != self._expected)
-            ):
+            if sep and (name in _URC_ALWAYS or (name in _URC_UNLESS_EXPECTED and name != self._expected)):
                 urc = Unsolicited(name, args.strip())
                 if name in _URC_WITH_PDU:
                     self._awaiting_pdu = urc

@@ -1,7 +1,7 @@
 """SMS PDU codec (3GPP TS 23.040 / 23.038): SMS-DELIVER, SMS-SUBMIT and SMS-STATUS-REPORT.
 
 We reuse the parts of ``gsmmodem.pdu`` that are right (the GSM 7-bit default alphabet table,
-semi-octet number coding, the relative validity period table) and replace what is wrong there:
+semi-octet number coding) and replace what is wrong there:
 
 * characters outside the BMP (emoji) raise ``ValueError`` in its UCS-2 encoder; here they become
   UTF-16 surrogate pairs, and a pair is never split across two parts of a concatenated message;
@@ -333,8 +333,7 @@ class _Reader:
     def take(self, n: int, what: str) -> bytes:
         if self.pos + n > len(self.data):
             raise PduDecodeError(
-                f"PDU ends inside its {what}: needs {n} octets at {self.pos}, "
-                f"has {len(self.data) - self.pos}"
+                f"PDU ends inside its {what}: needs {n} octets at {self.pos}, has {len(self.data) - self.pos}"
             )
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
@@ -382,9 +381,7 @@ def _read_timestamp(r: _Reader) -> float | None:
         quarters = -quarters
     yy, mo, dd, hh, mi, ss = fields
     try:
-        when = _dt.datetime(
-            2000 + yy, mo, dd, hh, mi, ss, tzinfo=_dt.timezone(_dt.timedelta(minutes=15 * quarters))
-        )
+        when = _dt.datetime(2000 + yy, mo, dd, hh, mi, ss, tzinfo=_dt.timezone(_dt.timedelta(minutes=15 * quarters)))
     except ValueError:
         return None
     return when.timestamp()
@@ -394,6 +391,18 @@ def _encode_timestamp(when: float) -> bytes:
     t = _dt.datetime.fromtimestamp(when, tz=_dt.UTC)
     digits = t.strftime("%y%m%d%H%M%S") + "00"
     return bytes(_gsm.encodeSemiOctets(digits))
+
+
+def relative_validity(minutes: int) -> int:
+    """TP-VP, relative format (TS 23.040 9.2.3.12.1), rounded down to what the coding can say."""
+    if minutes <= 12 * 60:
+        return max(0, minutes // 5 - 1)
+    if minutes <= 24 * 60:
+        return 143 + (minutes - 12 * 60) // 30
+    days = minutes // (24 * 60)
+    if days <= 30:
+        return 166 + days
+    return min(255, 192 + days // 7)
 
 
 def _alphabet(dcs: int) -> Encoding:
@@ -556,16 +565,12 @@ def _user_data(text: str, encoding: Encoding, concat: Concat | None) -> tuple[in
     return len(header) + len(body), header + body
 
 
-def _parts(
-    text: str, concat_ref: int, ref_bits: int
-) -> tuple[Encoding, list[tuple[str, Concat | None]]]:
+def _parts(text: str, concat_ref: int, ref_bits: int) -> tuple[Encoding, list[tuple[str, Concat | None]]]:
     if ref_bits not in (8, 16):
         raise PduEncodeError(f"concatenation reference must be 8 or 16 bits, not {ref_bits}")
     encoding, chunks = split_text(text, ref_bits=ref_bits)
     if len(chunks) > _MAX_PARTS:
-        raise PduEncodeError(
-            f"message needs {len(chunks)} parts; at most {_MAX_PARTS} fit in one SMS; shorten it"
-        )
+        raise PduEncodeError(f"message needs {len(chunks)} parts; at most {_MAX_PARTS} fit in one SMS; shorten it")
     if len(chunks) == 1:
         return encoding, [(chunks[0], None)]
     mask = 0xFFFF if ref_bits == 16 else 0xFF
@@ -607,7 +612,7 @@ def encode_submit(
         tpdu += bytes([0x00, dcs])
         if validity_minutes is not None:
             minutes = max(5, min(validity_minutes, 63 * 7 * 24 * 60))
-            tpdu.append(_gsm._encodeRelativeValidityPeriod(_dt.timedelta(minutes=minutes)))
+            tpdu.append(relative_validity(minutes))
         udl, ud = _user_data(chunk, encoding, concat)
         tpdu.append(udl)
         tpdu += ud
@@ -637,9 +642,7 @@ def encode_deliver(
         udl, ud = _user_data(chunk, encoding, concat)
         tpdu.append(udl)
         tpdu += ud
-        out.append(
-            EncodedPdu(hex=(smsc_bytes + tpdu).hex().upper(), tpdu_length=len(tpdu), text=chunk)
-        )
+        out.append(EncodedPdu(hex=(smsc_bytes + tpdu).hex().upper(), tpdu_length=len(tpdu), text=chunk))
     return out
 
 

@@ -85,9 +85,7 @@ def store_inbound_part(
     )
     if cur.rowcount:
         return int(cur.lastrowid or 0), True
-    row = conn.execute(
-        "SELECT id FROM sms_inbound_parts WHERE modem = ? AND pdu_hash = ?", (modem, h)
-    ).fetchone()
+    row = conn.execute("SELECT id FROM sms_inbound_parts WHERE modem = ? AND pdu_hash = ?", (modem, h)).fetchone()
     return int(row[0]), False
 
 
@@ -109,9 +107,7 @@ _PART_COLS = "id, storage, sim_index, pdu, pdu_hash, state, seq, received_at"
 
 def parts_in_state(conn: sqlite3.Connection, state: str) -> list[InboundPart]:
     """Parts in one state, oldest first ('stored' = not yet decoded, e.g. after a crash)."""
-    rows = conn.execute(
-        f"SELECT {_PART_COLS} FROM sms_inbound_parts WHERE state = ? ORDER BY id", (state,)
-    ).fetchall()
+    rows = conn.execute(f"SELECT {_PART_COLS} FROM sms_inbound_parts WHERE state = ? ORDER BY id", (state,)).fetchall()
     return [_part(r) for r in rows]
 
 
@@ -137,8 +133,7 @@ def mark_part_waiting(
 def waiting_parts(conn: sqlite3.Connection, concat_key: str) -> list[InboundPart]:
     """The parts of one long message received so far, by part number then arrival."""
     rows = conn.execute(
-        f"SELECT {_PART_COLS} FROM sms_inbound_parts WHERE state = 'waiting' AND concat_key = ?"
-        " ORDER BY seq, id",
+        f"SELECT {_PART_COLS} FROM sms_inbound_parts WHERE state = 'waiting' AND concat_key = ? ORDER BY seq, id",
         (concat_key,),
     ).fetchall()
     return [_part(r) for r in rows]
@@ -173,9 +168,7 @@ def record_message(
     ``keyword`` 'stop' suppresses ``suppress_address``; 'start' lifts the suppression.
     Returns the message id (the existing one if ``external_id`` was already recorded).
     """
-    row = conn.execute(
-        "SELECT id FROM sms_messages WHERE external_id = ?", (external_id,)
-    ).fetchone()
+    row = conn.execute("SELECT id FROM sms_messages WHERE external_id = ?", (external_id,)).fetchone()
     if row is not None:
         message_id = int(row[0])
     else:
@@ -207,13 +200,10 @@ def pending_messages(conn: sqlite3.Connection) -> list[PendingMessage]:
     return [PendingMessage(*r) for r in rows]
 
 
-def mark_ingested(
-    conn: sqlite3.Connection, message_id: int, conversation_id: int, event_id: int
-) -> None:
+def mark_ingested(conn: sqlite3.Connection, message_id: int, conversation_id: int, event_id: int) -> None:
     """The conversation service has the message."""
     conn.execute(
-        "UPDATE sms_messages SET state = 'ingested', conversation_id = ?, event_id = ?"
-        " WHERE id = ?",
+        "UPDATE sms_messages SET state = 'ingested', conversation_id = ?, event_id = ? WHERE id = ?",
         (conversation_id, event_id, message_id),
     )
 
@@ -231,15 +221,11 @@ def queue_confirmation(
 ) -> tuple[int, int] | None:
     """Queue the one confirmation a keyword gets. Returns (outbox id, event id), or None if it was
     already queued (so a replay after a crash never sends a second one)."""
-    row = conn.execute(
-        "SELECT confirmation_outbox_id FROM sms_messages WHERE id = ?", (message_id,)
-    ).fetchone()
+    row = conn.execute("SELECT confirmation_outbox_id FROM sms_messages WHERE id = ?", (message_id,)).fetchone()
     if row is None or row[0] is not None:
         return None
     meta = q.dumps({"to": to_addr, "parts": parts, "automated": True, "keyword_reply": True})
-    event_id = q.insert_event(
-        conn, conversation_id, "message_out", "sms", body, meta, None, "system", now, now
-    )
+    event_id = q.insert_event(conn, conversation_id, "message_out", "sms", body, meta, None, "system", now, now)
     outbox_id = q.insert_outbox(
         conn,
         conversation_id,
@@ -253,18 +239,13 @@ def queue_confirmation(
         now,
         expires_at,
     )
-    conn.execute(
-        "UPDATE sms_messages SET confirmation_outbox_id = ? WHERE id = ?", (outbox_id, message_id)
-    )
+    conn.execute("UPDATE sms_messages SET confirmation_outbox_id = ? WHERE id = ?", (outbox_id, message_id))
     return outbox_id, event_id
 
 
 def inbound_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Parts per state (status page, tests)."""
-    return {
-        str(r[0]): int(r[1])
-        for r in conn.execute("SELECT state, COUNT(*) FROM sms_inbound_parts GROUP BY state")
-    }
+    return {str(r[0]): int(r[1]) for r in conn.execute("SELECT state, COUNT(*) FROM sms_inbound_parts GROUP BY state")}
 
 
 # -- outbound --------------------------------------------------------------------------------------
@@ -273,13 +254,9 @@ def inbound_counts(conn: sqlite3.Connection) -> dict[str, int]:
 def recover_interrupted_sends(conn: sqlite3.Connection, now: float) -> list[int]:
     """Rows left in 'sending' by a crash become 'unknown': they may or may not have gone out, and
     resending could text the customer twice. Staff decide (the console shows the reason)."""
-    rows = conn.execute(
-        "SELECT id, parts FROM outbox WHERE channel = 'sms' AND state = 'sending'"
-    ).fetchall()
+    rows = conn.execute("SELECT id, parts FROM outbox WHERE channel = 'sms' AND state = 'sending'").fetchall()
     for outbox_id, parts in rows:
-        done = conn.execute(
-            "SELECT COUNT(*) FROM sms_sent_parts WHERE outbox_id = ?", (outbox_id,)
-        ).fetchone()[0]
+        done = conn.execute("SELECT COUNT(*) FROM sms_sent_parts WHERE outbox_id = ?", (outbox_id,)).fetchone()[0]
         conn.execute(
             "UPDATE outbox SET state = 'unknown', last_error = ?, updated_at = ? WHERE id = ?",
             (
@@ -316,24 +293,18 @@ def next_due(conn: sqlite3.Connection, now: float) -> OutboundRow | None:
     ).fetchone()
     if row is None:
         return None
-    return OutboundRow(
-        int(row[0]), int(row[1]), str(row[2]), str(row[3]), int(row[4]), bool(row[5]), float(row[6])
-    )
+    return OutboundRow(int(row[0]), int(row[1]), str(row[2]), str(row[3]), int(row[4]), bool(row[5]), float(row[6]))
 
 
 def next_attempt_at(conn: sqlite3.Connection) -> float | None:
     """When the earliest queued SMS becomes due (to sleep until then)."""
-    row = conn.execute(
-        "SELECT MIN(next_attempt_at) FROM outbox WHERE channel = 'sms' AND state = 'queued'"
-    ).fetchone()
+    row = conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE channel = 'sms' AND state = 'queued'").fetchone()
     return None if row is None or row[0] is None else float(row[0])
 
 
 def sent_part_numbers(conn: sqlite3.Connection, outbox_id: int) -> dict[int, int]:
     """Parts already accepted by the modem: part number -> message reference."""
-    rows = conn.execute(
-        "SELECT part, reference FROM sms_sent_parts WHERE outbox_id = ?", (outbox_id,)
-    ).fetchall()
+    rows = conn.execute("SELECT part, reference FROM sms_sent_parts WHERE outbox_id = ?", (outbox_id,)).fetchall()
     return {int(p): int(r) for p, r in rows}
 
 
@@ -348,8 +319,7 @@ def record_sent_part(
 ) -> None:
     """The modem accepted one part (+CMGS: reference)."""
     conn.execute(
-        "INSERT OR REPLACE INTO sms_sent_parts(outbox_id, part, reference, recipient, sent_at)"
-        " VALUES (?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO sms_sent_parts(outbox_id, part, reference, recipient, sent_at) VALUES (?, ?, ?, ?, ?)",
         (outbox_id, part, reference, recipient, now),
     )
 
@@ -364,20 +334,15 @@ def mark_sent(conn: sqlite3.Connection, outbox_id: int, now: float) -> None:
     )
 
 
-def mark_retry(
-    conn: sqlite3.Connection, outbox_id: int, error: str, retry_at: float, now: float
-) -> None:
+def mark_retry(conn: sqlite3.Connection, outbox_id: int, error: str, retry_at: float, now: float) -> None:
     """sending -> queued again after a transient failure."""
     conn.execute(
-        "UPDATE outbox SET state = 'queued', last_error = ?, next_attempt_at = ?, updated_at = ?"
-        " WHERE id = ?",
+        "UPDATE outbox SET state = 'queued', last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
         (error, retry_at, now, outbox_id),
     )
 
 
-def mark_final(
-    conn: sqlite3.Connection, outbox_id: int, state: str, error: str, now: float
-) -> None:
+def mark_final(conn: sqlite3.Connection, outbox_id: int, state: str, error: str, now: float) -> None:
     """-> failed / expired with the reason in words."""
     conn.execute(
         "UPDATE outbox SET state = ?, last_error = ?, updated_at = ? WHERE id = ?",
@@ -408,25 +373,17 @@ def apply_status_report(
     if match is None:
         return None
     part_id, outbox_id = int(match[0]), int(match[1])
-    conn.execute(
-        "UPDATE sms_sent_parts SET status = ?, status_at = ? WHERE id = ?", (status, now, part_id)
-    )
+    conn.execute("UPDATE sms_sent_parts SET status = ?, status_at = ? WHERE id = ?", (status, now, part_id))
     if not final:
         return outbox_id, "sent"
-    state_row = conn.execute(
-        "SELECT state, parts FROM outbox WHERE id = ?", (outbox_id,)
-    ).fetchone()
+    state_row = conn.execute("SELECT state, parts FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
     if state_row is None or state_row[0] not in ("sent", "sending", "unknown"):
         return outbox_id, str(state_row[0]) if state_row else "sent"
     if not delivered:
         mark_final(conn, outbox_id, "failed", f"the network reports: {words}", now)
         return outbox_id, "failed"
-    statuses = conn.execute(
-        "SELECT status FROM sms_sent_parts WHERE outbox_id = ?", (outbox_id,)
-    ).fetchall()
-    all_in = len(statuses) >= int(state_row[1]) and all(
-        s[0] is not None and s[0] < 0x20 for s in statuses
-    )
+    statuses = conn.execute("SELECT status FROM sms_sent_parts WHERE outbox_id = ?", (outbox_id,)).fetchall()
+    all_in = len(statuses) >= int(state_row[1]) and all(s[0] is not None and s[0] < 0x20 for s in statuses)
     if all_in:
         conn.execute(
             "UPDATE outbox SET state = 'delivered', last_error = NULL, updated_at = ? WHERE id = ?",
@@ -454,9 +411,7 @@ def outbox_row(conn: sqlite3.Connection, outbox_id: int) -> dict[str, object] | 
 
 def is_keyword_reply(conn: sqlite3.Connection, outbox_id: int) -> bool:
     """True for the confirmation of a STOP/START/HELP (it may go to a number just opted out)."""
-    row = conn.execute(
-        "SELECT 1 FROM sms_messages WHERE confirmation_outbox_id = ?", (outbox_id,)
-    ).fetchone()
+    row = conn.execute("SELECT 1 FROM sms_messages WHERE confirmation_outbox_id = ?", (outbox_id,)).fetchone()
     return row is not None
 
 
@@ -513,8 +468,7 @@ def peek_due(conn: sqlite3.Connection, now: float) -> tuple[bool, float | None]:
     """Read-only look before a round: is any SMS due (or overdue to expire), and when is the
     next one due? Lets an idle outbox skip the write transaction."""
     row = conn.execute(
-        "SELECT MIN(next_attempt_at), MIN(expires_at) FROM outbox"
-        " WHERE channel = 'sms' AND state = 'queued'"
+        "SELECT MIN(next_attempt_at), MIN(expires_at) FROM outbox WHERE channel = 'sms' AND state = 'queued'"
     ).fetchone()
     if row is None or row[0] is None:
         return False, None

@@ -230,7 +230,7 @@ def test_control_socket(emu: ModemEmulator, port: Port, tmp_path: Path) -> None:
 def test_cli_runs_and_is_scriptable(tmp_path: Path) -> None:
     link = tmp_path / "gateway-modem"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -247,7 +247,7 @@ def test_cli_runs_and_is_scriptable(tmp_path: Path) -> None:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith(b"emulated quectel-ec25 at /dev/pts/")
         assert link.is_symlink()
-        out = subprocess.run(  # noqa: S603
+        out = subprocess.run(
             [
                 sys.executable,
                 "-m",

@@ -73,9 +73,7 @@ def test_recorded_huawei_session() -> None:
     assert ResponseLine("+CMGS: 42") in ev
     assert Unsolicited("RING") in ev
     cds = [e for e in ev if isinstance(e, Unsolicited) and e.name == "+CDS"]
-    assert cds == [
-        Unsolicited("+CDS", "25", pdu="0006E40B915155214365F7621001310000006210013100000000")
-    ]
+    assert cds == [Unsolicited("+CDS", "25", pdu="0006E40B915155214365F7621001310000006210013100000000")]
     finals = [e for e in ev if isinstance(e, FinalResult)]
     assert [f.kind for f in finals] == ["OK", "OK", "OK", "OK", "OK", "CMS", "CME", "ERROR"]
     assert finals[5].code == 42
@@ -166,9 +164,7 @@ def test_error_table() -> None:
     assert isinstance(error_for("AT", FinalResult("ERROR")), TransientError)
 
 
-@pytest.mark.parametrize(
-    ("args", "expected"), [('"SM",3', ("SM", 3)), ('"ME",12', ("ME", 12)), ('"SM"', None)]
-)
+@pytest.mark.parametrize(("args", "expected"), [('"SM",3', ("SM", 3)), ('"ME",12', ("ME", 12)), ('"SM"', None)])
 def test_parse_cmti(args: str, expected: tuple[str, int] | None) -> None:
     assert parse_cmti(args) == expected
 
@@ -189,6 +185,4 @@ def test_vendor_prefixed_answer_is_a_response_when_asked_for() -> None:
     assert _events([b"\r\n^ICCID: 89860000000000000000\r\n"], expect="^ICCID") == [
         ResponseLine("^ICCID: 89860000000000000000")
     ]
-    assert _events([b"\r\n^RSSI:12\r\n"], expect="^ICCID") == [
-        Unsolicited("^RSSI", "12", vendor=True)
-    ]
+    assert _events([b"\r\n^RSSI:12\r\n"], expect="^ICCID") == [Unsolicited("^RSSI", "12", vendor=True)]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import random
+from datetime import timedelta
 
 import pytest
+from gsmmodem import pdu as reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,9 +109,7 @@ def test_sixteen_bit_reference() -> None:
     text = "x" * 400
     joined, subs = _roundtrip_submit(text, ref_bits=16)
     assert joined == text
-    assert all(
-        s.concat is not None and s.concat.ref == 0x1234 and s.concat.ref_bits == 16 for s in subs
-    )
+    assert all(s.concat is not None and s.concat.ref == 0x1234 and s.concat.ref_bits == 16 for s in subs)
     assert [s.concat.seq for s in subs if s.concat] == [1, 2, 3]
 
 
@@ -133,13 +133,7 @@ def test_alphanumeric_sender() -> None:
     # TOA 0xD0, "Bank" packed in 7-bit: 4 chars = 28 bits -> 7 semi-octets
     septets = pdu.encode_gsm7("Bank")
     packed = pdu.pack_septets(septets)
-    tpdu = (
-        bytes([0x04, 7, 0xD0])
-        + packed
-        + bytes([0, 0])
-        + bytes.fromhex("62100131000000")
-        + bytes([2])
-    )
+    tpdu = bytes([0x04, 7, 0xD0]) + packed + bytes([0, 0]) + bytes.fromhex("62100131000000") + bytes([2])
     tpdu += pdu.pack_septets(pdu.encode_gsm7("hi"))
     msg = decode("00" + tpdu.hex())
     assert isinstance(msg, SmsDeliver)
@@ -170,9 +164,7 @@ def test_emoji_round_trip(text: str) -> None:
 
 @given(st.text(max_size=500), st.integers(0, 0xFFFF), st.sampled_from([8, 16]), st.randoms())
 @settings(max_examples=200, deadline=None)
-def test_deliver_reassembly_under_shuffle(
-    text: str, ref: int, ref_bits: int, rnd: random.Random
-) -> None:
+def test_deliver_reassembly_under_shuffle(text: str, ref: int, ref_bits: int, rnd: random.Random) -> None:
     pdus = encode_deliver("+15551234567", text, timestamp=T0, concat_ref=ref, ref_bits=ref_bits)
     decoded = [decode(p.hex) for p in pdus]
     rnd.shuffle(decoded)
@@ -217,3 +209,9 @@ def test_truncated_real_pdus_raise_only_decode_error(text: str, cut: int) -> Non
     for p in encode_deliver("+15551234567", text, timestamp=T0):
         with contextlib.suppress(PduDecodeError):
             decode(p.hex[: cut * 2])
+
+
+@pytest.mark.parametrize("minutes", [5, 60, 719, 720, 750, 1440, 2880, 43200, 50400, 63 * 7 * 1440])
+def test_relative_validity_matches_the_table(minutes: int) -> None:
+    expected = reference._encodeRelativeValidityPeriod(timedelta(minutes=minutes))
+    assert pdu.relative_validity(minutes) == expected

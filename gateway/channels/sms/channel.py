@@ -33,6 +33,7 @@ import os
 import time
 from collections.abc import Coroutine
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from gateway.channels.sms.config import SmsConfig
@@ -40,7 +41,7 @@ from gateway.channels.sms.events import ModemHealth, SmsStorageWarning
 from gateway.channels.sms.inbound import InboundPipeline, ServicePort, StorePort
 from gateway.channels.sms.link import LinkLostError, SerialLink, find_iccid
 from gateway.channels.sms.outbound import OutboxWorker
-from gateway.channels.sms.profiles import ModemProfile, load_profile
+from gateway.channels.sms.profiles import PROFILES_DIR, ModemProfile, load_profile
 from gateway.domain.bus import Bus, Subscription
 from gateway.domain.models import OutboxQueued
 from gateway.errors import ConfigError, PermanentError, TransientError
@@ -71,7 +72,10 @@ class SmsChannel:
         self.config = config
         self.store = store
         self.bus = bus
-        self.profile = profile or load_profile(config.profile)
+        if profile is None:
+            directory = Path(config.profiles_dir) if config.profiles_dir else PROFILES_DIR
+            profile = load_profile(config.profile, directory)
+        self.profile = profile
         self.outbox = OutboxWorker(
             store,
             bus,
@@ -92,9 +96,7 @@ class SmsChannel:
             on_status_report=self.outbox.status_report,
         )
         self.link_state = LinkState("modem")
-        self.health = ModemHealth(
-            device=None, connected=False, connected_since=None, profile=self.profile.name
-        )
+        self.health = ModemHealth(device=None, connected=False, connected_since=None, profile=self.profile.name)
         self.modem_id = "unknown"
         self.link: SerialLink | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -154,14 +156,12 @@ class SmsChannel:
             matches = sorted(glob.glob(pattern))
             if not matches:
                 raise TransientError(
-                    f"no device matches sms.device = {pattern!r}: plug the modem in, "
-                    "or fix the pattern"
+                    f"no device matches sms.device = {pattern!r}: plug the modem in, or fix the pattern"
                 )
             return matches[0]
         if not os.path.exists(pattern):
             raise TransientError(
-                f"sms.device = {pattern!r} does not exist: plug the modem in, or check the "
-                "udev rule (udev/README.md)"
+                f"sms.device = {pattern!r} does not exist: plug the modem in, or check the udev rule (udev/README.md)"
             )
         return pattern
 
@@ -227,9 +227,7 @@ class SmsChannel:
         if status.upper() == "READY":
             return
         if status.upper() != "SIM PIN":
-            self._pin_rejected = (
-                f"the SIM asks for {status!r}; unlock it in a phone, then restart the gateway"
-            )
+            self._pin_rejected = f"the SIM asks for {status!r}; unlock it in a phone, then restart the gateway"
             raise SimPinError(self._pin_rejected)
         pin = self.config.pin.reveal()
         if not pin:

@@ -15,20 +15,20 @@ class SmsConfig:
     enabled: bool = field(default=False, metadata={"doc": "run the SMS channel"})
     device: str = field(
         default="/dev/gateway-modem",
-        metadata={
-            "doc": "modem AT port: a path or a glob such as /dev/ttyUSB*; see udev/README.md"
-        },
+        metadata={"doc": "modem AT port: a path or a glob such as /dev/ttyUSB*; see udev/README.md"},
     )
     profile: str = field(
         default="generic",
         metadata={"doc": "modem profile from hardware/modems (huawei-e3372, simcom-sim800...)"},
     )
+    profiles_dir: str = field(
+        default="",
+        metadata={"doc": "folder of modem profile TOML files; empty: the shipped hardware/modems"},
+    )
     baudrate: int = field(default=115200, metadata={"doc": "serial speed (ignored by USB modems)"})
     pin: Secret = field(
         default=Secret(""),
-        metadata={
-            "doc": "SIM PIN; tried at most once per start so a wrong PIN never locks the SIM"
-        },
+        metadata={"doc": "SIM PIN; tried at most once per start so a wrong PIN never locks the SIM"},
     )
     poll_interval: float = field(
         default=30.0,
@@ -47,21 +47,15 @@ class SmsConfig:
         default=600.0,
         metadata={"doc": "seconds to wait for missing parts before delivering marked incomplete"},
     )
-    retry_base: float = field(
-        default=5.0, metadata={"doc": "first retry delay after a transient send error (seconds)"}
-    )
+    retry_base: float = field(default=5.0, metadata={"doc": "first retry delay after a transient send error (seconds)"})
     retry_cap: float = field(
         default=600.0, metadata={"doc": "longest retry delay after transient send errors (seconds)"}
     )
-    max_attempts: int = field(
-        default=8, metadata={"doc": "send attempts before a message fails for good"}
-    )
+    max_attempts: int = field(default=8, metadata={"doc": "send attempts before a message fails for good"})
     sim_warn_percent: int = field(
         default=80, metadata={"doc": "warn when SIM/modem message storage is fuller than this"}
     )
-    status_reports: bool = field(
-        default=True, metadata={"doc": "ask the network for delivery reports"}
-    )
+    status_reports: bool = field(default=True, metadata={"doc": "ask the network for delivery reports"})
     validity_minutes: int = field(
         default=1440, metadata={"doc": "how long the network keeps trying to deliver a message"}
     )
@@ -77,9 +71,7 @@ class SmsConfig:
         default_factory=lambda: list(DEFAULT_HELP),
         metadata={"doc": "whole-message keywords answered with help_reply"},
     )
-    stop_reply: str = field(
-        default=OptOutPolicy.stop_reply, metadata={"doc": "the one confirmation sent after STOP"}
-    )
+    stop_reply: str = field(default=OptOutPolicy.stop_reply, metadata={"doc": "the one confirmation sent after STOP"})
     start_reply: str = field(
         default=OptOutPolicy.start_reply, metadata={"doc": "the one confirmation sent after START"}
     )

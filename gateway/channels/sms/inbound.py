@@ -68,7 +68,7 @@ class ServicePort(Protocol):
 
     async def ingest(self, item: Inbound) -> IngestResult: ...
 
-    async def append_event(  # noqa: PLR0917 - mirrors ConversationService.append_event
+    async def append_event(
         self,
         conversation_id: int,
         kind: EventKind | str,
@@ -125,9 +125,7 @@ class InboundPipeline:
         def op(conn: sqlite3.Connection) -> int:
             new = 0
             for item in items:
-                _, fresh = db.store_inbound_part(
-                    conn, modem_id, storage, item.index, pdu_hex=item.pdu, now=now
-                )
+                _, fresh = db.store_inbound_part(conn, modem_id, storage, item.index, pdu_hex=item.pdu, now=now)
                 new += fresh
             return new
 
@@ -176,23 +174,17 @@ class InboundPipeline:
             msg = pducodec.decode(part.pdu)
         except pducodec.PduDecodeError as err:
             reason = str(err)
-            log.warning(
-                "sms inbound: part %d cannot be decoded (%s); raw PDU kept", part.id, reason
-            )
+            log.warning("sms inbound: part %d cannot be decoded (%s); raw PDU kept", part.id, reason)
             await self.store.write(lambda c: db.mark_part_undecodable(c, part.id, reason))
             return
         if isinstance(msg, pducodec.SmsStatusReport):
-            await self.store.write(
-                lambda c: db.mark_part_undecodable(c, part.id, "status report (handled)")
-            )
+            await self.store.write(lambda c: db.mark_part_undecodable(c, part.id, "status report (handled)"))
             if self.on_status_report is not None:
                 await self.on_status_report(msg)
             return
         if isinstance(msg, pducodec.SmsSubmit):
             await self.store.write(
-                lambda c: db.mark_part_undecodable(
-                    c, part.id, "an outgoing message stored on the SIM"
-                )
+                lambda c: db.mark_part_undecodable(c, part.id, "an outgoing message stored on the SIM")
             )
             return
         await self.store.write(lambda c: self._place(c, _Decoded(part, msg)))
@@ -321,9 +313,7 @@ class InboundPipeline:
         log.debug("sms inbound: message %d from %s: %r", message.id, message.sender, message.body)
         if message.keyword:
             await self._keyword(message, Keyword(message.keyword), result.conversation_id)
-        await self.store.write(
-            lambda c: db.mark_ingested(c, message.id, result.conversation_id, result.event_id)
-        )
+        await self.store.write(lambda c: db.mark_ingested(c, message.id, result.conversation_id, result.event_id))
         self.ingested += 1
 
     async def _keyword(self, message: db.PendingMessage, keyword: Keyword, conv: int) -> None:
@@ -334,9 +324,7 @@ class InboundPipeline:
                 if keyword is Keyword.STOP
                 else "Opted in to text messages again (replied START)"
             )
-            await self.service.append_event(
-                conv, kind, Channel.SMS, text, external_id=f"{message.external_id}:keyword"
-            )
+            await self.service.append_event(conv, kind, Channel.SMS, text, external_id=f"{message.external_id}:keyword")
         number = normalize_phone(message.sender, self.region)
         if not number.valid or number.e164 is None:
             log.info("sms inbound: keyword from a sender that cannot be answered; no confirmation")

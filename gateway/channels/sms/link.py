@@ -217,9 +217,7 @@ class SerialLink:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(fut)
         except TimeoutError as err:
-            raise ModemTimeoutError(
-                f"modem {self.device} gave no answer to {cmd} within {timeout:g} s"
-            ) from err
+            raise ModemTimeoutError(f"modem {self.device} gave no answer to {cmd} within {timeout:g} s") from err
 
     async def resync(self, *, quiet: float = 0.3, limit: float = 3.0) -> None:
         """Cancel a half-finished prompt (ESC), end any partial line (CR), and wait until the modem
@@ -307,8 +305,7 @@ class SerialLink:
             except (ModemTimeoutError, LinkLostError) as err:
                 if written:
                     raise SendOutcomeUnknownError(
-                        f"{err}; the PDU had been handed to the modem, so the message may or "
-                        "may not have been sent"
+                        f"{err}; the PDU had been handed to the modem, so the message may or may not have been sent"
                     ) from err
                 raise
             finally:
@@ -321,9 +318,7 @@ class SerialLink:
                 fields = at.field(line, "+CMGS")
                 if fields and fields[0].isdigit():
                     return int(fields[0])
-            raise SendOutcomeUnknownError(
-                f"modem {self.device} accepted the message but gave no message reference"
-            )
+            raise SendOutcomeUnknownError(f"modem {self.device} accepted the message but gave no message reference")
 
 
 def _consume(inflight: _InFlight) -> None:

@@ -143,9 +143,7 @@ class OutboxWorker:
             for number, part in enumerate(pdus, start=1):
                 if number in done:
                     continue
-                reference = await link.send_pdu(
-                    part.tpdu_length, part.hex, timeout=self.send_timeout
-                )
+                reference = await link.send_pdu(part.tpdu_length, part.hex, timeout=self.send_timeout)
                 self.sent_parts += 1
                 await self.store.write(
                     lambda c, n=number, r=reference: db.record_part_and_maybe_sent(  # type: ignore[misc]
@@ -170,14 +168,10 @@ class OutboxWorker:
         except BaseException:
             if link.pdu_in_modem:
                 # Stopped while the modem held the PDU: it may have gone out.
-                await asyncio.shield(
-                    self._final(row, "unknown", "stopped while the modem was sending it")
-                )
+                await asyncio.shield(self._final(row, "unknown", "stopped while the modem was sending it"))
             else:
                 # The link died before this part's PDU was written: nothing of it went out.
-                await asyncio.shield(
-                    self._retry(row, "the modem connection was lost before sending")
-                )
+                await asyncio.shield(self._retry(row, "the modem connection was lost before sending"))
             raise
         log.info("sms outbox: message %d sent (%d part(s))", row.id, total)
         self.bus.publish(SmsOutboundState(row.id, row.conversation_id, "sent"))
@@ -187,17 +181,13 @@ class OutboxWorker:
         if attempts >= self.max_attempts:
             await self._final(row, "failed", f"gave up after {attempts} attempts: {reason}")
             return
-        delay = max(
-            self.retry_base, backoff_delay(attempts, base=self.retry_base, cap=self.retry_cap)
-        )
+        delay = max(self.retry_base, backoff_delay(attempts, base=self.retry_base, cap=self.retry_cap))
         retry_at = time.time() + delay
         if retry_at >= row.expires_at:
             await self._final(row, "expired", f"would expire before the next attempt: {reason}")
             return
         await self.store.write(lambda c: db.mark_retry(c, row.id, reason, retry_at, time.time()))
-        log.info(
-            "sms outbox: message %d failed for now (%s); retry in %.0f s", row.id, reason, delay
-        )
+        log.info("sms outbox: message %d failed for now (%s); retry in %.0f s", row.id, reason, delay)
         self.bus.publish(SmsOutboundState(row.id, row.conversation_id, "queued", reason))
 
     async def _final(self, row: db.OutboundRow, state: str, reason: str) -> None:

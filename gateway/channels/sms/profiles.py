@@ -65,9 +65,7 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> ModemProfile:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         known = ", ".join(["generic", *available_profiles(directory)])
-        raise ConfigError(
-            f"sms.profile = {name!r}: no such modem profile ({path}). Known profiles: {known}"
-        ) from err
+        raise ConfigError(f"sms.profile = {name!r}: no such modem profile ({path}). Known profiles: {known}") from err
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"modem profile {path} cannot be read: {err}") from err
     try:

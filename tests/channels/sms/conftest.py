@@ -31,7 +31,7 @@ FAST = {
 
 async def wait_for(
     predicate: Callable[[], Awaitable[Any]] | Callable[[], Any],
-    timeout: float = 15.0,  # noqa: ASYNC109 - a deadline for polling, not a cancel scope
+    timeout: float = 15.0,
 ) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
     deadline = time.monotonic() + timeout
@@ -59,9 +59,7 @@ class Rig:
     async def channel(self, device: str, **overrides: Any) -> SmsChannel:
         profile = overrides.pop("profile", "huawei-e3372")
         pin = overrides.pop("pin", "")
-        cfg = SmsConfig(
-            enabled=True, device=device, profile=profile, pin=Secret(pin), **{**FAST, **overrides}
-        )
+        cfg = SmsConfig(enabled=True, device=device, profile=profile, pin=Secret(pin), **{**FAST, **overrides})
         ch = SmsChannel(cfg, self.store, self.service, self.bus, region="US")
         await ch.start()
         self.channels.append(ch)
@@ -76,10 +74,7 @@ class Rig:
 
     def inbound_bodies(self) -> list[str]:
         return [
-            r[0]
-            for r in self.rows(
-                "SELECT body FROM events WHERE kind = 'message_in' AND channel = 'sms' ORDER BY id"
-            )
+            r[0] for r in self.rows("SELECT body FROM events WHERE kind = 'message_in' AND channel = 'sms' ORDER BY id")
         ]
 
     def outbox(self, outbox_id: int) -> dict[str, Any]:

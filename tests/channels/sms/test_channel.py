@@ -13,7 +13,7 @@ from gateway.channels.sms.events import ModemHealth, SmsStorageWarning
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.emulator import ModemEmulator
-from gateway.errors import PermanentError
+from gateway.errors import ConfigError, PermanentError
 from gateway.protocols.pdu import segment_count
 
 from .conftest import Rig, wait_for
@@ -21,9 +21,7 @@ from .conftest import Rig, wait_for
 CUSTOMER = "+15551234567"
 
 
-async def test_emoji_sms_round_trips_into_a_conversation_and_back(
-    rig: Rig, emulator: ModemEmulator
-) -> None:
+async def test_emoji_sms_round_trips_into_a_conversation_and_back(rig: Rig, emulator: ModemEmulator) -> None:
     ch = await rig.channel(str(emulator.link))
     emulator.deliver(CUSTOMER, "Hi 😀 can I move my booking to tomorrow? €5 deposit [ok]")
     await wait_for(rig.inbound_bodies)
@@ -49,9 +47,7 @@ async def test_emoji_sms_round_trips_into_a_conversation_and_back(
     assert ch.health.operator == emulator.operator
 
 
-async def test_multipart_out_of_order_with_duplicates_is_one_message(
-    rig: Rig, emulator: ModemEmulator
-) -> None:
+async def test_multipart_out_of_order_with_duplicates_is_one_message(rig: Rig, emulator: ModemEmulator) -> None:
     await rig.channel(str(emulator.link))
     text = "Long message with emoji 🎉 " * 12  # UCS-2, several parts
     encoding, parts = segment_count(text)
@@ -64,16 +60,12 @@ async def test_multipart_out_of_order_with_duplicates_is_one_message(
     assert n == 4
     await wait_for(lambda: len(rig.inbound_bodies()) == 2)
     assert rig.inbound_bodies()[1] == text2
-    meta = json.loads(
-        rig.rows("SELECT meta FROM events WHERE kind = 'message_in' ORDER BY id")[1][0]
-    )
+    meta = json.loads(rig.rows("SELECT meta FROM events WHERE kind = 'message_in' ORDER BY id")[1][0])
     assert meta["parts"] == 4
     assert "incomplete" not in meta
 
 
-async def test_lost_part_is_delivered_marked_incomplete_after_timeout(
-    rig: Rig, emulator: ModemEmulator
-) -> None:
+async def test_lost_part_is_delivered_marked_incomplete_after_timeout(rig: Rig, emulator: ModemEmulator) -> None:
     await rig.channel(str(emulator.link), multipart_timeout=1.5)
     text = "".join(f"({i:03d})" for i in range(80))  # 400 septets: 3 parts of 153
     emulator.deliver(CUSTOMER, text, drop=(2,))
@@ -85,9 +77,7 @@ async def test_lost_part_is_delivered_marked_incomplete_after_timeout(
     assert meta["parts_missing"] == 1
 
 
-async def test_garbage_and_vendor_noise_do_not_lose_messages(
-    rig: Rig, emulator: ModemEmulator
-) -> None:
+async def test_garbage_and_vendor_noise_do_not_lose_messages(rig: Rig, emulator: ModemEmulator) -> None:
     ch = await rig.channel(str(emulator.link))
     await wait_for(lambda: ch.health.connected)
     for i in range(5):
@@ -198,9 +188,7 @@ async def test_status_report_failure_marks_failed(rig: Rig, emulator: ModemEmula
     assert "incompatible destination" in rig.outbox(bad_id)["last_error"]
 
 
-async def test_stop_suppresses_confirms_once_and_start_lifts(
-    rig: Rig, emulator: ModemEmulator
-) -> None:
+async def test_stop_suppresses_confirms_once_and_start_lifts(rig: Rig, emulator: ModemEmulator) -> None:
     ch = await rig.channel(str(emulator.link))
     emulator.deliver(CUSTOMER, "  sToP ")
     await wait_for(lambda: rig.rows("SELECT address FROM suppressions"))
@@ -228,9 +216,7 @@ async def test_stop_suppresses_confirms_once_and_start_lifts(
 
 
 async def test_help_gets_the_help_text(rig: Rig, emulator: ModemEmulator) -> None:
-    ch = await rig.channel(
-        str(emulator.link), help_reply="Call us at 555-0100. Reply STOP to opt out."
-    )
+    ch = await rig.channel(str(emulator.link), help_reply="Call us at 555-0100. Reply STOP to opt out.")
     emulator.deliver(CUSTOMER, "help")
     await wait_for(lambda: emulator.sent)
     assert [s.text for s in emulator.sent] == ["Call us at 555-0100. Reply STOP to opt out."]
@@ -291,12 +277,8 @@ async def test_message_expires_while_the_modem_is_away(rig: Rig, tmp_path: Path)
     ch = await rig.channel(str(tmp_path / "no-such-modem"))
     await wait_for(lambda: "does not exist" in (ch.link_state.last_error or ""))
     hasty = ConversationService(rig.store, rig.bus, ServiceSettings(outbox_expiry_s=0.5))
-    seed = await hasty.ingest(
-        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, CUSTOMER, "seed-1", "hi")
-    )
-    outbox_id = await hasty.enqueue_outbound(
-        seed.conversation_id, "sms", CUSTOMER, "too late", automated=False
-    )
+    seed = await hasty.ingest(Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, CUSTOMER, "seed-1", "hi"))
+    outbox_id = await hasty.enqueue_outbound(seed.conversation_id, "sms", CUSTOMER, "too late", automated=False)
     emu = ModemEmulator("huawei-e3372", link=tmp_path / "no-such-modem")
     await asyncio.sleep(0.6)
     emu.start()  # the modem comes back after the message expired
@@ -316,9 +298,7 @@ async def test_endless_transient_errors_give_up_in_words(rig: Rig, emulator: Mod
         Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, CUSTOMER, "seed-2", "hi")
     )
     emulator.fail_next_send(331, count=10)  # no network service
-    outbox_id = await rig.service.enqueue_outbound(
-        seed.conversation_id, "sms", CUSTOMER, "hello?", automated=False
-    )
+    outbox_id = await rig.service.enqueue_outbound(seed.conversation_id, "sms", CUSTOMER, "hello?", automated=False)
     await wait_for(lambda: rig.outbox(outbox_id)["state"] == "failed", timeout=20)
     row = rig.outbox(outbox_id)
     assert row["attempts"] == 3
@@ -337,3 +317,29 @@ async def test_failed_delete_keeps_the_message_once(rig: Rig, emulator: ModemEmu
     assert rig.rows("SELECT COUNT(*) FROM sms_inbound_parts")[0][0] == 1
     assert sum(c.startswith("AT+CMGD") for c in emulator.commands) >= 2  # the first one failed
     assert ch.health.connected
+
+
+async def test_mixed_traffic_on_a_slow_modem_one_message_at_a_time(rig: Rig, emulator: ModemEmulator) -> None:
+    emulator.command_delay = 0.01
+    emulator.send_delay = 0.1
+    await rig.channel(str(emulator.link))
+    seed = await rig.service.ingest(
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, CUSTOMER, "seed-3", "hi")
+    )
+    ids = []
+    for i in range(8):
+        ids.append(
+            await rig.service.enqueue_outbound(seed.conversation_id, "sms", CUSTOMER, f"out {i} ✓", automated=False)
+        )
+        emulator.deliver(f"+1555000000{i}", f"in {i}")
+        emulator.noise(1)
+    await wait_for(lambda: len(rig.inbound_bodies()) == 9, timeout=40)
+    await wait_for(lambda: all(rig.outbox(i)["state"] in ("sent", "delivered") for i in ids), timeout=40)
+    assert sorted(s.text for s in emulator.sent) == sorted(f"out {i} ✓" for i in range(8))
+    assert all(rig.outbox(i)["attempts"] == 1 for i in ids)  # no send was ever refused
+    assert sorted(rig.inbound_bodies()[1:]) == [f"in {i}" for i in range(8)]
+
+
+async def test_unknown_profile_is_a_config_error(rig: Rig) -> None:
+    with pytest.raises(ConfigError, match="Known profiles: generic, huawei-e173"):
+        await rig.channel("/dev/null", profile="nokia-3310")

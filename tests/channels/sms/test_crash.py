@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 def _start(db: Path, device: str, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and test script
+    proc = subprocess.Popen(
         [sys.executable, str(DAEMON), "--db", str(db), "--device", device, *extra],
         stdout=subprocess.PIPE,
         env=env,
@@ -76,19 +76,14 @@ async def test_kill_during_inbound_burst_loses_and_duplicates_nothing(tmp_path: 
         for round_ in range(3):  # kill it three times while it drains
             target = 10 + 25 * round_
             await wait_for(
-                lambda t=target: (
-                    (_query(db, "SELECT COUNT(*) FROM sms_inbound_parts") or [(0,)])[0][0] >= t
-                ),
+                lambda t=target: (_query(db, "SELECT COUNT(*) FROM sms_inbound_parts") or [(0,)])[0][0] >= t,
                 timeout=60,
             )
             _kill(proc)
             proc = _start(db, str(emu.link))
         await wait_for(
             lambda: (
-                (_query(db, "SELECT COUNT(*) FROM events WHERE kind = 'message_in'") or [(0,)])[0][
-                    0
-                ]
-                >= len(expected)
+                (_query(db, "SELECT COUNT(*) FROM events WHERE kind = 'message_in'") or [(0,)])[0][0] >= len(expected)
             ),
             timeout=90,
         )
@@ -106,9 +101,7 @@ async def test_kill_during_inbound_burst_loses_and_duplicates_nothing(tmp_path: 
 
 async def test_kill_during_outbound_sending_never_resends_silently(tmp_path: Path) -> None:
     db = tmp_path / "gw.db"
-    emu = ModemEmulator(
-        "huawei-e3372", link=tmp_path / "ttyUSB0", send_delay=0.15, status_report_delay=None
-    )
+    emu = ModemEmulator("huawei-e3372", link=tmp_path / "ttyUSB0", send_delay=0.15, status_report_delay=None)
     emu.start()
     total = 30
     try:
@@ -119,9 +112,7 @@ async def test_kill_during_outbound_sending_never_resends_silently(tmp_path: Pat
         proc = _start(db, str(emu.link))
         await wait_for(
             lambda: (
-                not _query(
-                    db, "SELECT 1 FROM outbox WHERE state IN ('queued', 'sending') AND body != ''"
-                )
+                not _query(db, "SELECT 1 FROM outbox WHERE state IN ('queued', 'sending') AND body != ''")
                 and _query(db, "SELECT COUNT(*) FROM outbox")[0][0] == total
             ),
             timeout=60,

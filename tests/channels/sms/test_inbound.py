@@ -22,9 +22,7 @@ from gateway.store.db import Store
 T0 = 1_780_000_000.0
 
 
-async def _run_pipeline(
-    tmp: Path, batches: list[list[str]], *, flush_incomplete: bool
-) -> list[tuple[str, str]]:
+async def _run_pipeline(tmp: Path, batches: list[list[str]], *, flush_incomplete: bool) -> list[tuple[str, str]]:
     store = Store(tmp / "gw.db")
     await store.start()
     bus = Bus()
@@ -44,9 +42,7 @@ async def _run_pipeline(
             await pipeline.run_once()
 
         def rows(c: sqlite3.Connection) -> list[tuple[str, str]]:
-            return c.execute(
-                "SELECT body, meta FROM events WHERE kind = 'message_in' ORDER BY id"
-            ).fetchall()
+            return c.execute("SELECT body, meta FROM events WHERE kind = 'message_in' ORDER BY id").fetchall()
 
         return await store.read(rows)
     finally:
