@@ -106,6 +106,8 @@ class SmsChannel:
         self._pin_rejected: str | None = None
         self._sub: Subscription | None = None
         self.sessions = 0
+        self.storage_usage: dict[str, tuple[int, int]] = {}
+        self._storage_full: set[str] = set()
         self.polls = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -310,14 +312,19 @@ class SmsChannel:
         return new
 
     def _storage_usage(self, storage: str, lines: list[str]) -> None:
+        """Record one storage's usage; warn once when it crosses the threshold, not every round."""
         for line in lines:
             pairs = at.parse_cpms(line)
             if not pairs:
                 continue
             used, total = pairs[0]
+            self.storage_usage[storage] = (used, total)
             percent = int(100 * used / total) if total else 0
-            self._set_health(sim_used=used, sim_total=total, storage_percent=percent)
-            if percent > self.config.sim_warn_percent:
+            worst = max(int(100 * u / t) if t else 0 for u, t in self.storage_usage.values())
+            sim = self.storage_usage.get("SM", (used, total))
+            self._set_health(sim_used=sim[0], sim_total=sim[1], storage_percent=worst)
+            if percent > self.config.sim_warn_percent and storage not in self._storage_full:
+                self._storage_full.add(storage)
                 log.warning(
                     "modem: message storage %s is %d%% full (%d of %d); it is being emptied",
                     storage,
@@ -326,6 +333,10 @@ class SmsChannel:
                     total,
                 )
                 self.bus.publish(SmsStorageWarning(storage, used, total))
+            elif percent <= self.config.sim_warn_percent and storage in self._storage_full:
+                self._storage_full.discard(storage)
+                log.info("modem: message storage %s is back to %d%%", storage, percent)
+            return
 
     async def _prober(self, link: SerialLink) -> None:
         while True:

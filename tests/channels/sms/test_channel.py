@@ -127,7 +127,7 @@ async def test_full_sim_is_drained_and_warned(
     assert emulator.network_pending == 1
     warnings = rig.bus.subscribe("test", types=(SmsStorageWarning,))
     caplog.set_level(logging.WARNING)
-    await rig.channel(str(emulator.link))
+    ch = await rig.channel(str(emulator.link))
     await wait_for(lambda: "arrives once there is room" in rig.inbound_bodies(), timeout=20)
     capacity = emulator.capacity["SM"]
     assert rig.inbound_bodies().count("old message") == capacity
@@ -135,7 +135,11 @@ async def test_full_sim_is_drained_and_warned(
     warning = warnings.get_nowait()
     assert isinstance(warning, SmsStorageWarning)
     assert warning.used == capacity
-    assert any("full" in r.getMessage() for r in caplog.records)
+    full_warnings = [r for r in caplog.records if "full" in r.getMessage()]
+    assert len(full_warnings) == 1  # once per crossing, not once per poll
+    await wait_for(lambda: ch.storage_usage.get("SM") == (0, capacity))
+    assert ch.health.sim_used == 0
+    assert ch.health.storage_percent == 0
 
 
 async def test_transient_send_errors_are_retried(rig: Rig, emulator: ModemEmulator) -> None:
