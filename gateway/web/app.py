@@ -7,6 +7,8 @@ the chat hub (visitor sockets), the staff hub (bus consumer, staff sockets, scre
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,13 +18,12 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.web import api, pages
-from gateway.web.chat import CHAT_HUB, ChatHub, chat_ws
+from gateway.web.chat import CHAT_HUB, ChatHub
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
 from gateway.web.keys import DEPS
 from gateway.web.security import (
-    auth_middleware,
-    error_middleware,
+    gateway_middleware,
     require_api,
     require_staff,
     security_headers,
@@ -90,9 +91,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     hub = app[STAFF_HUB]
     await hub.start()
     await app[WEBHOOKS].start()
+    sweeper = asyncio.create_task(app[CHAT_HUB].run_sweeper(), name="web-chat-sweeper")
     try:
         yield
     finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         await app[WEBHOOKS].stop()
         await hub.stop()
         await app[CHAT_HUB].close_all()
@@ -102,7 +107,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 def build_app(deps: WebDeps) -> web.Application:
     """The aiohttp application for ``deps`` (not yet running)."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=256 * 1024
+        middlewares=[gateway_middleware], client_max_size=256 * 1024
     )
     app[DEPS] = deps
     app[STARTED_AT] = time.time()
@@ -136,7 +141,7 @@ def build_app(deps: WebDeps) -> web.Application:
             web.get("/status.json", status_json),
             web.get("/metrics", metrics),
             web.get("/demo", pages.demo),
-            web.get("/chat/ws", chat_ws),
+            web.get("/chat/ws", chat.handle),
             web.get("/staff/ws", staff_ws),
             _static("widget.js", "text/javascript; charset=utf-8"),
             _static("widget.css", "text/css; charset=utf-8"),

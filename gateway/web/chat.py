@@ -65,13 +65,14 @@ def visitor_view(event: dict[str, Any]) -> dict[str, Any] | None:
 class _Visitor:
     """One open visitor socket."""
 
-    __slots__ = ("conversation_id", "remote", "visitor_hash", "ws")
+    __slots__ = ("conversation_id", "last_seen", "remote", "visitor_hash", "ws")
 
     def __init__(self, ws: web.WebSocketResponse, remote: str) -> None:
         self.ws = ws
         self.remote = remote
         self.visitor_hash = ""
         self.conversation_id: int | None = None
+        self.last_seen = time.monotonic()
 
 
 class ChatHub:
@@ -116,14 +117,25 @@ class ChatHub:
                 ),
                 content_type="application/json",
             )
-        ws = web.WebSocketResponse(
-            max_msg_size=self.deps.config.chat_max_frame_bytes, compress=False, heartbeat=45.0
-        )
+        # No per-socket heartbeat timer: the widget pings, and one sweeper closes idle sockets (see sweep()).
+        ws = web.WebSocketResponse(max_msg_size=self.deps.config.chat_max_frame_bytes, compress=False)
         await ws.prepare(request)
         v = _Visitor(ws, client_address(request))
         self._all.add(v)
         try:
-            await self._serve(v)
+            while True:  # inlined rather than a helper: an idle socket should keep as few frames as possible
+                msg = await ws.receive()
+                v.last_seen = time.monotonic()
+                if msg.type is WSMsgType.TEXT:
+                    await self._text(v, msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    await self._error(v, "binary", "Binary frames are not accepted; send JSON text.")
+                elif msg.type is WSMsgType.ERROR:
+                    log.info("chat websocket closed on error: %s", ws.exception())
+                    break
+                elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    break
+                del msg  # an idle socket keeps nothing of its last frame
         finally:
             self._forget(v)
         return ws
@@ -145,35 +157,44 @@ class ChatHub:
         v.conversation_id = conversation_id
         self._by_conversation.setdefault(conversation_id, set()).add(v)
 
-    async def _serve(self, v: _Visitor) -> None:
-        ws = v.ws
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                try:
-                    data = json.loads(msg.data)
-                except json.JSONDecodeError:
-                    await self._error(v, "bad_json", "Frames must be JSON objects.")
-                    continue
-                if not isinstance(data, dict):
-                    await self._error(v, "bad_json", "Frames must be JSON objects.")
-                    continue
-                try:
-                    await self._dispatch(v, data)
-                except asyncio.CancelledError:
-                    raise
-                except GatewayError as err:
-                    log.info("chat frame refused: %s", type(err).__name__)
-                    await self._error(v, "refused", str(err), client_id=data.get("client_id"))
-                except Exception:
-                    log.exception("chat frame %s failed", str(data.get("type"))[:20])
-                    await self._error(
-                        v, "internal", "Sorry, that did not work. Please try again.", client_id=data.get("client_id")
-                    )
-            elif msg.type is WSMsgType.BINARY:
-                await self._error(v, "binary", "Binary frames are not accepted; send JSON text.")
-            elif msg.type is WSMsgType.ERROR:
-                log.info("chat websocket closed on error: %s", ws.exception())
-                break
+    async def _text(self, v: _Visitor, raw: str) -> None:
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError:
+            await self._error(v, "bad_json", "Frames must be JSON objects.")
+            return
+        if not isinstance(data, dict):
+            await self._error(v, "bad_json", "Frames must be JSON objects.")
+            return
+        try:
+            await self._dispatch(v, data)
+        except asyncio.CancelledError:
+            raise
+        except GatewayError as err:
+            log.info("chat frame refused: %s", type(err).__name__)
+            await self._error(v, "refused", str(err), client_id=data.get("client_id"))
+        except Exception:
+            log.exception("chat frame %s failed", str(data.get("type"))[:20])
+            await self._error(
+                v, "internal", "Sorry, that did not work. Please try again.", client_id=data.get("client_id")
+            )
+
+    async def sweep(self, idle_seconds: float) -> int:
+        """Close visitor sockets that sent nothing (not even a ping) for ``idle_seconds``; returns how many."""
+        cutoff = time.monotonic() - idle_seconds
+        stale = [v for v in self._all if v.last_seen < cutoff]
+        for v in stale:
+            await v.ws.close(code=1001, message=b"idle")
+        if stale:
+            log.info("chat: closed %d idle visitor socket(s)", len(stale))
+        return len(stale)
+
+    async def run_sweeper(self) -> None:
+        """Forever: sweep idle sockets every third of the idle limit (owned by the app's lifecycle)."""
+        idle = float(self.deps.config.chat_idle_seconds)
+        while True:
+            await asyncio.sleep(max(1.0, idle / 3))
+            await self.sweep(idle)
 
     async def _error(self, v: _Visitor, code: str, message: str, **extra: Any) -> None:
         if not v.ws.closed:
@@ -427,13 +448,18 @@ class ChatHub:
         return await self.fan_out(targets, json.dumps({"type": "message", "message": view}))
 
     async def fan_out(self, peers: list[_Visitor], text: str) -> int:
-        """Send one serialized frame to many sockets; returns how many got it."""
+        """Send one frame to many sockets; returns how many got it.
+
+        The payload is encoded once and handed to each socket as a ready frame body; a socket whose transport is
+        paused (slow client) only delays its own write, never drops the frame for the others.
+        """
+        payload = text.encode("utf-8")
         sent = 0
         for p in peers:
             if p.ws.closed:
                 continue
             try:
-                await p.ws.send_str(text)
+                await p.ws.send_frame(payload, WSMsgType.TEXT)
                 sent += 1
             except (ConnectionError, RuntimeError):
                 log.debug("chat push to a closing socket failed")
@@ -450,8 +476,3 @@ class ChatHub:
 
 
 CHAT_HUB = web.AppKey("chat_hub", ChatHub)
-
-
-async def chat_ws(request: web.Request) -> web.StreamResponse:
-    """Route handler for ``/chat/ws``."""
-    return await request.app[CHAT_HUB].handle(request)

@@ -42,6 +42,9 @@ class WebConfig:
     chat_max_frame_bytes: int = field(
         default=16384, metadata={"doc": "largest websocket frame a chat visitor may send"}
     )
+    chat_idle_seconds: int = field(
+        default=90, metadata={"doc": "close a chat socket that sent nothing (the widget pings) for this long"}
+    )
     chat_max_message_chars: int = field(default=2000, metadata={"doc": "longest chat message"})
     chat_new_per_address_per_hour: int = field(
         default=30, metadata={"doc": "new anonymous chats one network address may open per hour"}

@@ -1,20 +1,21 @@
 """Security plumbing: password hashing, tokens, rate limits, headers, sessions, CSRF and JSON errors.
 
-Theory of operation: every request passes three middlewares, outermost first.
+Theory of operation: every request passes ``gateway_middleware`` and one response hook.
 
-1. ``error_middleware`` turns our errors into clear responses (JSON under ``/api``, ``/chat`` and ``/staff``), so
+1. It turns our errors into clear responses (JSON under ``/api``, ``/chat`` and ``/staff``), so
    bad input gets a 4xx that says what is wrong and how to fix it, never a stack trace.
-2. ``auth_middleware`` resolves who is calling: a console session (cookie -> SHA-256 -> ``web_sessions`` row) or an
+2. Before calling the handler it resolves who is calling: a console session (cookie -> SHA-256 -> ``web_sessions`` row) or an
    API bearer token (hash looked up in ``api_tokens``). For a state-changing method it then checks CSRF: a session
    caller must echo its session's CSRF token in ``X-CSRF-Token`` or the ``csrf_token`` form field; a bearer-token
    caller is exempt (no ambient credential); an anonymous caller may only POST the login form, which carries a
    double-submit token from its pre-login cookie.
-3. ``on_response_prepare`` adds the security headers (CSP without inline script, nosniff, no framing).
+3. The ``on_response_prepare`` hook adds the security headers (CSP without inline script, nosniff, no framing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -187,9 +188,16 @@ async def read_json(request: web.Request, *, max_bytes: int = 64 * 1024) -> dict
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map gateway errors to clear 4xx/5xx responses."""
+async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve the caller, enforce CSRF, and map gateway errors to clear 4xx/5xx responses.
+
+    One middleware rather than two: every open websocket keeps its middleware frames alive, so fewer is leaner.
+    """
     try:
+        auth = await resolve_auth(request)
+        request[AUTH] = auth
+        if request.method in UNSAFE_METHODS:
+            await _check_csrf(request, auth)
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400 and _wants_json(request) and exc.content_type != "application/json":
@@ -231,16 +239,6 @@ async def resolve_auth(request: web.Request) -> Auth:
         if session is not None:
             return Auth(session=session, session_hash=h)
     return ANONYMOUS
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Attach :class:`Auth` to the request and enforce CSRF on state-changing requests."""
-    auth = await resolve_auth(request)
-    request[AUTH] = auth
-    if request.method in UNSAFE_METHODS:
-        await _check_csrf(request, auth)
-    return await handler(request)
 
 
 async def _check_csrf(request: web.Request, auth: Auth) -> None:
@@ -299,7 +297,11 @@ def require_api(request: web.Request) -> Auth:
 
 def content_security_policy(request: web.Request) -> str:
     """CSP for our pages: only our own scripts/styles, no inline script, websockets to ourselves."""
-    host = request.host
+    return _csp_for_host(request.host)
+
+
+@functools.lru_cache(maxsize=64)
+def _csp_for_host(host: str) -> str:
     return (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
         f"connect-src 'self' ws://{host} wss://{host}; font-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -308,7 +310,12 @@ def content_security_policy(request: web.Request) -> str:
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare`` hook adding the security headers to every response."""
+    """``on_response_prepare`` hook adding the security headers to every response.
+
+    A websocket upgrade (101) carries no document, so it gets none: that keeps thousands of open sockets lean.
+    """
+    if isinstance(response, web.WebSocketResponse):
+        return
     h = response.headers
     h.setdefault("Content-Security-Policy", content_security_policy(request))
     h.setdefault("X-Content-Type-Options", "nosniff")

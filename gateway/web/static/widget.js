@@ -125,8 +125,11 @@
     }
   }
 
+  let pinger = null;
   function connect() {
     ready = false;
+    clearInterval(pinger);
+    pinger = setInterval(() => send({ type: "ping" }), 25000);
     ws = new WebSocket(wsUrl);
     ws.onopen = () => ws.send(JSON.stringify({ type: "hello", token: store.get("token", null) }));
     ws.onmessage = (e) => { try { onFrame(JSON.parse(e.data)); } catch (err) { /* ignore malformed */ } };

@@ -1,0 +1,190 @@
+"""Web benchmark (run by hand): many chat websockets against a real gateway web server.
+
+    .venv/bin/python bench/web_bench.py [--sockets 2000] [--fanout 1000] [--rounds 20]
+
+The server runs in its own process (real store, bus, service and web app) so its memory can be measured alone.
+Figures printed:
+
+* memory per chat websocket: server RSS growth after N visitors connected and said hello, divided by N
+  (target <= 16 KiB);
+* fan-out: time for the server to write one message to ``--fanout`` sockets (ChatHub.fan_out), and the time until
+  the last client received it, median and worst over ``--rounds`` (target <= 20 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+SERVER = r"""
+import asyncio, gc, json, os, resource, sys, time
+from pathlib import Path
+from aiohttp import web
+from gateway.domain.bus import Bus
+from gateway.domain.service import ConversationService
+from gateway.store.db import Store
+from gateway.web.app import WebServer
+from gateway.web.chat import CHAT_HUB
+from gateway.web.config import WebConfig
+from gateway.web.deps import WebDeps
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+async def main() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    store = Store(Path(sys.argv[1]) / "bench.db")
+    await store.start()
+    bus = Bus()
+    cfg = WebConfig(port=int(sys.argv[2]), secure_cookies=False, chat_new_per_address_per_hour=10**9,
+                    chat_messages_per_minute=10**9, chat_burst=10**9)
+    server = WebServer(WebDeps(ConversationService(store, bus), store, bus, cfg))
+    hub = server.app[CHAT_HUB]
+
+    snaps = []
+
+    async def measure(request: web.Request) -> web.Response:
+        gc.collect()
+        if os.environ.get("BENCH_TRACE"):
+            import tracemalloc
+            if not tracemalloc.is_tracing():
+                tracemalloc.start(10)
+            snaps.append(tracemalloc.take_snapshot())
+            if len(snaps) == 2:
+                stats = snaps[1].compare_to(snaps[0], "lineno")
+                n = max(1, hub.socket_count - 1)
+                print("traced per socket:", sum(x.size_diff for x in stats) / n, file=sys.stderr)
+                for x in stats[:30]:
+                    print(round(x.size_diff / n), x.traceback[0], file=sys.stderr)
+        return web.json_response({"rss": rss(), "sockets": hub.socket_count})
+
+    async def fanout(request: web.Request) -> web.Response:
+        n = int(request.query["n"])
+        peers = list(hub._all)[:n]
+        text = json.dumps({"type": "message", "message": {"id": 0, "from": "staff", "body": "x" * 40,
+                                                           "at": time.time(), "client_id": None}})
+        t0 = time.perf_counter()
+        sent = await hub.fan_out(peers, text)
+        return web.json_response({"seconds": time.perf_counter() - t0, "sent": sent})
+
+    server.app.router.add_get("/bench/measure", measure)
+    server.app.router.add_get("/bench/fanout", fanout)
+    await server.start()
+    print("READY", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def run(sockets: int, fanout: int, rounds: int, port: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    tmp = tempfile.mkdtemp(prefix="web-bench-")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once before any load
+        [sys.executable, "-c", SERVER, tmp, str(port)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.to_thread(proc.stdout.readline)
+        if "READY" not in line:
+            raise SystemExit(f"server did not start: {line!r}")
+        base = f"http://127.0.0.1:{port}"
+        origin = base
+        conn = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=conn) as s:
+            # Warm up: one socket so lazily created things exist before the baseline.
+            warm = await s.ws_connect(base + "/chat/ws", origin=origin, autoping=True)
+            await warm.send_json({"type": "hello"})
+            await warm.receive_json()
+            before = await (await s.get(base + "/bench/measure")).json()
+            socks: list[aiohttp.ClientWebSocketResponse] = []
+            t0 = time.perf_counter()
+            for start in range(0, sockets, 200):
+                batch = await asyncio.gather(
+                    *(s.ws_connect(base + "/chat/ws", origin=origin) for _ in range(min(200, sockets - start)))
+                )
+                for ws in batch:
+                    await ws.send_json({"type": "hello"})
+                await asyncio.gather(*(ws.receive_json() for ws in batch))
+                socks.extend(batch)
+            connect_s = time.perf_counter() - t0
+            after = await (await s.get(base + "/bench/measure")).json()
+            per_socket = (after["rss"] - before["rss"]) / sockets
+            print(f"sockets open:              {after['sockets'] - before['sockets']} (in {connect_s:.1f} s)")
+            print(f"server RSS before/after:   {before['rss'] / 2**20:.1f} MiB / {after['rss'] / 2**20:.1f} MiB")
+            print(f"memory per chat websocket: {per_socket / 1024:.1f} KiB (target <= 16 KiB)")
+
+            server_times = []
+            e2e_times = []
+            everyone = [warm, *socks]
+            state = {"got": 0, "want": fanout, "done": None}
+
+            async def reader(ws: aiohttp.ClientWebSocketResponse) -> None:
+                async for msg in ws:
+                    if msg.type is aiohttp.WSMsgType.TEXT:
+                        state["got"] += 1
+                        fut = state["done"]
+                        if state["got"] >= state["want"] and fut is not None and not fut.done():
+                            fut.set_result(time.perf_counter())
+
+            readers = [asyncio.create_task(reader(ws)) for ws in everyone]
+            for _ in range(rounds):
+                state["got"] = 0
+                state["done"] = asyncio.get_running_loop().create_future()
+                t_start = time.perf_counter()
+                resp = await (await s.get(base + f"/bench/fanout?n={fanout}")).json()
+                t_end = await asyncio.wait_for(state["done"], timeout=30)
+                server_times.append(resp["seconds"])
+                e2e_times.append(t_end - t_start)
+                await asyncio.sleep(0.1)
+            print(
+                f"fan-out to {fanout} sockets, server write: median {statistics.median(server_times) * 1000:.2f} ms, "
+                f"worst {max(server_times) * 1000:.2f} ms (target <= 20 ms)"
+            )
+            print(
+                f"fan-out to {fanout} sockets, until last client has it: "
+                f"median {statistics.median(e2e_times) * 1000:.1f} ms, worst {max(e2e_times) * 1000:.1f} ms"
+            )
+            for ws in everyone:
+                await ws.close()
+            await asyncio.gather(*readers, return_exceptions=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        gc.collect()
+
+
+def main() -> None:
+    """Parse arguments and run the benchmark."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sockets", type=int, default=2000)
+    p.add_argument("--fanout", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--port", type=int, default=18081)
+    a = p.parse_args()
+    asyncio.run(run(a.sockets, a.fanout, a.rounds, a.port))
+    _ = json  # figures are printed, not saved
+
+
+if __name__ == "__main__":
+    main()
