@@ -97,7 +97,6 @@ class OutboxWorker:
         while True:
             self._wake.clear()
             if look_first:
-                # After an idle timeout most rounds find nothing: a read is cheaper than a write.
                 due, next_at = await self.store.read(lambda c: db.peek_due(c, time.time()))
                 if not due:
                     look_first = not await self._idle(next_at)
@@ -109,7 +108,8 @@ class OutboxWorker:
             if claim.row is None:
                 look_first = not await self._idle(claim.next_at)
                 continue
-            look_first = False
+            # After this message, look with a read first: an idle outbox then costs no commit.
+            look_first = True
             if claim.blocked:
                 await self._final(claim.row, "failed", "the recipient opted out (STOP); not sent")
                 continue
