@@ -22,6 +22,7 @@ OPS = frozenset(
     {
         "deliver",
         "deliver_pdu",
+        "store_draft",
         "status_report",
         "fail_next_send",
         "fail_next_command",

@@ -255,6 +255,13 @@ class ModemEmulator:
         with self._lock:
             self._receive(pdu_hex)
 
+    def store_draft(self, recipient: str, text: str, storage: str = "SM") -> int:
+        """Someone saved an outgoing message on the SIM (stat 2, "stored unsent"). Returns its index."""
+        with self._lock:
+            index = self._next_index(storage)
+            self.slots[storage][index] = _Slot(2, pducodec.encode_submit(recipient, text)[0].hex)
+            return index
+
     def status_report(self, reference: int, status: int = 0, recipient: str | None = None) -> None:
         """The network reports on message ``reference`` (``+CDS``)."""
         with self._lock:

@@ -289,9 +289,12 @@ class SmsChannel:
             except at.ModemCommandError as err:  # e.g. SIM busy right after boot: next round
                 log.warning("modem %s: cannot list %s (%s)", link.device, storage, err.words)
                 continue
-            stored, problems = at.parse_cmgl(lines)
+            listed, problems = at.parse_cmgl(lines)
             for problem in problems:
                 log.warning("modem %s: %s", link.device, problem)
+            # Received messages only (stat 0 unread, 1 read); drafts and sent copies (2, 3) that
+            # someone keeps on the SIM are none of our business and stay where they are.
+            stored = [item for item in listed if item.stat in (0, 1)]
             if not stored:
                 continue
             new += await self.inbound.store_listing(self.modem_id, storage, stored)

@@ -347,3 +347,31 @@ async def test_mixed_traffic_on_a_slow_modem_one_message_at_a_time(rig: Rig, emu
 async def test_unknown_profile_is_a_config_error(rig: Rig) -> None:
     with pytest.raises(ConfigError, match="Known profiles: generic, huawei-e173"):
         await rig.channel("/dev/null", profile="nokia-3310")
+
+
+async def test_profile_quirks_are_sent_and_drafts_are_left_alone(rig: Rig, emulator: ModemEmulator) -> None:
+    draft = emulator.store_draft("+15550001234", "a draft someone keeps on the SIM")
+    ch = await rig.channel(str(emulator.link))
+    emulator.deliver(CUSTOMER, "hello")
+    await wait_for(lambda: rig.inbound_bodies() == ["hello"])
+    await wait_for(lambda: ch.polls >= 2)
+    assert "AT^CURC=0" in emulator.commands
+    assert "AT+CNMI=2,1,0,1,0" in emulator.commands
+    assert list(emulator.stored("SM")) == [draft]
+    assert ("SM", draft) not in emulator.deleted
+
+
+async def test_without_status_reports_sent_is_final(rig: Rig, emulator: ModemEmulator) -> None:
+    ch = await rig.channel(str(emulator.link), status_reports=False)
+    seed = await rig.service.ingest(
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, CUSTOMER, "seed-4", "hi")
+    )
+    outbox_id = await rig.service.enqueue_outbound(
+        seed.conversation_id, "sms", CUSTOMER, "no report please", automated=False
+    )
+    await wait_for(lambda: rig.outbox(outbox_id)["state"] == "sent")
+    assert emulator.sent[0].status_report is False
+    assert "AT+CNMI=2,1,0,0,0" in emulator.commands
+    await asyncio.sleep(0.5)
+    assert rig.outbox(outbox_id)["state"] == "sent"
+    assert ch.health.connected
