@@ -234,8 +234,7 @@ async def test_wrong_pin_is_tried_exactly_once(rig: Rig, tmp_path: object) -> No
     try:
         ch = await rig.channel(emu.path, pin="0000")
         await wait_for(lambda: "sms.pin" in (ch.health.last_error or ""), timeout=10)
-        for _ in range(3):
-            await wait_for(lambda: ch.link_state.attempts >= 3, timeout=15)
+        await wait_for(lambda: ch.link_state.attempts >= 3, timeout=20)  # three more sessions
         assert emu.pin_attempts == 1
         assert not ch.health.connected
     finally:
