@@ -80,6 +80,9 @@ class ServicePort(Protocol):
     ) -> int: ...
 
 
+_TRUNCATED = " [...] (shortened here; the full text is kept with the SMS)"
+
+
 @dataclass(frozen=True)
 class _Decoded:
     part: db.InboundPart
@@ -111,6 +114,9 @@ class InboundPipeline:
         self.on_status_report = on_status_report
         self._wake = asyncio.Event()
         self.ingested = 0
+        self._failing: set[int] = set()
+        settings = getattr(service, "settings", None)
+        self.max_body_chars = int(getattr(settings, "max_body_chars", 10_000))
 
     def wake(self) -> None:
         """New parts were stored: process them soon."""
@@ -163,7 +169,21 @@ class InboundPipeline:
             await self.store.write(lambda c, k=key: self._assemble(c, k, force=True))  # type: ignore[misc]
         done = 0
         for message in await self.store.read(db.pending_messages):
-            await self._ingest(message)
+            try:
+                await self._ingest(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - one bad message must not hold up the rest
+                if message.id not in self._failing:
+                    self._failing.add(message.id)
+                    log.warning(
+                        "sms inbound: message %d could not be added to its conversation (%s); "
+                        "it stays stored and is retried",
+                        message.id,
+                        err,
+                    )
+                continue
+            self._failing.discard(message.id)
             done += 1
         return done
 
@@ -291,6 +311,12 @@ class InboundPipeline:
             meta["parts_missing"] = message.parts_missing
         if message.keyword:
             meta["keyword"] = message.keyword
+        body = message.body
+        if len(body) > self.max_body_chars:
+            # Up to 255 parts can exceed what a timeline entry holds; the full text stays stored.
+            body = body[: self.max_body_chars - len(_TRUNCATED)] + _TRUNCATED
+            meta["truncated"] = True
+            meta["sms_message_id"] = message.id
         result = await self.service.ingest(
             Inbound(
                 channel=Channel.SMS,
@@ -298,7 +324,7 @@ class InboundPipeline:
                 identity_kind=IdentityKind.PHONE,
                 identity_value=message.sender,
                 external_id=message.external_id,
-                body=message.body,
+                body=body,
                 meta=meta,
                 occurred_at=message.sent_at,
             )

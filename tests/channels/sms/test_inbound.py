@@ -8,12 +8,14 @@ import random
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.channels.sms.inbound import InboundPipeline
 from gateway.domain.bus import Bus
+from gateway.domain.models import Inbound, IngestResult
 from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.protocols.at import StoredPdu
 from gateway.protocols.pdu import encode_deliver
@@ -91,3 +93,64 @@ def test_incomplete_set_waits_until_the_timeout(tmp_path: Path) -> None:
     parts = [p.hex for p in encode_deliver("+15551234567", "z" * 400, timestamp=T0)]
     rows = asyncio.run(_run_pipeline(tmp_path, [parts[:2]], flush_incomplete=False))
     assert rows == []  # still waiting for part 3: not delivered early, not dropped
+
+
+class _FlakyService:
+    """The real service, except that one sender's messages fail (a fake around a real peer)."""
+
+    def __init__(self, real: ConversationService, bad_sender: str) -> None:
+        self.real = real
+        self.settings = real.settings
+        self.bad_sender = bad_sender
+        self.fail = True
+
+    async def ingest(self, item: Inbound) -> IngestResult:
+        if self.fail and item.identity_value == self.bad_sender:
+            raise RuntimeError("conversation service unavailable")
+        return await self.real.ingest(item)
+
+    async def append_event(self, *args: Any, **kwargs: Any) -> int:
+        return await self.real.append_event(*args, **kwargs)
+
+
+async def test_one_failing_message_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gw.db")
+    await store.start()
+    bus = Bus()
+    real = ConversationService(store, bus, ServiceSettings(default_region="US"))
+    flaky = _FlakyService(real, "+15550000001")
+    pipeline = InboundPipeline(store, flaky, bus)
+    try:
+        items = [StoredPdu(i, 0, encode_deliver(f"+1555000000{i}", f"msg {i}", timestamp=T0)[0].hex) for i in range(3)]
+        await pipeline.store_listing("sim-1", "SM", items)
+        assert await pipeline.run_once() == 2
+        assert await pipeline.run_once() == 0  # still failing, still kept
+        flaky.fail = False
+        assert await pipeline.run_once() == 1
+        bodies = await store.read(lambda c: [r[0] for r in c.execute("SELECT body FROM events ORDER BY id").fetchall()])
+        assert sorted(bodies) == ["msg 0", "msg 1", "msg 2"]
+    finally:
+        await store.stop()
+
+
+async def test_very_long_message_is_shortened_on_the_timeline_but_kept_whole(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gw.db")
+    await store.start()
+    bus = Bus()
+    service = ConversationService(store, bus, ServiceSettings(default_region="US", max_body_chars=500))
+    pipeline = InboundPipeline(store, service, bus)
+    text = "".join(f"{i:04d} " for i in range(200))  # 1000 characters, 7 parts
+    try:
+        pdus = encode_deliver("+15551234567", text, timestamp=T0)
+        await pipeline.store_listing("sim-1", "SM", [StoredPdu(i, 0, p.hex) for i, p in enumerate(pdus)])
+        assert await pipeline.run_once() == 1
+        body, meta = await store.read(
+            lambda c: c.execute("SELECT body, meta FROM events WHERE kind = 'message_in'").fetchone()
+        )
+        assert len(body) == 500
+        assert body.startswith(text[:400])
+        assert json.loads(meta)["truncated"] is True
+        kept = await store.read(lambda c: c.execute("SELECT body FROM sms_messages").fetchone()[0])
+        assert kept == text
+    finally:
+        await store.stop()
