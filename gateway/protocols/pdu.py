@@ -296,8 +296,8 @@ def _encode_address(number: str) -> bytes:
     digits = number[1:] if number.startswith("+") else number
     if not digits.isdigit() or not digits.isascii() or not 1 <= len(digits) <= 20:
         raise PduEncodeError(
-            f"cannot send to {number!r}: a destination must be digits with an optional leading '+' "
-            "(at most 20 digits); fix the number"
+            f"cannot send to a {len(number)}-character destination: it must be 1 to 20 digits with "
+            "an optional leading '+'; fix the number"
         )
     toa = 0x91 if number.startswith("+") else 0x81
     return bytes([len(digits), toa]) + bytes(_gsm.encodeSemiOctets(digits))
