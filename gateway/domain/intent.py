@@ -43,10 +43,7 @@ class IntentConfig:
 
     keywords: dict[str, list[str]] = field(
         default_factory=_default_keywords,
-        metadata={
-            "doc": "keywords per intent; a keyword matches words starting with it "
-            "(Korean and English)"
-        },
+        metadata={"doc": "keywords per intent; a keyword matches words starting with it (Korean and English)"},
     )
     urgent_intents: list[str] = field(
         default_factory=lambda: ["urgent"],
@@ -93,9 +90,7 @@ def normalize(text: str) -> str:
 class IntentRules:
     """Compiled keyword lists. Build once from :class:`IntentConfig`, share freely (immutable)."""
 
-    def __init__(
-        self, keywords: Mapping[str, Sequence[str]], urgent_intents: Iterable[str] = ("urgent",)
-    ) -> None:
+    def __init__(self, keywords: Mapping[str, Sequence[str]], urgent_intents: Iterable[str] = ("urgent",)) -> None:
         self.urgent_intents = frozenset(urgent_intents)
         entries: list[tuple[str, str, tuple[str, ...]]] = []
         for intent, words in keywords.items():
@@ -104,9 +99,7 @@ class IntentRules:
             for word in words:
                 tokens = tuple(normalize(word).split())
                 if not tokens:
-                    raise ValueError(
-                        f"intent {intent!r} has an empty keyword: remove it from the keywords list"
-                    )
+                    raise ValueError(f"intent {intent!r} has an empty keyword: remove it from the keywords list")
                 entries.append((intent, " ".join(tokens), tokens))
         # Longest first, so "call off" is tried before a hypothetical "call".
         entries.sort(key=lambda e: -len(e[2]))
@@ -158,8 +151,6 @@ class IntentRules:
             if hit.intent not in self.urgent_intents:
                 counts[hit.intent] = counts.get(hit.intent, 0) + 1
         order = {name: n for n, name in enumerate(self.intents)}
-        intent = (
-            min(counts, key=lambda k: (-counts[k], order.get(k, len(order)))) if counts else None
-        )
+        intent = min(counts, key=lambda k: (-counts[k], order.get(k, len(order)))) if counts else None
         urgent = any(h.intent in self.urgent_intents for h in all_hits)
         return IntentDecision(intent, urgent, all_hits)

@@ -49,11 +49,7 @@ def _job(row: sqlite3.Row | tuple[object, ...] | None) -> TranscriptionJob | Non
 
 def get_job(conn: sqlite3.Connection, job_id: int) -> TranscriptionJob | None:
     """The job with this id."""
-    return _job(
-        conn.execute(
-            f"SELECT {_COLUMNS} FROM transcription_jobs WHERE id = ?", (job_id,)
-        ).fetchone()
-    )
+    return _job(conn.execute(f"SELECT {_COLUMNS} FROM transcription_jobs WHERE id = ?", (job_id,)).fetchone())
 
 
 def job_for_voicemail(conn: sqlite3.Connection, voicemail_event_id: int) -> TranscriptionJob | None:
@@ -68,8 +64,7 @@ def job_for_voicemail(conn: sqlite3.Connection, voicemail_event_id: int) -> Tran
 def active_count(conn: sqlite3.Connection) -> int:
     """Jobs that still need work."""
     row = conn.execute(
-        "SELECT count(*) FROM transcription_jobs WHERE status IN ('pending', 'running', "
-        "'waiting_model')"
+        "SELECT count(*) FROM transcription_jobs WHERE status IN ('pending', 'running', 'waiting_model')"
     ).fetchone()
     return int(row[0])
 
@@ -77,9 +72,7 @@ def active_count(conn: sqlite3.Connection) -> int:
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Number of jobs per status (every status present, zero when none)."""
     out = dict.fromkeys(STATUSES, 0)
-    for status, n in conn.execute(
-        "SELECT status, count(*) FROM transcription_jobs GROUP BY status"
-    ):
+    for status, n in conn.execute("SELECT status, count(*) FROM transcription_jobs GROUP BY status"):
         out[str(status)] = int(n)
     return out
 
@@ -136,9 +129,7 @@ def claim_next(conn: sqlite3.Connection, *, now: float) -> TranscriptionJob | No
     return _job(row)
 
 
-def finish_job(
-    conn: sqlite3.Connection, job_id: int, transcript_event_id: int, *, now: float
-) -> None:
+def finish_job(conn: sqlite3.Connection, job_id: int, transcript_event_id: int, *, now: float) -> None:
     """The transcript is on the timeline."""
     conn.execute(
         "UPDATE transcription_jobs SET status = 'done', transcript_event_id = ?, last_error = "
@@ -167,9 +158,18 @@ def fail_job(
 def retry_job(conn: sqlite3.Connection, job_id: int, error: str, *, now: float) -> None:
     """Put a running job back in the queue after a worker failure (the attempt stays counted)."""
     conn.execute(
-        "UPDATE transcription_jobs SET status = 'pending', last_error = ?, updated_at = ? WHERE id "
-        "= ?",
+        "UPDATE transcription_jobs SET status = 'pending', last_error = ?, updated_at = ? WHERE id = ?",
         (error, now, job_id),
+    )
+
+
+def release_job(conn: sqlite3.Connection, job_id: int, *, now: float) -> None:
+    """A graceful stop interrupted this running job: back to the queue, the attempt not counted."""
+    conn.execute(
+        "UPDATE transcription_jobs SET status = 'pending', attempts = max(attempts - 1, 0), "
+        "last_error = 'interrupted: the gateway stopped while transcribing', updated_at = ? "
+        "WHERE id = ? AND status = 'running'",
+        (now, job_id),
     )
 
 
@@ -198,8 +198,7 @@ def recover_running(conn: sqlite3.Connection, *, now: float, max_attempts: int) 
 def hold_for_model(conn: sqlite3.Connection, *, now: float) -> int:
     """No usable model: park every pending job as ``waiting_model``."""
     return conn.execute(
-        "UPDATE transcription_jobs SET status = 'waiting_model', updated_at = ? WHERE status = "
-        "'pending'",
+        "UPDATE transcription_jobs SET status = 'waiting_model', updated_at = ? WHERE status = 'pending'",
         (now,),
     ).rowcount
 
@@ -207,8 +206,7 @@ def hold_for_model(conn: sqlite3.Connection, *, now: float) -> int:
 def release_waiting(conn: sqlite3.Connection, *, now: float) -> int:
     """A model is there again: ``waiting_model`` jobs become ``pending``."""
     return conn.execute(
-        "UPDATE transcription_jobs SET status = 'pending', updated_at = ? WHERE status = "
-        "'waiting_model'",
+        "UPDATE transcription_jobs SET status = 'pending', updated_at = ? WHERE status = 'waiting_model'",
         (now,),
     ).rowcount
 

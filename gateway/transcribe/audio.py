@@ -109,9 +109,7 @@ def _alaw_table() -> Pcm16:
     a = np.arange(256, dtype=np.int32) ^ 0x55
     exponent = (a >> 4) & 0x07
     mantissa = a & 0x0F
-    magnitude = np.where(
-        exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0)
-    )
+    magnitude = np.where(exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0))
     return np.where(a & 0x80, magnitude, -magnitude).astype(np.int16)
 
 
@@ -132,9 +130,7 @@ def decode_alaw(data: bytes) -> Pcm16:
 def resample(samples: Pcm16, from_rate: int, to_rate: int) -> Pcm16:
     """Resample 16-bit mono PCM with soxr (high quality); a no-op when the rates match."""
     if from_rate <= 0 or to_rate <= 0:
-        raise AudioError(
-            f"cannot resample from {from_rate} Hz to {to_rate} Hz: rates must be positive"
-        )
+        raise AudioError(f"cannot resample from {from_rate} Hz to {to_rate} Hz: rates must be positive")
     if from_rate == to_rate or samples.size == 0:
         return samples.astype(np.int16, copy=False)
     # Float in, float out: soxr's int16 path adds dither, turning digital silence into noise.
@@ -156,9 +152,7 @@ def _parse_wav(fh: BinaryIO, path: Path, size: int) -> _Layout:  # noqa: PLR0912
     if len(header) < 12 or header[:4] not in (b"RIFF", b"RIFX") or header[8:12] != b"WAVE":
         raise AudioError(f"{path}: not a WAV file (no RIFF/WAVE header); the recording is corrupt")
     if header[:4] == b"RIFX":
-        raise AudioError(
-            f"{path}: big-endian WAV (RIFX) is not supported; convert it with sox to a normal WAV"
-        )
+        raise AudioError(f"{path}: big-endian WAV (RIFX) is not supported; convert it with sox to a normal WAV")
     fmt: tuple[int, int, int, int, int] | None = None  # tag, channels, rate, block_align, bits
     pos = 12
     while True:
@@ -166,34 +160,24 @@ def _parse_wav(fh: BinaryIO, path: Path, size: int) -> _Layout:  # noqa: PLR0912
         chunk = fh.read(8)
         if len(chunk) < 8:
             if fmt is None:
-                raise AudioError(
-                    f"{path}: WAV file has no 'fmt ' chunk; the header is truncated or corrupt"
-                )
-            raise AudioError(
-                f"{path}: WAV file has no 'data' chunk; the recording is empty or truncated"
-            )
+                raise AudioError(f"{path}: WAV file has no 'fmt ' chunk; the header is truncated or corrupt")
+            raise AudioError(f"{path}: WAV file has no 'data' chunk; the recording is empty or truncated")
         chunk_id, chunk_size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
         body = pos + 8
         if chunk_id == b"fmt ":
             if chunk_size < 16:
-                raise AudioError(
-                    f"{path}: WAV 'fmt ' chunk is {chunk_size} bytes, expected at least 16"
-                )
+                raise AudioError(f"{path}: WAV 'fmt ' chunk is {chunk_size} bytes, expected at least 16")
             try:
                 raw = _read_exact(fh, min(chunk_size, 40))
             except EOFError:
-                raise AudioError(
-                    f"{path}: WAV header is truncated inside the 'fmt ' chunk"
-                ) from None
+                raise AudioError(f"{path}: WAV header is truncated inside the 'fmt ' chunk") from None
             tag, channels, rate, _byte_rate, block_align, bits = struct.unpack("<HHIIHH", raw[:16])
             if tag == _EXTENSIBLE and len(raw) >= 26:
                 tag = struct.unpack("<H", raw[24:26])[0]
             fmt = (tag, channels, rate, block_align, bits)
         elif chunk_id == b"data":
             if fmt is None:
-                raise AudioError(
-                    f"{path}: WAV 'data' chunk comes before 'fmt '; the file is corrupt"
-                )
+                raise AudioError(f"{path}: WAV 'data' chunk comes before 'fmt '; the file is corrupt")
             available = size - body
             data_bytes = chunk_size
             if data_bytes in (0, 0xFFFFFFFF) and available > 0:
@@ -210,14 +194,10 @@ def _parse_wav(fh: BinaryIO, path: Path, size: int) -> _Layout:  # noqa: PLR0912
             return _layout(path, fmt, body, data_bytes)
         pos = body + chunk_size + (chunk_size & 1)
         if pos > size:
-            raise AudioError(
-                f"{path}: WAV chunk {chunk_id!r} runs past the end of the file; it is truncated"
-            )
+            raise AudioError(f"{path}: WAV chunk {chunk_id!r} runs past the end of the file; it is truncated")
 
 
-def _layout(
-    path: Path, fmt: tuple[int, int, int, int, int], offset: int, data_bytes: int
-) -> _Layout:
+def _layout(path: Path, fmt: tuple[int, int, int, int, int], offset: int, data_bytes: int) -> _Layout:
     tag, channels, rate, block_align, bits = fmt
     if channels < 1 or channels > 8:
         raise AudioError(f"{path}: WAV header says {channels} channels; the file is corrupt")
@@ -234,9 +214,7 @@ def _layout(
         codec, frame = "alaw", channels
     elif tag == _GSM610:
         if channels != 1 or block_align != _WAV49_BLOCK_BYTES:
-            raise AudioError(
-                f"{path}: GSM 6.10 WAV with block size {block_align}; expected mono, 65 bytes"
-            )
+            raise AudioError(f"{path}: GSM 6.10 WAV with block size {block_align}; expected mono, 65 bytes")
         codec, frame, samples = "gsm", _WAV49_BLOCK_BYTES, 320
     else:
         raise AudioError(
@@ -263,8 +241,7 @@ def _raw_layout(path: Path, size: int) -> _Layout:
     samples = 160 if codec == "gsm" else 1
     if size % frame:
         raise AudioError(
-            f"{path}: the recording is truncated: {size} bytes is not a whole number of "
-            f"{frame}-byte {codec} frames"
+            f"{path}: the recording is truncated: {size} bytes is not a whole number of {frame}-byte {codec} frames"
         )
     return _Layout(codec, rate, 1, 0, size, frame, samples, wav=False)
 
@@ -309,15 +286,10 @@ def _decode_gsm(path: Path, layout: _Layout, max_seconds: float, sox: str) -> Pc
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=_SOX_TIMEOUT, check=False)  # noqa: S603
     except subprocess.TimeoutExpired as err:
-        raise AudioError(
-            f"{path}: sox took more than {_SOX_TIMEOUT:.0f} s to decode the GSM audio"
-        ) from err
+        raise AudioError(f"{path}: sox took more than {_SOX_TIMEOUT:.0f} s to decode the GSM audio") from err
     if proc.returncode != 0:
         reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise AudioError(
-            f"{path}: sox could not decode the GSM audio: "
-            f"{reason[-1] if reason else proc.returncode}"
-        )
+        raise AudioError(f"{path}: sox could not decode the GSM audio: {reason[-1] if reason else proc.returncode}")
     out = proc.stdout[: len(proc.stdout) - len(proc.stdout) % 2]
     return np.frombuffer(out, dtype="<i2").astype(np.int16)
 
@@ -344,9 +316,7 @@ def _open_layout(p: Path) -> _Layout:
     except IsADirectoryError as err:
         raise AudioError(f"{p}: is a directory, not a recording") from err
     except PermissionError as err:
-        raise AudioError(
-            f"{p}: cannot read the recording: permission denied for uid {os.getuid()}"
-        ) from err
+        raise AudioError(f"{p}: cannot read the recording: permission denied for uid {os.getuid()}") from err
 
 
 def load_audio(
@@ -381,9 +351,7 @@ def load_audio(
         if layout.codec == "pcm16":
             pcm = np.frombuffer(raw, dtype="<i2").astype(np.int16)
         elif layout.codec == "pcm8":
-            pcm = ((np.frombuffer(raw, dtype=np.uint8).astype(np.int16) - 128) << 8).astype(
-                np.int16
-            )
+            pcm = ((np.frombuffer(raw, dtype=np.uint8).astype(np.int16) - 128) << 8).astype(np.int16)
         elif layout.codec == "mulaw":
             pcm = decode_mulaw(raw)
         else:

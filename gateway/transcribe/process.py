@@ -114,9 +114,7 @@ class WorkerProcess:
             start_new_session=True,
         )
         self._stderr_task = asyncio.create_task(self._drain_stderr(), name=f"{self.name}-stderr")
-        log.info(
-            "transcription worker %s started (pid %d), loading the model", self.name, self._proc.pid
-        )
+        log.info("transcription worker %s started (pid %d), loading the model", self.name, self._proc.pid)
         try:
             async with asyncio.timeout(self.load_timeout):
                 message = await self._next()
@@ -134,9 +132,7 @@ class WorkerProcess:
             raise ModelUnusableError(message.error)
         if not isinstance(message, Ready):
             await self.kill()
-            raise WorkerCrashedError(
-                f"worker {self.name} sent {type(message).__name__} before ready"
-            )
+            raise WorkerCrashedError(f"worker {self.name} sent {type(message).__name__} before ready")
         self.ready = message
         log.info(
             "transcription worker %s ready (model %s, %d Hz)",
@@ -179,8 +175,7 @@ class WorkerProcess:
             else:
                 await self.kill()
                 raise WorkerCrashedError(
-                    f"worker {self.name} sent an unexpected {type(message).__name__} during job "
-                    f"{job.job}"
+                    f"worker {self.name} sent an unexpected {type(message).__name__} during job {job.job}"
                 )
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -251,8 +246,7 @@ class WorkerProcess:
             await asyncio.wait({self._stderr_task}, timeout=1.0)  # let the last log lines arrive
         tail = self.stderr_tail()
         return WorkerCrashedError(
-            f"worker {self.name} {_describe_exit(proc.returncode)} {when}"
-            + (f" ({tail[-300:]})" if tail else "")
+            f"worker {self.name} {_describe_exit(proc.returncode)} {when}" + (f" ({tail[-300:]})" if tail else "")
         )
 
     async def _drain_stderr(self) -> None:

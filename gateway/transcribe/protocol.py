@@ -116,11 +116,7 @@ def _words(raw: Any) -> tuple[Word, ...]:
         if not isinstance(item, dict):
             raise ProtocolError("worker sent a word that is not an object")
         try:
-            out.append(
-                Word(
-                    str(item["word"]), float(item["start"]), float(item["end"]), float(item["conf"])
-                )
-            )
+            out.append(Word(str(item["word"]), float(item["start"]), float(item["end"]), float(item["conf"])))
         except (KeyError, TypeError, ValueError) as err:
             raise ProtocolError(f"worker sent a malformed word: {err}") from err
     return tuple(out)

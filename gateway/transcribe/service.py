@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -49,7 +50,7 @@ from typing import Any, Protocol, TypeVar
 from gateway.domain.bus import Bus, Subscription
 from gateway.domain.intent import IntentConfig, IntentDecision, IntentRules, KeywordHit
 from gateway.domain.models import Channel, EventKind
-from gateway.errors import PermanentError
+from gateway.errors import PermanentError, StoreError
 from gateway.store import transcribe as q
 from gateway.supervise import backoff_delay
 from gateway.transcribe.config import TranscribeConfig
@@ -84,7 +85,7 @@ class StorePort(Protocol):
 class ConversationPort(Protocol):
     """What the service needs from the conversation service (see gateway.domain.service)."""
 
-    async def append_event(  # noqa: PLR0917 - mirrors ConversationService.append_event
+    async def append_event(
         self,
         conversation_id: int,
         kind: EventKind | str,
@@ -215,6 +216,7 @@ class TranscriptionService:
         self._command = command or (lambda path: worker_command(self.config, path))
         self._tasks: set[asyncio.Task[None]] = set()
         self._workers: dict[int, WorkerProcess] = {}
+        self._current: dict[int, q.TranscriptionJob] = {}
         self._wake = asyncio.Event()
         self._model_ok = asyncio.Event()
         self._model_error: str | None = None
@@ -238,8 +240,7 @@ class TranscriptionService:
         )
         if requeued or failed:
             log.warning(
-                "transcription: %d job(s) were interrupted by a stop or crash: %d requeued, %d out "
-                "of attempts",
+                "transcription: %d job(s) were interrupted by a stop or crash: %d requeued, %d out of attempts",
                 requeued + failed,
                 requeued,
                 failed,
@@ -251,9 +252,7 @@ class TranscriptionService:
         await self._catch_up()
         await self._set_model_state(check_model(self.model_path))
         if not self.config.enabled:
-            log.info(
-                "transcription is disabled (transcribe.enabled = false); voicemails are queued only"
-            )
+            log.info("transcription is disabled (transcribe.enabled = false); voicemails are queued only")
             return
         self._spawn_task(self._watch_model(), "transcribe-model-watch")
         for n in range(max(1, self.config.workers)):
@@ -274,6 +273,15 @@ class TranscriptionService:
         for worker in list(self._workers.values()):
             await worker.kill()
         self._workers.clear()
+        # Jobs cut short by this stop go back to the queue without spending an attempt: the stop
+        # was not their fault. (After a crash, start() finds them still running and does count it.)
+        interrupted = list(self._current.values())
+        self._current.clear()
+        for job in interrupted:
+            try:
+                await self.store.write(functools.partial(q.release_job, job_id=job.id, now=time.time()))
+            except StoreError as err:
+                log.warning("job %d stays running until the next start: %s", job.id, err)
 
     def _spawn_task(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -287,9 +295,7 @@ class TranscriptionService:
 
     # -- public API --------------------------------------------------------------------------------
 
-    async def enqueue(
-        self, conversation_id: int, voicemail_event_id: int, path: str
-    ) -> q.TranscriptionJob:
+    async def enqueue(self, conversation_id: int, voicemail_event_id: int, path: str) -> q.TranscriptionJob:
         """Queue a voicemail for transcription (once: a repeat returns the existing job)."""
         waiting = not self._model_ok.is_set()
         job, created = await self.store.write(
@@ -310,9 +316,7 @@ class TranscriptionService:
                 job.id,
                 job.status,
             )
-            state: dict[str, Any] = {
-                "transcription": "pending" if job.status != "failed" else "failed"
-            }
+            state: dict[str, Any] = {"transcription": "pending" if job.status != "failed" else "failed"}
             if job.status == "failed":
                 state["transcription_error"] = job.last_error
             await self._mark_voicemail(job, state)
@@ -384,14 +388,12 @@ class TranscriptionService:
                 )
             except asyncio.CancelledError:
                 raise
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - the catch-up sweep finds it at the next start
                 log.warning("could not queue a voicemail for transcription: %s", err)
                 self._note_error(f"could not queue a voicemail: {err}")
 
     async def _catch_up(self) -> None:
-        missed = await self.store.read(
-            lambda c: q.unqueued_voicemails(c, limit=self.config.max_backlog)
-        )
+        missed = await self.store.read(lambda c: q.unqueued_voicemails(c, limit=self.config.max_backlog))
         for event_id, conversation_id, path in missed:
             await self.enqueue(conversation_id, event_id, path)
         if missed:
@@ -408,9 +410,7 @@ class TranscriptionService:
             self._model_error = None
             released = await self.store.write(lambda c: q.release_waiting(c, now=now))
             if released:
-                log.info(
-                    "transcription model available: %d waiting voicemail(s) released", released
-                )
+                log.info("transcription model available: %d waiting voicemail(s) released", released)
             self._model_ok.set()
             self._wake.set()
         else:
@@ -454,16 +454,16 @@ class TranscriptionService:
                         async with asyncio.timeout(IDLE_POLL_SECONDS):
                             await self._wake.wait()
                     continue
+                self._current[n] = job
                 await self._process(job, worker)
+                self._current.pop(n, None)
         finally:
             worker = self._workers.pop(n, None)
             if worker is not None:
                 await worker.kill()
 
     async def _start_worker(self, n: int) -> WorkerProcess | None:
-        worker = WorkerProcess(
-            self._command(self.model_path), name=f"w{n}", load_timeout=self.config.load_timeout
-        )
+        worker = WorkerProcess(self._command(self.model_path), name=f"w{n}", load_timeout=self.config.load_timeout)
         try:
             await worker.start()
         except ModelUnusableError as err:
@@ -480,9 +480,7 @@ class TranscriptionService:
         return worker
 
     async def _process(self, job: q.TranscriptionJob, worker: WorkerProcess) -> None:
-        request = JobRequest(
-            job.id, job.path, self.config.max_seconds, tuple(self.rules.grammar_phrases())
-        )
+        request = JobRequest(job.id, job.path, self.config.max_seconds, tuple(self.rules.grammar_phrases()))
         log.info(
             "transcribing job %d (voicemail event %d, attempt %d)",
             job.id,
@@ -513,9 +511,7 @@ class TranscriptionService:
                 await self._fail(job, answer.error)
             else:
                 self._note_error(answer.error)
-                await self.store.write(
-                    lambda c: q.retry_job(c, job.id, answer.error, now=time.time())
-                )
+                await self.store.write(lambda c: q.retry_job(c, job.id, answer.error, now=time.time()))
             return
         try:
             await self._complete(job, outcome, answer)
@@ -523,7 +519,7 @@ class TranscriptionService:
             raise
         except PermanentError as err:
             await self._fail(job, f"could not store the transcript: {err}")
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any failure: the job row keeps the state
             reason = str(err)
             self._note_error(f"could not store the transcript of job {job.id}: {err}")
             if job.attempts >= self.config.max_attempts:
@@ -535,16 +531,14 @@ class TranscriptionService:
         log.warning("transcription job %d failed: %s", job.id, error)
         await self.store.write(lambda c: q.fail_job(c, job.id, error, now=time.time()))
         await self._mark_voicemail(job, {"transcription": "failed", "transcription_error": error})
-        self.bus.publish(
-            TranscriptionFailed(job.conversation_id, job.voicemail_event_id, job.id, error)
-        )
+        self.bus.publish(TranscriptionFailed(job.conversation_id, job.voicemail_event_id, job.id, error))
 
     async def _mark_voicemail(self, job: q.TranscriptionJob, patch: Mapping[str, Any]) -> None:
         try:
             await self.conversations.update_event_meta(job.voicemail_event_id, patch)
         except asyncio.CancelledError:
             raise
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - a store hiccup: retry while attempts remain
             log.warning("could not mark voicemail event %d: %s", job.voicemail_event_id, err)
 
     def decide(self, result: Result) -> IntentDecision:
@@ -561,8 +555,7 @@ class TranscriptionService:
         if result.missing_words and result.missing_words != self._missing_keywords:
             self._missing_keywords = result.missing_words
             log.warning(
-                "the model does not know these keywords, only the transcript text can match them: "
-                "%s",
+                "the model does not know these keywords, only the transcript text can match them: %s",
                 ", ".join(result.missing_words),
             )
         decision = self.decide(result)
@@ -576,13 +569,9 @@ class TranscriptionService:
             "job_id": job.id,
             "status": "done",
             "model": self._workers_model(),
-            "rtf": round(result.decode_seconds / result.duration, 4)
-            if result.duration > 0
-            else None,
+            "rtf": round(result.decode_seconds / result.duration, 4) if result.duration > 0 else None,
             "duration": round(result.duration, 3),
-            "full_duration": round(started.full_duration, 3)
-            if started
-            else round(result.duration, 3),
+            "full_duration": round(started.full_duration, 3) if started else round(result.duration, 3),
             "capped": bool(started.capped) if started else False,
             "codec": started.codec if started else None,
             "no_speech": not result.words,

@@ -20,8 +20,10 @@ nothing but protocol lines.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -45,6 +47,7 @@ from gateway.transcribe.protocol import (
 )
 
 CHUNK_SECONDS = 1.0
+_PR_SET_PDEATHSIG = 1
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -52,12 +55,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", required=True, help="Vosk model directory")
     ap.add_argument("--nice", type=int, default=10, help="CPU priority increment")
     ap.add_argument("--sox", default="sox", help="sox program (GSM recordings)")
-    ap.add_argument(
-        "--max-active", type=int, default=0, help="decoder max active states (0: the model's own)"
-    )
-    ap.add_argument(
-        "--fillers", default="[]", help="JSON list of filler words for the keyword grammar"
-    )
+    ap.add_argument("--max-active", type=int, default=0, help="decoder max active states (0: the model's own)")
+    ap.add_argument("--fillers", default="[]", help="JSON list of filler words for the keyword grammar")
     return ap.parse_args(argv)
 
 
@@ -97,9 +96,7 @@ def _join_phrases(words: Sequence[Word], phrases: Iterable[str]) -> list[Word]:
 
 
 class _Worker:
-    def __init__(
-        self, model: Any, vosk: Any, *, rate: int, name: str, sox: str, fillers: list[str]
-    ) -> None:
+    def __init__(self, model: Any, vosk: Any, *, rate: int, name: str, sox: str, fillers: list[str]) -> None:
         self.model = model
         self.vosk = vosk
         self.rate = rate
@@ -121,9 +118,7 @@ class _Worker:
     def handle(self, job: JobRequest, send: Any) -> None:
         t0 = time.perf_counter()
         try:
-            audio = load_audio(
-                job.path, target_rate=self.rate, max_seconds=job.max_seconds, sox=self.sox
-            )
+            audio = load_audio(job.path, target_rate=self.rate, max_seconds=job.max_seconds, sox=self.sox)
         except AudioError as err:
             send(Failed(job.job, "audio", str(err)))
             return
@@ -138,9 +133,7 @@ class _Worker:
         keywords: list[Word] = []
         if usable:
             grammar = list(dict.fromkeys([*usable, *self.fillers]))
-            rec2 = self.vosk.KaldiRecognizer(
-                self.model, self.rate, json.dumps(grammar, ensure_ascii=False)
-            )
+            rec2 = self.vosk.KaldiRecognizer(self.model, self.rate, json.dumps(grammar, ensure_ascii=False))
             rec2.SetWords(True)
             keywords = _join_phrases(_recognise(rec2, pcm, chunk), usable)
         text = " ".join(w.word for w in words)
@@ -195,9 +188,22 @@ def _sender(out: BinaryIO) -> Any:
     return send
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when the daemon dies, so a crashed daemon leaves no orphan
+    decoding for nobody (a stopped daemon closes stdin instead, and the worker exits by itself)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError) as err:
+        print(f"cannot tie the worker's life to the daemon: {err}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a worker on stdin/stdout until stdin closes."""
     args = _parse_args(argv)
+    _die_with_parent()
     # Protocol lines go to the original stdout; everything else that writes to fd 1 lands in stderr.
     proto = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
@@ -219,10 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         send(Fatal(f"cannot prepare the Vosk model at {args.model!r}: {err}"))
         return 2
-    except Exception as err:
-        send(
-            Fatal(f"cannot load the Vosk model at {args.model!r}: {err}; download the model again")
-        )
+    except Exception as err:  # noqa: BLE001 - any load failure means the model is unusable
+        send(Fatal(f"cannot load the Vosk model at {args.model!r}: {err}; download the model again"))
         return 2
     try:
         fillers = [str(f) for f in json.loads(args.fillers)]
@@ -230,9 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         send(Fatal(f"--fillers is not a JSON list of words: {err}"))
         return 2
     rate = model_sample_rate(args.model)
-    worker = _Worker(
-        model, vosk, rate=rate, name=model_name(args.model), sox=args.sox, fillers=fillers
-    )
+    worker = _Worker(model, vosk, rate=rate, name=model_name(args.model), sox=args.sox, fillers=fillers)
     send(Ready(worker.name, rate, os.getpid()))
     parser = WorkerMessageParser()
     stdin = sys.stdin.buffer
@@ -246,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             try:
                 worker.handle(message, send)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - report it; the daemon decides on retries
                 send(Failed(message.job, "internal", f"{type(err).__name__}: {err}"))
 
 

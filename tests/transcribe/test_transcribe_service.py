@@ -3,9 +3,11 @@ real store."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import sqlite3
 import struct
 import sys
 from pathlib import Path
@@ -26,13 +28,13 @@ from gateway.transcribe.service import (
 )
 
 FAKE_WORKER = str(Path(__file__).with_name("fake_worker.py"))
+GATEWAY_PROCESS = str(Path(__file__).with_name("gateway_process.py"))
 
 
 async def transcript(env: Env, conversation_id: int) -> dict[str, Any]:
     rows = await env.store.read(
         lambda c: c.execute(
-            "SELECT id, body, meta, author FROM events WHERE conversation_id = ? AND kind = "
-            "'transcript'",
+            "SELECT id, body, meta, author FROM events WHERE conversation_id = ? AND kind = 'transcript'",
             (conversation_id,),
         ).fetchall()
     )
@@ -46,9 +48,7 @@ async def transcript(env: Env, conversation_id: int) -> dict[str, Any]:
 
 
 async def voicemail_meta(env: Env, event_id: int) -> dict[str, Any]:
-    row = await env.store.read(
-        lambda c: c.execute("SELECT meta FROM events WHERE id = ?", (event_id,)).fetchone()
-    )
+    row = await env.store.read(lambda c: c.execute("SELECT meta FROM events WHERE id = ?", (event_id,)).fetchone())
     meta: dict[str, Any] = json.loads(row[0])
     return meta
 
@@ -56,12 +56,7 @@ async def voicemail_meta(env: Env, event_id: int) -> dict[str, Any]:
 def three_hours_of_silence(path: Path) -> Path:
     data_bytes = 3 * 3600 * 8000 * 2
     header = b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
-    header += (
-        b"fmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
-        + b"data"
-        + struct.pack("<I", data_bytes)
-    )
+    header += b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16) + b"data" + struct.pack("<I", data_bytes)
     with path.open("wb") as fh:
         fh.write(header)
         fh.truncate(len(header) + data_bytes)
@@ -69,14 +64,10 @@ def three_hours_of_silence(path: Path) -> Path:
 
 
 @pytest.mark.slow
-async def test_voicemails_of_every_kind_are_transcribed_with_intent(  # noqa: PLR0915
-    env: Env, model_path: str
-) -> None:
+async def test_voicemails_of_every_kind_are_transcribed_with_intent(env: Env, model_path: str) -> None:
     tmp = env.tmp
     booking = speech("안녕하세요 예약하고 싶습니다", tmp / "booking.wav")
-    booking_gsm = convert(
-        speech("예약 부탁드립니다", tmp / "b2.wav"), tmp / "booking.WAV", "-e", "gsm-full-rate"
-    )
+    booking_gsm = convert(speech("예약 부탁드립니다", tmp / "b2.wav"), tmp / "booking.WAV", "-e", "gsm-full-rate")
     chat = speech("안녕하세요. 내일 날씨가 좋네요. 감사합니다", tmp / "chat.wav")
     chat_ulaw = convert(chat, tmp / "chat-ulaw.wav", "-e", "u-law")
     chat_alaw = convert(chat, tmp / "chat-alaw.wav", "-e", "a-law")
@@ -107,9 +98,7 @@ async def test_voicemails_of_every_kind_are_transcribed_with_intent(  # noqa: PL
     await svc.start()
     try:
         calls = {}
-        for n, path in enumerate(
-            [booking, booking_gsm, chat, chat_ulaw, chat_alaw, silence, truncated, long]
-        ):
+        for n, path in enumerate([booking, booking_gsm, chat, chat_ulaw, chat_alaw, silence, truncated, long]):
             conv, ev = await env.voicemail(path, caller=f"+82 10-5555-{n:04d}")
             await svc.enqueue(conv, ev, str(path))
             calls[path.name] = (conv, ev)
@@ -137,9 +126,7 @@ async def test_voicemails_of_every_kind_are_transcribed_with_intent(  # noqa: PL
     assert not summary.urgent
     assert (await voicemail_meta(env, ev))["transcription"] == "done"
     indexed = await env.store.read(
-        lambda c: c.execute(
-            "SELECT rowid FROM events_fts WHERE events_fts MATCH ?", ('"예약"',)
-        ).fetchall()
+        lambda c: c.execute("SELECT rowid FROM events_fts WHERE events_fts MATCH ?", ('"예약"',)).fetchall()
     )
     assert (t["id"],) in indexed  # searchable
 
@@ -189,14 +176,10 @@ async def test_voicemails_of_every_kind_are_transcribed_with_intent(  # noqa: PL
 
 
 @pytest.mark.slow
-async def test_voicemail_recorded_event_is_transcribed_and_repeats_are_ignored(
-    env: Env, model_path: str
-) -> None:
+async def test_voicemail_recorded_event_is_transcribed_and_repeats_are_ignored(env: Env, model_path: str) -> None:
     wav = speech("예약 부탁드립니다", env.tmp / "vm.wav")
     conv, ev = await env.voicemail(wav)
-    svc = TranscriptionService(
-        env.store, env.service, env.bus, TranscribeConfig(model_path=model_path)
-    )
+    svc = TranscriptionService(env.store, env.service, env.bus, TranscribeConfig(model_path=model_path))
     await svc.start()
     try:
         env.bus.publish(VoicemailRecorded("call-1", "+821012345678", conv, ev, str(wav), 2.0))
@@ -213,10 +196,9 @@ async def test_voicemail_recorded_event_is_transcribed_and_repeats_are_ignored(
 
 
 @pytest.mark.slow
-async def test_restart_in_the_middle_resumes_and_catches_up(env: Env, model_path: str) -> None:
+async def test_graceful_stop_mid_job_requeues_without_spending_an_attempt(env: Env, model_path: str) -> None:
     """A job running when the gateway stops is redone after the restart; a voicemail stored while
-    the
-    transcriber was down is found and transcribed too."""
+    the transcriber was down is found and transcribed too."""
     long_text = " ".join(["안녕하세요 예약하고 싶습니다 내일 오후에 시간이 있나요"] * 6)
     first = speech(long_text, env.tmp / "first.wav")
     cfg = TranscribeConfig(model_path=model_path)
@@ -225,13 +207,12 @@ async def test_restart_in_the_middle_resumes_and_catches_up(env: Env, model_path
     await svc.start()
     await svc.enqueue(conv1, ev1, str(first))
     await env.wait_status(ev1, ("running",))
-    await svc.stop()  # the "crash": the job stays running in the store
-    assert (await env.job(ev1)).status == "running"
+    await svc.stop()
+    stopped = await env.job(ev1)
+    assert (stopped.status, stopped.attempts) == ("pending", 0)
 
     second = speech("예약", env.tmp / "second.wav")
-    conv2, ev2 = await env.voicemail(
-        second, caller="+82 10-2222-0000"
-    )  # recorded while down: no job yet
+    conv2, ev2 = await env.voicemail(second, caller="+82 10-2222-0000")  # no job yet
 
     # Restart with a fresh store object on the same database file, as after a reboot.
     await env.store.stop()
@@ -243,11 +224,72 @@ async def test_restart_in_the_middle_resumes_and_catches_up(env: Env, model_path
         job2 = await env.wait_status(ev2, ("done", "failed"), within=60)
     finally:
         await svc2.stop()
-    assert job1.status == "done"
-    assert job1.attempts == 2
+    assert (job1.status, job1.attempts) == ("done", 1)
     assert job2.status == "done"
     assert (await transcript(env, conv1))["meta"]["intent"] == "book"
     assert (await transcript(env, conv2))["meta"]["intent"] == "book"
+
+
+def _job_now(db: Path, voicemail_event_id: int) -> q.TranscriptionJob | None:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return q.job_for_voicemail(conn, voicemail_event_id)
+    finally:
+        conn.close()
+
+
+def _process_running(pid: int) -> bool:
+    """Running (a zombie waiting for an init that never reaps it counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.slow
+async def test_gateway_killed_mid_job_transcribes_after_restart(env: Env, model_path: str) -> None:
+    """kill -9 of the whole gateway while a worker decodes: its worker dies with it, the job row
+    stays running, and the restarted gateway finishes it (the interrupted try counted)."""
+    wav = speech(" ".join(["안녕하세요 예약하고 싶습니다 내일 오후에 시간이 있나요"] * 6), env.tmp / "vm.wav")
+    conv, ev = await env.voicemail(wav)  # stored while no transcriber runs
+    await env.store.stop()
+    db = env.store.path
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, GATEWAY_PROCESS, str(db), model_path, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(60):
+            line = (await proc.stdout.readline()).decode()
+        assert line.startswith("workers "), line
+        worker_pid = int(line.split()[1])
+        async with asyncio.timeout(60):
+            while (job := await asyncio.to_thread(_job_now, db, ev)) is None or job.status != "running":
+                await asyncio.sleep(0.05)
+        proc.kill()
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    async with asyncio.timeout(10):
+        # The worker does not outlive its gateway.
+        while await asyncio.to_thread(_process_running, worker_pid):
+            await asyncio.sleep(0.05)
+    crashed = await asyncio.to_thread(_job_now, db, ev)
+    assert crashed is not None
+    assert (crashed.status, crashed.attempts) == ("running", 1)
+
+    await env.store.start()
+    svc = TranscriptionService(env.store, env.service, env.bus, TranscribeConfig(model_path=model_path))
+    await svc.start()
+    try:
+        job = await env.wait_status(ev, ("done", "failed"), within=100)
+    finally:
+        await svc.stop()
+    assert (job.status, job.attempts) == ("done", 2)
+    assert (await transcript(env, conv))["meta"]["intent"] == "book"
 
 
 @pytest.mark.slow
@@ -299,9 +341,7 @@ async def test_a_job_that_always_kills_its_worker_fails_after_bounded_retries(
 ) -> None:
     wav = env.tmp / "poison.wav"
     wav.write_bytes(b"RIFF")  # never read: the fake worker fails first
-    cfg = TranscribeConfig(
-        model_path=model_path, max_attempts=3, job_timeout=0.5, timeout_per_audio_second=0.01
-    )
+    cfg = TranscribeConfig(model_path=model_path, max_attempts=3, job_timeout=0.5, timeout_per_audio_second=0.01)
     svc = TranscriptionService(
         env.store, env.service, env.bus, cfg, command=lambda _p: [sys.executable, FAKE_WORKER, mode]
     )
@@ -323,9 +363,7 @@ async def test_a_job_that_always_kills_its_worker_fails_after_bounded_retries(
     assert meta["transcription"] == "failed"
 
 
-async def test_missing_model_keeps_voicemails_waiting_then_transcribes_them(
-    env: Env, model_path: str
-) -> None:
+async def test_missing_model_keeps_voicemails_waiting_then_transcribes_them(env: Env, model_path: str) -> None:
     where = env.tmp / "models" / "ko"
     wav = speech("예약", env.tmp / "vm.wav")
     cfg = TranscribeConfig(model_path=str(where), model_recheck_seconds=0.2)

@@ -23,9 +23,7 @@ class Env:
     bus: Bus
     service: ConversationService
 
-    async def voicemail(
-        self, path: Path, caller: str = "+82 10-1234-5678", ext: str | None = None
-    ) -> tuple[int, int]:
+    async def voicemail(self, path: Path, caller: str = "+82 10-1234-5678", ext: str | None = None) -> tuple[int, int]:
         """Put a voicemail event on the caller's timeline, as the voice channel does:
         (conversation_id, event_id)."""
         res = await self.service.ingest(
@@ -55,7 +53,5 @@ class Env:
             if job is not None and job.status in statuses:
                 return job
             if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"job for event {voicemail_event_id} never reached {statuses}: {job}"
-                )
+                raise AssertionError(f"job for event {voicemail_event_id} never reached {statuses}: {job}")
             await asyncio.sleep(0.05)

@@ -16,15 +16,13 @@ def need(tool: str) -> str:
     """Path of a required program; a clear failure (with the fix) when it is missing."""
     exe = shutil.which(tool)
     if exe is None:
-        pytest.fail(
-            f"{tool} is required by the transcription tests: apt-get install -y espeak-ng sox"
-        )
+        pytest.fail(f"{tool} is required by the transcription tests: apt-get install -y espeak-ng sox")
     return exe
 
 
 def sox(*args: str | Path) -> None:
     """Run sox, failing the test with its message if it fails."""
-    proc = subprocess.run([need("sox"), "-V1", *map(str, args)], capture_output=True, check=False)  # noqa: S603
+    proc = subprocess.run([need("sox"), "-V1", *map(str, args)], capture_output=True, check=False)
     if proc.returncode:
         pytest.fail(f"sox {args}: {proc.stderr.decode(errors='replace')}")
 
@@ -33,9 +31,7 @@ def speech(text: str, out: Path, *, voice: str = "ko") -> Path:
     """Korean (or other) speech from espeak-ng as 8 kHz 16-bit mono telephone audio (Asterisk's
     ``wav``)."""
     raw = out.with_suffix(".espeak.wav")
-    proc = subprocess.run(  # noqa: S603
-        [need("espeak-ng"), "-v", voice, "-w", str(raw), text], capture_output=True, check=False
-    )
+    proc = subprocess.run([need("espeak-ng"), "-v", voice, "-w", str(raw), text], capture_output=True, check=False)
     if proc.returncode:
         pytest.fail(f"espeak-ng failed: {proc.stderr.decode(errors='replace')}")
     # 8 kHz like Asterisk's recording of a call; half a second of silence either side like a real
@@ -74,9 +70,7 @@ def convert(src: Path, out: Path, *fmt: str) -> Path:
     return out
 
 
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], within: float = 60.0, what: str = "condition"
-) -> None:
+async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 60.0, what: str = "condition") -> None:
     """Poll an async predicate until it holds."""
     deadline = time.monotonic() + within
     while not await predicate():
