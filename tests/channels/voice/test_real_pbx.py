@@ -7,6 +7,7 @@ FastAGI server on 14573, phones 201-203 on 15201-15203, the trunk's far end on 1
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -341,6 +342,8 @@ async def test_asterisk_restart_mid_call(rig: Rig, phones: Callable[..., object]
     await _until(lambda: rig.vc.ami.connects >= 2 and rig.vc.ami.connected, 40)
     assert rig.vc.resyncs >= 2
     call.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await call
     rig.events.clear()
     result = await place_call(rig.work, number="+15551230008", hold_ms=1000, local_port=15072)
     assert result.returncode == 0, result.stderr

@@ -351,5 +351,12 @@ async def place_call(
         "-timeout_error",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    _, err = await proc.communicate()
+    try:
+        _, err = await proc.communicate()
+    except asyncio.CancelledError:
+        # Never leave a caller behind holding its port (and maybe a call) for the next test.
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
     return CallResult(proc.returncode or 0, err.decode(errors="replace")[-2000:])
