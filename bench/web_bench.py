@@ -92,10 +92,10 @@ asyncio.run(main())
 
 
 async def run(sockets: int, fanout: int, rounds: int, port: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = tempfile.mkdtemp(prefix="web-bench-")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(os.path.abspath(__file__)).parents[1]
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once before any load
         [sys.executable, "-c", SERVER, tmp, str(port)],
         cwd=root,

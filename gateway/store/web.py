@@ -94,9 +94,7 @@ def record_login_failure(
 
     Returns the failure count after this one.
     """
-    row = conn.execute(
-        "SELECT failures, last_failure FROM web_login_failures WHERE key = ?", (key,)
-    ).fetchone()
+    row = conn.execute("SELECT failures, last_failure FROM web_login_failures WHERE key = ?", (key,)).fetchone()
     failures = 1 if row is None or now - float(row[1]) > window else int(row[0]) + 1
     until = now + lock_seconds if failures >= threshold else 0.0
     conn.execute(
@@ -199,9 +197,7 @@ def visitors_for_conversation(conn: sqlite3.Connection, conversation_id: int) ->
     """Hashes of every visitor token bound to a conversation (to push staff replies)."""
     return [
         str(r[0])
-        for r in conn.execute(
-            "SELECT visitor_hash FROM web_visitors WHERE conversation_id = ?", (conversation_id,)
-        )
+        for r in conn.execute("SELECT visitor_hash FROM web_visitors WHERE conversation_id = ?", (conversation_id,))
     ]
 
 
@@ -240,30 +236,23 @@ def list_api_tokens(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every token without its hash."""
     return [
         {"id": r[0], "name": r[1], "created_at": r[2], "last_used_at": r[3], "revoked_at": r[4]}
-        for r in conn.execute(
-            "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY id"
-        )
+        for r in conn.execute("SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY id")
     ]
 
 
 def revoke_api_token(conn: sqlite3.Connection, token_id: int, now: float) -> bool:
     """Revoke a token; False if it did not exist or was already revoked."""
-    cur = conn.execute(
-        "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, token_id)
-    )
+    cur = conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, token_id))
     return cur.rowcount > 0
 
 
 # --------------------------------------------------------------------------------------------------- webhooks
 
 
-def enqueue_webhooks(
-    conn: sqlite3.Connection, urls: list[str], event_type: str, payload: str, now: float
-) -> int:
+def enqueue_webhooks(conn: sqlite3.Connection, urls: list[str], event_type: str, payload: str, now: float) -> int:
     """Queue one delivery per URL; returns how many were queued."""
     conn.executemany(
-        "INSERT INTO webhook_deliveries(url, event_type, payload, next_attempt_at, created_at) "
-        "VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO webhook_deliveries(url, event_type, payload, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?)",
         [(u, event_type, payload, now, now) for u in urls],
     )
     return len(urls)
@@ -283,9 +272,7 @@ def due_webhooks(conn: sqlite3.Connection, now: float, limit: int = 20) -> list[
 
 def next_webhook_due(conn: sqlite3.Connection) -> float | None:
     """When the next queued delivery is due, or None if the queue is empty."""
-    row = conn.execute(
-        "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'queued'"
-    ).fetchone()
+    row = conn.execute("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'queued'").fetchone()
     return float(row[0]) if row and row[0] is not None else None
 
 
@@ -309,18 +296,14 @@ def webhook_failed_attempt(
         )
     else:
         conn.execute(
-            "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
-            "WHERE id = ?",
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
             (error[:500], next_attempt_at, delivery_id),
         )
 
 
 def webhook_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Deliveries per state (for the status page)."""
-    return {
-        str(r[0]): int(r[1])
-        for r in conn.execute("SELECT state, COUNT(*) FROM webhook_deliveries GROUP BY state")
-    }
+    return {str(r[0]): int(r[1]) for r in conn.execute("SELECT state, COUNT(*) FROM webhook_deliveries GROUP BY state")}
 
 
 # ----------------------------------------------------------------------------------------------------- status
@@ -328,10 +311,7 @@ def webhook_counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 def outbox_states(conn: sqlite3.Connection) -> dict[str, int]:
     """Outbox rows per state."""
-    return {
-        str(r[0]): int(r[1])
-        for r in conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
-    }
+    return {str(r[0]): int(r[1]) for r in conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")}
 
 
 def database_bytes(conn: sqlite3.Connection) -> int:

@@ -91,11 +91,7 @@ async def conversation(request: web.Request) -> web.Response:
     default = summary.preferred_channel
     if default not in _REPLY_CHANNELS:
         last = max(
-            (
-                ev
-                for ev in timeline
-                if ev.channel in _REPLY_CHANNELS and ev.kind in ("message_in", "message_out")
-            ),
+            (ev for ev in timeline if ev.channel in _REPLY_CHANNELS and ev.kind in ("message_in", "message_out")),
             key=lambda ev: ev.id,
             default=None,
         )
@@ -129,16 +125,12 @@ async def send_message(request: web.Request) -> web.Response:
     body = _text(data, "body", limit=deps.config.chat_max_message_chars * 2)
     channel = data.get("channel", "sms")
     if channel not in _REPLY_CHANNELS:
-        raise ValidationError(
-            f"channel {str(channel)[:20]!r} cannot be used to reply: use one of {_REPLY_CHANNELS}"
-        )
+        raise ValidationError(f"channel {str(channel)[:20]!r} cannot be used to reply: use one of {_REPLY_CHANNELS}")
     override = bool(data.get("override_optout", False))
     summary = await _summary(request, cid)
     live = summary.conversation_id
     if channel == "chat":
-        event_id = await deps.service.append_event(
-            live, EventKind.MESSAGE_OUT, Channel.CHAT, body, author=auth.actor
-        )
+        event_id = await deps.service.append_event(live, EventKind.MESSAGE_OUT, Channel.CHAT, body, author=auth.actor)
         ev = await deps.store.read(lambda c: _event(c, event_id))
         if ev is not None:
             await request.app[CHAT_HUB].push_event(ev)
@@ -174,7 +166,10 @@ def _event(conn: Any, event_id: int) -> dict[str, Any] | None:
     from gateway.store import queries as q  # noqa: PLC0415
 
     ev = q.get_event(conn, event_id)
-    return jsonable(ev) if ev is not None else None  # type: ignore[no-any-return]
+    if ev is None:
+        return None
+    out: dict[str, Any] = jsonable(ev)
+    return out
 
 
 async def add_note(request: web.Request) -> web.Response:
@@ -197,12 +192,10 @@ async def update(request: web.Request) -> web.Response:
     for key, value in data.items():
         want = _EDITABLE.get(key)
         if want is None:
-            raise ValidationError(
-                f"field {key!r} cannot be changed here; editable: {', '.join(_EDITABLE)}"
-            )
+            raise ValidationError(f"field {key!r} cannot be changed here; editable: {', '.join(_EDITABLE)}")
         if not isinstance(value, want):
             raise ValidationError(f"field {key!r} must be a {want.__name__}")
-        if want is str and len(value) > 500:
+        if isinstance(value, str) and len(value) > 500:
             raise ValidationError(f"field {key!r} is longer than 500 characters")
         fields[key] = value
     if "status" in fields and fields["status"] not in _STATUSES:
@@ -210,9 +203,7 @@ async def update(request: web.Request) -> web.Response:
     if not fields:
         raise ValidationError("nothing to change: send at least one field")
     summary = await _summary(request, _conv_id(request))
-    await request.app[DEPS].service.update_conversation(
-        summary.conversation_id, author=auth.actor, **fields
-    )
+    await request.app[DEPS].service.update_conversation(summary.conversation_id, author=auth.actor, **fields)
     return web.json_response({"ok": True, "fields": fields})
 
 
@@ -268,12 +259,7 @@ async def staff_list(request: web.Request) -> web.Response:
 
     rows = await request.app[DEPS].store.read(q.all_staff)
     return web.json_response(
-        {
-            "staff": [
-                {"username": s.username, "display_name": s.display_name, "extension": s.extension}
-                for s in rows
-            ]
-        }
+        {"staff": [{"username": s.username, "display_name": s.display_name, "extension": s.extension} for s in rows]}
     )
 
 
@@ -332,14 +318,12 @@ async def voicemail_audio(request: web.Request) -> web.StreamResponse:
     raw = meta.get("path") or meta.get("voicemail_path") or meta.get("file")
     if not isinstance(raw, str):
         raise web.HTTPNotFound(text="this voicemail has no recording")
-    root = Path(deps.config.voicemail_dir).resolve()
+    root = await asyncio.to_thread(Path(deps.config.voicemail_dir).resolve)
     path = await asyncio.to_thread(lambda: Path(raw).resolve())
     if not path.is_relative_to(root) or not await asyncio.to_thread(path.is_file):
         log.warning("voicemail %d: recording outside voicemail_dir or missing", event_id)
         raise web.HTTPNotFound(text="recording not available")
-    return web.FileResponse(
-        path, headers={"Content-Disposition": "inline", "Cache-Control": "private, no-store"}
-    )
+    return web.FileResponse(path, headers={"Content-Disposition": "inline", "Cache-Control": "private, no-store"})
 
 
 async def me(request: web.Request) -> web.Response:
@@ -368,11 +352,7 @@ def openapi() -> dict[str, Any]:
     def body(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
         return {
             "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"type": "object", "properties": props, "required": required}
-                }
-            },
+            "content": {"application/json": {"schema": {"type": "object", "properties": props, "required": required}}},
         }
 
     ok = {"200": {"description": "ok"}, "400": err, "401": err}
@@ -391,9 +371,7 @@ def openapi() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
         "paths": {
-            "/api/v1/inbox": {
-                "get": {"summary": "Open conversations, longest waiting first", "responses": ok}
-            },
+            "/api/v1/inbox": {"get": {"summary": "Open conversations, longest waiting first", "responses": ok}},
             "/api/v1/conversations/{conversation_id}": {
                 "get": {
                     "summary": "Summary, timeline and reply hints",
@@ -449,9 +427,7 @@ def openapi() -> dict[str, Any]:
             "/api/v1/search": {
                 "get": {
                     "summary": "Full-text search",
-                    "parameters": [
-                        {"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}
-                    ],
+                    "parameters": [{"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}],
                     "responses": ok,
                 }
             },

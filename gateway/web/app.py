@@ -63,9 +63,7 @@ async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics`` in Prometheus text format (staff session or API token)."""
     require_api(request)
     body = metrics_text(await _status_data(request))
-    return web.Response(
-        body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
-    )
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
 async def staff_ws(request: web.Request) -> web.StreamResponse:
@@ -78,9 +76,7 @@ def _static(name: str, content_type: str) -> web.RouteDef:
     path = _STATIC / name
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(
-            path, headers={"Content-Type": content_type, "Cache-Control": "public, max-age=300"}
-        )
+        return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": "public, max-age=300"})
 
     return web.get(f"/{name}", handler)
 
@@ -106,9 +102,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 def build_app(deps: WebDeps) -> web.Application:
     """The aiohttp application for ``deps`` (not yet running)."""
-    app = web.Application(
-        middlewares=[gateway_middleware], client_max_size=256 * 1024
-    )
+    app = web.Application(middlewares=[gateway_middleware], client_max_size=256 * 1024)
     app[DEPS] = deps
     app[STARTED_AT] = time.time()
     app[RECENT_ERRORS] = RecentErrors()
@@ -177,9 +171,7 @@ class WebServer:
     async def start(self) -> None:
         """Bind and serve."""
         cfg = self.deps.config
-        runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0
-        )
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, cfg.host, cfg.port, backlog=1024)
         try:

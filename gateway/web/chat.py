@@ -111,9 +111,7 @@ class ChatHub:
             log.info("chat websocket refused: origin not allowed")
             raise web.HTTPForbidden(
                 text=json.dumps(
-                    {
-                        "error": "origin not allowed: add this site to [web] allowed_origins in the gateway config"
-                    }
+                    {"error": "origin not allowed: add this site to [web] allowed_origins in the gateway config"}
                 ),
                 content_type="application/json",
             )
@@ -279,9 +277,7 @@ class ChatHub:
             raise PermanentError("client_id must be 8-64 letters, digits, '-' or '_'.")
         return cid
 
-    async def _ingest(
-        self, v: _Visitor, kind: EventKind, client_id: str, body: str, meta: dict[str, Any]
-    ) -> Any:
+    async def _ingest(self, v: _Visitor, kind: EventKind, client_id: str, body: str, meta: dict[str, Any]) -> Any:
         item = Inbound(
             channel=Channel.CHAT,
             kind=kind,
@@ -297,9 +293,7 @@ class ChatHub:
         if v.conversation_id != result.conversation_id:
             vh, contact, conv = v.visitor_hash, result.contact_id, result.conversation_id
             await self.deps.store.write(
-                lambda c: sql.upsert_visitor(
-                    c, vh, time.time(), contact_id=contact, conversation_id=conv
-                )
+                lambda c: sql.upsert_visitor(c, vh, time.time(), contact_id=contact, conversation_id=conv)
             )
             self._bind(v, conv)
         return result
@@ -312,9 +306,7 @@ class ChatHub:
             return
         limit = self.deps.config.chat_max_message_chars
         if len(body) > limit:
-            await self._error(
-                v, "too_long", f"Messages can be at most {limit} characters.", client_id=client_id
-            )
+            await self._error(v, "too_long", f"Messages can be at most {limit} characters.", client_id=client_id)
             return
         if not self.messages.allow(v.remote):
             await self._error(
@@ -377,16 +369,12 @@ class ChatHub:
         )
         if conv != v.conversation_id:
             vh = v.visitor_hash
-            await self.deps.store.write(
-                lambda c: sql.upsert_visitor(c, vh, time.time(), conversation_id=conv)
-            )
+            await self.deps.store.write(lambda c: sql.upsert_visitor(c, vh, time.time(), conversation_id=conv))
             self._bind(v, conv)
         await service.update_conversation(conv, preferred_channel=Channel.SMS.value)
         text = f"{self.deps.config.business_name}: this is where we continue your chat by text. Reply here."
         try:
-            await service.enqueue_outbound(
-                conv, Channel.SMS, number.e164, text, automated=True, author="chat-widget"
-            )
+            await service.enqueue_outbound(conv, Channel.SMS, number.e164, text, automated=True, author="chat-widget")
         except PermanentError as err:
             await self._error(v, "sms_refused", str(err), client_id=client_id)
             return
@@ -396,9 +384,7 @@ class ChatHub:
         client_id = self._client_id(data)
         phone = data.get("phone")
         if not isinstance(phone, str) or not 3 <= len(phone) <= 32:
-            await self._error(
-                v, "bad_phone", "Enter the number we should call.", client_id=client_id
-            )
+            await self._error(v, "bad_phone", "Enter the number we should call.", client_id=client_id)
             return
         from gateway.domain.phone import normalize_phone  # noqa: PLC0415
 
@@ -419,9 +405,7 @@ class ChatHub:
             {"handoff": "call_me", "phone": number.e164},
         )
         await self.deps.service.update_conversation(result.conversation_id, next_step="Call back")
-        await v.ws.send_json(
-            {"type": "handoff", "mode": "call", "client_id": client_id, "ok": True}
-        )
+        await v.ws.send_json({"type": "handoff", "mode": "call", "client_id": client_id, "ok": True})
 
     # ------------------------------------------------------------------------------------------------- push
 

@@ -15,30 +15,20 @@ def _hours() -> dict[str, str]:
 class WebConfig:
     """Settings of the web layer (chat widget, staff console, status page, API)."""
 
-    host: str = field(
-        default="127.0.0.1", metadata={"doc": "address to listen on (put TLS in front)"}
-    )
+    host: str = field(default="127.0.0.1", metadata={"doc": "address to listen on (put TLS in front)"})
     port: int = field(default=8080, metadata={"doc": "TCP port of the web server"})
     allowed_origins: list[str] = field(
         default_factory=list,
-        metadata={
-            "doc": "sites allowed to embed the chat widget, e.g. https://shop.example (own origin is implied)"
-        },
+        metadata={"doc": "sites allowed to embed the chat widget, e.g. https://shop.example (own origin is implied)"},
     )
     secure_cookies: bool = field(
         default=True,
         metadata={"doc": "mark session cookies Secure (turn off only for plain-http tests)"},
     )
     session_ttl_seconds: int = field(default=43200, metadata={"doc": "console login lifetime"})
-    login_max_failures: int = field(
-        default=10, metadata={"doc": "wrong passwords before a login is locked"}
-    )
-    login_lock_seconds: int = field(
-        default=900, metadata={"doc": "how long a locked login stays locked"}
-    )
-    login_window_seconds: int = field(
-        default=900, metadata={"doc": "window in which failures are counted"}
-    )
+    login_max_failures: int = field(default=10, metadata={"doc": "wrong passwords before a login is locked"})
+    login_lock_seconds: int = field(default=900, metadata={"doc": "how long a locked login stays locked"})
+    login_window_seconds: int = field(default=900, metadata={"doc": "window in which failures are counted"})
     chat_max_frame_bytes: int = field(
         default=16384, metadata={"doc": "largest websocket frame a chat visitor may send"}
     )
@@ -53,24 +43,16 @@ class WebConfig:
         default=30, metadata={"doc": "chat messages one network address may send per minute"}
     )
     chat_burst: int = field(default=10, metadata={"doc": "messages allowed in a quick burst"})
-    business_name: str = field(
-        default="Our office", metadata={"doc": "name shown in the widget header"}
-    )
-    greeting: str = field(
-        default="Hello! How can we help?", metadata={"doc": "first line the widget shows"}
-    )
+    business_name: str = field(default="Our office", metadata={"doc": "name shown in the widget header"})
+    greeting: str = field(default="Hello! How can we help?", metadata={"doc": "first line the widget shows"})
     after_hours_message: str = field(
         default="We are closed now. Leave a message and we will answer when we open, or continue by text.",
         metadata={"doc": "widget notice outside business hours"},
     )
-    timezone: str = field(
-        default="UTC", metadata={"doc": "IANA time zone of business and quiet hours"}
-    )
+    timezone: str = field(default="UTC", metadata={"doc": "IANA time zone of business and quiet hours"})
     business_hours: dict[str, str] = field(
         default_factory=_hours,
-        metadata={
-            "doc": "opening hours per weekday (mon..sun) as HH:MM-HH:MM; missing day = closed"
-        },
+        metadata={"doc": "opening hours per weekday (mon..sun) as HH:MM-HH:MM; missing day = closed"},
     )
     quiet_hours: str = field(
         default="21:00-08:00",
@@ -80,16 +62,10 @@ class WebConfig:
         default="/var/spool/asterisk/voicemail",
         metadata={"doc": "only audio files below this directory are served to staff"},
     )
-    webhook_urls: list[str] = field(
-        default_factory=list, metadata={"doc": "URLs that receive signed event webhooks"}
-    )
+    webhook_urls: list[str] = field(default_factory=list, metadata={"doc": "URLs that receive signed event webhooks"})
     webhook_secret: Secret = field(
         default=Secret(""),
         metadata={"doc": "HMAC-SHA256 key for X-Gateway-Signature (required with urls)"},
     )
-    webhook_max_attempts: int = field(
-        default=10, metadata={"doc": "tries before a webhook is given up"}
-    )
-    webhook_timeout_seconds: float = field(
-        default=10.0, metadata={"doc": "per-attempt HTTP timeout"}
-    )
+    webhook_max_attempts: int = field(default=10, metadata={"doc": "tries before a webhook is given up"})
+    webhook_timeout_seconds: float = field(default=10.0, metadata={"doc": "per-attempt HTTP timeout"})

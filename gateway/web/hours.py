@@ -25,9 +25,7 @@ def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as err:
-        raise ConfigError(
-            f"[web] timezone = {name!r} is unknown: use an IANA name like Europe/Berlin"
-        ) from err
+        raise ConfigError(f"[web] timezone = {name!r} is unknown: use an IANA name like Europe/Berlin") from err
 
 
 def _within(t: dt.time, start: dt.time, end: dt.time) -> bool:

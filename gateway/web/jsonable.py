@@ -11,8 +11,7 @@ from typing import Any
 def jsonable(value: Any) -> Any:
     """A JSON-serializable copy of ``value`` (dataclasses become dicts, enums their values)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        return out
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, Mapping):

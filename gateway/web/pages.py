@@ -39,9 +39,7 @@ def render(name: str, status: int = 200, **values: str) -> web.Response:
     """Render ``templates/<name>`` with HTML-escaped ``values``."""
     tpl = _cache.get(name)
     if tpl is None:
-        text = (
-            resources.files("gateway.web").joinpath("templates", name).read_text(encoding="utf-8")
-        )
+        text = resources.files("gateway.web").joinpath("templates", name).read_text(encoding="utf-8")
         tpl = _cache[name] = string.Template(text)
     body = tpl.safe_substitute({k: html.escape(v, quote=True) for k, v in values.items()})
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
@@ -134,8 +132,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
         if locked:
             return _login_page(
                 request,
-                "Too many wrong passwords. Login is locked for "
-                f"{max(1, cfg.login_lock_seconds // 60)} minute(s).",
+                f"Too many wrong passwords. Login is locked for {max(1, cfg.login_lock_seconds // 60)} minute(s).",
                 status=429,
             )
         return _login_page(request, "Wrong username or password.", status=401)

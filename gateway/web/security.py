@@ -4,11 +4,11 @@ Theory of operation: every request passes ``gateway_middleware`` and one respons
 
 1. It turns our errors into clear responses (JSON under ``/api``, ``/chat`` and ``/staff``), so
    bad input gets a 4xx that says what is wrong and how to fix it, never a stack trace.
-2. Before calling the handler it resolves who is calling: a console session (cookie -> SHA-256 -> ``web_sessions`` row) or an
-   API bearer token (hash looked up in ``api_tokens``). For a state-changing method it then checks CSRF: a session
-   caller must echo its session's CSRF token in ``X-CSRF-Token`` or the ``csrf_token`` form field; a bearer-token
-   caller is exempt (no ambient credential); an anonymous caller may only POST the login form, which carries a
-   double-submit token from its pre-login cookie.
+2. Before calling the handler it resolves who is calling: a console session (cookie -> SHA-256 ->
+   ``web_sessions`` row) or an API bearer token (hash looked up in ``api_tokens``). For a state-changing
+   method it then checks CSRF: a session caller must echo its session's CSRF token in ``X-CSRF-Token`` or
+   the ``csrf_token`` form field; a bearer-token caller is exempt (no ambient credential); an anonymous
+   caller may only POST the login form, which carries a double-submit token from its pre-login cookie.
 3. The ``on_response_prepare`` hook adds the security headers (CSP without inline script, nosniff, no framing).
 """
 
@@ -172,18 +172,14 @@ async def read_json(request: web.Request, *, max_bytes: int = 64 * 1024) -> dict
     try:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise ValidationError(
-            f"body is not UTF-8 (byte {err.start}): send UTF-8 encoded JSON"
-        ) from err
+        raise ValidationError(f"body is not UTF-8 (byte {err.start}): send UTF-8 encoded JSON") from err
     except json.JSONDecodeError as err:
         raise ValidationError(
             f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}; "
             "send a JSON object with Content-Type: application/json"
         ) from err
     if not isinstance(data, dict):
-        raise ValidationError(
-            f"expected a JSON object, got {type(data).__name__}: wrap fields in {{...}}"
-        )
+        raise ValidationError(f"expected a JSON object, got {type(data).__name__}: wrap fields in {{...}}")
     return data
 
 
@@ -266,9 +262,7 @@ async def _check_csrf(request: web.Request, auth: Auth) -> None:
 
 def _forbidden(request: web.Request, message: str) -> web.HTTPForbidden:
     if _wants_json(request):
-        return web.HTTPForbidden(
-            text=json.dumps({"error": message}), content_type="application/json"
-        )
+        return web.HTTPForbidden(text=json.dumps({"error": message}), content_type="application/json")
     return web.HTTPForbidden(text=message)
 
 
@@ -277,9 +271,7 @@ def require_staff(request: web.Request) -> sql.SessionRow:
     auth = request[AUTH]
     if auth.session is None:
         if _wants_json(request):
-            raise web.HTTPUnauthorized(
-                text=json.dumps({"error": "log in first"}), content_type="application/json"
-            )
+            raise web.HTTPUnauthorized(text=json.dumps({"error": "log in first"}), content_type="application/json")
         raise web.HTTPFound(f"/login?next={request.path}")
     return auth.session
 

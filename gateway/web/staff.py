@@ -138,9 +138,7 @@ class StaffHub:
             await self._send_extension(str(extension), json.dumps(card))
         elif name == "CallAnswered":
             rang = self._calls.get(call_id, set())
-            msg = json.dumps(
-                {"type": "call_answered", "call_id": call_id, "extension": str(extension or "")}
-            )
+            msg = json.dumps({"type": "call_answered", "call_id": call_id, "extension": str(extension or "")})
             for ext in rang | ({str(extension)} if extension else set()):
                 await self._send_extension(ext, msg)
         elif name == "CallEnded":
@@ -190,9 +188,7 @@ class StaffHub:
         s = _StaffSocket(ws, session.staff)
         self._sockets.add(s)
         try:
-            await ws.send_json(
-                {"type": "hello", "username": s.staff.username, "extension": s.extension or None}
-            )
+            await ws.send_json({"type": "hello", "username": s.staff.username, "extension": s.extension or None})
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT and msg.data == '{"type":"ping"}':
                     await ws.send_str('{"type":"pong"}')

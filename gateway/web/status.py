@@ -47,7 +47,7 @@ class RecentErrors(logging.Handler):
                     "message": record.getMessage()[:500],
                 }
             )
-        except Exception:
+        except Exception:  # noqa: BLE001 - a logging handler must never raise
             self.handleError(record)
 
 
@@ -58,7 +58,7 @@ async def _source(name: str, fn: Any) -> tuple[str, Any]:
         raise
     except TimeoutError:
         return name, {"error": "no answer within 2 s"}
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - a broken source must not break the status page
         log.warning("status source %s failed: %s", name, err)
         return name, {"error": f"{type(err).__name__}: {err}"}
 
@@ -66,12 +66,7 @@ async def _source(name: str, fn: Any) -> tuple[str, Any]:
 async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]) -> dict[str, Any]:
     """Everything the status page shows, as one JSON-ready dict."""
     now = time.time()
-    midnight = (
-        dt.datetime.now()
-        .astimezone()
-        .replace(hour=0, minute=0, second=0, microsecond=0)
-        .timestamp()
-    )
+    midnight = dt.datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     sources = dict(await asyncio.gather(*(_source(n, f) for n, f in deps.status_sources.items())))
 
     def store_facts(conn: Any) -> dict[str, Any]:
@@ -125,21 +120,15 @@ class _SnapshotCollector(Collector):
         self.snap = snap
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        today = GaugeMetricFamily(
-            "gateway_events_today", "timeline events since local midnight", labels=["kind"]
-        )
+        today = GaugeMetricFamily("gateway_events_today", "timeline events since local midnight", labels=["kind"])
         for kind, n in self.snap.get("today", {}).items():
             today.add_metric([str(kind)], float(n))
         yield today
-        outbox = GaugeMetricFamily(
-            "gateway_outbox_messages", "outbox rows per state", labels=["state"]
-        )
+        outbox = GaugeMetricFamily("gateway_outbox_messages", "outbox rows per state", labels=["state"])
         for state, n in self.snap.get("store", {}).get("outbox", {}).items():
             outbox.add_metric([str(state)], float(n))
         yield outbox
-        hooks = GaugeMetricFamily(
-            "gateway_webhook_deliveries", "webhook rows per state", labels=["state"]
-        )
+        hooks = GaugeMetricFamily("gateway_webhook_deliveries", "webhook rows per state", labels=["state"])
         for state, n in self.snap.get("webhooks", {}).items():
             hooks.add_metric([str(state)], float(n))
         yield hooks

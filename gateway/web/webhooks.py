@@ -13,6 +13,8 @@ Each request carries ``X-Gateway-Event``, ``X-Gateway-Delivery``, ``X-Gateway-Ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import logging
 import random
@@ -134,7 +136,7 @@ class WebhookSender:
     async def _run(self) -> None:
         while True:
             now = time.time()
-            due = await self.deps.store.read(lambda c: sql.due_webhooks(c, now))
+            due = await self.deps.store.read(functools.partial(sql.due_webhooks, now=now))
             for d in due:
                 await self._deliver(d)
             if due:
@@ -142,10 +144,8 @@ class WebhookSender:
             nxt = await self.deps.store.read(sql.next_webhook_due)
             wait = 60.0 if nxt is None else max(0.05, min(60.0, nxt - time.time()))
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            except TimeoutError:
-                pass
 
     async def _deliver(self, d: sql.WebhookDelivery) -> None:
         assert self._session is not None
@@ -180,8 +180,6 @@ class WebhookSender:
         msg = error or "unknown error"
         await self.deps.store.write(lambda c: sql.webhook_failed_attempt(c, d.id, msg, next_at))
         if give_up:
-            log.warning(
-                "webhook %d to %s given up after %d attempts: %s", d.id, d.url, attempts, msg
-            )
+            log.warning("webhook %d to %s given up after %d attempts: %s", d.id, d.url, attempts, msg)
         else:
             log.info("webhook %d attempt %d failed (%s); retrying", d.id, attempts, msg)

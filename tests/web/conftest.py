@@ -20,7 +20,7 @@ from gateway.web.config import WebConfig
 from gateway.web.deps import WebDeps
 from gateway.web.pages import create_staff_user
 
-ALWAYS_OPEN = {d: "00:00-23:59" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+ALWAYS_OPEN = dict.fromkeys(("mon", "tue", "wed", "thu", "fri", "sat", "sun"), "00:00-23:59")
 PASSWORD = "correct horse battery"
 
 
@@ -82,9 +82,7 @@ async def make_env(tmp_path: Path, **config: Any) -> tuple[WebEnv, Store]:
     async def click_to_call(extension: str, number: str) -> None:
         calls.append((extension, number))
 
-    deps = WebDeps(
-        service=service, store=store, bus=bus, config=WebConfig(**settings), click_to_call=click_to_call
-    )
+    deps = WebDeps(service=service, store=store, bus=bus, config=WebConfig(**settings), click_to_call=click_to_call)
     client: TestClient[Any, Any] = TestClient(TestServer(build_app(deps), host="127.0.0.1"))
     await client.start_server()
     env = WebEnv(client, store, bus, service, deps, tmp_path, calls=calls)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import async_playwright
 
 from gateway.domain.bus import Bus
 from gateway.domain.calls import CallAnswered, CallRinging
@@ -57,14 +58,12 @@ class Live:
 
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    from playwright.async_api import async_playwright
-
     store = Store(tmp_path / "gateway.db")
     await store.start()
     bus = Bus()
     service = ConversationService(store, bus)
     cfg = WebConfig(
-        port=18080, secure_cookies=False, business_hours=ALWAYS_OPEN, quiet_hours="", business_name="Hana Plumbing"
+        port=0,  # the OS picks a free port, so parallel test runs on one machine never collide secure_cookies=False, business_hours=ALWAYS_OPEN, quiet_hours="", business_name="Hana Plumbing"
     )
 
     async def modem() -> dict[str, Any]:
@@ -197,7 +196,9 @@ async def test_xss_payloads_stay_inert(live: Live) -> None:
 
 async def test_screen_pop_on_the_right_page_only(live: Live) -> None:
     r = await live.service.ingest(
-        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, "+12025550123", "sms-pop", body="Is my quote ready?")
+        Inbound(
+            Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, "+12025550123", "sms-pop", body="Is my quote ready?"
+        )
     )
     await live.service.update_conversation(r.conversation_id, intent="quote", next_step="Email the quote")
     alice = await login(live, "alice")

@@ -8,6 +8,8 @@ from typing import Any
 
 import aiohttp
 
+from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
+
 from .conftest import WebEnv, make_env
 
 
@@ -109,7 +111,7 @@ async def test_notes_never_reach_the_visitor(web_env: WebEnv) -> None:
     except TimeoutError:
         msg = None
     assert msg is None
-    ws2, welcome = await connect(web_env, None)
+    ws2, _ = await connect(web_env, None)
     await ws2.close()
     await ws.close()
 
@@ -119,7 +121,8 @@ async def test_continue_by_text_stitches_phone_and_queues_sms(web_env: WebEnv) -
     ack = await say(ws, "client-msg-0300", "Please text me instead")
     await ws.send_json({"type": "continue_by_text", "client_id": "handoff-0001", "phone": "not a number"})
     err = await ws.receive_json(timeout=5)
-    assert err["type"] == "error" and err["code"] == "bad_phone"
+    assert err["type"] == "error"
+    assert err["code"] == "bad_phone"
     await ws.send_json({"type": "continue_by_text", "client_id": "handoff-0002", "phone": "+1 202 555 0177"})
     done = await ws.receive_json(timeout=5)
     assert done == {"type": "handoff", "mode": "sms", "client_id": "handoff-0002", "ok": True}
@@ -134,7 +137,8 @@ async def test_continue_by_text_stitches_phone_and_queues_sms(web_env: WebEnv) -
     )
     assert outbox == [("sms", "+12025550177", "queued", 1)]
     summary = await web_env.service.summary(conv)
-    assert summary is not None and summary.preferred_channel == "sms"
+    assert summary is not None
+    assert summary.preferred_channel == "sms"
     # Staff now reply by SMS by default.
     await web_env.login()
     detail = await (await web_env.client.get(f"/api/v1/conversations/{conv}")).json()
@@ -144,8 +148,6 @@ async def test_continue_by_text_stitches_phone_and_queues_sms(web_env: WebEnv) -
 
 
 async def test_continue_by_text_joins_a_known_customer(web_env: WebEnv) -> None:
-    from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
-
     earlier = await web_env.service.ingest(
         Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, "+12025550188", "sms-k1", body="Earlier text")
     )

@@ -11,14 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+import gateway.web.webhooks as wh
+from gateway.config import Secret
 from gateway.domain.calls import CallAnswered, CallDirection, CallEnded, CallOutcome, CallRecord, CallRinging
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
+from gateway.errors import ConfigError
 from gateway.web.staff import STAFF_HUB
 
-from .conftest import WebEnv, make_env
+from .conftest import PASSWORD, WebEnv, csrf_from, make_env
 
 
 def sms(number: str, ext_id: str, body: str, at: float | None = None) -> Inbound:
@@ -108,12 +112,11 @@ async def test_sms_segment_count_and_optout_warning(web_env: WebEnv) -> None:
     seg = await (await web_env.client.post("/api/v1/sms/segments", json={"body": "a" * 161}, headers=h)).json()
     assert seg == {"segments": 2, "encoding": "gsm7", "chars": 161}
     seg = await (await web_env.client.post("/api/v1/sms/segments", json={"body": "안녕하세요"}, headers=h)).json()
-    assert seg["encoding"] == "ucs2" and seg["segments"] == 1
+    assert seg["encoding"] == "ucs2"
+    assert seg["segments"] == 1
     r = await web_env.service.ingest(sms("+12025550130", "s-o1", "STOP"))
     await web_env.store.write(
-        lambda c: c.execute(
-            "INSERT INTO suppressions(address, reason, created_at) VALUES ('+12025550130', 'STOP', 0)"
-        )
+        lambda c: c.execute("INSERT INTO suppressions(address, reason, created_at) VALUES ('+12025550130', 'STOP', 0)")
     )
     url = f"/api/v1/conversations/{r.conversation_id}"
     detail = await (await web_env.client.get(url)).json()
@@ -161,8 +164,6 @@ async def test_screen_pop_goes_to_the_ringing_extension_only(web_env: WebEnv) ->
     bob_env_client = web_env.client  # same server, second login with its own cookie jar
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as bob_session:
         page = await bob_session.get(bob_env_client.make_url("/login"))
-        from .conftest import PASSWORD, csrf_from
-
         token = csrf_from(await page.text(), 'name="csrf_token" value="')
         await bob_session.post(
             bob_env_client.make_url("/login"),
@@ -209,9 +210,7 @@ async def test_screen_pop_goes_to_the_ringing_extension_only(web_env: WebEnv) ->
             outcome=CallOutcome.ANSWERED,
             conversation_id=r.conversation_id,
         )
-        web_env.bus.publish(
-            CallEnded("1700000000.1", "+12025550150", r.conversation_id, CallOutcome.ANSWERED, record)
-        )
+        web_env.bus.publish(CallEnded("1700000000.1", "+12025550150", r.conversation_id, CallOutcome.ANSWERED, record))
         ended = await next_of(bob, "call_ended")
         assert ended["outcome"] == "answered"
         assert ended["conversation_id"] == r.conversation_id
@@ -279,12 +278,8 @@ async def test_webhooks_are_signed_retried_and_durable(tmp_path: Path) -> None:
     server = TestServer(receiver, host="127.0.0.1")
     await server.start_server()
     url = str(server.make_url("/hook"))
-    from gateway.config import Secret
-
     env, store = await make_env(tmp_path, webhook_urls=[url], webhook_secret=Secret("s3cret-key"))
     try:
-        import gateway.web.webhooks as wh
-
         original = wh.retry_delay
         wh.retry_delay = lambda attempts, **_: 0.1  # type: ignore[assignment]
         try:
@@ -314,9 +309,5 @@ async def test_webhooks_are_signed_retried_and_durable(tmp_path: Path) -> None:
 
 
 async def test_webhook_without_secret_is_a_config_error(tmp_path: Path) -> None:
-    import pytest
-
-    from gateway.errors import ConfigError
-
     with pytest.raises(ConfigError, match="webhook_secret"):
         await make_env(tmp_path, webhook_urls=["http://127.0.0.1:9/hook"])
