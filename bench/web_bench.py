@@ -28,6 +28,8 @@ from pathlib import Path
 
 import aiohttp
 
+ROOT = Path(__file__).resolve().parents[1]
+
 SERVER = r"""
 import asyncio, gc, json, os, resource, sys, time
 from pathlib import Path
@@ -95,7 +97,7 @@ async def run(sockets: int, fanout: int, rounds: int, port: int) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = tempfile.mkdtemp(prefix="web-bench-")
-    root = Path(os.path.abspath(__file__)).parents[1]
+    root = ROOT
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once before any load
         [sys.executable, "-c", SERVER, tmp, str(port)],
         cwd=root,

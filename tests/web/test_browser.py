@@ -63,7 +63,12 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     bus = Bus()
     service = ConversationService(store, bus)
     cfg = WebConfig(
-        port=0,  # the OS picks a free port, so parallel test runs on one machine never collide secure_cookies=False, business_hours=ALWAYS_OPEN, quiet_hours="", business_name="Hana Plumbing"
+        # Port 0: the OS picks a free port, so parallel test runs on one machine never collide.
+        port=0,
+        secure_cookies=False,
+        business_hours=ALWAYS_OPEN,
+        quiet_hours="",
+        business_name="Hana Plumbing",
     )
 
     async def modem() -> dict[str, Any]:
