@@ -311,7 +311,7 @@ def _invite_times(trace: Path) -> list[float]:
     return times
 
 
-async def bench_ring(calls: int) -> None:
+async def bench_ring(calls: int, *, unknown: bool = False) -> None:
     env = _env(ROOT / "tests" / "realpbx" / "test.env")
     secret = env.get("AMI_SECRET", "")
     sipp = shutil.which("sipp")
@@ -393,32 +393,28 @@ async def bench_ring(calls: int) -> None:
             arrivals.setdefault(ev.call_id, time.time())
 
     collector = asyncio.create_task(collect())
+    if unknown:
+        # Every call from a new number: the first-time caller path (the conversation is created first).
+        sys.path.insert(0, str(ROOT / "tests" / "channels" / "voice"))
+        from voice_sipp import _UAC_ANSWERED, _UAC_HEAD  # noqa: PLC0415
+
+        fields = {"name": "", "number": "[field0]"}
+        scenario = _UAC_HEAD.format(**fields) + _UAC_ANSWERED.format(
+            **fields, hold_ms=300, answer_timeout_ms=30000, rtp=""
+        )
+        (trace_dir / "uac.xml").write_text(scenario)
+        stamp = int(time.time()) % 100_000
+        csv = "SEQUENTIAL\n" + "".join(f"+1666{stamp:05d}{n:03d}\n" for n in range(calls))
+        (trace_dir / "callers.csv").write_text(csv)
+        how = ["-sf", str(trace_dir / "uac.xml"), "-inf", str(trace_dir / "callers.csv")]
+    else:
+        how = ["-sn", "uac", "-d", "300"]
     proc = await asyncio.create_subprocess_exec(
-        sipp,
-        "-sn",
-        "uac",
-        "-s",
-        "5550100",
-        f"127.0.0.1:{env.get('SIP_PORT', '15060')}",
-        "-i",
-        "127.0.0.2",
-        "-p",
-        "15071",
-        "-m",
-        str(calls),
-        "-l",
-        "1",
-        "-r",
-        "4",
-        "-d",
-        "300",
-        "-nostdin",
-        "-trace_msg",
-        "-message_file",
-        str(trace_dir / "msg.log"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+        sipp, *how, "-s", "5550100", f"127.0.0.1:{env.get('SIP_PORT', '15060')}",
+        "-i", "127.0.0.2", "-p", "15071", "-m", str(calls), "-l", "1", "-r", "4",
+        "-nostdin", "-trace_msg", "-message_file", str(trace_dir / "msg.log"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
     await proc.wait()
     await asyncio.sleep(1)
     collector.cancel()
@@ -432,7 +428,8 @@ async def bench_ring(calls: int) -> None:
     total = [(t - inv) * 1000 for (_, t), inv in zip(ordered, invites, strict=False)]
     own = [(arrivals[c] - first_event[c]) * 1000 + agi_ms.get(c, 0.0) for c in arrivals if c in first_event]
     agi = list(agi_ms.values())
-    print(f"(a) ring-to-bus over {len(total)} calls (INVITE sent by sipp -> CallRinging received):")
+    who = "first-time callers" if unknown else "a returning caller"
+    print(f"(a) ring-to-bus over {len(total)} calls from {who} (INVITE sent by sipp -> CallRinging received):")
     print(f"    total p50 {pct(total, 50):.1f} ms  p99 {pct(total, 99):.1f} ms (includes Asterisk)")
     print(
         f"    daemon's own share (FastAGI session + DialBegin received -> CallRinging "
@@ -441,13 +438,13 @@ async def bench_ring(calls: int) -> None:
     print(f"    of which FastAGI answer: p50 {pct(agi, 50):.2f} ms  p99 {pct(agi, 99):.2f} ms")
 
 
-async def bench_ring_locked(calls: int) -> None:
+async def bench_ring_locked(calls: int, *, unknown: bool) -> None:
     """Hold the test harness's call lock so no test run shares the phones meanwhile."""
     from tests.realpbx import harness  # noqa: PLC0415 - only this benchmark needs the harness
 
     with harness.pbx_call_lock():
         await harness.wait_pbx_quiet(harness.load_settings())
-        await bench_ring(calls)
+        await bench_ring(calls, unknown=unknown)
 
 
 def main() -> None:
@@ -458,13 +455,14 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=1000)
     ap.add_argument("--db", type=Path, default=None, help="reuse/keep the seeded store here")
     ap.add_argument("--calls", type=int, default=100)
+    ap.add_argument("--unknown", action="store_true", help="ring: every call from a first-time caller")
     a = ap.parse_args()
     if a.what in ("replay", "all"):
         asyncio.run(bench_replay(a.repeat))
     if a.what in ("agi", "all"):
         asyncio.run(bench_agi(a.events, a.sessions, a.db))
     if a.what in ("ring", "all"):
-        asyncio.run(bench_ring_locked(a.calls))
+        asyncio.run(bench_ring_locked(a.calls, unknown=a.unknown))
 
 
 if __name__ == "__main__":

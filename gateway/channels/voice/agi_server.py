@@ -238,6 +238,7 @@ class CallerContext:
     label: str
     first: str
     timed_out: bool
+    caller_name: str = ""
 
 
 class InboundRouter:
@@ -345,6 +346,7 @@ class InboundRouter:
             label=label,
             first=first,
             timed_out=timed_out,
+            caller_name=name,
         )
 
     def _late_result(

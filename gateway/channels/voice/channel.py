@@ -200,6 +200,7 @@ class VoiceChannel:
         self._rang: OrderedDict[tuple[str, str, float], None] = OrderedDict()
         self._queue: asyncio.Queue[TrackerEffect] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.resyncs = 0
         self.write_errors = 0
 
@@ -219,6 +220,8 @@ class VoiceChannel:
         await self.ami.stop()
         await self.agi.stop()
         await self.router.stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._worker is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
@@ -267,6 +270,36 @@ class VoiceChannel:
             self._contexts.popitem(last=False)
         if ctx.conversation_id is not None:
             self.tracker.set_conversation(ctx.uniqueid, ctx.conversation_id)
+        elif not ctx.withheld and ctx.caller and not ctx.timed_out:
+            # A first-time caller: create the conversation now, while the dialplan moves on to Dial,
+            # so the screen-pop need not wait for a durable write when the phones start ringing.
+            task = asyncio.get_running_loop().create_task(self._precreate(ctx), name=f"voice-new-{ctx.uniqueid}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _precreate(self, ctx: CallerContext) -> None:
+        try:
+            res = await self.service.ingest(
+                Inbound(
+                    channel=Channel.VOICE,
+                    kind=EventKind.CALL_RINGING,
+                    identity_kind=IdentityKind.PHONE,
+                    identity_value=ctx.caller,
+                    external_id=f"{ctx.uniqueid}:ringing",
+                    meta={"call_id": ctx.uniqueid, "direction": CallDirection.INBOUND.value},
+                    display_name=sanitize_label(ctx.caller_name, 64) or None,
+                )
+            )
+            summary = await self.service.summary(res.conversation_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("call %s: could not create the caller's conversation early", ctx.uniqueid)
+            return
+        self._contexts[ctx.uniqueid] = replace(
+            ctx, contact_id=res.contact_id, conversation_id=res.conversation_id, summary=summary
+        )
+        self.tracker.set_conversation(ctx.uniqueid, res.conversation_id)
 
     def on_ami_event(self, event: AmiEventDict) -> None:
         """Feed one AMI event (also used by replays and tests)."""

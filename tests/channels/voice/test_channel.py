@@ -255,3 +255,22 @@ async def test_health_snapshot(env: Env) -> None:
     assert h.active_calls == 0
     assert h.timeline_backlog == 0
     assert h.write_errors == 0
+
+
+async def test_first_time_caller_conversation_created_before_the_phones_ring(env: Env) -> None:
+    env.vc._on_context(  # what the FastAGI router reports for an unknown caller
+        CallerContext("100.1", "+15551234567", False, None, None, None, "Maria", "", False, caller_name="Maria")
+    )
+    await asyncio.sleep(0.2)  # the dialplan moves on to Dial meanwhile
+    env.published()
+    env.feed([*trunk_call(1.0), *dial(1.5, "201", "100.2")])
+    (ring,) = [e for e in env.published() if isinstance(e, CallRinging)]  # synchronously, no store wait
+    assert ring.conversation_id is not None
+    assert ring.summary is not None
+    assert ring.summary.display_name == "Maria"
+    env.feed([dial_end(3, "201", "100.2", "CANCEL"), hangup(3, "PJSIP/201-00000002", "100.2")])
+    env.feed([hangup(3, "PJSIP/trunk-00000001", "100.1")])
+    await env.vc.idle()
+    kinds = await env.kinds(ring.conversation_id)
+    assert kinds.count("call_ringing") == 1  # the early event and the tracker's are one (same external id)
+    assert kinds.count("call_abandoned") == 1
