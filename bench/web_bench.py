@@ -9,6 +9,12 @@ Figures printed:
   (target <= 16 KiB);
 * fan-out: time for the server to write one message to ``--fanout`` sockets (ChatHub.fan_out), and the time until
   the last client received it, median and worst over ``--rounds`` (target <= 20 ms).
+
+    .venv/bin/python bench/web_bench.py --screen-pop 30
+
+* screen-pop end to end: a sipp call into the local test Asterisk (started by tests/realpbx's harness) rings staff
+  phone 201; the time from the INVITE sipp sent to the card appearing in a live Chromium page of the staff member
+  bound to 201 (target p50 <= 50 ms, p99 <= 250 ms).
 """
 
 from __future__ import annotations
@@ -176,6 +182,111 @@ async def run(sockets: int, fanout: int, rounds: int, port: int) -> None:
         gc.collect()
 
 
+POP_OBSERVER = """
+window.__pops = [];
+new MutationObserver((records) => {
+  for (const r of records) for (const n of r.addedNodes)
+    if (n.classList && n.classList.contains("card")) window.__pops.push(Date.now());
+}).observe(document.getElementById("calls"), { childList: true });
+"""
+
+
+async def screen_pop(calls: int) -> None:
+    """sipp INVITE -> card in the browser, ``calls`` times; prints p50/p99."""
+    from playwright.async_api import async_playwright  # noqa: PLC0415 - only this mode needs a browser
+
+    from gateway.channels.voice.channel import VoiceChannel  # noqa: PLC0415
+    from gateway.channels.voice.settings import VoiceSettings  # noqa: PLC0415
+    from gateway.config import Secret  # noqa: PLC0415
+    from gateway.domain.bus import Bus  # noqa: PLC0415
+    from gateway.domain.service import ConversationService  # noqa: PLC0415
+    from gateway.store.db import Store  # noqa: PLC0415
+    from gateway.web.app import WebServer  # noqa: PLC0415
+    from gateway.web.config import WebConfig  # noqa: PLC0415
+    from gateway.web.deps import WebDeps  # noqa: PLC0415
+    from gateway.web.pages import create_staff_user  # noqa: PLC0415
+
+    sys.path.insert(0, str(ROOT))
+    from tests.realpbx import harness  # noqa: PLC0415
+
+    settings, _ = harness.start_pbx()
+    tmp = Path(tempfile.mkdtemp(prefix="pop-bench-"))
+    with harness.pbx_call_lock():
+        await harness.wait_pbx_quiet(settings)
+        store = Store(tmp / "bench.db")
+        await store.start()
+        bus = Bus()
+        service = ConversationService(store, bus)
+        ami = settings.ami
+        host, port = settings.agi_addr
+        vc = VoiceChannel(
+            VoiceSettings(
+                ami_port=ami.port,
+                ami_username=ami.username,
+                ami_secret=Secret(ami.secret),
+                agi_host=host,
+                agi_port=port,
+                staff={"201": "alice"},
+            ),
+            service,
+            bus,
+            store=store,
+        )
+        server = WebServer(WebDeps(service, store, bus, WebConfig(port=0, secure_cookies=False)))
+        await server.start()
+        await create_staff_user(store, "alice", "bench password", extension="201")
+        await vc.start()
+        await vc.ami.wait_connected(10)
+        sip = harness.SipHarness(settings, tmp)
+        await sip.phone("201", "ring")
+        latencies: list[float] = []
+        try:
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(
+                    executable_path="/usr/bin/chromium",
+                    args=[
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--disable-background-networking",
+                        "--disable-component-update",
+                        "--disable-sync",
+                        "--no-first-run",
+                    ],
+                )
+                page = await browser.new_page()
+                await page.goto(server.url + "/login")
+                await page.fill("#username", "alice")
+                await page.fill("#password", "bench password")
+                await page.click("button[type=submit]")
+                await page.wait_for_selector("#live.ok")
+                await page.evaluate(POP_OBSERVER)
+                for i in range(calls):
+                    await page.evaluate("window.__pops = []; document.getElementById('calls').replaceChildren()")
+                    result = await sip.place_call(
+                        "5550100", harness.unique_caller(), "Bench Caller", hold_s=0, hangup_after_ring_s=1.0
+                    )
+                    invite = next(m.at for m in result.messages if m.direction == "sent" and m.method == "INVITE")
+                    pops = await page.evaluate("window.__pops")
+                    await vc.idle()
+                    if not pops or invite is None:
+                        print(f"call {i + 1}: no card (statuses {result.statuses})")
+                        continue
+                    latencies.append(pops[0] / 1000.0 - invite)
+                await browser.close()
+        finally:
+            await sip.close()
+            await vc.stop()
+            await server.stop()
+            await store.stop()
+    if latencies:
+        ms = sorted(x * 1000 for x in latencies)
+        p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
+        print(
+            f"screen-pop, sipp INVITE -> card in Chromium, {len(ms)} calls: p50 {statistics.median(ms):.1f} ms, "
+            f"p99 {p99:.1f} ms, min {ms[0]:.1f} ms (targets p50 <= 50 ms, p99 <= 250 ms)"
+        )
+
+
 def main() -> None:
     """Parse arguments and run the benchmark."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -183,7 +294,11 @@ def main() -> None:
     p.add_argument("--fanout", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--port", type=int, default=18081)
+    p.add_argument("--screen-pop", type=int, default=0, metavar="CALLS", help="measure screen-pop with real calls")
     a = p.parse_args()
+    if a.screen_pop:
+        asyncio.run(screen_pop(a.screen_pop))
+        return
     asyncio.run(run(a.sockets, a.fanout, a.rounds, a.port))
     _ = json  # figures are printed, not saved
 
