@@ -8,7 +8,6 @@ the chat hub (visitor sockets), the staff hub (bus consumer, staff sockets, scre
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -92,8 +91,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await sweeper
+        except asyncio.CancelledError:
+            # Our own cancel of the sweeper ends here; a cancel of this cleanup itself goes on.
+            if (task := asyncio.current_task()) is not None and task.cancelling():
+                raise
         await app[WEBHOOKS].stop()
         await hub.stop()
         await app[CHAT_HUB].close_all()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
         business_hours=ALWAYS_OPEN,
         quiet_hours="",
         business_name="Hana Plumbing",
+        voicemail_dir=str(tmp_path / "vm"),
     )
 
     async def modem() -> dict[str, Any]:
@@ -252,6 +254,52 @@ async def test_status_and_login_pages(live: Live) -> None:
     await staff.goto(live.url + "/console")
     await staff.wait_for_selector("#live.ok")
     await staff.screenshot(path=str(SHOTS / "console-phone.png"))
+    await staff.context.close()
+
+
+async def test_voicemail_player_and_unsure_words(live: Live, tmp_path: Path) -> None:
+    vm = tmp_path / "vm"
+    vm.mkdir()
+    wav = vm / "msg0001.wav"
+    # A real (silent) 8 kHz 16-bit WAV, 0.5 s.
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\0\0" * 4000)
+    r = await live.service.ingest(
+        Inbound(
+            Channel.VOICE,
+            EventKind.VOICEMAIL,
+            IdentityKind.PHONE,
+            "+12025550166",
+            "vm-browser-1",
+            meta={"path": str(wav), "duration": 0.5},
+            display_name="Jin Park",
+        )
+    )
+    await live.service.append_event(
+        r.conversation_id,
+        EventKind.TRANSCRIPT,
+        Channel.VOICE,
+        "예약 내일",
+        meta={
+            "low_confidence_threshold": 0.6,
+            "words": [{"word": "예약", "conf": 0.93, "low": False}, {"word": "내일", "conf": 0.41, "low": True}],
+        },
+    )
+    staff = await login(live)
+    await staff.locator("#inbox li button", has_text="Jin Park").click()
+    audio = staff.locator("#timeline audio")
+    await audio.wait_for()
+    src = await audio.get_attribute("src")
+    assert src == f"/media/voicemail/{r.event_id}"
+    # The authenticated URL serves the file to the logged-in browser.
+    status = await staff.evaluate("(u) => fetch(u).then((r) => r.status)", src)
+    assert status == 200
+    unsure = staff.locator("#timeline .lowconf")
+    assert await unsure.all_text_contents() == ["내일"]
+    await staff.screenshot(path=str(SHOTS / "console-voicemail.png"))
     await staff.context.close()
 
 

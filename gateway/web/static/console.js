@@ -92,9 +92,11 @@
     const words = ev.meta && Array.isArray(ev.meta.words) ? ev.meta.words : null;
     const box = el("div", { class: "transcript" });
     if (!words) { box.textContent = ev.body; return box; }
+    const threshold = typeof ev.meta.low_confidence_threshold === "number" ? ev.meta.low_confidence_threshold : 0.6;
     words.forEach((w, i) => {
       const conf = typeof w.conf === "number" ? w.conf : 1;
-      const span = el("span", { class: conf < 0.6 ? "lowconf" : null, title: conf < 0.6 ? "unsure (" + Math.round(conf * 100) + "%)" : null, text: String(w.word) });
+      const low = typeof w.low === "boolean" ? w.low : conf < threshold;
+      const span = el("span", { class: low ? "lowconf" : null, title: low ? "unsure (" + Math.round(conf * 100) + "%)" : null, text: String(w.word) });
       if (i) box.append(" ");
       box.append(span);
     });
