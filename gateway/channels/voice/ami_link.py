@@ -26,7 +26,6 @@ clear message; when Asterisk is merely down, start-up continues and the supervis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -162,8 +161,8 @@ class AmiLink:
         """Close the link and stop reconnecting."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # gather: the child's cancellation is collected, our own is not swallowed
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         self._close_manager()
 

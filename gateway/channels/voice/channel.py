@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Seconds between resyncs of the call tracker with Asterisk's channel list while the link is up.
+RECONCILE_SECONDS = 300.0
+
 _NUMBER_RE = re.compile(r"^\+?[0-9]{2,20}$")
 
 
@@ -201,6 +204,8 @@ class VoiceChannel:
         self._queue: asyncio.Queue[TrackerEffect] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._resync_lock = asyncio.Lock()
+        self._reconciler: asyncio.Task[None] | None = None
         self.resyncs = 0
         self.write_errors = 0
 
@@ -214,9 +219,15 @@ class VoiceChannel:
         self._worker = asyncio.create_task(self._work(), name="voice-timeline")
         await self.agi.start()
         await self.ami.start()
+        self._reconciler = asyncio.create_task(self._reconcile(), name="voice-reconcile")
 
     async def stop(self) -> None:
         """Stop in reverse order; let the worker drain what is queued (bounded)."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            # gather: the child's cancellation is collected, our own is not swallowed
+            await asyncio.gather(self._reconciler, return_exceptions=True)
+            self._reconciler = None
         await self.ami.stop()
         await self.agi.stop()
         await self.router.stop()
@@ -227,8 +238,8 @@ class VoiceChannel:
                 async with asyncio.timeout(5):
                     await self._queue.join()
             self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            # gather: the child's cancellation is collected, our own is not swallowed
+            await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
 
     def health(self) -> VoiceHealth:
@@ -364,7 +375,24 @@ class VoiceChannel:
         )
 
     async def resync(self) -> None:
-        """After (re)connecting: confirm live channels, end the ones that vanished."""
+        """After (re)connecting, and every few minutes: confirm live channels, end the ones that vanished."""
+        async with self._resync_lock:
+            await self._resync_once()
+
+    async def _reconcile(self) -> None:
+        # AMI over TCP loses nothing while connected, but an operator's eventfilter or an Asterisk bug can swallow
+        # a Hangup; a periodic resync bounds how long a phone can look busy or a call stay open.
+        while True:
+            await asyncio.sleep(RECONCILE_SECONDS)
+            if self.ami.connected:
+                try:
+                    await self.resync()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("periodic AMI resync failed")
+
+    async def _resync_once(self) -> None:
         self.tracker.begin_resync()
         try:
             channels = await self.ami.core_show_channels()

@@ -162,6 +162,7 @@ class CallTracker:
         self._recent: OrderedDict[str, CallRecord] = OrderedDict()
         self._recent_max = recent_calls
         self._resyncing = False
+        self._gone_during_resync: set[str] = set()
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -219,18 +220,21 @@ class CallTracker:
     def begin_resync(self) -> None:
         """The AMI link came back: channels must be confirmed by CoreShowChannel events."""
         self._resyncing = True
+        self._gone_during_resync.clear()
         for ch in self._chans.values():
             ch.confirmed = False
 
     def end_resync_abort(self) -> None:
         """The channel list could not be fetched: keep every call as it was."""
         self._resyncing = False
+        self._gone_during_resync.clear()
         for ch in self._chans.values():
             ch.confirmed = True
 
     def end_resync(self, now: float) -> list[TrackerEffect]:
         """End every channel Asterisk did not list (it hung up while we were not listening)."""
         self._resyncing = False
+        self._gone_during_resync.clear()
         out: list[TrackerEffect] = []
         for uid in [u for u, ch in self._chans.items() if not ch.confirmed]:
             out += self._hangup(uid, now, cause="gone after AMI reconnect")
@@ -413,6 +417,9 @@ class CallTracker:
         return self._hangup(uid, ts, cause=event.get("Cause-txt", ""))
 
     def _hangup(self, uid: str, ts: float, cause: str) -> list[TrackerEffect]:
+        if self._resyncing:
+            # Its CoreShowChannel entry may still be on its way: it must not bring the channel back.
+            self._gone_during_resync.add(uid)
         ch = self._chans.pop(uid, None)
         if ch is None:
             return []
@@ -523,6 +530,8 @@ class CallTracker:
         return []
 
     def _on_coreshowchannel(self, event: Mapping[str, str], ts: float) -> list[TrackerEffect]:
+        if event.get("Uniqueid", "") in self._gone_during_resync:
+            return []  # listed before it hung up; the Hangup already arrived
         out = self._ensure_channel(event, ts)
         ch = self._chans.get(event.get("Uniqueid", ""))
         if ch is None:

@@ -455,3 +455,18 @@ def test_recorded_transcripts_split_at_every_byte(path: Path) -> None:
     for cut in range(len(data) + 1):
         p = AmiParser()
         assert p.feed(data[:cut]) + p.feed(data[cut:]) == whole, cut
+
+
+def test_hangup_overtaking_the_channel_list_does_not_resurrect_the_channel() -> None:
+    tr = CallTracker(staff=STAFF)
+    feed_all(tr, wire(group_answered_by_202()[:-2]))
+    tr.begin_resync()
+    # Asterisk listed the call, but the hang-ups were dispatched before we read the list.
+    fx = tr.feed({"Event": "Hangup", **chan("PJSIP/202-00000003", "100.3", "100.1")}, 2000)
+    fx += tr.feed({"Event": "Hangup", **chan("PJSIP/trunk-00000001", "100.1", "100.1")}, 2000)
+    (end,) = ended(fx)
+    for uid, name in (("100.1", "PJSIP/trunk-00000001"), ("100.3", "PJSIP/202-00000003")):
+        assert tr.feed({"Event": "CoreShowChannel", **chan(name, uid, "100.1"), "ChannelStateDesc": "Up"}, 2000) == []
+    assert ended(tr.end_resync(2001)) == []
+    assert tr.active_calls() == []
+    assert end.call.outcome is CallOutcome.ANSWERED
