@@ -7,15 +7,18 @@ in arrival order. What the tracker reports is handled in two lanes:
 
 * the fast lane, inside the event callback: bus events that staff are waiting for. When the
   FastAGI router already resolved the caller (it ran before the phones rang), ``CallRinging``
-  carries the conversation summary and is published right away, with no store write in the way;
+  carries the conversation summary and is published right away, with no store write in the way.
+  For a first-time caller the router's report starts creating the conversation at once, while
+  the dialplan moves on to ``Dial``, so usually that caller takes the fast lane too;
 * the ordered lane, one owned worker task: timeline events through the conversation service
   (``ingest`` for the first event of an unknown caller, which creates the conversation;
   ``append_event`` after that), the call log row, and the bus events that need the store first
   (``CallRinging`` of a caller nobody had looked up yet, ``VoicemailRecorded`` with its event id).
 
 Every timeline event has an external id derived from the call id, so a resync or a replay never
-stores a call twice. After an AMI reconnect ``resync`` asks Asterisk for its channels
-(``CoreShowChannels``) and lets the tracker end the calls that vanished meanwhile.
+stores a call twice. After an AMI reconnect, and every ``RECONCILE_SECONDS`` while connected,
+``resync`` asks Asterisk for its channels (``CoreShowChannels``) and lets the tracker end the
+calls that vanished meanwhile.
 """
 
 from __future__ import annotations
