@@ -226,6 +226,18 @@ async def test_early_hangup_is_abandoned(rig: Rig, phones: Callable[..., object]
     assert "call_missed" not in kinds
 
 
+async def test_all_phones_busy(rig: Rig, phones: Callable[..., object]) -> None:
+    await phones(x201="busy", x202="busy", x203="busy")  # type: ignore[operator]
+    # Every phone answers 486; voicemail picks up and the caller hangs up without a message.
+    result = await place_call(rig.work, number="+15551230010", hold_ms=300)
+    assert result.returncode == 0, result.stderr
+    end = await rig.ended()
+    assert end.outcome is CallOutcome.BUSY
+    assert end.call.voicemail_path is None
+    assert end.conversation_id is not None
+    assert "call_missed" in await rig.kinds(end.conversation_id)
+
+
 def _speech(work: Path) -> Path:
     wav = work / "speech_ulaw.wav"
     sox = shutil.which("sox")
