@@ -144,5 +144,14 @@ async def main() -> None:
     task.cancel()
 
 
+async def locked_main() -> None:
+    """Hold the test harness's call lock: the phones and the FastAGI port are shared."""
+    from tests.realpbx import harness  # noqa: PLC0415 - only needed when recording
+
+    with harness.pbx_call_lock():
+        await harness.wait_pbx_quiet(harness.load_settings())
+        await main()
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(locked_main())
