@@ -69,6 +69,8 @@ class CallRecord:
     voicemail_seconds: float | None = None
     hangup_cause: str = ""
     conversation_id: int | None = None
+    last_answered_by: str | None = None
+    """The extension that answered last (after transfers): who handled the caller in the end."""
 
     @property
     def talk_seconds(self) -> float:

@@ -129,6 +129,7 @@ def _call_meta(rec: CallRecord) -> dict[str, Any]:
         "dialled": rec.dialled,
         "extensions_rung": list(rec.extensions_rung),
         "answered_by": rec.answered_by,
+        "last_answered_by": rec.last_answered_by,
         "outcome": rec.outcome.value if rec.outcome else None,
         "talk_seconds": round(rec.talk_seconds, 1),
         "ring_seconds": round(rec.ring_seconds, 1),
@@ -559,7 +560,7 @@ class VoiceChannel:
             await self._record(
                 rec,
                 EventKind.CALL_ANSWERED,
-                "answered",
+                f"answered:{fx.extension}",
                 meta={"extension": fx.extension, "staff": staff},
                 author=staff,
                 at=fx.at,

@@ -11,7 +11,8 @@ by Linkedid and channels by Uniqueid:
   anything else (the trunk) is inbound and its CallerIDNum is the caller.
 * ``DialBegin`` towards a staff endpoint, or ``Newstate: Ringing`` of a staff channel, means that
   extension rings (:class:`Ringing`). ``DialEnd`` with ``ANSWER`` means it was answered
-  (:class:`Answered`); for an outbound call the answer that counts is the customer's leg.
+  (:class:`Answered`; again for the target of a transfer); for an outbound call the answer that
+  counts is the customer's leg.
   Every other DialStatus is remembered so an all-busy call can be told from a missed one.
 * ``UserEvent: VoicemailRecorded`` (raised by the dialplan after ``Record()``) marks the call as a
   voicemail and yields :class:`VoicemailLeft`.
@@ -401,12 +402,17 @@ class CallTracker:
         is_ext = self.is_extension(endpoint) and endpoint != call.staff_extension
         if call.rec.direction is CallDirection.INBOUND and is_ext and endpoint:
             if call.rec.answered_by is None:
-                call.rec = replace(call.rec, answered_by=endpoint, answered_at=ts)
+                call.rec = replace(call.rec, answered_by=endpoint, answered_at=ts, last_answered_by=endpoint)
+                return [Answered(call.rec, endpoint, ts)]
+            if endpoint != call.rec.last_answered_by:
+                # Answered again by someone else: a transfer landed. The first answer still counts for the
+                # outcome and the ring time; the last one is who handled the caller in the end.
+                call.rec = replace(call.rec, last_answered_by=endpoint)
                 return [Answered(call.rec, endpoint, ts)]
             return []
         if call.rec.direction is CallDirection.OUTBOUND and not is_ext and call.rec.answered_at is None:
             ext = call.staff_extension or ""
-            call.rec = replace(call.rec, answered_by=ext or None, answered_at=ts)
+            call.rec = replace(call.rec, answered_by=ext or None, answered_at=ts, last_answered_by=ext or None)
             return [Answered(call.rec, ext, ts)]
         return []
 
@@ -548,7 +554,7 @@ class CallTracker:
             and event.get("ChannelStateDesc") == "Up"
             and event.get("BridgeId")
         ):
-            call.rec = replace(call.rec, answered_by=ch.endpoint, answered_at=ts)
+            call.rec = replace(call.rec, answered_by=ch.endpoint, answered_at=ts, last_answered_by=ch.endpoint)
             out.append(Answered(call.rec, ch.endpoint, ts))
         return out
 

@@ -99,7 +99,7 @@ async def main() -> None:
     wav = await asyncio.to_thread(_tone, work)
 
     async def scenario(name: str, expected: str, modes: dict[str, str], call: Callable[[], Awaitable[object]]) -> None:
-        phones = [Phone(ext, mode, work) for ext, mode in modes.items()]
+        phones = [Phone(ext, mode, work, hold_ms=1000, transfer_to="203") for ext, mode in modes.items()]
         for p in phones:
             await p.start()
         await asyncio.sleep(0.5)
@@ -139,6 +139,13 @@ async def main() -> None:
         "known_caller_sticky_203", "answered",
         {"201": "ring", "202": "ring", "203": "answer"},
         lambda: place_call(work, number="+15551239999", name="Maria", hold_ms=1500),
+    )  # fmt: skip
+    # 201 answers and transfers the caller to 203 with a SIP REFER; only 201 and 202 ring first.
+    router._settings = VoiceSettings(staff_group="PJSIP/201&PJSIP/202")
+    await scenario(
+        "blind_transfer_201_to_203", "answered",
+        {"201": "refer", "202": "ring", "203": "answer"},
+        lambda: place_call(work, number="+15551230099", hold_ms=7000),
     )  # fmt: skip
     await agi.stop()
     task.cancel()

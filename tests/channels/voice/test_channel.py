@@ -25,6 +25,7 @@ from gateway.domain.calls import (
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService
 from gateway.errors import ValidationError
+from gateway.protocols.ami import AmiEvent, AmiParser
 from gateway.store import voice as voice_sql
 from gateway.store.db import Store
 
@@ -274,3 +275,20 @@ async def test_first_time_caller_conversation_created_before_the_phones_ring(env
     kinds = await env.kinds(ring.conversation_id)
     assert kinds.count("call_ringing") == 1  # the early event and the tracker's are one (same external id)
     assert kinds.count("call_abandoned") == 1
+
+
+async def test_transfer_makes_the_target_the_last_handler(env: Env) -> None:
+    data = (Path(__file__).parent / "transcripts" / "blind_transfer_201_to_203.ami").read_bytes()
+    for pkt in AmiParser().feed(data):
+        if isinstance(pkt, AmiEvent):
+            env.vc.on_ami_event(dict(pkt.fields))
+    await env.vc.idle()
+    contact = await env.service.find_contact(IdentityKind.PHONE, "+15551230099")
+    assert contact is not None
+    kinds = await env.kinds(contact.conversation_id)
+    assert kinds.count("call_answered") == 2
+    summary = await env.service.summary(contact.conversation_id)
+    assert summary is not None
+    assert summary.last_staff_extension == "203"  # the next call rings 203 first
+    answered = [e for e in env.published() if isinstance(e, CallAnswered)]
+    assert [(a.extension, a.staff) for a in answered] == [("201", "alice"), ("203", "carol")]

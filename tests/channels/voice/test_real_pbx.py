@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -236,6 +237,36 @@ async def test_all_phones_busy(rig: Rig, phones: Callable[..., object]) -> None:
     assert end.call.voicemail_path is None
     assert end.conversation_id is not None
     assert "call_missed" in await rig.kinds(end.conversation_id)
+
+
+async def test_blind_transfer(rig: Rig, tmp_path: Path) -> None:
+    # Only 201 and 202 ring; 201 answers and transfers the caller to 203 (SIP REFER).
+    rig.vc.router._settings = dataclasses.replace(rig.vc.settings, staff_group="PJSIP/201&PJSIP/202")
+    phones = [
+        Phone("201", "refer", tmp_path, hold_ms=1000, transfer_to="203"),
+        Phone("202", "ring", tmp_path),
+        Phone("203", "answer", tmp_path),
+    ]
+    try:
+        for p in phones:
+            await p.start()
+        await asyncio.sleep(0.3)
+        result = await place_call(rig.work, number="+15551230011", hold_ms=6000)
+        assert result.returncode == 0, result.stderr
+        end = await rig.ended()
+    finally:
+        for p in phones:
+            await p.stop()
+    rec = end.call
+    assert end.outcome is CallOutcome.ANSWERED
+    assert [(t.kind, t.from_extension, t.to_target) for t in rec.transfers] == [("blind", "201", "203")]
+    assert (rec.answered_by, rec.last_answered_by) == ("201", "203")
+    answered = [e.extension for e in rig.events if isinstance(e, CallAnswered)]
+    assert answered == ["201", "203"]
+    assert end.conversation_id is not None
+    summary = await rig.service.summary(end.conversation_id)
+    assert summary is not None
+    assert summary.last_staff_extension == "203"
 
 
 def _speech(work: Path) -> Path:

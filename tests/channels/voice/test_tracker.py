@@ -470,3 +470,17 @@ def test_hangup_overtaking_the_channel_list_does_not_resurrect_the_channel() -> 
     assert ended(tr.end_resync(2001)) == []
     assert tr.active_calls() == []
     assert end.call.outcome is CallOutcome.ANSWERED
+
+
+def test_recorded_blind_transfer() -> None:
+    """Asterisk 22's own BlindTransfer event: 201 answered, then sent the caller to 203 (REFER)."""
+    data = (TRANSCRIPTS / "blind_transfer_201_to_203.ami").read_bytes()
+    fx = feed_all(CallTracker(staff=STAFF), data)
+    (t,) = [e for e in fx if isinstance(e, Transferred)]
+    assert (t.transfer.kind, t.transfer.from_extension, t.transfer.to_target) == ("blind", "201", "203")
+    assert [a.extension for a in fx if isinstance(a, Answered)] == ["201", "203"]
+    (end,) = ended(fx)
+    assert end.call.outcome is CallOutcome.ANSWERED
+    assert end.call.answered_by == "201"
+    assert end.call.last_answered_by == "203"
+    assert end.call.transfers == (t.transfer,)

@@ -194,6 +194,74 @@ Content-Length: 0
 </scenario>
 """
 
+_UAS_REFER = """  <pause milliseconds="{answer_after_ms}"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:{extension}@[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv request="ACK" crlf="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="rfrom"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="rto"/>
+    </action>
+  </recv>
+  <pause milliseconds="{hold_ms}"/>
+  <send retrans="500"><![CDATA[
+REFER [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From:[$rto]
+To:[$rfrom]
+[routes]
+Call-ID: [call_id]
+CSeq: 100 REFER
+Contact: <sip:{extension}@[local_ip]:[local_port]>
+Refer-To: <sip:{target}@127.0.0.1:15060>
+Referred-By: <sip:{extension}@127.0.0.1>
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="202"/>
+  <recv request="NOTIFY" next="ok1"/>
+  <label id="ok1"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <recv request="NOTIFY" optional="true" next="ok1"/>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <pause milliseconds="3000"/>
+</scenario>
+"""
+
 _UAS_RING = """  <recv request="CANCEL"/>
   <send><![CDATA[
 SIP/2.0 200 OK
@@ -248,6 +316,7 @@ class Phone:
     workdir: Path
     answer_after_ms: int = 300
     hold_ms: int = 2000
+    transfer_to: str = ""
     proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -263,6 +332,13 @@ class Phone:
             xml = _UAS_HEAD + _UAS_ANSWER.format(answer_after_ms=self.answer_after_ms)
         elif self.mode == "answer_bye":
             xml = _UAS_HEAD + _UAS_ANSWER_BYE.format(answer_after_ms=self.answer_after_ms, hold_ms=self.hold_ms)
+        elif self.mode == "refer":
+            xml = (_UAS_HEAD + _UAS_REFER).format(
+                answer_after_ms=self.answer_after_ms,
+                hold_ms=self.hold_ms,
+                target=self.transfer_to,
+                extension=self.extension,
+            )
         elif self.mode == "ring":
             xml = _UAS_HEAD + _UAS_RING
         else:
