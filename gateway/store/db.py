@@ -207,11 +207,11 @@ class Store:
         """Open connections, apply migrations and start the writer task."""
         check_writable(self.path)
         try:
-            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+            self._writer = await _connect(self.path)
             await _run(self._writer, lambda c: configure_connection(c, writer=True))
             await _run(self._writer, lambda c: migrate(c, self.path))
             for _ in range(self._readers_n):
-                reader = await aiosqlite.connect(self.path, isolation_level=None)
+                reader = await _connect(self.path)
                 await _run(reader, lambda c: configure_connection(c, writer=False))
                 self._reader_conns.append(reader)
                 self._readers.put_nowait(reader)
@@ -380,6 +380,17 @@ class Store:
                 log.error("store %s: disk full, write rolled back", self.path)
             return wrapped
         return err
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    """An aiosqlite connection whose worker thread never keeps the process alive.
+
+    A store that was not stopped (a crashed test, an exception during start-up) must not hang interpreter exit;
+    dying there is no worse than a crash, which SQLite's WAL makes safe.
+    """
+    conn = aiosqlite.connect(path, isolation_level=None)
+    conn._thread.daemon = True  # noqa: SLF001 - aiosqlite is pinned; see module docstring
+    return await conn
 
 
 async def _run(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
