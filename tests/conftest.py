@@ -33,3 +33,27 @@ def bus() -> Bus:
 def service(store: Store, bus: Bus) -> ConversationService:
     """The conversation service over the real store, US numbering."""
     return ConversationService(store, bus, ServiceSettings(default_region="US", max_body_chars=10_000))
+
+
+_EXIT_STATUS: dict[str, int] = {}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remember the run's status for the exit guard below."""
+    _EXIT_STATUS["status"] = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Never hang after the summary: name non-daemon threads a test left behind and exit with the run's status."""
+    import os
+    import sys
+    import threading
+
+    lingering = [
+        t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon
+    ]
+    if lingering and "status" in _EXIT_STATUS:
+        sys.stderr.write(f"note: threads left running by tests: {', '.join(lingering)}; not waiting for them\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(_EXIT_STATUS["status"])
