@@ -575,6 +575,7 @@ class TranscriptionService:
             "capped": bool(started.capped) if started else False,
             "codec": started.codec if started else None,
             "no_speech": not result.words,
+            "confidence": (round(sum(w.conf for w in result.words) / len(result.words), 3) if result.words else None),
             "low_confidence_threshold": low,
             "words": [
                 {

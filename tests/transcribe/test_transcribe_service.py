@@ -120,6 +120,7 @@ async def test_voicemails_of_every_kind_are_transcribed_with_intent(env: Env, mo
     assert words
     assert all({"word", "start", "end", "conf", "low"} <= w.keys() for w in words)
     assert all(w["low"] == (w["conf"] < cfg.low_confidence) for w in words)
+    assert t["meta"]["confidence"] == pytest.approx(sum(w["conf"] for w in words) / len(words), abs=0.001)
     summary = await env.service.summary(conv)
     assert summary is not None
     assert summary.intent == "book"
