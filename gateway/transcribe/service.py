@@ -326,9 +326,15 @@ class TranscriptionService:
     async def retry(self, job_id: int) -> bool:
         """Queue a failed job again with fresh attempts (staff action); False if not failed."""
         ok = await self.store.write(lambda c: q.requeue_failed(c, job_id, now=time.time()))
-        if ok:
-            self._wake.set()
-        return ok
+        if not ok:
+            return False
+        if not self._model_ok.is_set():
+            await self.store.write(lambda c: q.hold_for_model(c, now=time.time()))
+        job = await self.store.read(lambda c: q.get_job(c, job_id))
+        if job is not None:
+            await self._mark_voicemail(job, {"transcription": "pending", "transcription_error": None})
+        self._wake.set()
+        return True
 
     async def job(self, voicemail_event_id: int) -> q.TranscriptionJob | None:
         """The transcription job of a voicemail event."""

@@ -435,10 +435,11 @@ async def test_backlog_is_bounded_and_nothing_is_lost(env: Env) -> None:
         assert [j.status for j in jobs] == ["waiting_model", "waiting_model", "failed"]
         assert jobs[2].last_error is not None
         assert "backlog full" in jobs[2].last_error
+        assert (await voicemail_meta(env, jobs[2].voicemail_event_id))["transcription"] == "failed"
         assert await svc.retry(jobs[2].id)
+        assert (await voicemail_meta(env, jobs[2].voicemail_event_id))["transcription"] == "pending"
         assert not await svc.retry(jobs[0].id)  # only failed jobs can be retried
         counts = await env.store.read(q.counts)
     finally:
         await svc.stop()
-    assert counts["pending"] == 1
-    assert counts["waiting_model"] == 2
+    assert counts["waiting_model"] == 3  # the retried job waits for the model too
