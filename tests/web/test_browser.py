@@ -7,6 +7,7 @@ member's page only; the status page renders. Screenshots of each page go to test
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 import wave
@@ -300,6 +301,36 @@ async def test_voicemail_player_and_unsure_words(live: Live, tmp_path: Path) -> 
     unsure = staff.locator("#timeline .lowconf")
     assert await unsure.all_text_contents() == ["내일"]
     await staff.screenshot(path=str(SHOTS / "console-voicemail.png"))
+    await staff.context.close()
+
+
+async def test_after_hours_call_me_on_a_phone_screen(live: Live) -> None:
+    live.server.deps.config = dataclasses.replace(
+        live.server.deps.config, business_hours={}, after_hours_message="We are closed. Leave a message!"
+    )
+    ctx = await live.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    visitor = await ctx.new_page()
+    await visitor.goto(live.url + "/demo")
+    await visitor.screenshot(path=str(SHOTS / "demo-phone.png"))
+    await visitor.click("#gateway-chat >> .launcher")
+    notice = visitor.locator("#gateway-chat >> .notice")
+    await notice.wait_for()
+    assert await notice.text_content() == "We are closed. Leave a message!"
+    await visitor.click("#gateway-chat >> text=Call me")
+    await visitor.fill("#gateway-chat >> input[type=tel]", "12345")
+    await visitor.click("#gateway-chat >> .handoff button[type=submit]")
+    await visitor.locator(".status", has_text="does not look like").wait_for()
+    await visitor.fill("#gateway-chat >> input[type=tel]", "+1 202 555 0111")
+    await visitor.click("#gateway-chat >> .handoff button[type=submit]")
+    await visitor.locator(".log li.system", has_text="call you").wait_for()
+    await visitor.screenshot(path=str(SHOTS / "widget-phone-after-hours.png"))
+    # Staff see the request with the number to call.
+    staff = await login(live)
+    await staff.locator("#inbox li button").first.click()
+    handoff = staff.locator("#timeline li.system", has_text="call back")
+    await handoff.wait_for()
+    assert await staff.locator("#fields input[name=next_step]").input_value() == "Call back"
+    await ctx.close()
     await staff.context.close()
 
 

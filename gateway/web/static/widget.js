@@ -98,6 +98,7 @@
         flushPending();
         break;
       case "ack": {
+        status.textContent = "";
         pending = pending.filter((p) => p.client_id !== m.client_id);
         store.set("pending", pending);
         shown.add("e" + m.event_id);
@@ -110,6 +111,7 @@
         break;
       case "handoff":
         handoffForm.hidden = true;
+        status.textContent = "";
         system(m.mode === "sms" ? "Thanks! We will continue by text message." : "Thanks! We will call you soon.");
         break;
       case "error":
