@@ -285,7 +285,7 @@ class SmsChannel:
                 continue
             self._storage_usage(storage, usage)
             try:
-                lines = await link.command("AT+CMGL=4", timeout=max(t, 60.0))
+                lines = await link.command("AT+CMGL=4", timeout=max(t, 30.0))
             except at.ModemCommandError as err:  # e.g. SIM busy right after boot: next round
                 log.warning("modem %s: cannot list %s (%s)", link.device, storage, err.words)
                 continue
