@@ -374,3 +374,23 @@ async def test_without_status_reports_sent_is_final(rig: Rig, emulator: ModemEmu
     await asyncio.sleep(0.5)
     assert rig.outbox(outbox_id)["state"] == "sent"
     assert ch.health.connected
+
+
+async def test_unplug_during_a_send_marks_unknown_and_never_resends(rig: Rig, emulator: ModemEmulator) -> None:
+    emulator.send_delay = 1.0  # the modem holds the message for a second before it answers
+    ch = await rig.channel(str(emulator.link))
+    seed = await rig.service.ingest(
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, CUSTOMER, "seed-5", "hi")
+    )
+    outbox_id = await rig.service.enqueue_outbound(seed.conversation_id, "sms", CUSTOMER, "in flight", automated=False)
+    await wait_for(lambda: any(c.startswith("AT+CMGS=") for c in emulator.commands))
+    await asyncio.sleep(0.4)  # the PDU is in the modem now
+    emulator.unplug()
+    await wait_for(lambda: rig.outbox(outbox_id)["state"] == "unknown")
+    assert "may or may not" in rig.outbox(outbox_id)["last_error"]
+    emulator.replug()
+    await wait_for(lambda: ch.health.connected, timeout=40)
+    await asyncio.sleep(1.5)
+    assert [s.text for s in emulator.sent].count("in flight") <= 1  # never sent a second time
+    assert rig.outbox(outbox_id)["state"] == "unknown"
+    assert rig.outbox(outbox_id)["attempts"] == 1
