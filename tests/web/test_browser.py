@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from playwright.async_api import async_playwright
 
@@ -249,6 +250,19 @@ async def test_status_and_login_pages(live: Live) -> None:
     await modem.wait_for(timeout=5000)
     assert "TestNet" in (await modem.text_content() or "")
     assert "up" in (await staff.locator('[data-section="asterisk"] .pill').text_content() or "")
+    # Admins create an API token here; it is shown once and works as a bearer token.
+    await staff.fill("#token-name", "CRM sync")
+    await staff.click("#token-form button[type=submit]")
+    shown = staff.locator("#token-new")
+    await shown.wait_for()
+    token = (await shown.text_content() or "").rsplit(": ", 1)[1]
+    await staff.locator("#tokens li", has_text="CRM sync").wait_for()
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(live.url + "/api/v1/inbox", headers={"Authorization": f"Bearer {token}"}) as r,
+    ):
+        assert r.status == 200
+    await staff.evaluate("window.scrollTo(0, 0)")
     await staff.screenshot(path=str(SHOTS / "status.png"), full_page=True)
     # Phone-sized console.
     await staff.set_viewport_size({"width": 390, "height": 844})

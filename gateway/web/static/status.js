@@ -69,6 +69,46 @@
       $("updated").className = "live down";
     }
   }
+  // API tokens (admins only: the list answers 403 to everyone else and the panel stays hidden).
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  async function call(method, url, body) {
+    const resp = await fetch(url, { method, credentials: "same-origin",
+      headers: { "Accept": "application/json", "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: body === undefined ? undefined : JSON.stringify(body) });
+    const data = await resp.json().catch(() => ({}));
+    if (!resp.ok) throw new Error(data.error || ("HTTP " + resp.status));
+    return data;
+  }
+  async function loadTokens() {
+    let data;
+    try { data = await call("GET", "/api/v1/tokens"); } catch (e) { return; }
+    $("tokens-panel").hidden = false;
+    $("tokens").replaceChildren(...(data.tokens.length ? data.tokens.map((t) => {
+      const li = el("li");
+      li.append(el("strong", null, t.name + " "),
+        el("span", "muted", t.revoked_at ? "revoked" : ("created " + new Date(t.created_at * 1000).toLocaleDateString()
+          + (t.last_used_at ? ", last used " + new Date(t.last_used_at * 1000).toLocaleString() : ", never used"))));
+      if (!t.revoked_at) {
+        const b = el("button", "link", "Revoke");
+        b.type = "button";
+        b.addEventListener("click", async () => { await call("DELETE", "/api/v1/tokens/" + t.id); loadTokens(); });
+        li.append(b);
+      }
+      return li;
+    }) : [el("li", "muted", "No tokens yet.")]));
+  }
+  $("token-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const out = $("token-new");
+    try {
+      const t = await call("POST", "/api/v1/tokens", { name: $("token-name").value });
+      out.textContent = "New token for " + t.name + " (copy it now, it is not shown again): " + t.token;
+      $("token-name").value = "";
+    } catch (err) { out.textContent = err.message; }
+    out.hidden = false;
+    loadTokens();
+  });
+  loadTokens();
   refresh();
   setInterval(refresh, 3000);
 })();
