@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from gateway.store import queries as q
 from gateway.store import web as sql
+from gateway.web import hours
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
 
@@ -66,7 +67,9 @@ async def _source(name: str, fn: Any) -> tuple[str, Any]:
 async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]) -> dict[str, Any]:
     """Everything the status page shows, as one JSON-ready dict."""
     now = time.time()
-    midnight = dt.datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    # "Today" is the business's day, in its configured time zone.
+    local_now = dt.datetime.now(hours.zone(deps.config.timezone))
+    midnight = local_now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     sources = dict(await asyncio.gather(*(_source(n, f) for n, f in deps.status_sources.items())))
 
     def store_facts(conn: Any) -> dict[str, Any]:
