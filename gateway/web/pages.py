@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import sqlite3
 import string
 import time
 from importlib import resources
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from gateway.store import queries as q
 from gateway.store import web as sql
+from gateway.store.db import Store
 from gateway.web.keys import AUTH, DEPS
 from gateway.web.security import (
     LOGIN_CSRF_COOKIE,
@@ -112,10 +114,10 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     ok = await asyncio.to_thread(verify_password, stored, password)
     if not ok or staff is None:
 
-        def fail(c: object) -> int:
+        def fail(c: sqlite3.Connection) -> int:
             counts = [
                 sql.record_login_failure(
-                    c,  # type: ignore[arg-type]
+                    c,
                     k,
                     now,
                     threshold=cfg.login_max_failures,
@@ -141,10 +143,10 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     h = token_hash(session)
     sid = staff.id
 
-    def ok_op(c: object) -> None:
+    def ok_op(c: sqlite3.Connection) -> None:
         for k in keys:
-            sql.clear_login_failures(c, k)  # type: ignore[arg-type]
-        sql.create_session(c, h, sid, csrf, now, cfg.session_ttl_seconds, addr)  # type: ignore[arg-type]
+            sql.clear_login_failures(c, k)
+        sql.create_session(c, h, sid, csrf, now, cfg.session_ttl_seconds, addr)
 
     await deps.store.write(ok_op)
     log.info("web login: staff %s", staff.username)
@@ -209,7 +211,7 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def create_staff_user(
-    store: object,
+    store: Store,
     username: str,
     password: str,
     *,
@@ -221,9 +223,9 @@ async def create_staff_user(
     pw_hash = await asyncio.to_thread(hash_password, password)
     now = time.time()
 
-    def op(c: object) -> int:
-        sid = q.upsert_staff(c, username, display_name or username, extension or None, role, now)  # type: ignore[arg-type]
-        q.set_password_hash(c, username, pw_hash)  # type: ignore[arg-type]
+    def op(c: sqlite3.Connection) -> int:
+        sid = q.upsert_staff(c, username, display_name or username, extension or None, role, now)
+        q.set_password_hash(c, username, pw_hash)
         return sid
 
-    return int(await store.write(op))  # type: ignore[attr-defined]
+    return await store.write(op)
