@@ -158,8 +158,13 @@ async def test_visitor_chats_staff_reply_live_and_reload_keeps_it(live: Live) ->
 
 async def test_xss_payloads_stay_inert(live: Live) -> None:
     dialogs: list[str] = []
+
+    async def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        await dialog.dismiss()
+
     ctx, visitor = await open_widget(live)
-    visitor.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    visitor.on("dialog", on_dialog)
     await visitor.fill("#gateway-chat >> textarea", XSS)
     await visitor.press("#gateway-chat >> textarea", "Enter")
     await visitor.wait_for_selector("#gateway-chat >> li.visitor:not(.sending)")
@@ -177,7 +182,7 @@ async def test_xss_payloads_stay_inert(live: Live) -> None:
     )
     await live.service.append_event(r.conversation_id, EventKind.TRANSCRIPT, Channel.VOICE, XSS)
     staff = await login(live)
-    staff.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    staff.on("dialog", on_dialog)
     for row in await staff.locator("#inbox li button").all():
         await row.click()
         await staff.wait_for_selector("#timeline li")

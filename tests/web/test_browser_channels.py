@@ -79,7 +79,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     service = ConversationService(store, bus, ServiceSettings(default_region="US"))
     emu = ModemEmulator("huawei-e3372", link=tmp_path / "dev" / "ttyUSB0", seed=7)
     emu.start()
-    sms = SmsChannel(SmsConfig(enabled=True, device=str(emu.link), **FAST), store, service, bus, region="US")
+    cfg_sms = SmsConfig(enabled=True, device=str(emu.link), **FAST)  # type: ignore[arg-type]
+    sms = SmsChannel(cfg_sms, store, service, bus, region="US")
     await sms.start()
 
     async def modem() -> dict[str, Any]:

@@ -23,7 +23,7 @@ async def connect(env: WebEnv, token: str | None = None) -> tuple[aiohttp.Client
 
 async def say(ws: aiohttp.ClientWebSocketResponse, client_id: str, body: str) -> dict[str, Any]:
     await ws.send_json({"type": "message", "client_id": client_id, "body": body})
-    msg = await ws.receive_json(timeout=5)
+    msg: dict[str, Any] = await ws.receive_json(timeout=5)
     assert msg["type"] == "ack", msg
     return msg
 

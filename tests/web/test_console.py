@@ -39,7 +39,7 @@ async def staff_socket(env: WebEnv) -> aiohttp.ClientWebSocketResponse:
 async def next_of(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float = 5.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        msg = await ws.receive_json(timeout=max(0.01, deadline - time.monotonic()))
+        msg: dict[str, Any] = await ws.receive_json(timeout=max(0.01, deadline - time.monotonic()))
         if msg["type"] == kind:
             return msg
 
@@ -281,7 +281,7 @@ async def test_webhooks_are_signed_retried_and_durable(tmp_path: Path) -> None:
     env, store = await make_env(tmp_path, webhook_urls=[url], webhook_secret=Secret("s3cret-key"))
     try:
         original = wh.retry_delay
-        wh.retry_delay = lambda attempts, **_: 0.1  # type: ignore[assignment]
+        wh.retry_delay = lambda attempts, **_: 0.1
         try:
             r = await env.service.ingest(sms("+12025550180", "s-w1", "webhook me"))
             for _ in range(100):

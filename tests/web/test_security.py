@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,7 +26,7 @@ XSS = [
 ]
 
 
-async def hello(env: WebEnv, token: str | None = None) -> tuple[aiohttp.ClientWebSocketResponse, dict]:
+async def hello(env: WebEnv, token: str | None = None) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
     ws = await env.client.ws_connect("/chat/ws", origin=env.origin)
     await ws.send_json({"type": "hello", "token": token})
     welcome = await ws.receive_json(timeout=5)

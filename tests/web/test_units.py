@@ -120,7 +120,7 @@ async def test_webhook_is_given_up_after_max_attempts(tmp_path: Path) -> None:
     )
     try:
         original = wh.retry_delay
-        wh.retry_delay = lambda attempts, **_: 0.05  # type: ignore[assignment]
+        wh.retry_delay = lambda attempts, **_: 0.05
         try:
             now = time.time()
             await store.write(lambda c: sql.enqueue_webhooks(c, ["http://127.0.0.1:9/hook"], "call.missed", "{}", now))
