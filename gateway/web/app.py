@@ -103,6 +103,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         logging.getLogger("gateway").removeHandler(handler)
 
 
+async def _close_sockets(app: web.Application) -> None:
+    """``on_shutdown``: close open websockets first, so stopping does not wait for their handlers to time out."""
+    await app[CHAT_HUB].close_all()
+    await app[STAFF_HUB].close_all()
+
+
 def build_app(deps: WebDeps) -> web.Application:
     """The aiohttp application for ``deps`` (not yet running)."""
     app = web.Application(middlewares=[gateway_middleware], client_max_size=256 * 1024)
@@ -127,6 +133,7 @@ def build_app(deps: WebDeps) -> web.Application:
     staff.add_hook(webhooks.on_event)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_close_sockets)
     app.add_routes(
         [
             web.get("/", pages.index),

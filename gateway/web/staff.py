@@ -83,6 +83,10 @@ class StaffHub:
                 if (cur := asyncio.current_task()) is not None and cur.cancelling():
                     raise
             self._task = None
+        await self.close_all()
+
+    async def close_all(self) -> None:
+        """Close every staff socket (the console reconnects when the gateway is back)."""
         for s in list(self._sockets):
             await s.ws.close(code=1001, message=b"server shutdown")
 
