@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib.util
 import logging
 import os
@@ -207,7 +208,30 @@ async def ring_during_transcription(model: str, inputs: list[Path], tmp: Path, c
         while (await store.read(q.counts))["running"] < 2:  # noqa: ASYNC110 - polling a status
             await asyncio.sleep(0.05)
         print(f"\nring-to-bus with two transcriptions running ({calls} calls):")
-        await voice_bench.bench_ring(calls)
+        pauses: list[tuple[int, float]] = []
+        started: dict[str, float] = {}
+
+        def gc_timer(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started["t"] = time.perf_counter()
+            elif "t" in started:
+                pauses.append((info["generation"], (time.perf_counter() - started.pop("t")) * 1000))
+
+        gc.callbacks.append(gc_timer)
+        lags: list[float] = []
+        stop = asyncio.Event()
+        lag_task = asyncio.create_task(_measure_lag(lags, stop))
+        try:
+            await voice_bench.bench_ring(calls)
+        finally:
+            gc.callbacks.remove(gc_timer)
+            stop.set()
+            await lag_task
+        print(f"  event-loop lag meanwhile: p99 {pct(lags, 99):.2f} ms, max {max(lags, default=0):.2f} ms")
+        full = [ms for gen, ms in pauses if gen == 2]
+        print(
+            f"  garbage collector meanwhile: {len(pauses)} runs, {len(full)} full, longest {max((ms for _, ms in pauses), default=0):.1f} ms"
+        )
         counts = await store.read(q.counts)
         if counts["done"] + counts["failed"]:
             print(f"  note: {counts['done'] + counts['failed']} transcription(s) ended before the calls did")
@@ -230,6 +254,9 @@ def main() -> None:
     ap.add_argument("--model", default=default_model_path(), help="Vosk model directory")
     ap.add_argument("--nice", type=int, default=10, help="CPU priority increment of our workers")
     ap.add_argument("--ring", type=int, default=0, help="also measure ring-to-bus over N calls (needs the PBX)")
+    ap.add_argument(
+        "--ring-audio", type=float, default=300.0, help="seconds of each recording transcribed during --ring"
+    )
     ap.add_argument("--skip-rtf", action="store_true", help="only the ring-to-bus measurement")
     args = ap.parse_args()
     if not args.model:
@@ -274,7 +301,7 @@ def main() -> None:
         if args.ring:
             long_files = [tmp / f"ring{n}.wav" for n in range(2)]
             for n, p in enumerate(long_files):
-                make_speech(p, max(120.0, args.ring * 1.5 + 60), n)  # outlasts the calls
+                make_speech(p, args.ring_audio, n)
             asyncio.run(ring_during_transcription(args.model, long_files, tmp, args.ring, args.nice))
 
 
