@@ -35,7 +35,7 @@ from gateway.store import web as sql
 from gateway.web import hours
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
-from gateway.web.security import RateLimiter, client_address, new_token, token_hash
+from gateway.web.security import RateLimiter, client_address, new_token, same_origin, token_hash
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,9 @@ class ChatHub:
         origin = request.headers.get("Origin")
         if not origin:
             return False
-        own = f"{request.scheme}://{request.host}"
-        allowed = {own, *(o.rstrip("/") for o in self.deps.config.allowed_origins)}
-        return origin.rstrip("/") in allowed
+        if same_origin(request, origin):
+            return True
+        return origin.rstrip("/") in {o.rstrip("/") for o in self.deps.config.allowed_origins}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``GET /chat/ws``: one visitor connection."""

@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from argon2 import PasswordHasher
@@ -139,6 +140,18 @@ class Auth:
 
 
 ANONYMOUS = Auth()
+
+
+def same_origin(request: web.Request, origin: str | None) -> bool:
+    """True if a browser's Origin names this gateway.
+
+    Only the host and port are compared, not the scheme: behind a TLS proxy the browser says ``https://`` while
+    the request reaching us is plain http, with the Host header passed through.
+    """
+    if not origin:
+        return False
+    netloc = urlsplit(origin).netloc.lower()
+    return bool(netloc) and netloc == request.host.lower()
 
 
 def client_address(request: web.Request) -> str:

@@ -29,6 +29,7 @@ from aiohttp import WSMsgType, web
 from gateway.store import web as sql
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
+from gateway.web.security import same_origin
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +182,7 @@ class StaffHub:
 
     async def handle(self, request: web.Request, session: sql.SessionRow) -> web.StreamResponse:
         """``GET /staff/ws`` for a logged-in staff member (Origin must be the gateway itself)."""
-        origin = request.headers.get("Origin", "")
-        if origin.rstrip("/") != f"{request.scheme}://{request.host}":
+        if not same_origin(request, request.headers.get("Origin")):
             raise web.HTTPForbidden(
                 text=json.dumps({"error": "cross-origin staff websocket refused"}),
                 content_type="application/json",
