@@ -68,7 +68,8 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     cfg = WebConfig(
         # Port 0: the OS picks a free port, so parallel test runs on one machine never collide.
         port=0,
-        secure_cookies=False,
+        # Secure cookies as in production: Chromium keeps them on http://127.0.0.1 (a trustworthy origin).
+        secure_cookies=True,
         business_hours=ALWAYS_OPEN,
         quiet_hours="",
         business_name="Hana Plumbing",
