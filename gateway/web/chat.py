@@ -254,7 +254,8 @@ class ChatHub:
                 except LookupError:
                     events = []
                 history = [x for x in (visitor_view(e) for e in events) if x is not None]
-                self._bind(v, conv)
+                # After a merge the timeline lives in the kept conversation: follow it for pushes.
+                self._bind(v, int(events[-1]["conversation_id"]) if events else conv)
         v.visitor_hash = h
         cfg = self.deps.config
         open_now = hours.is_open(cfg.business_hours, cfg.timezone, now)

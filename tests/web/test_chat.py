@@ -151,7 +151,7 @@ async def test_continue_by_text_joins_a_known_customer(web_env: WebEnv) -> None:
     earlier = await web_env.service.ingest(
         Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, "+12025550188", "sms-k1", body="Earlier text")
     )
-    ws, _ = await connect(web_env)
+    ws, welcome = await connect(web_env)
     await say(ws, "client-msg-0400", "It's me again, on the website")
     await ws.send_json({"type": "continue_by_text", "client_id": "handoff-0400", "phone": "(202) 555-0188"})
     assert (await ws.receive_json(timeout=5))["type"] == "handoff"
@@ -160,6 +160,19 @@ async def test_continue_by_text_joins_a_known_customer(web_env: WebEnv) -> None:
     assert "Earlier text" in bodies
     assert "It's me again, on the website" in bodies
     await ws.close()
+    # The visitor comes back later: history and staff chat replies follow the merged conversation.
+    ws2, again = await connect(web_env, welcome["token"])
+    assert [h["body"] for h in again["history"]] == ["It's me again, on the website"]
+    await web_env.login()
+    resp = await web_env.client.post(
+        f"/api/v1/conversations/{earlier.conversation_id}/messages",
+        json={"channel": "chat", "body": "Welcome back!"},
+        headers=web_env.headers(),
+    )
+    assert resp.status == 201
+    msg = await ws2.receive_json(timeout=5)
+    assert msg["message"]["body"] == "Welcome back!"
+    await ws2.close()
 
 
 async def test_call_me_is_shown_to_staff(web_env: WebEnv) -> None:

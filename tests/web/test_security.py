@@ -146,7 +146,7 @@ async def test_anonymous_chat_flood_from_one_address_is_limited(tmp_path: Path) 
             await ws.close()
         assert opened == 5
         assert refused == 7
-        # Messages are limited per address too: a burst beyond the bucket is refused.
+        # The budget is per address and does not refill at once: a further new chat is still refused.
         ws = await env.client.ws_connect("/chat/ws", origin=env.origin)
         await ws.send_json({"type": "hello", "token": None})
         first = await ws.receive_json(timeout=5)
