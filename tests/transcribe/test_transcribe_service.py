@@ -239,6 +239,12 @@ def _job_now(db: Path, voicemail_event_id: int) -> q.TranscriptionJob | None:
         conn.close()
 
 
+def _nice(pid: int) -> int:
+    """The nice value of a process, from /proc (field 19 of stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])
+
+
 def _process_running(pid: int) -> bool:
     """Running (a zombie waiting for an init that never reaps it counts as dead)."""
     try:
@@ -307,6 +313,9 @@ async def test_worker_crash_or_hang_mid_file_is_killed_restarted_and_retried(
     try:
         await wait_for(lambda: _alive(svc), what="a worker")
         first_pid = (await svc.health()).worker_pids[0]
+        # The worker runs at low CPU priority (nice is added to the daemon's own).
+        assert _nice(first_pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + cfg.nice)
+        assert first_pid != os.getpid()  # never in the daemon's own process
         conv, ev = await env.voicemail(wav)
         await svc.enqueue(conv, ev, str(wav))
         await env.wait_status(ev, ("running",))
