@@ -11,9 +11,11 @@
 #   [transcribe]
 #   model_path = "TARGET_DIR/vosk-model-small-en-us-0.15"
 
-VOSK_MODEL_NAME="vosk-model-small-en-us-0.15"
-VOSK_MODEL_URL="https://alphacephei.com/vosk/models/${VOSK_MODEL_NAME}.zip"
-VOSK_MODEL_SHA256="30f26242c4eb449f948e42cb302dd7a686cb29a3423a8367f99ff41780942498"
+# A mirror (or a local copy for an offline box) may be given with GATEWAY_VOSK_MODEL_URL; the pinned
+# checksum still applies unless GATEWAY_VOSK_MODEL_SHA256 names another archive deliberately.
+VOSK_MODEL_NAME="${GATEWAY_VOSK_MODEL_NAME:-vosk-model-small-en-us-0.15}"
+VOSK_MODEL_URL="${GATEWAY_VOSK_MODEL_URL:-https://alphacephei.com/vosk/models/${VOSK_MODEL_NAME}.zip}"
+VOSK_MODEL_SHA256="${GATEWAY_VOSK_MODEL_SHA256:-30f26242c4eb449f948e42cb302dd7a686cb29a3423a8367f99ff41780942498}"
 VOSK_MODEL_BYTES=41205931
 
 install_vosk_model() {
@@ -28,9 +30,9 @@ install_vosk_model() {
     local work
     work="$(mktemp -d "$target/.download.XXXXXX")" || return 1
     local zip="$work/$VOSK_MODEL_NAME.zip"
-    echo "install-model: downloading $VOSK_MODEL_URL ($((VOSK_MODEL_BYTES / 1024 / 1024)) MB)" >&2
+    echo "install-model: downloading $VOSK_MODEL_URL (about $((VOSK_MODEL_BYTES / 1024 / 1024)) MB)" >&2
     if command -v curl >/dev/null 2>&1; then
-        curl -fL --retry 3 --connect-timeout 20 -o "$zip" "$VOSK_MODEL_URL"
+        curl -fsSL --retry 3 --connect-timeout 20 -o "$zip" "$VOSK_MODEL_URL"
     elif command -v wget >/dev/null 2>&1; then
         wget -q -O "$zip" "$VOSK_MODEL_URL"
     else
