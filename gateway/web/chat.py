@@ -78,6 +78,9 @@ class _Visitor:
 class ChatHub:
     """Owns the visitors' websockets and pushes conversation events to them."""
 
+    #: Open visitor sockets one network address may hold at once (a small office site rarely sees more than a few).
+    max_sockets_per_address = 50
+
     def __init__(self, deps: WebDeps) -> None:
         self.deps = deps
         cfg = deps.config
@@ -88,6 +91,7 @@ class ChatHub:
         self._by_conversation: dict[int, set[_Visitor]] = {}
         self._all: set[_Visitor] = set()
         self._pushed: OrderedDict[int, None] = OrderedDict()
+        self._per_address: dict[str, int] = {}
 
     @property
     def socket_count(self) -> int:
@@ -115,11 +119,19 @@ class ChatHub:
                 ),
                 content_type="application/json",
             )
+        remote = client_address(request)
+        if self._per_address.get(remote, 0) >= self.max_sockets_per_address:
+            log.warning("chat: too many open sockets from one address, refusing")
+            raise web.HTTPTooManyRequests(
+                text=json.dumps({"error": "too many open chats from your network; close some and try again"}),
+                content_type="application/json",
+            )
         # No per-socket heartbeat timer: the widget pings, and one sweeper closes idle sockets (see sweep()).
         ws = web.WebSocketResponse(max_msg_size=self.deps.config.chat_max_frame_bytes, compress=False)
         await ws.prepare(request)
-        v = _Visitor(ws, client_address(request))
+        v = _Visitor(ws, remote)
         self._all.add(v)
+        self._per_address[remote] = self._per_address.get(remote, 0) + 1
         try:
             while True:  # inlined rather than a helper: an idle socket should keep as few frames as possible
                 msg = await ws.receive()
@@ -136,6 +148,11 @@ class ChatHub:
                 del msg  # an idle socket keeps nothing of its last frame
         finally:
             self._forget(v)
+            left = self._per_address.get(remote, 1) - 1
+            if left > 0:
+                self._per_address[remote] = left
+            else:
+                self._per_address.pop(remote, None)
         return ws
 
     def _forget(self, v: _Visitor) -> None:

@@ -175,6 +175,28 @@ async def test_message_flood_is_limited(tmp_path: Path) -> None:
         await store.stop()
 
 
+async def test_open_sockets_per_address_are_capped(tmp_path: Path) -> None:
+    env, store = await make_env(tmp_path)
+    try:
+        hub = env.client.app[CHAT_HUB]
+        hub.max_sockets_per_address = 3
+        socks = [await env.client.ws_connect("/chat/ws", origin=env.origin) for _ in range(3)]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await env.client.ws_connect("/chat/ws", origin=env.origin)
+        assert info.value.status == 429
+        await socks[0].close()
+        for _ in range(50):
+            if hub.socket_count == 2:
+                break
+            await asyncio.sleep(0.02)
+        again = await env.client.ws_connect("/chat/ws", origin=env.origin)  # a slot is free again
+        for ws in (again, *socks[1:]):
+            await ws.close()
+    finally:
+        await env.client.close()
+        await store.stop()
+
+
 @pytest.mark.parametrize("origin", ["https://evil.example", None])
 async def test_cross_origin_chat_websocket_is_refused(web_env: WebEnv, origin: str | None) -> None:
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
