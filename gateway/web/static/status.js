@@ -16,6 +16,11 @@
     if (typeof v === "boolean") return v ? "yes" : "no";
     if (typeof v === "number" && /(_at|since)$/.test(key) && v > 1e9) return new Date(v * 1000).toLocaleString();
     if (typeof v === "number" && /bytes$/.test(key)) return (v / 1048576).toFixed(1) + " MiB";
+    if (Array.isArray(v)) {
+      if (!v.length) return "none";
+      if (v.every((x) => x === null || typeof x !== "object")) return v.join(", ");
+      return v.length + " entr" + (v.length === 1 ? "y" : "ies");
+    }
     if (typeof v === "object") {
       const parts = Object.entries(v).map(([k2, v2]) => k2.replace(/_/g, " ") + ": " + fmt(k2, v2));
       return parts.length ? parts.join(", ") : "none";
