@@ -93,7 +93,6 @@ async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]
             "size_bytes": size,
             "outbox_depth": sum(v for k, v in outbox.items() if k in ("queued", "sending")),
             "outbox": outbox,
-            **({"backup": sources["backup"]} if "backup" in sources else {}),
         },
         "today": facts["today"],
         "webhooks": facts["webhooks"],

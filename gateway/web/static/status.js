@@ -8,7 +8,7 @@
     if (text !== undefined && text !== null) n.textContent = String(text);
     return n;
   }
-  const TITLES = { asterisk: "Asterisk", sip: "SIP endpoints", modem: "GSM modem", transcription: "Transcription",
+  const TITLES = { gateway: "Gateway", asterisk: "Asterisk", sip: "SIP endpoints", modem: "GSM modem", transcription: "Transcription",
     store: "Store", today: "Today", webhooks: "Webhooks", web: "Web", bus: "Event bus", backup: "Backup" };
   const SKIP = new Set(["generated_at", "recent_errors"]);
   function fmt(key, v) {
