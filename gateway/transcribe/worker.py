@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -103,6 +104,7 @@ class _Worker:
         self.name = name
         self.sox = sox
         self._known: dict[str, bool] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyword-pass")
         self.fillers = [f for f in fillers if self._in_vocabulary(f)]
         if self._in_vocabulary("[unk]"):
             self.fillers.append("[unk]")
@@ -125,17 +127,20 @@ class _Worker:
         send(Started(job.job, audio.duration, audio.full_duration, audio.capped, audio.codec))
         pcm = audio.samples.astype("<i2").tobytes()
         chunk = int(self.rate * CHUNK_SECONDS) * 2
-        rec = self.vosk.KaldiRecognizer(self.model, self.rate)
-        rec.SetWords(True)
-        words = _recognise(rec, pcm, chunk)
         usable = [p for p in job.grammar if self._in_vocabulary(p)]
         missing = tuple(p for p in job.grammar if p not in usable)
-        keywords: list[Word] = []
+        keyword_pass: Future[list[Word]] | None = None
         if usable:
+            # The keyword pass runs beside the free pass: Kaldi releases the GIL while decoding, so
+            # on an otherwise idle box the transcript is ready in the time of the longer pass.
             grammar = list(dict.fromkeys([*usable, *self.fillers]))
             rec2 = self.vosk.KaldiRecognizer(self.model, self.rate, json.dumps(grammar, ensure_ascii=False))
             rec2.SetWords(True)
-            keywords = _join_phrases(_recognise(rec2, pcm, chunk), usable)
+            keyword_pass = self._pool.submit(_recognise, rec2, pcm, chunk)
+        rec = self.vosk.KaldiRecognizer(self.model, self.rate)
+        rec.SetWords(True)
+        words = _recognise(rec, pcm, chunk)
+        keywords = _join_phrases(keyword_pass.result(), usable) if keyword_pass is not None else []
         text = " ".join(w.word for w in words)
         send(
             Result(
