@@ -59,7 +59,7 @@ class WebConfig:
         metadata={"doc": "hours in which the console warns before sending SMS"},
     )
     voicemail_dir: str = field(
-        default="/var/spool/asterisk/voicemail",
+        default="/var/spool/gateway/recordings",
         metadata={"doc": "only audio files below this directory are served to staff"},
     )
     webhook_urls: list[str] = field(default_factory=list, metadata={"doc": "URLs that receive signed event webhooks"})
