@@ -70,7 +70,7 @@ class App:
         self._started: list[tuple[str, Part]] = []
         self._stopping = asyncio.Event()
 
-    # -- building ------------------------------------------------------------------------------------------------------
+    # -- building ----------------------------------------------------------------------------------------------------
 
     def _build_channels(self) -> list[tuple[str, Part]]:
         cfg = self.config
@@ -131,7 +131,7 @@ class App:
         self.web = WebServer(deps)
         return self.web  # type: ignore[no-any-return]
 
-    # -- status --------------------------------------------------------------------------------------------------------
+    # -- status ------------------------------------------------------------------------------------------------------
 
     async def _gateway_status(self) -> Mapping[str, Any]:
         return {
@@ -208,7 +208,7 @@ class App:
                     await part.stop()
                 log.debug("stopped %s", name)
             except TimeoutError:
-                log.error("%s did not stop within %.1f s; abandoning it", name, remaining)
+                log.error("%s did not stop within %.1f s; abandoning it", name, remaining)  # noqa: TRY400 - no traceback to show
             except Exception:
                 log.exception("%s failed while stopping", name)
         await _cancel_leftovers()

@@ -215,7 +215,7 @@ async def _backup(cfg: config_mod.Config, target: str | None) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         path = cfg.backup_dir / f"gateway-{stamp}.db"
     else:
-        path = Path(target).expanduser().absolute()
+        path = Path(target).expanduser().absolute()  # noqa: ASYNC240 - a path computation before any I/O
     if path.exists():
         print(f"gateway: {path} exists; choose a new file name (backups never overwrite)", file=sys.stderr)
         return EX_CANTCREAT
@@ -299,7 +299,7 @@ def _restore(cfg: config_mod.Config, source: Path, *, assume_yes: bool) -> int:
     return EX_OK
 
 
-# -- staff ------------------------------------------------------------------------------------------------------------
+# -- staff -----------------------------------------------------------------------------------------------------------
 
 
 def _read_password(from_stdin: bool, stream: IO[str]) -> str:
@@ -350,7 +350,7 @@ async def _staff_list(cfg: config_mod.Config) -> int:
     return EX_OK
 
 
-# -- doctor -----------------------------------------------------------------------------------------------------------
+# -- doctor ----------------------------------------------------------------------------------------------------------
 
 
 async def _doctor(cfg: config_mod.Config) -> int:

@@ -157,7 +157,7 @@ class Config:
             yield name, getattr(self, name)
 
 
-# -- loading -------------------------------------------------------------------------------------------------------------
+# -- loading ---------------------------------------------------------------------------------------------------------
 
 
 def default_toml_text() -> str:
@@ -257,7 +257,7 @@ def _type_name(hint: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(hint, str(hint))
 
 
-def _coerce(hint: Any, value: Any) -> Any:
+def _coerce(hint: Any, value: Any) -> Any:  # noqa: PLR0912 - one branch per supported config type
     if hint is Secret:
         if not isinstance(value, str):
             raise TypeError("not a string")
@@ -299,7 +299,7 @@ def _coerce(hint: Any, value: Any) -> Any:
     raise TypeError(f"unsupported config type {hint!r}")
 
 
-# -- rendering -----------------------------------------------------------------------------------------------------------
+# -- rendering -------------------------------------------------------------------------------------------------------
 
 
 def _toml_value(value: Any) -> str:

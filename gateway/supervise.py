@@ -10,6 +10,7 @@ per attempt, so a dead modem does not flood the journal.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
@@ -70,8 +71,6 @@ async def reconnect_loop(
     takes no argument the link is marked up as soon as the attempt starts. Cancel the task to stop.
     """
     st = state or LinkState(name)
-    import inspect  # local: only needed to adapt the two accepted signatures
-
     wants_state = len(inspect.signature(connect_once).parameters) >= 1
     while True:
         try:

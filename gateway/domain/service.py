@@ -117,7 +117,7 @@ class ConversationService:
             self._identity_cache[key] = found
         return found
 
-    # -- identities ---------------------------------------------------------------------------------------------------
+    # -- identities --------------------------------------------------------------------------------------------------
 
     def normalize(self, kind: IdentityKind | str, raw: str) -> NormalizedIdentity:
         """Normalize an identity value for storage and lookup."""
@@ -147,7 +147,7 @@ class ConversationService:
                 "Split the message or raise the limit."
             )
 
-    # -- ingest -----------------------------------------------------------------------------------------------------------
+    # -- ingest ------------------------------------------------------------------------------------------------------
 
     async def ingest(self, item: Inbound) -> IngestResult:
         """Store one inbound item in the right conversation and publish it. Idempotent per (channel, external_id)."""
@@ -251,7 +251,7 @@ class ConversationService:
         """Merge keys into an event's meta (e.g. transcription state of a voicemail)."""
         await self.store.write(lambda c: q.update_event_meta(c, event_id, patch))
 
-    # -- outbound --------------------------------------------------------------------------------------------------------
+    # -- outbound ----------------------------------------------------------------------------------------------------
 
     async def enqueue_outbound(
         self,
@@ -469,7 +469,7 @@ class ConversationService:
 
         await self.store.write(op)
 
-    # -- queries ---------------------------------------------------------------------------------------------------------
+    # -- queries -----------------------------------------------------------------------------------------------------
 
     async def find_contact(self, kind: IdentityKind | str, raw_value: str) -> ContactView | None:
         """The contact owning an identity (following merges), or None."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -229,9 +230,8 @@ class Store:
     async def stop(self) -> None:
         """Finish pending writes, then close every connection."""
         if self._task is not None:
-            # Let queued writes drain: the writer exits once the queue is empty and we cancel it.
-            while not self._queue.empty():
-                await asyncio.sleep(0.005)
+            # Let queued and in-flight writes finish and their callers hear the outcome, then stop the writer.
+            await self._queue.join()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -315,11 +315,17 @@ class Store:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            live = [p for p in batch if not p.future.cancelled()]
-            if not live:
-                continue
             try:
-                outcomes = await _run(writer, lambda c, b=live: self._run_batch(c, b))
+                await self._execute_batch(writer, batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _execute_batch(self, writer: aiosqlite.Connection, batch: list[_Pending]) -> None:
+        live = [p for p in batch if not p.future.cancelled()]
+        if live:
+            try:
+                outcomes = await _run(writer, functools.partial(self._run_batch, batch=live))
             except asyncio.CancelledError:
                 # Stop was requested mid-batch: the thread finishes the batch; tell callers it is unknown.
                 for p in live:
@@ -348,12 +354,12 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             results = [(True, p.fn(conn)) for p in batch]
             conn.execute("COMMIT")
-            return results
         except Exception as err:  # noqa: BLE001 - rolled back below, then isolated
             self._rollback(conn)
             if len(batch) == 1:
                 return [(False, self._wrap(err))]
-        return [self._run_one(conn, p) for p in batch]
+            return [self._run_one(conn, p) for p in batch]
+        return results
 
     def _run_one(self, conn: sqlite3.Connection, pending: _Pending) -> tuple[bool, Any]:
         try:
@@ -363,7 +369,8 @@ class Store:
         except Exception as err:  # noqa: BLE001 - reported to this caller only
             self._rollback(conn)
             return False, self._wrap(err)
-        return True, result
+        else:
+            return True, result
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
@@ -396,5 +403,5 @@ async def _connect(path: Path) -> aiosqlite.Connection:
 async def _run(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     """Run ``fn(sqlite3_connection)`` on the aiosqlite connection's own thread, in one hop."""
     raw = conn._conn  # noqa: SLF001 - aiosqlite is pinned; see module docstring
-    result: T = await conn._execute(fn, raw)  # noqa: SLF001
+    result: T = await conn._execute(fn, raw)  # type: ignore[no-untyped-call]  # noqa: SLF001
     return result

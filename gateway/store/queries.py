@@ -135,7 +135,8 @@ def add_identity(
 def set_display_name_if_empty(conn: sqlite3.Connection, contact_id: int, name: str, now: float) -> None:
     """Learn a name from a channel (caller ID name, chat form) without overwriting what staff typed."""
     conn.execute(
-        "UPDATE contacts SET display_name = ?, updated_at = ? WHERE id = ? AND (display_name IS NULL OR display_name = '')",
+        "UPDATE contacts SET display_name = ?, updated_at = ? WHERE id = ?"
+        " AND (display_name IS NULL OR display_name = '')",
         (name, now, contact_id),
     )
 
@@ -145,7 +146,7 @@ def set_display_name(conn: sqlite3.Connection, contact_id: int, name: str | None
     conn.execute("UPDATE contacts SET display_name = ?, updated_at = ? WHERE id = ?", (name, now, contact_id))
 
 
-# -- events ---------------------------------------------------------------------------------------------------------------
+# -- events ----------------------------------------------------------------------------------------------------------
 
 
 def find_event_by_external(conn: sqlite3.Connection, channel: str, external_id: str) -> tuple[int, int] | None:
@@ -267,7 +268,7 @@ def search(conn: sqlite3.Connection, text: str, limit: int = 50) -> list[SearchH
     return [SearchHit(event=_event(r[:10]), snippet=r[10], display_name=r[11]) for r in rows]
 
 
-# -- conversations ------------------------------------------------------------------------------------------------------
+# -- conversations ---------------------------------------------------------------------------------------------------
 
 _CONV_FIELDS = ("status", "intent", "next_step", "urgent", "owner", "preferred_channel", "facts")
 
@@ -276,16 +277,17 @@ def update_conversation(conn: sqlite3.Connection, conversation_id: int, fields: 
     """Set conversation fields (only known columns; ``facts`` is merged into the existing object)."""
     sets: list[str] = []
     args: list[Any] = []
-    for key, value in fields.items():
+    for key, given in fields.items():
         if key not in _CONV_FIELDS:
             raise ValueError(f"unknown conversation field {key!r}")
+        value: Any = given
         if key == "facts":
             row = conn.execute("SELECT facts FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
             merged = json.loads(row[0] if row else "{}")
-            merged.update(value or {})
+            merged.update(given or {})
             value = dumps(merged)
         elif key == "urgent":
-            value = int(bool(value))
+            value = int(bool(given))
         sets.append(f"{key} = ?")
         args.append(value)
     if not sets:
@@ -417,7 +419,7 @@ def inbox(conn: sqlite3.Connection, limit: int = 100, owner: str | None = None) 
     return out
 
 
-# -- merges ---------------------------------------------------------------------------------------------------------------
+# -- merges ----------------------------------------------------------------------------------------------------------
 
 
 def merge_contacts(
@@ -438,8 +440,10 @@ def merge_contacts(
         " intent = COALESCE(intent, (SELECT intent FROM conversations WHERE id = :m)),"
         " next_step = COALESCE(next_step, (SELECT next_step FROM conversations WHERE id = :m)),"
         " urgent = MAX(urgent, (SELECT urgent FROM conversations WHERE id = :m)),"
-        " awaiting_since = CASE WHEN awaiting_since IS NULL THEN (SELECT awaiting_since FROM conversations WHERE id = :m)"
-        "   ELSE MIN(awaiting_since, COALESCE((SELECT awaiting_since FROM conversations WHERE id = :m), awaiting_since))"
+        " awaiting_since = CASE WHEN awaiting_since IS NULL"
+        "   THEN (SELECT awaiting_since FROM conversations WHERE id = :m)"
+        "   ELSE MIN(awaiting_since,"
+        "     COALESCE((SELECT awaiting_since FROM conversations WHERE id = :m), awaiting_since))"
         " END, updated_at = :now WHERE id = :k",
         {"m": merged_conv, "k": keep_conv, "now": now},
     )
@@ -492,7 +496,7 @@ def merges_of(conn: sqlite3.Connection, contact_id: int) -> list[dict[str, Any]]
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
-# -- outbox and suppressions ------------------------------------------------------------------------------------------
+# -- outbox and suppressions -----------------------------------------------------------------------------------------
 
 
 def is_suppressed(conn: sqlite3.Connection, address: str) -> bool:
@@ -540,7 +544,7 @@ def outbox_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return {r[0]: r[1] for r in conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")}
 
 
-# -- staff and audit -------------------------------------------------------------------------------------------------------
+# -- staff and audit -------------------------------------------------------------------------------------------------
 
 
 def _staff(row: tuple[Any, ...]) -> StaffUser:
