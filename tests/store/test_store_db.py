@@ -171,3 +171,25 @@ async def test_backup_is_consistent_while_writes_continue(store: Store, tmp_path
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version()
     finally:
         conn.close()
+
+
+async def test_stop_lets_in_flight_writes_finish_and_report(tmp_path: Path) -> None:
+    st = Store(tmp_path / "g.db")
+    await st.start()
+
+    def slow(conn: sqlite3.Connection) -> str:
+        import time
+
+        time.sleep(0.2)  # the writer thread is busy when stop() is called
+        conn.execute("INSERT INTO audit_log(at, actor, action) VALUES (0, 't', 'slow')")
+        return "done"
+
+    pending = asyncio.ensure_future(st.write(slow))
+    await asyncio.sleep(0.05)
+    await st.stop()
+    assert await pending == "done", "a write that committed is acknowledged, not reported as lost"
+    conn = sqlite3.connect(tmp_path / "g.db")
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'slow'").fetchone()[0] == 1
+    finally:
+        conn.close()
