@@ -163,50 +163,42 @@ class ConversationService:
         occurred = item.occurred_at if item.occurred_at is not None else now
         display_name = (item.display_name or "").strip()[:120] or None
 
-        def op(conn: sqlite3.Connection) -> tuple[IngestResult, TimelineEvent | None]:
-            found = self._resolve_cached(conn, ident.kind, ident.value)
+        # Plain strings, computed here: the write function runs on the store's single writer thread, which is the
+        # bottleneck under load, so it does nothing there that the event loop can do.
+        kind_s, channel_s, body, external_id = (
+            str(item.kind.value),
+            str(item.channel.value),
+            item.body,
+            item.external_id,
+        )
+        id_kind, id_value = ident.kind, ident.value
+
+        def op(conn: sqlite3.Connection) -> tuple[int, int, int, bool]:
+            found = self._resolve_cached(conn, id_kind, id_value)
             if found is None:
-                existing = q.find_event_by_external(conn, item.channel.value, item.external_id)
+                existing = q.find_event_by_external(conn, channel_s, external_id)
                 if existing is not None:  # a replay whose identity was since merged away: still a duplicate
-                    return IngestResult(q.contact_of(conn, existing[1]), existing[1], existing[0], True), None
+                    return q.contact_of(conn, existing[1]), existing[1], existing[0], False
                 contact_id, conv_id = q.create_contact(
-                    conn, ident.kind, ident.value, ident.raw, ident.valid, display_name, now
+                    conn, id_kind, id_value, ident.raw, ident.valid, display_name, now
                 )
             else:
                 contact_id, conv_id = found
             event_id, stored_conv, inserted = q.insert_event_once(
-                conn,
-                conv_id,
-                item.kind.value,
-                item.channel.value,
-                item.body,
-                meta_json,
-                item.external_id,
-                None,
-                occurred,
-                now,
+                conn, conv_id, kind_s, channel_s, body, meta_json, external_id, None, occurred, now
             )
             if not inserted:
-                return IngestResult(q.contact_of(conn, stored_conv), stored_conv, event_id, True), None
+                return q.contact_of(conn, stored_conv), stored_conv, event_id, False
             if found is not None and display_name:
                 q.set_display_name_if_empty(conn, contact_id, display_name, now)
-            event = TimelineEvent(
-                event_id,
-                conv_id,
-                item.kind.value,
-                item.channel.value,
-                item.body,
-                meta,
-                item.external_id,
-                None,
-                occurred,
-            )
-            return IngestResult(contact_id, conv_id, event_id, False), event
+            return contact_id, conv_id, event_id, True
 
-        result, event = await self.store.write(op)
-        if event is not None:
-            self.bus.publish(TimelineEventAdded(result.conversation_id, result.contact_id, event))
-        return result
+        contact_id, conv_id, event_id, inserted = await self.store.write(op)
+        if not inserted:
+            return IngestResult(contact_id, conv_id, event_id, True)
+        event = TimelineEvent(event_id, conv_id, kind_s, channel_s, body, meta, external_id, None, occurred)
+        self.bus.publish(TimelineEventAdded(conv_id, contact_id, event))
+        return IngestResult(contact_id, conv_id, event_id, False)
 
     async def append_event(
         self,
