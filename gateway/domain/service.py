@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from gateway.domain.bus import Bus
 from gateway.domain.models import (
@@ -40,20 +40,13 @@ from gateway.domain.models import (
     TimelineEventAdded,
 )
 from gateway.domain.phone import normalize_phone
+from gateway.domain.ports import StorePort
 from gateway.errors import PermanentError, ValidationError
 from gateway.store import queries as q
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class StorePort(Protocol):
-    """What the service needs from the store (see gateway.store.db.Store)."""
-
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
-
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,6 @@ import importlib
 import json
 import logging
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +49,7 @@ from typing import Any, Protocol, TypeVar
 from gateway.domain.bus import Bus, Subscription
 from gateway.domain.intent import IntentConfig, IntentDecision, IntentRules, KeywordHit
 from gateway.domain.models import Channel, EventKind
+from gateway.domain.ports import StorePort
 from gateway.errors import PermanentError, StoreError
 from gateway.store import transcribe as q
 from gateway.supervise import backoff_delay
@@ -72,14 +72,6 @@ T = TypeVar("T")
 #: the trigger).
 IDLE_POLL_SECONDS = 5.0
 TRANSCRIPT_AUTHOR = "transcriber"
-
-
-class StorePort(Protocol):
-    """What the service needs from the store (see gateway.store.db.Store)."""
-
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
-
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
 
 class ConversationPort(Protocol):

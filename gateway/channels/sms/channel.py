@@ -38,12 +38,13 @@ from typing import Any
 
 from gateway.channels.sms.config import SmsConfig
 from gateway.channels.sms.events import ModemHealth, SmsStorageWarning
-from gateway.channels.sms.inbound import InboundPipeline, ServicePort, StorePort
+from gateway.channels.sms.inbound import InboundPipeline, ServicePort
 from gateway.channels.sms.link import LinkLostError, SerialLink, find_iccid
 from gateway.channels.sms.outbound import OutboxWorker
 from gateway.channels.sms.profiles import PROFILES_DIR, ModemProfile, load_profile
 from gateway.domain.bus import Bus, Subscription
 from gateway.domain.models import OutboxQueued
+from gateway.domain.ports import StorePort
 from gateway.errors import ConfigError, PermanentError, TransientError
 from gateway.protocols import at
 from gateway.protocols import pdu as pducodec

@@ -45,6 +45,7 @@ from gateway.domain.models import (
 )
 from gateway.domain.optout import Keyword, OptOutPolicy
 from gateway.domain.phone import normalize_phone
+from gateway.domain.ports import StorePort
 from gateway.protocols import at
 from gateway.protocols import pdu as pducodec
 from gateway.store import queries as q
@@ -53,14 +54,6 @@ from gateway.store import sms as db
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class StorePort(Protocol):
-    """What the SMS channel needs from the store."""
-
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
-
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
 
 class ServicePort(Protocol):

@@ -37,9 +37,9 @@ import logging
 import time
 
 from gateway.channels.sms.events import SmsOutboundState
-from gateway.channels.sms.inbound import StorePort
 from gateway.channels.sms.link import SendOutcomeUnknownError, SerialLink
 from gateway.domain.bus import Bus
+from gateway.domain.ports import StorePort
 from gateway.protocols import at
 from gateway.protocols import pdu as pducodec
 from gateway.store import sms as db
