@@ -207,6 +207,28 @@ async def update(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "fields": fields})
 
 
+async def undo_merge(request: web.Request) -> web.Response:
+    """``POST /api/v1/merges/{merge_id}/undo``: split two contacts that were merged (by a typed number or by hand)."""
+    auth = require_api(request)
+    try:
+        merge_id = int(request.match_info["merge_id"])
+    except ValueError as err:
+        raise ValidationError("merge id must be a number") from err
+    try:
+        result = await request.app[DEPS].service.unmerge(merge_id, author=auth.actor)
+    except LookupError as err:
+        raise web.HTTPNotFound(text=str(err)) from err
+    except ValueError as err:
+        raise web.HTTPConflict(text=str(err)) from err
+    return web.json_response(
+        {
+            "ok": True,
+            "kept_conversation_id": result.kept_conversation_id,
+            "restored_conversation_id": result.merged_conversation_id,
+        }
+    )
+
+
 async def call(request: web.Request) -> web.Response:
     """``POST /api/v1/conversations/{id}/call``: ring the staff member's phone, then the customer."""
     session = require_staff(request)
@@ -416,6 +438,15 @@ def openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/merges/{merge_id}/undo": {
+                "post": {
+                    "summary": "Undo a merge of two contacts: each gets its own timeline back",
+                    "parameters": [
+                        {"name": "merge_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+                    ],
+                    "responses": {"200": {"description": "undone"}, "401": err, "404": err, "409": err},
+                }
+            },
             "/api/v1/conversations/{conversation_id}/notes": {
                 "post": {
                     "summary": "Add an internal note",
@@ -474,6 +505,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/v1/conversations/{conversation_id}/messages", send_message),
         web.post("/api/v1/conversations/{conversation_id}/notes", add_note),
         web.post("/api/v1/conversations/{conversation_id}/call", call),
+        web.post("/api/v1/merges/{merge_id}/undo", undo_merge),
         web.get("/api/v1/tokens", tokens_list),
         web.post("/api/v1/tokens", tokens_create),
         web.delete("/api/v1/tokens/{token_id}", tokens_revoke),

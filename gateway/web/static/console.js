@@ -132,11 +132,27 @@
           extra.push(el("button", { type: "button", onclick: startCall, text: "Call now" }));
         }
         break;
+      case "merge": cls = "system"; head = "Contacts merged";
+        if (typeof meta.merge_id === "number") {
+          extra.push(el("button", { type: "button", class: "undo-merge", "data-merge": String(meta.merge_id),
+            onclick: () => undoMerge(meta.merge_id), text: "Undo merge" }));
+        }
+        break;
       default: cls = "system"; head = ev.kind.replace("_", " ");
     }
     return el("li", { class: cls, "data-event": ev.id },
       el("span", { class: "meta" }, head + " · " + when(ev.occurred_at)),
       body ? document.createTextNode(body) : null, ...extra);
+  }
+
+  async function undoMerge(mergeId) {
+    if (!window.confirm("Split these contacts again? Each gets its own timeline back.")) return;
+    try {
+      await api("POST", "/api/v1/merges/" + mergeId + "/undo");
+      if (state.current) await openConversation(state.current);
+    } catch (err) {
+      window.alert(String(err && err.message ? err.message : err));
+    }
   }
 
   function appendEvent(ev) {
