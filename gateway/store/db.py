@@ -200,6 +200,7 @@ class Store:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._rollback_hooks: list[Callable[[], None]] = []
+        self.stop_timeout = 10.0
         self.stats = StoreStats()
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
@@ -231,11 +232,25 @@ class Store:
         """Finish pending writes, then close every connection."""
         if self._task is not None:
             # Let queued and in-flight writes finish and their callers hear the outcome, then stop the writer.
-            await self._queue.join()
+            # Bounded: a writer that cannot finish (a dead disk) must not hold up the daemon's exit.
+            try:
+                async with asyncio.timeout(self.stop_timeout):
+                    await self._queue.join()
+            except TimeoutError:
+                log.error(  # noqa: TRY400 - a timeout has no useful traceback
+                    "store %s: %d write(s) still pending after %.0f s at stop; their callers are told it failed",
+                    self.path,
+                    self._queue.qsize(),
+                    self.stop_timeout,
+                )
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            while not self._queue.empty():
+                pending = self._queue.get_nowait()
+                if not pending.future.done():
+                    pending.future.set_exception(StoreError("the store stopped before this write ran"))
         await self._close_connections()
 
     async def _close_connections(self) -> None:

@@ -193,3 +193,25 @@ async def test_stop_lets_in_flight_writes_finish_and_report(tmp_path: Path) -> N
         assert conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'slow'").fetchone()[0] == 1
     finally:
         conn.close()
+
+
+async def test_stop_is_bounded_when_a_write_cannot_finish(tmp_path: Path) -> None:
+    st = Store(tmp_path / "g.db")
+    st.stop_timeout = 0.2
+    await st.start()
+
+    def stuck(conn: sqlite3.Connection) -> None:
+        import time
+
+        time.sleep(1.0)
+
+    pending = asyncio.ensure_future(st.write(stuck))
+    queued = asyncio.ensure_future(st.write(_insert("behind")))
+    await asyncio.sleep(0.05)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await st.stop()
+    assert loop.time() - t0 < 3
+    for fut in (pending, queued):
+        with pytest.raises(Exception, match="stopped"):
+            await fut

@@ -26,7 +26,6 @@ default).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import glob
 import logging
 import os
@@ -131,9 +130,14 @@ class SmsChannel:
         tasks = list(self._tasks)
         for task in reversed(tasks):
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            # Bounded: a task stuck on a vanished modem must not hold up the daemon's exit.
+            _, stuck = await asyncio.wait(tasks, timeout=10.0)
+            for task in stuck:
+                log.error("sms: task %s did not stop within 10 s; abandoning it", task.get_name())
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.debug("sms: task %s ended with %r", task.get_name(), task.exception())
         if self.link is not None:
             self.link.close()
 
