@@ -34,7 +34,6 @@ from .conftest import ALWAYS_OPEN, PASSWORD
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium"),
 ]
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"

@@ -34,7 +34,6 @@ from .test_browser import CHROMIUM_ARGS, SHOTS
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium"),
 ]
 
 FAST = {
