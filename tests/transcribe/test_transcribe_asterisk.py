@@ -8,9 +8,7 @@ caller's timeline with the intent set.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -34,22 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "channels" / "voice"))
 from voice_sipp import place_call  # noqa: E402
 
+from tests.realpbx import harness  # noqa: E402
+
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
-
-SCRIPT = ROOT / "asterisk-config" / "local-asterisk.sh"
-TEST_ENV = ROOT / "tests" / "realpbx" / "test.env"
-
-
-def _pbx(cmd: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GATEWAY_ASTERISK_ENV": str(TEST_ENV)}
-    return subprocess.run(
-        ["/bin/bash", str(SCRIPT), cmd],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +42,11 @@ def pbx() -> dict[str, str]:
     """Asterisk with the test configuration is running; its resolved settings."""
     if shutil.which("sipp") is None:
         pytest.fail("sipp is not installed (Debian package sip-tester); the test command installs it")
-    started = _pbx("start")
-    if started.returncode != 0:
-        pytest.fail(f"local Asterisk did not start:\n{started.stderr[-3000:]}")
-    out = {}
-    for line in _pbx("env").stdout.splitlines():
-        key, _, value = line.partition("=")
-        out[key] = value
-    return out
+    try:
+        settings, _ = harness.start_pbx()
+    except harness.HarnessError as err:
+        pytest.fail(f"local Asterisk did not start:\n{err}")
+    return dict(settings.values)
 
 
 @pytest.fixture

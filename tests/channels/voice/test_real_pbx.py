@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import shutil
 import subprocess
 import time
@@ -41,21 +40,7 @@ from tests.realpbx.fixtures import realpbx  # noqa: F401 - the shared PBX sessio
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
-SCRIPT = ROOT / "asterisk-config" / "local-asterisk.sh"
-TEST_ENV = ROOT / "tests" / "realpbx" / "test.env"
 STAFF = {"201": "alice", "202": "bob", "203": "carol"}
-
-
-def _pbx(cmd: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GATEWAY_ASTERISK_ENV": str(TEST_ENV)}
-    return subprocess.run(
-        ["/bin/bash", str(SCRIPT), cmd],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -376,8 +361,7 @@ async def test_asterisk_restart_mid_call(rig: Rig, phones: Callable[..., object]
     await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
     call = asyncio.create_task(place_call(rig.work, number="+15551230007", hold_ms=60_000))
     await rig.wait_for(lambda e: isinstance(e, CallAnswered), 20)
-    restarted = await asyncio.to_thread(_pbx, "restart")
-    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    await asyncio.to_thread(harness.restart_pbx)  # raises HarnessError with Asterisk's output if it fails
     end = await rig.ended(timeout=60)
     assert end.outcome is CallOutcome.ANSWERED
     assert end.call.answered_by == "201"
