@@ -42,6 +42,7 @@ from gateway.domain.models import (
 from gateway.domain.phone import normalize_phone
 from gateway.domain.ports import StorePort
 from gateway.errors import PermanentError, ValidationError
+from gateway.protocols.pdu import segment_count
 from gateway.store import queries as q
 
 log = logging.getLogger(__name__)
@@ -66,21 +67,6 @@ class NormalizedIdentity:
     value: str
     raw: str
     valid: bool
-
-
-def segment_estimate(body: str) -> int:
-    """SMS parts for ``body`` (GSM 7-bit 160/153 or UCS-2 70/67). Prefers the PDU codec when present."""
-    try:
-        from gateway.protocols.pdu import segment_count  # noqa: PLC0415 - optional until the codec lands
-
-        result = segment_count(body)
-        return int(result[1]) if isinstance(result, tuple) else int(result)
-    except ImportError:
-        pass
-    gsm = all(ord(ch) < 128 for ch in body)
-    units = len(body) if gsm else len(body.encode("utf-16-le")) // 2
-    single, multi = (160, 153) if gsm else (70, 67)
-    return 1 if units <= single else -(-units // multi)
 
 
 class ConversationService:
@@ -264,7 +250,7 @@ class ConversationService:
             if not number.valid or number.e164 is None:
                 raise ValidationError(f"cannot send an SMS to {to!r}: not a complete phone number")
             address = number.e164
-        parts = segment_estimate(body) if channel_s == Channel.SMS.value else 1
+        parts = segment_count(body)[1] if channel_s == Channel.SMS.value else 1
         now = q.now()
         expires = now + self.settings.outbox_expiry_s
         meta = {"to": address, "parts": parts, "automated": automated}
