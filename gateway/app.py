@@ -13,14 +13,18 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from gateway.config import Config
 from gateway.domain.bus import Bus
+from gateway.domain.models import IdentityKind
 from gateway.domain.service import ConversationService, ServiceSettings
+from gateway.errors import ValidationError
 from gateway.log import RECENT
 from gateway.store.db import Store
 
@@ -94,12 +98,8 @@ class App:
 
     async def _click_to_call(self, staff_extension: str, customer_number: str) -> None:
         """Web -> voice adapter: the call lands in the conversation that owns the customer's number."""
-        from gateway.domain.models import IdentityKind  # noqa: PLC0415
-
         contact = await self.service.find_contact(IdentityKind.PHONE, customer_number)
         if contact is None:
-            from gateway.errors import ValidationError  # noqa: PLC0415
-
             raise ValidationError(f"no conversation owns {customer_number!r}; open the customer's conversation first")
         await self.voice.click_to_call(staff_extension, customer_number, contact.conversation_id)
 
@@ -164,13 +164,7 @@ class App:
         }
 
     async def _voice_status(self) -> Mapping[str, Any]:
-        status = getattr(self.voice, "health", None)
-        if callable(status):
-            result = status()
-            if asyncio.iscoroutine(result):
-                result = await result
-            return _plain(result)  # type: ignore[no-any-return]
-        return {}
+        return _plain(self.voice.health())  # type: ignore[no-any-return]
 
     async def _transcription_status(self) -> Mapping[str, Any]:
         return _plain(await self.transcription.status())  # type: ignore[no-any-return]
@@ -251,9 +245,6 @@ async def _cancel_leftovers() -> None:
 
 def _notify_systemd(state: str) -> None:
     """sd_notify without a dependency: a datagram to $NOTIFY_SOCKET when systemd gave us one."""
-    import os  # noqa: PLC0415
-    import socket  # noqa: PLC0415
-
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return
