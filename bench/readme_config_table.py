@@ -1,6 +1,6 @@
 """Regenerate the README's configuration table and gateway/default.toml from the config dataclasses.
 
-    .venv/bin/python bench/readme_config_table.py
+.venv/bin/python bench/readme_config_table.py
 """
 
 from __future__ import annotations

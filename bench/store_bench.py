@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import asyncio
+import functools
 import random
 import sqlite3
 import statistics
@@ -19,13 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-print = functools.partial(print, flush=True)  # noqa: A001 - progress must show when run by hand
-
 from gateway.domain.bus import Bus
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService
 from gateway.store import queries as q
 from gateway.store.db import Store, configure_connection, migrate
+
+print = functools.partial(print, flush=True)
 
 
 def items(n: int, contacts: int) -> list[Inbound]:
@@ -58,9 +58,7 @@ async def service_throughput(path: Path, batch: list[Inbound], callers: int) -> 
     finally:
         elapsed = time.perf_counter() - start
         await store.stop()
-    print(
-        f"    {store.stats.writes} writes in {store.stats.batches} commits (largest {store.stats.largest_batch})"
-    )
+    print(f"    {store.stats.writes} writes in {store.stats.batches} commits (largest {store.stats.largest_batch})")
     await store.stop()
     return len(batch) / elapsed
 
@@ -160,9 +158,7 @@ async def timeline_latency(path: Path, contacts: int, samples: int) -> tuple[flo
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=60_000)
     ap.add_argument("--callers", type=int, default=1000)
     ap.add_argument("--contacts", type=int, default=5_000)
@@ -171,9 +167,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         batch = items(args.events, args.contacts)
-        print(
-            f"(a) acknowledged ingest, {args.events} events, {args.callers} concurrent callers, synchronous=FULL"
-        )
+        print(f"(a) acknowledged ingest, {args.events} events, {args.callers} concurrent callers, synchronous=FULL")
         ours = asyncio.run(service_throughput(Path(tmp) / "svc.db", batch, args.callers))
         raw = raw_ceiling(Path(tmp) / "raw.db", batch, args.contacts)
         print(f"    service ingest (acknowledged): {ours:,.0f} events/s")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -45,10 +48,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Never hang after the summary: name non-daemon threads a test left behind and exit with the run's status."""
-    import os
-    import sys
-    import threading
-
     lingering = [
         t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon
     ]

@@ -37,12 +37,13 @@ class Recorder:
 async def test_parts_start_in_order_and_stop_in_reverse(tmp_path: Path) -> None:
     app = App(make_config(tmp_path))
     await app.start()
-    names = [name for name, _ in app._started]  # noqa: SLF001 - the order is the point of the test
+    names = [name for name, _ in app._started]
     assert names == ["store", "bus", "web"]
     status = await app.status_sources()["backup"]()
-    assert status["last_backup"] is None and status["writer"]["batches"] >= 0
+    assert status["last_backup"] is None
+    assert status["writer"]["batches"] >= 0
     await app.stop()
-    assert app._started == []  # noqa: SLF001
+    assert app._started == []
 
 
 async def test_a_part_that_hangs_on_stop_is_abandoned_within_the_budget(
@@ -51,8 +52,8 @@ async def test_a_part_that_hangs_on_stop_is_abandoned_within_the_budget(
     app = App(make_config(tmp_path))
     log: list[str] = []
     await app.start()
-    app._started.append(("first", Recorder("first", log)))  # noqa: SLF001
-    app._started.append(("stuck", Recorder("stuck", log, hang=True)))  # noqa: SLF001
+    app._started.append(("first", Recorder("first", log)))
+    app._started.append(("stuck", Recorder("stuck", log, hang=True)))
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     with caplog.at_level(logging.ERROR):
@@ -78,11 +79,11 @@ async def test_failed_start_stops_what_was_started(tmp_path: Path) -> None:
         sock.listen()
         port = sock.getsockname()[1]
         app = App(make_config(tmp_path).__class__(**{**make_config(tmp_path).__dict__, "web": _web(port)}))
-        with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the web layer raises for a busy port
+        with pytest.raises(Exception):  # noqa: B017 - whatever the web layer raises for a busy port
             await app.start()
         # The store was started before the web part failed; it was stopped again (its writer is gone).
-        assert app._started == []  # noqa: SLF001
-        assert app.store._task is None  # noqa: SLF001
+        assert app._started == []
+        assert app.store._task is None
 
 
 def _web(port: int) -> object:

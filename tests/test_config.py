@@ -52,10 +52,10 @@ def test_every_key_has_a_doc_line() -> None:
         ("[store]\nreaderz = 2\n", r"unknown key store\.readerz; did you mean 'readers'"),
         ('[store]\nreaders = "two"\n', r"store\.readers = \"two\" is wrong: not an integer"),
         ("[web]\nport = true\n", r"web\.port = true is wrong"),
-        ("[gateway]\ndefault_region = \"XX\"\n", r"\[gateway\] is invalid: 'XX' is not a region code"),
-        ("[gateway]\nlog_level = \"LOUD\"\n", "not a log level"),
+        ('[gateway]\ndefault_region = "XX"\n', r"\[gateway\] is invalid: 'XX' is not a region code"),
+        ('[gateway]\nlog_level = "LOUD"\n', "not a log level"),
         ("store = 3\n", r"store must be a table"),
-        ("[voice]\nstaff = [\"201\"]\n", r"voice\.staff .* not a table"),
+        ('[voice]\nstaff = ["201"]\n', r"voice\.staff .* not a table"),
     ],
 )
 def test_bad_files_fail_with_file_key_value_and_fix(text: str, expected: str) -> None:
@@ -87,7 +87,8 @@ def test_secrets_never_print() -> None:
     for shown in (str(secret), repr(secret), f"{secret}", "%s" % secret, str(cfg), repr(cfg.voice)):  # noqa: UP031
         assert "hunter2" not in shown
     rendered = cfgmod.render(cfg)
-    assert "hunter2" not in rendered and 'ami_secret = "********"' in rendered
+    assert "hunter2" not in rendered
+    assert 'ami_secret = "********"' in rendered
     tomllib.loads(rendered)
 
 

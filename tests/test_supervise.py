@@ -43,8 +43,10 @@ async def test_logs_once_per_outage_and_once_per_recovery(caplog: pytest.LogCapt
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     infos = [r for r in caplog.records if r.levelno == logging.INFO]
     assert attempts == 6
-    assert len(warnings) == 1 and "test-link is down" in warnings[0].getMessage()
-    assert len(infos) == 1 and "is back after 5 failed" in infos[0].getMessage()
+    assert len(warnings) == 1
+    assert "test-link is down" in warnings[0].getMessage()
+    assert len(infos) == 1
+    assert "is back after 5 failed" in infos[0].getMessage()
     assert state.up
 
 

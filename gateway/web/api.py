@@ -441,9 +441,7 @@ def openapi() -> dict[str, Any]:
             "/api/v1/merges/{merge_id}/undo": {
                 "post": {
                     "summary": "Undo a merge of two contacts: each gets its own timeline back",
-                    "parameters": [
-                        {"name": "merge_id", "in": "path", "required": True, "schema": {"type": "integer"}}
-                    ],
+                    "parameters": [{"name": "merge_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
                     "responses": {"200": {"description": "undone"}, "401": err, "404": err, "409": err},
                 }
             },

@@ -41,14 +41,15 @@ def conf(tmp_path: Path) -> Path:
     path.write_text(
         f'[gateway]\ndata_dir = "{tmp_path / "data"}"\nshutdown_timeout = 5.0\n'
         f"[voice]\nenabled = false\n[transcribe]\nenabled = false\n"
-        f'[web]\nport = {free_port()}\n'
+        f"[web]\nport = {free_port()}\n"
     )
     return path
 
 
 def test_version_and_help_everywhere(tmp_path: Path) -> None:
     out = gw("version", cwd=tmp_path)
-    assert out.returncode == 0 and out.stdout.startswith("gateway ")
+    assert out.returncode == 0
+    assert out.stdout.startswith("gateway ")
     for args in (
         [],
         ["run"],
@@ -73,12 +74,15 @@ def test_usage_errors_exit_64(tmp_path: Path) -> None:
 
 def test_check_config_exit_codes(tmp_path: Path, conf: Path) -> None:
     ok = gw("--config", str(conf), "check-config", cwd=tmp_path)
-    assert ok.returncode == 0 and "configuration OK" in ok.stdout
+    assert ok.returncode == 0
+    assert "configuration OK" in ok.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text("[web]\nprot = 80\n")
     res = gw("--config", str(bad), "check-config", cwd=tmp_path)
     assert res.returncode == 78
-    assert "web.prot" in res.stderr and "did you mean 'port'" in res.stderr and str(bad) in res.stderr
+    assert "web.prot" in res.stderr
+    assert "did you mean 'port'" in res.stderr
+    assert str(bad) in res.stderr
 
 
 def test_show_config_masks_secrets(tmp_path: Path) -> None:
@@ -86,7 +90,8 @@ def test_show_config_masks_secrets(tmp_path: Path) -> None:
     path.write_text('[voice]\nami_secret = "s3cr3t-value"\n[web]\nwebhook_secret = "another-s3cr3t"\n')
     res = gw("--config", str(path), "show-config", cwd=tmp_path)
     assert res.returncode == 0
-    assert "s3cr3t" not in res.stdout and "********" in res.stdout
+    assert "s3cr3t" not in res.stdout
+    assert "********" in res.stdout
 
 
 def test_db_migrate_backup_restore_round_trip(tmp_path: Path, conf: Path) -> None:
@@ -109,7 +114,8 @@ def test_db_migrate_backup_restore_round_trip(tmp_path: Path, conf: Path) -> Non
     conn.commit()
     conn.close()
     refused = gw("--config", str(conf), "db", "restore", str(backup), cwd=tmp_path, stdin="")
-    assert refused.returncode == 64 and "--yes" in refused.stderr
+    assert refused.returncode == 64
+    assert "--yes" in refused.stderr
     res = gw("--config", str(conf), "db", "restore", str(backup), "--yes", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     conn = sqlite3.connect(db)
@@ -129,7 +135,8 @@ def test_restore_refuses_garbage_and_newer_schema(tmp_path: Path, conf: Path) ->
     conn.commit()
     conn.close()
     res = gw("--config", str(conf), "db", "restore", str(newer), "--yes", cwd=tmp_path)
-    assert res.returncode == 65 and "newer" in res.stderr
+    assert res.returncode == 65
+    assert "newer" in res.stderr
 
 
 def test_newer_database_refused_at_start(tmp_path: Path, conf: Path) -> None:
@@ -139,15 +146,27 @@ def test_newer_database_refused_at_start(tmp_path: Path, conf: Path) -> None:
     conn.execute("PRAGMA user_version = 9999")
     conn.close()
     res = gw("--config", str(conf), "db", "migrate", cwd=tmp_path)
-    assert res.returncode == 78 and "newer gateway" in res.stderr
+    assert res.returncode == 78
+    assert "newer gateway" in res.stderr
 
 
 def test_staff_add_and_list(tmp_path: Path, conf: Path) -> None:
     short = gw("--config", str(conf), "staff", "add", "alice", "--password-stdin", cwd=tmp_path, stdin="short\n")
-    assert short.returncode == 78 and "8 characters" in short.stderr
+    assert short.returncode == 78
+    assert "8 characters" in short.stderr
     res = gw(
-        "--config", str(conf), "staff", "add", "alice", "--name", "Alice A", "--extension", "201",
-        "--password-stdin", cwd=tmp_path, stdin="correct horse battery\n",
+        "--config",
+        str(conf),
+        "staff",
+        "add",
+        "alice",
+        "--name",
+        "Alice A",
+        "--extension",
+        "201",
+        "--password-stdin",
+        cwd=tmp_path,
+        stdin="correct horse battery\n",
     )
     assert res.returncode == 0, res.stderr
     listed = gw("--config", str(conf), "staff", "list", cwd=tmp_path)
@@ -155,7 +174,8 @@ def test_staff_add_and_list(tmp_path: Path, conf: Path) -> None:
     conn = sqlite3.connect(tmp_path / "data" / "gateway.db")
     (hashed,) = conn.execute("SELECT password_hash FROM staff WHERE username = 'alice'").fetchone()
     conn.close()
-    assert hashed.startswith("$argon2") and "horse" not in hashed
+    assert hashed.startswith("$argon2")
+    assert "horse" not in hashed
 
 
 def test_run_serves_and_stops_cleanly_on_sigterm(tmp_path: Path, conf: Path) -> None:
@@ -179,7 +199,8 @@ def test_run_serves_and_stops_cleanly_on_sigterm(tmp_path: Path, conf: Path) -> 
             pytest.fail("the web server never came up")
         # A second daemon on the same database is refused.
         second = gw("--config", str(conf), "run", cwd=tmp_path, timeout=30)
-        assert second.returncode == 69 and "already running" in second.stderr
+        assert second.returncode == 69
+        assert "already running" in second.stderr
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=20)
@@ -193,7 +214,8 @@ def test_run_serves_and_stops_cleanly_on_sigterm(tmp_path: Path, conf: Path) -> 
         proc.stderr.close()
     assert rc == 0, stderr
     assert stopped_in < 6, f"stop took {stopped_in:.1f} s"
-    assert "gateway started" in stderr and "shutting down" in stderr
+    assert "gateway started" in stderr
+    assert "shutting down" in stderr
     assert "left behind" not in stderr, stderr
 
 
@@ -205,5 +227,6 @@ def test_doctor_reports_problems_with_exit_1(tmp_path: Path) -> None:
     )
     res = gw("--config", str(path), "doctor", cwd=tmp_path)
     assert res.returncode == 1
-    assert "[FAIL] modem device" in res.stdout and "[FAIL] speech model" in res.stdout
+    assert "[FAIL] modem device" in res.stdout
+    assert "[FAIL] speech model" in res.stdout
     assert "[ok] database" in res.stdout

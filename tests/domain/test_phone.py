@@ -22,17 +22,21 @@ from gateway.domain.phone import is_region, normalize_phone
 )
 def test_numbers_become_e164(raw: str, region: str, e164: str) -> None:
     number = normalize_phone(raw, region)
-    assert number.valid and number.e164 == e164 and number.key == e164
+    assert number.valid
+    assert number.e164 == e164
+    assert number.key == e164
 
 
 @pytest.mark.parametrize("raw", ["555-1234", "anonymous", "", "12", "Restricted", "+", "not a number"])
 def test_unusable_numbers_are_flagged_not_dropped(raw: str) -> None:
     number = normalize_phone(raw, "US")
-    assert not number.valid and number.e164 is None
+    assert not number.valid
+    assert number.e164 is None
     assert number.raw == raw
     assert number.key.startswith("raw:")
 
 
 def test_region_codes() -> None:
-    assert is_region("us") and is_region("KR")
+    assert is_region("us")
+    assert is_region("KR")
     assert not is_region("XX")

@@ -15,7 +15,7 @@ from gateway.domain.models import (
     Inbound,
     TimelineEventAdded,
 )
-from gateway.domain.service import ConversationService
+from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.errors import PermanentError, ValidationError
 from gateway.store import queries as q
 from gateway.store.db import Store
@@ -34,7 +34,9 @@ async def test_the_same_number_in_any_format_is_one_conversation(service: Conver
     b = await service.ingest(sms("555.123.4567", "m2"))
     c = await service.ingest(sms("001 555 123 4567", "m3"))
     assert a.conversation_id == b.conversation_id == c.conversation_id
-    assert not (a.duplicate or b.duplicate or c.duplicate)
+    assert not (a.duplicate)
+    assert not (b.duplicate)
+    assert not (c.duplicate)
     contact = await service.find_contact(IdentityKind.PHONE, "(555) 123-4567")
     assert contact is not None
     assert contact.phone() == "+15551234567"
@@ -44,7 +46,8 @@ async def test_ingest_is_idempotent_per_external_id(service: ConversationService
     sub = bus.subscribe("t")
     first = await service.ingest(sms("+15551230000", "dup-1", "once"))
     again = await service.ingest(sms("+15551230000", "dup-1", "once"))
-    assert again.duplicate and again.event_id == first.event_id
+    assert again.duplicate
+    assert again.event_id == first.event_id
     events = await service.timeline(first.conversation_id)
     assert [e.body for e in events] == ["once"]
     assert sub.pending() == 1, "a duplicate is not published again"
@@ -70,14 +73,13 @@ async def test_unparsable_numbers_are_kept_raw_and_flagged(service: Conversation
 
 
 async def test_region_decides_national_numbers(store: Store, bus: Bus) -> None:
-    from gateway.domain.service import ServiceSettings
-
     uk = ConversationService(store, bus, ServiceSettings(default_region="GB"))
     r = await uk.ingest(sms("020 7946 0958", "uk-1"))
     r2 = await uk.ingest(sms("0044 20 7946 0958", "uk-2"))
     assert r.contact_id == r2.contact_id
     contact = await uk.contact(r.contact_id)
-    assert contact is not None and contact.phone() == "+442079460958"
+    assert contact is not None
+    assert contact.phone() == "+442079460958"
 
 
 async def test_oversized_body_is_rejected_with_the_limit(service: ConversationService) -> None:
@@ -99,43 +101,57 @@ async def test_chat_visitor_giving_a_known_number_merges_and_can_be_undone(
     assert conv == phone.conversation_id
     assert merge_id is not None
     kinds = [(e.channel, e.kind) for e in await service.timeline(conv)]
-    assert ("sms", "message_in") in kinds and ("chat", "message_in") in kinds and ("system", "merge") in kinds
+    assert ("sms", "message_in") in kinds
+    assert ("chat", "message_in") in kinds
+    assert ("system", "merge") in kinds
     # The chat visitor's next message lands in the merged conversation.
     later = await service.ingest(chat("v-abc", "c2", "still me"))
     assert later.conversation_id == conv
     # The old conversation id still leads to the live one.
     assert (await service.summary(visitor.conversation_id)).conversation_id == conv  # type: ignore[union-attr]
     summary = await service.summary(conv)
-    assert summary is not None and summary.display_name == "Maria R" and summary.intent == "estimate"
+    assert summary is not None
+    assert summary.display_name == "Maria R"
+    assert summary.intent == "estimate"
     assert isinstance(sub.get_nowait(), ContactsMerged)
 
     undone = await service.unmerge(merge_id, author="alice")
     assert undone.undone
     phone_kinds = [e.body for e in await service.timeline(phone.conversation_id)]
     chat_kinds = [e.body for e in await service.timeline(visitor.conversation_id)]
-    assert "my roof leaks" in phone_kinds and "is anyone there?" not in phone_kinds
+    assert "my roof leaks" in phone_kinds
+    assert "is anyone there?" not in phone_kinds
     assert "is anyone there?" in chat_kinds
     audit = await service.store.read(lambda c: [a["action"] for a in q.recent_audit(c)])
-    assert "merge" in audit and "unmerge" in audit
+    assert "merge" in audit
+    assert "unmerge" in audit
 
 
 async def test_linking_a_new_number_just_adds_it(service: ConversationService) -> None:
     visitor = await service.ingest(chat("v-new", "c-new"))
     conv, merge_id = await service.link_identity(visitor.conversation_id, "phone", "+1 202 555 0143")
-    assert conv == visitor.conversation_id and merge_id is None
+    assert conv == visitor.conversation_id
+    assert merge_id is None
     found = await service.find_contact(IdentityKind.PHONE, "2025550143")
-    assert found is not None and found.id == visitor.contact_id
+    assert found is not None
+    assert found.id == visitor.contact_id
 
 
 async def test_outbound_is_recorded_and_queued_and_answers_the_customer(service: ConversationService) -> None:
     r = await service.ingest(sms("+15551230003", "o1", "when can you come?"))
     inbox = await service.inbox()
-    assert inbox[0].conversation_id == r.conversation_id and inbox[0].awaiting_since is not None
-    outbox_id = await service.enqueue_outbound(r.conversation_id, "sms", "+15551230003", "Tomorrow 9am 👍", automated=False, author="alice")
-    row = await service.store.read(lambda c: c.execute("SELECT state, parts, to_addr FROM outbox WHERE id = ?", (outbox_id,)).fetchone())
+    assert inbox[0].conversation_id == r.conversation_id
+    assert inbox[0].awaiting_since is not None
+    outbox_id = await service.enqueue_outbound(
+        r.conversation_id, "sms", "+15551230003", "Tomorrow 9am 👍", automated=False, author="alice"
+    )
+    row = await service.store.read(
+        lambda c: c.execute("SELECT state, parts, to_addr FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+    )
     assert tuple(row) == ("queued", 1, "+15551230003")
     events = await service.timeline(r.conversation_id)
-    assert events[-1].kind == "message_out" and events[-1].delivery == "queued"
+    assert events[-1].kind == "message_out"
+    assert events[-1].delivery == "queued"
     inbox = await service.inbox()
     assert inbox[0].awaiting_since is None
 
@@ -176,7 +192,8 @@ async def test_published_events_carry_the_stored_event(service: ConversationServ
     r = await service.ingest(chat("v-pub", "p1", "ping"))
     event = sub.get_nowait()
     assert isinstance(event, TimelineEventAdded)
-    assert event.event.id == r.event_id and event.event.body == "ping"
+    assert event.event.id == r.event_id
+    assert event.event.body == "ping"
 
 
 async def test_summary_knows_the_last_staff_extension(service: ConversationService) -> None:
@@ -184,4 +201,5 @@ async def test_summary_knows_the_last_staff_extension(service: ConversationServi
     assert (await service.summary(r.conversation_id)).last_staff_extension is None  # type: ignore[union-attr]
     await service.append_event(r.conversation_id, EventKind.CALL_ANSWERED, Channel.VOICE, meta={"extension": "202"})
     summary = await service.summary(r.conversation_id)
-    assert summary is not None and summary.last_staff_extension == "202"
+    assert summary is not None
+    assert summary.last_staff_extension == "202"

@@ -6,6 +6,7 @@ import asyncio
 import os
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from gateway.errors import ConfigError, SchemaTooNewError, StoreFullError
 from gateway.store.db import Store, schema_version
 
 
-def _insert(value: str):  # noqa: ANN202 - small local helper
+def _insert(value: str):
     def op(conn: sqlite3.Connection) -> int:
         cur = conn.execute(
             "INSERT INTO audit_log(at, actor, action, subject) VALUES (0, 'test', 'insert', ?)", (value,)
@@ -84,7 +85,9 @@ async def test_full_database_fails_cleanly_and_recovers(store: Store) -> None:
     await store.write(lambda c: c.execute(f"PRAGMA max_page_count = {pages}").fetchone())
     big = "x" * 200_000
     with pytest.raises(StoreFullError, match="rolled back"):
-        await store.write(lambda c: c.execute("INSERT INTO audit_log(at, actor, action, detail) VALUES (0,'t','big',?)", (big,)))
+        await store.write(
+            lambda c: c.execute("INSERT INTO audit_log(at, actor, action, detail) VALUES (0,'t','big',?)", (big,))
+        )
     count = await store.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_log WHERE action='big'").fetchone()[0])
     assert count == 0
     await store.write(lambda c: c.execute("PRAGMA max_page_count = 1073741823").fetchone())
@@ -92,7 +95,7 @@ async def test_full_database_fails_cleanly_and_recovers(store: Store) -> None:
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path: Path):  # noqa: ANN201
+def small_tmpfs(tmp_path: Path):
     mount = tmp_path / "small"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], check=True)
@@ -109,14 +112,19 @@ async def test_real_full_disk_rolls_back_and_the_store_keeps_serving(small_tmpfs
     await st.start()
     try:
         stored = 0
-        with pytest.raises(StoreFullError):
-            for i in range(10_000):
+
+        async def fill_until_full() -> None:
+            nonlocal stored
+            for _ in range(10_000):
                 await st.write(
-                    lambda c, i=i: c.execute(
+                    lambda c: c.execute(
                         "INSERT INTO audit_log(at, actor, action, detail) VALUES (0, 't', 'fill', ?)", ("y" * 4000,)
                     )
                 )
                 stored += 1
+
+        with pytest.raises(StoreFullError):
+            await fill_until_full()
         assert stored > 0
         count = await st.read(lambda c: c.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0])
         assert count == stored, "every acknowledged write is there, the failed one is not"
@@ -178,8 +186,6 @@ async def test_stop_lets_in_flight_writes_finish_and_report(tmp_path: Path) -> N
     await st.start()
 
     def slow(conn: sqlite3.Connection) -> str:
-        import time
-
         time.sleep(0.2)  # the writer thread is busy when stop() is called
         conn.execute("INSERT INTO audit_log(at, actor, action) VALUES (0, 't', 'slow')")
         return "done"
@@ -201,8 +207,6 @@ async def test_stop_is_bounded_when_a_write_cannot_finish(tmp_path: Path) -> Non
     await st.start()
 
     def stuck(conn: sqlite3.Connection) -> None:
-        import time
-
         time.sleep(1.0)
 
     pending = asyncio.ensure_future(st.write(stuck))

@@ -16,13 +16,15 @@ async def test_staff_undo_a_merge_and_each_contact_gets_its_timeline_back(web_en
         Inbound(Channel.CHAT, EventKind.MESSAGE_IN, IdentityKind.CHAT, "visitor-merge", "m-c1", "hi there")
     )
     conv, merge_id = await svc.link_identity(chat.conversation_id, IdentityKind.PHONE, "(202) 555-0190")
-    assert conv == phone.conversation_id and merge_id is not None
+    assert conv == phone.conversation_id
+    assert merge_id is not None
     await web_env.login()
     h = web_env.headers()
 
     detail = await (await web_env.client.get(f"/api/v1/conversations/{conv}")).json()
     merges = [e for e in detail["timeline"] if e["kind"] == "merge"]
-    assert merges and merges[0]["meta"]["merge_id"] == merge_id
+    assert merges
+    assert merges[0]["meta"]["merge_id"] == merge_id
 
     no_csrf = await web_env.client.post(f"/api/v1/merges/{merge_id}/undo")
     assert no_csrf.status == 403
@@ -33,7 +35,8 @@ async def test_staff_undo_a_merge_and_each_contact_gets_its_timeline_back(web_en
 
     phone_bodies = [e.body for e in await svc.timeline(phone.conversation_id)]
     chat_bodies = [e.body for e in await svc.timeline(chat.conversation_id)]
-    assert "leaky roof" in phone_bodies and "hi there" not in phone_bodies
+    assert "leaky roof" in phone_bodies
+    assert "hi there" not in phone_bodies
     assert "hi there" in chat_bodies
 
     again = await web_env.client.post(f"/api/v1/merges/{merge_id}/undo", headers=h)
