@@ -234,11 +234,13 @@ class ConversationService:
         automated: bool,
         override_optout: bool = False,
         author: str | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> int:
         """Record an outbound message on the timeline and queue it in the outbox. Returns the outbox id.
 
         Refuses with :class:`PermanentError` when the recipient opted out, unless a person explicitly overrides it
-        (automated messages can never override).
+        (automated messages can never override). ``meta`` adds keys to the event's meta (an automated message's
+        ``rule`` and ``job_id``); it cannot change ``to``, ``parts`` or ``automated``.
         """
         self._check_body(body)
         if not body.strip():
@@ -253,7 +255,7 @@ class ConversationService:
         parts = segment_count(body)[1] if channel_s == Channel.SMS.value else 1
         now = q.now()
         expires = now + self.settings.outbox_expiry_s
-        meta = {"to": address, "parts": parts, "automated": automated}
+        meta = {**dict(meta or {}), "to": address, "parts": parts, "automated": automated}
 
         def op(conn: sqlite3.Connection) -> tuple[int, TimelineEvent, int]:
             if q.is_suppressed(conn, address) and (automated or not override_optout):

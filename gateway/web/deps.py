@@ -32,3 +32,5 @@ class WebDeps:
     click_to_call: ClickToCall | None = None
     status_sources: Mapping[str, StatusSource] = field(default_factory=dict)
     region: str = "US"
+    continuity: Any = None
+    """The continuity engine (rules settings view, call recap); None when the rules are off."""
