@@ -141,6 +141,7 @@ def _section_types() -> dict[str, type]:
     from gateway.channels.sms.config import SmsConfig  # noqa: PLC0415
     from gateway.channels.voice.settings import VoiceSettings  # noqa: PLC0415
     from gateway.domain.intent import IntentConfig  # noqa: PLC0415
+    from gateway.domain.spine import SpineConfig  # noqa: PLC0415
     from gateway.transcribe.config import TranscribeConfig  # noqa: PLC0415
     from gateway.web.config import WebConfig  # noqa: PLC0415
 
@@ -151,6 +152,7 @@ def _section_types() -> dict[str, type]:
         "voice": VoiceSettings,
         "transcribe": TranscribeConfig,
         "intent": IntentConfig,
+        "spine": SpineConfig,
         "web": WebConfig,
     }
 
@@ -166,6 +168,7 @@ class Config:
     voice: Any
     transcribe: Any
     intent: Any
+    spine: Any
     web: Any
 
     @property

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.domain.bus import Bus
+from gateway.domain.events import ContactsMerged, ConversationUpdated, OutboxQueued, TimelineEventAdded
 from gateway.domain.limits import (
     BudgetSpentError,
     BudgetState,
@@ -33,20 +34,16 @@ from gateway.domain.limits import (
 )
 from gateway.domain.models import (
     Channel,
-    ContactsMerged,
     ContactView,
     ConversationSummary,
-    ConversationUpdated,
     EventKind,
     IdentityKind,
     Inbound,
     InboxRow,
     IngestResult,
-    OutboxQueued,
     SearchHit,
     StaffUser,
     TimelineEvent,
-    TimelineEventAdded,
 )
 from gateway.domain.phone import normalize_phone
 from gateway.domain.ports import StorePort
