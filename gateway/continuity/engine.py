@@ -30,8 +30,9 @@ from gateway.continuity.config import TEMPLATE_KEYS, ContinuityConfig
 from gateway.continuity.state import Loaded, load
 from gateway.continuity.templates import render
 from gateway.domain.bus import Bus, Subscription
-from gateway.domain.calls import CallEnded, CallOutcome
-from gateway.domain.models import Channel, EventKind, TimelineEventAdded
+from gateway.domain.calls import CallOutcome
+from gateway.domain.events import CallEnded, StalledThread, TimelineEventAdded
+from gateway.domain.models import Channel, EventKind
 from gateway.domain.ports import StorePort
 from gateway.domain.service import ConversationService
 from gateway.errors import GatewayError, PermanentError
@@ -54,15 +55,6 @@ RULE_TITLES: Mapping[str, str] = {
     rules.CALL_RECAP: "Call recap",
     rules.STALLED: "Stalled-thread alert",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class StalledThread:
-    """Bus event: a customer has waited longer than ``continuity.stalled_business_hours`` (for staff only)."""
-
-    conversation_id: int
-    waiting_since: float
-    business_hours_waited: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +361,7 @@ class ContinuityEngine:
                 )
             else:
                 await self.service.enqueue_outbound(
-                    conv, Channel.SMS, send.to, send.body, automated=True, author=AUTHOR, meta=meta
+                    conv, Channel.SMS, send.to, send.body, automated=True, author=AUTHOR, event_meta=meta
                 )
         except PermanentError as err:
             # Opt-out, the number-type policy, the automated-SMS budget, a bad number: recorded, never retried.
@@ -531,7 +523,7 @@ class ContinuityEngine:
             body,
             automated=False,
             author=author,
-            meta={"rule": rules.CALL_RECAP},
+            event_meta={"rule": rules.CALL_RECAP},
         )
         await self.record(loaded.conversation_id, rules.CALL_RECAP, "sent", f"{author} sent the call recap")
         return outbox_id

@@ -99,7 +99,7 @@ async def test_a_send_interrupted_after_queueing_is_not_sent_twice(rig: Rig) -> 
         CUSTOMER,
         "Sorry we missed your call",
         automated=True,
-        meta={"rule": "missed_call", "job_id": job_id},
+        event_meta={"rule": "missed_call", "job_id": job_id},
     )
     await rig.restart()
     await rig.at(local(7, 11))
