@@ -131,7 +131,12 @@ class App:
             self.service,
             self.store,
             self.bus,
-            HoursSettings(web_cfg.timezone, web_cfg.business_hours, web_cfg.business_name),
+            HoursSettings(
+                web_cfg.timezone,
+                web_cfg.business_hours,
+                web_cfg.business_name,
+                self.config.spine.episode_window_minutes,
+            ),
             dialer=self.voice.click_to_call if self.voice is not None else None,
         )
         return self.continuity  # type: ignore[no-any-return]

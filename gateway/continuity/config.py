@@ -35,10 +35,8 @@ class ContinuityConfig:
         default=3, metadata=_doc("most automated messages one contact gets in 24 hours, across all rules")
     )
     max_per_episode: int = field(
-        default=1, metadata=_doc("most automated messages per episode (contacts within episode_minutes of each other)")
-    )
-    episode_minutes: int = field(
-        default=30, metadata=_doc("contacts from one person less than this many minutes apart form one episode")
+        default=1,
+        metadata=_doc("most automated messages per episode (contacts closer than spine.episode_window_minutes)"),
     )
     human_quiet_minutes: int = field(
         default=60, metadata=_doc("no automated message within this many minutes of a staff reply or call")
@@ -144,7 +142,6 @@ class ContinuityConfig:
         for key in (
             "max_per_contact_per_day",
             "max_per_episode",
-            "episode_minutes",
             "human_quiet_minutes",
             "missed_call_delay_seconds",
             "missed_call_cooldown_minutes",

@@ -64,6 +64,8 @@ class HoursSettings:
     timezone: str = "UTC"
     business_hours: Mapping[str, str] | None = None
     business_name: str = "Our office"
+    episode_minutes: float = 30.0
+    """The spine's episode window (``spine.episode_window_minutes``)."""
 
 
 class ContinuityEngine:
@@ -87,6 +89,7 @@ class ContinuityEngine:
         self.clock: Clock = clock or SystemClock()
         self.dialer = dialer
         hs = hours_settings or HoursSettings()
+        self.episode_minutes = hs.episode_minutes
         self.ctx = rules.Context(
             config=config,
             business_name=config.business_name or hs.business_name,
@@ -320,6 +323,7 @@ class ContinuityEngine:
             channel=send.channel,
             timezone=self.ctx.timezone,
             reply_to_customer=send.reply_to_customer,
+            episode_minutes=self.episode_minutes,
         )
         job_id = job.id if job else None
         if isinstance(verdict, restraint.Suppress):
@@ -553,7 +557,7 @@ class ContinuityEngine:
             "restraint": {
                 "max_per_contact_per_day": cfg.max_per_contact_per_day,
                 "max_per_episode": cfg.max_per_episode,
-                "episode_minutes": cfg.episode_minutes,
+                "episode_minutes": self.episode_minutes,
                 "human_quiet_minutes": cfg.human_quiet_minutes,
                 "quiet_hours": cfg.quiet_hours,
                 "missed_call_delay_seconds": cfg.missed_call_delay_seconds,

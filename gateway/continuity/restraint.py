@@ -76,6 +76,7 @@ def check(
     channel: str,
     timezone: str,
     reply_to_customer: bool = False,
+    episode_minutes: float = 30.0,
 ) -> Verdict:
     """May an automated message go to this customer now?"""
     if history.opted_out:
@@ -87,7 +88,7 @@ def check(
     today = [s for s in history.sends if now - s < DAY]
     if len(today) >= config.max_per_contact_per_day:
         return Suppress(f"daily cap reached: {len(today)} automated messages in 24 h")
-    start = episode_start(history.contacts, config.episode_minutes * 60, now)
+    start = episode_start(history.contacts, episode_minutes * 60, now)
     if start is not None:
         in_episode = [s for s in today if s >= start]
         if len(in_episode) >= config.max_per_episode:

@@ -1,12 +1,15 @@
-"""The adapter between the store (the conversation spine) and the rules: one read builds a rule's :class:`State`.
+"""The adapter between the conversation spine and the rules: one read builds a rule's :class:`State`.
 
-This is the only module that knows where the spine keeps intent, facts, next step, owner and channel preference;
-the rules see plain values. Facts may be stored plain (``{"name": "Maria"}``) or with provenance
-(``{"name": {"value": "Maria", "source": "chat", ...}}``): both read the same.
+This is the only module of the rules that knows where the spine keeps intent, facts, next step (with its due time),
+owner and channel preference (``gateway.store.spine``, the spine's own read functions, run inside the same read as
+everything else so a decision sees one consistent snapshot); the rules see plain values. Facts captured with
+provenance (``conversation_facts``) win over the plain ``conversations.facts`` mirror; an availability fact
+(``{"text": "Saturday morning", "start": ...}``) reads as its text.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ import phonenumbers
 from gateway.continuity import rules
 from gateway.continuity.restraint import DAY, History
 from gateway.store import continuity as sql
+from gateway.store import spine as spine_sql
 
 _NOT_TEXTABLE = frozenset(
     {
@@ -30,7 +34,7 @@ _NOT_TEXTABLE = frozenset(
     }
 )
 
-_UNREACHABLE_PREFERENCES = frozenset({"no_sms", "voice_only", "cannot_text"})
+_UNREACHABLE_WORDS = ("cannot receive texts", "texts failed", "can't text", "no texts")
 
 
 def textable(e164: str) -> bool:
@@ -42,14 +46,17 @@ def textable(e164: str) -> bool:
     return phonenumbers.number_type(parsed) not in _NOT_TEXTABLE
 
 
-def fact_values(facts: Mapping[str, Any]) -> dict[str, Any]:
-    """Facts as plain values, whichever way the spine stores them."""
-    out: dict[str, Any] = {}
-    for name, fact in facts.items():
-        if isinstance(fact, Mapping):
-            out[name] = fact.get("value")
-        else:
-            out[name] = getattr(fact, "value", fact)
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return value.get("text") or value.get("value") or value
+    return value
+
+
+def fact_values(conn: sqlite3.Connection, conversation_id: int, mirror: Mapping[str, Any]) -> dict[str, Any]:
+    """The conversation's facts as plain values: the spine's captured facts (whole merge chain), else the mirror."""
+    out = {name: _plain(value) for name, value in mirror.items()}
+    for row in spine_sql.facts(conn, spine_sql.chain(conn, conversation_id)):
+        out[str(row[0])] = _plain(json.loads(row[1]))
     return out
 
 
@@ -85,7 +92,8 @@ def load(conn: sqlite3.Connection, conversation_id: int, now: float) -> Loaded |
     basics = sql.conversation_basics(conn, conv)
     if basics is None:
         return None
-    facts = fact_values(basics["facts"])
+    facts = fact_values(conn, conv, basics["facts"])
+    spine_row = spine_sql.spine_row(conn, conv) or {}
     phone: str | None = None
     digits = 0
     for value, raw, valid in basics["phones"]:
@@ -97,10 +105,12 @@ def load(conn: sqlite3.Connection, conversation_id: int, now: float) -> Loaded |
     unreachable, why = False, ""
     if phone is not None and sql.last_sms_failed(conn, phone):
         unreachable, why = True, "the last text to this number failed (learned unreachable)"
-    elif basics["preferred_channel"] in _UNREACHABLE_PREFERENCES:
-        unreachable, why = True, "the customer cannot receive texts"
+    elif basics["preferred_channel"] != "sms" and any(
+        word in str(spine_row.get("preference_why") or "").lower() for word in _UNREACHABLE_WORDS
+    ):
+        unreachable, why = True, f"the customer cannot receive texts ({spine_row.get('preference_why')})"
     pending = frozenset(job.rule for job in sql.pending_jobs(conn, conv))
-    due = facts.get("next_step_due")
+    due = spine_row.get("next_step_due")
     state = rules.State(
         conversation_id=conv,
         phone=phone,

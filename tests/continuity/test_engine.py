@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from gateway.domain.models import Channel, EventKind
+from gateway.domain.models import Channel, EventKind, IdentityKind
+from gateway.domain.spine import SpineService
 from tests.continuity.conftest import CUSTOMER, Rig, local
 
 
@@ -256,3 +257,26 @@ async def test_call_recap_texts_what_was_agreed(rig: Rig) -> None:
     bodies = [r[0] for r in rig.rows("SELECT body FROM outbox ORDER BY id")]
     assert bodies[-1].startswith("Thanks for talking with us about your estimate. Next step: Site visit")
     assert ("call_recap", "sent", "anna sent the call recap") in rig.decisions()
+
+
+async def test_rules_read_the_spine_facts_next_step_and_learned_preference(rig: Rig) -> None:
+    spine = SpineService(rig.store, rig.bus)
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.CHAT, "Is the roof estimate free?", visitor="web-2")
+    await spine.set_fact(conv, "name", "Dana Whitfield", source="chat", set_by="extractor")
+    await spine.set_fact(conv, "availability", {"text": "Saturday morning"}, source="chat", set_by="extractor")
+    await spine.set_intent(conv, "estimate", source="chat", set_by="extractor")
+    await spine.set_next_step(conv, "Site visit", source="staff", set_by="anna", due=local(12, 9))
+    await rig.inbound(
+        EventKind.HANDOFF, Channel.CHAT, "continue by text", visitor="web-2", handoff="sms", phone=CUSTOMER
+    )
+    await rig.service.link_identity(conv, IdentityKind.PHONE, CUSTOMER)  # as the chat widget does on hand-off
+    (text,) = rig.texts()
+    assert "about your estimate" in text
+    assert "Could you send us" not in text, "name and availability are known: nothing to ask"
+    await rig.engine.recap(conv, author="anna")
+    recap = rig.rows("SELECT body FROM outbox ORDER BY id DESC LIMIT 1")[0][0]
+    assert "Next step: Site visit, on Saturday at 09:00" in recap
+    await spine.set_channel_preference(conv, "voice", "texts failed", source="sms", set_by="extractor")
+    await rig.at(local(8, 10))
+    await rig.inbound(EventKind.CALL_MISSED)
+    assert rig.decisions("missed_call")[-1][2] == "the customer cannot receive texts (texts failed)"
