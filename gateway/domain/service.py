@@ -22,22 +22,19 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.domain.bus import Bus
+from gateway.domain.events import ContactsMerged, ConversationUpdated, OutboxQueued, TimelineEventAdded
 from gateway.domain.models import (
     Channel,
-    ContactsMerged,
     ContactView,
     ConversationSummary,
-    ConversationUpdated,
     EventKind,
     IdentityKind,
     Inbound,
     InboxRow,
     IngestResult,
-    OutboxQueued,
     SearchHit,
     StaffUser,
     TimelineEvent,
-    TimelineEventAdded,
 )
 from gateway.domain.phone import normalize_phone
 from gateway.domain.ports import StorePort

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.domain.bus import Bus
-from gateway.domain.models import Channel, ConversationUpdated, EventKind, TimelineEvent, TimelineEventAdded
+from gateway.domain.events import ConversationUpdated, TimelineEventAdded
+from gateway.domain.models import Channel, EventKind, TimelineEvent
 from gateway.domain.ports import StorePort
 from gateway.errors import ValidationError
 from gateway.store import queries as q

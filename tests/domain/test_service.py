@@ -7,13 +7,12 @@ import asyncio
 import pytest
 
 from gateway.domain.bus import Bus
+from gateway.domain.events import ALL_EVENTS, ContactsMerged, TimelineEventAdded
 from gateway.domain.models import (
     Channel,
-    ContactsMerged,
     EventKind,
     IdentityKind,
     Inbound,
-    TimelineEventAdded,
 )
 from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.errors import PermanentError, ValidationError
@@ -43,7 +42,7 @@ async def test_the_same_number_in_any_format_is_one_conversation(service: Conver
 
 
 async def test_ingest_is_idempotent_per_external_id(service: ConversationService, bus: Bus) -> None:
-    sub = bus.subscribe("t")
+    sub = bus.subscribe("t", types=ALL_EVENTS)
     first = await service.ingest(sms("+15551230000", "dup-1", "once"))
     again = await service.ingest(sms("+15551230000", "dup-1", "once"))
     assert again.duplicate

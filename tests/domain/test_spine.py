@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.domain.bus import Bus
-from gateway.domain.models import Channel, ConversationUpdated, EventKind, IdentityKind, Inbound, TimelineEventAdded
+from gateway.domain.events import ConversationUpdated, TimelineEventAdded
+from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService
 from gateway.domain.spine import (
     EXTRACTOR,

@@ -48,15 +48,8 @@ from gateway.channels.voice.tracker import (
     Transferred,
     VoicemailLeft,
 )
-from gateway.domain.calls import (
-    CallAnswered,
-    CallDirection,
-    CallEnded,
-    CallOutcome,
-    CallRecord,
-    CallRinging,
-    VoicemailRecorded,
-)
+from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
+from gateway.domain.events import CallAnswered, CallEnded, CallRinging, VoicemailRecorded
 from gateway.domain.models import (
     Channel,
     ContactView,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.channels.sms.events import ModemHealth, SmsStorageWarning
+from gateway.domain.events import ModemHealth, SmsStorageWarning
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.emulator import ModemEmulator

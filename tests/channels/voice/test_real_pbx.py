@@ -23,13 +23,8 @@ from gateway.channels.voice.channel import VoiceChannel
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.config import Secret
 from gateway.domain.bus import Bus, Subscription
-from gateway.domain.calls import (
-    CallAnswered,
-    CallEnded,
-    CallOutcome,
-    CallRinging,
-    VoicemailRecorded,
-)
+from gateway.domain.calls import CallOutcome
+from gateway.domain.events import ALL_EVENTS, CallAnswered, CallEnded, CallRinging, VoicemailRecorded
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService
 from gateway.store import voice as voice_sql
@@ -131,7 +126,7 @@ async def rig(
             ami_ping_timeout=2.0,
         )
         vc = VoiceChannel(settings, service, bus, store=store)
-        sub = bus.subscribe("test", 10_000)
+        sub = bus.subscribe("test", 10_000, types=ALL_EVENTS)
         await vc.start()
         await vc.ami.wait_connected(10)
         yield Rig(vc, service, store, bus, sub, tmp_path, [])
