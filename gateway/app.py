@@ -117,12 +117,7 @@ class App:
             fact_patterns=cfg.spine.fact_patterns,
             topic_keywords=cfg.spine.topic_keywords,
         )
-        delivery: Any = None
-        if cfg.sms.enabled:
-            from gateway.channels.sms.events import SmsOutboundState  # noqa: PLC0415
-
-            delivery = SmsOutboundState
-        self.spine_learner = SpineLearner(self.spine, reader, self.bus, delivery_event=delivery)
+        self.spine_learner = SpineLearner(self.spine, reader, self.bus)
         return self.spine_learner  # type: ignore[no-any-return]
 
     async def _click_to_call(self, staff_extension: str, customer_number: str) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -250,4 +251,7 @@ def _search_dates(text: str, settings: Mapping[str, Any]) -> list[tuple[str, dt.
 def _parse_address(text: str, country: str) -> list[str]:
     import pyap  # noqa: PLC0415 - loaded on first use
 
+    # pyap 0.3.1 vendors an old `six` that appends a finder without `find_spec` to sys.meta_path; every later
+    # import of a new module then raises ImportWarning. pyap itself never uses `six.moves`, so the finder goes.
+    sys.meta_path[:] = [f for f in sys.meta_path if type(f).__module__ != "pyap.packages.six"]
     return [str(a) for a in pyap.parse(text, country=country)]

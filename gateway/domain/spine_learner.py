@@ -24,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.domain.bus import Bus, Subscription
+from gateway.domain.events import SmsOutboundState, TimelineEventAdded
 from gateway.domain.extract import SpineReader
-from gateway.domain.models import Channel, EventKind, TimelineEvent, TimelineEventAdded
+from gateway.domain.models import Channel, EventKind, TimelineEvent
 from gateway.domain.spine import EXTRACTOR, SpineService
 
 log = logging.getLogger(__name__)
@@ -39,32 +40,11 @@ USE_SOURCE = "last_used"
 _READ_CHANNELS = frozenset({Channel.SMS.value, Channel.CHAT.value})
 
 
-class DeliveryState(Protocol):
-    """What the learner needs from an outbound SMS state change (the SMS channel's bus event fits)."""
-
-    @property
-    def outbox_id(self) -> int: ...
-
-    @property
-    def conversation_id(self) -> int | None: ...
-
-    @property
-    def state(self) -> str: ...
-
-    @property
-    def detail(self) -> str | None: ...
-
-
 class SpineLearner:
     """Reads inbound messages and transcripts into spines. Start after the bus, stop before it."""
 
-    def __init__(
-        self, spines: SpineService, reader: SpineReader, bus: Bus, delivery_event: type[Any] | None = None
-    ) -> None:
-        """``delivery_event`` is the bus event class of outbound SMS state changes (a :class:`DeliveryState`);
-        given it, a failed delivery makes calls the preferred channel."""
+    def __init__(self, spines: SpineService, reader: SpineReader, bus: Bus) -> None:
         self.spines = spines
-        self.delivery_event = delivery_event
         self.reader = reader
         self.bus = bus
         self.learned = 0
@@ -74,10 +54,7 @@ class SpineLearner:
 
     async def start(self) -> None:
         """Subscribe and start reading."""
-        types: tuple[type, ...] = (TimelineEventAdded,)
-        if self.delivery_event is not None:
-            types += (self.delivery_event,)
-        self._sub = self.bus.subscribe("spine-learner", maxsize=5000, types=types)
+        self._sub = self.bus.subscribe("spine-learner", maxsize=5000, types=(TimelineEventAdded, SmsOutboundState))
         self._task = asyncio.create_task(self._run(self._sub), name="spine-learner")
 
     async def stop(self) -> None:
@@ -92,10 +69,11 @@ class SpineLearner:
     async def _run(self, sub: Subscription) -> None:
         async for item in sub:
             try:
-                if isinstance(item, TimelineEventAdded):
-                    await self.learn(item.event)
-                elif self.delivery_event is not None and isinstance(item, self.delivery_event):
-                    await self._delivery(item)
+                match item:
+                    case TimelineEventAdded():
+                        await self.learn(item.event)
+                    case SmsOutboundState():
+                        await self._delivery(item)
             except asyncio.CancelledError:
                 raise
             except LookupError:
@@ -133,7 +111,7 @@ class SpineLearner:
         why = "cannot receive texts (delivery failed" + (f": {detail[:80]})" if detail else ")")
         await self.spines.set_channel_preference(conversation_id, "voice", why, source="sms", set_by=EXTRACTOR)
 
-    async def _delivery(self, item: DeliveryState) -> None:
+    async def _delivery(self, item: SmsOutboundState) -> None:
         if item.state != "failed":
             return
         conv = item.conversation_id

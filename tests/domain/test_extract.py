@@ -144,3 +144,10 @@ def test_the_readme_examples_for_a_dental_office_and_a_roofer_hold() -> None:
     assert roof.intent == "estimate"
     assert roof.facts["roof_type"].value == "metal"
     assert roof.facts["address"].value == "123 Main Street, Springfield, IL 62704"
+
+
+def test_reading_an_address_leaves_the_import_system_clean() -> None:
+    import sys  # noqa: PLC0415
+
+    assert reader().read("at 123 Main Street, Springfield, IL 62704", NOW).facts["address"]
+    assert all(hasattr(f, "find_spec") for f in sys.meta_path), "a finder without find_spec breaks later imports"

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.domain.bus import Bus
+from gateway.domain.events import SmsOutboundState
 from gateway.domain.extract import SpineReader
 from gateway.domain.intent import IntentConfig, IntentRules
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
@@ -18,16 +19,6 @@ from gateway.domain.spine_learner import USE_SOURCE, SpineLearner
 from gateway.store.db import Store
 
 NOW = dt.datetime(2025, 12, 2, 19, 0, tzinfo=dt.UTC).timestamp()  # 14:00 in New York
-
-
-class FakeDelivery:
-    """Shaped like the SMS channel's state event."""
-
-    def __init__(self, outbox_id: int, conversation_id: int | None, state: str, detail: str | None) -> None:
-        self.outbox_id = outbox_id
-        self.conversation_id = conversation_id
-        self.state = state
-        self.detail = detail
 
 
 @pytest.fixture
@@ -42,7 +33,7 @@ async def learner(store: Store, bus: Bus) -> AsyncIterator[SpineLearner]:
         fact_patterns=cfg.fact_patterns,
         topic_keywords=cfg.topic_keywords,
     )
-    lrn = SpineLearner(spines, reader, bus, delivery_event=FakeDelivery)
+    lrn = SpineLearner(spines, reader, bus)
     await lrn.start()
     try:
         yield lrn
@@ -115,8 +106,8 @@ async def test_a_failed_delivery_means_cannot_receive_texts(
 ) -> None:
     res = await service.ingest(inbound(Channel.SMS, "+14155552673", "s1", "text me please"))
     outbox_id = await service.enqueue_outbound(res.conversation_id, Channel.SMS, "+14155552673", "Hi!", automated=False)
-    bus.publish(FakeDelivery(outbox_id, None, "sent", None))
-    bus.publish(FakeDelivery(outbox_id, None, "failed", "network: unknown subscriber"))
+    bus.publish(SmsOutboundState(outbox_id, None, "sent", None))
+    bus.publish(SmsOutboundState(outbox_id, None, "failed", "network: unknown subscriber"))
 
     async def switched() -> bool:
         return (await learner.spines.spine(res.conversation_id)).channel_preference == "voice"
