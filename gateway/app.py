@@ -65,7 +65,14 @@ class App:
         self.service = ConversationService(
             self.store,
             self.bus,
-            ServiceSettings(default_region=config.gateway.default_region, max_body_chars=config.store.max_body_chars),
+            ServiceSettings(
+                default_region=config.gateway.default_region,
+                max_body_chars=config.store.max_body_chars,
+                number_policy=config.gateway.number_policy(),
+                staff_number_check=config.gateway.staff_number_check,
+                automated_sms_per_hour=config.sms.automated_per_hour,
+                automated_sms_per_day=config.sms.automated_per_day,
+            ),
         )
         self.spine = SpineService(self.store, self.bus, config.spine)
         self.spine_learner: Any = None
@@ -74,6 +81,7 @@ class App:
         self.voice: Any = None
         self.transcription: Any = None
         self.web: Any = None
+        self.continuity: Any = None
         self._started: list[tuple[str, Part]] = []
         self._stopping = asyncio.Event()
 
@@ -138,6 +146,25 @@ class App:
             sources["transcription"] = self._transcription_status
         return sources
 
+    def _build_continuity(self) -> Part:
+        from gateway.continuity.engine import ContinuityEngine, HoursSettings  # noqa: PLC0415
+
+        web_cfg = self.config.web
+        self.continuity = ContinuityEngine(
+            self.config.continuity,
+            self.service,
+            self.store,
+            self.bus,
+            HoursSettings(
+                web_cfg.timezone,
+                web_cfg.business_hours,
+                web_cfg.business_name,
+                self.config.spine.episode_window_minutes,
+            ),
+            dialer=self.voice.click_to_call if self.voice is not None else None,
+        )
+        return self.continuity  # type: ignore[no-any-return]
+
     def _build_web(self) -> Part:
         from gateway.web.app import WebServer  # noqa: PLC0415
         from gateway.web.deps import WebDeps  # noqa: PLC0415
@@ -152,6 +179,7 @@ class App:
             spine=self.spine,
             status_sources=self.status_sources(),
             region=self.config.gateway.default_region,
+            continuity=self.continuity,
         )
         self.web = WebServer(deps)
         return self.web  # type: ignore[no-any-return]
@@ -204,6 +232,8 @@ class App:
             await self._start_part("bus", self.bus)
             for name, part in self._build_channels():
                 await self._start_part(name, part)
+            if cfg_continuity_enabled(self.config):
+                await self._start_part("continuity", self._build_continuity())
             await self._start_part("web", self._build_web())
         except BaseException:
             await self.stop()
@@ -253,6 +283,11 @@ class App:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+
+
+def cfg_continuity_enabled(config: Config) -> bool:
+    """True when the continuity rules run."""
+    return bool(config.continuity.enabled)
 
 
 async def _cancel_leftovers() -> None:

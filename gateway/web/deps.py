@@ -35,3 +35,5 @@ class WebDeps:
     region: str = "US"
     spine: SpineService | None = None
     """The conversation spine; the web layer builds one over the same store and bus when not given."""
+    continuity: Any = None
+    """The continuity engine (rules settings view, call recap); None when the rules are off."""
