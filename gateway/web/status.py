@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from gateway.store import queries as q
 from gateway.store import web as sql
+from gateway.values import HealthState, worst
 from gateway.web import hours
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
@@ -86,8 +87,12 @@ async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]
     except OSError:
         size = facts["database_bytes"]
     outbox = facts["outbox"]
+    healths = list(deps.health()) if deps.health is not None else []
     return {
         "generated_at": now,
+        "verdict": worst(healths).value,
+        "health": [h.as_dict() for h in healths],
+        "history": deps.history.as_dict() if deps.history is not None else {},
         **sources,
         "store": {
             "size_bytes": size,
@@ -134,7 +139,19 @@ class _SnapshotCollector(Collector):
         for state, n in self.snap.get("webhooks", {}).items():
             hooks.add_metric([str(state)], float(n))
         yield hooks
-        skip = {"today", "webhooks", "recent_errors", "generated_at"}
+        verdicts = GaugeMetricFamily(
+            "gateway_health",
+            "verdict per check: 0 ok, 1 degraded, 2 down, -1 off (the status page's cards)",
+            labels=["check"],
+        )
+        since = GaugeMetricFamily("gateway_health_since_seconds", "when each check entered its state", labels=["check"])
+        for h in self.snap.get("health", []):
+            verdicts.add_metric([str(h["name"])], float(HealthState(h["state"]).metric))
+            if h.get("since") is not None:
+                since.add_metric([str(h["name"])], float(h["since"]))
+        yield verdicts
+        yield since
+        skip = {"today", "webhooks", "recent_errors", "generated_at", "health", "history", "verdict"}
         seen: set[str] = set()
         for section, value in self.snap.items():
             if section in skip:
