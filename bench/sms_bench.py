@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.channels.sms.channel import SmsChannel  # noqa: E402
 from gateway.channels.sms.config import SmsConfig  # noqa: E402
-from gateway.channels.sms.events import SmsOutboundState  # noqa: E402
 from gateway.domain.bus import Bus  # noqa: E402
+from gateway.domain.events import SmsOutboundState  # noqa: E402
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound  # noqa: E402
 from gateway.domain.service import ConversationService, ServiceSettings  # noqa: E402
 from gateway.emulator.control import call  # noqa: E402

@@ -76,7 +76,14 @@ class App:
         self.service = ConversationService(
             self.store,
             self.bus,
-            ServiceSettings(default_region=config.gateway.default_region, max_body_chars=config.store.max_body_chars),
+            ServiceSettings(
+                default_region=config.gateway.default_region,
+                max_body_chars=config.store.max_body_chars,
+                number_policy=config.gateway.number_policy(),
+                staff_number_check=config.gateway.staff_number_check,
+                automated_sms_per_hour=config.sms.automated_per_hour,
+                automated_sms_per_day=config.sms.automated_per_day,
+            ),
         )
         self.started_at: float | None = None
         self.sms: SmsChannel | None = None

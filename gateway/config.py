@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the section classes are imported lazily at run time (keeps 
     from gateway.channels.sms.config import SmsConfig
     from gateway.channels.voice.settings import VoiceSettings
     from gateway.domain.intent import IntentConfig
+    from gateway.domain.spine import SpineConfig
     from gateway.transcribe.config import TranscribeConfig
     from gateway.web.config import WebConfig
 
@@ -56,6 +57,28 @@ class GatewaySection:
     shutdown_timeout: float = dataclasses.field(
         default=10.0, metadata=_doc("seconds allowed for a clean stop before remaining tasks are cancelled")
     )
+    sms_number_types: list[str] = dataclasses.field(
+        default_factory=lambda: ["mobile", "fixed_line_or_mobile"],
+        metadata=_doc(
+            "number types automated and visitor-triggered texts may go to (libphonenumber: mobile, "
+            "fixed_line_or_mobile, fixed_line, toll_free, premium_rate, shared_cost, voip, satellite...)"
+        ),
+    )
+    dial_number_types: list[str] = dataclasses.field(
+        default_factory=lambda: ["mobile", "fixed_line_or_mobile", "fixed_line"],
+        metadata=_doc("number types click-to-call and call-me may dial (same names as sms_number_types)"),
+    )
+    allowed_regions: list[str] = dataclasses.field(
+        default_factory=list,
+        metadata=_doc('countries that may be texted or dialled; empty = default_region only; ["*"] = any'),
+    )
+    staff_number_check: str = dataclasses.field(
+        default="warn",
+        metadata=_doc(
+            "a staff text to a number outside the policy: warn (sent, warning on the timeline), "
+            "confirm (sent only when confirmed) or refuse"
+        ),
+    )
 
     def validate(self) -> None:
         """Check values that a type alone cannot."""
@@ -69,6 +92,20 @@ class GatewaySection:
             raise ValueError(f"{self.log_format!r} is not a log format; use text or json")
         if self.shutdown_timeout <= 0:
             raise ValueError("must be a positive number of seconds")
+        if self.staff_number_check not in {"warn", "confirm", "refuse"}:
+            raise ValueError(f"staff_number_check {self.staff_number_check!r}: use warn, confirm or refuse")
+        for region in self.allowed_regions:
+            if region != "*" and not is_region(region):
+                raise ValueError(f"allowed_regions: {region!r} is not a region code; use ISO codes such as US, CA")
+        self.number_policy()
+
+    def number_policy(self) -> Any:
+        """The :class:`gateway.domain.limits.NumberPolicy` these settings describe (ValueError names a bad type)."""
+        from gateway.domain.limits import NumberPolicy  # noqa: PLC0415 - avoids importing phonenumbers for --help
+
+        return NumberPolicy.build(
+            self.default_region, self.sms_number_types, self.dial_number_types, self.allowed_regions
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +133,7 @@ def _section_types() -> dict[str, type]:
     from gateway.channels.sms.config import SmsConfig  # noqa: PLC0415
     from gateway.channels.voice.settings import VoiceSettings  # noqa: PLC0415
     from gateway.domain.intent import IntentConfig  # noqa: PLC0415
+    from gateway.domain.spine import SpineConfig  # noqa: PLC0415
     from gateway.transcribe.config import TranscribeConfig  # noqa: PLC0415
     from gateway.web.config import WebConfig  # noqa: PLC0415
 
@@ -106,6 +144,7 @@ def _section_types() -> dict[str, type]:
         "voice": VoiceSettings,
         "transcribe": TranscribeConfig,
         "intent": IntentConfig,
+        "spine": SpineConfig,
         "web": WebConfig,
     }
 
@@ -121,6 +160,7 @@ class Config:
     voice: VoiceSettings
     transcribe: TranscribeConfig
     intent: IntentConfig
+    spine: SpineConfig
     web: WebConfig
 
     @property

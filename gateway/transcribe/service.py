@@ -35,18 +35,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from gateway.domain.bus import Bus, Subscription
+from gateway.domain.events import TranscriptionFailed, TranscriptionHealth, TranscriptReady, VoicemailRecorded
 from gateway.domain.intent import IntentConfig, IntentDecision, IntentRules, KeywordHit
 from gateway.domain.models import Channel, EventKind
 from gateway.domain.ports import StorePort
@@ -97,48 +96,6 @@ class ConversationPort(Protocol):
     async def update_event_meta(self, event_id: int, patch: Mapping[str, Any]) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class TranscriptReady:
-    """Bus event: a voicemail's transcript is on the timeline."""
-
-    conversation_id: int
-    voicemail_event_id: int
-    transcript_event_id: int
-    intent: str | None
-    urgent: bool
-    keywords: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptionFailed:
-    """Bus event: a voicemail could not be transcribed (it stays stored and playable)."""
-
-    conversation_id: int
-    voicemail_event_id: int
-    job_id: int
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptionHealth:
-    """Bus event and status: is transcription working?"""
-
-    model_path: str
-    model_error: str | None
-    workers: int
-    workers_alive: int
-    worker_pids: tuple[int, ...]
-    last_error: str | None
-    last_error_at: float | None
-    missing_keywords: tuple[str, ...] = ()
-    counts: Mapping[str, int] = field(default_factory=dict)
-
-    @property
-    def backlog(self) -> int:
-        """Jobs still to do (pending, running, waiting for a model)."""
-        return sum(self.counts.get(s, 0) for s in q.ACTIVE)
-
-
 def worker_command(config: TranscribeConfig, model_path: str) -> list[str]:
     """The command line of one worker process."""
     return [
@@ -172,15 +129,6 @@ def _model_signature(path: str) -> tuple[tuple[str, int, int], ...]:
             st = os.stat(Path(path) / name)
             sig.append((name, st.st_size, st.st_mtime_ns))
     return tuple(sig)
-
-
-def _voicemail_event_type() -> type | None:
-    try:
-        module = importlib.import_module("gateway.domain.calls")
-    except ImportError:
-        return None
-    found = getattr(module, "VoicemailRecorded", None)
-    return found if isinstance(found, type) else None
 
 
 class TranscriptionService:
@@ -239,10 +187,8 @@ class TranscriptionService:
                 requeued,
                 failed,
             )
-        voicemail_type = _voicemail_event_type()
-        if voicemail_type is not None:
-            self._sub = self.bus.subscribe("transcribe", types=(voicemail_type,))
-            self._spawn_task(self._listen(self._sub), "transcribe-listen")
+        self._sub = self.bus.subscribe("transcribe", types=(VoicemailRecorded,))
+        self._spawn_task(self._listen(self._sub), "transcribe-listen")
         await self._catch_up()
         await self._set_model_state(check_model(self.model_path))
         if not self.config.enabled:
@@ -427,17 +373,18 @@ class TranscriptionService:
 
     async def _listen(self, sub: Subscription) -> None:
         async for event in sub:
-            try:
-                await self.enqueue(
-                    int(event.conversation_id),  # type: ignore[attr-defined]
-                    int(event.event_id),  # type: ignore[attr-defined]
-                    str(event.path),  # type: ignore[attr-defined]
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # noqa: BLE001 - the catch-up sweep finds it at the next start
-                log.warning("could not queue a voicemail for transcription: %s", err)
-                self._note_error(f"could not queue a voicemail: {err}")
+            match event:
+                case VoicemailRecorded(conversation_id=conversation_id, event_id=event_id, path=path):
+                    await self._queue_recorded(conversation_id, event_id, path)
+
+    async def _queue_recorded(self, conversation_id: int, event_id: int, path: str) -> None:
+        try:
+            await self.enqueue(conversation_id, event_id, path)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the catch-up sweep finds it at the next start
+            log.warning("could not queue a voicemail for transcription: %s", err)
+            self._note_error(f"could not queue a voicemail: {err}")
 
     async def _catch_up(self) -> None:
         missed = await self.store.read(lambda c: q.unqueued_voicemails(c, limit=self.config.max_backlog))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.domain.events import Event, TimelineEventAdded
 from gateway.web import api, pages
 from gateway.web.chat import CHAT_HUB, ChatHub
 from gateway.web.deps import WebDeps
@@ -122,12 +123,11 @@ def build_app(deps: WebDeps) -> web.Application:
     app[STAFF_HUB] = staff
     app[WEBHOOKS] = webhooks
 
-    async def chat_hook(event: object) -> None:
-        if type(event).__name__ == "TimelineEventAdded":
-            ev = jsonable(getattr(event, "event", None))
+    async def chat_hook(event: Event) -> None:
+        match event:
             # Visitor messages are pushed by the chat hub itself (to the visitor's other tabs only).
-            if isinstance(ev, dict) and ev.get("channel") == "chat" and ev.get("kind") == "message_out":
-                await chat.push_event(ev)
+            case TimelineEventAdded(event=entry) if entry.channel == "chat" and entry.kind == "message_out":
+                await chat.push_event(jsonable(entry))
 
     staff.add_hook(chat_hook)
     staff.add_hook(webhooks.on_event)

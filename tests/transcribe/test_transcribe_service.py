@@ -17,15 +17,10 @@ import pytest
 from transcribe_env import Env
 from transcribe_media import convert, sox, speech, wait_for
 
-from gateway.domain.calls import VoicemailRecorded
+from gateway.domain.events import TranscriptionFailed, TranscriptionHealth, TranscriptReady, VoicemailRecorded
 from gateway.store import transcribe as q
 from gateway.transcribe.config import TranscribeConfig
-from gateway.transcribe.service import (
-    TranscriptionFailed,
-    TranscriptionHealth,
-    TranscriptionService,
-    TranscriptReady,
-)
+from gateway.transcribe.service import TranscriptionService
 
 FAKE_WORKER = str(Path(__file__).with_name("fake_worker.py"))
 GATEWAY_PROCESS = str(Path(__file__).with_name("gateway_process.py"))

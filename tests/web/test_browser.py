@@ -21,7 +21,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from gateway.domain.bus import Bus
-from gateway.domain.calls import CallAnswered, CallRinging
+from gateway.domain.events import CallAnswered, CallRinging
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService
 from gateway.store.db import Store

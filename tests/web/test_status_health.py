@@ -78,6 +78,8 @@ async def test_status_json_and_metrics_read_the_same_health(app: App) -> None:
     assert checks["modem"]["state"] == "down"
     assert "plug the USB modem in" in checks["modem"]["fix"]
     assert checks["asterisk"]["state"] == "off"
+    assert checks["automated_sms"]["state"] == "ok"
+    assert "automated texts may still go out now" in checks["automated_sms"]["cause"]
     assert [p[1] for p in data["history"]["outbox_depth"]] == [0, 0]  # the sample at start, then ours
     assert data["history"]["modem_signal_dbm"][0][1] is None
     assert 'gateway_health{check="modem"} 2.0' in metrics

@@ -36,14 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.channels.sms.config import SmsConfig
-from gateway.channels.sms.events import ModemHealth, SmsStorageWarning
 from gateway.channels.sms.health import modem_verdict
 from gateway.channels.sms.inbound import InboundPipeline, ServicePort
 from gateway.channels.sms.link import LinkLostError, SerialLink, find_iccid
 from gateway.channels.sms.outbound import OutboxWorker
 from gateway.channels.sms.profiles import PROFILES_DIR, ModemProfile, load_profile
 from gateway.domain.bus import Bus, Subscription
-from gateway.domain.models import OutboxQueued
+from gateway.domain.events import ModemHealth, OutboxQueued, SmsStorageWarning
 from gateway.domain.ports import StorePort
 from gateway.errors import ConfigError, PermanentError, TransientError
 from gateway.protocols import at
@@ -167,8 +166,9 @@ class SmsChannel:
 
     async def _watch_outbox(self, sub: Subscription) -> None:
         async for event in sub:
-            if isinstance(event, OutboxQueued) and event.channel == "sms":
-                self.outbox.wake()
+            match event:
+                case OutboxQueued(channel="sms"):
+                    self.outbox.wake()
 
     # -- one session -----------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import os
 
-from gateway.channels.sms.events import ModemHealth
+from gateway.domain.events import ModemHealth
 from gateway.values import Health, degraded, down, ok
 
 #: Weaker than this (dBm) and SMS gets unreliable.

@@ -10,9 +10,9 @@ import contextlib
 import glob
 
 from gateway.channels.sms.config import SmsConfig
-from gateway.channels.sms.events import ModemHealth
 from gateway.channels.sms.health import NO_DEVICE_FIX, PIN_FIX, modem_title, modem_verdict
 from gateway.channels.sms.link import SerialLink
+from gateway.domain.events import ModemHealth
 from gateway.errors import GatewayError
 from gateway.protocols import at
 from gateway.values import Health, degraded, down

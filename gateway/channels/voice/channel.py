@@ -49,15 +49,8 @@ from gateway.channels.voice.tracker import (
     Transferred,
     VoicemailLeft,
 )
-from gateway.domain.calls import (
-    CallAnswered,
-    CallDirection,
-    CallEnded,
-    CallOutcome,
-    CallRecord,
-    CallRinging,
-    VoicemailRecorded,
-)
+from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
+from gateway.domain.events import CallAnswered, CallEnded, CallRinging, VoicemailRecorded
 from gateway.domain.models import (
     Channel,
     ContactView,
@@ -101,6 +94,10 @@ class ConversationPort(Protocol):
     async def find_contact(self, kind: IdentityKind, raw_value: str) -> ContactView | None: ...
 
     async def summary(self, conversation_id: int) -> ConversationSummary | None: ...
+
+    def check_number(self, number: str, *, purpose: str = "sms", staff: bool = False, confirmed: bool = False) -> Any:
+        """Raise a PermanentError when the number policy forbids texting or dialling ``number``."""
+        ...
 
 
 class StoreWriter(Protocol):
@@ -440,6 +437,9 @@ class VoiceChannel:
         number = re.sub(r"[\s().-]", "", customer_number)
         if not _NUMBER_RE.match(number):
             raise ValidationError(f"customer number {customer_number!r} is not dialable: use digits and an optional +")
+        # Toll fraud: premium-rate, satellite, foreign... numbers are refused here, before Asterisk is asked, and
+        # again by the shipped dialplan.
+        self.service.check_number(number, purpose="dial")
         summary = None
         with contextlib.suppress(Exception):
             summary = await self.service.summary(conversation_id)
