@@ -34,6 +34,7 @@ from gateway.values import Health, off, ok
 if TYPE_CHECKING:  # the channel modules are imported only when configured
     from gateway.channels.sms.channel import SmsChannel
     from gateway.channels.voice.channel import VoiceChannel
+    from gateway.continuity.engine import ContinuityEngine
     from gateway.transcribe.service import TranscriptionService
     from gateway.web.app import WebServer
 
@@ -92,6 +93,7 @@ class App:
         self.web: WebServer | None = None
         self.history = checks.History(HISTORY_SERIES, step=HISTORY_STEP)
         self._sampler: asyncio.Task[None] | None = None
+        self.continuity: ContinuityEngine | None = None
         self._started: list[tuple[str, Part]] = []
         self._stopping = asyncio.Event()
 
@@ -137,6 +139,25 @@ class App:
             sources["transcription"] = self._transcription_status
         return sources
 
+    def _build_continuity(self) -> Part:
+        from gateway.continuity.engine import ContinuityEngine, HoursSettings  # noqa: PLC0415
+
+        web_cfg = self.config.web
+        self.continuity = ContinuityEngine(
+            self.config.continuity,
+            self.service,
+            self.store,
+            self.bus,
+            HoursSettings(
+                web_cfg.timezone,
+                web_cfg.business_hours,
+                web_cfg.business_name,
+                self.config.spine.episode_window_minutes,
+            ),
+            dialer=self.voice.click_to_call if self.voice is not None else None,
+        )
+        return self.continuity
+
     def _build_web(self) -> Part:
         from gateway.web.app import WebServer  # noqa: PLC0415
         from gateway.web.deps import WebDeps  # noqa: PLC0415
@@ -152,6 +173,7 @@ class App:
             region=self.config.gateway.default_region,
             health=self.health,
             history=self.history,
+            continuity=self.continuity,
         )
         self.web = WebServer(deps)
         return self.web
@@ -282,6 +304,8 @@ class App:
             await self._start_part("bus", self.bus)
             for name, part in self._build_channels():
                 await self._start_part(name, part)
+            if cfg_continuity_enabled(self.config):
+                await self._start_part("continuity", self._build_continuity())
             await self._start_part("web", self._build_web())
             self._sampler = asyncio.create_task(self._sample_forever(), name="status-history")
         except BaseException:
@@ -336,6 +360,11 @@ class App:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+
+
+def cfg_continuity_enabled(config: Config) -> bool:
+    """True when the continuity rules run."""
+    return bool(config.continuity.enabled)
 
 
 async def _cancel_leftovers() -> None:

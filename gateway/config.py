@@ -26,6 +26,7 @@ from gateway.values import Secret
 if TYPE_CHECKING:  # the section classes are imported lazily at run time (keeps `gateway --help` fast)
     from gateway.channels.sms.config import SmsConfig
     from gateway.channels.voice.settings import VoiceSettings
+    from gateway.continuity.config import ContinuityConfig
     from gateway.domain.intent import IntentConfig
     from gateway.domain.spine import SpineConfig
     from gateway.transcribe.config import TranscribeConfig
@@ -132,6 +133,7 @@ def _section_types() -> dict[str, type]:
     """Section name -> dataclass. Channel sections live next to their channel."""
     from gateway.channels.sms.config import SmsConfig  # noqa: PLC0415
     from gateway.channels.voice.settings import VoiceSettings  # noqa: PLC0415
+    from gateway.continuity.config import ContinuityConfig  # noqa: PLC0415
     from gateway.domain.intent import IntentConfig  # noqa: PLC0415
     from gateway.domain.spine import SpineConfig  # noqa: PLC0415
     from gateway.transcribe.config import TranscribeConfig  # noqa: PLC0415
@@ -146,6 +148,7 @@ def _section_types() -> dict[str, type]:
         "intent": IntentConfig,
         "spine": SpineConfig,
         "web": WebConfig,
+        "continuity": ContinuityConfig,
     }
 
 
@@ -162,6 +165,7 @@ class Config:
     intent: IntentConfig
     spine: SpineConfig
     web: WebConfig
+    continuity: ContinuityConfig
 
     @property
     def data_dir(self) -> Path:

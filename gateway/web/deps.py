@@ -38,3 +38,5 @@ class WebDeps:
     region: str = "US"
     health: HealthSource | None = None
     history: History | None = None
+    continuity: Any = None
+    """The continuity engine (rules settings view, call recap); None when the rules are off."""
