@@ -25,6 +25,7 @@ from gateway.config import Config
 from gateway.domain.bus import Bus
 from gateway.domain.models import IdentityKind
 from gateway.domain.service import ConversationService, ServiceSettings
+from gateway.domain.spine import SpineService
 from gateway.errors import ValidationError
 from gateway.log import RECENT
 from gateway.store import web as web_sql
@@ -86,6 +87,8 @@ class App:
                 automated_sms_per_day=config.sms.automated_per_day,
             ),
         )
+        self.spine = SpineService(self.store, self.bus, config.spine)
+        self.spine_learner: Any = None
         self.started_at: float | None = None
         self.sms: SmsChannel | None = None
         self.voice: VoiceChannel | None = None
@@ -102,6 +105,8 @@ class App:
     def _build_channels(self) -> list[tuple[str, Part]]:
         cfg = self.config
         parts: list[tuple[str, Part]] = []
+        if cfg.spine.extract:
+            parts.append(("spine", self._build_spine_learner()))
         if cfg.sms.enabled:
             from gateway.channels.sms.channel import SmsChannel  # noqa: PLC0415 - only when configured
 
@@ -115,9 +120,28 @@ class App:
         if cfg.transcribe.enabled:
             from gateway.transcribe.service import TranscriptionService  # noqa: PLC0415
 
-            self.transcription = TranscriptionService(self.store, self.service, self.bus, cfg.transcribe, cfg.intent)
+            self.transcription = TranscriptionService(
+                self.store, self.service, self.bus, cfg.transcribe, cfg.intent, sets_intent=not cfg.spine.extract
+            )
             parts.append(("transcription", self.transcription))
         return parts
+
+    def _build_spine_learner(self) -> Part:
+        from gateway.domain.extract import SpineReader  # noqa: PLC0415 - dateparser is loaded only when used
+        from gateway.domain.intent import IntentRules  # noqa: PLC0415
+        from gateway.domain.spine_learner import SpineLearner  # noqa: PLC0415
+
+        cfg = self.config
+        reader = SpineReader(
+            IntentRules.from_config(cfg.intent),
+            cfg.spine.intents,
+            region=cfg.gateway.default_region,
+            timezone=cfg.web.timezone,
+            fact_patterns=cfg.spine.fact_patterns,
+            topic_keywords=cfg.spine.topic_keywords,
+        )
+        self.spine_learner = SpineLearner(self.spine, reader, self.bus)
+        return self.spine_learner  # type: ignore[no-any-return]
 
     async def _click_to_call(self, staff_extension: str, customer_number: str) -> None:
         """Web -> voice adapter: the call lands in the conversation that owns the customer's number."""
@@ -169,6 +193,7 @@ class App:
             bus=self.bus,
             config=self.config.web,
             click_to_call=click,
+            spine=self.spine,
             status_sources=self.status_sources(),
             region=self.config.gateway.default_region,
             health=self.health,

@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.domain.bus import Bus
 from gateway.domain.service import ConversationService
+from gateway.domain.spine import SpineService
 from gateway.health import History
 from gateway.store.db import Store
 from gateway.values import Health
@@ -38,5 +39,7 @@ class WebDeps:
     region: str = "US"
     health: HealthSource | None = None
     history: History | None = None
+    spine: SpineService | None = None
+    """The conversation spine; the web layer builds one over the same store and bus when not given."""
     continuity: Any = None
     """The continuity engine (rules settings view, call recap); None when the rules are off."""
