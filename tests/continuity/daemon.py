@@ -93,7 +93,7 @@ class Daemon:
         self.app = App(self.config, continuity_clock=self.clock)
         await self.app.start()
         if self.app.sms is not None:
-            await wait_for(lambda: self.app is not None and self.app.sms.health.connected, 20)
+            await wait_for(lambda: self.app is not None and self.app.sms.modem_state.connected, 20)
         return self.app
 
     async def stop(self) -> None:
