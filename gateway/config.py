@@ -140,6 +140,7 @@ def _section_types() -> dict[str, type]:
     """Section name -> dataclass. Channel sections live next to their channel."""
     from gateway.channels.sms.config import SmsConfig  # noqa: PLC0415
     from gateway.channels.voice.settings import VoiceSettings  # noqa: PLC0415
+    from gateway.continuity.config import ContinuityConfig  # noqa: PLC0415
     from gateway.domain.intent import IntentConfig  # noqa: PLC0415
     from gateway.domain.spine import SpineConfig  # noqa: PLC0415
     from gateway.transcribe.config import TranscribeConfig  # noqa: PLC0415
@@ -154,6 +155,7 @@ def _section_types() -> dict[str, type]:
         "intent": IntentConfig,
         "spine": SpineConfig,
         "web": WebConfig,
+        "continuity": ContinuityConfig,
     }
 
 
@@ -170,6 +172,7 @@ class Config:
     intent: Any
     spine: Any
     web: Any
+    continuity: Any
 
     @property
     def data_dir(self) -> Path:

@@ -249,6 +249,7 @@ class ConversationService:
         override_optout: bool = False,
         author: str | None = None,
         confirm_number: bool = False,
+        event_meta: Mapping[str, Any] | None = None,
     ) -> int:
         """Record an outbound message on the timeline and queue it in the outbox. Returns the outbox id.
 
@@ -257,7 +258,8 @@ class ConversationService:
         policy (:class:`~gateway.domain.limits.NumberRefusedError`) and fit the global automated-SMS budget
         (:class:`~gateway.domain.limits.BudgetSpentError`), checked in the same transaction that queues it. A staff
         SMS to a number outside the policy is handled as ``staff_number_check`` says: sent with a warning on the
-        timeline, sent only with ``confirm_number=True``, or refused.
+        timeline, sent only with ``confirm_number=True``, or refused. ``event_meta`` adds keys to the event's meta
+        (an automated message's ``rule`` and ``job_id``); it cannot change ``to``, ``parts`` or ``automated``.
         """
         self._check_body(body)
         if not body.strip():
@@ -278,7 +280,7 @@ class ConversationService:
         parts = segment_count(body)[1] if channel_s == Channel.SMS.value else 1
         now = q.now()
         expires = now + self.settings.outbox_expiry_s
-        meta = {"to": address, "parts": parts, "automated": automated, **meta}
+        meta = {**dict(event_meta or {}), "to": address, "parts": parts, "automated": automated, **meta}
         budgeted = automated and channel_s == Channel.SMS.value
 
         def op(conn: sqlite3.Connection) -> tuple[int, TimelineEvent, int]:
