@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway.domain.events import Event, TimelineEventAdded
 from gateway.web import api, pages
+from gateway.web import rules as rules_views
 from gateway.web.chat import CHAT_HUB, ChatHub
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
@@ -151,6 +152,7 @@ def build_app(deps: WebDeps) -> web.Application:
             _static("widget.js", "text/javascript; charset=utf-8"),
             _static("widget.css", "text/css; charset=utf-8"),
             *api.routes(),
+            *rules_views.routes(),
         ]
     )
     app.router.add_static("/static/", _STATIC, show_index=False, append_version=False)
