@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -378,6 +379,8 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        before, after = raise_open_files_limit()
+        log.info("open-files limit: %d (was %d)", after, before)
         try:
             await self.start()
             _notify_systemd("READY=1")
@@ -407,6 +410,24 @@ async def _cancel_leftovers() -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(2):
             await asyncio.gather(*leftovers, return_exceptions=True)
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns (before, after).
+
+    Every chat visitor, staff console, AGI call and the modem hold a descriptor; the usual soft limit of 1024 is far
+    below what the hard limit (and systemd's ``LimitNOFILE``) allows.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as err:
+        log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, err)
+        return soft, soft
+    return soft, target
 
 
 def _notify_systemd(state: str) -> None:
