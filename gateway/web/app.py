@@ -141,6 +141,7 @@ def build_app(deps: WebDeps) -> web.Application:
             web.get("/login", pages.login_get),
             web.post("/login", pages.login_post),
             web.post("/logout", pages.logout),
+            web.post("/logout/all", pages.logout_everywhere),
             web.get("/console", pages.console),
             web.get("/status", pages.status_page),
             web.get("/status.json", status_json),
