@@ -17,7 +17,8 @@ from gateway.channels.voice import recovery as rc
 from gateway.channels.voice.channel import VoiceChannel
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.domain.bus import Bus
-from gateway.domain.calls import CallEnded, CallOutcome, VoicemailRecorded
+from gateway.domain.calls import CallOutcome
+from gateway.domain.events import CallEnded, VoicemailRecorded
 from gateway.domain.models import IdentityKind
 from gateway.domain.service import ConversationService
 from gateway.store.db import Store
@@ -180,7 +181,7 @@ async def test_missed_call_and_voicemail_recovered_once(env: Env) -> None:
     missed_ev = next(e for e in ended if isinstance(e, CallEnded) and e.call_id == "m.1")
     assert missed_ev.outcome is CallOutcome.MISSED
     assert missed_ev.call.ended_at == pytest.approx(NOW - 590)  # the original time: rules judge "too old"
-    health = vc.health()
+    health = vc.snapshot()
     assert (health.recovered_calls, health.recovered_voicemails) == (2, 1)
 
     # Again, and again with a fresh channel (a restart): nothing new, nothing published.
@@ -188,7 +189,7 @@ async def test_missed_call_and_voicemail_recovered_once(env: Env) -> None:
     vc2 = env.channel()
     await vc2.recover()
     assert env.published() == []
-    assert vc2.health().recovered_calls == 0
+    assert vc2.snapshot().recovered_calls == 0
     assert len(await env.service.timeline(vm_contact.conversation_id)) == 2
 
 
@@ -199,7 +200,7 @@ async def test_rotated_cdr_file_is_read_from_the_start(env: Env) -> None:
     env.cdr.write_text(leg("m.2", src="5552223333"))
     vc = env.channel()
     await vc.recover()
-    assert vc.health().recovered_calls == 1
+    assert vc.snapshot().recovered_calls == 1
     assert await env.service.find_contact(IdentityKind.PHONE, "+15552223333") is not None
 
 
@@ -219,7 +220,7 @@ async def test_unusable_recording_is_a_visible_entry(env: Env) -> None:
     assert "truncated" in vm.body or "header" in vm.body or "WAV" in vm.body, vm.body
     # The call itself is still a missed call (the broken file is no voicemail to listen to).
     assert any(e.kind == "call_missed" for e in timeline)
-    assert vc.health().recovered_unusable_recordings == 2  # the empty notes.txt too
+    assert vc.snapshot().recovered_unusable_recordings == 2  # the empty notes.txt too
     assert not [e for e in env.published() if isinstance(e, VoicemailRecorded)]
 
 
@@ -229,8 +230,8 @@ async def test_live_and_fresh_items_are_left_to_the_live_path(env: Env) -> None:
     write_wav(env.rec_dir / "vm-20261201-020906-beep.1.wav", 0.02)
     vc = env.channel()
     assert await vc.recover() is True  # the fresh file: look again when it settled
-    assert vc.health().recovered_calls == 0
-    assert vc.health().recovered_voicemails == 0
+    assert vc.snapshot().recovered_calls == 0
+    assert vc.snapshot().recovered_voicemails == 0
     assert env.published() == []
 
 
@@ -238,7 +239,7 @@ async def test_missing_cdr_file_is_reported_with_the_fix(env: Env) -> None:
     env.cdr.unlink()
     vc = env.channel()
     await vc.recover()
-    err = vc.health().last_recovery_error
+    err = vc.snapshot().last_recovery_error
     assert err is not None
     assert "cdr_custom" in err
     assert "voice.cdr_file" in err

@@ -23,7 +23,8 @@ from gateway.channels.voice.channel import VoiceChannel
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.config import Secret
 from gateway.domain.bus import Bus
-from gateway.domain.calls import CallEnded, CallOutcome
+from gateway.domain.calls import CallOutcome
+from gateway.domain.events import CallEnded
 from gateway.domain.models import IdentityKind
 from gateway.domain.service import ConversationService
 from gateway.store.db import Store
@@ -108,12 +109,12 @@ async def test_missed_call_and_voicemail_while_down_are_recovered_once(
     async with gateway(db, realpbx, since) as gw:
         sub = gw.bus.subscribe("t", 1000, types=(TranscriptReady,))
         m = await gw.service.find_contact(IdentityKind.PHONE, missed_caller)
-        assert m is not None, f"missed call not recovered; health {gw.vc.health()}"
+        assert m is not None, f"missed call not recovered; health {gw.vc.snapshot()}"
         (ev,) = [e for e in await gw.service.timeline(m.conversation_id) if e.kind == "call_missed"]
         assert ev.meta["recovered"] == "after downtime"
         assert ev.occurred_at < time.time() - 3
         v = await gw.service.find_contact(IdentityKind.PHONE, vm_caller)
-        assert v is not None, f"voicemail not recovered; health {gw.vc.health()}"
+        assert v is not None, f"voicemail not recovered; health {gw.vc.snapshot()}"
         # The transcript: the catch-up sweep or the bus event queued it.
         deadline = time.monotonic() + 120
         while True:
@@ -129,7 +130,7 @@ async def test_missed_call_and_voicemail_while_down_are_recovered_once(
         assert kinds.count("call_ended") == 1
         voicemail = next(e for e in timeline if e.kind == "voicemail")
         assert voicemail.meta["recovered"] == "after downtime"
-        health = gw.vc.health()
+        health = gw.vc.snapshot()
         assert health.recovered_calls >= 2
         assert health.recovered_voicemails >= 1
         counts = (len(await gw.service.timeline(m.conversation_id)), len(timeline))
@@ -137,8 +138,8 @@ async def test_missed_call_and_voicemail_while_down_are_recovered_once(
     # Restart on the same database: nothing is recovered twice.
     async with gateway(db, realpbx, since) as gw:
         sub = gw.bus.subscribe("t2", 1000, types=(CallEnded,))
-        assert gw.vc.health().recovered_calls == 0
-        assert gw.vc.health().recovered_voicemails == 0
+        assert gw.vc.snapshot().recovered_calls == 0
+        assert gw.vc.snapshot().recovered_voicemails == 0
         assert sub.get_nowait() is None
         m2 = await gw.service.find_contact(IdentityKind.PHONE, missed_caller)
         v2 = await gw.service.find_contact(IdentityKind.PHONE, vm_caller)
