@@ -32,7 +32,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from gateway.channels.voice.agi_server import AgiServer, CallerContext, InboundRouter
 from gateway.channels.voice.ami_link import AmiEventDict, AmiLink
@@ -52,13 +52,12 @@ from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
 from gateway.domain.events import CallAnswered, CallEnded, CallRinging, VoicemailRecorded
 from gateway.domain.models import (
     Channel,
-    ContactView,
     ConversationSummary,
     EventKind,
     IdentityKind,
     Inbound,
-    IngestResult,
 )
+from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import PermanentError, TransientError, ValidationError
 from gateway.store import voice as voice_sql
 
@@ -70,34 +69,6 @@ T = TypeVar("T")
 RECONCILE_SECONDS = 300.0
 
 _NUMBER_RE = re.compile(r"^\+?[0-9]{2,20}$")
-
-
-class ConversationPort(Protocol):
-    """The parts of ConversationService the voice channel uses."""
-
-    async def ingest(self, item: Inbound) -> IngestResult: ...
-
-    async def append_event(
-        self,
-        conversation_id: int,
-        kind: EventKind | str,
-        channel: Channel | str,
-        body: str = "",
-        meta: Mapping[str, Any] | None = None,
-        external_id: str | None = None,
-        author: str | None = None,
-        occurred_at: float | None = None,
-    ) -> int: ...
-
-    async def find_contact(self, kind: IdentityKind, raw_value: str) -> ContactView | None: ...
-
-    async def summary(self, conversation_id: int) -> ConversationSummary | None: ...
-
-
-class StoreWriter(Protocol):
-    """The store's write entry point (for the call log)."""
-
-    async def write(self, fn: Callable[[Any], T]) -> T: ...
 
 
 _TERMINAL_KIND = {
@@ -162,7 +133,7 @@ class VoiceChannel:
         service: ConversationPort,
         bus: Any,
         *,
-        store: StoreWriter | None = None,
+        store: StorePort | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         settings.validate()
