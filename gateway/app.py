@@ -24,6 +24,7 @@ from gateway.config import Config
 from gateway.domain.bus import Bus
 from gateway.domain.models import IdentityKind
 from gateway.domain.service import ConversationService, ServiceSettings
+from gateway.domain.spine import SpineService
 from gateway.errors import ValidationError
 from gateway.log import RECENT
 from gateway.store.db import Store
@@ -64,13 +65,23 @@ class App:
         self.service = ConversationService(
             self.store,
             self.bus,
-            ServiceSettings(default_region=config.gateway.default_region, max_body_chars=config.store.max_body_chars),
+            ServiceSettings(
+                default_region=config.gateway.default_region,
+                max_body_chars=config.store.max_body_chars,
+                number_policy=config.gateway.number_policy(),
+                staff_number_check=config.gateway.staff_number_check,
+                automated_sms_per_hour=config.sms.automated_per_hour,
+                automated_sms_per_day=config.sms.automated_per_day,
+            ),
         )
+        self.spine = SpineService(self.store, self.bus, config.spine)
+        self.spine_learner: Any = None
         self.started_at: float | None = None
         self.sms: Any = None
         self.voice: Any = None
         self.transcription: Any = None
         self.web: Any = None
+        self.continuity: Any = None
         self._started: list[tuple[str, Part]] = []
         self._stopping = asyncio.Event()
 
@@ -79,6 +90,8 @@ class App:
     def _build_channels(self) -> list[tuple[str, Part]]:
         cfg = self.config
         parts: list[tuple[str, Part]] = []
+        if cfg.spine.extract:
+            parts.append(("spine", self._build_spine_learner()))
         if cfg.sms.enabled:
             from gateway.channels.sms.channel import SmsChannel  # noqa: PLC0415 - only when configured
 
@@ -92,9 +105,28 @@ class App:
         if cfg.transcribe.enabled:
             from gateway.transcribe.service import TranscriptionService  # noqa: PLC0415
 
-            self.transcription = TranscriptionService(self.store, self.service, self.bus, cfg.transcribe, cfg.intent)
+            self.transcription = TranscriptionService(
+                self.store, self.service, self.bus, cfg.transcribe, cfg.intent, sets_intent=not cfg.spine.extract
+            )
             parts.append(("transcription", self.transcription))
         return parts
+
+    def _build_spine_learner(self) -> Part:
+        from gateway.domain.extract import SpineReader  # noqa: PLC0415 - dateparser is loaded only when used
+        from gateway.domain.intent import IntentRules  # noqa: PLC0415
+        from gateway.domain.spine_learner import SpineLearner  # noqa: PLC0415
+
+        cfg = self.config
+        reader = SpineReader(
+            IntentRules.from_config(cfg.intent),
+            cfg.spine.intents,
+            region=cfg.gateway.default_region,
+            timezone=cfg.web.timezone,
+            fact_patterns=cfg.spine.fact_patterns,
+            topic_keywords=cfg.spine.topic_keywords,
+        )
+        self.spine_learner = SpineLearner(self.spine, reader, self.bus)
+        return self.spine_learner  # type: ignore[no-any-return]
 
     async def _click_to_call(self, staff_extension: str, customer_number: str) -> None:
         """Web -> voice adapter: the call lands in the conversation that owns the customer's number."""
@@ -114,6 +146,25 @@ class App:
             sources["transcription"] = self._transcription_status
         return sources
 
+    def _build_continuity(self) -> Part:
+        from gateway.continuity.engine import ContinuityEngine, HoursSettings  # noqa: PLC0415
+
+        web_cfg = self.config.web
+        self.continuity = ContinuityEngine(
+            self.config.continuity,
+            self.service,
+            self.store,
+            self.bus,
+            HoursSettings(
+                web_cfg.timezone,
+                web_cfg.business_hours,
+                web_cfg.business_name,
+                self.config.spine.episode_window_minutes,
+            ),
+            dialer=self.voice.click_to_call if self.voice is not None else None,
+        )
+        return self.continuity  # type: ignore[no-any-return]
+
     def _build_web(self) -> Part:
         from gateway.web.app import WebServer  # noqa: PLC0415
         from gateway.web.deps import WebDeps  # noqa: PLC0415
@@ -125,8 +176,10 @@ class App:
             bus=self.bus,
             config=self.config.web,
             click_to_call=click,
+            spine=self.spine,
             status_sources=self.status_sources(),
             region=self.config.gateway.default_region,
+            continuity=self.continuity,
         )
         self.web = WebServer(deps)
         return self.web  # type: ignore[no-any-return]
@@ -179,6 +232,8 @@ class App:
             await self._start_part("bus", self.bus)
             for name, part in self._build_channels():
                 await self._start_part(name, part)
+            if cfg_continuity_enabled(self.config):
+                await self._start_part("continuity", self._build_continuity())
             await self._start_part("web", self._build_web())
         except BaseException:
             await self.stop()
@@ -228,6 +283,11 @@ class App:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+
+
+def cfg_continuity_enabled(config: Config) -> bool:
+    """True when the continuity rules run."""
+    return bool(config.continuity.enabled)
 
 
 async def _cancel_leftovers() -> None:

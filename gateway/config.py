@@ -65,6 +65,28 @@ class GatewaySection:
     shutdown_timeout: float = dataclasses.field(
         default=10.0, metadata=_doc("seconds allowed for a clean stop before remaining tasks are cancelled")
     )
+    sms_number_types: list[str] = dataclasses.field(
+        default_factory=lambda: ["mobile", "fixed_line_or_mobile"],
+        metadata=_doc(
+            "number types automated and visitor-triggered texts may go to (libphonenumber: mobile, "
+            "fixed_line_or_mobile, fixed_line, toll_free, premium_rate, shared_cost, voip, satellite...)"
+        ),
+    )
+    dial_number_types: list[str] = dataclasses.field(
+        default_factory=lambda: ["mobile", "fixed_line_or_mobile", "fixed_line"],
+        metadata=_doc("number types click-to-call and call-me may dial (same names as sms_number_types)"),
+    )
+    allowed_regions: list[str] = dataclasses.field(
+        default_factory=list,
+        metadata=_doc('countries that may be texted or dialled; empty = default_region only; ["*"] = any'),
+    )
+    staff_number_check: str = dataclasses.field(
+        default="warn",
+        metadata=_doc(
+            "a staff text to a number outside the policy: warn (sent, warning on the timeline), "
+            "confirm (sent only when confirmed) or refuse"
+        ),
+    )
 
     def validate(self) -> None:
         """Check values that a type alone cannot."""
@@ -78,6 +100,20 @@ class GatewaySection:
             raise ValueError(f"{self.log_format!r} is not a log format; use text or json")
         if self.shutdown_timeout <= 0:
             raise ValueError("must be a positive number of seconds")
+        if self.staff_number_check not in {"warn", "confirm", "refuse"}:
+            raise ValueError(f"staff_number_check {self.staff_number_check!r}: use warn, confirm or refuse")
+        for region in self.allowed_regions:
+            if region != "*" and not is_region(region):
+                raise ValueError(f"allowed_regions: {region!r} is not a region code; use ISO codes such as US, CA")
+        self.number_policy()
+
+    def number_policy(self) -> Any:
+        """The :class:`gateway.domain.limits.NumberPolicy` these settings describe (ValueError names a bad type)."""
+        from gateway.domain.limits import NumberPolicy  # noqa: PLC0415 - avoids importing phonenumbers for --help
+
+        return NumberPolicy.build(
+            self.default_region, self.sms_number_types, self.dial_number_types, self.allowed_regions
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +140,7 @@ def _section_types() -> dict[str, type]:
     """Section name -> dataclass. Channel sections live next to their channel."""
     from gateway.channels.sms.config import SmsConfig  # noqa: PLC0415
     from gateway.channels.voice.settings import VoiceSettings  # noqa: PLC0415
+    from gateway.continuity.config import ContinuityConfig  # noqa: PLC0415
     from gateway.domain.intent import IntentConfig  # noqa: PLC0415
     from gateway.domain.spine import SpineConfig  # noqa: PLC0415
     from gateway.transcribe.config import TranscribeConfig  # noqa: PLC0415
@@ -118,6 +155,7 @@ def _section_types() -> dict[str, type]:
         "intent": IntentConfig,
         "spine": SpineConfig,
         "web": WebConfig,
+        "continuity": ContinuityConfig,
     }
 
 
@@ -134,6 +172,7 @@ class Config:
     intent: Any
     spine: Any
     web: Any
+    continuity: Any
 
     @property
     def data_dir(self) -> Path:

@@ -257,6 +257,21 @@ class SmsStorageWarning:
     total: int
 
 
+# -- continuity --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StalledThread:
+    """A customer has waited longer than ``continuity.stalled_business_hours`` for an answer (for staff only).
+
+    Published by: the continuity engine. Listened to by: no daemon part yet (it is on the timeline and logged).
+    """
+
+    conversation_id: int
+    waiting_since: float
+    business_hours_waited: float
+
+
 Event = (
     TimelineEventAdded
     | ConversationUpdated
@@ -272,6 +287,7 @@ Event = (
     | ModemHealth
     | SmsOutboundState
     | SmsStorageWarning
+    | StalledThread
 )
 """Any bus event."""
 
@@ -290,5 +306,6 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     ModemHealth,
     SmsOutboundState,
     SmsStorageWarning,
+    StalledThread,
 )
 """Every event class, for a subscriber that takes them all."""

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from gateway.domain.limits import NumberVerdict
 from gateway.domain.models import (
     Channel,
     ContactView,
@@ -88,6 +89,12 @@ class ConversationPort(Protocol):
 
     async def find_contact(self, kind: IdentityKind, raw_value: str) -> ContactView | None:
         """The contact owning an identity, if any."""
+        ...
+
+    def check_number(
+        self, number: str, *, purpose: str = "sms", staff: bool = False, confirmed: bool = False
+    ) -> NumberVerdict:
+        """Apply the number policy before texting or dialling ``number`` (raises when it forbids it)."""
         ...
 
     async def summary(self, conversation_id: int) -> ConversationSummary | None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -71,9 +72,17 @@ def _default_intents() -> list[str]:
     return list(DEFAULT_INTENTS)
 
 
+def _default_fact_patterns() -> dict[str, list[str]]:
+    return {
+        "insurance": [
+            r"\binsurance\s+(?:is\s+|with\s+|through\s+|from\s+)?(?P<value>(?-i:[A-Z][\w&.-]*(?: [A-Z][\w&.-]*)*))"
+        ]
+    }
+
+
 @dataclass(frozen=True)
 class SpineConfig:
-    """The conversation spine: the intent vocabulary and the episode window."""
+    """The conversation spine: intent vocabulary, episode window, and what is read from messages."""
 
     intents: list[str] = field(
         default_factory=_default_intents,
@@ -82,6 +91,24 @@ class SpineConfig:
     episode_window_minutes: float = field(
         default=30.0,
         metadata={"doc": "contacts from one person closer than this (any channel) form one episode"},
+    )
+    extract: bool = field(
+        default=True,
+        metadata={"doc": "read intent, urgency, facts and channel preference from chat, SMS and voicemail transcripts"},
+    )
+    fact_patterns: dict[str, list[str]] = field(
+        default_factory=_default_fact_patterns,
+        metadata={
+            "doc": "office facts: name -> regular expressions (case-insensitive); the group 'value' (else the whole "
+            "match) becomes the fact, e.g. roof_type = ['(?P<value>shingle|metal|tile|flat) roof']"
+        },
+    )
+    topic_keywords: list[str] = field(
+        default_factory=list,
+        metadata={
+            "doc": "phrases that say what a conversation is about, e.g. ['chipped tooth', 'roof leak']; the first "
+            "one heard becomes the 'topic' fact that the one-line summary shows"
+        },
     )
 
     def validate(self) -> None:
@@ -93,6 +120,14 @@ class SpineConfig:
                 raise ValueError(f"intent {name!r} must be a non-empty lower-case word")
         if self.episode_window_minutes <= 0:
             raise ValueError("episode_window_minutes must be positive")
+        for name, patterns in self.fact_patterns.items():
+            if not (0 < len(name) <= 40) or not set(name) <= _FACT_NAME_CHARS:
+                raise ValueError(f"fact_patterns.{name}: use 1-40 lower-case letters, digits or '_' as fact name")
+            for pattern in patterns:
+                try:
+                    re.compile(pattern)
+                except re.error as err:
+                    raise ValueError(f"fact_patterns.{name}: {pattern!r} is not a regular expression: {err}") from err
 
 
 def check_fact_name(name: str) -> str:
@@ -313,6 +348,10 @@ class SpineService:
         window = self.config.episode_window_minutes * 60.0
         return await self.store.read(lambda c: _episode(c, q.live_conversation(c, conversation_id), when, window))
 
+    async def conversation_of_outbox(self, outbox_id: int) -> int | None:
+        """The conversation an outbound message belongs to (delivery reports name only the message)."""
+        return await self.store.read(lambda c: sq.outbox_conversation(c, outbox_id))
+
     # -- changing ----------------------------------------------------------------------------------------------------
 
     async def set_fact(
@@ -448,6 +487,14 @@ class SpineService:
             if row is None:
                 raise LookupError(f"conversation {conversation_id} does not exist")
             changed = {k: v for k, v in fields.items() if row[k] != v}
+            if set_by == EXTRACTOR:  # staff corrections win: automatic reading never overwrites them
+                prov_of = row["spine_provenance"]
+                changed = {
+                    k: v
+                    for k, v in changed.items()
+                    if not isinstance(prov_of.get(_PROTECTS.get(k, k)), Mapping)
+                    or prov_of[_PROTECTS.get(k, k)].get("set_by") == EXTRACTOR
+                }
             if not changed:
                 return None
             prov = {k: {"set_by": set_by, "source": source, "at": now} for k in changed}
@@ -471,6 +518,10 @@ class SpineService:
         self.bus.publish(TimelineEventAdded(change.event.conversation_id, change.contact_id, change.event))
         self.bus.publish(ConversationUpdated(change.event.conversation_id, dict(fields)))
         return True
+
+
+_PROTECTS = {"preference_why": "preferred_channel", "next_step_due": "next_step", "next_step_owner": "next_step"}
+"""Fields that share their sibling's provenance for the staff-wins rule."""
 
 
 @dataclass(frozen=True, slots=True)

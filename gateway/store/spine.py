@@ -159,20 +159,6 @@ def automated_sent_between(conn: sqlite3.Connection, conversation_id: int, since
     return int(row[0])
 
 
-def last_event_of_kinds(
-    conn: sqlite3.Connection, conversation_id: int, kinds: Iterable[str]
-) -> tuple[str, str, float, str] | None:
-    """The newest event of these kinds: (kind, channel, occurred_at, meta json)."""
-    kinds = tuple(kinds)
-    marks = ",".join("?" * len(kinds))
-    row = conn.execute(
-        f"SELECT kind, channel, occurred_at, meta FROM events WHERE conversation_id = ? AND kind IN ({marks})"
-        " ORDER BY id DESC LIMIT 1",
-        (conversation_id, *kinds),
-    ).fetchone()
-    return (str(row[0]), str(row[1]), float(row[2]), str(row[3])) if row is not None else None
-
-
 def phone_of(conn: sqlite3.Connection, contact_id: int) -> str | None:
     """A valid phone number of the contact or of any contact merged into it."""
     row = conn.execute(
@@ -182,3 +168,9 @@ def phone_of(conn: sqlite3.Connection, contact_id: int) -> str | None:
         (contact_id,),
     ).fetchone()
     return str(row[0]) if row is not None else None
+
+
+def outbox_conversation(conn: sqlite3.Connection, outbox_id: int) -> int | None:
+    """The conversation of an outbox row."""
+    row = conn.execute("SELECT conversation_id FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+    return int(row[0]) if row is not None else None

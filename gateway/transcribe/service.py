@@ -120,8 +120,13 @@ class TranscriptionService:
         intent: IntentConfig | IntentRules | None = None,
         *,
         command: Callable[[str], Sequence[str]] | None = None,
+        sets_intent: bool = True,
     ) -> None:
-        """``command(model_path)`` overrides the worker command line (tests run fakes with it)."""
+        """``command(model_path)`` overrides the worker command line (tests run fakes with it).
+
+        ``sets_intent=False`` leaves the conversation's intent and urgency to the spine learner, which reads them
+        from the transcript's meta and records who set them; the transcript carries the decision either way."""
+        self.sets_intent = sets_intent
         self.store = store
         self.conversations = conversations
         self.bus = bus
@@ -532,7 +537,7 @@ class TranscriptionService:
             external_id=f"transcript:{job.voicemail_event_id}",
             author=TRANSCRIPT_AUTHOR,
         )
-        if decision.intent is not None or decision.urgent:
+        if self.sets_intent and (decision.intent is not None or decision.urgent):
             await self.conversations.update_conversation(
                 job.conversation_id,
                 intent=decision.intent,

@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.domain.bus import Bus
 from gateway.domain.service import ConversationService
+from gateway.domain.spine import SpineService
 from gateway.store.db import Store
 from gateway.web.config import WebConfig
 
@@ -32,3 +33,7 @@ class WebDeps:
     click_to_call: ClickToCall | None = None
     status_sources: Mapping[str, StatusSource] = field(default_factory=dict)
     region: str = "US"
+    spine: SpineService | None = None
+    """The conversation spine; the web layer builds one over the same store and bus when not given."""
+    continuity: Any = None
+    """The continuity engine (rules settings view, call recap); None when the rules are off."""

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.domain.limits import BudgetState
 from gateway.store import queries as q
 from gateway.store import web as sql
 from gateway.web import hours
@@ -81,6 +82,7 @@ async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]
         }
 
     facts = await deps.store.read(store_facts)
+    budget = await deps.service.budget_left()
     try:
         size = deps.store.size_bytes()
     except OSError:
@@ -95,10 +97,36 @@ async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]
             "outbox": outbox,
         },
         "today": facts["today"],
+        "automated_sms": _budget_section(budget),
         "webhooks": facts["webhooks"],
         "web": dict(extra),
         "bus": {"overflow_total": getattr(deps.bus, "overflow_total", 0)},
         "recent_errors": list(reversed(errors.records)),
+    }
+
+
+def _budget_section(state: BudgetState) -> dict[str, Any]:
+    window = state.spent_window
+    if window == "day":
+        notice = (
+            f"Spent: {state.per_day} automated texts in 24 hours (sms.automated_per_day); "
+            "further automated texts are not queued."
+        )
+    elif window == "hour":
+        notice = (
+            f"Spent: {state.per_hour} automated texts this hour (sms.automated_per_hour); "
+            "further automated texts are not queued."
+        )
+    else:
+        notice = f"{state.left} automated texts may still go out now"
+    return {
+        "ok": window is None,
+        "notice": notice,
+        "left": state.left,
+        "used_hour": state.used_hour,
+        "per_hour": state.per_hour,
+        "used_day": state.used_day,
+        "per_day": state.per_day,
     }
 
 

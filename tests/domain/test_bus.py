@@ -38,6 +38,7 @@ def one_of_each() -> list[ev.Event]:
         ev.ModemHealth("/dev/ttyUSB0", True, 0.0, "generic"),
         ev.SmsOutboundState(9, 2, "sent"),
         ev.SmsStorageWarning("SM", 9, 10),
+        ev.StalledThread(2, 0.0, 4.5),
     ]
 
 

@@ -159,16 +159,16 @@ async def test_outbound_is_recorded_and_queued_and_answers_the_customer(service:
 
 
 async def test_opted_out_numbers_get_no_automated_messages(service: ConversationService) -> None:
-    r = await service.ingest(sms("+15551230004", "x1", "STOP"))
-    await service.store.write(lambda c: q.suppress(c, "+15551230004", "STOP", 0))
+    r = await service.ingest(sms("+12025550104", "x1", "STOP"))
+    await service.store.write(lambda c: q.suppress(c, "+12025550104", "STOP", 0))
     with pytest.raises(PermanentError, match="opted out"):
-        await service.enqueue_outbound(r.conversation_id, "sms", "+15551230004", "Reminder", automated=True)
+        await service.enqueue_outbound(r.conversation_id, "sms", "+12025550104", "Reminder", automated=True)
     with pytest.raises(PermanentError, match="explicit override"):
-        await service.enqueue_outbound(r.conversation_id, "sms", "+15551230004", "Sorry", automated=False)
+        await service.enqueue_outbound(r.conversation_id, "sms", "+12025550104", "Sorry", automated=False)
     assert await service.enqueue_outbound(
-        r.conversation_id, "sms", "+15551230004", "Sorry", automated=False, override_optout=True, author="bob"
+        r.conversation_id, "sms", "+12025550104", "Sorry", automated=False, override_optout=True, author="bob"
     )
-    assert await service.is_suppressed("(555) 123-0004")
+    assert await service.is_suppressed("(202) 555-0104")
 
 
 async def test_a_stop_is_recorded_and_answered_once_by_the_service(service: ConversationService, bus: Bus) -> None:

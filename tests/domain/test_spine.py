@@ -261,4 +261,20 @@ def test_summary_line_reads_like_the_screen_pop() -> None:
 def test_config_validation_names_the_problem() -> None:
     with pytest.raises(ValueError, match="lower-case"):
         SpineConfig(intents=["Book"]).validate()
+    with pytest.raises(ValueError, match=r"fact_patterns\.roof_type"):
+        SpineConfig(fact_patterns={"roof_type": ["(unclosed"]}).validate()
     SpineConfig().validate()
+
+
+async def test_the_extractor_never_overwrites_spine_fields_staff_set(
+    service: ConversationService, spines: SpineService
+) -> None:
+    conv = await sms_in(service, "+15551230010", "m1", "hi", T0)
+    assert await spines.set_intent(conv, "estimate", source="sms", set_by=EXTRACTOR)
+    assert await spines.set_intent(conv, "book", source="sms", set_by=EXTRACTOR), "the extractor may revise itself"
+    assert await spines.set_intent(conv, "reschedule", source="staff", set_by="anna")
+    assert not await spines.set_intent(conv, "cancel", source="sms", set_by=EXTRACTOR)
+    assert await spines.set_channel_preference(conv, "voice", "picked by staff", source="staff", set_by="anna")
+    assert not await spines.set_channel_preference(conv, "sms", "said 'text me'", source="sms", set_by=EXTRACTOR)
+    spine = await spines.spine(conv)
+    assert (spine.intent, spine.channel_preference, spine.preference_why) == ("reschedule", "voice", "picked by staff")

@@ -397,6 +397,9 @@ class VoiceChannel:
         number = re.sub(r"[\s().-]", "", customer_number)
         if not _NUMBER_RE.match(number):
             raise ValidationError(f"customer number {customer_number!r} is not dialable: use digits and an optional +")
+        # Toll fraud: premium-rate, satellite, foreign... numbers are refused here, before Asterisk is asked, and
+        # again by the shipped dialplan.
+        self.service.check_number(number, purpose="dial")
         summary = None
         with contextlib.suppress(Exception):
             summary = await self.service.summary(conversation_id)

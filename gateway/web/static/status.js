@@ -9,7 +9,8 @@
     return n;
   }
   const TITLES = { gateway: "Gateway", asterisk: "Asterisk", sip: "SIP endpoints", modem: "GSM modem", transcription: "Transcription",
-    store: "Store", today: "Today", webhooks: "Webhooks", web: "Web", bus: "Event bus", backup: "Backup" };
+    store: "Store", today: "Today", webhooks: "Webhooks", web: "Web", bus: "Event bus", backup: "Backup",
+    automated_sms: "Automated SMS budget" };
   const SKIP = new Set(["generated_at", "recent_errors"]);
   function fmt(key, v) {
     if (v === null || v === undefined) return "—";

@@ -18,7 +18,7 @@ from gateway.protocols.pdu import segment_count
 
 from .conftest import Rig, wait_for
 
-CUSTOMER = "+15551234567"
+CUSTOMER = "+12025550123"
 
 
 async def test_emoji_sms_round_trips_into_a_conversation_and_back(rig: Rig, emulator: ModemEmulator) -> None:

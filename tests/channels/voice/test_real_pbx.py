@@ -303,9 +303,9 @@ async def test_phone_shows_context_label_and_sticky_routing(rig: Rig, phones: Ca
 
 
 async def test_click_to_call_lands_in_the_conversation(rig: Rig, phones: Callable[..., object]) -> None:
-    conv = await rig.known("+15557654321", "Bob Customer", "gutter repair")
+    conv = await rig.known("+12025550143", "Bob Customer", "gutter repair")
     ph = await phones(x201="answer", x299="answer_bye")  # type: ignore[operator]
-    call_id = await rig.vc.click_to_call("201", "+15557654321", conv)
+    call_id = await rig.vc.click_to_call("201", "+12025550143", conv)
     ring = await rig.wait_for(lambda e: isinstance(e, CallRinging), 15)
     assert isinstance(ring, CallRinging)
     assert ring.extension == "201"
