@@ -193,7 +193,7 @@ async def outbound_overhead(count: int, text: str, *, status_reports: bool = Tru
         channel = SmsChannel(cfg, store, service, bus)
         await channel.start()
         try:
-            while not channel.health.connected:  # noqa: ASYNC110 - a plain attribute, set once
+            while not channel.modem_state.connected:  # noqa: ASYNC110 - a plain attribute, set once
                 await asyncio.sleep(0.01)
             seed = await service.ingest(
                 Inbound(

@@ -18,30 +18,23 @@ import typing
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ConfigError
+from gateway.values import Secret
+
+if TYPE_CHECKING:  # the section classes are imported lazily at run time (keeps `gateway --help` fast)
+    from gateway.channels.sms.config import SmsConfig
+    from gateway.channels.voice.settings import VoiceSettings
+    from gateway.continuity.config import ContinuityConfig
+    from gateway.domain.intent import IntentConfig
+    from gateway.domain.spine import SpineConfig
+    from gateway.transcribe.config import TranscribeConfig
+    from gateway.web.config import WebConfig
+
+__all__ = ["DEFAULT_PATH", "Config", "GatewaySection", "Secret", "StoreSection", "load", "parse", "render"]
 
 DEFAULT_PATH = Path("/etc/gateway/gateway.toml")
-
-
-class Secret(str):
-    """A string that never prints its value (repr/str show ********). Use ``.reveal()`` to read it."""
-
-    __slots__ = ()
-
-    def reveal(self) -> str:
-        """The real value, for the one place that must send it (a login, a PIN)."""
-        return str.__str__(self)
-
-    def __repr__(self) -> str:
-        return "'********'"
-
-    def __str__(self) -> str:
-        return "********"
-
-    def __format__(self, spec: str) -> str:
-        return "********"
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -166,13 +159,13 @@ class Config:
     source: str
     gateway: GatewaySection
     store: StoreSection
-    sms: Any
-    voice: Any
-    transcribe: Any
-    intent: Any
-    spine: Any
-    web: Any
-    continuity: Any
+    sms: SmsConfig
+    voice: VoiceSettings
+    transcribe: TranscribeConfig
+    intent: IntentConfig
+    spine: SpineConfig
+    web: WebConfig
+    continuity: ContinuityConfig
 
     @property
     def data_dir(self) -> Path:
@@ -193,7 +186,7 @@ class Config:
             return Path(self.store.backup_dir).expanduser().absolute()
         return self.data_dir / "backups"
 
-    def sections(self) -> Iterator[tuple[str, Any]]:
+    def sections(self) -> Iterator[tuple[str, object]]:
         """(name, section object) in file order."""
         for name in _section_types():
             yield name, getattr(self, name)

@@ -62,6 +62,7 @@ from gateway.transcribe.process import (
     WorkerProcess,
 )
 from gateway.transcribe.protocol import Failed, JobRequest, Result
+from gateway.values import Health, degraded, down, ok
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class TranscriptionService:
         self._wake = asyncio.Event()
         self._model_ok = asyncio.Event()
         self._model_error: str | None = None
+        self._health_since = time.time()
         self._failed_signature: tuple[tuple[str, int, int], ...] | None = None
         self._last_error: str | None = None
         self._last_error_at: float | None = None
@@ -261,14 +263,60 @@ class TranscriptionService:
         """The transcription job of a voicemail event."""
         return await self.store.read(lambda c: q.job_for_voicemail(c, voicemail_event_id))
 
-    async def health(self) -> TranscriptionHealth:
+    def health(self) -> Health:
+        """Transcription's verdict for the status page, ``gateway doctor`` and /metrics."""
+        h = self._health()
+        title = "Voicemail transcription"
+        details: dict[str, str | int | float | bool | None] = {
+            "model": h.model_path,
+            "workers": h.workers,
+            "workers_alive": h.workers_alive,
+        }
+        if h.model_error:
+            return down(
+                "transcription",
+                title,
+                f"no usable speech model: {h.model_error}",
+                "install a Vosk model (./install.sh can download one) and set transcribe.model_path; voicemails "
+                "wait and are transcribed once it is there",
+                since=self._health_since,
+                details=details,
+            )
+        if h.workers_alive == 0:
+            return down(
+                "transcription",
+                title,
+                f"no speech worker is running ({h.last_error or 'starting'})",
+                "look at the gateway's log for the worker's error; it restarts the worker by itself, restart the "
+                "gateway if this lasts",
+                since=self._health_since,
+                details=details,
+            )
+        if h.workers_alive < h.workers:
+            return degraded(
+                "transcription",
+                title,
+                f"{h.workers_alive} of {h.workers} speech workers running ({h.last_error or 'restarting'})",
+                "nothing to do if it recovers within a minute; otherwise see the gateway's log",
+                since=self._health_since,
+                details=details,
+            )
+        return ok(
+            "transcription",
+            title,
+            f"{h.workers_alive} speech worker(s) ready",
+            since=self._health_since,
+            details=details,
+        )
+
+    async def snapshot(self) -> TranscriptionHealth:
         """Current health, with job counts from the store."""
         counts = await self.store.read(q.counts)
         return self._health(counts)
 
     async def status(self) -> Mapping[str, Any]:
         """JSON-ready health for the status page (numbers become gauges)."""
-        h = await self.health()
+        h = await self.snapshot()
         return {
             "model_path": h.model_path,
             "model_error": h.model_error,
@@ -296,6 +344,7 @@ class TranscriptionService:
         )
 
     def _publish_health(self) -> None:
+        self._health_since = time.time()
         self.bus.publish(self._health())
 
     def _note_error(self, error: str) -> None:

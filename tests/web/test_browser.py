@@ -251,6 +251,7 @@ async def test_status_and_login_pages(live: Live) -> None:
     await ctx.close()
     staff = await login(live)
     await staff.goto(live.url + "/status")
+    await staff.click("#raw > summary")  # the raw counters are folded away under the verdict cards
     modem = staff.locator('[data-section="modem"]')
     await modem.wait_for(timeout=5000)
     assert "TestNet" in (await modem.text_content() or "")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.config import Secret
 from gateway.domain.optout import DEFAULT_HELP, DEFAULT_START, DEFAULT_STOP, OptOutPolicy
+from gateway.values import Secret
 
 
 @dataclass(frozen=True)

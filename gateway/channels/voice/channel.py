@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 from gateway.channels.voice.agi_server import AgiServer, CallerContext, InboundRouter
 from gateway.channels.voice.ami_link import AmiEventDict, AmiLink
+from gateway.channels.voice.health import ami_verdict
 from gateway.channels.voice.label import context_label, sanitize_label
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.channels.voice.tracker import (
@@ -60,6 +61,7 @@ from gateway.domain.models import (
 from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import PermanentError, TransientError, ValidationError
 from gateway.store import voice as voice_sql
+from gateway.values import Health
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +212,12 @@ class VoiceChannel:
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
 
-    def health(self) -> VoiceHealth:
+    def health(self) -> Health:
+        """The AMI link's verdict for the status page, ``gateway doctor`` and /metrics."""
+        st = self.ami.state
+        return ami_verdict(self.settings, up=self.ami.connected, since=st.since, last_error=st.last_error)
+
+    def snapshot(self) -> VoiceHealth:
         """A snapshot for the status page and /metrics."""
         st = self.ami.state
         return VoiceHealth(

@@ -241,13 +241,13 @@ async def test_unanswered_outbound_call_is_not_a_missed_call(env: Env) -> None:
 
 async def test_health_snapshot(env: Env) -> None:
     env.feed(group_answered_by_202()[:-2])
-    h = env.vc.health()
+    h = env.vc.snapshot()
     assert h.active_calls == 1
     assert not h.ami_up
     assert h.malformed_events == 0
     env.feed(group_answered_by_202()[-2:])
     await env.vc.idle()
-    h = env.vc.health()
+    h = env.vc.snapshot()
     assert h.active_calls == 0
     assert h.timeline_backlog == 0
     assert h.write_errors == 0
