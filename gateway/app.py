@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway import health as checks
 from gateway.config import Config
+from gateway.continuity.clock import Clock
 from gateway.domain.bus import Bus
 from gateway.domain.models import IdentityKind
 from gateway.domain.service import ConversationService, ServiceSettings
@@ -72,8 +73,10 @@ def _plain(value: Any) -> Any:
 class App:
     """One gateway daemon."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, continuity_clock: Clock | None = None) -> None:
         self.config = config
+        self.continuity_clock = continuity_clock
+        """The rules' clock (None: wall time); tests and benchmarks move a manual one."""
         self.store = Store(config.db_path, readers=config.store.readers, max_batch=config.store.max_batch)
         self.bus = Bus()
         self.service = ConversationService(
@@ -180,6 +183,7 @@ class App:
                 self.config.spine.episode_window_minutes,
             ),
             dialer=self.voice.click_to_call if self.voice is not None else None,
+            clock=self.continuity_clock,
         )
         return self.continuity
 

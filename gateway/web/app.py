@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.domain.events import Event, TimelineEventAdded
-from gateway.web import api, pages
+from gateway.web import api, pages, spine_api
 from gateway.web import rules as rules_views
 from gateway.web.chat import CHAT_HUB, ChatHub
 from gateway.web.deps import WebDeps
@@ -156,6 +156,7 @@ def build_app(deps: WebDeps) -> web.Application:
             _static("widget.js", "text/javascript; charset=utf-8"),
             _static("widget.css", "text/css; charset=utf-8"),
             *api.routes(),
+            *spine_api.routes(),
             *rules_views.routes(),
         ]
     )
