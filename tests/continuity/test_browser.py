@@ -71,6 +71,7 @@ async def test_g_lunch_break_chat_continuation_and_the_console(
     await visitor.click("#gateway-chat >> button.ghost:has-text('Continue by text')")
     await visitor.fill("#gateway-chat >> input[type=tel]", PARENT)
     await visitor.click("#gateway-chat >> .handoff button[type=submit]")
+
     def text() -> str:  # a long text leaves in parts: the customer's phone joins them
         return "".join(s.text for s in emulator.sent if s.recipient == PARENT)
 
