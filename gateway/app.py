@@ -127,6 +127,7 @@ class App:
             click_to_call=click,
             status_sources=self.status_sources(),
             region=self.config.gateway.default_region,
+            leakage_config=self.config.leakage,
         )
         self.web = WebServer(deps)
         return self.web  # type: ignore[no-any-return]

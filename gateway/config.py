@@ -105,6 +105,7 @@ def _section_types() -> dict[str, type]:
     from gateway.channels.sms.config import SmsConfig  # noqa: PLC0415
     from gateway.channels.voice.settings import VoiceSettings  # noqa: PLC0415
     from gateway.domain.intent import IntentConfig  # noqa: PLC0415
+    from gateway.leakage.config import LeakageConfig  # noqa: PLC0415
     from gateway.transcribe.config import TranscribeConfig  # noqa: PLC0415
     from gateway.web.config import WebConfig  # noqa: PLC0415
 
@@ -116,6 +117,7 @@ def _section_types() -> dict[str, type]:
         "transcribe": TranscribeConfig,
         "intent": IntentConfig,
         "web": WebConfig,
+        "leakage": LeakageConfig,
     }
 
 
@@ -131,6 +133,7 @@ class Config:
     transcribe: Any
     intent: Any
     web: Any
+    leakage: Any
 
     @property
     def data_dir(self) -> Path:

@@ -21,6 +21,7 @@ from gateway.web import hours
 from gateway.web.chat import CHAT_HUB
 from gateway.web.jsonable import jsonable
 from gateway.web.keys import AUTH, DEPS
+from gateway.web.leakage import openapi_paths as leakage_openapi_paths
 from gateway.web.security import new_token, read_json, require_api, require_staff, token_hash
 
 log = logging.getLogger(__name__)
@@ -469,6 +470,7 @@ def openapi() -> dict[str, Any]:
             },
             "/api/v1/staff": {"get": {"summary": "Staff members", "responses": ok}},
             "/status.json": {"get": {"summary": "Operator status", "responses": ok}},
+            **leakage_openapi_paths(),
         },
         "x-webhooks": {
             "events": [
@@ -479,6 +481,7 @@ def openapi() -> dict[str, Any]:
                 "call.answered",
                 "call.ended",
                 "call.completed",
+                "leakage.weekly",
             ]
         },
     }

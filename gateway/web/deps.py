@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.domain.bus import Bus
 from gateway.domain.service import ConversationService
+from gateway.leakage.config import LeakageConfig
 from gateway.store.db import Store
 from gateway.web.config import WebConfig
+
+if TYPE_CHECKING:
+    from gateway.leakage.service import LeakageService
 
 #: ``click_to_call(staff_extension, customer_number)``: ring the staff phone, then dial the customer.
 ClickToCall = Callable[[str, str], Awaitable[None]]
@@ -32,3 +36,6 @@ class WebDeps:
     click_to_call: ClickToCall | None = None
     status_sources: Mapping[str, StatusSource] = field(default_factory=dict)
     region: str = "US"
+    leakage_config: LeakageConfig = field(default_factory=LeakageConfig)
+    #: The leakage read model; built from ``store``, ``leakage_config`` and the business hours when None.
+    leakage: LeakageService | None = None

@@ -1,0 +1,158 @@
+"""SQL of the leakage read models: a window of the timeline in narrow rows, and what the metrics need of each
+conversation. Message bodies are never read here."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from gateway.leakage.metrics import ConversationInfo, Row
+
+_KINDS = (
+    "message_in",
+    "message_out",
+    "call_answered",
+    "call_missed",
+    "call_abandoned",
+    "call_ringing",
+    "call_ended",
+    "voicemail",
+    "handoff",
+    "automated",
+)
+
+# json_extract only on the kinds that need it: most rows are messages and pay for one flag.
+_ROWS_SQL = (
+    "SELECT conversation_id, kind, channel, occurred_at,"
+    " CASE WHEN kind = 'message_out' THEN json_extract(meta, '$.automated') END,"
+    " CASE WHEN kind IN ('call_ringing', 'call_ended', 'call_answered') THEN json_extract(meta, '$.direction') END,"
+    " CASE WHEN kind = 'message_out' THEN json_extract(meta, '$.asks_for') END,"
+    " CASE WHEN kind IN ('automated', 'message_out') THEN json_extract(meta, '$.rule') END,"
+    " CASE WHEN kind = 'automated' THEN json_extract(meta, '$.decision') END,"
+    " CASE WHEN kind = 'automated' THEN json_extract(meta, '$.reason') END"
+    f" FROM events WHERE occurred_at >= ? AND occurred_at < ? AND kind IN ({','.join('?' * len(_KINDS))})"
+    " ORDER BY occurred_at, id"
+)
+
+
+def _asks(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str) and raw.startswith("["):
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            return ()
+        return tuple(str(x) for x in parsed if isinstance(x, str))
+    return (str(raw),)
+
+
+def timeline_rows(conn: sqlite3.Connection, start: float, end: float) -> dict[int, list[Row]]:
+    """Rows of ``[start, end)`` grouped by the conversation they live in now, oldest first."""
+    grouped: dict[int, list[Row]] = {}
+    cur = conn.execute(_ROWS_SQL, (start, end, *_KINDS))
+    while batch := cur.fetchmany(4096):
+        for cid, kind, channel, at, auto, direction, asks, rule, decision, reason in batch:
+            row = Row(
+                cid,
+                kind,
+                channel,
+                at,
+                auto == 1,
+                direction,
+                _asks(asks) if asks is not None else (),
+                decision,
+                rule,
+                reason,
+            )
+            lst = grouped.get(cid)
+            if lst is None:
+                grouped[cid] = [row]
+            else:
+                lst.append(row)
+    return grouped
+
+
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(r[1] == column for r in conn.execute(f"PRAGMA table_info({table})"))
+
+
+def _fact_times(raw: str | None) -> dict[str, float | None]:
+    """When each captured fact was captured (``{"name": {"value": .., "at": ..}}``); None when not recorded."""
+    if not raw or raw == "{}":
+        return {}
+    try:
+        facts = json.loads(raw)
+    except ValueError:
+        return {}
+    out: dict[str, float | None] = {}
+    if isinstance(facts, dict):
+        for name, fact in facts.items():
+            at = fact.get("at") if isinstance(fact, dict) else None
+            out[str(name)] = float(at) if isinstance(at, int | float) else None
+    return out
+
+
+def conversation_infos(
+    conn: sqlite3.Connection, ids: list[int], due_start: float, due_end: float
+) -> dict[int, ConversationInfo]:
+    """Owner, next step, status and fact times of ``ids``, plus every live conversation whose next step fell due in
+    ``[due_start, due_end)`` (when the store records next-step due times)."""
+    has_due = _has_column(conn, "conversations", "next_step_due")
+    due_col = "next_step_due" if has_due else "NULL"
+    cols = f"id, COALESCE(owner, ''), COALESCE(next_step, ''), {due_col}, status, facts"
+    infos: dict[int, ConversationInfo] = {}
+
+    def add(rows: list[tuple[Any, ...]]) -> None:
+        for cid, owner, step, due, status, facts in rows:
+            infos[int(cid)] = ConversationInfo(
+                owner=str(owner),
+                next_step=str(step),
+                next_step_due=float(due) if due is not None else None,
+                status=str(status),
+                fact_times=_fact_times(facts),
+            )
+
+    add(
+        conn.execute(
+            f"SELECT {cols} FROM conversations WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),)
+        ).fetchall()
+    )
+    if has_due:
+        add(
+            conn.execute(
+                f"SELECT {cols} FROM conversations WHERE next_step_due >= ? AND next_step_due < ?"
+                " AND merged_into IS NULL",
+                (due_start, due_end),
+            ).fetchall()
+        )
+    return infos
+
+
+def conversation_labels(conn: sqlite3.Connection, ids: list[int]) -> dict[int, str]:
+    """Display name (or first phone number) of each conversation, for lists."""
+    rows = conn.execute(
+        "SELECT v.id, COALESCE(NULLIF(c.display_name, ''),"
+        " (SELECT value FROM identities i WHERE i.contact_id = c.id ORDER BY i.id LIMIT 1), '')"
+        " FROM conversations v JOIN contacts c ON c.id = v.contact_id WHERE v.id IN (SELECT value FROM json_each(?))",
+        (json.dumps(ids),),
+    ).fetchall()
+    return {int(r[0]): str(r[1]) for r in rows}
+
+
+def data_version(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Changes when anything was committed: the highest event id and SQLite's data version of this connection."""
+    top = conn.execute("SELECT MAX(id) FROM events").fetchone()[0]
+    ver = conn.execute("PRAGMA data_version").fetchone()[0]
+    return int(top or 0), int(ver)
+
+
+def plain_count(conn: sqlite3.Connection, start: float, end: float) -> int:
+    """A plain count of the timeline rows the metrics read for ``[start, end)`` (the benchmark's yardstick)."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM events WHERE occurred_at >= ? AND occurred_at < ?"
+        f" AND kind IN ({','.join('?' * len(_KINDS))})",
+        (start, end, *_KINDS),
+    ).fetchone()
+    return int(row[0])
