@@ -29,6 +29,18 @@ class LeakageConfig:
     response_horizon_days: int = field(
         default=14, metadata={"doc": "a first response later than this many days counts as none"}
     )
+    fact_questions: dict[str, str] = field(
+        default_factory=lambda: {
+            "name": "your name|who am i speaking|who is this",
+            "address": "the address|your address|where do you live|where are you located",
+            "availability": "a time that suits you|when are you available|what time works|when would suit",
+            "callback_number": "the best number|number to reach you|your number|your phone number",
+        },
+        metadata={
+            "doc": "phrases (separated by |) that make an outbound question ask for a fact; asking for one "
+            "already captured counts as asked twice"
+        },
+    )
     close_rate: float = field(
         default=0.3, metadata={"doc": "share of recovered conversations that become a job (ROI estimate)"}
     )
@@ -55,5 +67,8 @@ class LeakageConfig:
             raise ValueError("average_job_value cannot be negative")
         if self.digest_weekday not in DAYS:
             raise ValueError(f"digest_weekday must be one of {', '.join(DAYS)}")
+        for name, phrases in self.fact_questions.items():
+            if not [p for p in phrases.split("|") if p.strip()]:
+                raise ValueError(f'fact_questions.{name} has no phrase: write e.g. "your name|who is this"')
         if not 0 <= self.digest_hour <= 23:
             raise ValueError("digest_hour must be 0-23")

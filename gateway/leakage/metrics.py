@@ -69,6 +69,7 @@ class Row:
     automated: bool = False
     direction: str | None = None
     asks_for: tuple[str, ...] = ()
+    question: str | None = None  # lower-cased text of an outbound message with a question mark
     decision: str | None = None
     rule: str | None = None
     reason: str | None = None
@@ -124,6 +125,14 @@ def is_touch(row: Row) -> bool:
     return row.kind in ("call_ringing", "call_ended") and row.direction == "outbound"
 
 
+def asked_for(row: Row, phrases: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """The facts an outbound message asks for: named in ``meta.asks_for`` or matched by a question phrase."""
+    names = list(dict.fromkeys(row.asks_for))
+    if row.question:
+        names.extend(n for n, ps in phrases if n not in names and any(p in row.question for p in ps))
+    return names
+
+
 def _first_after(times: Sequence[float], at: float) -> float | None:
     i = bisect.bisect_right(times, at)
     return times[i] if i < len(times) else None
@@ -151,6 +160,9 @@ def collect(  # noqa: PLR0912, PLR0915 - one pass per conversation, one branch p
     idle_s = cfg.chat_idle_minutes * 60.0
     horizon_s = cfg.response_horizon_days * 86400.0
     empty = ConversationInfo()
+    phrases = [
+        (name, [p.strip().lower() for p in spec.split("|") if p.strip()]) for name, spec in cfg.fact_questions.items()
+    ]
     for cid, rows in rows_by_conversation.items():
         info = infos.get(cid, empty)
         owner = info.owner
@@ -218,7 +230,7 @@ def collect(  # noqa: PLR0912, PLR0915 - one pass per conversation, one branch p
             elif kind == "message_out":
                 if r.automated:
                     out.items.append(Item("automated_sent", cid, r.at, owner, r.rule or "automated"))
-                for name in r.asks_for:
+                for name in asked_for(r, phrases):
                     captured = info.fact_times.get(name)
                     if captured is not None and captured < r.at:
                         out.items.append(Item("facts_asked_twice", cid, r.at, owner, f"asked again for {name}"))

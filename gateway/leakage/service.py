@@ -23,7 +23,7 @@ from gateway.leakage.config import LeakageConfig
 from gateway.leakage.metrics import LEAKS, METRICS, Collected, collect, percentile, response_times, roi, summarize
 from gateway.store import leakage as sql
 from gateway.store.db import Store
-from gateway.web.hours import BusinessCalendar, zone
+from gateway.web.hours import BusinessCalendar, ClosedDates, zone
 
 #: The periods the page shows, in days ending today.
 PERIODS = {"today": 1, "7d": 7, "30d": 30}
@@ -52,12 +52,14 @@ class LeakageService:
         tz: str,
         clock: Callable[[], float] = time.time,
         cache_size: int = 16,
+        closed: ClosedDates | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.hours = dict(hours)
         self.tz = tz
         self.clock = clock
+        self.closed = closed
         self._zone = zone(tz)
         self._cache: OrderedDict[tuple[Any, ...], Collected] = OrderedDict()
         self._cache_size = cache_size
@@ -114,7 +116,8 @@ class LeakageService:
             if hit is not None:
                 return key, hit, None
             rows = sql.timeline_rows(conn, load_start, load_end)
-            infos = sql.conversation_infos(conn, list(rows), win.start, min(win.end, now))
+            askers = [cid for cid, rs in rows.items() if any(r.asks_for or r.question for r in rs)]
+            infos = sql.conversation_infos(conn, list(rows), win.start, min(win.end, now), askers)
             return key, None, (rows, infos)
 
         key, hit, loaded = await self.store.read(read)
@@ -122,7 +125,9 @@ class LeakageService:
             self._cache.move_to_end(key)
             return hit
         rows, infos = loaded
-        cal = BusinessCalendar(self.hours, self.tz, load_start, max(now, win.end) + lookahead + 14 * 86400.0)
+        cal = BusinessCalendar(
+            self.hours, self.tz, load_start, max(now, win.end) + lookahead + 14 * 86400.0, self.closed
+        )
         result = collect(rows, infos, cal, cfg, win.start, win.end, now)
         self._cache[key] = result
         while len(self._cache) > self._cache_size:

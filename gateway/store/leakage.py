@@ -29,6 +29,7 @@ _ROWS_SQL = (
     " CASE WHEN kind IN ('call_ringing', 'call_ended', 'call_answered') THEN json_extract(meta, '$.direction') END,"
     " CASE WHEN kind = 'message_out' THEN json_extract(meta, '$.asks_for') END,"
     " CASE WHEN kind IN ('automated', 'message_out') THEN json_extract(meta, '$.rule') END,"
+    " CASE WHEN kind = 'message_out' AND instr(body, '?') > 0 THEN lower(body) END,"
     " CASE WHEN kind = 'automated' THEN json_extract(meta, '$.decision') END,"
     " CASE WHEN kind = 'automated' THEN json_extract(meta, '$.reason') END"
     f" FROM events WHERE occurred_at >= ? AND occurred_at < ? AND kind IN ({','.join('?' * len(_KINDS))})"
@@ -53,7 +54,7 @@ def timeline_rows(conn: sqlite3.Connection, start: float, end: float) -> dict[in
     grouped: dict[int, list[Row]] = {}
     cur = conn.execute(_ROWS_SQL, (start, end, *_KINDS))
     while batch := cur.fetchmany(4096):
-        for cid, kind, channel, at, auto, direction, asks, rule, decision, reason in batch:
+        for cid, kind, channel, at, auto, direction, asks, rule, question, decision, reason in batch:
             row = Row(
                 cid,
                 kind,
@@ -62,6 +63,7 @@ def timeline_rows(conn: sqlite3.Connection, start: float, end: float) -> dict[in
                 auto == 1,
                 direction,
                 _asks(asks) if asks is not None else (),
+                question,
                 decision,
                 rule,
                 reason,
@@ -94,24 +96,54 @@ def _fact_times(raw: str | None) -> dict[str, float | None]:
     return out
 
 
+def fact_times(conn: sqlite3.Connection, ids: list[int]) -> dict[int, dict[str, float]]:
+    """When each fact of each conversation in ``ids`` was first captured, across everything merged into it."""
+    if not ids or not _has_table(conn, "conversation_facts"):
+        return {}
+    rows = conn.execute(
+        "WITH RECURSIVE chain(root, id) AS (SELECT value, value FROM json_each(?)"
+        " UNION SELECT chain.root, v.id FROM conversations v JOIN chain ON v.merged_into = chain.id)"
+        " SELECT chain.root, f.name, MIN(f.at) FROM chain JOIN conversation_facts f ON f.conversation_id = chain.id"
+        " GROUP BY chain.root, f.name",
+        (json.dumps(ids),),
+    ).fetchall()
+    out: dict[int, dict[str, float]] = {}
+    for root, name, at in rows:
+        out.setdefault(int(root), {})[str(name)] = float(at)
+    return out
+
+
+def _has_table(conn: sqlite3.Connection, table: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    return row is not None
+
+
 def conversation_infos(
-    conn: sqlite3.Connection, ids: list[int], due_start: float, due_end: float
+    conn: sqlite3.Connection, ids: list[int], due_start: float, due_end: float, fact_ids: list[int] | None = None
 ) -> dict[int, ConversationInfo]:
     """Owner, next step, status and fact times of ``ids``, plus every live conversation whose next step fell due in
-    ``[due_start, due_end)`` (when the store records next-step due times)."""
+    ``[due_start, due_end)`` (when the store records next-step due times). Fact times are read for ``fact_ids``
+    only (the conversations with an outbound question)."""
     has_due = _has_column(conn, "conversations", "next_step_due")
     due_col = "next_step_due" if has_due else "NULL"
     cols = f"id, COALESCE(owner, ''), COALESCE(next_step, ''), {due_col}, status, facts"
+    wanted = set(fact_ids or [])
     infos: dict[int, ConversationInfo] = {}
+
+    captured = fact_times(conn, fact_ids or [])
 
     def add(rows: list[tuple[Any, ...]]) -> None:
         for cid, owner, step, due, status, facts in rows:
+            times = _fact_times(facts) if cid in wanted else {}
+            for name, at in captured.get(int(cid), {}).items():
+                old = times.get(name)
+                times[name] = at if old is None else min(old, at)
             infos[int(cid)] = ConversationInfo(
                 owner=str(owner),
                 next_step=str(step),
                 next_step_due=float(due) if due is not None else None,
                 status=str(status),
-                fact_times=_fact_times(facts),
+                fact_times=times,
             )
 
     add(

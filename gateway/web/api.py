@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.domain.limits import NumberNeedsConfirmationError
 from gateway.domain.models import Channel, EventKind
 from gateway.errors import PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
@@ -148,6 +149,12 @@ async def send_message(request: web.Request) -> web.Response:
             automated=False,
             override_optout=override,
             author=auth.actor,
+            confirm_number=data.get("confirm_number") is True,
+        )
+    except NumberNeedsConfirmationError as err:
+        return web.json_response(
+            {"error": str(err), "needs_confirmation": True, "fix": 'send again with "confirm_number": true'},
+            status=409,
         )
     except PermanentError as err:
         if "opted out" in str(err):
@@ -241,6 +248,7 @@ async def call(request: web.Request) -> web.Response:
     summary = await _summary(request, _conv_id(request))
     if not summary.phone:
         raise ValidationError("this customer has no phone number to call")
+    deps.service.check_number(summary.phone, purpose="dial")
     await deps.click_to_call(session.staff.extension, summary.phone)
     await deps.service.append_event(
         summary.conversation_id,
@@ -427,6 +435,7 @@ def openapi() -> dict[str, Any]:
                             "body": {"type": "string"},
                             "channel": {"type": "string", "enum": list(_REPLY_CHANNELS)},
                             "override_optout": {"type": "boolean"},
+                            "confirm_number": {"type": "boolean"},
                             "to": {"type": "string"},
                         },
                         ["body"],

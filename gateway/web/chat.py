@@ -390,12 +390,17 @@ class ChatHub:
             await self.deps.store.write(lambda c: sql.upsert_visitor(c, vh, time.time(), conversation_id=conv))
             self._bind(v, conv)
         await service.update_conversation(conv, preferred_channel=Channel.SMS.value)
-        text = f"{self.deps.config.business_name}: this is where we continue your chat by text. Reply here."
-        try:
-            await service.enqueue_outbound(conv, Channel.SMS, number.e164, text, automated=True, author="chat-widget")
-        except PermanentError as err:
-            await self._error(v, "sms_refused", str(err), client_id=client_id)
-            return
+        continuity = self.deps.continuity
+        if continuity is None or not continuity.config.chat_sms_enabled:
+            # Without the continuation rule (which quotes the chat and passes the restraint), a plain first text.
+            text = f"{self.deps.config.business_name}: this is where we continue your chat by text. Reply here."
+            try:
+                await service.enqueue_outbound(
+                    conv, Channel.SMS, number.e164, text, automated=True, author="chat-widget"
+                )
+            except PermanentError as err:
+                await self._error(v, "sms_refused", str(err), client_id=client_id)
+                return
         await v.ws.send_json({"type": "handoff", "mode": "sms", "client_id": client_id, "ok": True})
 
     async def _call_me(self, v: _Visitor, data: dict[str, Any]) -> None:

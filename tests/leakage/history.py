@@ -25,8 +25,6 @@ async def seed_week(store: Store) -> History:
     s = Seeder(store)
     h = History()
     ids = h.ids
-    # The spine's contract: conversations.next_step_due (unix time) beside next_step.
-    await s.sql("ALTER TABLE conversations ADD COLUMN next_step_due REAL")
 
     # A: missed at 22:00 Monday, staff text 09:20 Tuesday (deadline 09:30): returned in time -> recovered.
     ids["A"] = a = await s.conversation("Ana Park", owner="alice")
@@ -91,9 +89,8 @@ async def seed_week(store: Store) -> History:
 
     # M: asked for the name Monday 09:00 (not yet known), the name was captured 10:00, an automated text Tuesday
     # asks for name and address again -> one fact asked twice, one automated message sent.
-    ids["M"] = m = await s.conversation(
-        "Mina Yoon", facts={"name": {"value": "Mina", "source": "chat", "at": at("2026-11-23 10:00")}}
-    )
+    ids["M"] = m = await s.conversation("Mina Yoon")
+    await s.fact(m, "name", "Mina", at("2026-11-23 10:00"))
     await s.event(m, "message_out", "sms", at("2026-11-23 09:00"), {"asks_for": ["name"]}, author="alice")
     await s.event(
         m, "message_out", "sms", at("2026-11-24 10:00"),
@@ -125,4 +122,12 @@ async def seed_week(store: Store) -> History:
     await s.event(r, "call_missed", "voice", at("2026-11-26 10:00"))
     await s.event(sc, "call_missed", "voice", at("2026-11-26 10:10"))
     await s.event(r, "message_out", "sms", at("2026-11-26 10:25"), author="bob")
+
+    # U and V: V's chat captured the address Monday; staff ask U (the same person, merged in the test) "what is
+    # your address?" Wednesday -> asked twice once V is merged into U (the question matches a configured phrase).
+    ids["U"] = u = await s.conversation("Uma Ro")
+    ids["V"] = v = await s.conversation("Web visitor V")
+    await s.fact(v, "address", "12 Elm St", at("2026-11-23 12:00"))
+    await s.event(u, "message_out", "sms", at("2026-11-25 10:00"), author="alice", body="Thanks! What is your ADDRESS?")
+    await s.event(u, "message_out", "sms", at("2026-11-25 10:05"), author="alice", body="Your name, please.")
     return h

@@ -54,5 +54,11 @@ class Seeder:
             lambda c: q.insert_event(c, cid, kind, channel, body, m, None, author, when, when)
         )
 
+    async def fact(self, cid: int, name: str, value: str, when: float) -> None:
+        await self.sql(
+            "INSERT INTO conversation_facts(conversation_id, name, value, source, set_by, at) VALUES (?, ?, ?, ?, ?, ?)",
+            (cid, name, json.dumps(value), "chat", "extractor", when),
+        )
+
     async def sql(self, statement: str, args: tuple[Any, ...] = ()) -> None:
         await self.store.write(lambda c: c.execute(statement, args))

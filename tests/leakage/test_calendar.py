@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.web.hours import BusinessCalendar
+from gateway.web.hours import BusinessCalendar, ClosedDates
 
 from .seed import at
 
@@ -55,3 +55,15 @@ def test_no_hours_means_always_open() -> None:
     c = cal(hours={})
     assert c.always_open
     assert c.deadline(at("2026-11-28 22:00"), 30 * 60) == at("2026-11-28 22:30")
+
+
+def test_closed_dates_are_skipped() -> None:
+    closed = ClosedDates(["2026-11-26"])  # Thanksgiving
+    c = BusinessCalendar(WEEKDAYS, "UTC", at("2026-11-01 00:00"), at("2026-12-31 00:00"), closed)
+    assert c.deadline(at("2026-11-25 16:50"), 30 * 60) == at("2026-11-27 09:20")
+    assert c.business_seconds(at("2026-11-25 16:00"), at("2026-11-27 10:00")) == 2 * 3600
+
+
+def test_split_shifts_pause_over_lunch() -> None:
+    c = cal(hours={"mon": "08:00-12:00, 13:30-18:00"})
+    assert c.deadline(at("2026-11-23 11:45"), 30 * 60) == at("2026-11-23 13:45")

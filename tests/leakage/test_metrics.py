@@ -40,6 +40,7 @@ async def merged(store: Store, h: History) -> None:
         keep = q.contact_of(c, h.ids["R"])
         gone = q.contact_of(c, h.ids["S"])
         q.merge_contacts(c, keep, gone, "same person", "alice", NOW)
+        q.merge_contacts(c, q.contact_of(c, h.ids["U"]), q.contact_of(c, h.ids["V"]), "same person", "alice", NOW)
 
     await store.write(op)
 
@@ -57,7 +58,7 @@ async def test_every_metric_of_the_seeded_week(store: Store) -> None:
         "voicemails_unreturned": 1,  # E
         "chats_without_next_step": 2,  # F, I's second chat
         "sms_threads_waiting": 2,  # K, L
-        "facts_asked_twice": 1,  # M
+        "facts_asked_twice": 2,  # M (meta.asks_for), U (a question phrase, the fact came with the merge)
         "next_steps_past_due": 1,  # O
         "automated_sent": 2,  # B, M
         "automated_not_sent": 2,  # N suppressed + cancelled (deferred is not counted)
@@ -72,7 +73,7 @@ async def test_every_metric_of_the_seeded_week(store: Store) -> None:
         "missed_call: opted out": 1,
         "missed_call: staff called back": 1,
     }
-    assert rep["leaks_total"] == 10
+    assert rep["leaks_total"] == 11
     days = rep["daily"]["days"]
     assert days == [f"2026-11-{d}" for d in range(23, 30)]
     assert rep["daily"]["series"]["missed_calls_unreturned"] == [1, 1, 0, 0, 0, 0, 0]
@@ -89,7 +90,7 @@ async def test_every_metric_of_the_seeded_week(store: Store) -> None:
     assert lists["voicemails_unreturned"] == [ids["E"]]
     assert lists["chats_without_next_step"] == sorted([ids["F"], ids["I"]])
     assert lists["sms_threads_waiting"] == sorted([ids["K"], ids["L"]])
-    assert lists["facts_asked_twice"] == [ids["M"]]
+    assert lists["facts_asked_twice"] == sorted([ids["M"], ids["U"]])
     assert lists["next_steps_past_due"] == [ids["O"]]
     assert lists["recovered"] == sorted([ids["A"], ids["D"], ids["R"]])
     rows = await svc.items("missed_calls_unreturned", svc.parse_range("2026-11-23", "2026-11-29"))
@@ -221,3 +222,13 @@ async def test_bad_ranges_say_what_to_send(store: Store) -> None:
     with pytest.raises(ValidationError, match="unknown"):
         await svc.items("nonsense", svc.parse_range(None, None))
     assert svc.parse_range(None, None).days[-1] == dt.date(2026, 12, 1).isoformat()
+
+
+async def test_a_fact_from_a_merged_conversation_makes_the_question_a_repeat(store: Store) -> None:
+    h = await seed_week(store)
+    svc = service(store)
+    win = svc.parse_range("2026-11-25", "2026-11-25")
+    assert [r["conversation_id"] for r in await svc.items("facts_asked_twice", win)] == []
+    await merged(store, h)
+    rows = await svc.items("facts_asked_twice", win)
+    assert [(r["conversation_id"], r["detail"]) for r in rows] == [(h.ids["U"], "asked again for address")]
