@@ -98,6 +98,8 @@ case "$MODE" in
         setup_python demo
         # The real peers the first run uses: sipp for `gateway demo`, speech synthesis for its voicemail.
         apt_install sip-tester espeak-ng sox libsox-fmt-all debootstrap ca-certificates procps iproute2
+        # Data files (database, generated config) are for this user only, from the moment they exist.
+        umask 077
         exec "$VENV/bin/gateway" up --data-dir "$HERE/var" "${@:2}"
         ;;
     test)

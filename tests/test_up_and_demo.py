@@ -58,7 +58,13 @@ def test_up_then_demo_fills_one_conversation(tmp_path: Path, realpbx: harness.Pb
             log.close()
     out = (tmp_path / "up.txt").read_text()
     # Every step printed with its duration, the banner, the login shown once.
-    for step in ("Asterisk: starting", "emulated modem:", "speech model", "configuration", "database and first admin login"):
+    for step in (
+        "Asterisk: starting",
+        "emulated modem:",
+        "speech model",
+        "configuration",
+        "database and first admin login",
+    ):
         assert any(line.startswith("[  ok] " + step) and " s)" in line for line in out.splitlines()), out
     assert "SMS modem (emulated modem) ok, Asterisk (AMI) ok, Voicemail transcription ok" in banner
     assert f"console      http://127.0.0.1:{port}/console" in banner
@@ -84,7 +90,8 @@ def test_up_then_demo_fills_one_conversation(tmp_path: Path, realpbx: harness.Pb
     assert ("call_missed", "voice") in kinds
     assert ("voicemail", "voice") in kinds
     transcripts = [e for e in events if e.kind == "transcript"]
-    assert transcripts and transcripts[0].body.strip()
+    assert transcripts
+    assert transcripts[0].body.strip()
     text_back = [e for e in events if e.kind == "automated" and e.meta.get("rule") == "missed_call"]
     assert text_back, kinds
     assert text_back[-1].meta["decision"] in {"sent", "suppressed", "deferred", "cancelled"}

@@ -45,6 +45,7 @@ from gateway.domain.models import (
     StaffUser,
     TimelineEvent,
 )
+from gateway.domain.optout import Keyword
 from gateway.domain.phone import normalize_phone
 from gateway.domain.ports import StorePort
 from gateway.errors import PermanentError, ValidationError
@@ -78,6 +79,15 @@ class NormalizedIdentity:
     value: str
     raw: str
     valid: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedConversation:
+    """Where a staff-started thread lands."""
+
+    contact_id: int
+    conversation_id: int
+    created: bool
 
 
 class ConversationService:
@@ -220,7 +230,7 @@ class ConversationService:
                 existing = q.find_event_by_external(conn, channel_s, external_id)
                 if existing is not None:
                     return existing[0], q.contact_of(conn, existing[1]), None
-            conv = _live_conversation(conn, conversation_id)
+            conv = q.live_conversation(conn, conversation_id)
             event_id = q.insert_event(
                 conn, conv, kind_s, channel_s, body, meta_json, external_id, author, occurred, now
             )
@@ -293,7 +303,7 @@ class ConversationService:
                 state = self._budget(conn, now)
                 if state.left <= 0:
                     raise budget_error(state)
-            conv = _live_conversation(conn, conversation_id)
+            conv = q.live_conversation(conn, conversation_id)
             meta_d = dict(meta, override_optout=True) if override_optout else meta
             event_id = q.insert_event(
                 conn, conv, EventKind.MESSAGE_OUT.value, channel_s, body, q.dumps(meta_d), None, author, now, now
@@ -318,6 +328,64 @@ class ConversationService:
             if isinstance(err, BudgetSpentError):
                 self._announce_budget_spent(str(err), err.window)
             raise
+        self.bus.publish(TimelineEventAdded(event.conversation_id, contact_id, event))
+        self.bus.publish(OutboxQueued(outbox_id, event.conversation_id, channel_s))
+        return outbox_id
+
+    async def answer_keyword(
+        self,
+        conversation_id: int,
+        keyword: Keyword,
+        to: str | None,
+        reply: str,
+        *,
+        source_id: str,
+        expires_in: float,
+    ) -> int | None:
+        """Record a STOP/START/HELP keyword a customer sent and queue its one automated answer to ``to``.
+
+        STOP and START get an opt-out / opt-in entry; without ``to`` (a sender that cannot be answered) that is all.
+        The answer is queued even to a suppressed number: the
+        confirmation of the STOP itself is the one message an opted-out number receives. Both writes are idempotent
+        per ``source_id`` (the inbound message's external id), so a replay after a crash queues nothing twice.
+        Returns the outbox id, or None when nothing was queued now.
+        """
+        if keyword is not Keyword.HELP:
+            kind = EventKind.OPT_OUT if keyword is Keyword.STOP else EventKind.OPT_IN
+            note = (
+                "Opted out of text messages (replied STOP)"
+                if keyword is Keyword.STOP
+                else "Opted in to text messages again (replied START)"
+            )
+            await self.append_event(conversation_id, kind, Channel.SMS, note, external_id=f"{source_id}:keyword")
+        if to is None:
+            return None
+        self._check_body(reply)
+        parts = segment_count(reply)[1]
+        now = q.now()
+        meta = {"to": to, "parts": parts, "automated": True, "rule": "keyword_reply", "keyword_reply": True}
+        meta_json = q.dumps(meta)
+        kind_s, channel_s, author = EventKind.MESSAGE_OUT.value, Channel.SMS.value, "system"
+
+        def op(conn: sqlite3.Connection) -> tuple[int, TimelineEvent, int] | None:
+            conv = q.live_conversation(conn, conversation_id)
+            event_id, _, inserted = q.insert_event_once(
+                conn, conv, kind_s, channel_s, reply, meta_json, f"{source_id}:reply", author, now, now
+            )
+            if not inserted:
+                return None
+            outbox_id = q.insert_outbox(
+                conn, conv, channel_s, to, reply, parts, True, author, event_id, now, now + expires_in
+            )
+            event = TimelineEvent(
+                event_id, conv, kind_s, channel_s, reply, meta, f"{source_id}:reply", author, now, "queued"
+            )
+            return outbox_id, event, q.contact_of(conn, conv)
+
+        queued = await self.store.write(op)
+        if queued is None:
+            return None
+        outbox_id, event, contact_id = queued
         self.bus.publish(TimelineEventAdded(event.conversation_id, contact_id, event))
         self.bus.publish(OutboxQueued(outbox_id, event.conversation_id, channel_s))
         return outbox_id
@@ -389,7 +457,7 @@ class ConversationService:
         now = q.now()
 
         def op(conn: sqlite3.Connection) -> tuple[int, int | None, ContactsMerged | None]:
-            conv = _live_conversation(conn, conversation_id)
+            conv = q.live_conversation(conn, conversation_id)
             contact = q.contact_of(conn, conv)
             owner = q.find_identity(conn, ident.kind, ident.value)
             if owner is None:
@@ -512,7 +580,7 @@ class ConversationService:
         now = q.now()
 
         def op(conn: sqlite3.Connection) -> int:
-            conv = _live_conversation(conn, conversation_id)
+            conv = q.live_conversation(conn, conversation_id)
             q.update_conversation(conn, conv, fields, now)
             if author is not None:
                 q.audit(conn, author, "update_conversation", str(conv), fields, now)
@@ -520,6 +588,29 @@ class ConversationService:
 
         conv = await self.store.write(op)
         self.bus.publish(ConversationUpdated(conv, fields))
+
+    async def open_conversation(
+        self, kind: IdentityKind | str, raw: str, *, display_name: str | None = None
+    ) -> OpenedConversation:
+        """The conversation that owns an identity, created (contact + identity + conversation) when there is none.
+
+        For staff who reach out first: a text or a call to a number nobody has written from yet still lands in that
+        number's one conversation, and the customer's answer joins it.
+        """
+        ident = self.normalize(kind, raw)
+        if not ident.valid:
+            raise ValidationError(f"{raw[:40]!r} is not a usable {ident.kind}; give the full number with area code")
+        name = (display_name or "").strip()[:120] or None
+        now = q.now()
+
+        def op(conn: sqlite3.Connection) -> OpenedConversation:
+            found = q.resolve_identity(conn, ident.kind, ident.value)
+            if found is not None:
+                return OpenedConversation(found[0], found[1], False)
+            contact_id, conv_id = q.create_contact(conn, ident.kind, ident.value, ident.raw, ident.valid, name, now)
+            return OpenedConversation(contact_id, conv_id, True)
+
+        return await self.store.write(op)
 
     async def rename_contact(self, contact_id: int, name: str | None, *, author: str) -> None:
         """Staff set a contact's display name."""
@@ -553,14 +644,14 @@ class ConversationService:
 
     async def summary(self, conversation_id: int) -> ConversationSummary | None:
         """What staff need at a glance (screen-pop, phone display label)."""
-        return await self.store.read(lambda c: q.summary(c, _live_conversation(c, conversation_id)))
+        return await self.store.read(lambda c: q.summary(c, q.live_conversation(c, conversation_id)))
 
     async def timeline(
         self, conversation_id: int, limit: int = 50, before_id: int | None = None
     ) -> list[TimelineEvent]:
         """The last events of a conversation, oldest first."""
         limit = max(1, min(limit, 500))
-        return await self.store.read(lambda c: q.timeline(c, _live_conversation(c, conversation_id), limit, before_id))
+        return await self.store.read(lambda c: q.timeline(c, q.live_conversation(c, conversation_id), limit, before_id))
 
     async def inbox(self, limit: int = 100, owner: str | None = None) -> list[InboxRow]:
         """Open conversations, longest-waiting customer first."""
@@ -585,17 +676,3 @@ class ConversationService:
 
 
 _VERB = {"sms": "texted", "dial": "dialled"}
-
-
-def _live_conversation(conn: sqlite3.Connection, conversation_id: int) -> int:
-    """Follow conversation merges so callers holding an old id still land in the live timeline."""
-    seen: set[int] = set()
-    current = conversation_id
-    while True:
-        row = conn.execute("SELECT merged_into FROM conversations WHERE id = ?", (current,)).fetchone()
-        if row is None:
-            raise LookupError(f"conversation {conversation_id} does not exist")
-        if row[0] is None or current in seen:
-            return current
-        seen.add(current)
-        current = int(row[0])

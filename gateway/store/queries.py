@@ -65,6 +65,23 @@ def resolve_contact(conn: sqlite3.Connection, contact_id: int) -> int:
         contact_id = row[0]
 
 
+def live_conversation(conn: sqlite3.Connection, conversation_id: int) -> int:
+    """Follow conversation merges so callers holding an old id still land in the live timeline.
+
+    Raises ``LookupError`` for a conversation that does not exist.
+    """
+    seen: set[int] = set()
+    current = conversation_id
+    while True:
+        row = conn.execute("SELECT merged_into FROM conversations WHERE id = ?", (current,)).fetchone()
+        if row is None:
+            raise LookupError(f"conversation {conversation_id} does not exist")
+        if row[0] is None or current in seen:
+            return current
+        seen.add(current)
+        current = int(row[0])
+
+
 def find_identity(conn: sqlite3.Connection, kind: str, value: str) -> int | None:
     """The live contact owning identity (kind, value), or None."""
     row = conn.execute("SELECT contact_id FROM identities WHERE kind = ? AND value = ?", (kind, value)).fetchone()

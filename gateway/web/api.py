@@ -6,6 +6,7 @@ Every handler answers JSON; bad input gets a 400 whose ``error`` says what is wr
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from pathlib import Path
@@ -18,11 +19,11 @@ from gateway.domain.models import Channel, EventKind
 from gateway.errors import PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
 from gateway.store import web as sql
-from gateway.web import hours
+from gateway.web import hours, spine_api
 from gateway.web.chat import CHAT_HUB
 from gateway.web.jsonable import jsonable
 from gateway.web.keys import AUTH, DEPS
-from gateway.web.security import new_token, read_json, require_api, require_staff, token_hash
+from gateway.web.security import is_admin, new_token, read_json, require_api, require_staff, token_hash
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,12 @@ async def conversation(request: web.Request) -> web.Response:
         default = last.channel if last is not None else ("sms" if phone else "chat")
     if default == "sms" and not phone:
         default = "chat"
+    service = spine_api.spines(request)
+    spine = await service.spine(live)
     return web.json_response(
         {
+            "headline": spine.summary,
+            "spine": spine_api.spine_json(spine, service),
             "summary": jsonable(summary),
             "contact": jsonable(contact),
             "timeline": jsonable(timeline),
@@ -128,6 +133,11 @@ async def send_message(request: web.Request) -> web.Response:
     if channel not in _REPLY_CHANNELS:
         raise ValidationError(f"channel {str(channel)[:20]!r} cannot be used to reply: use one of {_REPLY_CHANNELS}")
     override = bool(data.get("override_optout", False))
+    if override and not is_admin(request):
+        raise web.HTTPForbidden(
+            text=json.dumps({"error": "only an admin may send to a number that opted out (STOP); ask one"}),
+            content_type="application/json",
+        )
     summary = await _summary(request, cid)
     live = summary.conversation_id
     if channel == "chat":
@@ -210,7 +220,20 @@ async def update(request: web.Request) -> web.Response:
     if not fields:
         raise ValidationError("nothing to change: send at least one field")
     summary = await _summary(request, _conv_id(request))
-    await request.app[DEPS].service.update_conversation(summary.conversation_id, author=auth.actor, **fields)
+    conv = summary.conversation_id
+    # Spine fields go through the spine service so each change is on the timeline with who made it.
+    spines = spine_api.spines(request)
+    who = {"source": "staff" if auth.session is not None else "api", "set_by": auth.actor}
+    if "intent" in fields or "urgent" in fields:
+        await spines.set_intent(conv, fields.get("intent", summary.intent) or None, urgent=fields.get("urgent"), **who)
+    if "next_step" in fields:
+        await spines.set_next_step(conv, fields["next_step"] or None, source=who["source"], set_by=auth.actor)
+    if "owner" in fields:
+        await spines.set_owner(conv, fields["owner"] or None, **who)
+    if "preferred_channel" in fields:
+        await spines.set_channel_preference(conv, fields["preferred_channel"] or None, f"set by {auth.actor}", **who)
+    if "status" in fields:
+        await request.app[DEPS].service.update_conversation(conv, author=auth.actor, status=fields["status"])
     return web.json_response({"ok": True, "fields": fields})
 
 
@@ -305,12 +328,24 @@ async def tokens_create(request: web.Request) -> web.Response:
     _admin(request)
     data = await read_json(request)
     name = _text(data, "name", limit=100)
+    scopes = data.get("scopes", ["read"])
+    if not isinstance(scopes, list) or not scopes or any(x not in sql.SCOPES for x in scopes):
+        raise ValidationError(f'scopes must be a non-empty list of {", ".join(sql.SCOPES)} (e.g. ["read"])')
+    days = data.get("expires_in_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days <= 3650):
+        raise ValidationError("expires_in_days must be a number of days between 0 and 3650, or left out")
     token = new_token()
     h = token_hash(token)
     now = time.time()
-    tid = await request.app[DEPS].store.write(lambda c: sql.create_api_token(c, name, h, now))
-    log.info("api token %d created", tid)
-    return web.json_response({"id": tid, "name": name, "token": token}, status=201)
+    expires = None if days is None else now + float(days) * 86400
+    picked = tuple(x for x in sql.SCOPES if x in scopes)
+    tid = await request.app[DEPS].store.write(
+        lambda c: sql.create_api_token(c, name, h, now, scopes=picked, expires_at=expires)
+    )
+    log.info("api token %d created (scopes %s)", tid, ",".join(picked))
+    return web.json_response(
+        {"id": tid, "name": name, "token": token, "scopes": list(picked), "expires_at": expires}, status=201
+    )
 
 
 async def tokens_revoke(request: web.Request) -> web.Response:
@@ -478,6 +513,7 @@ def openapi() -> dict[str, Any]:
             },
             "/api/v1/staff": {"get": {"summary": "Staff members", "responses": ok}},
             "/status.json": {"get": {"summary": "Operator status", "responses": ok}},
+            **spine_api.openapi_paths(),
         },
         "x-webhooks": {
             "events": [

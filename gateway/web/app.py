@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.domain.events import Event, TimelineEventAdded
-from gateway.web import api, pages
+from gateway.web import api, pages, spine_api
 from gateway.web import rules as rules_views
 from gateway.web.chat import CHAT_HUB, ChatHub
 from gateway.web.deps import WebDeps
@@ -25,12 +25,13 @@ from gateway.web.jsonable import jsonable
 from gateway.web.keys import DEPS
 from gateway.web.security import (
     gateway_middleware,
+    is_admin,
     require_api,
     require_staff,
     security_headers,
 )
 from gateway.web.staff import STAFF_HUB, StaffHub
-from gateway.web.status import RecentErrors, metrics_text, snapshot
+from gateway.web.status import RecentErrors, metrics_text, redact_details, snapshot
 from gateway.web.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,10 @@ async def _status_data(request: web.Request) -> dict[str, object]:
 async def status_json(request: web.Request) -> web.Response:
     """``GET /status.json`` (staff session or API token)."""
     require_api(request)
-    return web.json_response(jsonable(await _status_data(request)))
+    data = jsonable(await _status_data(request))
+    if not is_admin(request):
+        data = redact_details(data)
+    return web.json_response(data)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -141,6 +145,7 @@ def build_app(deps: WebDeps) -> web.Application:
             web.get("/login", pages.login_get),
             web.post("/login", pages.login_post),
             web.post("/logout", pages.logout),
+            web.post("/logout/all", pages.logout_everywhere),
             web.get("/console", pages.console),
             web.get("/status", pages.status_page),
             web.get("/status.json", status_json),
@@ -151,6 +156,7 @@ def build_app(deps: WebDeps) -> web.Application:
             _static("widget.js", "text/javascript; charset=utf-8"),
             _static("widget.css", "text/css; charset=utf-8"),
             *api.routes(),
+            *spine_api.routes(),
             *rules_views.routes(),
         ]
     )
