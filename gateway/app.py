@@ -64,7 +64,11 @@ class App:
         self.service = ConversationService(
             self.store,
             self.bus,
-            ServiceSettings(default_region=config.gateway.default_region, max_body_chars=config.store.max_body_chars),
+            ServiceSettings(
+                default_region=config.gateway.default_region,
+                max_body_chars=config.store.max_body_chars,
+                sms_enabled=config.sms.enabled,
+            ),
         )
         self.started_at: float | None = None
         self.sms: Any = None
@@ -127,6 +131,7 @@ class App:
             click_to_call=click,
             status_sources=self.status_sources(),
             region=self.config.gateway.default_region,
+            sms_available=self.config.sms.enabled,
         )
         self.web = WebServer(deps)
         return self.web  # type: ignore[no-any-return]
