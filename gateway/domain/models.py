@@ -152,44 +152,6 @@ class ConversationSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class TimelineEventAdded:
-    """Bus event: a timeline entry was durably stored."""
-
-    conversation_id: int
-    contact_id: int
-    event: TimelineEvent
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationUpdated:
-    """Bus event: intent, next step, owner or another conversation field changed."""
-
-    conversation_id: int
-    fields: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ContactsMerged:
-    """Bus event: two contacts became one (or were split again when ``undone``)."""
-
-    merge_id: int
-    kept_contact_id: int
-    merged_contact_id: int
-    kept_conversation_id: int
-    merged_conversation_id: int
-    undone: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxQueued:
-    """Bus event: an outbound message waits in the outbox (channels wake their sender on it)."""
-
-    outbox_id: int
-    conversation_id: int
-    channel: str
-
-
-@dataclass(frozen=True, slots=True)
 class ReplyRoutes:
     """Which channels can reach a conversation's customer now, and why the others cannot."""
 

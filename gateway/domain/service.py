@@ -29,30 +29,37 @@ from typing import Any, TypeVar
 
 from gateway.domain.bus import Bus
 from gateway.domain.claims import ClaimMethod, ClaimVerified, CodeCheck, IdentityClaim, code_hash, code_matches
+from gateway.domain.events import ContactsMerged, ConversationUpdated, OutboxQueued, TimelineEventAdded
+from gateway.domain.limits import (
+    BudgetSpentError,
+    BudgetState,
+    NumberNeedsConfirmationError,
+    NumberPolicy,
+    NumberVerdict,
+    budget_error,
+    refusal,
+)
 from gateway.domain.models import (
     Channel,
-    ContactsMerged,
     ContactView,
     ConversationSummary,
-    ConversationUpdated,
     EventKind,
     IdentityKind,
     Inbound,
     InboxRow,
     IngestResult,
-    OutboxQueued,
     ReplyResult,
     ReplyRoutes,
     SearchHit,
     StaffUser,
     TimelineEvent,
-    TimelineEventAdded,
 )
 from gateway.domain.phone import normalize_phone
 from gateway.domain.ports import StorePort
 from gateway.errors import NoRouteError, PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
 from gateway.store import claims as cq
+from gateway.store import limits as limits_sql
 from gateway.store import queries as q
 
 log = logging.getLogger(__name__)
@@ -71,6 +78,10 @@ class ServiceSettings:
     sms_enabled: bool = True
     #: How long after a claimed number was texted an SMS answer from it still verifies the claim.
     claim_reply_window_s: float = 7 * 24 * 3600.0
+    number_policy: NumberPolicy | None = None  # None: the default policy for ``default_region``
+    staff_number_check: str = "warn"  # staff sends outside the policy: 'warn', 'confirm' or 'refuse'
+    automated_sms_per_hour: int = 30
+    automated_sms_per_day: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,9 @@ class ConversationService:
         self._cache_enabled = callable(register)
         if callable(register):
             register(self._identity_cache.clear)
+        self.number_policy = self.settings.number_policy or NumberPolicy(home_region=self.settings.default_region)
+        # The window ('hour'/'day') whose spent budget was last announced, so the WARNING comes once per spell.
+        self._budget_announced: str | None = None
 
     def _resolve_cached(self, conn: sqlite3.Connection, kind: str, value: str) -> tuple[int, int, int] | None:
         key = (kind, value)
@@ -305,26 +319,40 @@ class ConversationService:
         automated: bool,
         override_optout: bool = False,
         author: str | None = None,
+        confirm_number: bool = False,
+        event_meta: Mapping[str, Any] | None = None,
     ) -> int:
         """Record an outbound message on the timeline and queue it in the outbox. Returns the outbox id.
 
         Refuses with :class:`PermanentError` when the recipient opted out, unless a person explicitly overrides it
-        (automated messages can never override).
+        (automated messages can never override). An automated (or visitor-triggered) SMS must also pass the number
+        policy (:class:`~gateway.domain.limits.NumberRefusedError`) and fit the global automated-SMS budget
+        (:class:`~gateway.domain.limits.BudgetSpentError`), checked in the same transaction that queues it. A staff
+        SMS to a number outside the policy is handled as ``staff_number_check`` says: sent with a warning on the
+        timeline, sent only with ``confirm_number=True``, or refused. ``event_meta`` adds keys to the event's meta
+        (an automated message's ``rule`` and ``job_id``); it cannot change ``to``, ``parts`` or ``automated``.
         """
         self._check_body(body)
         if not body.strip():
             raise ValidationError("an empty message cannot be sent")
         channel_s = Channel(channel).value
         address = to
+        meta: dict[str, Any] = {}
         if channel_s == Channel.SMS.value:
             number = normalize_phone(to, self.settings.default_region)
             if not number.valid or number.e164 is None:
                 raise ValidationError(f"cannot send an SMS to {to!r}: not a complete phone number")
             address = number.e164
+            verdict = self.check_number(address, purpose="sms", staff=not automated, confirmed=confirm_number)
+            if not verdict.allowed:
+                meta["number_warning"] = verdict.reason
+                if confirm_number:
+                    meta["number_confirmed_by"] = author or "staff"
         parts = segment_count(body)[1] if channel_s == Channel.SMS.value else 1
         now = q.now()
         expires = now + self.settings.outbox_expiry_s
-        meta = {"to": address, "parts": parts, "automated": automated}
+        meta = {**dict(event_meta or {}), "to": address, "parts": parts, "automated": automated, **meta}
+        budgeted = automated and channel_s == Channel.SMS.value
 
         def op(conn: sqlite3.Connection) -> tuple[int, TimelineEvent, int]:
             if q.is_suppressed(conn, address) and (automated or not override_optout):
@@ -332,6 +360,10 @@ class ConversationService:
                     "the recipient opted out (STOP); automated messages are never sent to them, and a staff reply "
                     "needs an explicit override"
                 )
+            if budgeted:
+                state = self._budget(conn, now)
+                if state.left <= 0:
+                    raise budget_error(state)
             conv = _live_conversation(conn, conversation_id)
             meta_d = dict(meta, override_optout=True) if override_optout else meta
             event_id = q.insert_event(
@@ -342,15 +374,75 @@ class ConversationService:
             )
             if override_optout:
                 q.audit(conn, author or "system", "optout_override", address, {"outbox_id": outbox_id}, now)
+            if "number_confirmed_by" in meta_d:
+                q.audit(
+                    conn, author or "staff", "number_policy_override", address, {"reason": meta["number_warning"]}, now
+                )
             event = TimelineEvent(
                 event_id, conv, EventKind.MESSAGE_OUT.value, channel_s, body, meta_d, None, author, now, "queued"
             )
             return outbox_id, event, q.contact_of(conn, conv)
 
-        outbox_id, event, contact_id = await self.store.write(op)
+        try:
+            outbox_id, event, contact_id = await self.store.write(op)
+        except PermanentError as err:
+            if isinstance(err, BudgetSpentError):
+                self._announce_budget_spent(str(err), err.window)
+            raise
         self.bus.publish(TimelineEventAdded(event.conversation_id, contact_id, event))
         self.bus.publish(OutboxQueued(outbox_id, event.conversation_id, channel_s))
         return outbox_id
+
+    # -- limits ------------------------------------------------------------------------------------------------------
+
+    def check_number(
+        self, number: str, *, purpose: str = "sms", staff: bool = False, confirmed: bool = False
+    ) -> NumberVerdict:
+        """Apply the number policy before texting (``purpose='sms'``) or dialling (``'dial'``) ``number``.
+
+        Raises :class:`~gateway.domain.limits.NumberRefusedError` for an automated or visitor-triggered send to a
+        number outside the policy. For staff (``staff=True``) ``staff_number_check`` decides: 'warn' returns the
+        verdict (the caller records the warning), 'confirm' raises
+        :class:`~gateway.domain.limits.NumberNeedsConfirmationError` unless ``confirmed``, 'refuse' raises.
+        """
+        verdict = self.number_policy.check(number, purpose=purpose)
+        if verdict.allowed:
+            return verdict
+        mode = self.settings.staff_number_check if staff else "refuse"
+        if mode == "warn":
+            log.warning("number policy: staff %s a number outside the policy (%s)", _VERB[purpose], verdict.kind)
+            return verdict
+        if mode == "confirm" and confirmed:
+            log.warning("number policy: staff confirmed a %s to a %s number", purpose, verdict.kind)
+            return verdict
+        err = refusal(verdict, purpose=purpose)
+        if mode == "confirm":
+            raise NumberNeedsConfirmationError(
+                f"{err} Confirm to {'call' if purpose == 'dial' else 'send'} anyway.",
+                kind=verdict.kind,
+                region=verdict.region,
+            )
+        log.info("number policy: refused to %s a %s number", "dial" if purpose == "dial" else "text", verdict.kind)
+        raise err
+
+    def _budget(self, conn: sqlite3.Connection, now: float) -> BudgetState:
+        used_hour, used_day = limits_sql.automated_sms_counts(conn, now)
+        per_hour, per_day = self.settings.automated_sms_per_hour, self.settings.automated_sms_per_day
+        return BudgetState(per_hour, per_day, used_hour, used_day)
+
+    def _announce_budget_spent(self, words: str, window: str) -> None:
+        if self._budget_announced != window:
+            self._budget_announced = window
+            log.warning("automated SMS budget: %s", words)
+
+    async def budget_left(self) -> BudgetState:
+        """The automated-SMS budget now: how many automated texts may still be queued this hour and today."""
+        now = q.now()
+        state = await self.store.read(lambda c: self._budget(c, now))
+        if state.spent_window is None and self._budget_announced is not None:
+            log.info("automated SMS budget: available again (%d left this hour)", state.left)
+            self._budget_announced = None
+        return state
 
     # -- stitching ---------------------------------------------------------------------------------------------------
 
@@ -657,6 +749,7 @@ class ConversationService:
         *,
         to: str | None = None,
         override_optout: bool = False,
+        confirm_number: bool = False,
     ) -> ReplyResult:
         """A staff reply to a customer, on any channel: the one domain call the console and the API use.
 
@@ -697,6 +790,7 @@ class ConversationService:
             automated=False,
             override_optout=override_optout,
             author=author,
+            confirm_number=confirm_number,
         )
         event_id = await self.store.read(lambda c: _outbox_event(c, outbox_id))
         return ReplyResult(channel_s, event_id, outbox_id, number.e164)
@@ -805,6 +899,9 @@ class ConversationService:
     async def staff_by_username(self, username: str) -> StaffUser | None:
         """A staff member by login name."""
         return await self.store.read(lambda c: q.staff_by_username(c, username))
+
+
+_VERB = {"sms": "texted", "dial": "dialled"}
 
 
 def _live_conversation(conn: sqlite3.Connection, conversation_id: int) -> int:

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from gateway.errors import ConfigError, SchemaTooNewError, StoreError, StoreFullError
+from gateway.values import Health, down, ok
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ class StoreStats:
     largest_batch: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
+    last_write_at: float | None = None
 
 
 class _Pending:
@@ -268,6 +270,32 @@ class Store:
 
     # -- public API ------------------------------------------------------------------------------------------------
 
+    def health(self) -> Health:
+        """The store's verdict: open, and the last write succeeded (or failed, with the fix)."""
+        st = self.stats
+        details: dict[str, str | int | float | bool | None] = {
+            "path": str(self.path),
+            "writes": st.writes,
+            "failed_writes": st.failed_writes,
+        }
+        if self._writer is None:
+            return down(
+                "database", "Database", f"{self.path} is not open", "restart the gateway; see its log", details=details
+            )
+        if st.last_error_at is not None and (st.last_write_at is None or st.last_write_at < st.last_error_at):
+            full = "full" in (st.last_error or "") or "disk" in (st.last_error or "")
+            return down(
+                "database",
+                "Database",
+                f"the last write failed: {st.last_error}",
+                "free disk space; the gateway continues by itself"
+                if full
+                else "check the disk and the database file's permissions",
+                since=st.last_error_at,
+                details=details,
+            )
+        return ok("database", "Database", f"{self.path} open, writes succeed", details=details)
+
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in the next group-commit transaction; return its result once durably committed."""
         if self._task is None:
@@ -356,6 +384,7 @@ class Store:
                     continue
                 if ok:
                     self.stats.writes += 1
+                    self.stats.last_write_at = time.time()
                     p.future.set_result(value)
                 else:
                     self.stats.failed_writes += 1

@@ -283,12 +283,21 @@ def expire_overdue(conn: sqlite3.Connection, now: float) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+# A queued row may go only when no earlier row to the same number is still pending (queued, possibly waiting for
+# a retry, or being sent): a later message never overtakes an earlier one to the same person, also across retries.
+_IN_ORDER = (
+    "NOT EXISTS (SELECT 1 FROM outbox p WHERE p.to_addr = o.to_addr AND p.id < o.id"
+    " AND p.state IN ('queued', 'sending') AND p.channel = 'sms')"
+)
+
+
 def next_due(conn: sqlite3.Connection, now: float) -> OutboundRow | None:
-    """The next queued SMS whose time has come."""
+    """The next queued SMS whose time has come: staff replies before automated messages, then oldest first, and
+    never ahead of an earlier pending message to the same number."""
     row = conn.execute(
-        "SELECT id, conversation_id, to_addr, body, attempts, automated, expires_at FROM outbox"
-        " WHERE channel = 'sms' AND state = 'queued' AND next_attempt_at <= ? AND expires_at > ?"
-        " ORDER BY next_attempt_at, id LIMIT 1",
+        "SELECT o.id, o.conversation_id, o.to_addr, o.body, o.attempts, o.automated, o.expires_at FROM outbox o"
+        " WHERE o.channel = 'sms' AND o.state = 'queued' AND o.next_attempt_at <= ? AND o.expires_at > ?"
+        f" AND {_IN_ORDER} ORDER BY o.automated, o.next_attempt_at, o.id LIMIT 1",
         (now, now),
     ).fetchone()
     if row is None:
@@ -297,8 +306,10 @@ def next_due(conn: sqlite3.Connection, now: float) -> OutboundRow | None:
 
 
 def next_attempt_at(conn: sqlite3.Connection) -> float | None:
-    """When the earliest queued SMS becomes due (to sleep until then)."""
-    row = conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE channel = 'sms' AND state = 'queued'").fetchone()
+    """When the earliest queued SMS that may go next becomes due (to sleep until then)."""
+    row = conn.execute(
+        f"SELECT MIN(o.next_attempt_at) FROM outbox o WHERE o.channel = 'sms' AND o.state = 'queued' AND {_IN_ORDER}"
+    ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
 
 
@@ -468,8 +479,10 @@ def peek_due(conn: sqlite3.Connection, now: float) -> tuple[bool, float | None]:
     """Read-only look before a round: is any SMS due (or overdue to expire), and when is the
     next one due? Lets an idle outbox skip the write transaction."""
     row = conn.execute(
-        "SELECT MIN(next_attempt_at), MIN(expires_at) FROM outbox WHERE channel = 'sms' AND state = 'queued'"
+        "SELECT MIN(o.next_attempt_at), MIN(o.expires_at) FROM outbox o WHERE o.channel = 'sms' AND o.state = 'queued'"
+        f" AND {_IN_ORDER}"
     ).fetchone()
+    # The oldest queued row per number is never held back, so nothing found means nothing queued.
     if row is None or row[0] is None:
         return False, None
     next_at, first_expiry = float(row[0]), float(row[1])

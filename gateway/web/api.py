@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.domain.limits import NumberNeedsConfirmationError
 from gateway.domain.models import Channel, EventKind
 from gateway.errors import NoRouteError, PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
@@ -190,7 +191,18 @@ async def send_message(request: web.Request) -> web.Response:
         raise ValidationError("field 'to' must be a string (a phone number)")
     try:
         result = await deps.service.reply(
-            summary.conversation_id, channel, body, auth.actor, to=to or None, override_optout=override
+            summary.conversation_id,
+            channel,
+            body,
+            auth.actor,
+            to=to or None,
+            override_optout=override,
+            confirm_number=data.get("confirm_number") is True,
+        )
+    except NumberNeedsConfirmationError as err:
+        return web.json_response(
+            {"error": str(err), "needs_confirmation": True, "fix": 'send again with "confirm_number": true'},
+            status=409,
         )
     except NoRouteError as err:
         return web.json_response({"error": str(err), "no_route": True}, status=409)
@@ -292,6 +304,7 @@ async def call(request: web.Request) -> web.Response:
     summary = await _summary(request, _conv_id(request))
     if not summary.phone:
         raise ValidationError("this customer has no phone number to call")
+    deps.service.check_number(summary.phone, purpose="dial")
     await deps.click_to_call(session.staff.extension, summary.phone)
     await deps.service.append_event(
         summary.conversation_id,
@@ -478,6 +491,7 @@ def openapi() -> dict[str, Any]:
                             "body": {"type": "string"},
                             "channel": {"type": "string", "enum": list(_REPLY_CHANNELS)},
                             "override_optout": {"type": "boolean"},
+                            "confirm_number": {"type": "boolean"},
                             "to": {"type": "string"},
                         },
                         ["body"],

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.domain.events import Event, TimelineEventAdded
 from gateway.web import api, pages
+from gateway.web import rules as rules_views
 from gateway.web.chat import CHAT_HUB, ChatHub
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
@@ -124,13 +126,12 @@ def build_app(deps: WebDeps) -> web.Application:
     app[STAFF_HUB] = staff
     app[WEBHOOKS] = webhooks
 
-    async def chat_hook(event: object) -> None:
-        if type(event).__name__ == "TimelineEventAdded":
-            ev = jsonable(getattr(event, "event", None))
+    async def chat_hook(event: Event) -> None:
+        match event:
             # Visitor messages are pushed by the chat channel itself (to the visitor's other tabs only); staff
             # replies go to the visitor named in meta.to.
-            if isinstance(ev, dict) and ev.get("channel") == "chat" and ev.get("kind") == "message_out":
-                await chat.push_event(ev)
+            case TimelineEventAdded(event=entry) if entry.channel == "chat" and entry.kind == "message_out":
+                await chat.push_event(jsonable(entry))
 
     staff.add_hook(chat_hook)
     staff.add_hook(webhooks.on_event)
@@ -153,6 +154,7 @@ def build_app(deps: WebDeps) -> web.Application:
             _static("widget.js", "text/javascript; charset=utf-8"),
             _static("widget.css", "text/css; charset=utf-8"),
             *api.routes(),
+            *rules_views.routes(),
         ]
     )
     app.router.add_static("/static/", _STATIC, show_index=False, append_version=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.config import Secret
+from gateway.values import Secret
 
 
 def _hours() -> dict[str, str]:

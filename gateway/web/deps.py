@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.domain.bus import Bus
 from gateway.domain.service import ConversationService
+from gateway.domain.spine import SpineService
+from gateway.health import History
 from gateway.store.db import Store
+from gateway.values import Health
 from gateway.web.config import WebConfig
 
 #: ``click_to_call(staff_extension, customer_number)``: ring the staff phone, then dial the customer.
 ClickToCall = Callable[[str, str], Awaitable[None]]
 #: A status source returns a JSON-ready mapping describing one part (asterisk link, modem, transcription...).
 StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]
+#: Every part's verdict (see gateway.values.Health); the status page, /status.json and /metrics show them.
+HealthSource = Callable[[], Sequence[Health]]
 
 
 @dataclass
@@ -34,3 +39,9 @@ class WebDeps:
     region: str = "US"
     #: False when the gateway has no SMS channel ([sms] enabled = false): the widget then offers no text hand-off.
     sms_available: bool = True
+    health: HealthSource | None = None
+    history: History | None = None
+    spine: SpineService | None = None
+    """The conversation spine; the web layer builds one over the same store and bus when not given."""
+    continuity: Any = None
+    """The continuity engine (rules settings view, call recap); None when the rules are off."""

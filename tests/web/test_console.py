@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestServer
 
 import gateway.web.webhooks as wh
 from gateway.config import Secret
-from gateway.domain.calls import CallAnswered, CallDirection, CallEnded, CallOutcome, CallRecord, CallRinging
+from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
+from gateway.domain.events import CallAnswered, CallEnded, CallRinging
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.errors import ConfigError
 from gateway.web.staff import STAFF_HUB

@@ -432,10 +432,22 @@ class ChatChannel:
         frame["ok"] = True
         await self.send(session, frame)
 
-    async def _over_limit(self, session: VisitorSession, conversation_id: int, mode: str) -> bool:
+    async def _limited(self, session: VisitorSession, mode: str, client_id: str, number: str) -> bool:
+        """True (and answered) when this visitor or its conversation used up today's hand-offs of this kind.
+
+        A refused hand-off leaves no hand-off entry on the timeline (so no rule reacts to it), only the decision.
+        """
+        conv = session.own_conversation_id
         vh, since = session.visitor_hash, time.time() - _DAY
-        used = await self.store.read(lambda c: cq.handoffs_since(c, vh, conversation_id, mode, since))
-        return used >= self.settings.handoffs_per_day
+        used = await self.store.read(lambda c: cq.handoffs_since(c, vh, conv or 0, mode, since))
+        if used < self.settings.handoffs_per_day:
+            return False
+        if conv is not None:
+            rule = "chat_handoff" if mode == "sms" else "chat_call_me"
+            await self._decision(conv, rule, "suppressed", "daily hand-off limit reached", number)
+        await self._record(session, conv or 0, mode, client_id, "limited")
+        await self._handoff_answer(session, mode, client_id, "limited")
+        return True
 
     async def _record(self, session: VisitorSession, conversation_id: int, mode: str, cid: str, decision: str) -> None:
         vh, now = session.visitor_hash, time.time()
@@ -446,19 +458,17 @@ class ChatChannel:
         if gate is None:
             return
         client_id, number = gate
+        if await self._limited(session, "sms", client_id, number):
+            return
+        # text_by=chat: this channel sends the one hand-off text (with the code); the continuity rules stand back.
         result = await self._ingest(
             session,
             EventKind.HANDOFF,
             client_id,
             "Visitor asked to continue by text message.",
-            {"handoff": "sms", "phone": number},
+            {"handoff": "sms", "phone": number, "text_by": "chat"},
         )
         conv = result.conversation_id
-        if await self._over_limit(session, conv, "sms"):
-            await self._decision(conv, "chat_handoff", "suppressed", "daily hand-off limit reached", number)
-            await self._record(session, conv, "sms", client_id, "limited")
-            await self._handoff_answer(session, "sms", client_id, "limited")
-            return
         claim = await self.service.claim_identity(
             conv, IdentityKind.PHONE, number, visitor_hash=session.visitor_hash, author="chat-widget"
         )
@@ -470,7 +480,15 @@ class ChatChannel:
             f"Or type {code} in the chat to confirm your number (valid {minutes} min)."
         )
         try:
-            await self.service.enqueue_outbound(conv, Channel.SMS, number, text, automated=True, author="chat-widget")
+            await self.service.enqueue_outbound(
+                conv,
+                Channel.SMS,
+                number,
+                text,
+                automated=True,
+                author="chat-widget",
+                event_meta={"rule": "chat_handoff"},
+            )
         except PermanentError as err:
             # Opted out, refused by the number policy, budget spent: staff see why, the visitor never does.
             await self._decision(conv, "chat_handoff", "suppressed", str(err), number)
@@ -478,6 +496,7 @@ class ChatChannel:
         else:
             await self.service.mark_claim_texted(claim.id)
             await self.service.update_conversation(conv, preferred_channel=Channel.SMS.value)
+            await self._decision(conv, "chat_handoff", "sent", "the visitor asked to continue by text", number)
             decision = "sent"
         await self._record(session, conv, "sms", client_id, decision)
         await self._handoff_answer(session, "sms", client_id, decision)
@@ -487,6 +506,8 @@ class ChatChannel:
         if gate is None:
             return
         client_id, number = gate
+        if await self._limited(session, "call", client_id, number):
+            return
         result = await self._ingest(
             session,
             EventKind.HANDOFF,
@@ -495,11 +516,6 @@ class ChatChannel:
             {"handoff": "call_me", "phone": number},
         )
         conv = result.conversation_id
-        if await self._over_limit(session, conv, "call"):
-            await self._decision(conv, "chat_call_me", "suppressed", "daily hand-off limit reached", number)
-            await self._record(session, conv, "call", client_id, "limited")
-            await self._handoff_answer(session, "call", client_id, "limited")
-            return
         await self.service.claim_identity(
             conv, IdentityKind.PHONE, number, visitor_hash=session.visitor_hash, author="chat-widget"
         )

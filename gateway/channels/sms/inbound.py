@@ -34,14 +34,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from gateway.domain.bus import Bus
+from gateway.domain.events import OutboxQueued, TimelineEventAdded
 from gateway.domain.models import (
     Channel,
     EventKind,
     IdentityKind,
     Inbound,
     IngestResult,
-    OutboxQueued,
-    TimelineEventAdded,
 )
 from gateway.domain.optout import Keyword, OptOutPolicy
 from gateway.domain.phone import normalize_phone

@@ -36,6 +36,7 @@ from typing import Any, Protocol, TypeVar
 
 from gateway.channels.voice.agi_server import AgiServer, CallerContext, InboundRouter
 from gateway.channels.voice.ami_link import AmiEventDict, AmiLink
+from gateway.channels.voice.health import ami_verdict
 from gateway.channels.voice.label import context_label, sanitize_label
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.channels.voice.tracker import (
@@ -48,15 +49,8 @@ from gateway.channels.voice.tracker import (
     Transferred,
     VoicemailLeft,
 )
-from gateway.domain.calls import (
-    CallAnswered,
-    CallDirection,
-    CallEnded,
-    CallOutcome,
-    CallRecord,
-    CallRinging,
-    VoicemailRecorded,
-)
+from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
+from gateway.domain.events import CallAnswered, CallEnded, CallRinging, VoicemailRecorded
 from gateway.domain.models import (
     Channel,
     ContactView,
@@ -68,6 +62,7 @@ from gateway.domain.models import (
 )
 from gateway.errors import PermanentError, TransientError, ValidationError
 from gateway.store import voice as voice_sql
+from gateway.values import Health
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +94,10 @@ class ConversationPort(Protocol):
     async def find_contact(self, kind: IdentityKind, raw_value: str) -> ContactView | None: ...
 
     async def summary(self, conversation_id: int) -> ConversationSummary | None: ...
+
+    def check_number(self, number: str, *, purpose: str = "sms", staff: bool = False, confirmed: bool = False) -> Any:
+        """Raise a PermanentError when the number policy forbids texting or dialling ``number``."""
+        ...
 
 
 class StoreWriter(Protocol):
@@ -246,7 +245,12 @@ class VoiceChannel:
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
 
-    def health(self) -> VoiceHealth:
+    def health(self) -> Health:
+        """The AMI link's verdict for the status page, ``gateway doctor`` and /metrics."""
+        st = self.ami.state
+        return ami_verdict(self.settings, up=self.ami.connected, since=st.since, last_error=st.last_error)
+
+    def snapshot(self) -> VoiceHealth:
         """A snapshot for the status page and /metrics."""
         st = self.ami.state
         return VoiceHealth(
@@ -433,6 +437,9 @@ class VoiceChannel:
         number = re.sub(r"[\s().-]", "", customer_number)
         if not _NUMBER_RE.match(number):
             raise ValidationError(f"customer number {customer_number!r} is not dialable: use digits and an optional +")
+        # Toll fraud: premium-rate, satellite, foreign... numbers are refused here, before Asterisk is asked, and
+        # again by the shipped dialplan.
+        self.service.check_number(number, purpose="dial")
         summary = None
         with contextlib.suppress(Exception):
             summary = await self.service.summary(conversation_id)

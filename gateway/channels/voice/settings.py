@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from gateway.config import Secret
 from gateway.errors import ConfigError
+from gateway.values import Secret
 
 _GROUP_RE = re.compile(r"^PJSIP/[0-9A-Za-z_-]+(&PJSIP/[0-9A-Za-z_-]+)*$")
 _EXT_RE = re.compile(r"^[0-9A-Za-z_-]{1,32}$")

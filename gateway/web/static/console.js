@@ -103,6 +103,8 @@
     return box;
   }
 
+  const DECISION = { sent: "sent", suppressed: "not sent", deferred: "scheduled", cancelled: "cancelled" };
+
   function eventNode(ev) {
     const label = CHANNEL[ev.channel] || ev.channel;
     const meta = ev.meta || {};
@@ -138,6 +140,15 @@
             onclick: () => undoMerge(meta.merge_id), text: "Undo merge" }));
         }
         break;
+      case "automated": {
+        // A rule's decision: sent, suppressed (with the reason), deferred (until when) or cancelled.
+        const decision = String(meta.decision || "");
+        cls = "automated decision-" + (decision || "unknown");
+        head = "Automated · " + String(meta.rule || "rule").replace(/_/g, " ") + " · " + (DECISION[decision] || decision);
+        body = ev.body;
+        if (typeof meta.due_at === "number") extra.push(el("div", { class: "muted", text: "due " + when(meta.due_at) }));
+        break;
+      }
       default: cls = "system"; head = ev.kind.replace("_", " ");
     }
     return el("li", { class: cls, "data-event": ev.id },
@@ -217,6 +228,12 @@
           + (r.encoding === "ucs2" ? " (Unicode)" : "") : "";
       } catch (e) { out.textContent = ""; }
     }, 120);
+  }
+
+  async function sendRecap() {
+    $("reply-error").textContent = "";
+    try { await api("POST", "/api/v1/conversations/" + state.current + "/recap", {}); }
+    catch (e) { $("reply-error").textContent = e.message; }
   }
 
   async function startCall() {
@@ -333,6 +350,7 @@
     catch (err) { $("reply-error").textContent = err.message; }
   });
   $("call-btn").addEventListener("click", startCall);
+  $("recap-btn").addEventListener("click", sendRecap);
 
   let searchTimer = null;
   function markSnippet(text) {
