@@ -93,12 +93,14 @@ case "$MODE" in
         ;;
     run)
         setup_python base
+        # Data files (database, the admin password) are for this user only, from the moment they exist; the venv
+        # above keeps the default umask so another service user can run it.
+        umask 077
         mkdir -p "$HERE/var"
         if ! "$VENV/bin/gateway" staff list 2>/dev/null | grep -q '^admin'; then
             pw="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(12))')"
             printf '%s\n' "$pw" | "$VENV/bin/gateway" staff add admin --name "Administrator" --admin --password-stdin
             printf '%s\n' "$pw" >"$HERE/var/admin-password"
-            chmod 600 "$HERE/var/admin-password"
             say "staff login: admin / $pw (also in var/admin-password)"
         fi
         say "starting the gateway: console http://127.0.0.1:8080/console, chat demo http://127.0.0.1:8080/demo"

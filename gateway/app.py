@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway import health as checks
 from gateway.config import Config
+from gateway.continuity.clock import Clock
 from gateway.domain.bus import Bus
 from gateway.domain.models import IdentityKind
 from gateway.domain.service import ConversationService, ServiceSettings
@@ -71,8 +73,10 @@ def _plain(value: Any) -> Any:
 class App:
     """One gateway daemon."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, continuity_clock: Clock | None = None) -> None:
         self.config = config
+        self.continuity_clock = continuity_clock
+        """The rules' clock (None: wall time); tests and benchmarks move a manual one."""
         self.store = Store(config.db_path, readers=config.store.readers, max_batch=config.store.max_batch)
         self.bus = Bus()
         self.service = ConversationService(
@@ -180,6 +184,7 @@ class App:
                 self.config.spine.episode_window_minutes,
             ),
             dialer=self.voice.click_to_call if self.voice is not None else None,
+            clock=self.continuity_clock,
         )
         return self.continuity
 
@@ -376,6 +381,8 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        before, after = raise_open_files_limit()
+        log.info("open-files limit: %d (was %d)", after, before)
         try:
             await self.start()
             _notify_systemd("READY=1")
@@ -405,6 +412,24 @@ async def _cancel_leftovers() -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(2):
             await asyncio.gather(*leftovers, return_exceptions=True)
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns (before, after).
+
+    Every chat visitor, staff console, AGI call and the modem hold a descriptor; the usual soft limit of 1024 is far
+    below what the hard limit (and systemd's ``LimitNOFILE``) allows.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as err:
+        log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, err)
+        return soft, soft
+    return soft, target
 
 
 def _notify_systemd(state: str) -> None:

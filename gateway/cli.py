@@ -183,6 +183,8 @@ def daemon_lock(cfg: config_mod.Config) -> Iterator[None]:
 def _run(cfg: config_mod.Config) -> int:
     from gateway.app import App  # noqa: PLC0415 - keeps `gateway --help` fast
 
+    # Everything the daemon writes (database, WAL, lock, backups, runtime files) is for its own user only.
+    os.umask(0o077)
     try:
         with daemon_lock(cfg):
             app = App(cfg)

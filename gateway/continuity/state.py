@@ -108,7 +108,7 @@ def load(conn: sqlite3.Connection, conversation_id: int, now: float) -> Loaded |
     elif basics["preferred_channel"] != "sms" and any(
         word in str(spine_row.get("preference_why") or "").lower() for word in _UNREACHABLE_WORDS
     ):
-        unreachable, why = True, f"the customer cannot receive texts ({spine_row.get('preference_why')})"
+        unreachable, why = True, f"learned unreachable: {spine_row.get('preference_why')}"
     pending = frozenset(job.rule for job in sql.pending_jobs(conn, conv))
     due = spine_row.get("next_step_due")
     state = rules.State(

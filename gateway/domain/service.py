@@ -94,6 +94,15 @@ class NormalizedIdentity:
     valid: bool
 
 
+@dataclass(frozen=True, slots=True)
+class OpenedConversation:
+    """Where a staff-started thread lands."""
+
+    contact_id: int
+    conversation_id: int
+    created: bool
+
+
 class ConversationService:
     """Ingest, record and query conversations. One instance per daemon."""
 
@@ -837,6 +846,29 @@ class ConversationService:
 
         conv = await self.store.write(op)
         self.bus.publish(ConversationUpdated(conv, fields))
+
+    async def open_conversation(
+        self, kind: IdentityKind | str, raw: str, *, display_name: str | None = None
+    ) -> OpenedConversation:
+        """The conversation that owns an identity, created (contact + identity + conversation) when there is none.
+
+        For staff who reach out first: a text or a call to a number nobody has written from yet still lands in that
+        number's one conversation, and the customer's answer joins it.
+        """
+        ident = self.normalize(kind, raw)
+        if not ident.valid:
+            raise ValidationError(f"{raw[:40]!r} is not a usable {ident.kind}; give the full number with area code")
+        name = (display_name or "").strip()[:120] or None
+        now = q.now()
+
+        def op(conn: sqlite3.Connection) -> OpenedConversation:
+            found = q.resolve_identity(conn, ident.kind, ident.value)
+            if found is not None:
+                return OpenedConversation(found[0], found[1], False)
+            contact_id, conv_id = q.create_contact(conn, ident.kind, ident.value, ident.raw, ident.valid, name, now)
+            return OpenedConversation(contact_id, conv_id, True)
+
+        return await self.store.write(op)
 
     async def rename_contact(self, contact_id: int, name: str | None, *, author: str) -> None:
         """Staff set a contact's display name."""

@@ -66,53 +66,59 @@ def _staff(row: sqlite3.Row | tuple[Any, ...]) -> StaffRow:
     )
 
 
-# ---------------------------------------------------------------------------------------------- login lockout
+# -------------------------------------------------------------------------------------------- login throttling
 
 
-def locked_until(conn: sqlite3.Connection, keys: list[str], now: float) -> float:
-    """Latest lock expiry among ``keys`` that is still in the future, else 0."""
-    if not keys:
-        return 0.0
-    marks = ",".join("?" * len(keys))
-    row = conn.execute(
-        f"SELECT MAX(locked_until) FROM web_login_failures WHERE key IN ({marks}) AND locked_until > ?",
-        (*keys, now),
-    ).fetchone()
-    return float(row[0]) if row and row[0] else 0.0
-
-
-def record_login_failure(
+def reserve_login_attempt(
     conn: sqlite3.Connection,
-    key: str,
+    keys: list[tuple[str, int]],
     now: float,
     *,
-    threshold: int,
     window: float,
-    lock_seconds: float,
-) -> int:
-    """Count one failed login for ``key``; lock it once ``threshold`` failures fall within ``window``.
+    base_delay: float,
+    max_delay: float,
+) -> float:
+    """Reserve one login attempt under every key, atomically; returns 0.0, or the seconds to wait first.
 
-    Returns the failure count after this one.
+    ``keys`` pairs a key ('user:<name>|<addr>' or 'addr:<addr>') with the failures it may have before attempts are
+    spaced out. The attempt is counted as a failure *before* the password is checked (a success gives it back), so
+    concurrent guesses cannot all slip through while the first ones are being checked. Once a key reaches its free
+    failures, each further attempt must wait ``base_delay`` seconds, doubling per failure up to ``max_delay``; a
+    refused attempt costs nothing, so nobody can extend someone else's wait. Failures are forgotten after ``window``
+    seconds without one.
     """
-    row = conn.execute("SELECT failures, last_failure FROM web_login_failures WHERE key = ?", (key,)).fetchone()
-    failures = 1 if row is None or now - float(row[1]) > window else int(row[0]) + 1
-    until = now + lock_seconds if failures >= threshold else 0.0
+    rows: dict[str, tuple[int, float]] = {}
+    wait = 0.0
+    for key, _free in keys:
+        row = conn.execute(
+            "SELECT failures, last_failure, locked_until FROM web_login_failures WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None or now - float(row[1]) > window:
+            rows[key] = (0, 0.0)
+            continue
+        rows[key] = (int(row[0]), float(row[2]))
+        wait = max(wait, float(row[2]) - now)
+    if wait > 0:
+        return wait
+    for key, free in keys:
+        failures = rows[key][0] + 1
+        until = now + min(max_delay, base_delay * 2 ** (failures - free)) if failures >= free else 0.0
+        conn.execute(
+            "INSERT INTO web_login_failures(key, failures, last_failure, locked_until) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET failures = excluded.failures, last_failure = excluded.last_failure, "
+            "locked_until = excluded.locked_until",
+            (key, failures, now, until),
+        )
+    return 0.0
+
+
+def login_succeeded(conn: sqlite3.Connection, user_key: str, address_key: str) -> None:
+    """The password was right: forget the user's failures from this address, give the address its attempt back."""
+    conn.execute("DELETE FROM web_login_failures WHERE key = ?", (user_key,))
     conn.execute(
-        "INSERT INTO web_login_failures(key, failures, last_failure, locked_until) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT(key) DO UPDATE SET failures = excluded.failures, last_failure = excluded.last_failure, "
-        "locked_until = MAX(locked_until, excluded.locked_until)",
-        (key, failures, now, until),
+        "UPDATE web_login_failures SET failures = MAX(0, failures - 1) WHERE key = ?",
+        (address_key,),
     )
-    if failures >= threshold:
-        # Start counting afresh after the lock, so one more mistake later does not lock again at once.
-        conn.execute("UPDATE web_login_failures SET failures = 0 WHERE key = ?", (key,))
-    return failures
-
-
-def clear_login_failures(conn: sqlite3.Connection, key: str) -> None:
-    """Forget failures for ``key`` after a successful login."""
-    conn.execute("DELETE FROM web_login_failures WHERE key = ? AND locked_until <= ?", (key, 0.0))
-    conn.execute("UPDATE web_login_failures SET failures = 0 WHERE key = ?", (key,))
 
 
 # --------------------------------------------------------------------------------------------------- sessions
@@ -152,6 +158,11 @@ def session_by_hash(conn: sqlite3.Connection, token_hash: str, now: float) -> Se
 def delete_session(conn: sqlite3.Connection, token_hash: str) -> None:
     """Log a session out."""
     conn.execute("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,))
+
+
+def delete_staff_sessions(conn: sqlite3.Connection, staff_id: int) -> int:
+    """Log a staff member out everywhere; returns how many sessions ended."""
+    return conn.execute("DELETE FROM web_sessions WHERE staff_id = ?", (staff_id,)).rowcount
 
 
 # --------------------------------------------------------------------------------------------------- visitors

@@ -18,7 +18,7 @@ from gateway.domain.models import Channel, EventKind
 from gateway.errors import NoRouteError, PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
 from gateway.store import web as sql
-from gateway.web import hours
+from gateway.web import hours, spine_api
 from gateway.web.chat import CHAT_HUB
 from gateway.web.jsonable import jsonable
 from gateway.web.keys import AUTH, DEPS
@@ -103,8 +103,12 @@ async def conversation(request: web.Request) -> web.Response:
         default = "chat"
     if default not in routes.channels and routes.channels:
         default = routes.channels[0]
+    service = spine_api.spines(request)
+    spine = await service.spine(live)
     return web.json_response(
         {
+            "headline": spine.summary,
+            "spine": spine_api.spine_json(spine, service),
             "summary": jsonable(summary),
             "contact": jsonable(contact),
             "timeline": jsonable(timeline),
@@ -267,7 +271,20 @@ async def update(request: web.Request) -> web.Response:
     if not fields:
         raise ValidationError("nothing to change: send at least one field")
     summary = await _summary(request, _conv_id(request))
-    await request.app[DEPS].service.update_conversation(summary.conversation_id, author=auth.actor, **fields)
+    conv = summary.conversation_id
+    # Spine fields go through the spine service so each change is on the timeline with who made it.
+    spines = spine_api.spines(request)
+    who = {"source": "staff" if auth.session is not None else "api", "set_by": auth.actor}
+    if "intent" in fields or "urgent" in fields:
+        await spines.set_intent(conv, fields.get("intent", summary.intent) or None, urgent=fields.get("urgent"), **who)
+    if "next_step" in fields:
+        await spines.set_next_step(conv, fields["next_step"] or None, source=who["source"], set_by=auth.actor)
+    if "owner" in fields:
+        await spines.set_owner(conv, fields["owner"] or None, **who)
+    if "preferred_channel" in fields:
+        await spines.set_channel_preference(conv, fields["preferred_channel"] or None, f"set by {auth.actor}", **who)
+    if "status" in fields:
+        await request.app[DEPS].service.update_conversation(conv, author=auth.actor, status=fields["status"])
     return web.json_response({"ok": True, "fields": fields})
 
 
@@ -542,6 +559,7 @@ def openapi() -> dict[str, Any]:
             },
             "/api/v1/staff": {"get": {"summary": "Staff members", "responses": ok}},
             "/status.json": {"get": {"summary": "Operator status", "responses": ok}},
+            **spine_api.openapi_paths(),
         },
         "x-webhooks": {
             "events": [

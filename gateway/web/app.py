@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.domain.events import Event, TimelineEventAdded
-from gateway.web import api, pages
+from gateway.web import api, pages, spine_api
 from gateway.web import rules as rules_views
 from gateway.web.chat import CHAT_HUB, ChatHub
 from gateway.web.deps import WebDeps
@@ -144,6 +144,7 @@ def build_app(deps: WebDeps) -> web.Application:
             web.get("/login", pages.login_get),
             web.post("/login", pages.login_post),
             web.post("/logout", pages.logout),
+            web.post("/logout/all", pages.logout_everywhere),
             web.get("/console", pages.console),
             web.get("/status", pages.status_page),
             web.get("/status.json", status_json),
@@ -154,6 +155,7 @@ def build_app(deps: WebDeps) -> web.Application:
             _static("widget.js", "text/javascript; charset=utf-8"),
             _static("widget.css", "text/css; charset=utf-8"),
             *api.routes(),
+            *spine_api.routes(),
             *rules_views.routes(),
         ]
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from gateway.values import Secret
@@ -26,9 +27,30 @@ class WebConfig:
         metadata={"doc": "mark session cookies Secure (turn off only for plain-http tests)"},
     )
     session_ttl_seconds: int = field(default=43200, metadata={"doc": "console login lifetime"})
-    login_max_failures: int = field(default=10, metadata={"doc": "wrong passwords before a login is locked"})
-    login_lock_seconds: int = field(default=900, metadata={"doc": "how long a locked login stays locked"})
-    login_window_seconds: int = field(default=900, metadata={"doc": "window in which failures are counted"})
+    login_free_failures: int = field(
+        default=5,
+        metadata={"doc": "wrong passwords per user and client address before further attempts are spaced out"},
+    )
+    login_address_free_failures: int = field(
+        default=30,
+        metadata={"doc": "wrong passwords per client address (any user) before further attempts are spaced out"},
+    )
+    login_delay_seconds: float = field(
+        default=1.0, metadata={"doc": "first wait after the free failures; doubles with each further failure"}
+    )
+    login_max_delay_seconds: float = field(
+        default=300.0, metadata={"doc": "longest wait between login attempts (a login is never locked for good)"}
+    )
+    login_window_seconds: int = field(
+        default=900, metadata={"doc": "failures are forgotten after this many seconds without one"}
+    )
+    trusted_proxies: list[str] = field(
+        default_factory=list,
+        metadata={
+            "doc": "CIDRs of reverse proxies whose Forwarded/X-Forwarded-For headers are believed, "
+            "e.g. 127.0.0.1/32; empty = headers ignored"
+        },
+    )
     chat_max_frame_bytes: int = field(
         default=16384, metadata={"doc": "largest websocket frame a chat visitor may send"}
     )
@@ -81,3 +103,15 @@ class WebConfig:
     )
     webhook_max_attempts: int = field(default=10, metadata={"doc": "tries before a webhook is given up"})
     webhook_timeout_seconds: float = field(default=10.0, metadata={"doc": "per-attempt HTTP timeout"})
+
+    def validate(self) -> None:
+        """Check values that a type alone cannot."""
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as err:
+                raise ValueError(f"trusted_proxies: {cidr!r} is not an address or CIDR such as 10.0.0.0/8") from err
+        if self.login_free_failures < 1 or self.login_address_free_failures < 1:
+            raise ValueError("login_free_failures and login_address_free_failures must be at least 1")
+        if self.login_delay_seconds <= 0 or self.login_max_delay_seconds < self.login_delay_seconds:
+            raise ValueError("login_delay_seconds must be positive and at most login_max_delay_seconds")

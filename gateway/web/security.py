@@ -18,6 +18,7 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
@@ -154,12 +155,64 @@ def same_origin(request: web.Request, origin: str | None) -> bool:
     return bool(netloc) and netloc == request.host.lower()
 
 
-def client_address(request: web.Request) -> str:
-    """The peer address (the gateway listens on loopback or behind a proxy that the operator controls).
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-    Interned: thousands of sockets from one network share one string.
+
+@functools.lru_cache(maxsize=8)
+def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    value = text.strip().strip('"')
+    if value.startswith("["):  # Forwarded: for="[2001:db8::1]:4711"
+        value = value[1 : value.find("]")] if "]" in value else value[1:]
+    elif value.count(":") == 1:  # 192.0.2.1:4711
+        value = value.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def _hops(request: web.Request) -> list[str]:
+    """Client hops named by the proxy headers, left (first) to right (nearest)."""
+    if "Forwarded" in request.headers:
+        return [str(f.get("for", "")) for f in request.forwarded]
+    return [h for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+
+
+def client_key(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The rate-limit key of an address: itself for IPv4, its /64 for IPv6 (one subscriber's LAN gets a /64, so
+    counting single IPv6 addresses would let one client rotate through billions)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def client_address(request: web.Request) -> str:
+    """Who is calling, as a rate-limit key (see :func:`client_key`).
+
+    The TCP peer, unless it is one of ``web.trusted_proxies``: then the ``Forwarded`` (or ``X-Forwarded-For``) hops
+    are read from the right, skipping trusted proxies, and the right-most untrusted hop is the client. Hops further
+    left were written by the client itself and are never believed. Interned: thousands of sockets from one network
+    share one string.
     """
-    return sys.intern(request.remote or "unknown")
+    peer = _parse_ip(request.remote or "")
+    if peer is None:
+        return "unknown"
+    trusted = _networks(tuple(request.app[DEPS].config.trusted_proxies))
+    if trusted and any(peer in n for n in trusted):
+        for hop in reversed(_hops(request)):
+            address = _parse_ip(hop)
+            if address is None:
+                break  # garbage from the hop beyond: the last trusted proxy is the best we know
+            peer = address
+            if not any(address in n for n in trusted):
+                break
+    return sys.intern(client_key(peer))
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:

@@ -279,4 +279,4 @@ async def test_rules_read_the_spine_facts_next_step_and_learned_preference(rig: 
     await spine.set_channel_preference(conv, "voice", "texts failed", source="sms", set_by="extractor")
     await rig.at(local(8, 10))
     await rig.inbound(EventKind.CALL_MISSED)
-    assert rig.decisions("missed_call")[-1][2] == "the customer cannot receive texts (texts failed)"
+    assert rig.decisions("missed_call")[-1][2] == "learned unreachable: texts failed"

@@ -15,3 +15,9 @@ CREATE INDEX IF NOT EXISTS web_login_failures_last ON web_login_failures(last_fa
 -- Visitors and webhook deliveries are pruned by age too.
 CREATE INDEX IF NOT EXISTS web_visitors_seen ON web_visitors(last_seen_at);
 CREATE INDEX IF NOT EXISTS webhook_deliveries_created ON webhook_deliveries(created_at) WHERE state <> 'queued';
+
+-- A changed password or role ends every console session of that staff member, whoever changes it (CLI, API, SQL).
+CREATE TRIGGER IF NOT EXISTS staff_credentials_changed AFTER UPDATE OF password_hash, role ON staff
+WHEN old.password_hash IS NOT new.password_hash OR old.role IS NOT new.role BEGIN
+    DELETE FROM web_sessions WHERE staff_id = new.id;
+END;
