@@ -151,6 +151,8 @@
       }
       default: cls = "system"; head = ev.kind.replace("_", " ");
     }
+    // Found in Asterisk's records after the gateway was down (meta.recovered = "after downtime").
+    if (typeof meta.recovered === "string") head += " · recovered " + meta.recovered;
     return el("li", { class: cls, "data-event": ev.id },
       el("span", { class: "meta" }, head + " · " + when(ev.occurred_at)),
       body ? document.createTextNode(body) : null, ...extra);
