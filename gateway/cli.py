@@ -15,7 +15,6 @@ import fcntl
 import getpass
 import logging
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -201,15 +200,9 @@ def _run(cfg: config_mod.Config) -> int:
 
 
 async def _migrate(cfg: config_mod.Config) -> int:
-    from gateway.store.db import check_writable, configure_connection, migrate  # noqa: PLC0415
+    from gateway.store.db import migrate_file  # noqa: PLC0415
 
-    check_writable(cfg.db_path)
-    conn = sqlite3.connect(cfg.db_path, isolation_level=None)
-    try:
-        configure_connection(conn, writer=True)
-        before, after = migrate(conn, cfg.db_path)
-    finally:
-        conn.close()
+    before, after = migrate_file(cfg.db_path)
     if before == after:
         print(f"{cfg.db_path}: schema is up to date (version {after})")
     else:
@@ -218,7 +211,7 @@ async def _migrate(cfg: config_mod.Config) -> int:
 
 
 async def _backup(cfg: config_mod.Config, target: str | None) -> int:
-    from gateway.store.db import Store  # noqa: PLC0415
+    from gateway.store.db import Store, inspect_database  # noqa: PLC0415
 
     if target is None:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -244,33 +237,21 @@ async def _backup(cfg: config_mod.Config, target: str | None) -> int:
         return EX_CANTCREAT
     finally:
         await store.stop()
-    check = _inspect_database(path)
+    check = inspect_database(path)
     print(f"backup written: {path} ({path.stat().st_size} bytes, schema {check[1]}, integrity {check[0]})")
     return EX_OK
 
 
-def _inspect_database(path: Path) -> tuple[str, int]:
-    """(integrity_check result, user_version) of a database file, read-only."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        integrity = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        conn.execute("SELECT COUNT(*) FROM events").fetchone()
-    finally:
-        conn.close()
-    return integrity, version
-
-
 def _restore(cfg: config_mod.Config, source: Path, *, assume_yes: bool) -> int:
-    from gateway.store.db import schema_version  # noqa: PLC0415
+    from gateway.store.db import inspect_database, restore_database, schema_version  # noqa: PLC0415
 
     if not source.is_file():
         print(f"gateway: {source}: no such backup file", file=sys.stderr)
         return EX_DATAERR
     try:
-        integrity, version = _inspect_database(source)
-    except sqlite3.Error as err:
-        print(f"gateway: {source} is not a gateway database: {err}", file=sys.stderr)
+        integrity, version = inspect_database(source)
+    except StoreError as err:
+        print(f"gateway: {err}", file=sys.stderr)
         return EX_DATAERR
     if integrity != "ok":
         print(f"gateway: {source} is damaged (integrity_check: {integrity}); choose another backup", file=sys.stderr)
@@ -293,14 +274,7 @@ def _restore(cfg: config_mod.Config, source: Path, *, assume_yes: bool) -> int:
     try:
         with daemon_lock(cfg):
             cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
-            src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-            dest = sqlite3.connect(cfg.db_path)
-            try:
-                src.backup(dest)
-                dest.execute("PRAGMA journal_mode = WAL")
-            finally:
-                src.close()
-                dest.close()
+            restore_database(source, cfg.db_path)
     except ConfigError as err:
         print(f"gateway: {err}", file=sys.stderr)
         return EX_UNAVAILABLE

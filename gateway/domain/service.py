@@ -54,6 +54,7 @@ from gateway.domain.models import (
     StaffUser,
     TimelineEvent,
 )
+from gateway.domain.optout import Keyword
 from gateway.domain.phone import normalize_phone
 from gateway.domain.ports import StorePort
 from gateway.errors import NoRouteError, PermanentError, ValidationError
@@ -300,7 +301,7 @@ class ConversationService:
                 existing = q.find_event_by_external(conn, channel_s, external_id)
                 if existing is not None:
                     return existing[0], q.contact_of(conn, existing[1]), None
-            conv = _live_conversation(conn, conversation_id)
+            conv = q.live_conversation(conn, conversation_id)
             event_id = q.insert_event(
                 conn, conv, kind_s, channel_s, body, meta_json, external_id, author, occurred, now
             )
@@ -373,7 +374,7 @@ class ConversationService:
                 state = self._budget(conn, now)
                 if state.left <= 0:
                     raise budget_error(state)
-            conv = _live_conversation(conn, conversation_id)
+            conv = q.live_conversation(conn, conversation_id)
             meta_d = dict(meta, override_optout=True) if override_optout else meta
             event_id = q.insert_event(
                 conn, conv, EventKind.MESSAGE_OUT.value, channel_s, body, q.dumps(meta_d), None, author, now, now
@@ -398,6 +399,64 @@ class ConversationService:
             if isinstance(err, BudgetSpentError):
                 self._announce_budget_spent(str(err), err.window)
             raise
+        self.bus.publish(TimelineEventAdded(event.conversation_id, contact_id, event))
+        self.bus.publish(OutboxQueued(outbox_id, event.conversation_id, channel_s))
+        return outbox_id
+
+    async def answer_keyword(
+        self,
+        conversation_id: int,
+        keyword: Keyword,
+        to: str | None,
+        reply: str,
+        *,
+        source_id: str,
+        expires_in: float,
+    ) -> int | None:
+        """Record a STOP/START/HELP keyword a customer sent and queue its one automated answer to ``to``.
+
+        STOP and START get an opt-out / opt-in entry; without ``to`` (a sender that cannot be answered) that is all.
+        The answer is queued even to a suppressed number: the
+        confirmation of the STOP itself is the one message an opted-out number receives. Both writes are idempotent
+        per ``source_id`` (the inbound message's external id), so a replay after a crash queues nothing twice.
+        Returns the outbox id, or None when nothing was queued now.
+        """
+        if keyword is not Keyword.HELP:
+            kind = EventKind.OPT_OUT if keyword is Keyword.STOP else EventKind.OPT_IN
+            note = (
+                "Opted out of text messages (replied STOP)"
+                if keyword is Keyword.STOP
+                else "Opted in to text messages again (replied START)"
+            )
+            await self.append_event(conversation_id, kind, Channel.SMS, note, external_id=f"{source_id}:keyword")
+        if to is None:
+            return None
+        self._check_body(reply)
+        parts = segment_count(reply)[1]
+        now = q.now()
+        meta = {"to": to, "parts": parts, "automated": True, "rule": "keyword_reply", "keyword_reply": True}
+        meta_json = q.dumps(meta)
+        kind_s, channel_s, author = EventKind.MESSAGE_OUT.value, Channel.SMS.value, "system"
+
+        def op(conn: sqlite3.Connection) -> tuple[int, TimelineEvent, int] | None:
+            conv = q.live_conversation(conn, conversation_id)
+            event_id, _, inserted = q.insert_event_once(
+                conn, conv, kind_s, channel_s, reply, meta_json, f"{source_id}:reply", author, now, now
+            )
+            if not inserted:
+                return None
+            outbox_id = q.insert_outbox(
+                conn, conv, channel_s, to, reply, parts, True, author, event_id, now, now + expires_in
+            )
+            event = TimelineEvent(
+                event_id, conv, kind_s, channel_s, reply, meta, f"{source_id}:reply", author, now, "queued"
+            )
+            return outbox_id, event, q.contact_of(conn, conv)
+
+        queued = await self.store.write(op)
+        if queued is None:
+            return None
+        outbox_id, event, contact_id = queued
         self.bus.publish(TimelineEventAdded(event.conversation_id, contact_id, event))
         self.bus.publish(OutboxQueued(outbox_id, event.conversation_id, channel_s))
         return outbox_id
@@ -469,7 +528,7 @@ class ConversationService:
         now = q.now()
 
         def op(conn: sqlite3.Connection) -> tuple[int, int | None, ContactsMerged | None]:
-            conv = _live_conversation(conn, conversation_id)
+            conv = q.live_conversation(conn, conversation_id)
             contact = q.contact_of(conn, conv)
             owner = q.find_identity(conn, ident.kind, ident.value)
             if owner is None:
@@ -581,7 +640,7 @@ class ConversationService:
         now = q.now()
 
         def op(conn: sqlite3.Connection) -> tuple[IdentityClaim, TimelineEvent | None, int]:
-            conv = _live_conversation(conn, conversation_id)
+            conv = q.live_conversation(conn, conversation_id)
             contact = q.contact_of(conn, conv)
             before = cq.claims_for_conversations(conn, [conv])
             claim = cq.add_claim(conn, conv, contact, visitor_hash, ident.kind, ident.value, ident.raw, now)
@@ -606,7 +665,7 @@ class ConversationService:
         """Claims made in a conversation or in any conversation merged into it, newest first."""
 
         def op(conn: sqlite3.Connection) -> list[IdentityClaim]:
-            conv = _live_conversation(conn, conversation_id)
+            conv = q.live_conversation(conn, conversation_id)
             return cq.claims_for_conversations(conn, q.subtree_conversations(conn, q.contact_of(conn, conv)))
 
         return await self.store.read(op)
@@ -729,7 +788,7 @@ class ConversationService:
 
     async def routes(self, conversation_id: int) -> ReplyRoutes:
         """Which channels can reach this conversation's customer (the console offers only these)."""
-        return await self.store.read(lambda c: self._routes(c, _live_conversation(c, conversation_id)))
+        return await self.store.read(lambda c: self._routes(c, q.live_conversation(c, conversation_id)))
 
     def _routes(self, conn: sqlite3.Connection, conv: int) -> ReplyRoutes:
         contact = q.contact_of(conn, conv)
@@ -744,7 +803,7 @@ class ConversationService:
         if not self.settings.sms_enabled:
             unavailable[Channel.SMS.value] = "SMS is turned off on this gateway ([sms] enabled = false)"
         elif phone is None:
-            unavailable[Channel.SMS.value] = _no_phone_reason(conn, contact)
+            unavailable[Channel.SMS.value] = cq.no_phone_reason(conn, contact)
         else:
             channels.append(Channel.SMS.value)
         return ReplyRoutes(tuple(channels), phone, visitor, unavailable)
@@ -801,7 +860,7 @@ class ConversationService:
             author=author,
             confirm_number=confirm_number,
         )
-        event_id = await self.store.read(lambda c: _outbox_event(c, outbox_id))
+        event_id = await self.store.read(lambda c: q.outbox_event_id(c, outbox_id))
         return ReplyResult(channel_s, event_id, outbox_id, number.e164)
 
     # -- conversation fields ---------------------------------------------------------------------------------------
@@ -838,7 +897,7 @@ class ConversationService:
         now = q.now()
 
         def op(conn: sqlite3.Connection) -> int:
-            conv = _live_conversation(conn, conversation_id)
+            conv = q.live_conversation(conn, conversation_id)
             q.update_conversation(conn, conv, fields, now)
             if author is not None:
                 q.audit(conn, author, "update_conversation", str(conv), fields, now)
@@ -902,14 +961,14 @@ class ConversationService:
 
     async def summary(self, conversation_id: int) -> ConversationSummary | None:
         """What staff need at a glance (screen-pop, phone display label)."""
-        return await self.store.read(lambda c: q.summary(c, _live_conversation(c, conversation_id)))
+        return await self.store.read(lambda c: q.summary(c, q.live_conversation(c, conversation_id)))
 
     async def timeline(
         self, conversation_id: int, limit: int = 50, before_id: int | None = None
     ) -> list[TimelineEvent]:
         """The last events of a conversation, oldest first."""
         limit = max(1, min(limit, 500))
-        return await self.store.read(lambda c: q.timeline(c, _live_conversation(c, conversation_id), limit, before_id))
+        return await self.store.read(lambda c: q.timeline(c, q.live_conversation(c, conversation_id), limit, before_id))
 
     async def inbox(self, limit: int = 100, owner: str | None = None) -> list[InboxRow]:
         """Open conversations, longest-waiting customer first."""
@@ -934,38 +993,3 @@ class ConversationService:
 
 
 _VERB = {"sms": "texted", "dial": "dialled"}
-
-
-def _live_conversation(conn: sqlite3.Connection, conversation_id: int) -> int:
-    """Follow conversation merges so callers holding an old id still land in the live timeline."""
-    seen: set[int] = set()
-    current = conversation_id
-    while True:
-        row = conn.execute("SELECT merged_into FROM conversations WHERE id = ?", (current,)).fetchone()
-        if row is None:
-            raise LookupError(f"conversation {conversation_id} does not exist")
-        if row[0] is None or current in seen:
-            return current
-        seen.add(current)
-        current = int(row[0])
-
-
-def _outbox_event(conn: sqlite3.Connection, outbox_id: int) -> int:
-    row = conn.execute("SELECT event_id FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
-
-
-def _no_phone_reason(conn: sqlite3.Connection, contact_id: int) -> str:
-    """Why a contact has no number replies can go to, in words staff understand."""
-    rows = conn.execute(
-        "SELECT raw, valid FROM identities WHERE contact_id = ? AND kind = 'phone' ORDER BY id DESC", (contact_id,)
-    ).fetchall()
-    for raw, valid in rows:
-        if not valid:
-            text = str(raw).strip()
-            if not text or text.lower() in {"anonymous", "unknown", "withheld", "private", "restricted"}:
-                return "the caller withheld their number"
-            if any(ch.isalpha() for ch in text):
-                return f"the sender {text[:20]!r} is a name, not a number: it cannot receive texts"
-            return f"{text[:20]!r} is not a complete phone number"
-    return "no verified phone number is known for this customer (a number typed in the chat is only a claim)"

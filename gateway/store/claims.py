@@ -240,3 +240,19 @@ def visitor_verified_contact(conn: sqlite3.Connection, visitor_hash: str) -> int
         "SELECT verified_contact_id FROM web_visitors WHERE visitor_hash = ?", (visitor_hash,)
     ).fetchone()
     return int(row[0]) if row and row[0] is not None else None
+
+
+def no_phone_reason(conn: sqlite3.Connection, contact_id: int) -> str:
+    """Why a contact has no number replies can go to, in words staff understand."""
+    rows = conn.execute(
+        "SELECT raw, valid FROM identities WHERE contact_id = ? AND kind = 'phone' ORDER BY id DESC", (contact_id,)
+    ).fetchall()
+    for raw, valid in rows:
+        if not valid:
+            text = str(raw).strip()
+            if not text or text.lower() in {"anonymous", "unknown", "withheld", "private", "restricted"}:
+                return "the caller withheld their number"
+            if any(ch.isalpha() for ch in text):
+                return f"the sender {text[:20]!r} is a name, not a number: it cannot receive texts"
+            return f"{text[:20]!r} is not a complete phone number"
+    return "no verified phone number is known for this customer (a number typed in the chat is only a claim)"

@@ -65,6 +65,23 @@ def resolve_contact(conn: sqlite3.Connection, contact_id: int) -> int:
         contact_id = row[0]
 
 
+def live_conversation(conn: sqlite3.Connection, conversation_id: int) -> int:
+    """Follow conversation merges so callers holding an old id still land in the live timeline.
+
+    Raises ``LookupError`` for a conversation that does not exist.
+    """
+    seen: set[int] = set()
+    current = conversation_id
+    while True:
+        row = conn.execute("SELECT merged_into FROM conversations WHERE id = ?", (current,)).fetchone()
+        if row is None:
+            raise LookupError(f"conversation {conversation_id} does not exist")
+        if row[0] is None or current in seen:
+            return current
+        seen.add(current)
+        current = int(row[0])
+
+
 def find_identity(conn: sqlite3.Connection, kind: str, value: str) -> int | None:
     """The live contact owning identity (kind, value), or None."""
     row = conn.execute("SELECT contact_id FROM identities WHERE kind = ? AND value = ?", (kind, value)).fetchone()
@@ -90,20 +107,6 @@ def resolve_identity(conn: sqlite3.Connection, kind: str, value: str) -> tuple[i
         return int(row[0]), int(row[2]), int(row[2])
     contact = resolve_contact(conn, int(row[0]))
     return contact, conversation_of(conn, contact), int(row[2])
-
-
-def live_conversation(conn: sqlite3.Connection, conversation_id: int) -> int:
-    """Follow conversation merges so a caller holding an old id lands in the live timeline."""
-    seen: set[int] = set()
-    current = conversation_id
-    while True:
-        row = conn.execute("SELECT merged_into FROM conversations WHERE id = ?", (current,)).fetchone()
-        if row is None:
-            raise LookupError(f"conversation {conversation_id} does not exist")
-        if row[0] is None or current in seen:
-            return current
-        seen.add(current)
-        current = int(row[0])
 
 
 def conversation_of(conn: sqlite3.Connection, contact_id: int) -> int:
@@ -590,6 +593,12 @@ def insert_outbox(
         (conversation_id, channel, to_addr, body, parts, int(automated), author, event_id, now, expires_at, now, now),
     )
     return int(cur.lastrowid or 0)
+
+
+def outbox_event_id(conn: sqlite3.Connection, outbox_id: int) -> int:
+    """The timeline event of an outbox row (0 if none)."""
+    row = conn.execute("SELECT event_id FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def outbox_counts(conn: sqlite3.Connection) -> dict[str, int]:

@@ -6,6 +6,7 @@ Every handler answers JSON; bad input gets a 400 whose ``error`` says what is wr
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from gateway.web import hours, spine_api
 from gateway.web.chat import CHAT_HUB
 from gateway.web.jsonable import jsonable
 from gateway.web.keys import AUTH, DEPS
-from gateway.web.security import new_token, read_json, require_api, require_staff, token_hash
+from gateway.web.security import is_admin, new_token, read_json, require_api, require_staff, token_hash
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,11 @@ async def send_message(request: web.Request) -> web.Response:
     if channel not in _REPLY_CHANNELS:
         raise ValidationError(f"channel {str(channel)[:20]!r} cannot be used to reply: use one of {_REPLY_CHANNELS}")
     override = bool(data.get("override_optout", False))
+    if override and not is_admin(request):
+        raise web.HTTPForbidden(
+            text=json.dumps({"error": "only an admin may send to a number that opted out (STOP); ask one"}),
+            content_type="application/json",
+        )
     summary = await _summary(request, cid)
     to = data.get("to")
     if to is not None and not isinstance(to, str):
@@ -379,12 +385,24 @@ async def tokens_create(request: web.Request) -> web.Response:
     _admin(request)
     data = await read_json(request)
     name = _text(data, "name", limit=100)
+    scopes = data.get("scopes", ["read"])
+    if not isinstance(scopes, list) or not scopes or any(x not in sql.SCOPES for x in scopes):
+        raise ValidationError(f'scopes must be a non-empty list of {", ".join(sql.SCOPES)} (e.g. ["read"])')
+    days = data.get("expires_in_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days <= 3650):
+        raise ValidationError("expires_in_days must be a number of days between 0 and 3650, or left out")
     token = new_token()
     h = token_hash(token)
     now = time.time()
-    tid = await request.app[DEPS].store.write(lambda c: sql.create_api_token(c, name, h, now))
-    log.info("api token %d created", tid)
-    return web.json_response({"id": tid, "name": name, "token": token}, status=201)
+    expires = None if days is None else now + float(days) * 86400
+    picked = tuple(x for x in sql.SCOPES if x in scopes)
+    tid = await request.app[DEPS].store.write(
+        lambda c: sql.create_api_token(c, name, h, now, scopes=picked, expires_at=expires)
+    )
+    log.info("api token %d created (scopes %s)", tid, ",".join(picked))
+    return web.json_response(
+        {"id": tid, "name": name, "token": token, "scopes": list(picked), "expires_at": expires}, status=201
+    )
 
 
 async def tokens_revoke(request: web.Request) -> web.Response:

@@ -25,12 +25,13 @@ from gateway.web.jsonable import jsonable
 from gateway.web.keys import DEPS
 from gateway.web.security import (
     gateway_middleware,
+    is_admin,
     require_api,
     require_staff,
     security_headers,
 )
 from gateway.web.staff import STAFF_HUB, StaffHub
-from gateway.web.status import RecentErrors, metrics_text, snapshot
+from gateway.web.status import RecentErrors, metrics_text, redact_details, snapshot
 from gateway.web.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,10 @@ async def _status_data(request: web.Request) -> dict[str, object]:
 async def status_json(request: web.Request) -> web.Response:
     """``GET /status.json`` (staff session or API token)."""
     require_api(request)
-    return web.json_response(jsonable(await _status_data(request)))
+    data = jsonable(await _status_data(request))
+    if not is_admin(request):
+        data = redact_details(data)
+    return web.json_response(data)
 
 
 async def metrics(request: web.Request) -> web.Response:
