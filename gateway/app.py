@@ -189,8 +189,10 @@ class App:
         return self.continuity
 
     def _build_web(self) -> Part:
+        from gateway.leakage.service import LeakageService  # noqa: PLC0415
         from gateway.web.app import WebServer  # noqa: PLC0415
         from gateway.web.deps import WebDeps  # noqa: PLC0415
+        from gateway.web.hours import ClosedDates  # noqa: PLC0415
 
         click = self._click_to_call if self.voice is not None else None
         deps = WebDeps(
@@ -206,6 +208,15 @@ class App:
             health=self.health,
             history=self.history,
             continuity=self.continuity,
+            leakage_config=self.config.leakage,
+            # Leakage deadlines skip the same closed days as the rules' reopening times.
+            leakage=LeakageService(
+                self.store,
+                self.config.leakage,
+                dict(self.config.web.business_hours),
+                self.config.web.timezone,
+                closed=ClosedDates(self.config.continuity.closed_dates, self.config.continuity.holiday_country),
+            ),
         )
         self.web = WebServer(deps)
         return self.web

@@ -23,6 +23,7 @@ from gateway.web import hours, spine_api
 from gateway.web.chat import CHAT_HUB
 from gateway.web.jsonable import jsonable
 from gateway.web.keys import AUTH, DEPS
+from gateway.web.leakage import openapi_paths as leakage_openapi_paths
 from gateway.web.security import is_admin, new_token, read_json, require_api, require_staff, token_hash
 
 log = logging.getLogger(__name__)
@@ -578,6 +579,7 @@ def openapi() -> dict[str, Any]:
             "/api/v1/staff": {"get": {"summary": "Staff members", "responses": ok}},
             "/status.json": {"get": {"summary": "Operator status", "responses": ok}},
             **spine_api.openapi_paths(),
+            **leakage_openapi_paths(),
         },
         "x-webhooks": {
             "events": [
@@ -588,6 +590,7 @@ def openapi() -> dict[str, Any]:
                 "call.answered",
                 "call.ended",
                 "call.completed",
+                "leakage.weekly",
             ]
         },
     }
