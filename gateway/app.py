@@ -85,6 +85,7 @@ class App:
             ServiceSettings(
                 default_region=config.gateway.default_region,
                 max_body_chars=config.store.max_body_chars,
+                sms_enabled=config.sms.enabled,
                 number_policy=config.gateway.number_policy(),
                 staff_number_check=config.gateway.staff_number_check,
                 automated_sms_per_hour=config.sms.automated_per_hour,
@@ -203,6 +204,7 @@ class App:
             spine=self.spine,
             status_sources=self.status_sources(),
             region=self.config.gateway.default_region,
+            sms_available=self.config.sms.enabled,
             health=self.health,
             history=self.history,
             continuity=self.continuity,

@@ -49,6 +49,8 @@ async def _status_data(request: web.Request) -> dict[str, object]:
     app = request.app
     extra = {
         "chat_sockets": app[CHAT_HUB].socket_count,
+        "chat_sockets_max": app[CHAT_HUB].max_sockets,
+        "chat_refused_busy": app[CHAT_HUB].refused_busy,
         "staff_sockets": app[STAFF_HUB].socket_count,
         "uptime_seconds": round(time.time() - app[STARTED_AT], 1),
         "webhooks_delivered": app[WEBHOOKS].delivered,
@@ -148,7 +150,8 @@ def build_app(deps: WebDeps) -> web.Application:
 
     async def chat_hook(event: Event) -> None:
         match event:
-            # Visitor messages are pushed by the chat hub itself (to the visitor's other tabs only).
+            # Visitor messages are pushed by the chat channel itself (to the visitor's other tabs only); staff
+            # replies go to the visitor named in meta.to.
             case TimelineEventAdded(event=entry) if entry.channel == "chat" and entry.kind == "message_out":
                 await chat.push_event(jsonable(entry))
 

@@ -41,6 +41,8 @@ class WebDeps:
     click_to_call: ClickToCall | None = None
     status_sources: Mapping[str, StatusSource] = field(default_factory=dict)
     region: str = "US"
+    #: False when the gateway has no SMS channel ([sms] enabled = false): the widget then offers no text hand-off.
+    sms_available: bool = True
     health: HealthSource | None = None
     history: History | None = None
     spine: SpineService | None = None

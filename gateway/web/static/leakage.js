@@ -53,14 +53,15 @@
       el("span", { class: "delta", text: change(m.change) + " vs " + m.previous }));
   }
 
-  function chart(node, days, values, label) {
+  function chart(node, days, values, label, fractional) {
     if (typeof uPlot === "undefined") { node.textContent = "chart library missing"; return; }
     const xs = days.map((d) => Date.parse(d + "T12:00:00Z") / 1000);
     const opts = {
       width: Math.max(240, node.clientWidth || 280), height: 110,
       legend: { show: false }, cursor: { show: true },
       scales: { x: { time: true } },
-      axes: [{ size: 24, space: 60 }, { size: 30 }],
+      axes: [{ size: 24, space: 60 },
+        { size: 44, space: 24, values: (u, vals) => vals.map((v) => (fractional || Number.isInteger(v) ? String(v) : "")) }],
       series: [{}, { label, stroke: "#2f6fdb", fill: "rgba(47,111,219,0.15)", width: 1.5, points: { show: false } }],
     };
     state.charts.push(new uPlot(opts, [xs, values.map((v) => (v === null ? null : v))], node));
@@ -91,9 +92,10 @@
   function responseCard(d) {
     const sec = el("section", { class: "panel leak-card", "data-metric": "first_response" });
     sec.append(el("h2", { text: "Time to first human response (business time)" }));
+    sec.append(el("p", { class: "muted owners", text: "7 days; chart: daily median in minutes" }));
     const tbl = el("table", { class: "leakage-list" });
-    tbl.append(el("thead", {}, el("tr", {}, el("th", { text: "Channel" }), el("th", { text: "7 days: median" }),
-      el("th", { text: "90th percentile" }), el("th", { text: "answered" }), el("th", { text: "no answer" }))));
+    tbl.append(el("thead", {}, el("tr", {}, el("th", { text: "Channel" }), el("th", { text: "median" }),
+      el("th", { text: "p90" }), el("th", { text: "answered" }), el("th", { text: "none" }))));
     const body = el("tbody");
     const p = d.periods["7d"];
     for (const [ch, v] of Object.entries(p.first_response)) {
@@ -108,7 +110,7 @@
     sec.append(tbl);
     const box = el("div", { class: "chart", "data-chart": "first_response" });
     sec.append(box);
-    return [sec, () => chart(box, d.daily.days, d.daily.first_response_median_seconds.map((v) => (v === null ? null : v / 60)), "median minutes")];
+    return [sec, () => chart(box, d.daily.days, d.daily.first_response_median_seconds.map((v) => (v === null ? null : Math.round(v / 6) / 10)), "median minutes", true)];
   }
 
   async function showList(metric, from, to, periodName, channel) {
