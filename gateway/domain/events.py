@@ -127,6 +127,9 @@ class CallEnded:
     conversation_id: int | None
     outcome: CallOutcome
     call: CallRecord
+    recovered: bool = False
+    """True when the call happened while the gateway was away and was found afterwards in Asterisk's call records:
+    ``call.ended_at`` is the original time, so a rule can judge whether it is too old."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,8 @@ class VoicemailRecorded:
     event_id: int
     path: str
     duration: float
+    recovered: bool = False
+    """True when the recording was found in the recordings directory after the gateway was away."""
 
 
 # -- transcription -----------------------------------------------------------------------------------------------

@@ -52,6 +52,24 @@ class VoiceSettings:
         default="gw-click-to-call", metadata={"doc": "Context click-to-call originates into."}
     )
     click_to_call_ring_s: int = field(default=30, metadata={"doc": "Seconds the staff phone rings on click-to-call."})
+    cdr_file: str = field(
+        default="/var/log/gateway-asterisk/cdr-custom/gateway-calls.csv",
+        metadata={
+            "doc": "Asterisk's call records (asterisk-config/cdr_custom.conf), read at start and after every"
+            " AMI reconnect to recover calls made while the gateway was away; empty = do not recover calls."
+        },
+    )
+    recordings_dir: str = field(
+        default="/var/spool/gateway/recordings",
+        metadata={
+            "doc": "Voicemail recordings directory (RECORDINGS_DIR); scanned for voicemails left while the"
+            " gateway was away; empty = do not scan."
+        },
+    )
+    recovery_window_hours: float = field(
+        default=168.0,
+        metadata={"doc": "Calls and recordings older than this many hours are not recovered."},
+    )
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the key and the fix if a value cannot work."""
@@ -68,6 +86,8 @@ class VoiceSettings:
             raise ConfigError("voice.lookup_budget_ms must be 1..190 so a call is answered within 200 ms")
         if not 1 <= self.label_max_chars <= 80:
             raise ConfigError("voice.label_max_chars must be between 1 and 80")
+        if self.recovery_window_hours <= 0:
+            raise ConfigError("voice.recovery_window_hours must be positive (168 = one week)")
         if self.ami_ping_interval + self.ami_ping_timeout > 30:
             raise ConfigError(
                 "voice.ami_ping_interval + voice.ami_ping_timeout must stay <= 30 s "

@@ -154,6 +154,8 @@
         break;
       default: cls = "system"; head = ev.kind.replace("_", " ");
     }
+    // Found in Asterisk's records after the gateway was down (meta.recovered = "after downtime").
+    if (typeof meta.recovered === "string") head += " · recovered " + meta.recovered;
     return el("li", { class: cls, "data-event": ev.id },
       el("span", { class: "meta" }, head + " · " + when(ev.occurred_at)),
       body ? document.createTextNode(body) : null, ...extra);
@@ -470,6 +472,13 @@
 
   api("GET", "/api/v1/staff").then((d) => { state.staff = d.staff; }).catch(() => {});
   loadInbox().catch(console.error);
+  // Deep link from other pages (the leakage lists): /console#conversation=ID opens that conversation.
+  function openFromHash() {
+    const m = /^#conversation=(\d+)$/.exec(location.hash);
+    if (m) openConversation(Number(m[1])).catch(console.error);
+  }
+  window.addEventListener("hashchange", openFromHash);
+  openFromHash();
   setInterval(() => refreshInboxSoon(), 30000);
   connect();
 })();
