@@ -229,6 +229,11 @@ def pbx_call_lock(timeout: float = 100) -> Iterator[None]:
                     raise HarnessError(f"another test run holds {CALL_LOCK} for over {timeout} s") from None
                 time.sleep(0.2)
         try:
+            # Several checkouts may share this PBX with different configurations: under the lock, make sure it
+            # runs this checkout's (a no-op when it already does), so nobody restarts it under a running call.
+            proc = _script("start")
+            if proc.returncode != 0:
+                raise HarnessError(f"could not start the local Asterisk: {proc.stderr.strip()[-2000:]}")
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)

@@ -32,6 +32,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from gateway.channels.voice.agi_server import AgiServer, CallerContext, InboundRouter
@@ -48,6 +49,7 @@ from gateway.channels.voice.tracker import (
     Transferred,
     VoicemailLeft,
 )
+from gateway.channels.voice.whisper import WhisperMaker, WhisperSettings
 from gateway.domain.calls import (
     CallAnswered,
     CallDirection,
@@ -179,11 +181,18 @@ class VoiceChannel:
         self.store = store
         self.clock = clock
         self.tracker = CallTracker(staff=settings.staff, abandon_seconds=settings.abandon_seconds)
+        self.whisper = (
+            WhisperMaker(WhisperSettings(directory=Path(settings.whisper_dir), voice=settings.whisper_voice))
+            if settings.whisper
+            else None
+        )
         self.router = InboundRouter(
             service,
             settings,
             busy_extensions=self.tracker.busy_extensions,
             on_context=self._on_context,
+            whisper=self.whisper,
+            clock=clock,
         )
         self.agi = AgiServer(
             {"inbound": self.router},
@@ -235,6 +244,8 @@ class VoiceChannel:
         await self.ami.stop()
         await self.agi.stop()
         await self.router.stop()
+        if self.whisper is not None:
+            await self.whisper.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._worker is not None:
