@@ -39,7 +39,7 @@ TEST_ENV = Path(__file__).resolve().parent / "test.env"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 STATE_DIR = Path(os.environ.get("GATEWAY_ASTERISK_STATE", "/var/lib/gateway/asterisk"))
 BASH = shutil.which("bash") or "/bin/bash"
-CALL_LOCK = Path("/run/lock/gateway-realpbx-calls.lock")
+CALL_LOCK = Path(os.environ.get("GATEWAY_REALPBX_CALL_LOCK", "/run/lock/gateway-realpbx-calls.lock"))
 
 TRUNK_IP = "127.0.0.2"
 PHONE_IP = "127.0.0.1"

@@ -366,7 +366,11 @@ class Phone:
     @property
     def media_port(self) -> int:
         """The phone's RTP port (fixed, so a test can listen to what the phone hears)."""
-        return 16000 + 2 * int(self.extension)
+        return 16000 + 4 * int(self.extension)  # sipp also binds port + 2 (video)
+
+    def _media_args(self) -> list[str]:
+        # Only the whisper phones need a known RTP port (the test listens to it); the others keep sipp's default.
+        return ["-mp", str(self.media_port)] if self.mode.startswith("whisper") else []
 
     @property
     def trace(self) -> Path:
@@ -402,7 +406,7 @@ class Phone:
         sf = self.workdir / f"uas-{self.extension}.xml"
         sf.write_text(xml)
         self.proc = await asyncio.create_subprocess_exec(
-            SIPP, "-sf", str(sf), "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(self.media_port), "-nostdin",
+            SIPP, "-sf", str(sf), "-i", "127.0.0.1", "-p", str(self.port), *self._media_args(), "-nostdin",
             "-trace_msg", "-message_file", str(self.trace), "-timeout_error",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
