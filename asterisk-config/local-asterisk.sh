@@ -309,7 +309,8 @@ cmd_start() {
     rm -rf "$tmp"
     printf '%s\n' "$hash" >"$STATE/config.hash"
     printf '%s\n' "$core" >"$STATE/core.hash"
-    mkdir -p "$PREFIX${S[LOG_DIR]}" "$PREFIX${S[RUN_DIR]}" "$PREFIX${S[DATA_DIR]}/spool" "${S[RECORDINGS_DIR]}"
+    # cdr-custom/: cdr_custom.conf writes the call records there; it does not create the directory itself.
+    mkdir -p "$PREFIX${S[LOG_DIR]}/cdr-custom" "$PREFIX${S[RUN_DIR]}" "$PREFIX${S[DATA_DIR]}/spool"
     shared_dirs
     if [[ $MODE == chroot ]]; then
         mount_once /proc "$ROOT/proc"
@@ -317,7 +318,7 @@ cmd_start() {
         # Name resolution as on the host (the chroot's own /etc/hosts lacks the host name: slow lookups).
         cp /etc/hosts "$ROOT/etc/hosts"
     elif [[ -n "${S[RUN_USER]:-}" ]]; then
-        chown "${S[RUN_USER]}" "$PREFIX${S[LOG_DIR]}" "$PREFIX${S[RUN_DIR]}" "$PREFIX${S[DATA_DIR]}" \
+        chown "${S[RUN_USER]}" "$PREFIX${S[LOG_DIR]}" "$PREFIX${S[LOG_DIR]}/cdr-custom" "$PREFIX${S[RUN_DIR]}" "$PREFIX${S[DATA_DIR]}" \
             "$PREFIX${S[DATA_DIR]}/spool" "${S[RECORDINGS_DIR]}"
     fi
     local console="$PREFIX${S[LOG_DIR]}/console.log"
@@ -378,6 +379,8 @@ cmd_env() {
     for key in "${SETTING_NAMES[@]}"; do printf '%s=%s\n' "$key" "${S[$key]}"; done
     printf 'MODE=%s\nPREFIX=%s\nCONF_DIR=%s\nHOST_CONF_DIR=%s\nHOST_LOG_DIR=%s\nHOST_RECORDINGS_DIR=%s\n' \
         "$MODE" "$PREFIX" "$CONF_DIR" "$PREFIX$CONF_DIR" "$PREFIX${S[LOG_DIR]}" "${S[RECORDINGS_DIR]}"
+    # The call records (cdr_custom.conf) as the host sees them: the gateway's voice.cdr_file.
+    printf 'HOST_CDR_FILE=%s\n' "$PREFIX${S[LOG_DIR]}/cdr-custom/gateway-calls.csv"
 }
 
 if [[ $MODE == chroot ]]; then IN_ROOT=(chroot "$ROOT"); else IN_ROOT=(); fi

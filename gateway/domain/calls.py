@@ -1,16 +1,13 @@
-"""Calls as the domain sees them: outcomes, the finished call record, and the bus events.
+"""Calls as the domain sees them: outcomes and the finished call record (the call events are in events.py).
 
-The voice channel (``gateway/channels/voice``) turns Asterisk's events into these; the web layer
-(screen-pop), the rules (missed-call text-back) and transcription subscribe to them on the bus.
-Nothing here knows about AMI or AGI.
+The voice channel (``gateway/channels/voice``) builds these from Asterisk's events and publishes them inside the call
+events of :mod:`gateway.domain.events`. Nothing here knows about AMI or AGI.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-
-from gateway.domain.models import ConversationSummary
 
 
 class CallOutcome(StrEnum):
@@ -84,56 +81,3 @@ class CallRecord:
         """Seconds the caller waited before an answer (or before hanging up)."""
         end = self.answered_at if self.answered_at is not None else self.ended_at
         return 0.0 if end is None else max(0.0, end - self.started_at)
-
-
-@dataclass(frozen=True, slots=True)
-class CallRinging:
-    """A staff phone is ringing: the screen-pop for ``extension`` shows ``summary``.
-
-    ``summary`` is None when the caller is unknown or withheld, or the lookup was too slow.
-    """
-
-    extension: str
-    call_id: str
-    caller: str
-    conversation_id: int | None
-    summary: ConversationSummary | None
-    staff: str | None = None
-    caller_name: str = ""
-    direction: CallDirection = CallDirection.INBOUND
-    occurred_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class CallAnswered:
-    """``extension`` picked up: every other screen-pop of this call can close."""
-
-    extension: str
-    call_id: str
-    caller: str
-    conversation_id: int | None
-    staff: str | None = None
-    occurred_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class CallEnded:
-    """The call is over; ``call`` has its outcome, who answered and the durations."""
-
-    call_id: str
-    caller: str
-    conversation_id: int | None
-    outcome: CallOutcome
-    call: CallRecord
-
-
-@dataclass(frozen=True, slots=True)
-class VoicemailRecorded:
-    """A voicemail WAV was stored and put on the timeline as event ``event_id``."""
-
-    call_id: str
-    caller: str
-    conversation_id: int
-    event_id: int
-    path: str
-    duration: float

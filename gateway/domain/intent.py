@@ -33,7 +33,10 @@ def _default_keywords() -> dict[str, list[str]]:
         "book": ["예약", "book", "booking", "appointment", "reserve", "reservation", "schedule"],
         "cancel": ["취소", "cancel", "call off"],
         "estimate": ["견적", "estimate", "quote", "price", "how much"],
-        "urgent": ["긴급", "급한", "응급", "urgent", "emergency", "asap", "right away"],
+        "urgent": ["긴급", "급한", "응급", "urgent", "emergency", "emergencies", "asap", "right away"],
+        "reschedule": ["reschedule", "move my appointment", "change my appointment", "another time", "different time"],
+        "status": ["status", "any update", "any news", "is it ready", "still waiting"],
+        "problem": ["problem", "broken", "chipped", "cracked", "leak", "pain", "hurts", "not working", "damage"],
     }
 
 

@@ -47,6 +47,7 @@ class EventKind(StrEnum):
     UNMERGE = "unmerge"
     OPT_OUT = "opt_out"
     OPT_IN = "opt_in"
+    CLAIM = "claim"
 
 
 INBOUND_KINDS = frozenset({EventKind.MESSAGE_IN, EventKind.VOICEMAIL, EventKind.CALL_MISSED})
@@ -151,41 +152,23 @@ class ConversationSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class TimelineEventAdded:
-    """Bus event: a timeline entry was durably stored."""
+class ReplyRoutes:
+    """Which channels can reach a conversation's customer now, and why the others cannot."""
 
-    conversation_id: int
-    contact_id: int
-    event: TimelineEvent
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationUpdated:
-    """Bus event: intent, next step, owner or another conversation field changed."""
-
-    conversation_id: int
-    fields: Mapping[str, Any]
+    channels: tuple[str, ...]
+    phone: str | None
+    chat_visitor: str | None
+    unavailable: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
-class ContactsMerged:
-    """Bus event: two contacts became one (or were split again when ``undone``)."""
+class ReplyResult:
+    """A staff reply that was recorded (and, for SMS, queued in the outbox)."""
 
-    merge_id: int
-    kept_contact_id: int
-    merged_contact_id: int
-    kept_conversation_id: int
-    merged_conversation_id: int
-    undone: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxQueued:
-    """Bus event: an outbound message waits in the outbox (channels wake their sender on it)."""
-
-    outbox_id: int
-    conversation_id: int
     channel: str
+    event_id: int
+    outbox_id: int | None
+    to: str
 
 
 @dataclass(frozen=True, slots=True)

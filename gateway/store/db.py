@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from gateway.errors import ConfigError, SchemaTooNewError, StoreError, StoreFullError
+from gateway.values import Health, down, ok
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,81 @@ def _split_sql(script: str) -> list[str]:
     return statements
 
 
+def migrate_file(path: Path) -> tuple[int, int]:
+    """Bring the database file at ``path`` to this build's schema. Returns (version before, version after)."""
+    check_writable(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        configure_connection(conn, writer=True)
+        return migrate(conn, path)
+    finally:
+        conn.close()
+
+
+def inspect_database(path: Path) -> tuple[str, int]:
+    """(integrity_check result, schema version) of a database file, opened read-only.
+
+    Raises :class:`StoreError` when the file is not a readable gateway database.
+    """
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            integrity = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            conn.execute("SELECT COUNT(*) FROM events").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise StoreError(f"{path} is not a gateway database: {err}") from err
+    return integrity, version
+
+
+def restore_database(source: Path, dest: Path) -> None:
+    """Copy the database file ``source`` over ``dest`` (the daemon must not be running), in WAL mode."""
+    try:
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        target = sqlite3.connect(dest)
+        try:
+            src.backup(target)
+            target.execute("PRAGMA journal_mode = WAL")
+        finally:
+            src.close()
+            target.close()
+    except sqlite3.Error as err:
+        raise _translate(err, dest) from err
+
+
+@dataclass(frozen=True, slots=True)
+class FileProbe:
+    """What :func:`probe_database_file` found: the schema version and quick_check, or why it could not tell."""
+
+    version: int = 0
+    quick_check: str = ""
+    open_error: str | None = None
+    error: str | None = None
+
+
+def probe_database_file(path: Path, *, probe_write: bool) -> FileProbe:
+    """Open an existing database file, read its schema version and ``quick_check``; with ``probe_write`` also prove a
+    write transaction works (it rewrites the same version). Never raises for a database problem."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5)
+    except sqlite3.Error as err:
+        return FileProbe(open_error=str(err))
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        result = str(conn.execute("PRAGMA quick_check").fetchone()[0])
+        if probe_write:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+    except sqlite3.Error as err:
+        return FileProbe(error=str(err))
+    finally:
+        conn.close()
+    return FileProbe(version, result)
+
+
 def check_writable(path: Path) -> None:
     """Fail fast, with the fix, when the database cannot be created or written at ``path``."""
     directory = path.parent
@@ -177,6 +253,7 @@ class StoreStats:
     largest_batch: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
+    last_write_at: float | None = None
 
 
 class _Pending:
@@ -268,6 +345,32 @@ class Store:
 
     # -- public API ------------------------------------------------------------------------------------------------
 
+    def health(self) -> Health:
+        """The store's verdict: open, and the last write succeeded (or failed, with the fix)."""
+        st = self.stats
+        details: dict[str, str | int | float | bool | None] = {
+            "path": str(self.path),
+            "writes": st.writes,
+            "failed_writes": st.failed_writes,
+        }
+        if self._writer is None:
+            return down(
+                "database", "Database", f"{self.path} is not open", "restart the gateway; see its log", details=details
+            )
+        if st.last_error_at is not None and (st.last_write_at is None or st.last_write_at < st.last_error_at):
+            full = "full" in (st.last_error or "") or "disk" in (st.last_error or "")
+            return down(
+                "database",
+                "Database",
+                f"the last write failed: {st.last_error}",
+                "free disk space; the gateway continues by itself"
+                if full
+                else "check the disk and the database file's permissions",
+                since=st.last_error_at,
+                details=details,
+            )
+        return ok("database", "Database", f"{self.path} open, writes succeed", details=details)
+
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in the next group-commit transaction; return its result once durably committed."""
         if self._task is None:
@@ -356,6 +459,7 @@ class Store:
                     continue
                 if ok:
                     self.stats.writes += 1
+                    self.stats.last_write_at = time.time()
                     p.future.set_result(value)
                 else:
                     self.stats.failed_writes += 1

@@ -208,39 +208,9 @@ def mark_ingested(conn: sqlite3.Connection, message_id: int, conversation_id: in
     )
 
 
-def queue_confirmation(
-    conn: sqlite3.Connection,
-    message_id: int,
-    conversation_id: int,
-    *,
-    to_addr: str,
-    body: str,
-    parts: int,
-    now: float,
-    expires_at: float,
-) -> tuple[int, int] | None:
-    """Queue the one confirmation a keyword gets. Returns (outbox id, event id), or None if it was
-    already queued (so a replay after a crash never sends a second one)."""
-    row = conn.execute("SELECT confirmation_outbox_id FROM sms_messages WHERE id = ?", (message_id,)).fetchone()
-    if row is None or row[0] is not None:
-        return None
-    meta = q.dumps({"to": to_addr, "parts": parts, "automated": True, "keyword_reply": True})
-    event_id = q.insert_event(conn, conversation_id, "message_out", "sms", body, meta, None, "system", now, now)
-    outbox_id = q.insert_outbox(
-        conn,
-        conversation_id,
-        "sms",
-        to_addr,
-        body,
-        parts,
-        True,
-        "system",
-        event_id,
-        now,
-        expires_at,
-    )
+def set_confirmation(conn: sqlite3.Connection, message_id: int, outbox_id: int) -> None:
+    """Remember which outbox row answered a keyword message (the conversation service queued it)."""
     conn.execute("UPDATE sms_messages SET confirmation_outbox_id = ? WHERE id = ?", (outbox_id, message_id))
-    return outbox_id, event_id
 
 
 def inbound_counts(conn: sqlite3.Connection) -> dict[str, int]:
@@ -283,12 +253,21 @@ def expire_overdue(conn: sqlite3.Connection, now: float) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+# A queued row may go only when no earlier row to the same number is still pending (queued, possibly waiting for
+# a retry, or being sent): a later message never overtakes an earlier one to the same person, also across retries.
+_IN_ORDER = (
+    "NOT EXISTS (SELECT 1 FROM outbox p WHERE p.to_addr = o.to_addr AND p.id < o.id"
+    " AND p.state IN ('queued', 'sending') AND p.channel = 'sms')"
+)
+
+
 def next_due(conn: sqlite3.Connection, now: float) -> OutboundRow | None:
-    """The next queued SMS whose time has come."""
+    """The next queued SMS whose time has come: staff replies before automated messages, then oldest first, and
+    never ahead of an earlier pending message to the same number."""
     row = conn.execute(
-        "SELECT id, conversation_id, to_addr, body, attempts, automated, expires_at FROM outbox"
-        " WHERE channel = 'sms' AND state = 'queued' AND next_attempt_at <= ? AND expires_at > ?"
-        " ORDER BY next_attempt_at, id LIMIT 1",
+        "SELECT o.id, o.conversation_id, o.to_addr, o.body, o.attempts, o.automated, o.expires_at FROM outbox o"
+        " WHERE o.channel = 'sms' AND o.state = 'queued' AND o.next_attempt_at <= ? AND o.expires_at > ?"
+        f" AND {_IN_ORDER} ORDER BY o.automated, o.next_attempt_at, o.id LIMIT 1",
         (now, now),
     ).fetchone()
     if row is None:
@@ -297,8 +276,10 @@ def next_due(conn: sqlite3.Connection, now: float) -> OutboundRow | None:
 
 
 def next_attempt_at(conn: sqlite3.Connection) -> float | None:
-    """When the earliest queued SMS becomes due (to sleep until then)."""
-    row = conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE channel = 'sms' AND state = 'queued'").fetchone()
+    """When the earliest queued SMS that may go next becomes due (to sleep until then)."""
+    row = conn.execute(
+        f"SELECT MIN(o.next_attempt_at) FROM outbox o WHERE o.channel = 'sms' AND o.state = 'queued' AND {_IN_ORDER}"
+    ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
 
 
@@ -468,8 +449,10 @@ def peek_due(conn: sqlite3.Connection, now: float) -> tuple[bool, float | None]:
     """Read-only look before a round: is any SMS due (or overdue to expire), and when is the
     next one due? Lets an idle outbox skip the write transaction."""
     row = conn.execute(
-        "SELECT MIN(next_attempt_at), MIN(expires_at) FROM outbox WHERE channel = 'sms' AND state = 'queued'"
+        "SELECT MIN(o.next_attempt_at), MIN(o.expires_at) FROM outbox o WHERE o.channel = 'sms' AND o.state = 'queued'"
+        f" AND {_IN_ORDER}"
     ).fetchone()
+    # The oldest queued row per number is never held back, so nothing found means nothing queued.
     if row is None or row[0] is None:
         return False, None
     next_at, first_expiry = float(row[0]), float(row[1])

@@ -12,8 +12,10 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from gateway.domain.events import TRANSCRIPTION_ACTIVE_STATES
+
 #: Statuses that still need work (they count against the backlog bound).
-ACTIVE = ("pending", "running", "waiting_model")
+ACTIVE = TRANSCRIPTION_ACTIVE_STATES
 STATUSES = ("pending", "running", "done", "failed", "waiting_model")
 
 _COLUMNS = (

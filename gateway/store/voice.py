@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 
 from gateway.domain.calls import CallDirection, CallOutcome, CallRecord, Transfer
@@ -101,3 +101,53 @@ def bind_extensions(conn: sqlite3.Connection, staff: Mapping[str, str], now: flo
             " ON CONFLICT(username) DO UPDATE SET extension = excluded.extension",
             (user, user, ext, now),
         )
+
+
+# -- recovery after downtime ---------------------------------------------------------------------------
+
+
+def recovery_cursor(conn: sqlite3.Connection, source: str) -> tuple[int, int, str] | None:
+    """(inode, byte offset, head hash) where the last recovery stopped reading ``source``."""
+    row = conn.execute("SELECT inode, offset, head FROM recovery_cursors WHERE source = ?", (source,)).fetchone()
+    return (int(row[0]), int(row[1]), str(row[2])) if row else None
+
+
+def set_recovery_cursor(conn: sqlite3.Connection, source: str, cursor: tuple[int, int, str], now: float) -> None:
+    """Remember how far ``source`` was read."""
+    conn.execute(
+        "INSERT INTO recovery_cursors(source, inode, offset, head, updated_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT(source) DO UPDATE SET inode = excluded.inode, offset = excluded.offset,"
+        " head = excluded.head, updated_at = excluded.updated_at",
+        (source, *cursor, now),
+    )
+
+
+def known_external_ids(conn: sqlite3.Connection, channel: str, external_ids: Iterable[str]) -> set[str]:
+    """Which of ``external_ids`` are already on some timeline of ``channel``."""
+    ids = list(dict.fromkeys(external_ids))
+    found: set[str] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT external_id FROM events WHERE channel = ? AND external_id IN ({marks})",
+            (channel, *chunk),
+        ).fetchall()
+        found.update(str(r[0]) for r in rows)
+    return found
+
+
+def call_callers(conn: sqlite3.Connection, call_ids: Iterable[str]) -> dict[str, tuple[str, int | None]]:
+    """call_id -> (caller, conversation_id) from the call log, for the ids it has."""
+    ids = list(dict.fromkeys(call_ids))
+    out: dict[str, tuple[str, int | None]] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT call_id, caller, conversation_id FROM calls WHERE call_id IN ({marks})",
+            chunk,
+        ).fetchall()
+        for r in rows:
+            out[str(r[0])] = (str(r[1]), int(r[2]) if r[2] is not None else None)
+    return out

@@ -66,53 +66,59 @@ def _staff(row: sqlite3.Row | tuple[Any, ...]) -> StaffRow:
     )
 
 
-# ---------------------------------------------------------------------------------------------- login lockout
+# -------------------------------------------------------------------------------------------- login throttling
 
 
-def locked_until(conn: sqlite3.Connection, keys: list[str], now: float) -> float:
-    """Latest lock expiry among ``keys`` that is still in the future, else 0."""
-    if not keys:
-        return 0.0
-    marks = ",".join("?" * len(keys))
-    row = conn.execute(
-        f"SELECT MAX(locked_until) FROM web_login_failures WHERE key IN ({marks}) AND locked_until > ?",
-        (*keys, now),
-    ).fetchone()
-    return float(row[0]) if row and row[0] else 0.0
-
-
-def record_login_failure(
+def reserve_login_attempt(
     conn: sqlite3.Connection,
-    key: str,
+    keys: list[tuple[str, int]],
     now: float,
     *,
-    threshold: int,
     window: float,
-    lock_seconds: float,
-) -> int:
-    """Count one failed login for ``key``; lock it once ``threshold`` failures fall within ``window``.
+    base_delay: float,
+    max_delay: float,
+) -> float:
+    """Reserve one login attempt under every key, atomically; returns 0.0, or the seconds to wait first.
 
-    Returns the failure count after this one.
+    ``keys`` pairs a key ('user:<name>|<addr>' or 'addr:<addr>') with the failures it may have before attempts are
+    spaced out. The attempt is counted as a failure *before* the password is checked (a success gives it back), so
+    concurrent guesses cannot all slip through while the first ones are being checked. Once a key reaches its free
+    failures, each further attempt must wait ``base_delay`` seconds, doubling per failure up to ``max_delay``; a
+    refused attempt costs nothing, so nobody can extend someone else's wait. Failures are forgotten after ``window``
+    seconds without one.
     """
-    row = conn.execute("SELECT failures, last_failure FROM web_login_failures WHERE key = ?", (key,)).fetchone()
-    failures = 1 if row is None or now - float(row[1]) > window else int(row[0]) + 1
-    until = now + lock_seconds if failures >= threshold else 0.0
+    rows: dict[str, tuple[int, float]] = {}
+    wait = 0.0
+    for key, _free in keys:
+        row = conn.execute(
+            "SELECT failures, last_failure, locked_until FROM web_login_failures WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None or now - float(row[1]) > window:
+            rows[key] = (0, 0.0)
+            continue
+        rows[key] = (int(row[0]), float(row[2]))
+        wait = max(wait, float(row[2]) - now)
+    if wait > 0:
+        return wait
+    for key, free in keys:
+        failures = rows[key][0] + 1
+        until = now + min(max_delay, base_delay * 2 ** (failures - free)) if failures >= free else 0.0
+        conn.execute(
+            "INSERT INTO web_login_failures(key, failures, last_failure, locked_until) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET failures = excluded.failures, last_failure = excluded.last_failure, "
+            "locked_until = excluded.locked_until",
+            (key, failures, now, until),
+        )
+    return 0.0
+
+
+def login_succeeded(conn: sqlite3.Connection, user_key: str, address_key: str) -> None:
+    """The password was right: forget the user's failures from this address, give the address its attempt back."""
+    conn.execute("DELETE FROM web_login_failures WHERE key = ?", (user_key,))
     conn.execute(
-        "INSERT INTO web_login_failures(key, failures, last_failure, locked_until) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT(key) DO UPDATE SET failures = excluded.failures, last_failure = excluded.last_failure, "
-        "locked_until = MAX(locked_until, excluded.locked_until)",
-        (key, failures, now, until),
+        "UPDATE web_login_failures SET failures = MAX(0, failures - 1) WHERE key = ?",
+        (address_key,),
     )
-    if failures >= threshold:
-        # Start counting afresh after the lock, so one more mistake later does not lock again at once.
-        conn.execute("UPDATE web_login_failures SET failures = 0 WHERE key = ?", (key,))
-    return failures
-
-
-def clear_login_failures(conn: sqlite3.Connection, key: str) -> None:
-    """Forget failures for ``key`` after a successful login."""
-    conn.execute("DELETE FROM web_login_failures WHERE key = ? AND locked_until <= ?", (key, 0.0))
-    conn.execute("UPDATE web_login_failures SET failures = 0 WHERE key = ?", (key,))
 
 
 # --------------------------------------------------------------------------------------------------- sessions
@@ -152,6 +158,11 @@ def session_by_hash(conn: sqlite3.Connection, token_hash: str, now: float) -> Se
 def delete_session(conn: sqlite3.Connection, token_hash: str) -> None:
     """Log a session out."""
     conn.execute("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,))
+
+
+def delete_staff_sessions(conn: sqlite3.Connection, staff_id: int) -> int:
+    """Log a staff member out everywhere; returns how many sessions ended."""
+    return conn.execute("DELETE FROM web_sessions WHERE staff_id = ?", (staff_id,)).rowcount
 
 
 # --------------------------------------------------------------------------------------------------- visitors
@@ -204,39 +215,69 @@ def visitors_for_conversation(conn: sqlite3.Connection, conversation_id: int) ->
 # ------------------------------------------------------------------------------------------------- API tokens
 
 
-def create_api_token(conn: sqlite3.Connection, name: str, token_hash: str, now: float) -> int:
-    """Store a new API token's hash; returns its id."""
+SCOPES = ("read", "send", "admin")
+
+
+@dataclass(frozen=True)
+class ApiTokenRow:
+    """A live API token: what it may do and until when."""
+
+    id: int
+    name: str
+    scopes: frozenset[str]
+    expires_at: float | None
+
+
+def create_api_token(
+    conn: sqlite3.Connection,
+    name: str,
+    token_hash: str,
+    now: float,
+    *,
+    scopes: tuple[str, ...] = ("read",),
+    expires_at: float | None = None,
+) -> int:
+    """Store a new API token's hash with its scopes and optional expiry; returns its id."""
     cur = conn.execute(
-        "INSERT INTO api_tokens(name, token_hash, created_at) VALUES (?, ?, ?)",
-        (name, token_hash, now),
+        "INSERT INTO api_tokens(name, token_hash, created_at, scopes, expires_at) VALUES (?, ?, ?, ?, ?)",
+        (name, token_hash, now, ",".join(scopes), expires_at),
     )
     return int(cur.lastrowid or 0)
 
 
-def use_api_token(conn: sqlite3.Connection, token_hash: str, now: float) -> tuple[int, str] | None:
-    """(id, name) of a live token with this hash, touching its last use; None if unknown or revoked."""
+def use_api_token(conn: sqlite3.Connection, token_hash: str, now: float) -> None:
+    """Touch a token's last use."""
+    conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE token_hash = ?", (now, token_hash))
+
+
+def find_api_token(conn: sqlite3.Connection, token_hash: str, now: float) -> ApiTokenRow | None:
+    """A live token with this hash: not revoked and not expired."""
     row = conn.execute(
-        "SELECT id, name FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
+        "SELECT id, name, scopes, expires_at FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL"
+        " AND (expires_at IS NULL OR expires_at > ?)",
+        (token_hash, now),
     ).fetchone()
     if row is None:
         return None
-    conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (now, row[0]))
-    return int(row[0]), str(row[1])
-
-
-def find_api_token(conn: sqlite3.Connection, token_hash: str) -> tuple[int, str] | None:
-    """Read-only lookup of a live token (id, name)."""
-    row = conn.execute(
-        "SELECT id, name FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
-    ).fetchone()
-    return (int(row[0]), str(row[1])) if row else None
+    scopes = frozenset(x for x in str(row[2]).split(",") if x)
+    return ApiTokenRow(int(row[0]), str(row[1]), scopes, None if row[3] is None else float(row[3]))
 
 
 def list_api_tokens(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every token without its hash."""
     return [
-        {"id": r[0], "name": r[1], "created_at": r[2], "last_used_at": r[3], "revoked_at": r[4]}
-        for r in conn.execute("SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY id")
+        {
+            "id": r[0],
+            "name": r[1],
+            "created_at": r[2],
+            "last_used_at": r[3],
+            "revoked_at": r[4],
+            "scopes": [x for x in str(r[5]).split(",") if x],
+            "expires_at": r[6],
+        }
+        for r in conn.execute(
+            "SELECT id, name, created_at, last_used_at, revoked_at, scopes, expires_at FROM api_tokens ORDER BY id"
+        )
     ]
 
 

@@ -80,3 +80,21 @@ def model_name(path: str) -> str:
     if root.name == "model" and root.parent.name:
         return root.parent.name
     return root.name or path
+
+
+def load_check(path: str, *, timeout: float = 120.0) -> str | None:
+    """None when Vosk really loads the model (in a child process, like the workers), else why not."""
+    import subprocess  # noqa: PLC0415 - only the doctor needs it
+    import sys  # noqa: PLC0415
+
+    code = "import sys, vosk; vosk.SetLogLevel(-1); vosk.Model(sys.argv[1])"
+    try:
+        done = subprocess.run(  # noqa: S603 - our own interpreter and a fixed program
+            [sys.executable, "-c", code, path], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return f"loading the model at {path} took more than {timeout:.0f} s"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        return f"Vosk could not load the model at {path}: {last}; download the model again"
+    return None

@@ -35,21 +35,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from gateway.domain.bus import Bus, Subscription
+from gateway.domain.events import TranscriptionFailed, TranscriptionHealth, TranscriptReady, VoicemailRecorded
 from gateway.domain.intent import IntentConfig, IntentDecision, IntentRules, KeywordHit
 from gateway.domain.models import Channel, EventKind
-from gateway.domain.ports import StorePort
+from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import PermanentError, StoreError
 from gateway.store import transcribe as q
 from gateway.supervise import backoff_delay
@@ -63,6 +62,7 @@ from gateway.transcribe.process import (
     WorkerProcess,
 )
 from gateway.transcribe.protocol import Failed, JobRequest, Result
+from gateway.values import Health, degraded, down, ok
 
 log = logging.getLogger(__name__)
 
@@ -72,70 +72,6 @@ T = TypeVar("T")
 #: the trigger).
 IDLE_POLL_SECONDS = 5.0
 TRANSCRIPT_AUTHOR = "transcriber"
-
-
-class ConversationPort(Protocol):
-    """What the service needs from the conversation service (see gateway.domain.service)."""
-
-    async def append_event(
-        self,
-        conversation_id: int,
-        kind: EventKind | str,
-        channel: Channel | str,
-        body: str = "",
-        meta: Mapping[str, Any] | None = None,
-        external_id: str | None = None,
-        author: str | None = None,
-        occurred_at: float | None = None,
-    ) -> int: ...
-
-    async def update_conversation(
-        self, conversation_id: int, *, intent: str | None = None, urgent: bool | None = None
-    ) -> None: ...
-
-    async def update_event_meta(self, event_id: int, patch: Mapping[str, Any]) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptReady:
-    """Bus event: a voicemail's transcript is on the timeline."""
-
-    conversation_id: int
-    voicemail_event_id: int
-    transcript_event_id: int
-    intent: str | None
-    urgent: bool
-    keywords: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptionFailed:
-    """Bus event: a voicemail could not be transcribed (it stays stored and playable)."""
-
-    conversation_id: int
-    voicemail_event_id: int
-    job_id: int
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptionHealth:
-    """Bus event and status: is transcription working?"""
-
-    model_path: str
-    model_error: str | None
-    workers: int
-    workers_alive: int
-    worker_pids: tuple[int, ...]
-    last_error: str | None
-    last_error_at: float | None
-    missing_keywords: tuple[str, ...] = ()
-    counts: Mapping[str, int] = field(default_factory=dict)
-
-    @property
-    def backlog(self) -> int:
-        """Jobs still to do (pending, running, waiting for a model)."""
-        return sum(self.counts.get(s, 0) for s in q.ACTIVE)
 
 
 def worker_command(config: TranscribeConfig, model_path: str) -> list[str]:
@@ -173,15 +109,6 @@ def _model_signature(path: str) -> tuple[tuple[str, int, int], ...]:
     return tuple(sig)
 
 
-def _voicemail_event_type() -> type | None:
-    try:
-        module = importlib.import_module("gateway.domain.calls")
-    except ImportError:
-        return None
-    found = getattr(module, "VoicemailRecorded", None)
-    return found if isinstance(found, type) else None
-
-
 class TranscriptionService:
     """Transcribes voicemails in worker processes and puts the text on the caller's timeline."""
 
@@ -194,8 +121,13 @@ class TranscriptionService:
         intent: IntentConfig | IntentRules | None = None,
         *,
         command: Callable[[str], Sequence[str]] | None = None,
+        sets_intent: bool = True,
     ) -> None:
-        """``command(model_path)`` overrides the worker command line (tests run fakes with it)."""
+        """``command(model_path)`` overrides the worker command line (tests run fakes with it).
+
+        ``sets_intent=False`` leaves the conversation's intent and urgency to the spine learner, which reads them
+        from the transcript's meta and records who set them; the transcript carries the decision either way."""
+        self.sets_intent = sets_intent
         self.store = store
         self.conversations = conversations
         self.bus = bus
@@ -212,6 +144,7 @@ class TranscriptionService:
         self._wake = asyncio.Event()
         self._model_ok = asyncio.Event()
         self._model_error: str | None = None
+        self._health_since = time.time()
         self._failed_signature: tuple[tuple[str, int, int], ...] | None = None
         self._last_error: str | None = None
         self._last_error_at: float | None = None
@@ -237,10 +170,8 @@ class TranscriptionService:
                 requeued,
                 failed,
             )
-        voicemail_type = _voicemail_event_type()
-        if voicemail_type is not None:
-            self._sub = self.bus.subscribe("transcribe", types=(voicemail_type,))
-            self._spawn_task(self._listen(self._sub), "transcribe-listen")
+        self._sub = self.bus.subscribe("transcribe", types=(VoicemailRecorded,))
+        self._spawn_task(self._listen(self._sub), "transcribe-listen")
         await self._catch_up()
         await self._set_model_state(check_model(self.model_path))
         if not self.config.enabled:
@@ -332,14 +263,60 @@ class TranscriptionService:
         """The transcription job of a voicemail event."""
         return await self.store.read(lambda c: q.job_for_voicemail(c, voicemail_event_id))
 
-    async def health(self) -> TranscriptionHealth:
+    def health(self) -> Health:
+        """Transcription's verdict for the status page, ``gateway doctor`` and /metrics."""
+        h = self._health()
+        title = "Voicemail transcription"
+        details: dict[str, str | int | float | bool | None] = {
+            "model": h.model_path,
+            "workers": h.workers,
+            "workers_alive": h.workers_alive,
+        }
+        if h.model_error:
+            return down(
+                "transcription",
+                title,
+                f"no usable speech model: {h.model_error}",
+                "install a Vosk model (./install.sh can download one) and set transcribe.model_path; voicemails "
+                "wait and are transcribed once it is there",
+                since=self._health_since,
+                details=details,
+            )
+        if h.workers_alive == 0:
+            return down(
+                "transcription",
+                title,
+                f"no speech worker is running ({h.last_error or 'starting'})",
+                "look at the gateway's log for the worker's error; it restarts the worker by itself, restart the "
+                "gateway if this lasts",
+                since=self._health_since,
+                details=details,
+            )
+        if h.workers_alive < h.workers:
+            return degraded(
+                "transcription",
+                title,
+                f"{h.workers_alive} of {h.workers} speech workers running ({h.last_error or 'restarting'})",
+                "nothing to do if it recovers within a minute; otherwise see the gateway's log",
+                since=self._health_since,
+                details=details,
+            )
+        return ok(
+            "transcription",
+            title,
+            f"{h.workers_alive} speech worker(s) ready",
+            since=self._health_since,
+            details=details,
+        )
+
+    async def snapshot(self) -> TranscriptionHealth:
         """Current health, with job counts from the store."""
         counts = await self.store.read(q.counts)
         return self._health(counts)
 
     async def status(self) -> Mapping[str, Any]:
         """JSON-ready health for the status page (numbers become gauges)."""
-        h = await self.health()
+        h = await self.snapshot()
         return {
             "model_path": h.model_path,
             "model_error": h.model_error,
@@ -367,6 +344,7 @@ class TranscriptionService:
         )
 
     def _publish_health(self) -> None:
+        self._health_since = time.time()
         self.bus.publish(self._health())
 
     def _note_error(self, error: str) -> None:
@@ -378,17 +356,18 @@ class TranscriptionService:
 
     async def _listen(self, sub: Subscription) -> None:
         async for event in sub:
-            try:
-                await self.enqueue(
-                    int(event.conversation_id),  # type: ignore[attr-defined]
-                    int(event.event_id),  # type: ignore[attr-defined]
-                    str(event.path),  # type: ignore[attr-defined]
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # noqa: BLE001 - the catch-up sweep finds it at the next start
-                log.warning("could not queue a voicemail for transcription: %s", err)
-                self._note_error(f"could not queue a voicemail: {err}")
+            match event:
+                case VoicemailRecorded(conversation_id=conversation_id, event_id=event_id, path=path):
+                    await self._queue_recorded(conversation_id, event_id, path)
+
+    async def _queue_recorded(self, conversation_id: int, event_id: int, path: str) -> None:
+        try:
+            await self.enqueue(conversation_id, event_id, path)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the catch-up sweep finds it at the next start
+            log.warning("could not queue a voicemail for transcription: %s", err)
+            self._note_error(f"could not queue a voicemail: {err}")
 
     async def _catch_up(self) -> None:
         missed = await self.store.read(lambda c: q.unqueued_voicemails(c, limit=self.config.max_backlog))
@@ -607,7 +586,7 @@ class TranscriptionService:
             external_id=f"transcript:{job.voicemail_event_id}",
             author=TRANSCRIPT_AUTHOR,
         )
-        if decision.intent is not None or decision.urgent:
+        if self.sets_intent and (decision.intent is not None or decision.urgent):
             await self.conversations.update_conversation(
                 job.conversation_id,
                 intent=decision.intent,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import math
 import sqlite3
 import string
 import time
@@ -98,45 +99,35 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     username = str(form.get("username", "")).strip()[:100]
     password = str(form.get("password", ""))[:1000]
     addr = client_address(request)
-    keys = [f"user:{username.lower()}", f"addr:{addr}"]
+    user_key, addr_key = f"user:{username.lower()}|{addr}", f"addr:{addr}"
+    keys = [(user_key, cfg.login_free_failures), (addr_key, cfg.login_address_free_failures)]
     now = time.time()
-    until = await deps.store.read(lambda c: sql.locked_until(c, keys, now))
-    if until:
-        minutes = max(1, round((until - now) / 60))
-        log.warning("web login refused: locked after repeated failures")
-        return _login_page(
+    wait = await deps.store.write(
+        lambda c: sql.reserve_login_attempt(
+            c,
+            keys,
+            now,
+            window=cfg.login_window_seconds,
+            base_delay=cfg.login_delay_seconds,
+            max_delay=cfg.login_max_delay_seconds,
+        )
+    )
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        log.warning("web login refused: attempts from one address are being spaced out after repeated failures")
+        page = _login_page(
             request,
-            f"Too many wrong passwords. Login is locked; try again in about {minutes} minute(s).",
+            f"Too many wrong passwords from here. Wait {seconds} second(s), then try again.",
             status=429,
         )
+        page.headers["Retry-After"] = str(seconds)
+        return page
     staff = await deps.store.read(lambda c: q.staff_by_username(c, username))
     stored = staff.password_hash if staff is not None and staff.password_hash else ""
     ok = await asyncio.to_thread(verify_password, stored, password)
     if not ok or staff is None:
-
-        def fail(c: sqlite3.Connection) -> int:
-            counts = [
-                sql.record_login_failure(
-                    c,
-                    k,
-                    now,
-                    threshold=cfg.login_max_failures,
-                    window=cfg.login_window_seconds,
-                    lock_seconds=cfg.login_lock_seconds,
-                )
-                for k in keys
-            ]
-            return max(counts)
-
-        await deps.store.write(fail)
+        # The failure was counted when the attempt was reserved.
         log.info("web login failed")
-        locked = await deps.store.read(lambda c: sql.locked_until(c, keys, now))
-        if locked:
-            return _login_page(
-                request,
-                f"Too many wrong passwords. Login is locked for {max(1, cfg.login_lock_seconds // 60)} minute(s).",
-                status=429,
-            )
         return _login_page(request, "Wrong username or password.", status=401)
     session = new_token()
     csrf = new_token()
@@ -144,8 +135,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     sid = staff.id
 
     def ok_op(c: sqlite3.Connection) -> None:
-        for k in keys:
-            sql.clear_login_failures(c, k)
+        sql.login_succeeded(c, user_key, addr_key)
         sql.create_session(c, h, sid, csrf, now, cfg.session_ttl_seconds, addr)
 
     await deps.store.write(ok_op)
@@ -170,6 +160,17 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if auth.session_hash:
         h = auth.session_hash
         await request.app[DEPS].store.write(lambda c: sql.delete_session(c, h))
+    resp = web.HTTPFound("/login")
+    resp.del_cookie(SESSION_COOKIE, path="/")
+    raise resp
+
+
+async def logout_everywhere(request: web.Request) -> web.StreamResponse:
+    """``POST /logout/all``: end every session of the logged-in staff member (a lost laptop, a shared PC)."""
+    session = require_staff(request)
+    staff_id = session.staff.id
+    ended = await request.app[DEPS].store.write(lambda c: sql.delete_staff_sessions(c, staff_id))
+    log.info("web: staff %s signed out everywhere (%d session(s))", session.staff.username, ended)
     resp = web.HTTPFound("/login")
     resp.del_cookie(SESSION_COOKIE, path="/")
     raise resp

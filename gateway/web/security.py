@@ -18,6 +18,7 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
@@ -42,6 +43,8 @@ SESSION_COOKIE = "gw_session"
 LOGIN_CSRF_COOKIE = "gw_login_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+STAFF_SCOPES = frozenset({"read", "send"})
+ADMIN_SCOPES = frozenset({"read", "send", "admin"})
 
 _hasher = PasswordHasher()
 # A real hash of a random password: verifying against it for unknown users keeps login timing uniform.
@@ -123,6 +126,7 @@ class Auth:
     session: sql.SessionRow | None = None
     session_hash: str | None = None
     api_token: tuple[int, str] | None = None
+    scopes: frozenset[str] = frozenset()
 
     @property
     def staff(self) -> sql.StaffRow | None:
@@ -154,12 +158,64 @@ def same_origin(request: web.Request, origin: str | None) -> bool:
     return bool(netloc) and netloc == request.host.lower()
 
 
-def client_address(request: web.Request) -> str:
-    """The peer address (the gateway listens on loopback or behind a proxy that the operator controls).
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-    Interned: thousands of sockets from one network share one string.
+
+@functools.lru_cache(maxsize=8)
+def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    value = text.strip().strip('"')
+    if value.startswith("["):  # Forwarded: for="[2001:db8::1]:4711"
+        value = value[1 : value.find("]")] if "]" in value else value[1:]
+    elif value.count(":") == 1:  # 192.0.2.1:4711
+        value = value.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def _hops(request: web.Request) -> list[str]:
+    """Client hops named by the proxy headers, left (first) to right (nearest)."""
+    if "Forwarded" in request.headers:
+        return [str(f.get("for", "")) for f in request.forwarded]
+    return [h for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+
+
+def client_key(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The rate-limit key of an address: itself for IPv4, its /64 for IPv6 (one subscriber's LAN gets a /64, so
+    counting single IPv6 addresses would let one client rotate through billions)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def client_address(request: web.Request) -> str:
+    """Who is calling, as a rate-limit key (see :func:`client_key`).
+
+    The TCP peer, unless it is one of ``web.trusted_proxies``: then the ``Forwarded`` (or ``X-Forwarded-For``) hops
+    are read from the right, skipping trusted proxies, and the right-most untrusted hop is the client. Hops further
+    left were written by the client itself and are never believed. Interned: thousands of sockets from one network
+    share one string.
     """
-    return sys.intern(request.remote or "unknown")
+    peer = _parse_ip(request.remote or "")
+    if peer is None:
+        return "unknown"
+    trusted = _networks(tuple(request.app[DEPS].config.trusted_proxies))
+    if trusted and any(peer in n for n in trusted):
+        for hop in reversed(_hops(request)):
+            address = _parse_ip(hop)
+            if address is None:
+                break  # garbage from the hop beyond: the last trusted proxy is the best we know
+            peer = address
+            if not any(address in n for n in trusted):
+                break
+    return sys.intern(client_key(peer))
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
@@ -241,17 +297,18 @@ async def resolve_auth(request: web.Request) -> Auth:
     bearer = request.headers.get("Authorization", "")
     if bearer.startswith("Bearer "):
         h = token_hash(bearer[7:].strip())
-        found = await deps.store.read(lambda c: sql.find_api_token(c, h))
+        found = await deps.store.read(lambda c: sql.find_api_token(c, h, now))
         if found is not None:
             await deps.store.write(lambda c: sql.use_api_token(c, h, now))
-            return Auth(api_token=found)
+            return Auth(api_token=(found.id, found.name), scopes=found.scopes)
         return ANONYMOUS
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         h = token_hash(cookie)
         session = await deps.store.read(lambda c: sql.session_by_hash(c, h, now))
         if session is not None:
-            return Auth(session=session, session_hash=h)
+            scopes = ADMIN_SCOPES if session.staff.role == "admin" else STAFF_SCOPES
+            return Auth(session=session, session_hash=h, scopes=scopes)
     return ANONYMOUS
 
 
@@ -294,15 +351,31 @@ def require_staff(request: web.Request) -> sql.SessionRow:
     return auth.session
 
 
-def require_api(request: web.Request) -> Auth:
-    """A session or an API token, else 401."""
+def require_api(request: web.Request, scope: str | None = None) -> Auth:
+    """A session or an API token holding ``scope``, else 401/403.
+
+    Without an explicit scope, reading (GET/HEAD) needs ``read`` and anything that changes state needs ``send``.
+    Staff sessions hold read and send; admins also ``admin``. An API token holds the scopes it was created with.
+    """
     auth = request[AUTH]
     if auth.session is None and auth.api_token is None:
         raise web.HTTPUnauthorized(
             text=json.dumps({"error": "log in or send Authorization: Bearer <api token>"}),
             content_type="application/json",
         )
+    needed = scope or ("send" if request.method in UNSAFE_METHODS else "read")
+    if needed not in auth.scopes:
+        who = "this API token" if auth.session is None else "your login"
+        raise web.HTTPForbidden(
+            text=json.dumps({"error": f"{who} lacks the '{needed}' scope needed here", "scope": needed}),
+            content_type="application/json",
+        )
     return auth
+
+
+def is_admin(request: web.Request) -> bool:
+    """True for an admin's session or an API token with the ``admin`` scope."""
+    return "admin" in request[AUTH].scopes
 
 
 def content_security_policy(request: web.Request) -> str:
@@ -336,5 +409,5 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         h["Cross-Origin-Resource-Policy"] = "cross-origin"
     else:
         h.setdefault("X-Frame-Options", "DENY")
-    if request.path.startswith(("/api/", "/console", "/status", "/login", "/media/")):
+    if request.path.startswith(("/api/", "/console", "/status", "/login", "/media/", "/leakage")):
         h.setdefault("Cache-Control", "no-store")

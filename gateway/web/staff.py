@@ -10,9 +10,9 @@ Theory of operation: one consumer task reads the bus subscription ``web`` and fa
   everywhere else. ``CallEnded`` turns the card into the call's timeline entry (the console keeps it, marked ended,
   linked to the conversation) and the hub forgets the call.
 
-Call events are matched by attribute names (``extension``, ``call_id``, ``conversation_id``), so the web layer
-does not depend on the voice channel's classes. A socket that cannot keep up (send buffer full) is closed rather
-than allowed to slow the others.
+The hub subscribes to the classes in :data:`WEB_EVENTS` and dispatches with ``match`` on them (the classes live
+in :mod:`gateway.domain.events`, so the web layer does not depend on the voice channel). A socket that cannot keep
+up (send buffer full) is closed rather than allowed to slow the others.
 """
 
 from __future__ import annotations
@@ -22,10 +22,20 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from gateway.domain.bus import Subscription
+from gateway.domain.events import (
+    CallAnswered,
+    CallEnded,
+    CallRinging,
+    ContactsMerged,
+    ConversationUpdated,
+    Event,
+    TimelineEventAdded,
+    VoicemailRecorded,
+)
 from gateway.store import web as sql
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
@@ -33,7 +43,18 @@ from gateway.web.security import same_origin
 
 log = logging.getLogger(__name__)
 
-EventHook = Callable[[object], Awaitable[None]]
+EventHook = Callable[[Event], Awaitable[None]]
+
+#: What the hub and its hooks (chat push, webhooks) take from the bus.
+WEB_EVENTS: tuple[type[Event], ...] = (
+    TimelineEventAdded,
+    ConversationUpdated,
+    ContactsMerged,
+    CallRinging,
+    CallAnswered,
+    CallEnded,
+    VoicemailRecorded,
+)
 
 
 class _StaffSocket:
@@ -54,7 +75,7 @@ class StaffHub:
         self._calls: dict[str, set[str]] = {}  # call_id -> extensions that rang
         self._task: asyncio.Task[None] | None = None
         self._hooks: list[EventHook] = []
-        self._sub: Any = None
+        self._sub: Subscription | None = None
 
     @property
     def socket_count(self) -> int:
@@ -69,8 +90,8 @@ class StaffHub:
         """Subscribe to the bus and start the consumer task."""
         if self._task is not None:
             return
-        self._sub = self.deps.bus.subscribe("web", maxsize=5000)
-        self._task = asyncio.create_task(self._consume(), name="web-bus-consumer")
+        self._sub = self.deps.bus.subscribe("web", maxsize=5000, types=WEB_EVENTS)
+        self._task = asyncio.create_task(self._consume(self._sub), name="web-bus-consumer")
 
     async def stop(self) -> None:
         """Stop the consumer and close staff sockets."""
@@ -91,75 +112,67 @@ class StaffHub:
         for s in list(self._sockets):
             await s.ws.close(code=1001, message=b"server shutdown")
 
-    async def _consume(self) -> None:
-        async for event in self._sub:
+    async def _consume(self, sub: Subscription) -> None:
+        async for event in sub:
             try:
                 await self.dispatch(event)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("web: handling bus event %s failed", type(event).__name__)
+                log.exception("web: handling a bus event failed: %s", type(event))
 
-    async def dispatch(self, event: object) -> None:
+    async def dispatch(self, event: Event) -> None:
         """Route one bus event to sockets and hooks."""
-        name = type(event).__name__
-        if name == "TimelineEventAdded":
-            payload = {"type": "event", "event": jsonable(getattr(event, "event", None))}
-            await self._send_all(json.dumps(payload))
-        elif name == "ConversationUpdated":
-            payload = {
-                "type": "conversation",
-                "conversation_id": getattr(event, "conversation_id", None),
-                "fields": jsonable(getattr(event, "fields", {})),
-            }
-            await self._send_all(json.dumps(payload))
-        elif name == "ContactsMerged":
-            await self._send_all(json.dumps({"type": "merged", "merge": jsonable(event)}))
-        elif hasattr(event, "call_id"):
-            await self._call_event(name, event)
+        match event:
+            case TimelineEventAdded(event=entry):
+                await self._send_all(json.dumps({"type": "event", "event": jsonable(entry)}))
+            case ConversationUpdated(conversation_id=conversation_id, fields=fields):
+                payload = {"type": "conversation", "conversation_id": conversation_id, "fields": jsonable(fields)}
+                await self._send_all(json.dumps(payload))
+            case ContactsMerged():
+                await self._send_all(json.dumps({"type": "merged", "merge": jsonable(event)}))
+            case CallRinging():
+                await self._call_ringing(event)
+            case CallAnswered(call_id=call_id, extension=extension):
+                rang = self._calls.get(call_id, set())
+                msg = json.dumps({"type": "call_answered", "call_id": call_id, "extension": extension})
+                for ext in rang | ({extension} if extension else set()):
+                    await self._send_extension(ext, msg)
+            case CallEnded(call_id=call_id, conversation_id=conversation_id, outcome=outcome, call=call):
+                msg = json.dumps(
+                    {
+                        "type": "call_ended",
+                        "call_id": call_id,
+                        "conversation_id": conversation_id,
+                        "outcome": jsonable(outcome),
+                        "answered_by": call.answered_by,
+                    }
+                )
+                for ext in self._calls.pop(call_id, set()):
+                    await self._send_extension(ext, msg)
         for hook in self._hooks:
             try:
                 await hook(event)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("web: event hook failed on %s", name)
+                log.exception("web: event hook failed on %s", type(event))
 
-    async def _call_event(self, name: str, event: object) -> None:
-        call_id = str(getattr(event, "call_id", ""))
-        extension = getattr(event, "extension", None)
-        if name == "CallRinging" and extension:
-            self._calls.setdefault(call_id, set()).add(str(extension))
-            card = {
-                "type": "call_ringing",
-                "call_id": call_id,
-                "extension": str(extension),
-                "caller": getattr(event, "caller", ""),
-                "caller_name": getattr(event, "caller_name", ""),
-                "conversation_id": getattr(event, "conversation_id", None),
-                "summary": jsonable(getattr(event, "summary", None)),
-                "at": getattr(event, "occurred_at", 0.0) or time.time(),
-            }
-            await self._send_extension(str(extension), json.dumps(card))
-        elif name == "CallAnswered":
-            rang = self._calls.get(call_id, set())
-            msg = json.dumps({"type": "call_answered", "call_id": call_id, "extension": str(extension or "")})
-            for ext in rang | ({str(extension)} if extension else set()):
-                await self._send_extension(ext, msg)
-        elif name == "CallEnded":
-            rang = self._calls.pop(call_id, set())
-            call = getattr(event, "call", None)
-            msg = json.dumps(
-                {
-                    "type": "call_ended",
-                    "call_id": call_id,
-                    "conversation_id": getattr(event, "conversation_id", None),
-                    "outcome": jsonable(getattr(event, "outcome", None)),
-                    "answered_by": getattr(call, "answered_by", None),
-                }
-            )
-            for ext in rang:
-                await self._send_extension(ext, msg)
+    async def _call_ringing(self, event: CallRinging) -> None:
+        if not event.extension:
+            return
+        self._calls.setdefault(event.call_id, set()).add(event.extension)
+        card = {
+            "type": "call_ringing",
+            "call_id": event.call_id,
+            "extension": event.extension,
+            "caller": event.caller,
+            "caller_name": event.caller_name,
+            "conversation_id": event.conversation_id,
+            "summary": jsonable(event.summary),
+            "at": event.occurred_at or time.time(),
+        }
+        await self._send_extension(event.extension, json.dumps(card))
 
     async def _send(self, s: _StaffSocket, text: str) -> None:
         if s.ws.closed:

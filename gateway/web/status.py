@@ -21,8 +21,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.domain.limits import BudgetState
 from gateway.store import queries as q
 from gateway.store import web as sql
+from gateway.values import Health, HealthState, degraded, ok, worst
 from gateway.web import hours
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
@@ -81,13 +83,19 @@ async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]
         }
 
     facts = await deps.store.read(store_facts)
+    budget = await deps.service.budget_left()
     try:
         size = deps.store.size_bytes()
     except OSError:
         size = facts["database_bytes"]
     outbox = facts["outbox"]
+    healths = list(deps.health()) if deps.health is not None else []
+    healths.append(budget_health(budget))
     return {
         "generated_at": now,
+        "verdict": worst(healths).value,
+        "health": [h.as_dict() for h in healths],
+        "history": deps.history.as_dict() if deps.history is not None else {},
         **sources,
         "store": {
             "size_bytes": size,
@@ -95,11 +103,76 @@ async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]
             "outbox": outbox,
         },
         "today": facts["today"],
+        "automated_sms": _budget_section(budget),
         "webhooks": facts["webhooks"],
         "web": dict(extra),
         "bus": {"overflow_total": getattr(deps.bus, "overflow_total", 0)},
         "recent_errors": list(reversed(errors.records)),
     }
+
+
+def budget_health(state: BudgetState) -> Health:
+    """The automated-SMS budget as a verdict card: amber when spent, with what that means."""
+    title = "Automated SMS budget"
+    details: dict[str, str | int | float | bool | None] = {
+        "used_hour": state.used_hour,
+        "per_hour": state.per_hour,
+        "used_day": state.used_day,
+        "per_day": state.per_day,
+    }
+    if state.spent_window is not None:
+        return degraded(
+            "automated_sms",
+            title,
+            _budget_section(state)["notice"],
+            "nothing is broken: automated texts resume when the window passes; staff replies still go out. Raise "
+            "sms.automated_per_hour / sms.automated_per_day if the office wants more",
+            details=details,
+        )
+    return ok("automated_sms", title, f"{state.left} automated texts may still go out now", details=details)
+
+
+def _budget_section(state: BudgetState) -> dict[str, Any]:
+    window = state.spent_window
+    if window == "day":
+        notice = (
+            f"Spent: {state.per_day} automated texts in 24 hours (sms.automated_per_day); "
+            "further automated texts are not queued."
+        )
+    elif window == "hour":
+        notice = (
+            f"Spent: {state.per_hour} automated texts this hour (sms.automated_per_hour); "
+            "further automated texts are not queued."
+        )
+    else:
+        notice = f"{state.left} automated texts may still go out now"
+    return {
+        "ok": window is None,
+        "notice": notice,
+        "left": state.left,
+        "used_hour": state.used_hour,
+        "per_hour": state.per_hour,
+        "used_day": state.used_day,
+        "per_day": state.per_day,
+    }
+
+
+#: Status fields only admins see: SIM identities, file system paths, log lines (they can carry numbers and names).
+ADMIN_ONLY = frozenset(
+    {"imsi", "iccid", "imei", "path", "paths", "backup_dir", "device", "model_path", "db_path", "recent_errors"}
+)
+_PATHY = re.compile(r"(^|_)(path|dir|file)s?$")
+
+
+def redact_details(value: Any) -> Any:
+    """The snapshot without :data:`ADMIN_ONLY` fields (and anything named like a path) for non-admin callers."""
+    if isinstance(value, Mapping):
+        return {
+            k: redact_details(v) for k, v in value.items() if str(k) not in ADMIN_ONLY and not _PATHY.search(str(k))
+        }
+    if isinstance(value, list):
+        return [redact_details(v) for v in value]
+    return value
 
 
 _METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
@@ -134,7 +207,19 @@ class _SnapshotCollector(Collector):
         for state, n in self.snap.get("webhooks", {}).items():
             hooks.add_metric([str(state)], float(n))
         yield hooks
-        skip = {"today", "webhooks", "recent_errors", "generated_at"}
+        verdicts = GaugeMetricFamily(
+            "gateway_health",
+            "verdict per check: 0 ok, 1 degraded, 2 down, -1 off (the status page's cards)",
+            labels=["check"],
+        )
+        since = GaugeMetricFamily("gateway_health_since_seconds", "when each check entered its state", labels=["check"])
+        for h in self.snap.get("health", []):
+            verdicts.add_metric([str(h["name"])], float(HealthState(h["state"]).metric))
+            if h.get("since") is not None:
+                since.add_metric([str(h["name"])], float(h["since"]))
+        yield verdicts
+        yield since
+        skip = {"today", "webhooks", "recent_errors", "generated_at", "health", "history", "verdict"}
         seen: set[str] = set()
         for section, value in self.snap.items():
             if section in skip:

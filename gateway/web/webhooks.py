@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway.domain.events import CallEnded, Event, TimelineEventAdded, VoicemailRecorded
 from gateway.errors import ConfigError
 from gateway.store import web as sql
 from gateway.web.deps import WebDeps
@@ -44,33 +45,28 @@ def retry_delay(attempts: int, *, base: float = 5.0, cap: float = 3600.0) -> flo
     return random.uniform(base / 2, min(cap, base * 2 ** max(0, attempts - 1)))  # noqa: S311 - jitter
 
 
-def payload_for(event: object) -> tuple[str, dict[str, Any]] | None:
+def payload_for(event: Event) -> tuple[str, dict[str, Any]] | None:
     """(event type, payload) for a bus event that integrations care about, else None."""
-    name = type(event).__name__
-    if name == "TimelineEventAdded":
-        tl = getattr(event, "event", None)
-        kind = str(getattr(tl, "kind", ""))
-        etype = _MESSAGE_KINDS.get(kind) or _CALL_KINDS.get(kind)
-        if etype is None:
-            return None
-        return etype, {
-            "conversation_id": getattr(event, "conversation_id", None),
-            "event": jsonable(tl),
-        }
-    if name == "CallEnded":
-        return "call.completed", {
-            "call_id": getattr(event, "call_id", None),
-            "conversation_id": getattr(event, "conversation_id", None),
-            "outcome": jsonable(getattr(event, "outcome", None)),
-            "call": jsonable(getattr(event, "call", None)),
-        }
-    if name == "VoicemailRecorded":
-        return "voicemail.recorded", {
-            "call_id": getattr(event, "call_id", None),
-            "conversation_id": getattr(event, "conversation_id", None),
-            "event_id": getattr(event, "event_id", None),
-            "duration": getattr(event, "duration", None),
-        }
+    match event:
+        case TimelineEventAdded(conversation_id=conversation_id, event=entry):
+            etype = _MESSAGE_KINDS.get(entry.kind) or _CALL_KINDS.get(entry.kind)
+            if etype is None:
+                return None
+            return etype, {"conversation_id": conversation_id, "event": jsonable(entry)}
+        case CallEnded(call_id=call_id, conversation_id=conversation_id, outcome=outcome, call=call):
+            return "call.completed", {
+                "call_id": call_id,
+                "conversation_id": conversation_id,
+                "outcome": jsonable(outcome),
+                "call": jsonable(call),
+            }
+        case VoicemailRecorded(call_id=call_id, conversation_id=conversation_id, event_id=event_id, duration=duration):
+            return "voicemail.recorded", {
+                "call_id": call_id,
+                "conversation_id": conversation_id,
+                "event_id": event_id,
+                "duration": duration,
+            }
     return None
 
 
@@ -119,7 +115,11 @@ class WebhookSender:
             await self._session.close()
             self._session = None
 
-    async def on_event(self, event: object) -> None:
+    def wake(self) -> None:
+        """Look at the queue now (something was queued directly)."""
+        self._wake.set()
+
+    async def on_event(self, event: Event) -> None:
         """Bus hook: queue deliveries for an interesting event."""
         if not self.enabled:
             return

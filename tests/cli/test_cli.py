@@ -227,6 +227,6 @@ def test_doctor_reports_problems_with_exit_1(tmp_path: Path) -> None:
     )
     res = gw("--config", str(path), "doctor", cwd=tmp_path)
     assert res.returncode == 1
-    assert "[FAIL] modem device" in res.stdout
-    assert "[FAIL] speech model" in res.stdout
-    assert "[ok] database" in res.stdout
+    assert "[DOWN] SMS modem: no modem at /dev/does-not-exist*" in res.stdout
+    assert "[DOWN] Speech model: transcribe.model_path = '/nonexistent/model' does not exist" in res.stdout
+    assert "[  ok] Database:" in res.stdout

@@ -98,6 +98,11 @@ class PbxSettings:
         return Path(self.values["HOST_RECORDINGS_DIR"])
 
     @property
+    def cdr_file(self) -> Path:
+        """Asterisk's call records for the gateway (cdr_custom.conf) as seen from the host."""
+        return Path(self.values["HOST_CDR_FILE"])
+
+    @property
     def log_dir(self) -> Path:
         """Asterisk's log directory as seen from the host (messages.log, console.log)."""
         return Path(self.values["HOST_LOG_DIR"])

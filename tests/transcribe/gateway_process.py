@@ -22,7 +22,7 @@ async def main(db: str, model: str) -> None:
     bus = Bus()
     svc = TranscriptionService(store, ConversationService(store, bus), bus, TranscribeConfig(model_path=model))
     await svc.start()
-    while not (health := await svc.health()).workers_alive:
+    while not (health := await svc.snapshot()).workers_alive:
         await asyncio.sleep(0.05)
     print("workers", *health.worker_pids, flush=True)
     await asyncio.Event().wait()

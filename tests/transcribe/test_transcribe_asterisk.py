@@ -21,12 +21,12 @@ from gateway.channels.voice.channel import VoiceChannel
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.config import Secret
 from gateway.domain.bus import Bus
-from gateway.domain.calls import VoicemailRecorded
+from gateway.domain.events import TranscriptReady, VoicemailRecorded
 from gateway.domain.service import ConversationService
 from gateway.store.db import Store
 from gateway.transcribe.audio import probe_audio
 from gateway.transcribe.config import TranscribeConfig
-from gateway.transcribe.service import TranscriptionService, TranscriptReady
+from gateway.transcribe.service import TranscriptionService
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "channels" / "voice"))

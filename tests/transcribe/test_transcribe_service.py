@@ -17,15 +17,10 @@ import pytest
 from transcribe_env import Env
 from transcribe_media import convert, sox, speech, wait_for
 
-from gateway.domain.calls import VoicemailRecorded
+from gateway.domain.events import TranscriptionFailed, TranscriptionHealth, TranscriptReady, VoicemailRecorded
 from gateway.store import transcribe as q
 from gateway.transcribe.config import TranscribeConfig
-from gateway.transcribe.service import (
-    TranscriptionFailed,
-    TranscriptionHealth,
-    TranscriptionService,
-    TranscriptReady,
-)
+from gateway.transcribe.service import TranscriptionService
 
 FAKE_WORKER = str(Path(__file__).with_name("fake_worker.py"))
 GATEWAY_PROCESS = str(Path(__file__).with_name("gateway_process.py"))
@@ -310,7 +305,7 @@ async def test_worker_crash_or_hang_mid_file_is_killed_restarted_and_retried(
     await svc.start()
     try:
         await wait_for(lambda: _alive(svc), what="a worker")
-        first_pid = (await svc.health()).worker_pids[0]
+        first_pid = (await svc.snapshot()).worker_pids[0]
         # The worker runs at low CPU priority (nice is added to the daemon's own).
         assert _nice(first_pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + cfg.nice)
         assert first_pid != os.getpid()  # never in the daemon's own process
@@ -319,7 +314,7 @@ async def test_worker_crash_or_hang_mid_file_is_killed_restarted_and_retried(
         await env.wait_status(ev, ("running",))
         os.kill(first_pid, signal.SIGKILL if fault == "crash" else signal.SIGSTOP)
         job = await env.wait_status(ev, ("done", "failed"), within=100)
-        h = await svc.health()
+        h = await svc.snapshot()
     finally:
         await svc.stop()
     assert job.status == "done"
@@ -333,7 +328,7 @@ async def test_worker_crash_or_hang_mid_file_is_killed_restarted_and_retried(
 
 
 async def _alive(svc: TranscriptionService) -> bool:
-    return (await svc.health()).workers_alive > 0
+    return (await svc.snapshot()).workers_alive > 0
 
 
 def _drain(sub: Any) -> list[object]:
@@ -381,7 +376,7 @@ async def test_missing_model_keeps_voicemails_waiting_then_transcribes_them(env:
         conv, ev = await env.voicemail(wav)
         job = await svc.enqueue(conv, ev, str(wav))
         assert job.status == "waiting_model"
-        h = await svc.health()
+        h = await svc.snapshot()
         assert h.model_error is not None
         assert "does not exist" in h.model_error
         assert h.backlog == 1
@@ -393,7 +388,7 @@ async def test_missing_model_keeps_voicemails_waiting_then_transcribes_them(env:
         where.parent.mkdir(parents=True)
         where.symlink_to(model_path)
         job = await env.wait_status(ev, ("done", "failed"), within=90)
-        assert (await svc.health()).model_error is None
+        assert (await svc.snapshot()).model_error is None
     finally:
         await svc.stop()
     assert job.status == "done"
@@ -415,7 +410,7 @@ async def test_broken_model_is_reported_and_jobs_wait(env: Env, model_path: str)
         await wait_for(lambda: _model_error(svc), within=60, what="the model error")
         conv, ev = await env.voicemail(wav)
         job = await svc.enqueue(conv, ev, str(wav))
-        h = await svc.health()
+        h = await svc.snapshot()
     finally:
         await svc.stop()
     assert job.status == "waiting_model"
@@ -425,7 +420,7 @@ async def test_broken_model_is_reported_and_jobs_wait(env: Env, model_path: str)
 
 
 async def _model_error(svc: TranscriptionService) -> bool:
-    return (await svc.health()).model_error is not None
+    return (await svc.snapshot()).model_error is not None
 
 
 async def test_backlog_is_bounded_and_nothing_is_lost(env: Env) -> None:

@@ -84,7 +84,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 
     async def modem() -> dict[str, Any]:
         st = sms.link_state
-        return {"up": st.up, "since": st.since, "last_error": st.last_error, **dataclasses.asdict(sms.health)}
+        return {"up": st.up, "since": st.since, "last_error": st.last_error, **dataclasses.asdict(sms.modem_state)}
 
     cfg = WebConfig(port=0, secure_cookies=False, business_hours=ALWAYS_OPEN, quiet_hours="", business_name="Hana")
     server = WebServer(WebDeps(service, store, bus, cfg, status_sources={"modem": modem}))

@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestServer
 
 import gateway.web.webhooks as wh
 from gateway.config import Secret
-from gateway.domain.calls import CallAnswered, CallDirection, CallEnded, CallOutcome, CallRecord, CallRinging
+from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
+from gateway.domain.events import CallAnswered, CallEnded, CallRinging
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.errors import ConfigError
 from gateway.web.staff import STAFF_HUB
@@ -86,7 +87,7 @@ async def test_timeline_fields_notes_and_search(web_env: WebEnv) -> None:
     h = web_env.headers()
     url = f"/api/v1/conversations/{r.conversation_id}"
     resp = await web_env.client.patch(
-        url, json={"intent": "repair", "next_step": "Send a plumber", "owner": "bob", "urgent": True}, headers=h
+        url, json={"intent": "problem", "next_step": "Send a plumber", "owner": "bob", "urgent": True}, headers=h
     )
     assert resp.status == 200
     resp = await web_env.client.patch(url, json={"colour": "red"}, headers=h)
@@ -95,9 +96,12 @@ async def test_timeline_fields_notes_and_search(web_env: WebEnv) -> None:
     await web_env.client.post(url + "/notes", json={"body": "Customer prefers mornings"}, headers=h)
     detail = await (await web_env.client.get(url)).json()
     s = detail["summary"]
-    assert (s["intent"], s["next_step"], s["owner"], s["urgent"]) == ("repair", "Send a plumber", "bob", True)
-    kinds = [e["kind"] for e in detail["timeline"]]
+    assert (s["intent"], s["next_step"], s["owner"], s["urgent"]) == ("problem", "Send a plumber", "bob", True)
+    kinds = [e["kind"] for e in detail["timeline"] if e["kind"] != "spine"]
     assert kinds == ["message_in", "transcript", "note"]
+    changes = [e for e in detail["timeline"] if e["kind"] == "spine"]
+    assert len(changes) == 3, "intent+urgent, next step and owner: one timeline entry each, with who set them"
+    assert {e["author"] for e in changes} == {"alice"}
     assert detail["timeline"][1]["meta"]["words"][1]["conf"] == 0.4
     hits = (await (await web_env.client.get("/api/v1/search", params={"q": "boil"})).json())["results"]
     assert {hit["event"]["kind"] for hit in hits} == {"message_in", "transcript"}

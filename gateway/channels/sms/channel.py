@@ -36,18 +36,19 @@ from pathlib import Path
 from typing import Any
 
 from gateway.channels.sms.config import SmsConfig
-from gateway.channels.sms.events import ModemHealth, SmsStorageWarning
-from gateway.channels.sms.inbound import InboundPipeline, ServicePort
+from gateway.channels.sms.health import modem_verdict
+from gateway.channels.sms.inbound import InboundPipeline
 from gateway.channels.sms.link import LinkLostError, SerialLink, find_iccid
 from gateway.channels.sms.outbound import OutboxWorker
 from gateway.channels.sms.profiles import PROFILES_DIR, ModemProfile, load_profile
 from gateway.domain.bus import Bus, Subscription
-from gateway.domain.models import OutboxQueued
-from gateway.domain.ports import StorePort
+from gateway.domain.events import ModemHealth, OutboxQueued, SmsStorageWarning
+from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import ConfigError, PermanentError, TransientError
 from gateway.protocols import at
 from gateway.protocols import pdu as pducodec
 from gateway.supervise import LinkState, reconnect_loop
+from gateway.values import Health
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class SmsChannel:
         self,
         config: SmsConfig,
         store: StorePort,
-        service: ServicePort,
+        service: ConversationPort,
         bus: Bus,
         *,
         region: str = "US",
@@ -96,7 +97,7 @@ class SmsChannel:
             on_status_report=self.outbox.status_report,
         )
         self.link_state = LinkState("modem")
-        self.health = ModemHealth(device=None, connected=False, connected_since=None, profile=self.profile.name)
+        self.modem_state = ModemHealth(device=None, connected=False, connected_since=None, profile=self.profile.name)
         self.modem_id = "unknown"
         self.link: SerialLink | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -121,6 +122,19 @@ class SmsChannel:
         self._spawn(
             reconnect_loop("modem", self._session, base=0.5, cap=30.0, state=self.link_state),
             "sms-modem",
+        )
+
+    def health(self) -> Health:
+        """The modem's verdict for the status page, ``gateway doctor`` and /metrics."""
+        st = self.link_state
+        return modem_verdict(
+            self.modem_state,
+            configured_device=self.config.device,
+            up=st.up and self.modem_state.connected,
+            since=st.since,
+            last_error=self.modem_state.last_error or st.last_error,
+            pin_problem=self._pin_rejected,
+            storage_warn_percent=self.config.sim_warn_percent,
         )
 
     async def stop(self) -> None:
@@ -152,8 +166,9 @@ class SmsChannel:
 
     async def _watch_outbox(self, sub: Subscription) -> None:
         async for event in sub:
-            if isinstance(event, OutboxQueued) and event.channel == "sms":
-                self.outbox.wake()
+            match event:
+                case OutboxQueued(channel="sms"):
+                    self.outbox.wake()
 
     # -- one session -----------------------------------------------------------------------------
 
@@ -201,7 +216,7 @@ class SmsChannel:
             link.close()
             self.link = None
             if was_up:
-                self._set_health(connected=False, reopen_count=self.health.reopen_count + 1)
+                self._set_health(connected=False, reopen_count=self.modem_state.reopen_count + 1)
 
     async def _initialise(self, link: SerialLink) -> None:
         t = self.config.command_timeout
@@ -353,16 +368,16 @@ class SmsChannel:
 
     async def _probe(self, link: SerialLink) -> None:
         t = self.config.command_timeout
-        dbm = self.health.signal_dbm
+        dbm = self.modem_state.signal_dbm
         for line in await link.command("AT+CSQ", timeout=t):
             if line.startswith("+CSQ"):
                 dbm = at.parse_csq(line)[0]
-        reg = self.health.registration
+        reg = self.modem_state.registration
         for line in await link.command("AT+CREG?", timeout=t):
             f = at.field(line, "+CREG")
             if f is not None:
                 reg = at.parse_creg(line.split(":", 1)[1], solicited=True)
-        operator = self.health.operator
+        operator = self.modem_state.operator
         for line in await _try(link, "AT+COPS?", t):
             f = at.field(line, "+COPS")
             if f is not None and len(f) >= 3:
@@ -400,9 +415,9 @@ class SmsChannel:
     def _set_health(self, **changes: object) -> None:
         if "last_error" not in changes and self.link_state.last_error and not self.link_state.up:
             changes["last_error"] = self.link_state.last_error
-        new = replace(self.health, **changes)  # type: ignore[arg-type]
-        if new != self.health:
-            self.health = new
+        new = replace(self.modem_state, **changes)  # type: ignore[arg-type]
+        if new != self.modem_state:
+            self.modem_state = new
             self.bus.publish(new)
 
 

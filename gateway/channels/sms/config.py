@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.config import Secret
 from gateway.domain.optout import DEFAULT_HELP, DEFAULT_START, DEFAULT_STOP, OptOutPolicy
+from gateway.values import Secret
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,14 @@ class SmsConfig:
         default=OptOutPolicy.start_reply, metadata={"doc": "the one confirmation sent after START"}
     )
     help_reply: str = field(default=OptOutPolicy.help_reply, metadata={"doc": "the answer to HELP"})
+    automated_per_hour: int = field(
+        default=30,
+        metadata={"doc": "global budget: automated and visitor-triggered texts queued per rolling hour"},
+    )
+    automated_per_day: int = field(
+        default=200,
+        metadata={"doc": "global budget: automated and visitor-triggered texts queued per rolling 24 hours"},
+    )
 
     def optout_policy(self) -> OptOutPolicy:
         """The keyword policy these settings describe."""
@@ -87,3 +95,8 @@ class SmsConfig:
             start_reply=self.start_reply,
             help_reply=self.help_reply,
         )
+
+    def validate(self) -> None:
+        """Check values that a type alone cannot."""
+        if self.automated_per_hour < 0 or self.automated_per_day < 0:
+            raise ValueError("automated_per_hour and automated_per_day must be 0 (no automated texts) or more")

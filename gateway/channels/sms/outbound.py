@@ -36,9 +36,9 @@ import asyncio
 import logging
 import time
 
-from gateway.channels.sms.events import SmsOutboundState
 from gateway.channels.sms.link import SendOutcomeUnknownError, SerialLink
 from gateway.domain.bus import Bus
+from gateway.domain.events import SmsOutboundState
 from gateway.domain.ports import StorePort
 from gateway.protocols import at
 from gateway.protocols import pdu as pducodec

@@ -18,7 +18,9 @@ in arrival order. What the tracker reports is handled in two lanes:
 Every timeline event has an external id derived from the call id, so a resync or a replay never
 stores a call twice. After an AMI reconnect, and every ``RECONCILE_SECONDS`` while connected,
 ``resync`` asks Asterisk for its channels (``CoreShowChannels``) and lets the tracker end the
-calls that vanished meanwhile.
+calls that vanished meanwhile. Then :mod:`gateway.channels.voice.recovery` stores what Asterisk
+recorded while nobody listened (calls from its CDR file, voicemails from the recordings directory),
+in an owned task, without holding up the live events.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
+from gateway.channels.voice import recovery as rc
 from gateway.channels.voice.agi_server import AgiServer, CallerContext, InboundRouter
 from gateway.channels.voice.ami_link import AmiEventDict, AmiLink
+from gateway.channels.voice.health import ami_verdict
 from gateway.channels.voice.label import context_label, sanitize_label
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.channels.voice.tracker import (
@@ -50,26 +54,20 @@ from gateway.channels.voice.tracker import (
     VoicemailLeft,
 )
 from gateway.channels.voice.whisper import WhisperMaker, WhisperSettings
-from gateway.domain.calls import (
-    CallAnswered,
-    CallDirection,
-    CallEnded,
-    CallOutcome,
-    CallRecord,
-    CallRinging,
-    VoicemailRecorded,
-)
+from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
+from gateway.domain.events import CallAnswered, CallEnded, CallRinging, VoicemailRecorded
 from gateway.domain.models import (
     Channel,
-    ContactView,
     ConversationSummary,
     EventKind,
     IdentityKind,
     Inbound,
-    IngestResult,
 )
+from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import PermanentError, TransientError, ValidationError
 from gateway.store import voice as voice_sql
+from gateway.transcribe.audio import AudioError, probe_audio
+from gateway.values import Health
 
 log = logging.getLogger(__name__)
 
@@ -79,34 +77,6 @@ T = TypeVar("T")
 RECONCILE_SECONDS = 300.0
 
 _NUMBER_RE = re.compile(r"^\+?[0-9]{2,20}$")
-
-
-class ConversationPort(Protocol):
-    """The parts of ConversationService the voice channel uses."""
-
-    async def ingest(self, item: Inbound) -> IngestResult: ...
-
-    async def append_event(
-        self,
-        conversation_id: int,
-        kind: EventKind | str,
-        channel: Channel | str,
-        body: str = "",
-        meta: Mapping[str, Any] | None = None,
-        external_id: str | None = None,
-        author: str | None = None,
-        occurred_at: float | None = None,
-    ) -> int: ...
-
-    async def find_contact(self, kind: IdentityKind, raw_value: str) -> ContactView | None: ...
-
-    async def summary(self, conversation_id: int) -> ConversationSummary | None: ...
-
-
-class StoreWriter(Protocol):
-    """The store's write entry point (for the call log)."""
-
-    async def write(self, fn: Callable[[Any], T]) -> T: ...
 
 
 _TERMINAL_KIND = {
@@ -122,6 +92,17 @@ def _reveal(secret: object) -> str:
     """The secret's value whether the config gave a Secret or a plain string."""
     reveal = getattr(secret, "reveal", None)
     return str(reveal()) if callable(reveal) else str(secret)
+
+
+def _check_recording(path: str) -> tuple[float | None, str | None]:
+    """(seconds, None) for a readable recording, (None, reason) for one that is not. Blocking."""
+    try:
+        _codec, _rate, seconds = probe_audio(path)
+    except AudioError as err:
+        return None, str(err).removeprefix(f"{path}: ")
+    except OSError as err:
+        return None, f"cannot read it: {err.strerror or err}"
+    return seconds, None
 
 
 def _call_meta(rec: CallRecord) -> dict[str, Any]:
@@ -160,6 +141,11 @@ class VoiceHealth:
     malformed_events: int
     timeline_backlog: int
     write_errors: int
+    recovered_calls: int = 0
+    recovered_voicemails: int = 0
+    recovered_unusable_recordings: int = 0
+    last_recovery_at: float | None = None
+    last_recovery_error: str | None = None
 
 
 class VoiceChannel:
@@ -171,7 +157,7 @@ class VoiceChannel:
         service: ConversationPort,
         bus: Any,
         *,
-        store: StoreWriter | None = None,
+        store: StorePort | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         settings.validate()
@@ -208,7 +194,7 @@ class VoiceChannel:
             username=settings.ami_username,
             secret=_reveal(settings.ami_secret),
             on_event=self.on_ami_event,
-            on_connected=self.resync,
+            on_connected=self._on_connected,
             ping_interval=settings.ami_ping_interval,
             ping_timeout=settings.ami_ping_timeout,
         )
@@ -221,6 +207,15 @@ class VoiceChannel:
         self._reconciler: asyncio.Task[None] | None = None
         self.resyncs = 0
         self.write_errors = 0
+        self._connected_at = 0.0
+        self._recovery: asyncio.Task[None] | None = None
+        self._recover_again = False
+        self._unusable_seen: set[str] = set()
+        self.recovered_calls = 0
+        self.recovered_voicemails = 0
+        self.recovered_unusable = 0
+        self.last_recovery_at: float | None = None
+        self.last_recovery_error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -236,6 +231,10 @@ class VoiceChannel:
 
     async def stop(self) -> None:
         """Stop in reverse order; let the worker drain what is queued (bounded)."""
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+            self._recovery = None
         if self._reconciler is not None:
             self._reconciler.cancel()
             # gather: the child's cancellation is collected, our own is not swallowed
@@ -257,7 +256,12 @@ class VoiceChannel:
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
 
-    def health(self) -> VoiceHealth:
+    def health(self) -> Health:
+        """The AMI link's verdict for the status page, ``gateway doctor`` and /metrics."""
+        st = self.ami.state
+        return ami_verdict(self.settings, up=self.ami.connected, since=st.since, last_error=st.last_error)
+
+    def snapshot(self) -> VoiceHealth:
         """A snapshot for the status page and /metrics."""
         st = self.ami.state
         return VoiceHealth(
@@ -277,6 +281,11 @@ class VoiceChannel:
             malformed_events=self.tracker.malformed,
             timeline_backlog=self._queue.qsize(),
             write_errors=self.write_errors,
+            recovered_calls=self.recovered_calls,
+            recovered_voicemails=self.recovered_voicemails,
+            recovered_unusable_recordings=self.recovered_unusable,
+            last_recovery_at=self.last_recovery_at,
+            last_recovery_error=self.last_recovery_error,
         )
 
     async def idle(self) -> None:
@@ -389,6 +398,240 @@ class VoiceChannel:
             )
         )
 
+    async def _on_connected(self) -> None:
+        self._connected_at = self.clock()
+        await self.resync()
+        self.request_recovery()
+
+    def request_recovery(self) -> None:
+        """Start a recovery run in an owned task (or one more after the running one)."""
+        if self._recovery is not None and not self._recovery.done():
+            self._recover_again = True
+            return
+        self._recovery = asyncio.get_running_loop().create_task(self._recover_loop(), name="voice-recovery")
+
+    async def recovery_idle(self) -> None:
+        """Wait until no recovery run is going on (tests, benchmarks)."""
+        while self._recovery is not None and not self._recovery.done():
+            await asyncio.gather(self._recovery, return_exceptions=True)
+
+    async def _recover_loop(self) -> None:
+        while True:
+            self._recover_again = False
+            try:
+                again = await self.recover()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                self.last_recovery_error = f"{type(err).__name__}: {err}"
+                log.exception("recovery after downtime failed; it runs again at the next AMI reconnect")
+                return
+            if again:
+                # A recording was still being written: look once more when it has settled.
+                await asyncio.sleep(rc.SETTLE_SECONDS)
+                self._recover_again = True
+            if not self._recover_again:
+                return
+
+    async def recover(self) -> bool:
+        """Store the calls and voicemails Asterisk recorded while the gateway was away (idempotent).
+
+        Returns True when a recording was too fresh to judge and another run should follow.
+        """
+        if self.store is None:
+            return False
+        now = self.clock()
+        since = now - self.settings.recovery_window_hours * 3600.0
+        cutoff = self._connected_at or now
+        active = frozenset(r.call_id for r in self.tracker.active_calls())
+        errors: list[str] = []
+
+        recordings: list[rc.RecordingFile] = []
+        found: list[rc.RecordingFile] = []
+        fresh = False
+        if self.settings.recordings_dir:
+            try:
+                found = await asyncio.to_thread(rc.scan_recordings, Path(self.settings.recordings_dir), since=since)
+            except OSError as err:
+                errors.append(f"recordings directory {self.settings.recordings_dir}: {err.strerror or err}")
+            recordings = rc.wanted(found, now=now, active=active)
+            fresh = len(recordings) < len([r for r in found if r.linkedid not in active])
+        known = await self.store.write(
+            lambda c: voice_sql.known_external_ids(c, Channel.VOICE.value, [r.external_id for r in recordings])
+        )
+        new_recordings = [r for r in recordings if r.external_id not in known and r.path not in self._unusable_seen]
+        checked: list[tuple[rc.RecordingFile, float | None, str | None]] = []
+        for r in new_recordings:
+            seconds, problem = await asyncio.to_thread(_check_recording, r.path)
+            if problem is None and seconds is not None and seconds < rc.MIN_RECORDING_SECONDS:
+                # The caller hung up at the beep; the call itself is recovered from the call records.
+                self._unusable_seen.add(r.path)
+                log.info("recovery: %s holds no speech (%.2f s); not a voicemail", r.name, seconds)
+                continue
+            checked.append((r, seconds, problem))
+        # Which calls left a voicemail: known ones, new usable ones, and ones still settling (size alone).
+        voicemails: dict[str, str | None] = {
+            r.linkedid: r.path
+            for r in found
+            if r.linkedid and r.linkedid not in active and r.size > rc.MIN_RECORDING_BYTES and r not in recordings
+        }
+        voicemails |= {r.linkedid: r.path for r in recordings if r.linkedid and r.external_id in known}
+        voicemails |= {r.linkedid: r.path for r, _s, problem in checked if r.linkedid and problem is None}
+
+        calls: list[CallRecord] = []
+        if self.settings.cdr_file:
+            try:
+                calls = await self._recovered_calls(since, cutoff, active, voicemails)
+            except OSError as err:
+                errors.append(f"call records {self.settings.cdr_file}: {err.strerror or err}")
+        by_id = {c.call_id: c for c in calls}
+        orphan_ids = [r.linkedid for r, _s, _p in checked if r.linkedid and r.linkedid not in by_id]
+        if orphan_ids and self.settings.cdr_file:
+            with contextlib.suppress(OSError):
+                chunk = await asyncio.to_thread(rc.read_cdr, Path(self.settings.cdr_file), None)
+                wanted_ids = set(orphan_ids)
+                for rec in rc.calls_from_legs(
+                    [leg for leg in chunk.legs if leg.linkedid in wanted_ids],
+                    abandon_seconds=self.settings.abandon_seconds,
+                    voicemails=voicemails,
+                ):
+                    by_id.setdefault(rec.call_id, rec)
+        logged = await self.store.write(lambda c: voice_sql.call_callers(c, orphan_ids)) if orphan_ids else {}
+
+        for rec in calls:
+            await self._store_recovered_call(rec)
+        for r, seconds, problem in checked:
+            await self._store_recovered_recording(r, seconds, problem, by_id.get(r.linkedid or ""), logged)
+
+        self.last_recovery_at = self.clock()
+        self.last_recovery_error = "; ".join(errors) or None
+        for e in errors:
+            log.warning("recovery after downtime: %s", e)
+        return fresh
+
+    async def _recovered_calls(
+        self, since: float, cutoff: float, active: frozenset[str], voicemails: Mapping[str, str | None]
+    ) -> list[CallRecord]:
+        assert self.store is not None
+        path = Path(self.settings.cdr_file)
+        source = str(path)
+        cursor = await self.store.write(lambda c: voice_sql.recovery_cursor(c, source))
+        try:
+            chunk = await asyncio.to_thread(rc.read_cdr, path, cursor)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(
+                err.errno,
+                "no such file; enable cdr_custom as in asterisk-config/cdr_custom.conf or set voice.cdr_file",
+            ) from err
+        if chunk.bad_lines:
+            log.warning("recovery: %d line(s) of %s are not in the gw1 layout; skipped", chunk.bad_lines, path)
+        calls = [
+            rec
+            for rec in rc.calls_from_legs(
+                chunk.legs, abandon_seconds=self.settings.abandon_seconds, voicemails=voicemails
+            )
+            if (rec.ended_at or 0.0) >= since
+            and (rec.ended_at or 0.0) < cutoff
+            and rec.call_id not in active
+            and self.tracker.call(rec.call_id) is None
+        ]
+        # Legs of a call still going on are written when it ends: read them again next time.
+        pending = [leg for leg in chunk.legs if leg.linkedid in active]
+        new_cursor: tuple[int, int, str] | None = chunk.cursor
+        if pending:
+            # Keep the old place (or none): the next run reads these legs again, complete by then.
+            new_cursor = cursor if cursor is not None and chunk.inode == cursor[0] else None
+        if new_cursor is not None:
+            keep = new_cursor
+            await self.store.write(lambda c: voice_sql.set_recovery_cursor(c, source, keep, time.time()))
+        return calls
+
+    def _recovered_identity(self, rec: CallRecord | None, fallback: str) -> tuple[IdentityKind, str]:
+        if rec is not None and rec.caller:
+            return IdentityKind.PHONE, rec.caller
+        if rec is not None:
+            return IdentityKind.SIP, f"withheld:{rec.call_id}"
+        return IdentityKind.SIP, f"unknown-caller:{fallback}"
+
+    async def _store_recovered_call(self, rec: CallRecord) -> None:
+        outcome = rec.outcome
+        assert outcome is not None
+        kind, value = self._recovered_identity(rec, rec.call_id)
+        res = await self.service.ingest(
+            Inbound(
+                channel=Channel.VOICE,
+                kind=_TERMINAL_KIND[outcome],
+                identity_kind=kind,
+                identity_value=value,
+                external_id=f"{rec.call_id}:end",
+                meta={**_call_meta(rec), "recovered": rc.RECOVERED_MARK},
+                occurred_at=rec.ended_at,
+                display_name=rec.caller_name or None,
+            )
+        )
+        if res.duplicate:
+            return
+        rec = replace(rec, conversation_id=res.conversation_id)
+        await self._log_call(rec)
+        self.recovered_calls += 1
+        log.info("call %s: recovered after downtime (%s)", rec.call_id, outcome.value)
+        self.bus.publish(CallEnded(rec.call_id, rec.caller, res.conversation_id, outcome, rec, recovered=True))
+
+    async def _store_recovered_recording(
+        self,
+        r: rc.RecordingFile,
+        seconds: float | None,
+        problem: str | None,
+        rec: CallRecord | None,
+        logged: Mapping[str, tuple[str, int | None]],
+    ) -> None:
+        if rec is None and r.linkedid and r.linkedid in logged and logged[r.linkedid][0]:
+            kind, value = IdentityKind.PHONE, logged[r.linkedid][0]
+        else:
+            kind, value = self._recovered_identity(rec, r.linkedid or r.name)
+        meta: dict[str, Any] = {
+            "path": r.path,
+            "duration": round(seconds or 0.0, 1),
+            "call_id": r.linkedid,
+            "recovered": rc.RECOVERED_MARK,
+        }
+        body = ""
+        if problem is not None:
+            meta |= {"transcription": "failed", "error": problem, "unusable": True}
+            body = f"A recording was found after downtime but cannot be played or transcribed: {problem}"
+        res = await self.service.ingest(
+            Inbound(
+                channel=Channel.VOICE,
+                kind=EventKind.VOICEMAIL,
+                identity_kind=kind,
+                identity_value=value,
+                external_id=r.external_id,
+                body=body,
+                meta=meta,
+                occurred_at=rec.ended_at if rec is not None and rec.ended_at else r.mtime,
+                display_name=(rec.caller_name if rec is not None else "") or None,
+            )
+        )
+        if res.duplicate:
+            return
+        if problem is not None:
+            self.recovered_unusable += 1
+            log.warning("recovery: %s is not a usable recording: %s", r.name, problem)
+            return
+        self.recovered_voicemails += 1
+        log.info("voicemail %s: recovered after downtime", r.name)
+        self.bus.publish(
+            VoicemailRecorded(
+                r.linkedid or r.name,
+                rec.caller if rec is not None else "",
+                res.conversation_id,
+                res.event_id,
+                r.path,
+                seconds or 0.0,
+                recovered=True,
+            )
+        )
+
     async def resync(self) -> None:
         """After (re)connecting, and every few minutes: confirm live channels, end the ones that vanished."""
         async with self._resync_lock:
@@ -444,6 +687,9 @@ class VoiceChannel:
         number = re.sub(r"[\s().-]", "", customer_number)
         if not _NUMBER_RE.match(number):
             raise ValidationError(f"customer number {customer_number!r} is not dialable: use digits and an optional +")
+        # Toll fraud: premium-rate, satellite, foreign... numbers are refused here, before Asterisk is asked, and
+        # again by the shipped dialplan.
+        self.service.check_number(number, purpose="dial")
         summary = None
         with contextlib.suppress(Exception):
             summary = await self.service.summary(conversation_id)

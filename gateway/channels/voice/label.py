@@ -66,19 +66,26 @@ def context_label(
 ) -> str:
     """The label for ``CALLERID(name)``: who it is and what it is about, sanitized.
 
-    Known caller: short name plus intent (or next step), "!" first when urgent. Unknown caller:
+    Known caller: short name plus what the conversation is about (the spine's ``topic`` fact, else the intent, else
+    the next step), then ", urgent" (or "!" first when that does not fit). Unknown caller:
     the caller's own name if it has one, else the number. Withheld: a fixed text.
     """
     if withheld:
         return WITHHELD_LABEL[:max_chars]
     if summary is not None:
         who = short_name(sanitize_label(summary.display_name or "", 64)) or sanitize_label(caller_name, 64)
-        about = sanitize_label(summary.intent or summary.next_step or "", 64)
+        topic = summary.facts.get("topic")
+        about = sanitize_label(
+            (topic if isinstance(topic, str) else "") or summary.intent or summary.next_step or "", 64
+        )
         label = who or sanitize_label(caller_number, 32)
         if about:
             label = f"{label} - {about}" if label else about
         if summary.urgent:
-            label = f"! {label}"
+            # The spine's words ("Maria R - chipped tooth, urgent") when they fit; else "!" first, so a short
+            # display still shows the urgency.
+            spelled = f"{label}, urgent" if label else "urgent"
+            label = spelled if len(sanitize_label(spelled, 200)) <= max_chars else f"! {label}"
         out = sanitize_label(label, max_chars)
         if out:
             return out

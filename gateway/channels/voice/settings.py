@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from gateway.config import Secret
 from gateway.errors import ConfigError
+from gateway.values import Secret
 
 _GROUP_RE = re.compile(r"^PJSIP/[0-9A-Za-z_-]+(&PJSIP/[0-9A-Za-z_-]+)*$")
 _EXT_RE = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
@@ -67,6 +67,24 @@ class VoiceSettings:
     whisper_ring_group: bool = field(
         default=True, metadata={"doc": "Whisper also when the whole ring group rings (false: only sticky routing)."}
     )
+    cdr_file: str = field(
+        default="/var/log/gateway-asterisk/cdr-custom/gateway-calls.csv",
+        metadata={
+            "doc": "Asterisk's call records (asterisk-config/cdr_custom.conf), read at start and after every"
+            " AMI reconnect to recover calls made while the gateway was away; empty = do not recover calls."
+        },
+    )
+    recordings_dir: str = field(
+        default="/var/spool/gateway/recordings",
+        metadata={
+            "doc": "Voicemail recordings directory (RECORDINGS_DIR); scanned for voicemails left while the"
+            " gateway was away; empty = do not scan."
+        },
+    )
+    recovery_window_hours: float = field(
+        default=168.0,
+        metadata={"doc": "Calls and recordings older than this many hours are not recovered."},
+    )
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the key and the fix if a value cannot work."""
@@ -79,6 +97,20 @@ class VoiceSettings:
             raise ConfigError(f"voice.staff_group = {self.staff_group!r}: use PJSIP/<ext>&PJSIP/<ext>...")
         if not _CONTEXT_RE.match(self.click_to_call_context):
             raise ConfigError("voice.click_to_call_context: letters, digits, '_' and '-' only")
+        self._validate_whisper()
+        if self.lookup_budget_ms <= 0 or self.lookup_budget_ms > 190:
+            raise ConfigError("voice.lookup_budget_ms must be 1..190 so a call is answered within 200 ms")
+        if not 1 <= self.label_max_chars <= 80:
+            raise ConfigError("voice.label_max_chars must be between 1 and 80")
+        if self.recovery_window_hours <= 0:
+            raise ConfigError("voice.recovery_window_hours must be positive (168 = one week)")
+        if self.ami_ping_interval + self.ami_ping_timeout > 30:
+            raise ConfigError(
+                "voice.ami_ping_interval + voice.ami_ping_timeout must stay <= 30 s "
+                "so a half-open AMI link is noticed within 30 s"
+            )
+
+    def _validate_whisper(self) -> None:
         for ext in self.whisper_off_extensions:
             if not _EXT_RE.match(ext):
                 raise ConfigError(f"voice.whisper_off_extensions: extension {ext!r} must be 1-32 letters or digits")
@@ -89,12 +121,3 @@ class VoiceSettings:
             )
         if not re.fullmatch(r"[A-Za-z0-9_+-]{1,32}", self.whisper_voice):
             raise ConfigError(f"voice.whisper_voice = {self.whisper_voice!r}: an espeak-ng voice name such as en-us")
-        if self.lookup_budget_ms <= 0 or self.lookup_budget_ms > 190:
-            raise ConfigError("voice.lookup_budget_ms must be 1..190 so a call is answered within 200 ms")
-        if not 1 <= self.label_max_chars <= 80:
-            raise ConfigError("voice.label_max_chars must be between 1 and 80")
-        if self.ami_ping_interval + self.ami_ping_timeout > 30:
-            raise ConfigError(
-                "voice.ami_ping_interval + voice.ami_ping_timeout must stay <= 30 s "
-                "so a half-open AMI link is noticed within 30 s"
-            )

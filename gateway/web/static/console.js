@@ -103,6 +103,8 @@
     return box;
   }
 
+  const DECISION = { sent: "sent", suppressed: "not sent", deferred: "scheduled", cancelled: "cancelled" };
+
   function eventNode(ev) {
     const label = CHANNEL[ev.channel] || ev.channel;
     const meta = ev.meta || {};
@@ -138,8 +140,19 @@
             onclick: () => undoMerge(meta.merge_id), text: "Undo merge" }));
         }
         break;
+      case "automated": {
+        // A rule's decision: sent, suppressed (with the reason), deferred (until when) or cancelled.
+        const decision = String(meta.decision || "");
+        cls = "automated decision-" + (decision || "unknown");
+        head = "Automated · " + String(meta.rule || "rule").replace(/_/g, " ") + " · " + (DECISION[decision] || decision);
+        body = ev.body;
+        if (typeof meta.due_at === "number") extra.push(el("div", { class: "muted", text: "due " + when(meta.due_at) }));
+        break;
+      }
       default: cls = "system"; head = ev.kind.replace("_", " ");
     }
+    // Found in Asterisk's records after the gateway was down (meta.recovered = "after downtime").
+    if (typeof meta.recovered === "string") head += " · recovered " + meta.recovered;
     return el("li", { class: cls, "data-event": ev.id },
       el("span", { class: "meta" }, head + " · " + when(ev.occurred_at)),
       body ? document.createTextNode(body) : null, ...extra);
@@ -217,6 +230,12 @@
           + (r.encoding === "ucs2" ? " (Unicode)" : "") : "";
       } catch (e) { out.textContent = ""; }
     }, 120);
+  }
+
+  async function sendRecap() {
+    $("reply-error").textContent = "";
+    try { await api("POST", "/api/v1/conversations/" + state.current + "/recap", {}); }
+    catch (e) { $("reply-error").textContent = e.message; }
   }
 
   async function startCall() {
@@ -333,6 +352,7 @@
     catch (err) { $("reply-error").textContent = err.message; }
   });
   $("call-btn").addEventListener("click", startCall);
+  $("recap-btn").addEventListener("click", sendRecap);
 
   let searchTimer = null;
   function markSnippet(text) {
@@ -368,6 +388,13 @@
 
   api("GET", "/api/v1/staff").then((d) => { state.staff = d.staff; }).catch(() => {});
   loadInbox().catch(console.error);
+  // Deep link from other pages (the leakage lists): /console#conversation=ID opens that conversation.
+  function openFromHash() {
+    const m = /^#conversation=(\d+)$/.exec(location.hash);
+    if (m) openConversation(Number(m[1])).catch(console.error);
+  }
+  window.addEventListener("hashchange", openFromHash);
+  openFromHash();
   setInterval(() => refreshInboxSoon(), 30000);
   connect();
 })();

@@ -1,4 +1,5 @@
-// Operator status page: polls /status.json every 3 s and renders each part as text.
+// Operator status page: polls /status.json every 3 s. Verdict cards first (one per check, with the fix in words),
+// then 24-hour sparklines, then every raw counter folded away. All text goes in through textContent.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -9,8 +10,63 @@
     return n;
   }
   const TITLES = { gateway: "Gateway", asterisk: "Asterisk", sip: "SIP endpoints", modem: "GSM modem", transcription: "Transcription",
-    store: "Store", today: "Today", webhooks: "Webhooks", web: "Web", bus: "Event bus", backup: "Backup" };
-  const SKIP = new Set(["generated_at", "recent_errors"]);
+    store: "Store", today: "Today", webhooks: "Webhooks", web: "Web", bus: "Event bus", backup: "Backup",
+    automated_sms: "Automated SMS budget" };
+  const SKIP = new Set(["generated_at", "recent_errors", "health", "history", "verdict"]);
+  const STATE_WORDS = { ok: "OK", degraded: "needs attention", down: "not working", off: "off" };
+  const VERDICT_WORDS = { ok: "Everything works.", degraded: "Working, but something needs attention.",
+    down: "Something is not working: see the red cards." };
+  function healthCard(h) {
+    const sec = el("section", "health-card " + h.state);
+    sec.setAttribute("data-check", h.name);
+    const title = el("h2", null, h.title);
+    title.append(el("span", "state", STATE_WORDS[h.state] || h.state));
+    sec.append(title, el("p", "cause", h.cause));
+    if (h.fix && h.state !== "ok") sec.append(el("p", "fix", "What to do: " + h.fix));
+    const extra = Object.entries(h.details || {});
+    if (h.since || extra.length) {
+      const d = el("details");
+      d.append(el("summary", null, "details"));
+      const dl = el("dl");
+      if (h.since) dl.append(el("dt", null, "since"), el("dd", null, new Date(h.since * 1000).toLocaleString()));
+      for (const [k, v] of extra) dl.append(el("dt", null, k.replace(/_/g, " ")), el("dd", null, fmt(k, v)));
+      d.append(dl);
+      sec.append(d);
+    }
+    return sec;
+  }
+  const SPARK_TITLES = { modem_signal_dbm: ["Modem signal", "dBm"], outbox_depth: ["Texts waiting to go out", ""],
+    transcription_backlog: ["Voicemails waiting for transcription", ""] };
+  const SVG = "http://www.w3.org/2000/svg";
+  function sparkline(name, points) {
+    const box = el("section", "spark");
+    box.setAttribute("data-series", name);
+    const [title, unit] = SPARK_TITLES[name] || [name, ""];
+    const h = el("h3", null, title);
+    const values = points.filter((p) => p[1] !== null);
+    const last = points.length ? points[points.length - 1][1] : null;
+    h.append(el("span", "now", last === null ? "no data" : last + (unit ? " " + unit : "")));
+    box.append(h);
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 240 48");
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", title + " over the last 24 hours");
+    if (values.length) {
+      const now = Date.now() / 1000, start = now - 86400;
+      let lo = Math.min(...values.map((p) => p[1])), hi = Math.max(...values.map((p) => p[1]));
+      if (hi === lo) { hi += 1; lo -= 1; }
+      const xy = values.map((p) => [Math.max(0, (p[0] - start) / 86400 * 240), 46 - (p[1] - lo) / (hi - lo) * 44]);
+      const line = document.createElementNS(SVG, "polyline");
+      line.setAttribute("points", xy.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" "));
+      line.setAttribute("fill", "none");
+      line.setAttribute("stroke", "#2f6fed");
+      line.setAttribute("stroke-width", "2");
+      svg.append(line);
+    }
+    box.append(svg);
+    return box;
+  }
   function fmt(key, v) {
     if (v === null || v === undefined) return "—";
     if (typeof v === "boolean") return v ? "yes" : "no";
@@ -57,6 +113,12 @@
       const resp = await fetch("/status.json", { headers: { Accept: "application/json" }, credentials: "same-origin" });
       if (resp.status === 401) { location.href = "/login?next=/status"; return; }
       const data = await resp.json();
+      const ORDER = { down: 0, degraded: 1, off: 2, ok: 3 };
+      const checks = (data.health || []).slice().sort((a, b) => ORDER[a.state] - ORDER[b.state]);
+      $("verdict").textContent = VERDICT_WORDS[data.verdict] || "";
+      $("verdict").className = "verdict " + (data.verdict || "");
+      $("health").replaceChildren(...checks.map(healthCard));
+      $("sparks").replaceChildren(...Object.entries(data.history || {}).map(([n, pts]) => sparkline(n, pts)));
       const cards = [];
       for (const [name, value] of Object.entries(data)) if (!SKIP.has(name)) cards.push(card(name, value));
       $("cards").replaceChildren(...cards);
@@ -90,7 +152,8 @@
     $("tokens-panel").hidden = false;
     $("tokens").replaceChildren(...(data.tokens.length ? data.tokens.map((t) => {
       const li = el("li");
-      li.append(el("strong", null, t.name + " "),
+      li.append(el("strong", null, t.name + " "), el("span", null, "[" + (t.scopes || []).join(", ") + "] "),
+        el("span", "muted", t.expires_at ? "expires " + new Date(t.expires_at * 1000).toLocaleDateString() + ", " : ""),
         el("span", "muted", t.revoked_at ? "revoked" : ("created " + new Date(t.created_at * 1000).toLocaleDateString()
           + (t.last_used_at ? ", last used " + new Date(t.last_used_at * 1000).toLocaleString() : ", never used"))));
       if (!t.revoked_at) {
@@ -106,7 +169,10 @@
     e.preventDefault();
     const out = $("token-new");
     try {
-      const t = await call("POST", "/api/v1/tokens", { name: $("token-name").value });
+      const scopes = ["read", "send", "admin"].filter((x) => $("token-" + x).checked);
+      const req = { name: $("token-name").value, scopes };
+      if ($("token-days").value) req.expires_in_days = Number($("token-days").value);
+      const t = await call("POST", "/api/v1/tokens", req);
       out.textContent = "New token for " + t.name + " (copy it now, it is not shown again): " + t.token;
       $("token-name").value = "";
     } catch (err) { out.textContent = err.message; }

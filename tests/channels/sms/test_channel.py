@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.channels.sms.events import ModemHealth, SmsStorageWarning
+from gateway.domain.events import ModemHealth, SmsStorageWarning
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.emulator import ModemEmulator
@@ -18,7 +18,7 @@ from gateway.protocols.pdu import segment_count
 
 from .conftest import Rig, wait_for
 
-CUSTOMER = "+15551234567"
+CUSTOMER = "+12025550123"
 
 
 async def test_emoji_sms_round_trips_into_a_conversation_and_back(rig: Rig, emulator: ModemEmulator) -> None:
@@ -40,11 +40,11 @@ async def test_emoji_sms_round_trips_into_a_conversation_and_back(rig: Rig, emul
     await wait_for(lambda: rig.outbox(outbox_id)["state"] == "delivered")
     row = rig.outbox(outbox_id)
     assert row["provider_ref"] == str(emulator.sent[0].reference)
-    assert ch.health.connected
-    assert ch.health.imsi == emulator.imsi
-    assert ch.health.iccid == emulator.iccid
-    assert ch.health.signal_dbm == -113 + 2 * emulator.rssi
-    assert ch.health.operator == emulator.operator
+    assert ch.modem_state.connected
+    assert ch.modem_state.imsi == emulator.imsi
+    assert ch.modem_state.iccid == emulator.iccid
+    assert ch.modem_state.signal_dbm == -113 + 2 * emulator.rssi
+    assert ch.modem_state.operator == emulator.operator
 
 
 async def test_multipart_out_of_order_with_duplicates_is_one_message(rig: Rig, emulator: ModemEmulator) -> None:
@@ -79,7 +79,7 @@ async def test_lost_part_is_delivered_marked_incomplete_after_timeout(rig: Rig, 
 
 async def test_garbage_and_vendor_noise_do_not_lose_messages(rig: Rig, emulator: ModemEmulator) -> None:
     ch = await rig.channel(str(emulator.link))
-    await wait_for(lambda: ch.health.connected)
+    await wait_for(lambda: ch.modem_state.connected)
     for i in range(5):
         emulator.garbage(300)
         emulator.noise(4)
@@ -93,12 +93,12 @@ async def test_garbage_and_vendor_noise_do_not_lose_messages(rig: Rig, emulator:
 
 async def test_hung_modem_is_detected_and_reopened(rig: Rig, emulator: ModemEmulator) -> None:
     ch = await rig.channel(str(emulator.link), command_timeout=1.0, probe_interval=0.5)
-    await wait_for(lambda: ch.health.connected)
+    await wait_for(lambda: ch.modem_state.connected)
     sessions = ch.sessions
     emulator.hang(3.0)
-    await wait_for(lambda: not ch.health.connected, timeout=10)
-    assert "no answer" in (ch.health.last_error or "")
-    await wait_for(lambda: ch.health.connected and ch.sessions > sessions, timeout=20)
+    await wait_for(lambda: not ch.modem_state.connected, timeout=10)
+    assert "no answer" in (ch.modem_state.last_error or "")
+    await wait_for(lambda: ch.modem_state.connected and ch.sessions > sessions, timeout=20)
     emulator.deliver(CUSTOMER, "after the hang")
     await wait_for(lambda: rig.inbound_bodies() == ["after the hang"])
 
@@ -107,16 +107,16 @@ async def test_unplug_and_replug_under_a_new_name(rig: Rig, emulator: ModemEmula
     assert emulator.link is not None
     pattern = str(emulator.link.parent / "ttyUSB*")
     ch = await rig.channel(pattern)
-    await wait_for(lambda: ch.health.connected)
+    await wait_for(lambda: ch.modem_state.connected)
     emulator.unplug()
-    await wait_for(lambda: not ch.health.connected)
+    await wait_for(lambda: not ch.modem_state.connected)
     emulator.deliver(CUSTOMER, "sent while the stick was out")  # waits on the SIM
     emulator.replug(emulator.link.parent / "ttyUSB3")
-    await wait_for(lambda: ch.health.connected, timeout=40)
-    assert ch.health.device is not None
-    assert ch.health.device.endswith("ttyUSB3")
+    await wait_for(lambda: ch.modem_state.connected, timeout=40)
+    assert ch.modem_state.device is not None
+    assert ch.modem_state.device.endswith("ttyUSB3")
     await wait_for(lambda: rig.inbound_bodies() == ["sent while the stick was out"], timeout=20)
-    assert ch.health.reopen_count >= 1
+    assert ch.modem_state.reopen_count >= 1
 
 
 async def test_full_sim_is_drained_and_warned(
@@ -138,8 +138,8 @@ async def test_full_sim_is_drained_and_warned(
     full_warnings = [r for r in caplog.records if "full" in r.getMessage()]
     assert len(full_warnings) == 1  # once per crossing, not once per poll
     await wait_for(lambda: ch.storage_usage.get("SM") == (0, capacity))
-    assert ch.health.sim_used == 0
-    assert ch.health.storage_percent == 0
+    assert ch.modem_state.sim_used == 0
+    assert ch.modem_state.storage_percent == 0
 
 
 async def test_transient_send_errors_are_retried(rig: Rig, emulator: ModemEmulator) -> None:
@@ -225,7 +225,7 @@ async def test_help_gets_the_help_text(rig: Rig, emulator: ModemEmulator) -> Non
     await wait_for(lambda: emulator.sent)
     assert [s.text for s in emulator.sent] == ["Call us at 555-0100. Reply STOP to opt out."]
     assert not rig.rows("SELECT address FROM suppressions")
-    assert ch.health.connected
+    assert ch.modem_state.connected
 
 
 async def test_wrong_pin_is_tried_exactly_once(rig: Rig, tmp_path: object) -> None:
@@ -233,10 +233,10 @@ async def test_wrong_pin_is_tried_exactly_once(rig: Rig, tmp_path: object) -> No
     emu.start()
     try:
         ch = await rig.channel(emu.path, pin="0000")
-        await wait_for(lambda: "sms.pin" in (ch.health.last_error or ""), timeout=10)
+        await wait_for(lambda: "sms.pin" in (ch.modem_state.last_error or ""), timeout=10)
         await wait_for(lambda: ch.link_state.attempts >= 3, timeout=20)  # three more sessions
         assert emu.pin_attempts == 1
-        assert not ch.health.connected
+        assert not ch.modem_state.connected
     finally:
         emu.stop()
 
@@ -246,7 +246,7 @@ async def test_right_pin_unlocks(rig: Rig) -> None:
     emu.start()
     try:
         ch = await rig.channel(emu.path, pin="1234", profile="simcom-sim800")
-        await wait_for(lambda: ch.health.connected)
+        await wait_for(lambda: ch.modem_state.connected)
         emu.deliver(CUSTOMER, "unlocked")
         await wait_for(lambda: rig.inbound_bodies() == ["unlocked"])
         assert emu.pin_attempts == 1
@@ -268,7 +268,7 @@ async def test_undecodable_pdu_is_kept_not_lost(rig: Rig, emulator: ModemEmulato
 async def test_health_is_published(rig: Rig, emulator: ModemEmulator) -> None:
     sub = rig.bus.subscribe("status", types=(ModemHealth,))
     ch = await rig.channel(str(emulator.link))
-    await wait_for(lambda: ch.health.connected and ch.health.operator)
+    await wait_for(lambda: ch.modem_state.connected and ch.modem_state.operator)
     seen = []
     while (ev := sub.get_nowait()) is not None:
         seen.append(ev)
@@ -288,7 +288,7 @@ async def test_message_expires_while_the_modem_is_away(rig: Rig, tmp_path: Path)
     try:
         await wait_for(lambda: rig.outbox(outbox_id)["state"] == "expired", timeout=20)
         assert "expired" in rig.outbox(outbox_id)["last_error"]
-        await wait_for(lambda: ch.health.connected, timeout=40)
+        await wait_for(lambda: ch.modem_state.connected, timeout=40)
         await asyncio.sleep(0.5)
         assert emu.sent == []
     finally:
@@ -319,7 +319,7 @@ async def test_failed_delete_keeps_the_message_once(rig: Rig, emulator: ModemEmu
     assert rig.inbound_bodies() == ["delete me later"]  # listed twice, stored once
     assert rig.rows("SELECT COUNT(*) FROM sms_inbound_parts")[0][0] == 1
     assert sum(c.startswith("AT+CMGD") for c in emulator.commands) >= 2  # the first one failed
-    assert ch.health.connected
+    assert ch.modem_state.connected
 
 
 async def test_mixed_traffic_on_a_slow_modem_one_message_at_a_time(rig: Rig, emulator: ModemEmulator) -> None:
@@ -373,7 +373,7 @@ async def test_without_status_reports_sent_is_final(rig: Rig, emulator: ModemEmu
     assert "AT+CNMI=2,1,0,0,0" in emulator.commands
     await asyncio.sleep(0.5)
     assert rig.outbox(outbox_id)["state"] == "sent"
-    assert ch.health.connected
+    assert ch.modem_state.connected
 
 
 async def test_unplug_during_a_send_marks_unknown_and_never_resends(rig: Rig, emulator: ModemEmulator) -> None:
@@ -389,7 +389,7 @@ async def test_unplug_during_a_send_marks_unknown_and_never_resends(rig: Rig, em
     await wait_for(lambda: rig.outbox(outbox_id)["state"] == "unknown")
     assert "may or may not" in rig.outbox(outbox_id)["last_error"]
     emulator.replug()
-    await wait_for(lambda: ch.health.connected, timeout=40)
+    await wait_for(lambda: ch.modem_state.connected, timeout=40)
     await asyncio.sleep(1.5)
     assert [s.text for s in emulator.sent].count("in flight") <= 1  # never sent a second time
     assert rig.outbox(outbox_id)["state"] == "unknown"

@@ -15,13 +15,8 @@ from gateway.channels.voice.agi_server import CallerContext
 from gateway.channels.voice.channel import VoiceChannel
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.domain.bus import Bus
-from gateway.domain.calls import (
-    CallAnswered,
-    CallEnded,
-    CallOutcome,
-    CallRinging,
-    VoicemailRecorded,
-)
+from gateway.domain.calls import CallOutcome
+from gateway.domain.events import ALL_EVENTS, CallAnswered, CallEnded, CallRinging, VoicemailRecorded
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService
 from gateway.errors import ValidationError
@@ -38,7 +33,7 @@ class Env:
         self.service = service
         self.bus = bus
         self.vc = vc
-        self.sub = bus.subscribe("test", 10_000)
+        self.sub = bus.subscribe("test", 10_000, types=ALL_EVENTS)
 
     def feed(self, events: list[dict[str, str]]) -> None:
         for ev in events:
@@ -246,13 +241,13 @@ async def test_unanswered_outbound_call_is_not_a_missed_call(env: Env) -> None:
 
 async def test_health_snapshot(env: Env) -> None:
     env.feed(group_answered_by_202()[:-2])
-    h = env.vc.health()
+    h = env.vc.snapshot()
     assert h.active_calls == 1
     assert not h.ami_up
     assert h.malformed_events == 0
     env.feed(group_answered_by_202()[-2:])
     await env.vc.idle()
-    h = env.vc.health()
+    h = env.vc.snapshot()
     assert h.active_calls == 0
     assert h.timeline_backlog == 0
     assert h.write_errors == 0

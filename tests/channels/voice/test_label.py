@@ -88,7 +88,13 @@ def test_context_label_known_unknown_withheld() -> None:
     kw: dict[str, Any] = {"caller_number": "+15551234567", "caller_name": "", "withheld": False}
     assert context_label(summary(), **kw) == "Maria R - roof estimate"
     assert context_label(summary(intent=None, next_step="call back"), **kw) == "Maria R - call back"
-    assert context_label(summary(urgent=True), **kw) == "! Maria R - roof estimate"
+    assert context_label(summary(urgent=True), **kw) == "Maria R - roof estimate, urgent"
+    assert context_label(summary(urgent=True, facts={"topic": "chipped tooth"}), **kw) == (
+        "Maria R - chipped tooth, urgent"
+    )
+    assert (
+        context_label(summary(urgent=True, intent="emergency root canal"), **kw) == "! Maria R - emergency root canal"
+    )
     assert context_label(summary(display_name=None), **kw) == "+15551234567 - roof estimate"
     assert context_label(summary(display_name="김민준", intent="예약"), **kw) == "+15551234567"
     assert context_label(None, **kw) == "+15551234567"

@@ -25,13 +25,8 @@ from gateway.channels.voice.channel import VoiceChannel
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.config import Secret
 from gateway.domain.bus import Bus, Subscription
-from gateway.domain.calls import (
-    CallAnswered,
-    CallEnded,
-    CallOutcome,
-    CallRinging,
-    VoicemailRecorded,
-)
+from gateway.domain.calls import CallOutcome
+from gateway.domain.events import ALL_EVENTS, CallAnswered, CallEnded, CallRinging, VoicemailRecorded
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService
 from gateway.store import voice as voice_sql
@@ -133,7 +128,7 @@ async def _make_rig(
         )
         settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
         vc = VoiceChannel(settings, service, bus, store=store)
-        sub = bus.subscribe("test", 10_000)
+        sub = bus.subscribe("test", 10_000, types=ALL_EVENTS)
         await vc.start()
         await vc.ami.wait_connected(10)
         try:
@@ -342,9 +337,9 @@ async def test_phone_shows_context_label_and_sticky_routing(rig: Rig, phones: Ca
 
 
 async def test_click_to_call_lands_in_the_conversation(rig: Rig, phones: Callable[..., object]) -> None:
-    conv = await rig.known("+15557654321", "Bob Customer", "gutter repair")
+    conv = await rig.known("+12025550143", "Bob Customer", "gutter repair")
     ph = await phones(x201="answer", x299="answer_bye")  # type: ignore[operator]
-    call_id = await rig.vc.click_to_call("201", "+15557654321", conv)
+    call_id = await rig.vc.click_to_call("201", "+12025550143", conv)
     ring = await rig.wait_for(lambda e: isinstance(e, CallRinging), 15)
     assert isinstance(ring, CallRinging)
     assert ring.extension == "201"

@@ -1,0 +1,624 @@
+"""The continuity engine: applies the rules, keeps scheduled sends in the store, records every decision.
+
+Theory of operation: one task owns all decisions, so a cancel and a send can never race. It loops: (1) read the
+timeline events after its cursor (the bus only wakes it; the store is the source of truth, so an event that arrived
+just before a stop is still handled after the restart), turn each into decisions with :func:`rules.on_event`, apply
+them, move the cursor; (2) run every stored job that is due: claim it (``scheduled`` -> ``sending``), decide again
+with :func:`rules.on_due` on fresh state, pass the restraint, queue the message, then mark the job ``done``; (3) wait
+on the clock until the next job is due, a new event arrives, or the stalled-thread check is due.
+
+Exactly once: the queued message carries ``meta.job_id``. A job found in ``sending`` at start was interrupted
+between queueing and marking: if its message exists it is marked done, otherwise it goes back to ``scheduled`` and is
+decided again. Every decision lands on the timeline as an ``automated`` event with meta ``rule``, ``decision``
+(sent / suppressed / deferred / cancelled) and ``reason``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from gateway.continuity import restraint, rules
+from gateway.continuity.clock import Clock, SystemClock
+from gateway.continuity.config import TEMPLATE_KEYS, ContinuityConfig
+from gateway.continuity.state import Loaded, load
+from gateway.continuity.templates import render
+from gateway.domain.bus import Bus, Subscription
+from gateway.domain.calls import CallOutcome
+from gateway.domain.events import CallEnded, StalledThread, TimelineEventAdded
+from gateway.domain.models import Channel, EventKind
+from gateway.domain.ports import StorePort
+from gateway.domain.service import ConversationService
+from gateway.errors import GatewayError, PermanentError
+from gateway.store import continuity as sql
+from gateway.store.continuity import JobRow
+from gateway.web import hours
+
+log = logging.getLogger(__name__)
+
+AUTHOR = "continuity"
+Dialer = Callable[[str, str, int], Awaitable[str]]
+"""(staff extension, customer number, conversation id) -> call id: the voice channel's click-to-call."""
+
+RULE_TITLES: Mapping[str, str] = {
+    rules.MISSED_CALL: "Missed-call text-back",
+    rules.VOICEMAIL_ACK: "Voicemail acknowledgement",
+    rules.CHAT_SMS: "Chat continued by text",
+    rules.AFTER_HOURS: "After-hours reply",
+    rules.CALL_ME: "Call back at the chosen time",
+    rules.CALL_RECAP: "Call recap",
+    rules.STALLED: "Stalled-thread alert",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HoursSettings:
+    """The business hours the rules read (from the ``[web]`` section)."""
+
+    timezone: str = "UTC"
+    business_hours: Mapping[str, str] | None = None
+    business_name: str = "Our office"
+    episode_minutes: float = 30.0
+    """The spine's episode window (``spine.episode_window_minutes``)."""
+
+
+class ContinuityEngine:
+    """Rules, restraint and durable scheduling. One per daemon; ``start``/``stop`` like every part."""
+
+    def __init__(
+        self,
+        config: ContinuityConfig,
+        service: ConversationService,
+        store: StorePort,
+        bus: Bus,
+        hours_settings: HoursSettings | None = None,
+        *,
+        clock: Clock | None = None,
+        dialer: Dialer | None = None,
+    ) -> None:
+        self.config = config
+        self.service = service
+        self.store = store
+        self.bus = bus
+        self.clock: Clock = clock or SystemClock()
+        self.dialer = dialer
+        hs = hours_settings or HoursSettings()
+        self.episode_minutes = hs.episode_minutes
+        self.ctx = rules.Context(
+            config=config,
+            business_name=config.business_name or hs.business_name,
+            timezone=hs.timezone,
+            business_hours=dict(hs.business_hours or {}),
+            closed=hours.ClosedDates(config.closed_dates, config.holiday_country),
+        )
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._sub: Subscription | None = None
+        self._cursor = 0
+        self._calls: dict[str, int] = {}  # call id -> job id of a call-back in progress
+        self._call_results: list[CallEnded] = []
+        self._next_stalled: float | None = None
+        self.handled = 0
+        self.sent = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Pick up where the last run stopped, then run the loop."""
+        await self.prepare()
+        self._sub = self.bus.subscribe("continuity", maxsize=10_000, types=(TimelineEventAdded, CallEnded))
+        self._listener = asyncio.create_task(self._listen(self._sub), name="continuity-listen")
+        self._task = asyncio.create_task(self._run(), name="continuity-engine")
+        waiting = await self.store.read(sql.count_scheduled)
+        log.info("continuity started: %d scheduled send(s) waiting", waiting)
+
+    async def prepare(self) -> None:
+        """Load the cursor and settle jobs a stop interrupted (``start`` does this; tests may drive ``tick``)."""
+        cursor = await self.store.read(sql.cursor)
+        if cursor is None:
+            latest = await self.store.read(sql.max_event_id)
+            await self.store.write(lambda c: sql.set_cursor(c, latest))
+            cursor = latest
+        self._cursor = cursor
+        await self._recover()
+
+    async def tick(self) -> None:
+        """One pass of the loop without waiting: new events, due jobs, call outcomes, stalled threads."""
+        await self.process_events()
+        await self.run_due()
+        await self._check_calls()
+        await self._maybe_check_stalled()
+
+    async def stop(self) -> None:
+        """Stop the loop; scheduled sends stay in the store for the next start."""
+        if self._sub is not None:
+            self._sub.close()
+        for task in (self._task, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._listener = None
+
+    def wake(self) -> None:
+        """Re-check events and due jobs now."""
+        self._wake.set()
+
+    async def _listen(self, sub: Subscription) -> None:
+        async for item in sub:
+            if isinstance(item, CallEnded) and item.call_id in self._calls:
+                self._call_results.append(item)
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self._wake.clear()
+                await self.tick()
+                due = await self.store.read(sql.next_due)
+                nxt = min((t for t in (due, self._next_stalled) if t is not None), default=None)
+                await self.clock.wait_until(nxt, self._wake)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("continuity loop failed; retrying in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _recover(self) -> None:
+        now = self.clock.now()
+        for job in await self.store.read(sql.interrupted_jobs):
+            await self.store.write(partial(self._recover_job, job=job, now=now))
+
+    def _recover_job(self, c: Any, job: JobRow, now: float) -> None:
+        if job.rule != rules.CALL_ME and sql.message_of_job(c, job.conversation_id, job.id) is not None:
+            self._mark_sent(c, job.conversation_id, job.rule, job, now)
+            log.info("job %d was sent before the stop; marked done", job.id)
+            return
+        sql.reschedule_job(c, job.id, job.due_at, "interrupted before sending", now)
+
+    # -- events ----------------------------------------------------------------------------------------------------
+
+    async def process_events(self) -> int:
+        """Handle every timeline event after the cursor; returns how many."""
+        count = 0
+        while True:
+            after = self._cursor
+            rows = await self.store.read(partial(sql.events_after, after=after))
+            if not rows:
+                return count
+            for row in rows:
+                trigger = rules.Trigger(
+                    kind=row[2],
+                    channel=row[3],
+                    conversation_id=row[1],
+                    event_id=row[0],
+                    body=row[4],
+                    meta=json.loads(row[5] or "{}"),
+                    author=row[6],
+                )
+                if trigger.kind != EventKind.AUTOMATED.value and trigger.author != AUTHOR:
+                    await self.handle(trigger)
+                count += 1
+            last = rows[-1][0]
+            self._cursor = last
+            await self.store.write(partial(sql.set_cursor, event_id=last))
+
+    async def handle(self, trigger: rules.Trigger) -> list[rules.Decision]:
+        """Decide and apply what one event calls for."""
+        now = self.clock.now()
+        conv = trigger.conversation_id
+        contact = rules.is_customer_contact(trigger)
+        human = rules.is_human_answer(trigger)
+
+        def read(c: Any) -> Loaded | None:
+            return load(c, conv, now)
+
+        if contact or human:
+
+            def mark(c: Any) -> Loaded | None:
+                live = sql.live_conversation(c, conv)
+                if contact:
+                    sql.record_contact(c, live, now)
+                if human:
+                    sql.set_human(c, live, now)
+                return load(c, live, now)
+
+            loaded = await self.store.write(mark)
+        else:
+            loaded = await self.store.read(read)
+        self.handled += 1
+        if loaded is None or not self.config.enabled:
+            return []
+        decisions = rules.on_event(trigger, loaded.state, self.ctx, now)
+        for decision in decisions:
+            await self._apply(decision, loaded, None, now)
+        return decisions
+
+    # -- jobs --------------------------------------------------------------------------------------------------------
+
+    async def run_due(self) -> int:
+        """Run every job whose moment has come; returns how many."""
+        count = 0
+        while True:
+            now = self.clock.now()
+            jobs = await self.store.read(partial(sql.due_jobs, until=now, limit=200))
+            if not jobs:
+                return count
+            for job in jobs:
+                await self._run_job(job)
+                count += 1
+
+    async def _run_job(self, job: JobRow) -> None:
+        now = self.clock.now()
+        claimed = await self.store.write(lambda c: sql.claim_job(c, job.id, now))
+        if not claimed:
+            return
+        loaded = await self.store.read(lambda c: load(c, job.conversation_id, now))
+        if loaded is None:
+            await self.store.write(lambda c: sql.finish_job(c, job.id, "cancelled", "conversation gone", now))
+            return
+        if not self.config.enabled:
+            decision: rules.Decision = rules.Skip(job.rule, "continuity is switched off")
+        else:
+            decision = rules.on_due(job.rule, job.payload, loaded.state, self.ctx, now)
+        await self._apply(decision, loaded, job, now)
+
+    # -- applying decisions ------------------------------------------------------------------------------------------
+
+    async def _apply(self, decision: rules.Decision, loaded: Loaded, job: JobRow | None, now: float) -> None:
+        conv = loaded.conversation_id
+        if isinstance(decision, rules.Send):
+            await self._send(decision, loaded, job, now)
+        elif isinstance(decision, rules.Schedule):
+            await self._schedule(decision, conv, now)
+        elif isinstance(decision, rules.Cancel):
+            await self._cancel(conv, decision.rules, decision.reason, now)
+        elif isinstance(decision, rules.Skip):
+            if job is not None:
+                await self.store.write(lambda c: sql.finish_job(c, job.id, "suppressed", decision.reason, now))
+            await self.record(conv, decision.rule, "suppressed", decision.reason, job_id=job.id if job else None)
+        elif isinstance(decision, rules.Call):
+            await self._call(decision, conv, job, now)
+        elif isinstance(decision, rules.Alert):
+            await self.record(conv, decision.rule, "sent", decision.reason, audience="staff")
+
+    async def _schedule(self, decision: rules.Schedule, conv: int, now: float) -> None:
+        rule, at, payload = decision.rule, decision.at, dict(decision.payload)
+
+        def op(c: Any) -> int:
+            if decision.replace:
+                for old in sql.pending_jobs(c, conv, (rule,)):
+                    sql.finish_job(c, old.id, "cancelled", "replaced: " + decision.reason, now)
+            return sql.schedule_job(c, rule, conv, at, payload, now)
+
+        job_id = await self.store.write(op)
+        if at > now:
+            when = hours.describe_moment(at, self.ctx.timezone, now)
+            await self.record(conv, rule, "deferred", f"{decision.reason}: due {when}", job_id=job_id, due_at=at)
+        self._wake.set()
+
+    async def _cancel(self, conv: int, which: tuple[str, ...], reason: str, now: float) -> None:
+        def op(c: Any) -> list[JobRow]:
+            jobs = sql.pending_jobs(c, conv, which)
+            for job in jobs:
+                sql.finish_job(c, job.id, "cancelled", reason, now)
+            return jobs
+
+        for job in await self.store.write(op):
+            await self.record(conv, job.rule, "cancelled", reason, job_id=job.id)
+
+    async def _send(self, send: rules.Send, loaded: Loaded, job: JobRow | None, now: float) -> None:
+        conv = loaded.conversation_id
+        verdict = restraint.check(
+            self.config,
+            loaded.history,
+            now,
+            channel=send.channel,
+            timezone=self.ctx.timezone,
+            reply_to_customer=send.reply_to_customer,
+            episode_minutes=self.episode_minutes,
+        )
+        job_id = job.id if job else None
+        if isinstance(verdict, restraint.Suppress):
+            if job is not None:
+                await self.store.write(lambda c: sql.finish_job(c, job.id, "suppressed", verdict.reason, now))
+            await self.record(conv, send.rule, "suppressed", verdict.reason, job_id=job_id)
+            return
+        if isinstance(verdict, restraint.Defer):
+            payload = {
+                "channel": send.channel,
+                "to": send.to,
+                "body": send.body,
+                "reason": send.reason,
+                **dict(send.payload),
+            }
+            if job is not None:
+                await self.store.write(lambda c: sql.reschedule_job(c, job.id, verdict.until, verdict.reason, now))
+            else:
+                job_id = await self.store.write(
+                    lambda c: sql.schedule_job(c, send.rule, conv, verdict.until, payload, now)
+                )
+            await self.record(conv, send.rule, "deferred", verdict.reason, job_id=job_id, due_at=verdict.until)
+            return
+        if job is None:
+            # Claim a job row for this instant send too, so a crash mid-send cannot send it twice either.
+            job_id = await self.store.write(
+                lambda c: self._instant_job(c, send.rule, conv, now, {"channel": send.channel, "to": send.to})
+            )
+        meta = {"rule": send.rule, "job_id": job_id}
+        try:
+            if send.channel == Channel.CHAT.value:
+                await self.service.append_event(
+                    conv,
+                    EventKind.MESSAGE_OUT,
+                    Channel.CHAT,
+                    send.body,
+                    {"automated": True, **meta},
+                    author=AUTHOR,
+                )
+            else:
+                await self.service.enqueue_outbound(
+                    conv, Channel.SMS, send.to, send.body, automated=True, author=AUTHOR, event_meta=meta
+                )
+        except PermanentError as err:
+            # Opt-out, the number-type policy, the automated-SMS budget, a bad number: recorded, never retried.
+            reason = str(err)
+            await self.store.write(lambda c: sql.finish_job(c, int(job_id or 0), "suppressed", reason, now))
+            await self.record(conv, send.rule, "suppressed", reason, job_id=job_id)
+            return
+        except GatewayError as err:
+            reason = f"could not queue the message: {err}"
+            await self.store.write(lambda c: sql.finish_job(c, int(job_id or 0), "suppressed", reason, now))
+            await self.record(conv, send.rule, "suppressed", reason, job_id=job_id)
+            return
+        done_job = job_id
+        if send.channel == Channel.SMS.value:
+            await self.store.write(lambda c: self._mark_sent(c, conv, send.rule, done_job, now, send.to))
+        else:  # chat answers are not texts: not counted by the caps
+            await self.store.write(
+                partial(sql.finish_job, job_id=int(done_job or 0), state="done", reason="sent", now=now)
+            )
+        self.sent += 1
+        await self.record(conv, send.rule, "sent", send.reason, job_id=job_id, channel=send.channel)
+
+    @staticmethod
+    def _instant_job(c: Any, rule: str, conv: int, now: float, payload: Mapping[str, Any]) -> int:
+        job_id = sql.schedule_job(c, rule, conv, now, payload, now)
+        sql.claim_job(c, job_id, now)
+        return job_id
+
+    @staticmethod
+    def _mark_sent(c: Any, conv: int, rule: str, job: JobRow | int | None, now: float, address: str = "") -> None:
+        job_id = job.id if isinstance(job, JobRow) else job
+        if job_id is not None:
+            sql.finish_job(c, job_id, "done", "sent", now)
+        if not address and isinstance(job, JobRow):
+            address = str(job.payload.get("to", ""))
+        if not address:
+            basics = sql.conversation_basics(c, conv)
+            phones = basics["phones"] if basics else []
+            address = phones[0][0] if phones else ""
+        sql.record_send(c, conv, rule, address, now)
+
+    # -- call me at a time -------------------------------------------------------------------------------------------
+
+    async def _call(self, call: rules.Call, conv: int, job: JobRow | None, now: float) -> None:
+        if job is None:
+            return
+        if self.dialer is None:
+            await self.store.write(lambda c: sql.finish_job(c, job.id, "suppressed", "voice is off", now))
+            await self.record(conv, call.rule, "suppressed", "the voice channel is off", job_id=job.id)
+            return
+        try:
+            call_id = await self.dialer(call.extension, call.to, conv)
+        except GatewayError as err:
+            await self._call_failed(conv, job, call.attempt, f"the call could not be started: {err}")
+            return
+        self._calls[call_id] = job.id
+        await self.record(
+            conv,
+            call.rule,
+            "sent",
+            f"ringing extension {call.extension} first, then the customer (attempt {call.attempt + 1})",
+            job_id=job.id,
+            call_id=call_id,
+        )
+
+    async def _check_calls(self) -> None:
+        results, self._call_results = self._call_results, []
+        for ended in results:
+            job_id = self._calls.pop(ended.call_id, None)
+            if job_id is None:
+                continue
+            job = await self.store.read(partial(sql.get_job, job_id=job_id))
+            if job is None:
+                continue
+            attempt = int(job.payload.get("attempt", 0))
+            if ended.outcome is CallOutcome.ANSWERED and ended.call.talk_seconds > 0:
+                now = self.clock.now()
+                await self.store.write(
+                    partial(sql.finish_job, job_id=job.id, state="done", reason="connected", now=now)
+                )
+                await self.record(job.conversation_id, rules.CALL_ME, "sent", "call-back connected", job_id=job.id)
+            else:
+                await self._call_failed(job.conversation_id, job, attempt, f"nobody answered ({ended.outcome})")
+
+    async def _call_failed(self, conv: int, job: JobRow, attempt: int, why: str) -> None:
+        now = self.clock.now()
+        if attempt < self.config.call_me_retries:
+            at = now + self.config.call_me_retry_minutes * 60
+            payload = {**dict(job.payload), "attempt": attempt + 1}
+
+            def op(c: Any) -> None:
+                sql.finish_job(c, job.id, "done", why, now)
+                sql.schedule_job(c, rules.CALL_ME, conv, at, payload, now)
+
+            await self.store.write(op)
+            when = hours.describe_moment(at, self.ctx.timezone, now)
+            await self.record(conv, rules.CALL_ME, "deferred", f"{why}; trying again {when}", job_id=job.id)
+            return
+        await self.store.write(lambda c: sql.finish_job(c, job.id, "done", why, now))
+        loaded = await self.store.read(lambda c: load(c, conv, now))
+        if loaded is None or loaded.state.phone is None:
+            return
+        body = render(self.config.call_me_failed_template, rules.variables(loaded.state, self.ctx, now))
+        await self._send(
+            rules.Send(rules.CALL_ME, "sms", loaded.state.phone, body, f"{why}; every call-back attempt failed"),
+            loaded,
+            None,
+            now,
+        )
+
+    # -- stalled threads ---------------------------------------------------------------------------------------------
+
+    async def _maybe_check_stalled(self) -> None:
+        if not self.config.stalled_enabled:
+            self._next_stalled = None
+            return
+        now = self.clock.now()
+        if self._next_stalled is not None and now < self._next_stalled:
+            return
+        self._next_stalled = now + self.config.stalled_check_seconds
+        await self.check_stalled()
+
+    async def check_stalled(self) -> int:
+        """Alert staff about every customer waiting too long in business hours; returns how many alerts."""
+        now = self.clock.now()
+        limit = self.config.stalled_business_hours * 3600
+        alerts = 0
+        for conv, since in await self.store.read(sql.waiting_conversations):
+            waited = hours.open_seconds_between(self.ctx.business_hours, self.ctx.timezone, since, now, self.ctx.closed)
+            if waited < limit:
+                continue
+            already = await self.store.read(
+                partial(sql.alerted_since, conversation_id=conv, rule=rules.STALLED, since=since)
+            )
+            if already:
+                continue
+            await self.store.write(
+                partial(sql.record_send, conversation_id=conv, rule=rules.STALLED, address="staff", at=now)
+            )
+            reason = f"the customer has waited {waited / 3600:.1f} business hours for an answer"
+            await self.record(conv, rules.STALLED, "sent", reason, audience="staff")
+            self.bus.publish(StalledThread(conv, since, round(waited / 3600, 2)))
+            log.info("conversation %d: stalled-thread alert (%.1f business hours)", conv, waited / 3600)
+            alerts += 1
+        return alerts
+
+    # -- staff actions ------------------------------------------------------------------------------------------------
+
+    async def recap(self, conversation_id: int, *, author: str) -> int:
+        """Staff one click: text the customer what was agreed (intent, next step, time). Returns the outbox id."""
+        if not self.config.recap_enabled:
+            raise PermanentError("the call recap is switched off (continuity.recap_enabled)")
+        now = self.clock.now()
+        loaded = await self.store.read(lambda c: load(c, conversation_id, now))
+        if loaded is None:
+            raise LookupError(f"conversation {conversation_id} does not exist")
+        if loaded.state.phone is None:
+            raise PermanentError("this customer has no phone number to text the recap to")
+        body = render(self.config.recap_template, rules.variables(loaded.state, self.ctx, now))
+        outbox_id = await self.service.enqueue_outbound(
+            loaded.conversation_id,
+            Channel.SMS,
+            loaded.state.phone,
+            body,
+            automated=False,
+            author=author,
+            event_meta={"rule": rules.CALL_RECAP},
+        )
+        await self.record(loaded.conversation_id, rules.CALL_RECAP, "sent", f"{author} sent the call recap")
+        return outbox_id
+
+    async def schedule_call(self, conversation_id: int, at: float, *, author: str) -> int:
+        """Call the customer back at ``at`` (the slot they picked): owner's phone first, then the customer.
+
+        Returns the job id. The call is decided again at that moment (rules switched off, no number, no owner phone).
+        """
+        if not self.config.call_me_enabled:
+            raise PermanentError("call-backs at a chosen time are switched off (continuity.call_me_enabled)")
+        now = self.clock.now()
+        if at < now - 60:
+            raise PermanentError("that moment has passed; pick a time from now on")
+        job_id = await self.store.write(
+            partial(
+                sql.schedule_job,
+                rule=rules.CALL_ME,
+                conversation_id=conversation_id,
+                due_at=at,
+                payload={"attempt": 0, "by": author},
+                now=now,
+            )
+        )
+        when = hours.describe_moment(at, self.ctx.timezone, now)
+        await self.record(
+            conversation_id, rules.CALL_ME, "deferred", f"{author} booked a call-back {when}", job_id=job_id
+        )
+        self._wake.set()
+        return int(job_id)
+
+    def settings(self) -> dict[str, Any]:
+        """The active rules, restraint and templates, for the console's read-only settings view."""
+        cfg = self.config
+        active = {
+            rules.MISSED_CALL: cfg.missed_call_enabled,
+            rules.VOICEMAIL_ACK: cfg.voicemail_enabled,
+            rules.CHAT_SMS: cfg.chat_sms_enabled,
+            rules.AFTER_HOURS: cfg.after_hours_enabled,
+            rules.CALL_ME: cfg.call_me_enabled,
+            rules.CALL_RECAP: cfg.recap_enabled,
+            rules.STALLED: cfg.stalled_enabled,
+        }
+        return {
+            "enabled": cfg.enabled,
+            "business_name": self.ctx.business_name,
+            "timezone": self.ctx.timezone,
+            "business_hours": dict(self.ctx.business_hours),
+            "closed_dates": list(cfg.closed_dates),
+            "holiday_country": cfg.holiday_country,
+            "rules": [
+                {"rule": name, "title": RULE_TITLES[name], "enabled": cfg.enabled and on} for name, on in active.items()
+            ],
+            "restraint": {
+                "max_per_contact_per_day": cfg.max_per_contact_per_day,
+                "max_per_episode": cfg.max_per_episode,
+                "episode_minutes": self.episode_minutes,
+                "human_quiet_minutes": cfg.human_quiet_minutes,
+                "quiet_hours": cfg.quiet_hours,
+                "missed_call_delay_seconds": cfg.missed_call_delay_seconds,
+                "missed_call_cooldown_minutes": cfg.missed_call_cooldown_minutes,
+            },
+            "templates": {key: getattr(cfg, key) for key in TEMPLATE_KEYS},
+        }
+
+    async def jobs(self, conversation_id: int) -> list[dict[str, Any]]:
+        """Scheduled and finished sends of a conversation, newest first (console, API)."""
+        rows = await self.store.read(lambda c: sql.jobs_of(c, conversation_id))
+        return [{"id": j.id, "rule": j.rule, "due_at": j.due_at, "state": j.state, "reason": j.reason} for j in rows]
+
+    # -- timeline ------------------------------------------------------------------------------------------------------
+
+    async def record(self, conversation_id: int, rule: str, decision: str, reason: str, **extra: Any) -> None:
+        """Put one decision on the timeline (kind ``automated``)."""
+        title = RULE_TITLES.get(rule, rule)
+        words = {"sent": "sent", "suppressed": "not sent", "deferred": "scheduled", "cancelled": "cancelled"}
+        if rule == rules.STALLED:
+            body = f"{title} for staff: {reason}"
+        else:
+            body = f"{title} {words.get(decision, decision)}: {reason}"
+        meta = {"rule": rule, "decision": decision, "reason": reason}
+        meta.update({k: v for k, v in extra.items() if v is not None})
+        try:
+            await self.service.append_event(
+                conversation_id, EventKind.AUTOMATED, Channel.SYSTEM, body, meta, author=AUTHOR
+            )
+        except LookupError:
+            log.warning("conversation %d vanished before decision %s/%s was recorded", conversation_id, rule, decision)
+        log.info("conversation %d: %s %s (%s)", conversation_id, rule, decision, reason)

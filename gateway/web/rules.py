@@ -1,0 +1,110 @@
+"""The rules in the console: a read-only settings view, a conversation's scheduled sends, the one-click call recap.
+
+``GET /rules`` is the page (rendered by ``static/rules.js`` from ``GET /api/v1/continuity/settings``);
+``GET /api/v1/conversations/{id}/continuity`` lists scheduled and finished automated sends with their reasons;
+``POST /api/v1/conversations/{id}/recap`` texts the customer a summary of what was agreed;
+``POST /api/v1/conversations/{id}/callback`` books a call-back at the moment the customer picked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import PermanentError, ValidationError
+from gateway.web import pages
+from gateway.web.keys import DEPS
+from gateway.web.security import read_json, require_api, require_staff
+
+
+def _engine(request: web.Request) -> Any:
+    engine = request.app[DEPS].continuity
+    if engine is None:
+        raise web.HTTPConflict(
+            text='{"error": "the continuity rules are switched off ([continuity] enabled = false)"}',
+            content_type="application/json",
+        )
+    return engine
+
+
+def _conv(request: web.Request) -> int:
+    try:
+        return int(request.match_info["conversation_id"])
+    except ValueError as err:
+        raise web.HTTPBadRequest(text='{"error": "conversation id must be a number"}') from err
+
+
+async def rules_page(request: web.Request) -> web.StreamResponse:
+    """``GET /rules``: the active rules, restraint and templates, read-only."""
+    session = require_staff(request)
+    return pages.render(
+        "rules.html",
+        csrf=session.csrf_token,
+        user=session.staff.display_name,
+        business=request.app[DEPS].config.business_name,
+    )
+
+
+async def settings(request: web.Request) -> web.Response:
+    """``GET /api/v1/continuity/settings``: what the rules do as configured."""
+    require_api(request)
+    engine = request.app[DEPS].continuity
+    if engine is None:
+        return web.json_response({"enabled": False, "rules": [], "templates": {}, "restraint": {}})
+    return web.json_response(engine.settings())
+
+
+async def conversation_jobs(request: web.Request) -> web.Response:
+    """``GET /api/v1/conversations/{id}/continuity``: scheduled and finished automated sends."""
+    require_api(request)
+    engine = _engine(request)
+    return web.json_response({"jobs": await engine.jobs(_conv(request))})
+
+
+async def recap(request: web.Request) -> web.Response:
+    """``POST /api/v1/conversations/{id}/recap``: text the customer what was agreed (intent, next step, time)."""
+    auth = require_api(request)
+    engine = _engine(request)
+    try:
+        outbox_id = await engine.recap(_conv(request), author=auth.actor)
+    except LookupError as err:
+        raise web.HTTPNotFound(text='{"error": "no such conversation"}', content_type="application/json") from err
+    except PermanentError as err:
+        return web.json_response({"error": str(err)}, status=409)
+    return web.json_response({"outbox_id": outbox_id}, status=201)
+
+
+async def callback(request: web.Request) -> web.Response:
+    """``POST /api/v1/conversations/{id}/callback`` with ``{"at": unix seconds or ISO 8601 with offset}``."""
+    auth = require_api(request)
+    engine = _engine(request)
+    data = await read_json(request)
+    at = data.get("at")
+    if isinstance(at, str):
+        try:
+            moment = dt.datetime.fromisoformat(at)
+        except ValueError as err:
+            raise ValidationError(f"'at' = {at[:40]!r} is not ISO 8601 (e.g. 2026-12-05T09:00:00-05:00)") from err
+        if moment.tzinfo is None:
+            raise ValidationError("'at' needs a time zone offset, e.g. 2026-12-05T09:00:00-05:00")
+        at = moment.timestamp()
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        raise ValidationError("'at' must be unix seconds or an ISO 8601 time with an offset")
+    try:
+        job_id = await engine.schedule_call(_conv(request), float(at), author=auth.actor)
+    except PermanentError as err:
+        return web.json_response({"error": str(err)}, status=409)
+    return web.json_response({"job_id": job_id}, status=201)
+
+
+def routes() -> list[web.RouteDef]:
+    """Routes of the rules views."""
+    return [
+        web.get("/rules", rules_page),
+        web.get("/api/v1/continuity/settings", settings),
+        web.get("/api/v1/conversations/{conversation_id}/continuity", conversation_jobs),
+        web.post("/api/v1/conversations/{conversation_id}/recap", recap),
+        web.post("/api/v1/conversations/{conversation_id}/callback", callback),
+    ]

@@ -1,0 +1,337 @@
+"""REST API of the conversation spine, and staff starting a thread with a number that has no conversation yet.
+
+``GET/PATCH /api/v1/conversations/{id}/spine``, ``PUT/DELETE /api/v1/conversations/{id}/facts/{name}`` and
+``POST /api/v1/conversations``. Every change goes through :class:`~gateway.domain.spine.SpineService`, so it lands on
+the timeline with the caller's name (source ``staff`` for a console session, ``api`` for a token).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from gateway.domain.models import Channel, EventKind, IdentityKind
+from gateway.domain.spine import CHANNEL_PREFERENCES, SpineService
+from gateway.errors import ValidationError
+from gateway.web.jsonable import jsonable
+from gateway.web.keys import DEPS
+from gateway.web.security import Auth, read_json, require_api, require_staff
+
+log = logging.getLogger(__name__)
+
+_STRING_FIELDS = ("intent", "next_step", "next_step_owner", "owner", "channel_preference", "preference_why")
+
+
+def spines(request: web.Request) -> SpineService:
+    """The daemon's spine service (or one over the web layer's store and bus, built once)."""
+    deps = request.app[DEPS]
+    if deps.spine is None:
+        deps.spine = SpineService(deps.store, deps.bus)
+    return deps.spine
+
+
+def _conv_id(request: web.Request) -> int:
+    raw = request.match_info["conversation_id"]
+    try:
+        return int(raw)
+    except ValueError as err:
+        raise ValidationError(f"conversation id {raw[:20]!r} is not a number") from err
+
+
+def _source(auth: Auth) -> str:
+    return "staff" if auth.session is not None else "api"
+
+
+def spine_json(spine: Any, service: SpineService) -> dict[str, Any]:
+    """The spine as the API and the console show it: summary line first, then the fields."""
+    return {
+        "summary": spine.summary,
+        "spine": jsonable(spine),
+        "intents": list(service.intents),
+        "channel_preferences": list(CHANNEL_PREFERENCES),
+    }
+
+
+async def _spine_or_404(service: SpineService, conversation_id: int) -> Any:
+    try:
+        return await service.spine(conversation_id)
+    except LookupError as err:
+        raise web.HTTPNotFound(text=f"conversation {conversation_id} does not exist") from err
+
+
+async def get_spine(request: web.Request) -> web.Response:
+    """``GET /api/v1/conversations/{id}/spine``: the one-line summary and the spine."""
+    require_api(request)
+    service = spines(request)
+    return web.json_response(spine_json(await _spine_or_404(service, _conv_id(request)), service))
+
+
+def _due(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValidationError("next_step_due must be unix seconds or an ISO 8601 time such as 2026-12-05T09:00-05:00")
+    if isinstance(value, str):
+        import datetime as dt  # noqa: PLC0415
+
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError as err:
+            raise ValidationError(
+                f"next_step_due {value[:40]!r} is not an ISO 8601 time; write e.g. 2026-12-05T09:00-05:00"
+            ) from err
+        if moment.tzinfo is None:
+            raise ValidationError("next_step_due needs a time zone offset, e.g. 2026-12-05T09:00-05:00")
+        return moment.timestamp()
+    return float(value)
+
+
+def _checked_patch(data: dict[str, Any]) -> dict[str, Any]:
+    allowed = {*_STRING_FIELDS, "urgent", "next_step_due"}
+    unknown = [k for k in data if k not in allowed]
+    if unknown:
+        raise ValidationError(
+            f"field {unknown[0][:40]!r} cannot be changed here; editable: {', '.join(sorted(allowed))}"
+        )
+    if not data:
+        raise ValidationError("nothing to change: send at least one field")
+    for key in _STRING_FIELDS:
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(f"field {key!r} must be a string or null")
+        if isinstance(value, str) and len(value) > 500:
+            raise ValidationError(f"field {key!r} is longer than 500 characters")
+    if "urgent" in data and not isinstance(data["urgent"], bool):
+        raise ValidationError("field 'urgent' must be true or false")
+    return data
+
+
+def _text(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+async def _apply(service: SpineService, current: Any, data: dict[str, Any], who: dict[str, str]) -> list[str]:
+    conv = current.conversation_id
+    changed: list[str] = []
+    if "intent" in data or "urgent" in data:
+        intent = _text(data, "intent") if "intent" in data else current.intent
+        if await service.set_intent(conv, intent, urgent=data.get("urgent"), **who):
+            changed.append("intent")
+    if {"next_step", "next_step_due", "next_step_owner"} & data.keys():
+        step = _text(data, "next_step") if "next_step" in data else current.next_step
+        due = _due(data.get("next_step_due")) if "next_step_due" in data else current.next_step_due
+        step_owner = _text(data, "next_step_owner") if "next_step_owner" in data else current.next_step_owner
+        if await service.set_next_step(conv, step, due=due, owner=step_owner, **who):
+            changed.append("next_step")
+    if "owner" in data and await service.set_owner(conv, _text(data, "owner"), **who):
+        changed.append("owner")
+    return changed
+
+
+async def patch_spine(request: web.Request) -> web.Response:
+    """``PATCH /api/v1/conversations/{id}/spine``: intent, urgent, next step (due, owner), owner, preference."""
+    auth = require_api(request)
+    data = _checked_patch(await read_json(request))
+    service = spines(request)
+    current = await _spine_or_404(service, _conv_id(request))
+    conv = current.conversation_id
+    who = {"source": _source(auth), "set_by": auth.actor}
+
+    changed = await _apply(service, current, data, who)
+    if ("channel_preference" in data or "preference_why" in data) and await service.set_channel_preference(
+        conv,
+        _text(data, "channel_preference") if "channel_preference" in data else current.channel_preference,
+        _text(data, "preference_why") or f"set by {auth.actor}",
+        **who,
+    ):
+        changed.append("channel_preference")
+    spine = await service.spine(conv)
+    return web.json_response({"changed": changed, **spine_json(spine, service)})
+
+
+async def put_fact(request: web.Request) -> web.Response:
+    """``PUT /api/v1/conversations/{id}/facts/{name}``: set or correct a fact (``{"value": ...}``)."""
+    auth = require_api(request)
+    data = await read_json(request)
+    value = data.get("value")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValidationError("field 'value' must be a string or a number")
+    if isinstance(value, str) and len(value) > 500:
+        raise ValidationError("field 'value' is longer than 500 characters")
+    name = request.match_info["name"]
+    service = spines(request)
+    current = await _spine_or_404(service, _conv_id(request))
+    if name == "availability" and isinstance(value, str):
+        value = {"text": value.strip()}
+    changed = await service.set_fact(
+        current.conversation_id, name, value, source=_source(auth), set_by=auth.actor, confidence=1.0
+    )
+    spine = await service.spine(current.conversation_id)
+    return web.json_response({"changed": changed, **spine_json(spine, service)})
+
+
+async def delete_fact(request: web.Request) -> web.Response:
+    """``DELETE /api/v1/conversations/{id}/facts/{name}``: forget a wrong fact."""
+    auth = require_api(request)
+    service = spines(request)
+    current = await _spine_or_404(service, _conv_id(request))
+    name = request.match_info["name"]
+    changed = await service.clear_fact(current.conversation_id, name, set_by=auth.actor, source=_source(auth))
+    if not changed:
+        raise web.HTTPNotFound(text=f"conversation {current.conversation_id} has no fact {name[:40]!r}")
+    spine = await service.spine(current.conversation_id)
+    return web.json_response({"changed": True, **spine_json(spine, service)})
+
+
+async def start_conversation(request: web.Request) -> web.Response:
+    """``POST /api/v1/conversations``: staff start a thread with a phone number (a text, a call, or both).
+
+    ``{"phone": "...", "body": "..."}`` texts the number; ``{"phone": "...", "call": true}`` rings the staff member's
+    phone, then the number (console sessions only). Either lands in the conversation that owns the number, created
+    when there is none; the answer says which and whether it is new.
+    """
+    auth = require_api(request)
+    deps = request.app[DEPS]
+    data = await read_json(request)
+    phone = data.get("phone")
+    if not isinstance(phone, str) or not phone.strip():
+        raise ValidationError("field 'phone' is missing: give the customer's number, e.g. +1 415 555 2671")
+    body = data.get("body")
+    if body is not None and (not isinstance(body, str) or not body.strip()):
+        raise ValidationError("field 'body' must be the text to send (or leave it out to only call)")
+    call = data.get("call", False)
+    if not isinstance(call, bool):
+        raise ValidationError("field 'call' must be true or false")
+    if body is None and not call:
+        raise ValidationError("say what to do: give 'body' to text the number, or 'call': true to call it")
+    name = data.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ValidationError("field 'name' must be a string")
+    extension: str | None = None
+    if call:
+        session = require_staff(request)
+        if deps.click_to_call is None:
+            raise ValidationError("click-to-call is not available: the voice channel is not running")
+        extension = session.staff.extension
+        if not extension:
+            raise ValidationError("your login has no SIP extension: ask the operator to bind one")
+    ident = deps.service.normalize(IdentityKind.PHONE, phone)
+    if not ident.valid:
+        raise ValidationError(f"{phone[:40]!r} is not a complete phone number: include the area code")
+    opened = await deps.service.open_conversation(IdentityKind.PHONE, phone, display_name=name)
+    conv = opened.conversation_id
+    what = " and ".join(w for w, on in (("a text", body is not None), ("a call", call)) if on)
+    await deps.service.append_event(
+        conv,
+        EventKind.HANDOFF,
+        Channel.SYSTEM,
+        f"Conversation started by {auth.actor} with {what}" if opened.created else f"{auth.actor} reached out: {what}",
+        meta={"agent_initiated": True, "new_conversation": opened.created},
+        author=auth.actor,
+    )
+    result: dict[str, Any] = {"conversation_id": conv, "created": opened.created}
+    if body is not None:
+        result["outbox_id"] = await deps.service.enqueue_outbound(
+            conv, Channel.SMS, phone, body, automated=False, author=auth.actor
+        )
+    if call and extension is not None and deps.click_to_call is not None:
+        await deps.click_to_call(extension, ident.value)
+        await deps.service.append_event(
+            conv,
+            EventKind.HANDOFF,
+            Channel.VOICE,
+            f"Call started by {auth.actor}",
+            meta={"click_to_call": True, "extension": extension, "agent_initiated": True},
+            author=auth.actor,
+        )
+        result["calling"] = True
+    log.info("conversation %d: started by %s at %.0f", conv, auth.actor, time.time())
+    return web.json_response(result, status=201 if opened.created else 200)
+
+
+def routes() -> list[web.RouteDef]:
+    """Spine routes."""
+    return [
+        web.post("/api/v1/conversations", start_conversation),
+        web.get("/api/v1/conversations/{conversation_id}/spine", get_spine),
+        web.patch("/api/v1/conversations/{conversation_id}/spine", patch_spine),
+        web.put("/api/v1/conversations/{conversation_id}/facts/{name}", put_fact),
+        web.delete("/api/v1/conversations/{conversation_id}/facts/{name}", delete_fact),
+    ]
+
+
+def openapi_paths() -> dict[str, Any]:
+    """OpenAPI path items of the spine routes."""
+    err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    cid = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    fact = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[a-z0-9_]{1,40}$"},
+    }
+
+    def body(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
+        schema = {"type": "object", "properties": props, "required": required}
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    ok = {"200": {"description": "the spine after the change"}, "400": err, "401": err, "404": err}
+    nullable = {"type": ["string", "null"]}
+    return {
+        "/api/v1/conversations": {
+            "post": {
+                "summary": "Start a thread with a number (text and/or click-to-call); lands in that number's "
+                "conversation, created when there is none",
+                "requestBody": body(
+                    {
+                        "phone": {"type": "string"},
+                        "body": {"type": "string"},
+                        "call": {"type": "boolean"},
+                        "name": {"type": "string"},
+                    },
+                    ["phone"],
+                ),
+                "responses": {
+                    "200": {"description": "existing conversation"},
+                    "201": {"description": "created"},
+                    "400": err,
+                    "401": err,
+                    "409": err,
+                },
+            }
+        },
+        "/api/v1/conversations/{conversation_id}/spine": {
+            "get": {"summary": "One-line summary and spine", "parameters": [cid], "responses": ok},
+            "patch": {
+                "summary": "Change intent, urgent, next step (due, owner), owner or channel preference",
+                "parameters": [cid],
+                "requestBody": body(
+                    {
+                        "intent": nullable,
+                        "urgent": {"type": "boolean"},
+                        "next_step": nullable,
+                        "next_step_due": {"type": ["number", "string", "null"]},
+                        "next_step_owner": nullable,
+                        "owner": nullable,
+                        "channel_preference": {"type": ["string", "null"], "enum": [*CHANNEL_PREFERENCES, None]},
+                        "preference_why": nullable,
+                    },
+                    [],
+                ),
+                "responses": ok,
+            },
+        },
+        "/api/v1/conversations/{conversation_id}/facts/{name}": {
+            "put": {
+                "summary": "Set or correct a captured fact",
+                "parameters": [cid, fact],
+                "requestBody": body({"value": {"type": ["string", "number"]}}, ["value"]),
+                "responses": ok,
+            },
+            "delete": {"summary": "Forget a fact", "parameters": [cid, fact], "responses": ok},
+        },
+    }

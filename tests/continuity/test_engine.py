@@ -1,0 +1,353 @@
+"""The engine on a real SQLite store with a hand-moved clock: rules, restraint and durable scheduling together."""
+
+from __future__ import annotations
+
+import time
+
+from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
+from gateway.domain.events import CallEnded, StalledThread
+from gateway.domain.models import Channel, EventKind, IdentityKind
+from gateway.domain.service import ServiceSettings
+from gateway.domain.spine import SpineService
+from tests.continuity.conftest import CUSTOMER, Rig, local
+
+
+async def test_missed_call_is_texted_after_the_delay_naming_what_is_known(rig: Rig) -> None:
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "How much would a new roof estimate be?")
+    await rig.service.update_conversation(conv, intent="estimate")
+    await rig.inbound(EventKind.CALL_MISSED)
+    assert rig.texts() == []
+    assert rig.decisions("missed_call")[-1][1] == "deferred"
+    await rig.at(local(7, 10, 2))
+    assert rig.texts() == [], "nothing before the 3-minute delay is over"
+    await rig.at(local(7, 10, 3))
+    (text,) = rig.texts()
+    assert "about your estimate" in text
+    assert "Bright Smile Dental" in text
+    out = rig.rows(
+        "SELECT json_extract(meta, '$.rule'), json_extract(meta, '$.automated') FROM events WHERE kind = 'message_out'"
+    )
+    assert out == [("missed_call", 1)]
+    assert rig.decisions("missed_call")[-1][1] == "sent"
+
+
+async def test_staff_reply_during_the_delay_cancels_the_text_back(rig: Rig) -> None:
+    conv = await rig.inbound(EventKind.CALL_MISSED)
+    await rig.at(local(7, 10, 1))
+    await rig.service.enqueue_outbound(
+        conv, Channel.SMS, CUSTOMER, "Sorry, calling you now", automated=False, author="anna"
+    )
+    await rig.engine.tick()
+    await rig.at(local(7, 10, 10))
+    assert rig.texts() == []
+    assert ("missed_call", "cancelled", "staff replied during the delay") in rig.decisions()
+
+
+async def test_staff_call_back_and_voicemail_cancel_the_text_back(rig: Rig) -> None:
+    conv = await rig.inbound(EventKind.CALL_MISSED)
+    await rig.service.append_event(conv, EventKind.CALL_RINGING, Channel.VOICE, "", {"direction": "outbound"})
+    await rig.engine.tick()
+    assert ("missed_call", "cancelled", "staff called back during the delay") in rig.decisions()
+    await rig.at(local(7, 14))
+    await rig.inbound(EventKind.CALL_MISSED, number="+12025550199")
+    await rig.inbound(EventKind.VOICEMAIL, number="+12025550199")
+    assert rig.decisions("missed_call")[-1][1] == "cancelled"
+    assert "voicemail" in rig.decisions("missed_call")[-1][2]
+
+
+async def test_withheld_and_internal_numbers_are_never_texted(rig: Rig) -> None:
+    await rig.inbound(EventKind.CALL_MISSED, number="")
+    await rig.inbound(EventKind.CALL_MISSED, number="201")
+    await rig.at(local(7, 11))
+    assert rig.texts() == []
+    reasons = [d[2] for d in rig.decisions("missed_call")]
+    assert reasons == ["the number is withheld or unknown", "the number is an internal extension"]
+
+
+async def test_ten_missed_calls_in_five_minutes_produce_one_text(rig: Rig) -> None:
+    for i in range(10):
+        await rig.at(local(7, 10) + i * 30)
+        await rig.inbound(EventKind.CALL_MISSED)
+    await rig.at(local(7, 10, 30))
+    assert len(rig.texts()) == 1
+    decisions = rig.decisions("missed_call")
+    assert sum(1 for d in decisions if d[1] == "sent") == 1
+    assert sum(1 for d in decisions if d[1] == "suppressed") == 9
+
+
+async def test_a_missed_call_at_23_is_texted_at_08_exactly_once_across_a_restart(rig: Rig) -> None:
+    await rig.at(local(7, 23))
+    await rig.inbound(EventKind.CALL_MISSED)
+    await rig.at(local(7, 23, 3))
+    assert rig.texts() == []
+    assert rig.decisions("missed_call")[-1][1:] == ("deferred", "quiet hours: deferred until tomorrow at 08:00")
+    await rig.at(local(8, 3))
+    await rig.restart()
+    await rig.at(local(8, 7, 59))
+    assert rig.texts() == []
+    await rig.at(local(8, 8))
+    assert len(rig.texts()) == 1
+    await rig.restart()
+    await rig.at(local(8, 9))
+    assert len(rig.texts()) == 1, "a restart after the send does not send again"
+
+
+async def test_a_send_interrupted_after_queueing_is_not_sent_twice(rig: Rig) -> None:
+    conv = await rig.inbound(EventKind.CALL_MISSED)
+    (job_id,) = [r[0] for r in rig.rows("SELECT id FROM continuity_jobs WHERE state = 'scheduled'")]
+    # What a crash between queueing the message and marking the job leaves behind:
+    await rig.store.write(lambda c: c.execute("UPDATE continuity_jobs SET state = 'sending' WHERE id = ?", (job_id,)))
+    await rig.service.enqueue_outbound(
+        conv,
+        Channel.SMS,
+        CUSTOMER,
+        "Sorry we missed your call",
+        automated=True,
+        event_meta={"rule": "missed_call", "job_id": job_id},
+    )
+    await rig.restart()
+    await rig.at(local(7, 11))
+    assert len(rig.texts()) == 1
+    assert rig.rows("SELECT state FROM continuity_jobs WHERE id = ?", job_id) == [("done",)]
+
+
+async def test_a_send_interrupted_before_queueing_goes_once_after_the_restart(rig: Rig) -> None:
+    await rig.inbound(EventKind.CALL_MISSED)
+    await rig.store.write(lambda c: c.execute("UPDATE continuity_jobs SET state = 'sending'"))
+    await rig.restart()
+    await rig.at(local(7, 11))
+    await rig.at(local(7, 12))
+    assert len(rig.texts()) == 1
+
+
+async def test_a_send_whose_moment_passed_while_down_is_rechecked(rig: Rig) -> None:
+    await rig.inbound(EventKind.CALL_MISSED)
+    await rig.engine.stop()
+    await rig.store.write(
+        lambda c: c.execute("INSERT INTO suppressions (address, reason, created_at) VALUES (?, 'stop', 0)", (CUSTOMER,))
+    )
+    await rig.restart()
+    await rig.at(local(7, 11))
+    assert rig.texts() == []
+    assert rig.decisions("missed_call")[-1][1:] == ("suppressed", "the customer opted out (STOP)")
+
+
+async def test_opted_out_number_gets_no_automated_message_on_any_rule(rig: Rig) -> None:
+    await rig.store.write(
+        lambda c: c.execute("INSERT INTO suppressions (address, reason, created_at) VALUES (?, 'stop', 0)", (CUSTOMER,))
+    )
+    await rig.at(local(7, 22))
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "are you open tomorrow?")  # after-hours rule
+    await rig.inbound(EventKind.CALL_MISSED)  # missed-call rule
+    await rig.inbound(EventKind.VOICEMAIL)  # voicemail rule
+    await rig.inbound(EventKind.HANDOFF, Channel.CHAT, "continue by text", handoff="sms", phone=CUSTOMER)
+    await rig.at(local(8, 12))
+    assert rig.texts() == []
+    rules_seen = {d[0] for d in rig.decisions() if d[1] == "suppressed" and "opted out" in d[2]}
+    assert rules_seen == {"after_hours", "missed_call", "voicemail_ack", "chat_sms"}
+
+
+async def test_no_automated_message_within_the_grace_after_a_human_reply(rig: Rig) -> None:
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "hello")
+    await rig.service.enqueue_outbound(conv, Channel.SMS, CUSTOMER, "Hi, how can we help?", automated=False)
+    await rig.engine.tick()
+    await rig.at(local(7, 10, 20))
+    await rig.inbound(EventKind.CALL_MISSED)
+    await rig.at(local(7, 10, 24))
+    assert rig.texts() == []
+    assert rig.decisions("missed_call")[-1][2].startswith("staff answered 24 min ago")
+
+
+async def test_daily_cap_counts_every_rule(rig: Rig) -> None:
+    await rig.restart(quiet_hours="")
+    for hour in (19, 20, 21):  # evenings: after-hours replies, each in its own episode (an hour apart)
+        await rig.at(local(7, hour))
+        await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "question?")
+    assert len(rig.texts()) == 3
+    await rig.at(local(7, 22))
+    await rig.inbound(EventKind.CALL_MISSED)
+    await rig.at(local(7, 22, 5))
+    assert len(rig.texts()) == 3
+    last = rig.decisions()[-1]
+    assert last[:2] == ("missed_call", "suppressed")
+    assert last[2].startswith("daily cap reached: 3 automated messages")
+
+
+async def test_one_automated_message_per_episode(rig: Rig) -> None:
+    await rig.at(local(7, 19))
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "are you open?")  # deferred to 08:00 by quiet hours
+    await rig.restart(quiet_hours="")
+    await rig.at(local(7, 19, 10))
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "hello?")
+    assert len(rig.texts()) == 1
+    assert rig.decisions()[-1][2].startswith("episode cap reached")
+
+
+async def test_after_hours_chat_at_lunch_names_the_reopening_time(rig: Rig) -> None:
+    await rig.at(local(7, 12, 15))
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.CHAT, "Do you take new patients?", number="")
+    chat = rig.rows("SELECT body FROM events WHERE kind = 'message_out' AND channel = 'chat'")
+    assert len(chat) == 1
+    assert "reopen at 13:30" in chat[0][0]
+
+
+async def test_voicemail_acknowledgement_names_what_was_heard_or_stays_generic(rig: Rig) -> None:
+    conv = await rig.inbound(EventKind.VOICEMAIL)
+    await rig.service.append_event(
+        conv, EventKind.TRANSCRIPT, Channel.VOICE, "the roof leak is back", {"confidence": 0.91, "keywords": []}
+    )
+    await rig.engine.tick()
+    assert rig.texts() == [
+        "We got your message about the roof leak is back. We will get back to you today. - Bright Smile Dental"
+    ]
+    await rig.at(local(7, 15))
+    other = "+12025550177"
+    conv2 = await rig.inbound(EventKind.VOICEMAIL, number=other)
+    await rig.service.append_event(conv2, EventKind.TRANSCRIPT, Channel.VOICE, "mumble", {"confidence": 0.2})
+    await rig.engine.tick()
+    assert rig.texts()[-1].startswith("We got your voicemail and will get back to you")
+
+
+async def test_voicemail_without_transcript_gets_the_generic_acknowledgement_after_the_wait(rig: Rig) -> None:
+    await rig.inbound(EventKind.VOICEMAIL)
+    await rig.at(local(7, 10, 4))
+    assert rig.texts() == []
+    await rig.at(local(7, 10, 5))
+    assert len(rig.texts()) == 1
+    assert "voicemail" in rig.texts()[0]
+
+
+async def test_chat_continuation_quotes_the_question_and_asks_only_for_what_is_missing(rig: Rig) -> None:
+    conv = await rig.inbound(
+        EventKind.MESSAGE_IN, Channel.CHAT, "My son chipped a tooth - do you handle emergencies?", visitor="web-1"
+    )
+    await rig.service.update_conversation(conv, facts={"name": "Maria Rossi"}, intent="book", urgent=True)
+    await rig.inbound(
+        EventKind.HANDOFF, Channel.CHAT, "continue by text", visitor="web-1", handoff="sms", phone=CUSTOMER
+    )
+    (text,) = rig.texts()
+    assert 'You asked: "My son chipped a tooth - do you handle emergencies?"' in text
+    assert "a time that suits you" in text
+    assert "your name" not in text, "never asks for a fact already captured"
+
+
+async def test_stalled_thread_alerts_staff_never_the_customer(rig: Rig) -> None:
+    await rig.restart(after_hours_enabled=False)
+    rig.clock.set(time.time())  # the waiting time starts at the message's real arrival
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can someone call me about the leak?")
+    since = rig.rows("SELECT awaiting_since FROM conversations WHERE id = ?", conv)[0][0]
+    rig.clock.set(since + 3600)
+    assert await rig.engine.check_stalled() == 0
+    rig.clock.set(since + 3 * 24 * 3600)
+    assert await rig.engine.check_stalled() == 1
+    assert await rig.engine.check_stalled() == 0, "one alert per waiting period"
+    assert rig.decisions("stalled_thread")[-1][1] == "sent"
+    assert rig.rows("SELECT COUNT(*) FROM outbox WHERE automated = 1") == [(0,)]
+
+
+async def test_switched_off_rule_does_nothing(rig: Rig) -> None:
+    await rig.restart(missed_call_enabled=False)
+    await rig.inbound(EventKind.CALL_MISSED)
+    await rig.at(local(7, 11))
+    assert rig.texts() == []
+    assert rig.decisions("missed_call") == []
+
+
+async def test_call_recap_texts_what_was_agreed(rig: Rig) -> None:
+    conv = await rig.inbound(EventKind.CALL_MISSED)
+    await rig.service.update_conversation(conv, intent="estimate", next_step="Site visit to measure the roof")
+    await rig.engine.recap(conv, author="anna")
+    bodies = [r[0] for r in rig.rows("SELECT body FROM outbox ORDER BY id")]
+    assert bodies[-1].startswith("Thanks for talking with us about your estimate. Next step: Site visit")
+    assert ("call_recap", "sent", "anna sent the call recap") in rig.decisions()
+
+
+async def test_rules_read_the_spine_facts_next_step_and_learned_preference(rig: Rig) -> None:
+    spine = SpineService(rig.store, rig.bus)
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.CHAT, "Is the roof estimate free?", visitor="web-2")
+    await spine.set_fact(conv, "name", "Dana Whitfield", source="chat", set_by="extractor")
+    await spine.set_fact(conv, "availability", {"text": "Saturday morning"}, source="chat", set_by="extractor")
+    await spine.set_intent(conv, "estimate", source="chat", set_by="extractor")
+    await spine.set_next_step(conv, "Site visit", source="staff", set_by="anna", due=local(12, 9))
+    await rig.inbound(
+        EventKind.HANDOFF, Channel.CHAT, "continue by text", visitor="web-2", handoff="sms", phone=CUSTOMER
+    )
+    await rig.service.link_identity(conv, IdentityKind.PHONE, CUSTOMER)  # as the chat widget does on hand-off
+    (text,) = rig.texts()
+    assert "about your estimate" in text
+    assert "Could you send us" not in text, "name and availability are known: nothing to ask"
+    await rig.engine.recap(conv, author="anna")
+    recap = rig.rows("SELECT body FROM outbox ORDER BY id DESC LIMIT 1")[0][0]
+    assert "Next step: Site visit, on Saturday at 09:00" in recap
+    await spine.set_channel_preference(conv, "voice", "texts failed", source="sms", set_by="extractor")
+    await rig.at(local(8, 10))
+    await rig.inbound(EventKind.CALL_MISSED)
+    assert rig.decisions("missed_call")[-1][2] == "learned unreachable: texts failed"
+
+
+async def test_call_me_rings_the_owner_first_retries_then_texts_the_customer(rig: Rig) -> None:
+    dialled: list[tuple[str, str, int]] = []
+
+    async def dialer(extension: str, number: str, conv: int) -> str:
+        dialled.append((extension, number, conv))
+        return f"c2c-{len(dialled)}"
+
+    await rig.restart(call_me_extension="201", call_me_retries=1, call_me_retry_minutes=5)
+    rig.engine.dialer = dialer
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Please call me at 11")
+    await rig.engine.schedule_call(conv, local(7, 11), author="anna")
+    await rig.at(local(7, 10, 59))
+    assert dialled == []
+    await rig.at(local(7, 11))
+    assert dialled == [("201", CUSTOMER, conv)]
+
+    def ended(call_id: str, outcome: CallOutcome) -> CallEnded:
+        record = CallRecord(call_id, CallDirection.OUTBOUND, "201", "", CUSTOMER, local(7, 11), outcome=outcome)
+        return CallEnded(call_id, CUSTOMER, conv, outcome, record)
+
+    rig.engine._call_results.append(ended("c2c-1", CallOutcome.MISSED))  # what the bus listener collects
+    await rig.engine.tick()
+    assert rig.decisions("call_me")[-1][1] == "deferred"
+    await rig.at(local(7, 11, 5))
+    assert len(dialled) == 2
+    rig.engine._call_results.append(ended("c2c-2", CallOutcome.MISSED))
+    await rig.engine.tick()
+    assert rig.texts() == [
+        "We tried to call you back but could not reach you. Reply here with a better time. - Bright Smile Dental"
+    ]
+    steps = [d[1:] for d in rig.decisions("call_me")]
+    assert steps[0] == ("deferred", "anna booked a call-back at 11:00")
+    assert steps[1][0] == "sent"
+    assert "ringing extension 201 first" in steps[1][1]
+
+
+async def test_the_automated_sms_budget_suppression_is_recorded(rig: Rig) -> None:
+    rig.service.settings = ServiceSettings(default_region="US", automated_sms_per_day=0)
+    await rig.inbound(EventKind.CALL_MISSED)
+    await rig.at(local(7, 10, 3))
+    assert rig.texts() == []
+    last = rig.decisions("missed_call")[-1]
+    assert last[1] == "suppressed"
+    assert "sms.automated_per_day" in last[2]
+
+
+async def test_stalled_alert_is_published_for_staff(rig: Rig) -> None:
+    await rig.restart(after_hours_enabled=False)
+    sub = rig.bus.subscribe("t", types=(StalledThread,))
+    rig.clock.set(time.time())
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "anyone there?")
+    rig.clock.set(time.time() + 5 * 24 * 3600)
+    assert await rig.engine.check_stalled() == 1
+    alert = sub.get_nowait()
+    assert isinstance(alert, StalledThread)
+    assert alert.conversation_id == conv
+
+
+async def test_a_chat_answer_is_not_a_text_and_leaves_the_episode_budget_for_the_continuation(rig: Rig) -> None:
+    await rig.at(local(7, 12, 15))
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.CHAT, "Do you handle emergencies?", visitor="web-3")
+    await rig.inbound(
+        EventKind.HANDOFF, Channel.CHAT, "continue by text", visitor="web-3", handoff="sms", phone=CUSTOMER
+    )
+    assert [d[:2] for d in rig.decisions()] == [("after_hours", "sent"), ("chat_sms", "sent")]
+    assert len(rig.texts()) == 1
