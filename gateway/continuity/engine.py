@@ -379,7 +379,12 @@ class ContinuityEngine:
             await self.record(conv, send.rule, "suppressed", reason, job_id=job_id)
             return
         done_job = job_id
-        await self.store.write(lambda c: self._mark_sent(c, conv, send.rule, done_job, now, send.to))
+        if send.channel == Channel.SMS.value:
+            await self.store.write(lambda c: self._mark_sent(c, conv, send.rule, done_job, now, send.to))
+        else:  # chat answers are not texts: not counted by the caps
+            await self.store.write(
+                partial(sql.finish_job, job_id=int(done_job or 0), state="done", reason="sent", now=now)
+            )
         self.sent += 1
         await self.record(conv, send.rule, "sent", send.reason, job_id=job_id, channel=send.channel)
 
@@ -531,6 +536,33 @@ class ContinuityEngine:
         )
         await self.record(loaded.conversation_id, rules.CALL_RECAP, "sent", f"{author} sent the call recap")
         return outbox_id
+
+    async def schedule_call(self, conversation_id: int, at: float, *, author: str) -> int:
+        """Call the customer back at ``at`` (the slot they picked): owner's phone first, then the customer.
+
+        Returns the job id. The call is decided again at that moment (rules switched off, no number, no owner phone).
+        """
+        if not self.config.call_me_enabled:
+            raise PermanentError("call-backs at a chosen time are switched off (continuity.call_me_enabled)")
+        now = self.clock.now()
+        if at < now - 60:
+            raise PermanentError("that moment has passed; pick a time from now on")
+        job_id = await self.store.write(
+            partial(
+                sql.schedule_job,
+                rule=rules.CALL_ME,
+                conversation_id=conversation_id,
+                due_at=at,
+                payload={"attempt": 0, "by": author},
+                now=now,
+            )
+        )
+        when = hours.describe_moment(at, self.ctx.timezone, now)
+        await self.record(
+            conversation_id, rules.CALL_ME, "deferred", f"{author} booked a call-back {when}", job_id=job_id
+        )
+        self._wake.set()
+        return int(job_id)
 
     def settings(self) -> dict[str, Any]:
         """The active rules, restraint and templates, for the console's read-only settings view."""

@@ -47,6 +47,7 @@ class EventKind(StrEnum):
     UNMERGE = "unmerge"
     OPT_OUT = "opt_out"
     OPT_IN = "opt_in"
+    CLAIM = "claim"
 
 
 INBOUND_KINDS = frozenset({EventKind.MESSAGE_IN, EventKind.VOICEMAIL, EventKind.CALL_MISSED})
@@ -172,6 +173,26 @@ class ConversationSummary:
     awaiting_since: float | None
     label: str = ""
     """What identifies the contact (:func:`contact_label`): name, number, sender; "Web visitor" only for one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRoutes:
+    """Which channels can reach a conversation's customer now, and why the others cannot."""
+
+    channels: tuple[str, ...]
+    phone: str | None
+    chat_visitor: str | None
+    unavailable: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyResult:
+    """A staff reply that was recorded (and, for SMS, queued in the outbox)."""
+
+    channel: str
+    event_id: int
+    outbox_id: int | None
+    to: str
 
 
 @dataclass(frozen=True, slots=True)

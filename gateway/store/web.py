@@ -218,39 +218,69 @@ def visitors_for_conversation(conn: sqlite3.Connection, conversation_id: int) ->
 # ------------------------------------------------------------------------------------------------- API tokens
 
 
-def create_api_token(conn: sqlite3.Connection, name: str, token_hash: str, now: float) -> int:
-    """Store a new API token's hash; returns its id."""
+SCOPES = ("read", "send", "admin")
+
+
+@dataclass(frozen=True)
+class ApiTokenRow:
+    """A live API token: what it may do and until when."""
+
+    id: int
+    name: str
+    scopes: frozenset[str]
+    expires_at: float | None
+
+
+def create_api_token(
+    conn: sqlite3.Connection,
+    name: str,
+    token_hash: str,
+    now: float,
+    *,
+    scopes: tuple[str, ...] = ("read",),
+    expires_at: float | None = None,
+) -> int:
+    """Store a new API token's hash with its scopes and optional expiry; returns its id."""
     cur = conn.execute(
-        "INSERT INTO api_tokens(name, token_hash, created_at) VALUES (?, ?, ?)",
-        (name, token_hash, now),
+        "INSERT INTO api_tokens(name, token_hash, created_at, scopes, expires_at) VALUES (?, ?, ?, ?, ?)",
+        (name, token_hash, now, ",".join(scopes), expires_at),
     )
     return int(cur.lastrowid or 0)
 
 
-def use_api_token(conn: sqlite3.Connection, token_hash: str, now: float) -> tuple[int, str] | None:
-    """(id, name) of a live token with this hash, touching its last use; None if unknown or revoked."""
+def use_api_token(conn: sqlite3.Connection, token_hash: str, now: float) -> None:
+    """Touch a token's last use."""
+    conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE token_hash = ?", (now, token_hash))
+
+
+def find_api_token(conn: sqlite3.Connection, token_hash: str, now: float) -> ApiTokenRow | None:
+    """A live token with this hash: not revoked and not expired."""
     row = conn.execute(
-        "SELECT id, name FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
+        "SELECT id, name, scopes, expires_at FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL"
+        " AND (expires_at IS NULL OR expires_at > ?)",
+        (token_hash, now),
     ).fetchone()
     if row is None:
         return None
-    conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (now, row[0]))
-    return int(row[0]), str(row[1])
-
-
-def find_api_token(conn: sqlite3.Connection, token_hash: str) -> tuple[int, str] | None:
-    """Read-only lookup of a live token (id, name)."""
-    row = conn.execute(
-        "SELECT id, name FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
-    ).fetchone()
-    return (int(row[0]), str(row[1])) if row else None
+    scopes = frozenset(x for x in str(row[2]).split(",") if x)
+    return ApiTokenRow(int(row[0]), str(row[1]), scopes, None if row[3] is None else float(row[3]))
 
 
 def list_api_tokens(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every token without its hash."""
     return [
-        {"id": r[0], "name": r[1], "created_at": r[2], "last_used_at": r[3], "revoked_at": r[4]}
-        for r in conn.execute("SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY id")
+        {
+            "id": r[0],
+            "name": r[1],
+            "created_at": r[2],
+            "last_used_at": r[3],
+            "revoked_at": r[4],
+            "scopes": [x for x in str(r[5]).split(",") if x],
+            "expires_at": r[6],
+        }
+        for r in conn.execute(
+            "SELECT id, name, created_at, last_used_at, revoked_at, scopes, expires_at FROM api_tokens ORDER BY id"
+        )
     ]
 
 

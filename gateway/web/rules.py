@@ -2,19 +2,21 @@
 
 ``GET /rules`` is the page (rendered by ``static/rules.js`` from ``GET /api/v1/continuity/settings``);
 ``GET /api/v1/conversations/{id}/continuity`` lists scheduled and finished automated sends with their reasons;
-``POST /api/v1/conversations/{id}/recap`` texts the customer a summary of what was agreed.
+``POST /api/v1/conversations/{id}/recap`` texts the customer a summary of what was agreed;
+``POST /api/v1/conversations/{id}/callback`` books a call-back at the moment the customer picked.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import PermanentError
+from gateway.errors import PermanentError, ValidationError
 from gateway.web import pages
 from gateway.web.keys import DEPS
-from gateway.web.security import require_api, require_staff
+from gateway.web.security import read_json, require_api, require_staff
 
 
 def _engine(request: web.Request) -> Any:
@@ -74,6 +76,29 @@ async def recap(request: web.Request) -> web.Response:
     return web.json_response({"outbox_id": outbox_id}, status=201)
 
 
+async def callback(request: web.Request) -> web.Response:
+    """``POST /api/v1/conversations/{id}/callback`` with ``{"at": unix seconds or ISO 8601 with offset}``."""
+    auth = require_api(request)
+    engine = _engine(request)
+    data = await read_json(request)
+    at = data.get("at")
+    if isinstance(at, str):
+        try:
+            moment = dt.datetime.fromisoformat(at)
+        except ValueError as err:
+            raise ValidationError(f"'at' = {at[:40]!r} is not ISO 8601 (e.g. 2026-12-05T09:00:00-05:00)") from err
+        if moment.tzinfo is None:
+            raise ValidationError("'at' needs a time zone offset, e.g. 2026-12-05T09:00:00-05:00")
+        at = moment.timestamp()
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        raise ValidationError("'at' must be unix seconds or an ISO 8601 time with an offset")
+    try:
+        job_id = await engine.schedule_call(_conv(request), float(at), author=auth.actor)
+    except PermanentError as err:
+        return web.json_response({"error": str(err)}, status=409)
+    return web.json_response({"job_id": job_id}, status=201)
+
+
 def routes() -> list[web.RouteDef]:
     """Routes of the rules views."""
     return [
@@ -81,4 +106,5 @@ def routes() -> list[web.RouteDef]:
         web.get("/api/v1/continuity/settings", settings),
         web.get("/api/v1/conversations/{conversation_id}/continuity", conversation_jobs),
         web.post("/api/v1/conversations/{conversation_id}/recap", recap),
+        web.post("/api/v1/conversations/{conversation_id}/callback", callback),
     ]

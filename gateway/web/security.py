@@ -43,6 +43,8 @@ SESSION_COOKIE = "gw_session"
 LOGIN_CSRF_COOKIE = "gw_login_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+STAFF_SCOPES = frozenset({"read", "send"})
+ADMIN_SCOPES = frozenset({"read", "send", "admin"})
 
 _hasher = PasswordHasher()
 # A real hash of a random password: verifying against it for unknown users keeps login timing uniform.
@@ -124,6 +126,7 @@ class Auth:
     session: sql.SessionRow | None = None
     session_hash: str | None = None
     api_token: tuple[int, str] | None = None
+    scopes: frozenset[str] = frozenset()
 
     @property
     def staff(self) -> sql.StaffRow | None:
@@ -294,17 +297,18 @@ async def resolve_auth(request: web.Request) -> Auth:
     bearer = request.headers.get("Authorization", "")
     if bearer.startswith("Bearer "):
         h = token_hash(bearer[7:].strip())
-        found = await deps.store.read(lambda c: sql.find_api_token(c, h))
+        found = await deps.store.read(lambda c: sql.find_api_token(c, h, now))
         if found is not None:
             await deps.store.write(lambda c: sql.use_api_token(c, h, now))
-            return Auth(api_token=found)
+            return Auth(api_token=(found.id, found.name), scopes=found.scopes)
         return ANONYMOUS
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         h = token_hash(cookie)
         session = await deps.store.read(lambda c: sql.session_by_hash(c, h, now))
         if session is not None:
-            return Auth(session=session, session_hash=h)
+            scopes = ADMIN_SCOPES if session.staff.role == "admin" else STAFF_SCOPES
+            return Auth(session=session, session_hash=h, scopes=scopes)
     return ANONYMOUS
 
 
@@ -347,15 +351,31 @@ def require_staff(request: web.Request) -> sql.SessionRow:
     return auth.session
 
 
-def require_api(request: web.Request) -> Auth:
-    """A session or an API token, else 401."""
+def require_api(request: web.Request, scope: str | None = None) -> Auth:
+    """A session or an API token holding ``scope``, else 401/403.
+
+    Without an explicit scope, reading (GET/HEAD) needs ``read`` and anything that changes state needs ``send``.
+    Staff sessions hold read and send; admins also ``admin``. An API token holds the scopes it was created with.
+    """
     auth = request[AUTH]
     if auth.session is None and auth.api_token is None:
         raise web.HTTPUnauthorized(
             text=json.dumps({"error": "log in or send Authorization: Bearer <api token>"}),
             content_type="application/json",
         )
+    needed = scope or ("send" if request.method in UNSAFE_METHODS else "read")
+    if needed not in auth.scopes:
+        who = "this API token" if auth.session is None else "your login"
+        raise web.HTTPForbidden(
+            text=json.dumps({"error": f"{who} lacks the '{needed}' scope needed here", "scope": needed}),
+            content_type="application/json",
+        )
     return auth
+
+
+def is_admin(request: web.Request) -> bool:
+    """True for an admin's session or an API token with the ``admin`` scope."""
+    return "admin" in request[AUTH].scopes
 
 
 def content_security_policy(request: web.Request) -> str:
@@ -389,5 +409,5 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         h["Cross-Origin-Resource-Policy"] = "cross-origin"
     else:
         h.setdefault("X-Frame-Options", "DENY")
-    if request.path.startswith(("/api/", "/console", "/status", "/login", "/media/")):
+    if request.path.startswith(("/api/", "/console", "/status", "/login", "/media/", "/leakage")):
         h.setdefault("Cache-Control", "no-store")

@@ -157,6 +157,24 @@ def _budget_section(state: BudgetState) -> dict[str, Any]:
     }
 
 
+#: Status fields only admins see: SIM identities, file system paths, log lines (they can carry numbers and names).
+ADMIN_ONLY = frozenset(
+    {"imsi", "iccid", "imei", "path", "paths", "backup_dir", "device", "model_path", "db_path", "recent_errors"}
+)
+_PATHY = re.compile(r"(^|_)(path|dir|file)s?$")
+
+
+def redact_details(value: Any) -> Any:
+    """The snapshot without :data:`ADMIN_ONLY` fields (and anything named like a path) for non-admin callers."""
+    if isinstance(value, Mapping):
+        return {
+            k: redact_details(v) for k, v in value.items() if str(k) not in ADMIN_ONLY and not _PATHY.search(str(k))
+        }
+    if isinstance(value, list):
+        return [redact_details(v) for v in value]
+    return value
+
+
 _METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 
+from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
+from gateway.domain.events import CallEnded, StalledThread
 from gateway.domain.models import Channel, EventKind, IdentityKind
+from gateway.domain.service import ServiceSettings
 from gateway.domain.spine import SpineService
 from tests.continuity.conftest import CUSTOMER, Rig, local
 
@@ -280,3 +283,71 @@ async def test_rules_read_the_spine_facts_next_step_and_learned_preference(rig: 
     await rig.at(local(8, 10))
     await rig.inbound(EventKind.CALL_MISSED)
     assert rig.decisions("missed_call")[-1][2] == "learned unreachable: texts failed"
+
+
+async def test_call_me_rings_the_owner_first_retries_then_texts_the_customer(rig: Rig) -> None:
+    dialled: list[tuple[str, str, int]] = []
+
+    async def dialer(extension: str, number: str, conv: int) -> str:
+        dialled.append((extension, number, conv))
+        return f"c2c-{len(dialled)}"
+
+    await rig.restart(call_me_extension="201", call_me_retries=1, call_me_retry_minutes=5)
+    rig.engine.dialer = dialer
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Please call me at 11")
+    await rig.engine.schedule_call(conv, local(7, 11), author="anna")
+    await rig.at(local(7, 10, 59))
+    assert dialled == []
+    await rig.at(local(7, 11))
+    assert dialled == [("201", CUSTOMER, conv)]
+
+    def ended(call_id: str, outcome: CallOutcome) -> CallEnded:
+        record = CallRecord(call_id, CallDirection.OUTBOUND, "201", "", CUSTOMER, local(7, 11), outcome=outcome)
+        return CallEnded(call_id, CUSTOMER, conv, outcome, record)
+
+    rig.engine._call_results.append(ended("c2c-1", CallOutcome.MISSED))  # what the bus listener collects
+    await rig.engine.tick()
+    assert rig.decisions("call_me")[-1][1] == "deferred"
+    await rig.at(local(7, 11, 5))
+    assert len(dialled) == 2
+    rig.engine._call_results.append(ended("c2c-2", CallOutcome.MISSED))
+    await rig.engine.tick()
+    assert rig.texts() == [
+        "We tried to call you back but could not reach you. Reply here with a better time. - Bright Smile Dental"
+    ]
+    steps = [d[1:] for d in rig.decisions("call_me")]
+    assert steps[0] == ("deferred", "anna booked a call-back at 11:00")
+    assert steps[1][0] == "sent"
+    assert "ringing extension 201 first" in steps[1][1]
+
+
+async def test_the_automated_sms_budget_suppression_is_recorded(rig: Rig) -> None:
+    rig.service.settings = ServiceSettings(default_region="US", automated_sms_per_day=0)
+    await rig.inbound(EventKind.CALL_MISSED)
+    await rig.at(local(7, 10, 3))
+    assert rig.texts() == []
+    last = rig.decisions("missed_call")[-1]
+    assert last[1] == "suppressed"
+    assert "sms.automated_per_day" in last[2]
+
+
+async def test_stalled_alert_is_published_for_staff(rig: Rig) -> None:
+    await rig.restart(after_hours_enabled=False)
+    sub = rig.bus.subscribe("t", types=(StalledThread,))
+    rig.clock.set(time.time())
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "anyone there?")
+    rig.clock.set(time.time() + 5 * 24 * 3600)
+    assert await rig.engine.check_stalled() == 1
+    alert = sub.get_nowait()
+    assert isinstance(alert, StalledThread)
+    assert alert.conversation_id == conv
+
+
+async def test_a_chat_answer_is_not_a_text_and_leaves_the_episode_budget_for_the_continuation(rig: Rig) -> None:
+    await rig.at(local(7, 12, 15))
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.CHAT, "Do you handle emergencies?", visitor="web-3")
+    await rig.inbound(
+        EventKind.HANDOFF, Channel.CHAT, "continue by text", visitor="web-3", handoff="sms", phone=CUSTOMER
+    )
+    assert [d[:2] for d in rig.decisions()] == [("after_hours", "sent"), ("chat_sms", "sent")]
+    assert len(rig.texts()) == 1

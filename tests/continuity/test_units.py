@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +116,13 @@ def test_missed_call_rule_is_pure_and_refers_to_what_is_known() -> None:
     cooled = rules.State(conversation_id=1, phone="+12025550143", last_missed_call_text=local(7, 9))
     (skip,) = rules.on_event(trigger, cooled, _ctx(), local(7, 10))
     assert skip == rules.Skip("missed_call", "cooldown: this number was texted 60 min ago")
+
+
+def test_readme_continuity_examples_are_valid_config() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Rules that remember") : readme.index("## Channels")]
+    blocks = re.findall(r"```toml\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        cfg = cfgmod.parse(block, "README")
+        assert cfg.continuity.business_name

@@ -68,3 +68,21 @@ async def test_recap_and_the_conversation_sends(env: WebEnv) -> None:
     assert ("automated", "missed_call", "deferred") in kinds
     assert ("automated", "call_recap", "sent") in kinds
     assert ("message_out", "call_recap", None) in kinds
+
+
+async def test_callback_books_a_call_at_the_chosen_time(env: WebEnv) -> None:
+    await env.login()
+    res = await env.service.ingest(
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, "+12025550143", "sms-1", "call me at 3pm")
+    )
+    conv = res.conversation_id
+    url = f"/api/v1/conversations/{conv}/callback"
+    bad = await env.client.post(url, json={"at": "tomorrow"}, headers=env.headers())
+    assert bad.status == 400
+    assert "ISO 8601" in (await bad.json())["error"]
+    naive = await env.client.post(url, json={"at": "2026-12-07T15:00:00"}, headers=env.headers())
+    assert naive.status == 400
+    ok = await env.client.post(url, json={"at": "2026-12-07T15:00:00-05:00"}, headers=env.headers())
+    assert ok.status == 201, await ok.text()
+    jobs = await (await env.client.get(f"/api/v1/conversations/{conv}/continuity")).json()
+    assert [(j["rule"], j["state"], j["due_at"]) for j in jobs["jobs"]] == [("call_me", "scheduled", local(7, 15))]

@@ -27,12 +27,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from gateway.channels.voice.label import context_label
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.channels.voice.tracker import is_withheld
 from gateway.domain.models import ContactView, ConversationSummary, IdentityKind
+from gateway.domain.ports import ConversationPort
 from gateway.errors import ConfigError, ProtocolError, TransientError
 from gateway.protocols import agi
 
@@ -217,14 +217,6 @@ async def _read_request(
 # --- the inbound call router ------------------------------------------------------------------
 
 
-class LookupPort(Protocol):
-    """What routing needs from the conversation service."""
-
-    async def find_contact(self, kind: IdentityKind, raw_value: str) -> ContactView | None: ...
-
-    async def summary(self, conversation_id: int) -> ConversationSummary | None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class CallerContext:
     """What routing learned about the caller of channel ``uniqueid``."""
@@ -246,7 +238,7 @@ class InboundRouter:
 
     def __init__(
         self,
-        lookup: LookupPort,
+        lookup: ConversationPort,
         settings: VoiceSettings,
         *,
         busy_extensions: Callable[[], frozenset[str]] = frozenset,

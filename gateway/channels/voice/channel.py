@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from gateway.channels.voice import recovery as rc
 from gateway.channels.voice.agi_server import AgiServer, CallerContext, InboundRouter
@@ -57,13 +57,12 @@ from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
 from gateway.domain.events import CallAnswered, CallEnded, CallRinging, VoicemailRecorded
 from gateway.domain.models import (
     Channel,
-    ContactView,
     ConversationSummary,
     EventKind,
     IdentityKind,
     Inbound,
-    IngestResult,
 )
+from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import PermanentError, TransientError, ValidationError
 from gateway.store import voice as voice_sql
 from gateway.transcribe.audio import AudioError, probe_audio
@@ -77,38 +76,6 @@ T = TypeVar("T")
 RECONCILE_SECONDS = 300.0
 
 _NUMBER_RE = re.compile(r"^\+?[0-9]{2,20}$")
-
-
-class ConversationPort(Protocol):
-    """The parts of ConversationService the voice channel uses."""
-
-    async def ingest(self, item: Inbound) -> IngestResult: ...
-
-    async def append_event(
-        self,
-        conversation_id: int,
-        kind: EventKind | str,
-        channel: Channel | str,
-        body: str = "",
-        meta: Mapping[str, Any] | None = None,
-        external_id: str | None = None,
-        author: str | None = None,
-        occurred_at: float | None = None,
-    ) -> int: ...
-
-    async def find_contact(self, kind: IdentityKind, raw_value: str) -> ContactView | None: ...
-
-    async def summary(self, conversation_id: int) -> ConversationSummary | None: ...
-
-    def check_number(self, number: str, *, purpose: str = "sms", staff: bool = False, confirmed: bool = False) -> Any:
-        """Raise a PermanentError when the number policy forbids texting or dialling ``number``."""
-        ...
-
-
-class StoreWriter(Protocol):
-    """The store's write entry point (for the call log)."""
-
-    async def write(self, fn: Callable[[Any], T]) -> T: ...
 
 
 _TERMINAL_KIND = {
@@ -189,7 +156,7 @@ class VoiceChannel:
         service: ConversationPort,
         bus: Any,
         *,
-        store: StoreWriter | None = None,
+        store: StorePort | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         settings.validate()

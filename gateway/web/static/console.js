@@ -388,6 +388,13 @@
 
   api("GET", "/api/v1/staff").then((d) => { state.staff = d.staff; }).catch(() => {});
   loadInbox().catch(console.error);
+  // Deep link from other pages (the leakage lists): /console#conversation=ID opens that conversation.
+  function openFromHash() {
+    const m = /^#conversation=(\d+)$/.exec(location.hash);
+    if (m) openConversation(Number(m[1])).catch(console.error);
+  }
+  window.addEventListener("hashchange", openFromHash);
+  openFromHash();
   setInterval(() => refreshInboxSoon(), 30000);
   connect();
 })();

@@ -152,7 +152,8 @@
     $("tokens-panel").hidden = false;
     $("tokens").replaceChildren(...(data.tokens.length ? data.tokens.map((t) => {
       const li = el("li");
-      li.append(el("strong", null, t.name + " "),
+      li.append(el("strong", null, t.name + " "), el("span", null, "[" + (t.scopes || []).join(", ") + "] "),
+        el("span", "muted", t.expires_at ? "expires " + new Date(t.expires_at * 1000).toLocaleDateString() + ", " : ""),
         el("span", "muted", t.revoked_at ? "revoked" : ("created " + new Date(t.created_at * 1000).toLocaleDateString()
           + (t.last_used_at ? ", last used " + new Date(t.last_used_at * 1000).toLocaleString() : ", never used"))));
       if (!t.revoked_at) {
@@ -168,7 +169,10 @@
     e.preventDefault();
     const out = $("token-new");
     try {
-      const t = await call("POST", "/api/v1/tokens", { name: $("token-name").value });
+      const scopes = ["read", "send", "admin"].filter((x) => $("token-" + x).checked);
+      const req = { name: $("token-name").value, scopes };
+      if ($("token-days").value) req.expires_in_days = Number($("token-days").value);
+      const t = await call("POST", "/api/v1/tokens", req);
       out.textContent = "New token for " + t.name + " (copy it now, it is not shown again): " + t.token;
       $("token-name").value = "";
     } catch (err) { out.textContent = err.message; }

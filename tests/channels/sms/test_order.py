@@ -19,7 +19,7 @@ async def _conversation(rig: Rig, number: str) -> int:
 
 async def test_a_later_message_never_overtakes_one_waiting_for_a_retry(rig: Rig, emulator: ModemEmulator) -> None:
     ch = await rig.channel(str(emulator.link), retry_base=1.0, retry_cap=1.0)
-    await wait_for(lambda: ch.health.connected)
+    await wait_for(lambda: ch.modem_state.connected)
     conv = await _conversation(rig, CUSTOMER)
     emulator.fail_next_send(42, count=1)  # congestion on the first attempt of the first message
     first = await rig.service.enqueue_outbound(conv, "sms", CUSTOMER, "1: your quote is $300", automated=False)
@@ -32,7 +32,7 @@ async def test_a_later_message_never_overtakes_one_waiting_for_a_retry(rig: Rig,
 
 async def test_other_recipients_are_not_held_up_by_a_retry(rig: Rig, emulator: ModemEmulator) -> None:
     ch = await rig.channel(str(emulator.link), retry_base=3.0, retry_cap=3.0)
-    await wait_for(lambda: ch.health.connected)
+    await wait_for(lambda: ch.modem_state.connected)
     conv = await _conversation(rig, CUSTOMER)
     other = await _conversation(rig, "+12025550188")
     emulator.fail_next_send(42, count=1)
