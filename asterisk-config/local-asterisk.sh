@@ -87,6 +87,7 @@ validate_settings() {
     done
     [[ "${S[AGI_ADDR]}" =~ ^[0-9.]+:[0-9]+$ ]] || die "setting AGI_ADDR='${S[AGI_ADDR]}' must be IP:PORT"
     [[ "${S[RECORDINGS_DIR]}" == /* ]] || die "setting RECORDINGS_DIR must be an absolute path"
+    [[ -z "${S[WHISPER_DIR]:-}" || "${S[WHISPER_DIR]}" == /* ]] || die "setting WHISPER_DIR must be an absolute path"
     for key in "${SETTING_NAMES[@]}"; do
         # Values land in Asterisk config files: a newline or ';' (comment) would change their meaning.
         [[ "${S[$key]}" != *$'\n'* && "${S[$key]}" != *";"* ]] || die "setting $key must not contain ';' or newlines"
@@ -149,8 +150,8 @@ chroot_busy() { # a process other than ours still runs inside the chroot (then /
 unmount_all() {
     [[ $MODE == chroot ]] || return 0
     local dst
-    for dst in "$ROOT${S[RECORDINGS_DIR]:-/nonexistent}" "$ROOT/dev" "$ROOT/proc"; do
-        if [[ "$dst" != "$ROOT${S[RECORDINGS_DIR]:-/nonexistent}" ]] && chroot_busy; then
+    for dst in "$ROOT${S[RECORDINGS_DIR]:-/nonexistent}" "$ROOT${S[WHISPER_DIR]:-/nonexistent}" "$ROOT/dev" "$ROOT/proc"; do
+        if [[ "$dst" == "$ROOT/dev" || "$dst" == "$ROOT/proc" ]] && chroot_busy; then
             log "leaving $dst mounted: other processes still run in $ROOT"
             continue
         fi
@@ -280,6 +281,19 @@ ami_answers() {
     [[ "$banner" == "Asterisk Call Manager"* ]]
 }
 
+# Directories Asterisk and the gateway share at the same path: voicemail recordings (Asterisk writes, the gateway
+# reads) and spoken whisper lines (the gateway writes, Asterisk plays). Bind-mounted into the chroot.
+shared_dirs() {
+    mkdir -p "${S[RECORDINGS_DIR]}"
+    chmod 0770 "${S[RECORDINGS_DIR]}"
+    if [[ -n "${S[WHISPER_DIR]:-}" ]]; then mkdir -p "${S[WHISPER_DIR]}" && chmod 0750 "${S[WHISPER_DIR]}"; fi
+    if [[ $MODE == chroot ]]; then
+        mount_once "${S[RECORDINGS_DIR]}" "$ROOT${S[RECORDINGS_DIR]}"
+        if [[ -n "${S[WHISPER_DIR]:-}" ]]; then mount_once "${S[WHISPER_DIR]}" "$ROOT${S[WHISPER_DIR]}"; fi
+    fi
+    return 0
+}
+
 cmd_start() {
     need_root
     cmd_provision
@@ -309,6 +323,7 @@ cmd_start() {
             rm -f "$conf"/*.conf
             cp "$tmp"/*.conf "$conf"/
             rm -rf "$tmp"
+            shared_dirs
             timeout 30 "${IN_ROOT[@]}" asterisk -C "$CONF_FILE" -rx "core reload" >/dev/null 2>&1 ||
                 die "core reload failed; see $PREFIX${S[LOG_DIR]}/messages.log"
             printf '%s\n' "$hash" >"$STATE/config.hash"
@@ -325,12 +340,11 @@ cmd_start() {
     printf '%s\n' "$hash" >"$STATE/config.hash"
     printf '%s\n' "$core" >"$STATE/core.hash"
     # cdr-custom/: cdr_custom.conf writes the call records there; it does not create the directory itself.
-    mkdir -p "$PREFIX${S[LOG_DIR]}/cdr-custom" "$PREFIX${S[RUN_DIR]}" "$PREFIX${S[DATA_DIR]}/spool" "${S[RECORDINGS_DIR]}"
-    chmod 0770 "${S[RECORDINGS_DIR]}"
+    mkdir -p "$PREFIX${S[LOG_DIR]}/cdr-custom" "$PREFIX${S[RUN_DIR]}" "$PREFIX${S[DATA_DIR]}/spool"
+    shared_dirs
     if [[ $MODE == chroot ]]; then
         mount_once /proc "$ROOT/proc"
         mount_once /dev "$ROOT/dev"
-        mount_once "${S[RECORDINGS_DIR]}" "$ROOT${S[RECORDINGS_DIR]}"
         # Name resolution as on the host (the chroot's own /etc/hosts lacks the host name: slow lookups).
         cp /etc/hosts "$ROOT/etc/hosts"
     elif [[ -n "${S[RUN_USER]:-}" ]]; then

@@ -53,6 +53,7 @@ from gateway.channels.voice.tracker import (
     Transferred,
     VoicemailLeft,
 )
+from gateway.channels.voice.whisper import WhisperMaker, WhisperSettings
 from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
 from gateway.domain.events import CallAnswered, CallEnded, CallRinging, VoicemailRecorded
 from gateway.domain.models import (
@@ -166,11 +167,18 @@ class VoiceChannel:
         self.store = store
         self.clock = clock
         self.tracker = CallTracker(staff=settings.staff, abandon_seconds=settings.abandon_seconds)
+        self.whisper = (
+            WhisperMaker(WhisperSettings(directory=Path(settings.whisper_dir), voice=settings.whisper_voice))
+            if settings.whisper
+            else None
+        )
         self.router = InboundRouter(
             service,
             settings,
             busy_extensions=self.tracker.busy_extensions,
             on_context=self._on_context,
+            whisper=self.whisper,
+            clock=clock,
         )
         self.agi = AgiServer(
             {"inbound": self.router},
@@ -235,6 +243,8 @@ class VoiceChannel:
         await self.ami.stop()
         await self.agi.stop()
         await self.router.stop()
+        if self.whisper is not None:
+            await self.whisper.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._worker is not None:

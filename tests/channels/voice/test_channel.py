@@ -55,7 +55,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     await store.start()
     bus = Bus()
     service = ConversationService(store, bus)
-    settings = VoiceSettings(staff=STAFF)
+    settings = VoiceSettings(staff=STAFF, whisper=False)
     vc = VoiceChannel(settings, service, bus, store=store)
     # Only the timeline worker: AMI and FastAGI are exercised elsewhere.
     vc._worker = asyncio.create_task(vc._work())
