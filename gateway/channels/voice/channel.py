@@ -41,7 +41,7 @@ from gateway.channels.voice import recovery as rc
 from gateway.channels.voice.agi_server import AgiServer, CallerContext, InboundRouter
 from gateway.channels.voice.ami_link import AmiEventDict, AmiLink
 from gateway.channels.voice.health import ami_verdict
-from gateway.channels.voice.label import context_label, sanitize_label
+from gateway.channels.voice.label import context_label, sanitize_label, stored_name
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.channels.voice.tracker import (
     Answered,
@@ -322,7 +322,7 @@ class VoiceChannel:
                     identity_value=ctx.caller,
                     external_id=f"{ctx.uniqueid}:ringing",
                     meta={"call_id": ctx.uniqueid, "direction": CallDirection.INBOUND.value},
-                    display_name=sanitize_label(ctx.caller_name, 64) or None,
+                    display_name=stored_name(ctx.caller_name) or None,
                 )
             )
             summary = await self.service.summary(res.conversation_id)
@@ -795,7 +795,7 @@ class VoiceChannel:
                 body=body,
                 meta=full_meta,
                 occurred_at=at,
-                display_name=sanitize_label(rec.caller_name, 64) or None,
+                display_name=stored_name(rec.caller_name) or None,
             )
         )
         self.tracker.set_conversation(rec.call_id, res.conversation_id)
