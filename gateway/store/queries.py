@@ -21,6 +21,7 @@ from gateway.domain.models import (
     SearchHit,
     StaffUser,
     TimelineEvent,
+    contact_label,
 )
 
 _EVENT_COLS = (
@@ -392,6 +393,7 @@ def summary(conn: sqlite3.Connection, conversation_id: int) -> ConversationSumma
         "SELECT MAX(id) FROM events WHERE conversation_id = ? AND kind = 'transcript'", (conversation_id,)
     ).fetchone()
     latest_transcript = get_event(conn, tr[0]) if tr and tr[0] else None
+    idents = identities(conn, row[1])
     phone = reply_phone(conn, row[1])
     return ConversationSummary(
         conversation_id=row[0],
@@ -409,6 +411,7 @@ def summary(conn: sqlite3.Connection, conversation_id: int) -> ConversationSumma
         latest_transcript=latest_transcript,
         last_staff_extension=last_staff_extension(conn, conversation_id),
         awaiting_since=row[10],
+        label=contact_label(row[2], idents),
     )
 
 
@@ -443,7 +446,8 @@ def inbox(conn: sqlite3.Connection, limit: int = 100, owner: str | None = None) 
     ).fetchall()
     out = []
     for r in rows:
-        phone = next((i.value for i in identities(conn, r[1]) if i.kind == "phone" and i.valid), None)
+        idents = identities(conn, r[1])
+        phone = next((i.value for i in idents if i.kind == "phone" and i.valid), None)
         out.append(
             InboxRow(
                 conversation_id=r[0],
@@ -457,6 +461,7 @@ def inbox(conn: sqlite3.Connection, limit: int = 100, owner: str | None = None) 
                 urgent=bool(r[6]),
                 owner=r[7],
                 updated_at=r[8],
+                label=contact_label(r[2], idents),
             )
         )
     return out

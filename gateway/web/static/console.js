@@ -59,7 +59,8 @@
     if (s < 86400) return "waiting " + Math.floor(s / 3600) + " h";
     return "waiting " + Math.floor(s / 86400) + " d";
   }
-  function nameOf(row) { return row.display_name || row.phone || "Web visitor"; }
+  // The server's label: name, number or sender as the channel gave it; "Web visitor" only for a chat visitor.
+  function nameOf(row) { return row.label || row.display_name || row.phone || "Unknown contact"; }
 
   // ---------------------------------------------------------------------------------------------- inbox
   async function loadInbox() {
@@ -71,7 +72,7 @@
       const btn = el("button", { type: "button", "data-id": row.conversation_id,
         "aria-current": state.current === row.conversation_id ? "true" : "false",
         onclick: () => openConversation(row.conversation_id) },
-        el("span", { class: "name" }, el("span", { text: nameOf(row) }),
+        el("span", { class: "name" }, el("bdi", { text: nameOf(row) }),
           row.awaiting_since ? el("span", { class: "wait", text: waited(row.awaiting_since) }) : null),
         el("span", {},
           row.urgent ? el("span", { class: "badge urgent", text: "urgent" }) : null,
@@ -155,7 +156,8 @@
     if (typeof meta.recovered === "string") head += " · recovered " + meta.recovered;
     return el("li", { class: cls, "data-event": ev.id },
       el("span", { class: "meta" }, head + " · " + when(ev.occurred_at)),
-      body ? document.createTextNode(body) : null, ...extra);
+      // <bdi>: customer text is isolated; its direction (or an RTL override in it) cannot reorder the entry.
+      body ? el("bdi", { class: "body", text: body }) : null, ...extra);
   }
 
   async function undoMerge(mergeId) {
@@ -184,7 +186,8 @@
     $("empty").hidden = true;
     $("conv").hidden = false;
     const s = data.summary;
-    $("conv-name").textContent = s.display_name || s.phone || "Web visitor";
+    $("conv-name").textContent = nameOf(s);
+    $("conv-name").setAttribute("dir", "auto");
     const ids = (data.contact && data.contact.identities ? data.contact.identities : [])
       .map((i) => (i.kind === "chat" ? "web chat" : i.value)).join(" · ");
     $("conv-ids").textContent = ids;
@@ -383,17 +386,14 @@
   $("recap-btn").addEventListener("click", sendRecap);
 
   let searchTimer = null;
-  function markSnippet(text) {
-    // The store marks hits with [ and ]: turn them into <mark> elements, everything else stays text.
+  function markSnippet(hit) {
+    // The server splits the snippet into parts ({text, hit}); customer text is never parsed for markers.
     const frag = document.createDocumentFragment();
-    const re = /\[([^\]]*)\]/g;
-    let last = 0, m;
-    while ((m = re.exec(text)) !== null) {
-      frag.append(text.slice(last, m.index), el("mark", { text: m[1] }));
-      last = re.lastIndex;
-    }
-    frag.append(text.slice(last));
-    return frag;
+    const parts = Array.isArray(hit.snippet_parts) ? hit.snippet_parts : [{ text: hit.snippet || hit.event.body || "", hit: false }];
+    parts.forEach((p) => frag.append(p.hit ? el("mark", { text: String(p.text) }) : document.createTextNode(String(p.text))));
+    const box = el("bdi", {});
+    box.append(frag);
+    return box;
   }
   $("search").addEventListener("input", () => {
     clearTimeout(searchTimer);
@@ -406,9 +406,9 @@
       $("search-list").replaceChildren(...data.results.map((hit) => el("li", { tabindex: "0", role: "button",
           onclick: () => openConversation(hit.event.conversation_id),
           onkeydown: (e) => { if (e.key === "Enter") openConversation(hit.event.conversation_id); } },
-          el("strong", { text: hit.display_name || "Web visitor" }), " ",
+          el("strong", {}, el("bdi", { text: nameOf(hit) })), " ",
           el("span", { class: "badge", text: CHANNEL[hit.event.channel] || hit.event.channel }),
-          el("div", { class: "snippet" }, markSnippet(hit.snippet || hit.event.body)))));
+          el("div", { class: "snippet" }, markSnippet(hit)))));
       box.hidden = false;
     }, 200);
   });

@@ -78,7 +78,8 @@
     }
     if (id) shown.add("e" + id);
     if (clientId) shown.add("c" + clientId);
-    const li = el("li", { class: from + (extraClass ? " " + extraClass : ""), "data-client": clientId || null, text: body });
+    // dir=auto: each message takes its own direction; a right-to-left override inside cannot reorder the page.
+    const li = el("li", { class: from + (extraClass ? " " + extraClass : ""), "data-client": clientId || null, dir: "auto", text: body });
     log.append(li);
     log.scrollTop = log.scrollHeight;
   }
