@@ -21,6 +21,7 @@ from gateway.domain.models import (
     SearchHit,
     StaffUser,
     TimelineEvent,
+    contact_label,
 )
 
 _EVENT_COLS = (
@@ -392,6 +393,7 @@ def summary(conn: sqlite3.Connection, conversation_id: int) -> ConversationSumma
         "SELECT MAX(id) FROM events WHERE conversation_id = ? AND kind = 'transcript'", (conversation_id,)
     ).fetchone()
     latest_transcript = get_event(conn, tr[0]) if tr and tr[0] else None
+    idents = identities(conn, row[1])
     phone = reply_phone(conn, row[1])
     return ConversationSummary(
         conversation_id=row[0],
@@ -409,6 +411,7 @@ def summary(conn: sqlite3.Connection, conversation_id: int) -> ConversationSumma
         latest_transcript=latest_transcript,
         last_staff_extension=last_staff_extension(conn, conversation_id),
         awaiting_since=row[10],
+        label=contact_label(row[2], idents),
     )
 
 
@@ -427,7 +430,9 @@ def last_staff_extension(conn: sqlite3.Connection, conversation_id: int) -> str 
 
 
 def inbox(conn: sqlite3.Connection, limit: int = 100, owner: str | None = None) -> list[InboxRow]:
-    """Conversations, the customer who has waited longest for an answer first, then the most recently active."""
+    """Conversations, the customer who has waited longest for an answer first, then the most recently active.
+
+    The preview is the latest event that is not a spine change (those are bookkeeping, not conversation)."""
     where = "v.merged_into IS NULL AND v.status <> 'closed'"
     args: list[Any] = []
     if owner is not None:
@@ -436,14 +441,15 @@ def inbox(conn: sqlite3.Connection, limit: int = 100, owner: str | None = None) 
     args.append(limit)
     rows = conn.execute(
         "SELECT v.id, v.contact_id, c.display_name, v.awaiting_since, v.intent, v.next_step, v.urgent, v.owner,"
-        " v.updated_at, (SELECT MAX(id) FROM events WHERE conversation_id = v.id)"
+        " v.updated_at, (SELECT MAX(id) FROM events WHERE conversation_id = v.id AND kind <> 'spine')"
         f" FROM conversations v JOIN contacts c ON c.id = v.contact_id WHERE {where}"
         " ORDER BY v.awaiting_since IS NULL, v.awaiting_since, v.updated_at DESC LIMIT ?",
         args,
     ).fetchall()
     out = []
     for r in rows:
-        phone = next((i.value for i in identities(conn, r[1]) if i.kind == "phone" and i.valid), None)
+        idents = identities(conn, r[1])
+        phone = next((i.value for i in idents if i.kind == "phone" and i.valid), None)
         out.append(
             InboxRow(
                 conversation_id=r[0],
@@ -457,6 +463,7 @@ def inbox(conn: sqlite3.Connection, limit: int = 100, owner: str | None = None) 
                 urgent=bool(r[6]),
                 owner=r[7],
                 updated_at=r[8],
+                label=contact_label(r[2], idents),
             )
         )
     return out
