@@ -430,7 +430,9 @@ def last_staff_extension(conn: sqlite3.Connection, conversation_id: int) -> str 
 
 
 def inbox(conn: sqlite3.Connection, limit: int = 100, owner: str | None = None) -> list[InboxRow]:
-    """Conversations, the customer who has waited longest for an answer first, then the most recently active."""
+    """Conversations, the customer who has waited longest for an answer first, then the most recently active.
+
+    The preview is the latest event that is not a spine change (those are bookkeeping, not conversation)."""
     where = "v.merged_into IS NULL AND v.status <> 'closed'"
     args: list[Any] = []
     if owner is not None:
@@ -439,7 +441,7 @@ def inbox(conn: sqlite3.Connection, limit: int = 100, owner: str | None = None) 
     args.append(limit)
     rows = conn.execute(
         "SELECT v.id, v.contact_id, c.display_name, v.awaiting_since, v.intent, v.next_step, v.urgent, v.owner,"
-        " v.updated_at, (SELECT MAX(id) FROM events WHERE conversation_id = v.id)"
+        " v.updated_at, (SELECT MAX(id) FROM events WHERE conversation_id = v.id AND kind <> 'spine')"
         f" FROM conversations v JOIN contacts c ON c.id = v.contact_id WHERE {where}"
         " ORDER BY v.awaiting_since IS NULL, v.awaiting_since, v.updated_at DESC LIMIT ?",
         args,
