@@ -243,6 +243,19 @@ def queue_confirmation(
     return outbox_id, event_id
 
 
+# Parts set aside on purpose (a status report, a draft the SIM keeps) are not "unreadable".
+_HANDLED = ("status report (handled)", "an outgoing message stored on the SIM")
+
+
+def unreadable_count(conn: sqlite3.Connection) -> int:
+    """Received texts that could not be decoded (kept raw; the status page counts them)."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM sms_inbound_parts WHERE state = 'undecodable' AND COALESCE(error, '') NOT IN (?, ?)",
+        _HANDLED,
+    ).fetchone()
+    return int(row[0])
+
+
 def inbound_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Parts per state (status page, tests)."""
     return {str(r[0]): int(r[1]) for r in conn.execute("SELECT state, COUNT(*) FROM sms_inbound_parts GROUP BY state")}
