@@ -15,7 +15,6 @@ import fcntl
 import getpass
 import logging
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -63,10 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
     sub.add_parser("check-config", help="load and validate the configuration, then exit")
+    up = sub.add_parser(
+        "up",
+        help="run the whole product on embedded defaults in the foreground: local Asterisk, emulated modem, "
+        "packaged speech model, console on 127.0.0.1 (what ./install.sh run starts); Ctrl-C stops it all",
+    )
+    up.add_argument("--data-dir", default="var", help="where the database and generated config live (default ./var)")
+    up.add_argument("--port", type=int, default=8080, help="web console port on 127.0.0.1 (default 8080)")
+    up.add_argument("--no-asterisk", action="store_true", help="leave the voice channel off")
     show = sub.add_parser("show-config", help="print the effective configuration (secrets masked)")
     show.add_argument("--defaults", action="store_true", help="print the commented built-in defaults instead")
     show.add_argument("--markdown", action="store_true", help="print the configuration keys as a Markdown table")
     sub.add_parser("version", help="print the version")
+    sub.add_parser(
+        "demo",
+        help="play a customer against the running gateway (chat, continue by text, SMS reply, missed call, "
+        "text-back, voicemail) and print what to look at",
+    )
     sub.add_parser(
         "doctor",
         help="check everything the gateway depends on; one line per check with the fix; exit 1 when one is down",
@@ -103,6 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(f"gateway {__version__}")
         return EX_OK
+    if args.command == "up":
+        from gateway.launch import up  # noqa: PLC0415 - keeps `gateway --help` fast
+
+        log_mod.setup("WARNING", "text")
+        try:
+            return up(Path(args.data_dir), port=args.port, with_asterisk=not args.no_asterisk)
+        except ConfigError as err:
+            print(f"gateway up: {err}", file=sys.stderr)
+            return EX_CONFIG
     try:
         if args.command == "show-config" and args.defaults:
             sys.stdout.write(config_mod.render())
@@ -142,6 +163,10 @@ def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
         return _run(cfg)
     if command == "doctor":
         return asyncio.run(_doctor(cfg))
+    if command == "demo":
+        from gateway.demo import run as run_demo  # noqa: PLC0415
+
+        return asyncio.run(run_demo(cfg, sys.stdout))
     if command == "db":
         if args.db_command == "migrate":
             return asyncio.run(_migrate(cfg))
@@ -201,15 +226,9 @@ def _run(cfg: config_mod.Config) -> int:
 
 
 async def _migrate(cfg: config_mod.Config) -> int:
-    from gateway.store.db import check_writable, configure_connection, migrate  # noqa: PLC0415
+    from gateway.store.db import migrate_file  # noqa: PLC0415
 
-    check_writable(cfg.db_path)
-    conn = sqlite3.connect(cfg.db_path, isolation_level=None)
-    try:
-        configure_connection(conn, writer=True)
-        before, after = migrate(conn, cfg.db_path)
-    finally:
-        conn.close()
+    before, after = migrate_file(cfg.db_path)
     if before == after:
         print(f"{cfg.db_path}: schema is up to date (version {after})")
     else:
@@ -218,7 +237,7 @@ async def _migrate(cfg: config_mod.Config) -> int:
 
 
 async def _backup(cfg: config_mod.Config, target: str | None) -> int:
-    from gateway.store.db import Store  # noqa: PLC0415
+    from gateway.store.db import Store, inspect_database  # noqa: PLC0415
 
     if target is None:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -244,33 +263,21 @@ async def _backup(cfg: config_mod.Config, target: str | None) -> int:
         return EX_CANTCREAT
     finally:
         await store.stop()
-    check = _inspect_database(path)
+    check = inspect_database(path)
     print(f"backup written: {path} ({path.stat().st_size} bytes, schema {check[1]}, integrity {check[0]})")
     return EX_OK
 
 
-def _inspect_database(path: Path) -> tuple[str, int]:
-    """(integrity_check result, user_version) of a database file, read-only."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        integrity = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        conn.execute("SELECT COUNT(*) FROM events").fetchone()
-    finally:
-        conn.close()
-    return integrity, version
-
-
 def _restore(cfg: config_mod.Config, source: Path, *, assume_yes: bool) -> int:
-    from gateway.store.db import schema_version  # noqa: PLC0415
+    from gateway.store.db import inspect_database, restore_database, schema_version  # noqa: PLC0415
 
     if not source.is_file():
         print(f"gateway: {source}: no such backup file", file=sys.stderr)
         return EX_DATAERR
     try:
-        integrity, version = _inspect_database(source)
-    except sqlite3.Error as err:
-        print(f"gateway: {source} is not a gateway database: {err}", file=sys.stderr)
+        integrity, version = inspect_database(source)
+    except StoreError as err:
+        print(f"gateway: {err}", file=sys.stderr)
         return EX_DATAERR
     if integrity != "ok":
         print(f"gateway: {source} is damaged (integrity_check: {integrity}); choose another backup", file=sys.stderr)
@@ -293,14 +300,7 @@ def _restore(cfg: config_mod.Config, source: Path, *, assume_yes: bool) -> int:
     try:
         with daemon_lock(cfg):
             cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
-            src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-            dest = sqlite3.connect(cfg.db_path)
-            try:
-                src.backup(dest)
-                dest.execute("PRAGMA journal_mode = WAL")
-            finally:
-                src.close()
-                dest.close()
+            restore_database(source, cfg.db_path)
     except ConfigError as err:
         print(f"gateway: {err}", file=sys.stderr)
         return EX_UNAVAILABLE

@@ -14,13 +14,13 @@ import ctypes.util
 import os
 import resource
 import shutil
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.store.db import probe_database_file
 from gateway.values import Health, HealthState, degraded, down, ok
 
 #: Less free space than this and writes start failing soon.
@@ -116,23 +116,16 @@ def check_database(path: Path, latest_schema: int, *, probe_write: bool = True) 
             "give the gateway's user write access to the database and its directory, or remount the file system "
             "read-write (`mount -o remount,rw`)",
         )
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5)
-    except sqlite3.Error as err:
-        return down("database", title, f"cannot open {path}: {err}", "check the file's permissions and the disk")
-    try:
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        result = str(conn.execute("PRAGMA quick_check").fetchone()[0])
-        if probe_write:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute("COMMIT")
-    except sqlite3.Error as err:
-        text = str(err)
+    probe = probe_database_file(path, probe_write=probe_write)
+    if probe.open_error is not None:
+        return down(
+            "database", title, f"cannot open {path}: {probe.open_error}", "check the file's permissions and the disk"
+        )
+    if probe.error is not None:
+        text = probe.error
         fix = "free disk space" if "full" in text else "check the disk and the file's permissions"
         return down("database", title, f"{path} cannot be written: {text}", fix)
-    finally:
-        conn.close()
+    version, result = probe.version, probe.quick_check
     details: dict[str, str | int | float | bool | None] = {"path": str(path), "schema": version}
     if result != "ok":
         return down(

@@ -330,7 +330,7 @@ class SpineService:
     async def spine(self, conversation_id: int) -> Spine:
         """The spine of a conversation (following merges). Raises LookupError for an unknown conversation."""
         now = self.clock()
-        return await self.store.read(lambda c: _read_spine(c, _live(c, conversation_id), now))
+        return await self.store.read(lambda c: _read_spine(c, q.live_conversation(c, conversation_id), now))
 
     async def summary_line(self, conversation_id: int) -> str:
         """The one-line summary of a conversation ("Maria R - chipped tooth, urgent - texted 10 min ago")."""
@@ -346,7 +346,7 @@ class SpineService:
         window before it (a contact at ``at`` would start a new episode)."""
         when = self.clock() if at is None else at
         window = self.config.episode_window_minutes * 60.0
-        return await self.store.read(lambda c: _episode(c, _live(c, conversation_id), when, window))
+        return await self.store.read(lambda c: _episode(c, q.live_conversation(c, conversation_id), when, window))
 
     async def conversation_of_outbox(self, outbox_id: int) -> int | None:
         """The conversation an outbound message belongs to (delivery reports name only the message)."""
@@ -375,7 +375,7 @@ class SpineService:
         now = self.clock()
 
         def op(conn: sqlite3.Connection) -> _Change | None:
-            conv = _live(conn, conversation_id)
+            conv = q.live_conversation(conn, conversation_id)
             ids = sq.chain(conn, conv)
             current = _facts(conn, ids)
             old = current.get(name)
@@ -407,7 +407,7 @@ class SpineService:
         now = self.clock()
 
         def op(conn: sqlite3.Connection) -> _Change | None:
-            conv = _live(conn, conversation_id)
+            conv = q.live_conversation(conn, conversation_id)
             ids = sq.chain(conn, conv)
             old = _facts(conn, ids).get(name)
             if old is None or sq.delete_fact(conn, ids, name) == 0:
@@ -452,6 +452,8 @@ class SpineService:
                 raise ValidationError("the next step is empty: write what should happen, e.g. 'Call back'")
         if step is None:
             due, owner = None, None
+        if due is not None:
+            due = float(int(due // 60) * 60)  # whole minutes: what people pick and what the console sends back
         return await self._set_fields(
             conversation_id,
             {"next_step": step, "next_step_due": due, "next_step_owner": owner},
@@ -482,7 +484,7 @@ class SpineService:
         now = self.clock()
 
         def op(conn: sqlite3.Connection) -> _Change | None:
-            conv = _live(conn, conversation_id)
+            conv = q.live_conversation(conn, conversation_id)
             row = sq.spine_row(conn, conv)
             if row is None:
                 raise LookupError(f"conversation {conversation_id} does not exist")
@@ -561,19 +563,6 @@ def _record(
     )
     event = TimelineEvent(event_id, conv, SPINE_EVENT_KIND, Channel.SYSTEM.value, body, meta_d, None, author, now)
     return _Change(event, q.contact_of(conn, conv))
-
-
-def _live(conn: sqlite3.Connection, conversation_id: int) -> int:
-    seen: set[int] = set()
-    current = conversation_id
-    while True:
-        row = conn.execute("SELECT merged_into FROM conversations WHERE id = ?", (current,)).fetchone()
-        if row is None:
-            raise LookupError(f"conversation {conversation_id} does not exist")
-        if row[0] is None or current in seen:
-            return current
-        seen.add(current)
-        current = int(row[0])
 
 
 def _facts(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[str, Fact]:

@@ -145,6 +145,81 @@ def _split_sql(script: str) -> list[str]:
     return statements
 
 
+def migrate_file(path: Path) -> tuple[int, int]:
+    """Bring the database file at ``path`` to this build's schema. Returns (version before, version after)."""
+    check_writable(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        configure_connection(conn, writer=True)
+        return migrate(conn, path)
+    finally:
+        conn.close()
+
+
+def inspect_database(path: Path) -> tuple[str, int]:
+    """(integrity_check result, schema version) of a database file, opened read-only.
+
+    Raises :class:`StoreError` when the file is not a readable gateway database.
+    """
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            integrity = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            conn.execute("SELECT COUNT(*) FROM events").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise StoreError(f"{path} is not a gateway database: {err}") from err
+    return integrity, version
+
+
+def restore_database(source: Path, dest: Path) -> None:
+    """Copy the database file ``source`` over ``dest`` (the daemon must not be running), in WAL mode."""
+    try:
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        target = sqlite3.connect(dest)
+        try:
+            src.backup(target)
+            target.execute("PRAGMA journal_mode = WAL")
+        finally:
+            src.close()
+            target.close()
+    except sqlite3.Error as err:
+        raise _translate(err, dest) from err
+
+
+@dataclass(frozen=True, slots=True)
+class FileProbe:
+    """What :func:`probe_database_file` found: the schema version and quick_check, or why it could not tell."""
+
+    version: int = 0
+    quick_check: str = ""
+    open_error: str | None = None
+    error: str | None = None
+
+
+def probe_database_file(path: Path, *, probe_write: bool) -> FileProbe:
+    """Open an existing database file, read its schema version and ``quick_check``; with ``probe_write`` also prove a
+    write transaction works (it rewrites the same version). Never raises for a database problem."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5)
+    except sqlite3.Error as err:
+        return FileProbe(open_error=str(err))
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        result = str(conn.execute("PRAGMA quick_check").fetchone()[0])
+        if probe_write:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+    except sqlite3.Error as err:
+        return FileProbe(error=str(err))
+    finally:
+        conn.close()
+    return FileProbe(version, result)
+
+
 def check_writable(path: Path) -> None:
     """Fail fast, with the fix, when the database cannot be created or written at ``path``."""
     directory = path.parent

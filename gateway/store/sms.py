@@ -208,39 +208,9 @@ def mark_ingested(conn: sqlite3.Connection, message_id: int, conversation_id: in
     )
 
 
-def queue_confirmation(
-    conn: sqlite3.Connection,
-    message_id: int,
-    conversation_id: int,
-    *,
-    to_addr: str,
-    body: str,
-    parts: int,
-    now: float,
-    expires_at: float,
-) -> tuple[int, int] | None:
-    """Queue the one confirmation a keyword gets. Returns (outbox id, event id), or None if it was
-    already queued (so a replay after a crash never sends a second one)."""
-    row = conn.execute("SELECT confirmation_outbox_id FROM sms_messages WHERE id = ?", (message_id,)).fetchone()
-    if row is None or row[0] is not None:
-        return None
-    meta = q.dumps({"to": to_addr, "parts": parts, "automated": True, "keyword_reply": True})
-    event_id = q.insert_event(conn, conversation_id, "message_out", "sms", body, meta, None, "system", now, now)
-    outbox_id = q.insert_outbox(
-        conn,
-        conversation_id,
-        "sms",
-        to_addr,
-        body,
-        parts,
-        True,
-        "system",
-        event_id,
-        now,
-        expires_at,
-    )
+def set_confirmation(conn: sqlite3.Connection, message_id: int, outbox_id: int) -> None:
+    """Remember which outbox row answered a keyword message (the conversation service queued it)."""
     conn.execute("UPDATE sms_messages SET confirmation_outbox_id = ? WHERE id = ?", (outbox_id, message_id))
-    return outbox_id, event_id
 
 
 # Parts set aside on purpose (a status report, a draft the SIM keeps) are not "unreadable".

@@ -42,13 +42,13 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from gateway.domain.bus import Bus, Subscription
 from gateway.domain.events import TranscriptionFailed, TranscriptionHealth, TranscriptReady, VoicemailRecorded
 from gateway.domain.intent import IntentConfig, IntentDecision, IntentRules, KeywordHit
 from gateway.domain.models import Channel, EventKind
-from gateway.domain.ports import StorePort
+from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import PermanentError, StoreError
 from gateway.store import transcribe as q
 from gateway.supervise import backoff_delay
@@ -72,28 +72,6 @@ T = TypeVar("T")
 #: the trigger).
 IDLE_POLL_SECONDS = 5.0
 TRANSCRIPT_AUTHOR = "transcriber"
-
-
-class ConversationPort(Protocol):
-    """What the service needs from the conversation service (see gateway.domain.service)."""
-
-    async def append_event(
-        self,
-        conversation_id: int,
-        kind: EventKind | str,
-        channel: Channel | str,
-        body: str = "",
-        meta: Mapping[str, Any] | None = None,
-        external_id: str | None = None,
-        author: str | None = None,
-        occurred_at: float | None = None,
-    ) -> int: ...
-
-    async def update_conversation(
-        self, conversation_id: int, *, intent: str | None = None, urgent: bool | None = None
-    ) -> None: ...
-
-    async def update_event_meta(self, event_id: int, patch: Mapping[str, Any]) -> None: ...
 
 
 def worker_command(config: TranscribeConfig, model_path: str) -> list[str]:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 
 import pytest
 
 from gateway.domain.bus import Bus
-from gateway.domain.events import ALL_EVENTS, ContactsMerged, TimelineEventAdded
+from gateway.domain.events import ALL_EVENTS, ContactsMerged, OutboxQueued, TimelineEventAdded
 from gateway.domain.models import (
     Channel,
     EventKind,
     IdentityKind,
     Inbound,
 )
+from gateway.domain.optout import Keyword
 from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.errors import PermanentError, ValidationError
 from gateway.store import queries as q
@@ -166,6 +169,59 @@ async def test_opted_out_numbers_get_no_automated_messages(service: Conversation
         r.conversation_id, "sms", "+12025550104", "Sorry", automated=False, override_optout=True, author="bob"
     )
     assert await service.is_suppressed("(202) 555-0104")
+
+
+async def test_a_stop_is_recorded_and_answered_once_by_the_service(service: ConversationService, bus: Bus) -> None:
+    sub = bus.subscribe("t", types=(TimelineEventAdded, OutboxQueued))
+    r = await service.ingest(sms("+15551230005", "k1", "STOP"))
+    await service.store.write(lambda c: q.suppress(c, "+15551230005", "STOP", 0))
+    first = await service.answer_keyword(
+        r.conversation_id, Keyword.STOP, "+15551230005", "You are unsubscribed.", source_id="k1", expires_in=60.0
+    )
+    again = await service.answer_keyword(
+        r.conversation_id, Keyword.STOP, "+15551230005", "You are unsubscribed.", source_id="k1", expires_in=60.0
+    )
+    assert first is not None, "the confirmation of the STOP itself reaches the suppressed number"
+    assert again is None, "a replay queues nothing twice"
+    events = await service.timeline(r.conversation_id)
+    assert [(e.kind, e.body) for e in events] == [
+        ("message_in", "STOP"),
+        ("opt_out", "Opted out of text messages (replied STOP)"),
+        ("message_out", "You are unsubscribed."),
+    ]
+    assert events[-1].meta["automated"] is True
+    assert events[-1].meta["rule"] == "keyword_reply"
+    published = []
+    while (item := sub.get_nowait()) is not None:
+        published.append(item)
+    assert [type(e) for e in published] == [TimelineEventAdded] * 3 + [OutboxQueued]
+    assert published[-1] == OutboxQueued(first, r.conversation_id, "sms")
+
+
+async def test_a_keyword_from_an_unanswerable_sender_is_recorded_without_an_answer(
+    service: ConversationService,
+) -> None:
+    r = await service.ingest(sms("12", "k2", "START"))
+    assert (
+        await service.answer_keyword(
+            r.conversation_id, Keyword.START, None, "Welcome back.", source_id="k2", expires_in=60.0
+        )
+        is None
+    )
+    assert [e.kind for e in await service.timeline(r.conversation_id)] == ["message_in", "opt_in"]
+
+
+def test_no_sql_outside_the_store() -> None:
+    root = Path(__file__).resolve().parents[2] / "gateway"
+    sql = re.compile(r"\.execute(many)?\(|\"(SELECT|INSERT|UPDATE|DELETE|PRAGMA) ")
+    offenders = [
+        f"{path.relative_to(root)}:{n}"
+        for path in sorted(root.rglob("*.py"))
+        if path.parent.name != "store"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if sql.search(line)
+    ]
+    assert offenders == []
 
 
 async def test_inbox_puts_the_longest_waiting_customer_first(service: ConversationService) -> None:

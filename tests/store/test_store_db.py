@@ -98,7 +98,7 @@ async def test_full_database_fails_cleanly_and_recovers(store: Store) -> None:
 def small_tmpfs(tmp_path: Path):
     mount = tmp_path / "small"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
     try:
         yield mount
     finally:

@@ -37,13 +37,13 @@ from typing import Any
 
 from gateway.channels.sms.config import SmsConfig
 from gateway.channels.sms.health import modem_verdict
-from gateway.channels.sms.inbound import InboundPipeline, ServicePort
+from gateway.channels.sms.inbound import InboundPipeline
 from gateway.channels.sms.link import LinkLostError, SerialLink, find_iccid
 from gateway.channels.sms.outbound import OutboxWorker
 from gateway.channels.sms.profiles import PROFILES_DIR, ModemProfile, load_profile
 from gateway.domain.bus import Bus, Subscription
 from gateway.domain.events import ModemHealth, OutboxQueued, SmsStorageWarning
-from gateway.domain.ports import StorePort
+from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import ConfigError, PermanentError, TransientError
 from gateway.protocols import at
 from gateway.protocols import pdu as pducodec
@@ -64,7 +64,7 @@ class SmsChannel:
         self,
         config: SmsConfig,
         store: StorePort,
-        service: ServicePort,
+        service: ConversationPort,
         bus: Bus,
         *,
         region: str = "US",

@@ -31,45 +31,25 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from gateway.domain.bus import Bus
-from gateway.domain.events import OutboxQueued, TimelineEventAdded
 from gateway.domain.models import (
     Channel,
     EventKind,
     IdentityKind,
     Inbound,
-    IngestResult,
 )
 from gateway.domain.optout import Keyword, OptOutPolicy
 from gateway.domain.phone import normalize_phone
-from gateway.domain.ports import StorePort
+from gateway.domain.ports import ConversationPort, StorePort
 from gateway.protocols import at
 from gateway.protocols import pdu as pducodec
-from gateway.store import queries as q
 from gateway.store import sms as db
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class ServicePort(Protocol):
-    """What the SMS channel needs from the conversation service."""
-
-    async def ingest(self, item: Inbound) -> IngestResult: ...
-
-    async def append_event(
-        self,
-        conversation_id: int,
-        kind: EventKind | str,
-        channel: Channel | str,
-        body: str = "",
-        meta: Any = None,
-        external_id: str | None = None,
-        author: str | None = None,
-    ) -> int: ...
 
 
 _TRUNCATED = " [...] (shortened here; the full text is kept with the SMS)"
@@ -87,7 +67,7 @@ class InboundPipeline:
     def __init__(
         self,
         store: StorePort,
-        service: ServicePort,
+        service: ConversationPort,
         bus: Bus,
         *,
         policy: OptOutPolicy | None = None,
@@ -107,8 +87,7 @@ class InboundPipeline:
         self._wake = asyncio.Event()
         self.ingested = 0
         self._failing: set[int] = set()
-        settings = getattr(service, "settings", None)
-        self.max_body_chars = int(getattr(settings, "max_body_chars", 10_000))
+        self.max_body_chars = service.settings.max_body_chars
 
     def wake(self) -> None:
         """New parts were stored: process them soon."""
@@ -356,42 +335,19 @@ class InboundPipeline:
         self.ingested += 1
 
     async def _keyword(self, message: db.PendingMessage, keyword: Keyword, conv: int) -> None:
-        if keyword is not Keyword.HELP:
-            kind = EventKind.OPT_OUT if keyword is Keyword.STOP else EventKind.OPT_IN
-            text = (
-                "Opted out of text messages (replied STOP)"
-                if keyword is Keyword.STOP
-                else "Opted in to text messages again (replied START)"
-            )
-            await self.service.append_event(conv, kind, Channel.SMS, text, external_id=f"{message.external_id}:keyword")
+        if message.confirmation_outbox_id is not None:
+            return  # answered before a crash (the conversation service would not queue a second answer either)
         number = normalize_phone(message.sender, self.region)
-        if not number.valid or number.e164 is None:
+        to = number.e164 if number.valid else None
+        if to is None:
             log.info("sms inbound: keyword from a sender that cannot be answered; no confirmation")
-            return
-        reply = self.policy.reply(keyword)
-        parts = pducodec.segment_count(reply)[1]
-        now = time.time()
-        e164 = number.e164
-
-        def op(conn: sqlite3.Connection) -> tuple[int, Any] | None:
-            queued = db.queue_confirmation(
-                conn,
-                message.id,
-                conv,
-                to_addr=e164,
-                body=reply,
-                parts=parts,
-                now=now,
-                expires_at=now + self.reply_expiry_s,
-            )
-            if queued is None:
-                return None
-            return queued[0], q.get_event(conn, queued[1])
-
-        queued = await self.store.write(op)
-        if queued is not None:
-            outbox_id, event = queued
-            if event is not None:
-                contact = await self.store.read(lambda c: q.contact_of(c, conv))
-                self.bus.publish(TimelineEventAdded(conv, contact, event))
-            self.bus.publish(OutboxQueued(outbox_id, conv, Channel.SMS.value))
+        outbox_id = await self.service.answer_keyword(
+            conv,
+            keyword,
+            to,
+            self.policy.reply(keyword),
+            source_id=message.external_id,
+            expires_in=self.reply_expiry_s,
+        )
+        if outbox_id is not None:
+            await self.store.write(lambda c: db.set_confirmation(c, message.id, outbox_id))

@@ -35,13 +35,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from gateway.channels.voice import recovery as rc
 from gateway.channels.voice.agi_server import AgiServer, CallerContext, InboundRouter
 from gateway.channels.voice.ami_link import AmiEventDict, AmiLink
 from gateway.channels.voice.health import ami_verdict
-from gateway.channels.voice.label import context_label, sanitize_label
+from gateway.channels.voice.label import context_label, sanitize_label, stored_name
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.channels.voice.tracker import (
     Answered,
@@ -53,17 +53,17 @@ from gateway.channels.voice.tracker import (
     Transferred,
     VoicemailLeft,
 )
+from gateway.channels.voice.whisper import WhisperMaker, WhisperSettings
 from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
 from gateway.domain.events import CallAnswered, CallEnded, CallRinging, VoicemailRecorded
 from gateway.domain.models import (
     Channel,
-    ContactView,
     ConversationSummary,
     EventKind,
     IdentityKind,
     Inbound,
-    IngestResult,
 )
+from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import PermanentError, TransientError, ValidationError
 from gateway.store import voice as voice_sql
 from gateway.transcribe.audio import AudioError, probe_audio
@@ -77,38 +77,6 @@ T = TypeVar("T")
 RECONCILE_SECONDS = 300.0
 
 _NUMBER_RE = re.compile(r"^\+?[0-9]{2,20}$")
-
-
-class ConversationPort(Protocol):
-    """The parts of ConversationService the voice channel uses."""
-
-    async def ingest(self, item: Inbound) -> IngestResult: ...
-
-    async def append_event(
-        self,
-        conversation_id: int,
-        kind: EventKind | str,
-        channel: Channel | str,
-        body: str = "",
-        meta: Mapping[str, Any] | None = None,
-        external_id: str | None = None,
-        author: str | None = None,
-        occurred_at: float | None = None,
-    ) -> int: ...
-
-    async def find_contact(self, kind: IdentityKind, raw_value: str) -> ContactView | None: ...
-
-    async def summary(self, conversation_id: int) -> ConversationSummary | None: ...
-
-    def check_number(self, number: str, *, purpose: str = "sms", staff: bool = False, confirmed: bool = False) -> Any:
-        """Raise a PermanentError when the number policy forbids texting or dialling ``number``."""
-        ...
-
-
-class StoreWriter(Protocol):
-    """The store's write entry point (for the call log)."""
-
-    async def write(self, fn: Callable[[Any], T]) -> T: ...
 
 
 _TERMINAL_KIND = {
@@ -189,7 +157,7 @@ class VoiceChannel:
         service: ConversationPort,
         bus: Any,
         *,
-        store: StoreWriter | None = None,
+        store: StorePort | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         settings.validate()
@@ -199,11 +167,18 @@ class VoiceChannel:
         self.store = store
         self.clock = clock
         self.tracker = CallTracker(staff=settings.staff, abandon_seconds=settings.abandon_seconds)
+        self.whisper = (
+            WhisperMaker(WhisperSettings(directory=Path(settings.whisper_dir), voice=settings.whisper_voice))
+            if settings.whisper
+            else None
+        )
         self.router = InboundRouter(
             service,
             settings,
             busy_extensions=self.tracker.busy_extensions,
             on_context=self._on_context,
+            whisper=self.whisper,
+            clock=clock,
         )
         self.agi = AgiServer(
             {"inbound": self.router},
@@ -269,6 +244,8 @@ class VoiceChannel:
         await self.ami.stop()
         await self.agi.stop()
         await self.router.stop()
+        if self.whisper is not None:
+            await self.whisper.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._worker is not None:
@@ -346,7 +323,7 @@ class VoiceChannel:
                     identity_value=ctx.caller,
                     external_id=f"{ctx.uniqueid}:ringing",
                     meta={"call_id": ctx.uniqueid, "direction": CallDirection.INBOUND.value},
-                    display_name=sanitize_label(ctx.caller_name, 64) or None,
+                    display_name=stored_name(ctx.caller_name) or None,
                 )
             )
             summary = await self.service.summary(res.conversation_id)
@@ -819,7 +796,7 @@ class VoiceChannel:
                 body=body,
                 meta=full_meta,
                 occurred_at=at,
-                display_name=sanitize_label(rec.caller_name, 64) or None,
+                display_name=stored_name(rec.caller_name) or None,
             )
         )
         self.tracker.set_conversation(rec.call_id, res.conversation_id)
