@@ -11,6 +11,7 @@ falls back to transcribing a recording after the call).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from typing import Any
@@ -33,7 +34,8 @@ class AriClient:
     def __init__(self, base_url: str, username: str, password: str, *, app: str = "gateway", timeout: float = 5.0):
         self.base_url = base_url.rstrip("/")
         self.app = app
-        self._auth = aiohttp.BasicAuth(username, password)
+        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        self._headers = {"Authorization": f"Basic {token}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._ws_task: asyncio.Task[None] | None = None
@@ -47,7 +49,7 @@ class AriClient:
 
     async def start(self) -> None:
         """Open the HTTP session and start keeping the event websocket open."""
-        self._session = aiohttp.ClientSession(auth=self._auth, timeout=self._timeout)
+        self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         self._ws_task = asyncio.create_task(reconnect_loop("ari", self._events, state=self.state, cap=15.0))
 
     async def stop(self) -> None:
@@ -120,8 +122,20 @@ class AriClient:
         return str(data["id"])
 
     async def add_to_bridge(self, bridge_id: str, *channel_ids: str) -> None:
-        """Put channels into a bridge."""
-        await self._call("POST", f"/bridges/{bridge_id}/addChannel", channel=",".join(channel_ids))
+        """Put channels into a bridge.
+
+        A media channel joins the Stasis application a moment after ``externalMedia`` returns, and until then
+        Asterisk answers 422; so a 422 is retried for up to a second.
+        """
+        for attempt in range(20):
+            try:
+                await self._call("POST", f"/bridges/{bridge_id}/addChannel", channel=",".join(channel_ids))
+            except AriError as err:
+                if " 422:" not in str(err) or attempt == 19:
+                    raise
+                await asyncio.sleep(0.05)
+            else:
+                return
 
     async def hangup(self, channel_id: str) -> None:
         """Hang a channel up (gone already is fine)."""
