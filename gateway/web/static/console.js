@@ -194,6 +194,7 @@
     const ids = (data.contact && data.contact.identities ? data.contact.identities : [])
       .map((i) => (i.kind === "chat" ? "web chat" : i.value)).join(" · ");
     $("conv-ids").textContent = ids;
+    showClaims(data.claims || []);
     renderSpine(data.spine);
     $("timeline").replaceChildren();
     data.timeline.forEach(appendEvent);
@@ -203,6 +204,33 @@
     $("call-btn").hidden = !data.can_call;
     updateWarnings();
     refreshInboxSoon();
+  }
+
+  // Numbers a visitor typed are claims: shown as such, with the known contact they match and a one-click
+  // confirmation (which merges with that contact; the merge can be undone from the timeline).
+  function showClaims(claims) {
+    const box = $("claims");
+    box.replaceChildren(...claims.map((c) => {
+      const li = el("li", { class: "claim " + (c.verified ? "verified" : "unverified"), "data-claim": String(c.id) },
+        el("span", { text: c.label }));
+      if (c.state === "pending") {
+        const match = c.suggested_contact;
+        if (match) li.append(el("span", { class: "muted", text: " · matches " + (match.display_name || c.value) }));
+        li.append(el("button", { type: "button", class: "confirm-claim", onclick: () => confirmClaim(c.id),
+          text: match ? "Confirm and merge" : "Confirm number" }));
+      }
+      return li;
+    }));
+    box.hidden = claims.length === 0;
+  }
+
+  async function confirmClaim(claimId) {
+    try {
+      const done = await api("POST", "/api/v1/claims/" + claimId + "/confirm");
+      await openConversation(done.conversation_id);
+    } catch (err) {
+      window.alert(String(err && err.message ? err.message : err));
+    }
   }
 
   function fillOwners(owner, id) {
