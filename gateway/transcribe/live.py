@@ -224,3 +224,28 @@ class LiveSpeech:
                 stream.closed = asyncio.get_running_loop().create_future()
             if not stream.closed.done():
                 stream.closed.set_result(None)
+
+
+class LiveSpeechPart:
+    """The daemon's part for :class:`LiveSpeech`: loads the model in the background so the daemon starts at once."""
+
+    def __init__(self, speech: LiveSpeech) -> None:
+        self.speech = speech
+        self._warm: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start loading the model (a call answered before it is ready waits for the load)."""
+        self._warm = asyncio.create_task(self._load(), name="live-speech-load")
+
+    async def _load(self) -> None:
+        try:
+            await self.speech.start()
+        except RuntimeError as err:
+            log.warning("live transcription is off until a model loads: %s", err)
+
+    async def stop(self) -> None:
+        """Stop loading or the worker."""
+        if self._warm is not None:
+            self._warm.cancel()
+            await asyncio.gather(self._warm, return_exceptions=True)
+        await self.speech.stop()
