@@ -208,6 +208,7 @@ class App:
             history=self.history,
             continuity=self.continuity,
             leakage_config=self.config.leakage,
+            transcription=self.transcription,
             # Leakage deadlines skip the same closed days as the rules' reopening times.
             leakage=LeakageService(
                 self.store,

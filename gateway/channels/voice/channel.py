@@ -187,6 +187,7 @@ class VoiceChannel:
             header_timeout=settings.agi_header_timeout,
             reply_timeout=settings.agi_reply_timeout,
             max_clients=settings.agi_max_clients,
+            allowed_peers=settings.agi_allowed_peers,
         )
         self.ami = AmiLink(
             host=settings.ami_host,

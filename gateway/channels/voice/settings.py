@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -35,6 +36,10 @@ class VoiceSettings:
     )
     agi_max_clients: int = field(
         default=200, metadata={"doc": "Concurrent FastAGI sessions; more are refused at once."}
+    )
+    agi_allowed_peers: list[str] = field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        metadata={"doc": "Addresses/CIDRs allowed to connect to FastAGI (Asterisk's address); others are refused."},
     )
     lookup_budget_ms: int = field(
         default=120, metadata={"doc": "Caller lookup budget; slower lookups get default routing."}
@@ -97,6 +102,11 @@ class VoiceSettings:
             raise ConfigError(f"voice.staff_group = {self.staff_group!r}: use PJSIP/<ext>&PJSIP/<ext>...")
         if not _CONTEXT_RE.match(self.click_to_call_context):
             raise ConfigError("voice.click_to_call_context: letters, digits, '_' and '-' only")
+        for cidr in self.agi_allowed_peers:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as err:
+                raise ConfigError(f"voice.agi_allowed_peers: {cidr!r} is not an address or CIDR") from err
         self._validate_whisper()
         if self.lookup_budget_ms <= 0 or self.lookup_budget_ms > 190:
             raise ConfigError("voice.lookup_budget_ms must be 1..190 so a call is answered within 200 ms")

@@ -122,6 +122,13 @@
         body = ev.body || "";
         extra.push(el("audio", { controls: true, preload: "none", src: "/media/voicemail/" + ev.id }));
         if (meta.transcript) extra.push(el("div", { class: "transcript", text: String(meta.transcript) }));
+        if (meta.transcription === "failed") {
+          // The reason carries its fix; staff can try again (a damaged recording says a retry cannot help).
+          extra.push(el("div", { class: "transcription-error", dir: "auto",
+            text: "Transcription failed: " + String(meta.transcription_error || meta.error || "unknown reason") }));
+          extra.push(el("button", { type: "button", class: "retry-transcription", "data-event": String(ev.id),
+            onclick: () => retryTranscription(ev.id), text: "Retry transcription" }));
+        }
         break;
       case "transcript": cls = "call"; head = "Transcript" + (meta.confidence ? " · " + Math.round(meta.confidence * 100) + "% sure" : "");
         body = null; extra.push(transcriptNode(ev)); break;
@@ -161,6 +168,15 @@
       el("span", { class: "meta" }, head + " · " + when(ev.occurred_at)),
       // <bdi>: customer text is isolated; its direction (or an RTL override in it) cannot reorder the entry.
       body ? el("bdi", { class: "body", text: body }) : null, ...extra);
+  }
+
+  async function retryTranscription(eventId) {
+    try {
+      await api("POST", "/api/v1/voicemails/" + eventId + "/transcription/retry");
+      if (state.current) await openConversation(state.current);
+    } catch (err) {
+      window.alert(String(err && err.message ? err.message : err));
+    }
   }
 
   async function undoMerge(mergeId) {
