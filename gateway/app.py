@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the channel modules are imported only when configured
     from gateway.channels.sms.channel import SmsChannel
     from gateway.channels.voice.channel import VoiceChannel
     from gateway.continuity.engine import ContinuityEngine
+    from gateway.transcribe.live import LiveSpeech
     from gateway.transcribe.service import TranscriptionService
     from gateway.web.app import WebServer
 
@@ -119,7 +120,8 @@ class App:
         if cfg.voice.enabled:
             from gateway.channels.voice.channel import VoiceChannel  # noqa: PLC0415
 
-            self.voice = VoiceChannel(cfg.voice, self.service, self.bus, store=self.store)
+            speech = self._build_live_speech(parts)
+            self.voice = VoiceChannel(cfg.voice, self.service, self.bus, store=self.store, speech=speech)
             parts.append(("voice", self.voice))
         if cfg.transcribe.enabled:
             from gateway.transcribe.service import TranscriptionService  # noqa: PLC0415
@@ -129,6 +131,26 @@ class App:
             )
             parts.append(("transcription", self.transcription))
         return parts
+
+    def _build_live_speech(self, parts: list[tuple[str, Part]]) -> LiveSpeech | None:
+        """The streaming recogniser for live call transcription, when it is on and can work."""
+        from gateway.transcribe.live import LiveSpeech, LiveSpeechPart  # noqa: PLC0415 - only when configured
+        from gateway.transcribe.model import check_model, resolve_model_path  # noqa: PLC0415
+
+        cfg = self.config
+        if not (cfg.voice.live_transcribe and cfg.transcribe.enabled):
+            return None
+        if not cfg.voice.ari_password.reveal():
+            log.info("live call transcription is off: set voice.ari_password (ari.conf) to turn it on")
+            return None
+        model = resolve_model_path(cfg.transcribe.model_path)
+        problem = check_model(model)
+        if problem:
+            log.warning("live call transcription is off: %s", problem)
+            return None
+        speech = LiveSpeech(model, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active)
+        parts.append(("live-speech", LiveSpeechPart(speech)))
+        return speech
 
     def _build_spine_learner(self) -> Part:
         from gateway.domain.extract import SpineReader  # noqa: PLC0415 - dateparser is loaded only when used

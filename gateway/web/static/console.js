@@ -386,6 +386,23 @@
         else card.stateLine.textContent = "In call";
         break;
       }
+      case "live_transcript": {
+        // Partial words of the call, per side, replaced as they grow (text only, never HTML).
+        const card = cards.get(msg.call_id);
+        if (!card) break;
+        if (!card.live) {
+          card.live = el("div", { class: "live-words", "aria-live": "polite", "aria-label": "Live transcript" });
+          card.append(card.live);
+        }
+        const side = msg.side === "staff" ? "staff" : "caller";
+        let line = card.live.querySelector("p[data-side=" + side + "]");
+        if (!line) {
+          line = el("p", { "data-side": side });
+          card.live.append(line);
+        }
+        line.textContent = (side === "staff" ? "You: " : "Caller: ") + msg.text;
+        break;
+      }
       case "call_ended": {
         const card = cards.get(msg.call_id);
         if (!card) break;
