@@ -13,15 +13,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import resource
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway import health as checks
+from gateway import sdnotify
 from gateway.config import Config
 from gateway.continuity.clock import Clock
 from gateway.domain.bus import Bus
@@ -417,13 +416,19 @@ class App:
                 loop.add_signal_handler(sig, self.request_stop)
         before, after = raise_open_files_limit()
         log.info("open-files limit: %d (was %d)", after, before)
+        pinger: asyncio.Task[None] | None = None
         try:
             await self.start()
-            _notify_systemd("READY=1")
+            sdnotify.notify("READY=1")
+            interval = sdnotify.watchdog_interval()
+            if interval is not None:
+                log.info("systemd watchdog: pinging every %.1f s", interval)
+                pinger = asyncio.create_task(sdnotify.watchdog(interval), name="systemd-watchdog")
             await self._stopping.wait()
             log.info("stop requested; shutting down")
-            _notify_systemd("STOPPING=1")
+            sdnotify.notify("STOPPING=1")
         finally:
+            await sdnotify.stop_task(pinger)
             await self.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -464,14 +469,3 @@ def raise_open_files_limit() -> tuple[int, int]:
         log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, err)
         return soft, soft
     return soft, target
-
-
-def _notify_systemd(state: str) -> None:
-    """sd_notify without a dependency: a datagram to $NOTIFY_SOCKET when systemd gave us one."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(state.encode(), address)
