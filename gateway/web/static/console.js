@@ -122,6 +122,13 @@
         body = ev.body || "";
         extra.push(el("audio", { controls: true, preload: "none", src: "/media/voicemail/" + ev.id }));
         if (meta.transcript) extra.push(el("div", { class: "transcript", text: String(meta.transcript) }));
+        if (meta.transcription === "failed") {
+          // The reason carries its fix; staff can try again (a damaged recording says a retry cannot help).
+          extra.push(el("div", { class: "transcription-error", dir: "auto",
+            text: "Transcription failed: " + String(meta.transcription_error || meta.error || "unknown reason") }));
+          extra.push(el("button", { type: "button", class: "retry-transcription", "data-event": String(ev.id),
+            onclick: () => retryTranscription(ev.id), text: "Retry transcription" }));
+        }
         break;
       case "transcript": cls = "call"; head = "Transcript" + (meta.confidence ? " · " + Math.round(meta.confidence * 100) + "% sure" : "");
         body = null; extra.push(transcriptNode(ev)); break;
@@ -161,6 +168,15 @@
       el("span", { class: "meta" }, head + " · " + when(ev.occurred_at)),
       // <bdi>: customer text is isolated; its direction (or an RTL override in it) cannot reorder the entry.
       body ? el("bdi", { class: "body", text: body }) : null, ...extra);
+  }
+
+  async function retryTranscription(eventId) {
+    try {
+      await api("POST", "/api/v1/voicemails/" + eventId + "/transcription/retry");
+      if (state.current) await openConversation(state.current);
+    } catch (err) {
+      window.alert(String(err && err.message ? err.message : err));
+    }
   }
 
   async function undoMerge(mergeId) {
@@ -368,6 +384,23 @@
         if (!card) break;
         if (msg.extension && msg.extension !== myExt) { card.remove(); cards.delete(msg.call_id); }
         else card.stateLine.textContent = "In call";
+        break;
+      }
+      case "live_transcript": {
+        // Partial words of the call, per side, replaced as they grow (text only, never HTML).
+        const card = cards.get(msg.call_id);
+        if (!card) break;
+        if (!card.live) {
+          card.live = el("div", { class: "live-words", "aria-live": "polite", "aria-label": "Live transcript" });
+          card.append(card.live);
+        }
+        const side = msg.side === "staff" ? "staff" : "caller";
+        let line = card.live.querySelector("p[data-side=" + side + "]");
+        if (!line) {
+          line = el("p", { "data-side": side });
+          card.live.append(line);
+        }
+        line.textContent = (side === "staff" ? "You: " : "Caller: ") + msg.text;
         break;
       }
       case "call_ended": {
