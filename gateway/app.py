@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the channel modules are imported only when configured
     from gateway.channels.voice.channel import VoiceChannel
     from gateway.continuity.engine import ContinuityEngine
     from gateway.continuity.promise_keeper import PromiseKeeper
+    from gateway.domain.spine_learner import SpineLearner
     from gateway.transcribe.live import LiveSpeech
     from gateway.transcribe.service import TranscriptionService
     from gateway.web.app import WebServer
@@ -94,7 +95,7 @@ class App:
             ),
         )
         self.spine = SpineService(self.store, self.bus, config.spine)
-        self.spine_learner: Any = None
+        self.spine_learner: SpineLearner | None = None
         self.started_at: float | None = None
         self.sms: SmsChannel | None = None
         self.voice: VoiceChannel | None = None
@@ -169,7 +170,7 @@ class App:
             topic_keywords=cfg.spine.topic_keywords,
         )
         self.spine_learner = SpineLearner(self.spine, reader, self.bus)
-        return self.spine_learner  # type: ignore[no-any-return]
+        return self.spine_learner
 
     async def _click_to_call(self, staff_extension: str, customer_number: str) -> None:
         """Web -> voice adapter: the call lands in the conversation that owns the customer's number."""
