@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the channel modules are imported only when configured
     from gateway.channels.sms.channel import SmsChannel
     from gateway.channels.voice.channel import VoiceChannel
     from gateway.continuity.engine import ContinuityEngine
+    from gateway.continuity.promise_keeper import PromiseKeeper
     from gateway.domain.spine_learner import SpineLearner
     from gateway.transcribe.live import LiveSpeech
     from gateway.transcribe.service import TranscriptionService
@@ -117,6 +118,7 @@ class App:
             )
         self._sampler: asyncio.Task[None] | None = None
         self.continuity: ContinuityEngine | None = None
+        self.promises: PromiseKeeper | None = None
         self._started: list[tuple[str, Part]] = []
         self._stopping = asyncio.Event()
 
@@ -224,6 +226,19 @@ class App:
         )
         return self.continuity
 
+    def _build_promises(self) -> Part:
+        from gateway.continuity.promise_keeper import PromiseKeeper  # noqa: PLC0415
+        from gateway.continuity.promises import Hours  # noqa: PLC0415
+        from gateway.web.hours import ClosedDates  # noqa: PLC0415
+
+        office = Hours(
+            dict(self.config.web.business_hours),
+            self.config.web.timezone,
+            ClosedDates(self.config.continuity.closed_dates, self.config.continuity.holiday_country),
+        )
+        self.promises = PromiseKeeper(self.store, self.service, self.spine, self.bus, office)
+        return self.promises
+
     def _build_web(self) -> Part:
         from gateway.leakage.service import LeakageService  # noqa: PLC0415
         from gateway.web.app import WebServer  # noqa: PLC0415
@@ -244,6 +259,7 @@ class App:
             health=self.health,
             history=self.history,
             continuity=self.continuity,
+            promises=self.promises,
             leakage_config=self.config.leakage,
             transcription=self.transcription,
             # Leakage deadlines skip the same closed days as the rules' reopening times.
@@ -388,6 +404,7 @@ class App:
                 await self._start_part(name, part)
             if cfg_continuity_enabled(self.config):
                 await self._start_part("continuity", self._build_continuity())
+            await self._start_part("promises", self._build_promises())
             await self._start_part("web", self._build_web())
             self._sampler = asyncio.create_task(self._sample_forever(), name="status-history")
         except BaseException:

@@ -17,6 +17,7 @@ from gateway import __version__
 from gateway import config as config_mod
 from gateway.app import App
 from gateway.errors import SchemaTooNewError
+from gateway.store import db as db_mod
 from gateway.store.backup import BackupScheduler, check_copy
 from gateway.store.db import Store, schema_version
 from gateway.values import HealthState
@@ -147,25 +148,24 @@ async def test_restore_drill_under_write_load(tmp_path: Path) -> None:
     assert rows(db) == copied + 1
 
 
-async def test_a_newer_gateway_backs_up_before_migrating(tmp_path: Path) -> None:
+async def test_a_newer_gateway_backs_up_before_migrating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "g.db"
+    # The previous release: every migration but the newest.
+    everything = db_mod._migrations()
+    monkeypatch.setattr(db_mod, "_migrations", lambda: everything[:-1])
     store = Store(path)
     await store.start()
     await store.write(_insert("precious"))
     await store.stop()
-    # Make it look like the previous release wrote it: one migration fewer.
-    conn = sqlite3.connect(path)
-    conn.execute(f"DELETE FROM schema_migrations WHERE version = {schema_version()}")
-    conn.execute(f"PRAGMA user_version = {schema_version() - 1}")
-    conn.commit()
-    conn.close()
+    monkeypatch.undo()
     upgraded = Store(path, backup_dir=tmp_path / "backups")
     await upgraded.start()
     await upgraded.stop()
-    (copy,) = (tmp_path / "backups").glob(f"gateway-schema{schema_version() - 1}-before-{schema_version()}-*.db")
+    previous = everything[-2][0]
+    (copy,) = (tmp_path / "backups").glob(f"gateway-schema{previous}-before-{schema_version()}-*.db")
     assert copy.stat().st_mode & 0o777 == 0o600
     conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() - 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == previous
     conn.close()
     assert rows(copy) == 1
     # Nothing to migrate: no further copy.
