@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import datetime as dt
+import functools
 import sqlite3
 import time
 from collections import OrderedDict
@@ -20,7 +21,20 @@ from typing import Any
 
 from gateway.errors import ValidationError
 from gateway.leakage.config import LeakageConfig
-from gateway.leakage.metrics import LEAKS, METRICS, Collected, collect, percentile, response_times, roi, summarize
+from gateway.leakage.metrics import (
+    LEAKS,
+    METRICS,
+    Collected,
+    Item,
+    Sample,
+    collect,
+    next_step_items,
+    percentile,
+    response_times,
+    roi,
+    summarize,
+    visible,
+)
 from gateway.store import leakage as sql
 from gateway.store.db import Store
 from gateway.web.hours import BusinessCalendar, ClosedDates, zone
@@ -29,6 +43,31 @@ from gateway.web.hours import BusinessCalendar, ClosedDates, zone
 PERIODS = {"today": 1, "7d": 7, "30d": 30}
 
 _HISTORY_S = 86400.0  # a day of history before a window: was the customer already waiting?
+_EDIT_SLACK_S = 5.0  # conversation edits are found by updated_at; allow for writes that were in flight
+#: Days the kept read model covers (the page compares 30 days with the 30 before).
+KEPT_DAYS = 60
+
+
+@dataclass
+class _Kept:
+    """The kept read model: items and samples per conversation from ``start`` on, as judged at the last look."""
+
+    day: dt.date
+    start: float
+    per_conversation: dict[int, tuple[list[Item], list[Sample]]]
+    last_event_id: int = 0
+    merges: tuple[int, int] = (0, 0)
+    wall: float = 0.0
+    flat: Collected | None = None
+
+
+def _by_conversation(got: Collected) -> dict[int, tuple[list[Item], list[Sample]]]:
+    out: dict[int, tuple[list[Item], list[Sample]]] = {}
+    for it in got.items:
+        out.setdefault(it.conversation_id, ([], []))[0].append(it)
+    for smp in got.samples:
+        out.setdefault(smp.conversation_id, ([], []))[1].append(smp)
+    return out
 
 
 @dataclass(frozen=True)
@@ -53,6 +92,7 @@ class LeakageService:
         clock: Callable[[], float] = time.time,
         cache_size: int = 16,
         closed: ClosedDates | None = None,
+        kept_days: int = KEPT_DAYS,
     ) -> None:
         self.store = store
         self.config = config
@@ -64,6 +104,8 @@ class LeakageService:
         self._cache: OrderedDict[tuple[Any, ...], Collected] = OrderedDict()
         self._cache_size = cache_size
         self._lock = asyncio.Lock()
+        self._model: _Kept | None = None
+        self.kept_days = kept_days
 
     # -- windows -------------------------------------------------------------------------------------------------
 
@@ -101,13 +143,29 @@ class LeakageService:
     # -- the one read ----------------------------------------------------------------------------------------------
 
     async def collect(self, win: Window) -> Collected:
-        """Items and samples of ``win`` as they stand now (cached per data version and minute)."""
+        """Items and samples of ``win`` (or more) as they count now.
+
+        Windows inside the last 60 days are answered from the kept read model (:meth:`_kept`), refreshed for what
+        changed since the last look; older windows are computed afresh (cached per data version and minute).
+        """
         now = self.clock()
+        today = self.today()
+        kept_from = today - dt.timedelta(days=self.kept_days - 1)
+        if self.kept_days > 0 and win.start >= self.day_window(kept_from, today).start:
+            got = await self._kept(today)
+        else:
+            got = await self._direct(win, now)
+        return visible(got, now)
+
+    def _calendar(self, start: float, now: float, end: float) -> BusinessCalendar:
+        extra = (self.config.response_horizon_days + 14) * 86400.0
+        return BusinessCalendar(self.hours, self.tz, start, max(now, end) + extra, self.closed)
+
+    async def _direct(self, win: Window, now: float) -> Collected:
         minute = int(now // 60)
         cfg = self.config
-        lookahead = cfg.response_horizon_days * 86400.0
         load_start = win.start - _HISTORY_S
-        load_end = min(win.end + lookahead, now + 1.0)
+        load_end = min(win.end + cfg.response_horizon_days * 86400.0, now + 1.0)
 
         def read(conn: sqlite3.Connection) -> tuple[tuple[Any, ...], Collected | None, Any]:
             version = (id(conn), *sql.data_version(conn))
@@ -116,23 +174,61 @@ class LeakageService:
             if hit is not None:
                 return key, hit, None
             rows = sql.timeline_rows(conn, load_start, load_end)
-            askers = [cid for cid, rs in rows.items() if any(r.asks_for or r.question for r in rs)]
-            infos = sql.conversation_infos(conn, list(rows), win.start, min(win.end, now), askers)
-            return key, None, (rows, infos)
+            return key, None, (rows, sql.conversation_infos(conn, list(rows), win.start, win.end, sql.askers(rows)))
 
         key, hit, loaded = await self.store.read(read)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
         rows, infos = loaded
-        cal = BusinessCalendar(
-            self.hours, self.tz, load_start, max(now, win.end) + lookahead + 14 * 86400.0, self.closed
-        )
-        result = collect(rows, infos, cal, cfg, win.start, win.end, now)
+        cal = self._calendar(load_start, now, win.end)
+        result = await asyncio.to_thread(collect, rows, infos, cal, cfg, win.start, win.end)
         self._cache[key] = result
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return result
+
+    async def _kept(self, today: dt.date) -> Collected:
+        """The read model of the last :data:`KEPT_DAYS` days, refreshed for the conversations that changed.
+
+        Changed since the last look: a conversation with a new timeline row (by row id, so back-dated imports are
+        seen too) or with its fields edited (``updated_at``: owner, next step, status); a merge or an undone merge
+        rebuilds everything. Only those conversations' rows are read and judged again.
+        """
+        async with self._lock:
+            kept = self._model
+            start = self.day_window(today - dt.timedelta(days=self.kept_days - 1), today).start
+            rebuild = kept is None or kept.day != today
+            since = None if rebuild or kept is None else (kept.last_event_id, kept.merges, kept.wall - _EDIT_SLACK_S)
+            load_start = start - _HISTORY_S
+            read = functools.partial(sql.kept_changes, load_start=load_start, start=start, since=since)
+            changes = await self.store.read(read)
+            if kept is not None and not rebuild and changes.rebuild:
+                rebuild = True
+                changes = await self.store.read(functools.partial(read, since=None))
+            cal = self._calendar(load_start, self.clock(), start)
+            cfg = self.config
+            rows, infos = changes.rows, changes.infos
+            if rebuild or kept is None:
+                got = await asyncio.to_thread(collect, rows, infos, cal, cfg, start, float("inf"), next_steps=False)
+                kept = _Kept(today, start, _by_conversation(got))
+            elif rows or changes.changed:
+                got = collect(rows, infos, cal, cfg, start, float("inf"), next_steps=False)
+                fresh = _by_conversation(got)
+                for cid in changes.changed:
+                    kept.per_conversation.pop(cid, None)
+                kept.per_conversation.update(fresh)
+                kept.flat = None
+            kept.last_event_id, kept.merges, kept.wall = changes.last_event_id, changes.merges, changes.wall
+            self._model = kept
+            if kept.flat is None:
+                kept.flat = Collected(
+                    [it for its, _ in kept.per_conversation.values() for it in its],
+                    [s for _, ss in kept.per_conversation.values() for s in ss],
+                )
+            # Next steps depend on conversation fields only: read fresh each time (indexed by due time).
+            steps = next_step_items(changes.due_infos, start, float("inf"))
+            return Collected(kept.flat.items + steps, kept.flat.samples)
 
     # -- views -----------------------------------------------------------------------------------------------------
 
