@@ -364,3 +364,107 @@ def roi(recovered: int, close_rate: float, average_job_value: float) -> dict[str
         "average_job_value": average_job_value,
         "estimate": round(value, 2),
     }
+
+
+class DayTotals:
+    """Items and samples that count at ``now``, added up per local day of a window, so that any run of days (today,
+    7 or 30 days, the period before) is a sum over at most a few dozen buckets instead of a pass over every item."""
+
+    def __init__(self, day_starts: Sequence[float], end: float) -> None:
+        self.day_starts = list(day_starts)
+        self.end = end
+        n = len(self.day_starts)
+        self.counts: dict[str, list[int]] = {m: [0] * n for m in METRICS}
+        self.convs: dict[str, list[set[int]]] = {m: [set() for _ in range(n)] for m in METRICS}
+        self.owners: dict[str, list[dict[str, int]]] = {m: [{} for _ in range(n)] for m in METRICS}
+        self.reasons: list[dict[str, int]] = [{} for _ in range(n)]
+        self.waits: dict[str, list[list[tuple[float, str]]]] = {}
+        self.unanswered: dict[str, list[int]] = {}
+
+    def _day(self, at: float) -> int:
+        if not self.day_starts or at < self.day_starts[0] or at >= self.end:
+            return -1
+        return bisect.bisect_right(self.day_starts, at) - 1
+
+    def add(self, collected: Collected, now: float) -> None:
+        """Add what is due by ``now`` and anchored inside the window."""
+        first = self.day_starts[0] if self.day_starts else self.end
+        starts = self.day_starts
+        for it in collected.items:
+            at = it.at
+            if it.due > now or at < first or at >= self.end:
+                continue
+            d = bisect.bisect_right(starts, at) - 1
+            m = it.metric
+            self.counts[m][d] += 1
+            self.convs[m][d].add(it.conversation_id)
+            by = self.owners[m][d]
+            by[it.owner] = by.get(it.owner, 0) + 1
+            if m == "automated_not_sent":
+                r = self.reasons[d]
+                r[it.detail] = r.get(it.detail, 0) + 1
+        n = len(starts)
+        for s in collected.samples:
+            at = s.at
+            if s.due > now or at < first or at >= self.end:
+                continue
+            d = bisect.bisect_right(starts, at) - 1
+            if s.seconds is None:
+                self.unanswered.setdefault(s.channel, [0] * n)[d] += 1
+                self.waits.setdefault(s.channel, [[] for _ in range(n)])
+            else:
+                self.waits.setdefault(s.channel, [[] for _ in range(n)])[d].append((s.seconds, s.owner))
+
+    def summary(self, i: int, j: int) -> dict[str, Any]:
+        """The same shape as :func:`summarize`, for days ``i`` (included) to ``j`` (excluded)."""
+        metrics: dict[str, Any] = {}
+        for m in METRICS:
+            convs: set[int] = set()
+            owners: dict[str, int] = {}
+            for d in range(i, j):
+                convs |= self.convs[m][d]
+                for o, c in self.owners[m][d].items():
+                    owners[o] = owners.get(o, 0) + c
+            metrics[m] = {
+                "count": sum(self.counts[m][i:j]),
+                "conversations": len(convs),
+                "by_owner": dict(sorted(owners.items())),
+            }
+        reasons: dict[str, int] = {}
+        for d in range(i, j):
+            for r, c in self.reasons[d].items():
+                reasons[r] = reasons.get(r, 0) + c
+        first: dict[str, dict[str, Any]] = {}
+        for ch in sorted(self.waits):
+            vals = [w for d in range(i, j) for w in self.waits[ch][d]]
+            missing = sum(self.unanswered.get(ch, [0] * len(self.day_starts))[i:j])
+            if not vals and not missing:
+                continue
+            by_owner: dict[str, list[float]] = {}
+            for secs, owner in vals:
+                by_owner.setdefault(owner, []).append(secs)
+            seconds = [v for v, _ in vals]
+            first[ch] = {
+                "answered": len(seconds),
+                "unanswered": missing,
+                "median_seconds": percentile(seconds, 0.5),
+                "p90_seconds": percentile(seconds, 0.9),
+                "by_owner": {
+                    o: {"answered": len(v), "median_seconds": percentile(v, 0.5), "p90_seconds": percentile(v, 0.9)}
+                    for o, v in sorted(by_owner.items())
+                },
+            }
+        return {
+            "metrics": metrics,
+            "automated_not_sent_by_reason": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "first_response": first,
+        }
+
+    def daily(self, i: int, j: int) -> tuple[dict[str, list[int]], list[float | None]]:
+        """Counts per day for every metric, and the median first response per day, for days ``i``..``j``."""
+        series = {m: self.counts[m][i:j] for m in METRICS}
+        medians = []
+        for d in range(i, j):
+            vals = [v for ch in self.waits for v, _ in self.waits[ch][d]]
+            medians.append(percentile(vals, 0.5))
+        return series, medians

@@ -9,7 +9,6 @@ look at the same page costs nothing until something is written or the minute cha
 from __future__ import annotations
 
 import asyncio
-import bisect
 import datetime as dt
 import functools
 import sqlite3
@@ -25,14 +24,12 @@ from gateway.leakage.metrics import (
     LEAKS,
     METRICS,
     Collected,
+    DayTotals,
     Item,
     Sample,
     collect,
     next_step_items,
-    percentile,
-    response_times,
     roi,
-    summarize,
     visible,
 )
 from gateway.store import leakage as sql
@@ -59,6 +56,7 @@ class _Kept:
     merges: tuple[int, int] = (0, 0)
     wall: float = 0.0
     flat: Collected | None = None
+    version: int = 0
 
 
 def _by_conversation(got: Collected) -> dict[int, tuple[list[Item], list[Sample]]]:
@@ -105,6 +103,7 @@ class LeakageService:
         self._cache_size = cache_size
         self._lock = asyncio.Lock()
         self._model: _Kept | None = None
+        self._totals: dict[tuple[Any, ...], DayTotals] = {}
         self.kept_days = kept_days
 
     # -- windows -------------------------------------------------------------------------------------------------
@@ -148,14 +147,31 @@ class LeakageService:
         Windows inside the last 60 days are answered from the kept read model (:meth:`_kept`), refreshed for what
         changed since the last look; older windows are computed afresh (cached per data version and minute).
         """
-        now = self.clock()
+        got, _ = await self._source(win)
+        return visible(got, self.clock())
+
+    async def _source(self, win: Window) -> tuple[Collected, tuple[Any, ...]]:
+        """Everything judged for ``win`` (not yet filtered by the clock) and a key naming that state."""
         today = self.today()
         kept_from = today - dt.timedelta(days=self.kept_days - 1)
         if self.kept_days > 0 and win.start >= self.day_window(kept_from, today).start:
-            got = await self._kept(today)
-        else:
-            got = await self._direct(win, now)
-        return visible(got, now)
+            got, version = await self._kept(today)
+            return got, ("kept", today, version)
+        got = await self._direct(win, self.clock())
+        return got, ("direct", id(got))
+
+    async def totals(self, win: Window) -> DayTotals:
+        """Per-day totals of ``win`` as they count now (kept while nothing changes, for the minute)."""
+        got, key = await self._source(win)
+        now = self.clock()
+        full = (win.start, win.end, int(now // 60), key)
+        hit = self._totals.get(full)
+        if hit is not None:
+            return hit
+        t = DayTotals(win.day_starts, win.end)
+        t.add(got, now)
+        self._totals = {**dict(list(self._totals.items())[-7:]), full: t}
+        return t
 
     def _calendar(self, start: float, now: float, end: float) -> BusinessCalendar:
         extra = (self.config.response_horizon_days + 14) * 86400.0
@@ -188,7 +204,7 @@ class LeakageService:
             self._cache.popitem(last=False)
         return result
 
-    async def _kept(self, today: dt.date) -> Collected:
+    async def _kept(self, today: dt.date) -> tuple[Collected, tuple[int, int]]:
         """The read model of the last :data:`KEPT_DAYS` days, refreshed for the conversations that changed.
 
         Changed since the last look: a conversation with a new timeline row (by row id, so back-dated imports are
@@ -211,7 +227,8 @@ class LeakageService:
             rows, infos = changes.rows, changes.infos
             if rebuild or kept is None:
                 got = await asyncio.to_thread(collect, rows, infos, cal, cfg, start, float("inf"), next_steps=False)
-                kept = _Kept(today, start, _by_conversation(got))
+                version = 0 if kept is None else kept.version + 1
+                kept = _Kept(today, start, _by_conversation(got), version=version)
             elif rows or changes.changed:
                 got = collect(rows, infos, cal, cfg, start, float("inf"), next_steps=False)
                 fresh = _by_conversation(got)
@@ -219,6 +236,7 @@ class LeakageService:
                     kept.per_conversation.pop(cid, None)
                 kept.per_conversation.update(fresh)
                 kept.flat = None
+                kept.version += 1
             kept.last_event_id, kept.merges, kept.wall = changes.last_event_id, changes.merges, changes.wall
             self._model = kept
             if kept.flat is None:
@@ -228,7 +246,8 @@ class LeakageService:
                 )
             # Next steps depend on conversation fields only: read fresh each time (indexed by due time).
             steps = next_step_items(changes.due_infos, start, float("inf"))
-            return Collected(kept.flat.items + steps, kept.flat.samples)
+            digest = hash(tuple((it.conversation_id, it.due, it.owner) for it in steps))
+            return Collected(kept.flat.items + steps, kept.flat.samples), (kept.version, digest)
 
     # -- views -----------------------------------------------------------------------------------------------------
 
@@ -237,46 +256,40 @@ class LeakageService:
 
     async def report(self, win: Window) -> dict[str, Any]:
         """Every metric over ``win``, per owner, the ROI estimate and the daily series."""
-        got = await self.collect(win)
-        out = summarize(got, win.start, win.end)
+        t = await self.totals(win)
+        n = len(win.days)
+        out = t.summary(0, n)
         out["from"] = win.days[0]
         out["to"] = win.days[-1]
         out["timezone"] = self.tz
         out["roi"] = self._roi(out["metrics"]["recovered"]["conversations"])
-        out["daily"] = self.daily(got, win)
+        out["daily"] = self._daily(t, win, 0, n)
         out["leaks_total"] = sum(out["metrics"][k]["count"] for k in LEAKS)
         return out
 
-    def daily(self, got: Collected, win: Window) -> dict[str, Any]:
-        """Counts per local day for every metric, and the daily median first response (business seconds)."""
-        n = len(win.days)
-        series: dict[str, list[int]] = {k: [0] * n for k in METRICS}
-        for it in got.items:
-            if win.start <= it.at < win.end:
-                series[it.metric][bisect.bisect_right(win.day_starts, it.at) - 1] += 1
-        per_day: list[list[float]] = [[] for _ in range(n)]
-        for s in got.samples:
-            if win.start <= s.at < win.end and s.seconds is not None:
-                per_day[bisect.bisect_right(win.day_starts, s.at) - 1].append(s.seconds)
-        medians = [percentile(v, 0.5) for v in per_day]
-        return {"days": list(win.days), "series": series, "first_response_median_seconds": medians}
+    @staticmethod
+    def _daily(t: DayTotals, win: Window, i: int, j: int) -> dict[str, Any]:
+        series, medians = t.daily(i, j)
+        return {"days": list(win.days[i:j]), "series": series, "first_response_median_seconds": medians}
+
+    async def _last_60_days(self) -> tuple[dt.date, Window, DayTotals]:
+        today = self.today()
+        big = self.day_window(today - dt.timedelta(days=59), today)
+        return today, big, await self.totals(big)
 
     async def overview(self) -> dict[str, Any]:
         """The page: each metric for today, 7 and 30 days with the previous period, and 30 days of daily counts."""
-        today = self.today()
-        big = self.day_window(today - dt.timedelta(days=59), today)
-        got = await self.collect(big)
+        today, big, t = await self._last_60_days()
+        n = len(big.days)
         periods: dict[str, Any] = {}
         for name, days in PERIODS.items():
-            cur = self.day_window(today - dt.timedelta(days=days - 1), today)
-            prev = self.day_window(today - dt.timedelta(days=2 * days - 1), today - dt.timedelta(days=days))
-            now_s = summarize(got, cur.start, cur.end)
-            prev_s = summarize(got, prev.start, prev.end)
+            now_s = t.summary(n - days, n)
+            prev_s = t.summary(n - 2 * days, n - days)
             periods[name] = {
-                "from": cur.days[0],
-                "to": cur.days[-1],
-                "previous_from": prev.days[0],
-                "previous_to": prev.days[-1],
+                "from": big.days[n - days],
+                "to": big.days[-1],
+                "previous_from": big.days[n - 2 * days],
+                "previous_to": big.days[n - days - 1],
                 "metrics": {
                     k: {
                         "count": now_s["metrics"][k]["count"],
@@ -292,7 +305,6 @@ class LeakageService:
                 "previous_first_response": prev_s["first_response"],
                 "roi": self._roi(now_s["metrics"]["recovered"]["conversations"]),
             }
-        month = self.day_window(today - dt.timedelta(days=29), today)
         return {
             "today": today.isoformat(),
             "timezone": self.tz,
@@ -306,7 +318,7 @@ class LeakageService:
             },
             "currency": self.config.currency,
             "periods": periods,
-            "daily": self.daily(got, month),
+            "daily": self._daily(t, big, n - 30, n),
         }
 
     async def items(
@@ -351,17 +363,15 @@ class LeakageService:
 
     async def gauges(self) -> dict[str, float]:
         """Current values for Prometheus: each metric over the last 7 days and today, median responses."""
-        today = self.today()
-        win = self.day_window(today - dt.timedelta(days=6), today)
-        got = await self.collect(win)
-        week = summarize(got, win.start, win.end)
-        day = self.day_window(today, today)
-        tday = summarize(got, day.start, day.end)
+        _, big, t = await self._last_60_days()
+        n = len(big.days)
+        week = t.summary(n - 7, n)
+        tday = t.summary(n - 1, n)
         out: dict[str, float] = {}
         for k in METRICS:
             out[f"{k}_7d"] = float(week["metrics"][k]["count"])
             out[f"{k}_today"] = float(tday["metrics"][k]["count"])
-        for ch, v in response_times(got.samples, win.start, win.end).items():
+        for ch, v in week["first_response"].items():
             if v["median_seconds"] is not None:
                 out[f"first_response_{ch}_median_seconds_7d"] = float(v["median_seconds"])
                 out[f"first_response_{ch}_p90_seconds_7d"] = float(v["p90_seconds"])
