@@ -57,6 +57,7 @@ class _Kept:
     wall: float = 0.0
     flat: Collected | None = None
     version: int = 0
+    result: tuple[Collected, tuple[int, int]] | None = None
 
 
 def _by_conversation(got: Collected) -> dict[int, tuple[list[Item], list[Sample]]]:
@@ -104,6 +105,7 @@ class LeakageService:
         self._lock = asyncio.Lock()
         self._model: _Kept | None = None
         self._totals: dict[tuple[Any, ...], DayTotals] = {}
+        self._seen: dict[int, int] = {}
         self.kept_days = kept_days
 
     # -- windows -------------------------------------------------------------------------------------------------
@@ -217,8 +219,12 @@ class LeakageService:
             rebuild = kept is None or kept.day != today
             since = None if rebuild or kept is None else (kept.last_event_id, kept.merges, kept.wall - _EDIT_SLACK_S)
             load_start = start - _HISTORY_S
-            read = functools.partial(sql.kept_changes, load_start=load_start, start=start, since=since)
+            if rebuild:
+                self._seen.clear()
+            read = functools.partial(sql.kept_changes, load_start=load_start, start=start, since=since, seen=self._seen)
             changes = await self.store.read(read)
+            if changes.unchanged and kept is not None and kept.result is not None:
+                return kept.result
             if kept is not None and not rebuild and changes.rebuild:
                 rebuild = True
                 changes = await self.store.read(functools.partial(read, since=None))
@@ -247,7 +253,8 @@ class LeakageService:
             # Next steps depend on conversation fields only: read fresh each time (indexed by due time).
             steps = next_step_items(changes.due_infos, start, float("inf"))
             digest = hash(tuple((it.conversation_id, it.due, it.owner) for it in steps))
-            return Collected(kept.flat.items + steps, kept.flat.samples), (kept.version, digest)
+            kept.result = Collected(kept.flat.items + steps, kept.flat.samples), (kept.version, digest)
+            return kept.result
 
     # -- views -----------------------------------------------------------------------------------------------------
 

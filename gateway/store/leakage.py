@@ -104,16 +104,29 @@ class KeptChanges:
     merges: tuple[int, int]
     wall: float
     rebuild: bool = False
+    unchanged: bool = False
 
 
 def kept_changes(
-    conn: sqlite3.Connection, *, load_start: float, start: float, since: tuple[int, tuple[int, int], float] | None
+    conn: sqlite3.Connection,
+    *,
+    load_start: float,
+    start: float,
+    since: tuple[int, tuple[int, int], float] | None,
+    seen: dict[int, int] | None = None,
 ) -> KeptChanges:
     """Everything from ``load_start`` on (``since`` None), or only the conversations changed since the last look.
 
     ``since`` is (highest event id seen, merge marker, wall time of edits to look for). The marks are read before the
-    rows, so a write landing in between is seen again next time rather than missed.
+    rows, so a write landing in between is seen again next time rather than missed. ``seen`` remembers SQLite's
+    data version per read connection: when nothing at all was committed since this connection last looked, the
+    answer is ``unchanged`` after one pragma.
     """
+    version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+    if seen is not None:
+        if since is not None and seen.get(id(conn)) == version:
+            return KeptChanges({}, {}, {}, set(), 0, (0, 0), 0.0, unchanged=True)
+        seen[id(conn)] = version
     wall = time.time()
     top = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
     m = conn.execute("SELECT COALESCE(MAX(id), 0), COUNT(undone_at) FROM merges").fetchone()
