@@ -380,6 +380,7 @@ class DayTotals:
         self.reasons: list[dict[str, int]] = [{} for _ in range(n)]
         self.waits: dict[str, list[list[tuple[float, str]]]] = {}
         self.unanswered: dict[str, list[int]] = {}
+        self._memo: dict[tuple[int, int], dict[str, Any]] = {}
 
     def _day(self, at: float) -> int:
         if not self.day_starts or at < self.day_starts[0] or at >= self.end:
@@ -416,7 +417,14 @@ class DayTotals:
                 self.waits.setdefault(s.channel, [[] for _ in range(n)])[d].append((s.seconds, s.owner))
 
     def summary(self, i: int, j: int) -> dict[str, Any]:
-        """The same shape as :func:`summarize`, for days ``i`` (included) to ``j`` (excluded)."""
+        """The same shape as :func:`summarize`, for days ``i`` (included) to ``j`` (excluded); kept once computed
+        (treat the result as read-only)."""
+        got = self._memo.get((i, j))
+        if got is None:
+            got = self._memo[(i, j)] = self._summary(i, j)
+        return got
+
+    def _summary(self, i: int, j: int) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         for m in METRICS:
             convs: set[int] = set()

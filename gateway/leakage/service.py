@@ -265,7 +265,7 @@ class LeakageService:
         """Every metric over ``win``, per owner, the ROI estimate and the daily series."""
         t = await self.totals(win)
         n = len(win.days)
-        out = t.summary(0, n)
+        out = dict(t.summary(0, n))
         out["from"] = win.days[0]
         out["to"] = win.days[-1]
         out["timezone"] = self.tz
