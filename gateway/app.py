@@ -207,6 +207,7 @@ class App:
             history=self.history,
             continuity=self.continuity,
             leakage_config=self.config.leakage,
+            leakage_warm=True,
             # Leakage deadlines skip the same closed days as the rules' reopening times.
             leakage=LeakageService(
                 self.store,

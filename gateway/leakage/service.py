@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import logging
 import sqlite3
 import time
 from collections import OrderedDict
@@ -35,6 +36,8 @@ from gateway.leakage.metrics import (
 from gateway.store import leakage as sql
 from gateway.store.db import Store
 from gateway.web.hours import BusinessCalendar, ClosedDates, zone
+
+log = logging.getLogger(__name__)
 
 #: The periods the page shows, in days ending today.
 PERIODS = {"today": 1, "7d": 7, "30d": 30}
@@ -255,6 +258,18 @@ class LeakageService:
             digest = hash(tuple((it.conversation_id, it.due, it.owner) for it in steps))
             kept.result = Collected(kept.flat.items + steps, kept.flat.samples), (kept.version, digest)
             return kept.result
+
+    async def warm(self) -> None:
+        """Build the read model of the last 60 days now (at start), logging instead of raising."""
+        started = time.monotonic()
+        try:
+            await self.overview()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("leakage read model could not be built at start; the page will try again")
+        else:
+            log.info("leakage read model built in %.1f s", time.monotonic() - started)
 
     # -- views -----------------------------------------------------------------------------------------------------
 

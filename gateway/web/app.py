@@ -100,9 +100,18 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     if digest is not None:
         await digest.start()
     sweeper = asyncio.create_task(app[CHAT_HUB].run_sweeper(), name="web-chat-sweeper")
+    # The leakage read model is built once at start, off the request path, so the first look at the page is quick.
+    warm = asyncio.create_task(app[leakage.LEAKAGE].warm(), name="leakage-warm") if app[DEPS].leakage_warm else None
     try:
         yield
     finally:
+        if warm is not None:
+            warm.cancel()
+            try:
+                await warm
+            except asyncio.CancelledError:
+                if (current := asyncio.current_task()) is not None and current.cancelling():
+                    raise
         sweeper.cancel()
         try:
             await sweeper

@@ -50,3 +50,5 @@ class WebDeps:
     leakage_config: LeakageConfig = field(default_factory=LeakageConfig)
     #: The leakage read model; built from ``store``, ``leakage_config`` and the business hours when None.
     leakage: LeakageService | None = None
+    #: Build the leakage read model in the background when the web app starts (the daemon does; tests need not).
+    leakage_warm: bool = False
