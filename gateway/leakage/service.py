@@ -16,7 +16,7 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import ValidationError
@@ -25,6 +25,7 @@ from gateway.leakage.metrics import (
     LEAKS,
     METRICS,
     Collected,
+    ConversationInfo,
     DayTotals,
     Item,
     Sample,
@@ -61,6 +62,8 @@ class _Kept:
     flat: Collected | None = None
     version: int = 0
     result: tuple[Collected, tuple[int, int]] | None = None
+    due_infos: dict[int, ConversationInfo] = field(default_factory=dict)
+    edits_checked: float = 0.0
 
 
 def _by_conversation(got: Collected) -> dict[int, tuple[list[Item], list[Sample]]]:
@@ -95,6 +98,7 @@ class LeakageService:
         cache_size: int = 16,
         closed: ClosedDates | None = None,
         kept_days: int = KEPT_DAYS,
+        edit_check_seconds: float = 2.0,
     ) -> None:
         self.store = store
         self.config = config
@@ -110,6 +114,9 @@ class LeakageService:
         self._totals: dict[tuple[Any, ...], DayTotals] = {}
         self._seen: dict[int, int] = {}
         self.kept_days = kept_days
+        #: Edited conversation fields (owner, next step, status) are looked for at most this often; new timeline
+        #: rows are seen at once. A look costs a scan of the conversations.
+        self.edit_check_seconds = edit_check_seconds
 
     # -- windows -------------------------------------------------------------------------------------------------
 
@@ -224,13 +231,16 @@ class LeakageService:
             load_start = start - _HISTORY_S
             if rebuild:
                 self._seen.clear()
-            read = functools.partial(sql.kept_changes, load_start=load_start, start=start, since=since, seen=self._seen)
+            edits = kept is None or time.monotonic() - kept.edits_checked >= self.edit_check_seconds
+            read = functools.partial(
+                sql.kept_changes, load_start=load_start, start=start, since=since, seen=self._seen, edits=edits
+            )
             changes = await self.store.read(read)
             if changes.unchanged and kept is not None and kept.result is not None:
                 return kept.result
             if kept is not None and not rebuild and changes.rebuild:
                 rebuild = True
-                changes = await self.store.read(functools.partial(read, since=None))
+                changes = await self.store.read(functools.partial(read, since=None, edits=True))
             cal = self._calendar(load_start, self.clock(), start)
             cfg = self.config
             rows, infos = changes.rows, changes.infos
@@ -246,7 +256,12 @@ class LeakageService:
                 kept.per_conversation.update(fresh)
                 kept.flat = None
                 kept.version += 1
-            kept.last_event_id, kept.merges, kept.wall = changes.last_event_id, changes.merges, changes.wall
+            kept.last_event_id, kept.merges = changes.last_event_id, changes.merges
+            if changes.due_infos is not None:
+                kept.wall, kept.due_infos = changes.wall, changes.due_infos
+                kept.edits_checked = time.monotonic()
+            elif kept.result is not None and not (rows or changes.changed):
+                return kept.result  # nothing new; edited fields are looked for again later
             self._model = kept
             if kept.flat is None:
                 kept.flat = Collected(
@@ -254,7 +269,7 @@ class LeakageService:
                     [s for _, ss in kept.per_conversation.values() for s in ss],
                 )
             # Next steps depend on conversation fields only: read fresh each time (indexed by due time).
-            steps = next_step_items(changes.due_infos, start, float("inf"))
+            steps = next_step_items(kept.due_infos, start, float("inf"))
             digest = hash(tuple((it.conversation_id, it.due, it.owner) for it in steps))
             kept.result = Collected(kept.flat.items + steps, kept.flat.samples), (kept.version, digest)
             return kept.result

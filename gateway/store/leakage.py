@@ -98,7 +98,7 @@ class KeptChanges:
 
     rows: dict[int, list[Row]]
     infos: dict[int, ConversationInfo]
-    due_infos: dict[int, ConversationInfo]
+    due_infos: dict[int, ConversationInfo] | None
     changed: set[int]
     last_event_id: int
     merges: tuple[int, int]
@@ -114,13 +114,15 @@ def kept_changes(
     start: float,
     since: tuple[int, tuple[int, int], float] | None,
     seen: dict[int, int] | None = None,
+    edits: bool = True,
 ) -> KeptChanges:
     """Everything from ``load_start`` on (``since`` None), or only the conversations changed since the last look.
 
     ``since`` is (highest event id seen, merge marker, wall time of edits to look for). The marks are read before the
     rows, so a write landing in between is seen again next time rather than missed. ``seen`` remembers SQLite's
     data version per read connection: when nothing at all was committed since this connection last looked, the
-    answer is ``unchanged`` after one pragma.
+    answer is ``unchanged`` after one pragma. ``edits=False`` skips looking for edited conversation fields (a scan
+    of the conversations) and the next steps (``due_infos`` is then None: keep the last ones).
     """
     version = int(conn.execute("PRAGMA data_version").fetchone()[0])
     if seen is not None:
@@ -131,7 +133,7 @@ def kept_changes(
     top = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
     m = conn.execute("SELECT COALESCE(MAX(id), 0), COUNT(undone_at) FROM merges").fetchone()
     merges = (int(m[0]), int(m[1]))
-    due_infos = conversation_infos(conn, [], start, float("inf"))
+    due_infos = conversation_infos(conn, [], start, float("inf")) if edits or since is None else None
     if since is None:
         rows = timeline_rows(conn, load_start, float("inf"))
         infos = conversation_infos(conn, list(rows), 0.0, 0.0, askers(rows))
@@ -140,7 +142,9 @@ def kept_changes(
     if merges != old_merges:
         return KeptChanges({}, {}, due_infos, set(), top, merges, wall, rebuild=True)
     changed = {int(r[0]) for r in conn.execute("SELECT DISTINCT conversation_id FROM events WHERE id > ?", (last_id,))}
-    changed |= {int(r[0]) for r in conn.execute("SELECT id FROM conversations WHERE updated_at >= ?", (edited_since,))}
+    if edits:
+        edited = conn.execute("SELECT id FROM conversations WHERE updated_at >= ?", (edited_since,))
+        changed |= {int(r[0]) for r in edited}
     if not changed:
         return KeptChanges({}, {}, due_infos, changed, top, merges, wall)
     rows = timeline_rows_of(conn, changed, load_start)

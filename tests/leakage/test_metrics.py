@@ -33,7 +33,14 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 def service(store: Store, now: float = NOW, tz: str = "UTC", **cfg: float) -> LeakageService:
-    return LeakageService(store, LeakageConfig(**cfg), WEEKDAYS, tz, clock=lambda: now)  # type: ignore[arg-type]
+    return LeakageService(
+        store,
+        LeakageConfig(**cfg),
+        WEEKDAYS,
+        tz,
+        clock=lambda: now,
+        edit_check_seconds=0.0,  # type: ignore[arg-type]
+    )
 
 
 async def merged(store: Store, h: History) -> None:
@@ -269,3 +276,16 @@ async def test_kept_model_catches_up_with_new_rows_and_edits(store: Store) -> No
     await merged(store, h)
     assert await reports(svc, *week) == await reports(fresh, *week)
     assert (await svc.report(svc.parse_range(*week)))["metrics"]["missed_calls_unreturned"]["count"] == 1
+
+
+async def test_edited_fields_are_looked_for_at_the_set_interval(store: Store) -> None:
+    h = await seed_week(store)
+    svc = LeakageService(store, LeakageConfig(), WEEKDAYS, "UTC", clock=lambda: NOW, edit_check_seconds=3600)
+    week = svc.parse_range("2026-11-23", "2026-11-29")
+    assert (await svc.report(week))["metrics"]["missed_calls_unreturned"]["by_owner"] == {"": 2, "bob": 1}
+    await store.write(lambda c: q.update_conversation(c, h.ids["S"], {"owner": "dana"}, time.time()))
+    # Not looked for yet (an hour between looks) ...
+    assert (await svc.report(week))["metrics"]["missed_calls_unreturned"]["by_owner"] == {"": 2, "bob": 1}
+    svc.edit_check_seconds = 0.0
+    # ... and seen at the next look.
+    assert (await svc.report(week))["metrics"]["missed_calls_unreturned"]["by_owner"] == {"": 1, "bob": 1, "dana": 1}
