@@ -38,7 +38,7 @@ async def test_parts_start_in_order_and_stop_in_reverse(tmp_path: Path) -> None:
     app = App(make_config(tmp_path))
     await app.start()
     names = [name for name, _ in app._started]
-    assert names == ["store", "bus", "spine", "continuity", "web"]
+    assert names == ["store", "bus", "spine", "continuity", "promises", "web"]
     status = await app.status_sources()["backup"]()
     assert status["last_backup"] is None
     assert status["writer"]["batches"] >= 0

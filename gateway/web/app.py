@@ -18,7 +18,8 @@ from aiohttp import web
 
 from gateway.domain.events import Event, TimelineEventAdded
 from gateway.leakage.service import LeakageService
-from gateway.web import api, leakage, pages, spine_api
+from gateway.store import limits as limits_sql
+from gateway.web import api, call_api, leakage, pages, spine_api
 from gateway.web import rules as rules_views
 from gateway.web.chat import CHAT_HUB, ChatHub
 from gateway.web.deps import WebDeps
@@ -49,6 +50,8 @@ async def _status_data(request: web.Request) -> dict[str, object]:
     app = request.app
     extra = {
         "chat_sockets": app[CHAT_HUB].socket_count,
+        "chat_sockets_max": app[CHAT_HUB].max_sockets,
+        "chat_refused_busy": app[CHAT_HUB].refused_busy,
         "staff_sockets": app[STAFF_HUB].socket_count,
         "uptime_seconds": round(time.time() - app[STARTED_AT], 1),
         "webhooks_delivered": app[WEBHOOKS].delivered,
@@ -90,6 +93,34 @@ def _static(name: str, content_type: str) -> web.RouteDef:
     return web.get(f"/{name}", handler)
 
 
+PRUNE_INTERVAL_S = 3600.0
+
+
+async def prune_once(deps: WebDeps) -> dict[str, int]:
+    """Delete what only grows and is no longer needed (old visitors, finished webhooks, stale login counts)."""
+    cfg = deps.config
+    now = time.time()
+    keep = cfg.retention_days * 86400.0
+    login_keep = float(max(cfg.login_window_seconds, cfg.login_max_delay_seconds))
+    deleted = await deps.store.write(
+        lambda c: limits_sql.prune(c, now, keep_seconds=keep, login_keep_seconds=login_keep)
+    )
+    if any(deleted.values()):
+        log.info("pruned %s", ", ".join(f"{n} {table}" for table, n in deleted.items() if n))
+    return deleted
+
+
+async def _prune_forever(deps: WebDeps) -> None:
+    while True:
+        try:
+            await prune_once(deps)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - pruning is housekeeping; the next round tries again
+            log.warning("pruning old rows failed: %s", err)
+        await asyncio.sleep(PRUNE_INTERVAL_S)
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     handler = app[RECENT_ERRORS]
     logging.getLogger("gateway").addHandler(handler)
@@ -100,25 +131,22 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     if digest is not None:
         await digest.start()
     sweeper = asyncio.create_task(app[CHAT_HUB].run_sweeper(), name="web-chat-sweeper")
+    pruner = asyncio.create_task(_prune_forever(app[DEPS]), name="web-pruner")
     # The leakage read model is built once at start, off the request path, so the first look at the page is quick.
     warm = asyncio.create_task(app[leakage.LEAKAGE].warm(), name="leakage-warm") if app[DEPS].leakage_warm else None
     try:
         yield
     finally:
-        if warm is not None:
-            warm.cancel()
+        for task_ in (sweeper, pruner, warm):
+            if task_ is None:
+                continue
+            task_.cancel()
             try:
-                await warm
+                await task_
             except asyncio.CancelledError:
-                if (current := asyncio.current_task()) is not None and current.cancelling():
+                # Our own cancel of the background task ends here; a cancel of this cleanup itself goes on.
+                if (task := asyncio.current_task()) is not None and task.cancelling():
                     raise
-        sweeper.cancel()
-        try:
-            await sweeper
-        except asyncio.CancelledError:
-            # Our own cancel of the sweeper ends here; a cancel of this cleanup itself goes on.
-            if (task := asyncio.current_task()) is not None and task.cancelling():
-                raise
         if digest is not None:
             await digest.stop()
         await app[WEBHOOKS].stop()
@@ -157,7 +185,8 @@ def build_app(deps: WebDeps) -> web.Application:
 
     async def chat_hook(event: Event) -> None:
         match event:
-            # Visitor messages are pushed by the chat hub itself (to the visitor's other tabs only).
+            # Visitor messages are pushed by the chat channel itself (to the visitor's other tabs only); staff
+            # replies go to the visitor named in meta.to.
             case TimelineEventAdded(event=entry) if entry.channel == "chat" and entry.kind == "message_out":
                 await chat.push_event(jsonable(entry))
 
@@ -184,6 +213,7 @@ def build_app(deps: WebDeps) -> web.Application:
             _static("widget.css", "text/css; charset=utf-8"),
             *api.routes(),
             *spine_api.routes(),
+            *call_api.routes(),
             *rules_views.routes(),
             *leakage.routes(),
         ]

@@ -23,14 +23,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.channels.voice.label import context_label
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.channels.voice.tracker import is_withheld
+from gateway.channels.voice.whisper import WhisperMaker, whisper_text
 from gateway.domain.models import ContactView, ConversationSummary, IdentityKind
 from gateway.domain.ports import ConversationPort
 from gateway.errors import ConfigError, ProtocolError, TransientError
@@ -102,8 +104,10 @@ class AgiServer:
         header_timeout: float = 5.0,
         reply_timeout: float = 5.0,
         max_clients: int = 200,
+        allowed_peers: Sequence[str] = ("127.0.0.0/8", "::1/128"),
     ) -> None:
         self._handlers = dict(handlers)
+        self._allowed = tuple(ipaddress.ip_network(p, strict=False) for p in allowed_peers)
         self._host = host
         self._port = port
         self._header_timeout = header_timeout
@@ -152,7 +156,23 @@ class AgiServer:
                     await self._server.wait_closed()
             self._server = None
 
+    def _peer_allowed(self, writer: asyncio.StreamWriter) -> bool:
+        peer = writer.get_extra_info("peername")
+        try:
+            address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+        except (TypeError, IndexError, ValueError):
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self._allowed)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._peer_allowed(writer):
+            # Only Asterisk may ask the gateway how to route calls; a stranger must not even get to send a header.
+            self.refused += 1
+            log.warning("FastAGI: refused a connection from an address not in voice.agi_allowed_peers")
+            writer.close()
+            return
         if len(self._tasks) >= self._max_clients:
             self.refused += 1
             log.warning("FastAGI: %d sessions already open, refusing a new one", len(self._tasks))
@@ -243,9 +263,13 @@ class InboundRouter:
         *,
         busy_extensions: Callable[[], frozenset[str]] = frozenset,
         on_context: Callable[[CallerContext], None] | None = None,
+        whisper: WhisperMaker | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._lookup = lookup
         self._settings = settings
+        self._whisper = whisper
+        self._clock = clock
         self._busy = busy_extensions
         self._on_context = on_context
         self._background: set[asyncio.Task[tuple[ContactView | None, ConversationSummary | None]]]
@@ -366,7 +390,25 @@ class InboundRouter:
             ("GW_FIRST", ctx.first),
             ("GW_GROUP", self._settings.staff_group),
             ("CALLERID(name)", ctx.label),
+            *self._whisper_values(ctx),
         ]
         for name, value in values:
             if value or name == "CALLERID(name)":
                 await session.set_variable(name, value)
+
+    def _whisper_values(self, ctx: CallerContext) -> list[tuple[str, str]]:
+        """GW_WHISPER (file path without ".wav", as Playback wants it) and who must not hear it.
+
+        The file may not exist yet: synthesis runs in the background and the dialplan plays it only if it is
+        there when a phone answers, so the call never waits for speech.
+        """
+        if self._whisper is None or not self._settings.whisper:
+            return []
+        text = whisper_text(ctx.summary, withheld=ctx.withheld, now=self._clock())
+        path = self._whisper.prepare(text)
+        values = [("GW_WHISPER", str(path.with_suffix("")))]
+        if self._settings.whisper_off_extensions:
+            values.append(("GW_WHISPER_SKIP", ",".join(self._settings.whisper_off_extensions)))
+        if not self._settings.whisper_ring_group:
+            values.append(("GW_WHISPER_GROUP", "0"))
+        return values
