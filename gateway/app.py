@@ -100,7 +100,7 @@ class App:
                 automated_sms_per_day=config.sms.automated_per_day,
             ),
         )
-        self.spine = SpineService(self.store, self.bus, config.spine)
+        self.spine = SpineService(self.store, self.bus, config.spine, timezone=config.web.timezone)
         self.spine_learner: SpineLearner | None = None
         self.started_at: float | None = None
         self.sms: SmsChannel | None = None
