@@ -100,7 +100,7 @@ class App:
                 automated_sms_per_day=config.sms.automated_per_day,
             ),
         )
-        self.spine = SpineService(self.store, self.bus, config.spine)
+        self.spine = SpineService(self.store, self.bus, config.spine, timezone=config.web.timezone)
         self.spine_learner: SpineLearner | None = None
         self.started_at: float | None = None
         self.sms: SmsChannel | None = None
@@ -262,6 +262,7 @@ class App:
             promises=self.promises,
             leakage_config=self.config.leakage,
             transcription=self.transcription,
+            leakage_warm=True,
             # Leakage deadlines skip the same closed days as the rules' reopening times.
             leakage=LeakageService(
                 self.store,
