@@ -135,7 +135,11 @@ class LiveSpeech:
             self._pool = [w for w in self._pool if w.alive]
             missing = self.workers - len(self._pool)
             if missing > 0:
-                self._pool += await asyncio.gather(*(self._spawn() for _ in range(missing)))
+                started = await asyncio.gather(*(self._spawn() for _ in range(missing)), return_exceptions=True)
+                self._pool += [w for w in started if isinstance(w, _Worker)]
+                for outcome in started:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
 
     async def _spawn(self) -> _Worker:
         argv = [sys.executable, "-m", "gateway.transcribe.live_worker", "--model", self.model_path]
