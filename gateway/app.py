@@ -30,6 +30,7 @@ from gateway.domain.spine import SpineService
 from gateway.errors import ValidationError
 from gateway.log import RECENT
 from gateway.store import web as web_sql
+from gateway.store.backup import BackupScheduler
 from gateway.store.db import Store
 from gateway.values import Health, off, ok
 
@@ -79,7 +80,12 @@ class App:
         self.config = config
         self.continuity_clock = continuity_clock
         """The rules' clock (None: wall time); tests and benchmarks move a manual one."""
-        self.store = Store(config.db_path, readers=config.store.readers, max_batch=config.store.max_batch)
+        self.store = Store(
+            config.db_path,
+            readers=config.store.readers,
+            max_batch=config.store.max_batch,
+            backup_dir=config.backup_dir,
+        )
         self.bus = Bus()
         self.service = ConversationService(
             self.store,
@@ -94,7 +100,7 @@ class App:
                 automated_sms_per_day=config.sms.automated_per_day,
             ),
         )
-        self.spine = SpineService(self.store, self.bus, config.spine)
+        self.spine = SpineService(self.store, self.bus, config.spine, timezone=config.web.timezone)
         self.spine_learner: SpineLearner | None = None
         self.started_at: float | None = None
         self.sms: SmsChannel | None = None
@@ -102,6 +108,14 @@ class App:
         self.transcription: TranscriptionService | None = None
         self.web: WebServer | None = None
         self.history = checks.History(HISTORY_SERIES, step=HISTORY_STEP)
+        self.backups: BackupScheduler | None = None
+        if config.store.backup_interval_hours > 0:
+            self.backups = BackupScheduler(
+                self.store,
+                config.backup_dir,
+                interval=config.store.backup_interval_hours * 3600,
+                keep=config.store.backup_keep,
+            )
         self._sampler: asyncio.Task[None] | None = None
         self.continuity: ContinuityEngine | None = None
         self.promises: PromiseKeeper | None = None
@@ -250,6 +264,7 @@ class App:
             promises=self.promises,
             leakage_config=self.config.leakage,
             transcription=self.transcription,
+            leakage_warm=True,
             # Leakage deadlines skip the same closed days as the rules' reopening times.
             leakage=LeakageService(
                 self.store,
@@ -303,7 +318,7 @@ class App:
             )
         items.extend(
             (
-                checks.check_backup(cfg.backup_dir),
+                self.backups.health() if self.backups is not None else checks.check_backup(cfg.backup_dir),
                 checks.check_disk(cfg.data_dir),
                 checks.check_clock(),
                 checks.check_descriptors(),
@@ -386,6 +401,8 @@ class App:
         try:
             await self._start_part("store", self.store)
             await self._start_part("bus", self.bus)
+            if self.backups is not None:
+                await self._start_part("backups", self.backups)
             for name, part in self._build_channels():
                 await self._start_part(name, part)
             if cfg_continuity_enabled(self.config):

@@ -29,7 +29,7 @@ def spines(request: web.Request) -> SpineService:
     """The daemon's spine service (or one over the web layer's store and bus, built once)."""
     deps = request.app[DEPS]
     if deps.spine is None:
-        deps.spine = SpineService(deps.store, deps.bus)
+        deps.spine = SpineService(deps.store, deps.bus, timezone=deps.config.timezone)
     return deps.spine
 
 

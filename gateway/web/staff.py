@@ -183,7 +183,7 @@ class StaffHub:
         handoff: dict[str, object] | None = None
         if event.conversation_id is not None:
             if self.deps.spine is None:
-                self.deps.spine = SpineService(self.deps.store, self.deps.bus)
+                self.deps.spine = SpineService(self.deps.store, self.deps.bus, timezone=self.deps.config.timezone)
             try:
                 spine = await self.deps.spine.spine(event.conversation_id)
                 headline = spine.summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,7 +33,14 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 def service(store: Store, now: float = NOW, tz: str = "UTC", **cfg: float) -> LeakageService:
-    return LeakageService(store, LeakageConfig(**cfg), WEEKDAYS, tz, clock=lambda: now)  # type: ignore[arg-type]
+    return LeakageService(
+        store,
+        LeakageConfig(**cfg),
+        WEEKDAYS,
+        tz,
+        clock=lambda: now,
+        edit_check_seconds=0.0,  # type: ignore[arg-type]
+    )
 
 
 async def merged(store: Store, h: History) -> None:
@@ -232,3 +240,52 @@ async def test_a_fact_from_a_merged_conversation_makes_the_question_a_repeat(sto
     await merged(store, h)
     rows = await svc.items("facts_asked_twice", win)
     assert [(r["conversation_id"], r["detail"]) for r in rows] == [(h.ids["U"], "asked again for address")]
+
+
+async def reports(svc: LeakageService, first: str, last: str) -> dict[str, object]:
+    rep = await svc.report(svc.parse_range(first, last))
+    return {"metrics": rep["metrics"], "first_response": rep["first_response"], "daily": rep["daily"]}
+
+
+async def test_kept_model_and_fresh_computation_agree(store: Store) -> None:
+    h = await seed_week(store)
+    await merged(store, h)
+    kept = service(store)
+    fresh = LeakageService(store, LeakageConfig(), WEEKDAYS, "UTC", clock=lambda: NOW, kept_days=0)
+    assert await reports(kept, "2026-11-23", "2026-11-29") == await reports(fresh, "2026-11-23", "2026-11-29")
+    assert await reports(kept, "2026-11-25", "2026-11-26") == await reports(fresh, "2026-11-25", "2026-11-26")
+
+
+async def test_kept_model_catches_up_with_new_rows_and_edits(store: Store) -> None:
+    h = await seed_week(store)
+    svc = service(store)
+    week = ("2026-11-23", "2026-11-29")
+    before = await svc.report(svc.parse_range(*week))
+    assert before["metrics"]["missed_calls_unreturned"]["count"] == 3  # B, C, S
+    s = Seeder(store)
+    # A back-dated import: C's missed call was in fact returned at 10:20 (deadline 10:30).
+    await s.event(h.ids["C"], "message_out", "sms", at("2026-11-24 10:20"), author="bob")
+    # Bob takes over S.
+    await store.write(lambda c: q.update_conversation(c, h.ids["S"], {"owner": "bob"}, time.time()))
+    after = await svc.report(svc.parse_range(*week))
+    assert after["metrics"]["missed_calls_unreturned"]["count"] == 2
+    assert after["metrics"]["missed_calls_unreturned"]["by_owner"] == {"bob": 2}
+    fresh = LeakageService(store, LeakageConfig(), WEEKDAYS, "UTC", clock=lambda: NOW, kept_days=0)
+    assert await reports(svc, *week) == await reports(fresh, *week)
+    # A merge rebuilds the whole model.
+    await merged(store, h)
+    assert await reports(svc, *week) == await reports(fresh, *week)
+    assert (await svc.report(svc.parse_range(*week)))["metrics"]["missed_calls_unreturned"]["count"] == 1
+
+
+async def test_edited_fields_are_looked_for_at_the_set_interval(store: Store) -> None:
+    h = await seed_week(store)
+    svc = LeakageService(store, LeakageConfig(), WEEKDAYS, "UTC", clock=lambda: NOW, edit_check_seconds=3600)
+    week = svc.parse_range("2026-11-23", "2026-11-29")
+    assert (await svc.report(week))["metrics"]["missed_calls_unreturned"]["by_owner"] == {"": 2, "bob": 1}
+    await store.write(lambda c: q.update_conversation(c, h.ids["S"], {"owner": "dana"}, time.time()))
+    # Not looked for yet (an hour between looks) ...
+    assert (await svc.report(week))["metrics"]["missed_calls_unreturned"]["by_owner"] == {"": 2, "bob": 1}
+    svc.edit_check_seconds = 0.0
+    # ... and seen at the next look.
+    assert (await svc.report(week))["metrics"]["missed_calls_unreturned"]["by_owner"] == {"": 1, "bob": 1, "dana": 1}
