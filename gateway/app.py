@@ -262,6 +262,7 @@ class App:
             promises=self.promises,
             leakage_config=self.config.leakage,
             transcription=self.transcription,
+            leakage_warm=True,
             # Leakage deadlines skip the same closed days as the rules' reopening times.
             leakage=LeakageService(
                 self.store,

@@ -80,7 +80,7 @@ class ServiceSettings:
     #: False when no SMS channel runs: replies by SMS are refused as undeliverable and the widget offers no text.
     sms_enabled: bool = True
     #: How long after a claimed number was texted an SMS answer from it still verifies the claim.
-    claim_reply_window_s: float = 7 * 24 * 3600.0
+    claim_reply_window_s: float = 24 * 3600.0
     number_policy: NumberPolicy | None = None  # None: the default policy for ``default_region``
     staff_number_check: str = "warn"  # staff sends outside the policy: 'warn', 'confirm' or 'refuse'
     automated_sms_per_hour: int = 30

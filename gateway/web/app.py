@@ -132,10 +132,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await digest.start()
     sweeper = asyncio.create_task(app[CHAT_HUB].run_sweeper(), name="web-chat-sweeper")
     pruner = asyncio.create_task(_prune_forever(app[DEPS]), name="web-pruner")
+    # The leakage read model is built once at start, off the request path, so the first look at the page is quick.
+    warm = asyncio.create_task(app[leakage.LEAKAGE].warm(), name="leakage-warm") if app[DEPS].leakage_warm else None
     try:
         yield
     finally:
-        for task_ in (sweeper, pruner):
+        for task_ in (sweeper, pruner, warm):
+            if task_ is None:
+                continue
             task_.cancel()
             try:
                 await task_
