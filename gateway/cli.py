@@ -337,10 +337,14 @@ async def _backup(cfg: config_mod.Config, target: str | None) -> int:
     except OSError as err:
         print(f"gateway: cannot create {path.parent}: {err.strerror}", file=sys.stderr)
         return EX_CANTCREAT
+    from gateway.progress import ProgressBar  # noqa: PLC0415
+
     store = Store(cfg.db_path)
     await store.start()
+    bar = ProgressBar(f"backup {path.name}")
     try:
-        await store.backup(path)
+        await store.backup(path, progress=bar.update)
+        bar.finish()
     except StoreError as err:
         with contextlib.suppress(OSError):
             path.unlink()
@@ -385,7 +389,11 @@ def _restore(cfg: config_mod.Config, source: Path, *, assume_yes: bool) -> int:
     try:
         with daemon_lock(cfg):
             cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
-            restore_database(source, cfg.db_path)
+            from gateway.progress import ProgressBar  # noqa: PLC0415
+
+            bar = ProgressBar(f"restore {cfg.db_path.name}")
+            restore_database(source, cfg.db_path, progress=bar.update)
+            bar.finish()
     except ConfigError as err:
         print(f"gateway: {err}", file=sys.stderr)
         return EX_UNAVAILABLE
