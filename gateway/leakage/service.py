@@ -275,16 +275,21 @@ class LeakageService:
             return kept.result
 
     async def warm(self) -> None:
-        """Build the read model of the last 60 days now (at start), logging instead of raising."""
-        started = time.monotonic()
-        try:
-            await self.overview()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("leakage read model could not be built at start; the page will try again")
-        else:
-            log.info("leakage read model built in %.1f s", time.monotonic() - started)
+        """Build the read model now (at start) and again just after each local midnight, when the days it covers
+        move on, so no look at the page waits for a rebuild. Logs instead of raising; runs until cancelled."""
+        while True:
+            started = time.monotonic()
+            try:
+                await self.overview()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("leakage read model could not be built; the page will try again")
+            else:
+                log.info("leakage read model built in %.1f s", time.monotonic() - started)
+            now = self.clock()
+            tomorrow = dt.datetime.combine(self.today() + dt.timedelta(days=1), dt.time(), tzinfo=self._zone)
+            await asyncio.sleep(max(1.0, tomorrow.timestamp() - now + 1.0))
 
     # -- views -----------------------------------------------------------------------------------------------------
 
