@@ -165,7 +165,9 @@ class App:
         if problem:
             log.warning("live call transcription is off: %s", problem)
             return None
-        speech = LiveSpeech(model, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active)
+        speech = LiveSpeech(
+            model, workers=cfg.voice.live_workers, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active
+        )
         parts.append(("live-speech", LiveSpeechPart(speech)))
         return speech
 
