@@ -316,6 +316,8 @@ class App:
                     "set [transcribe] enabled = true and install a speech model",
                 )
             )
+        if self.continuity is not None:
+            items.append(self.continuity.health())
         items.extend(
             (
                 self.backups.health() if self.backups is not None else checks.check_backup(cfg.backup_dir),
