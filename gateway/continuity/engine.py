@@ -16,7 +16,6 @@ decided again. Every decision lands on the timeline as an ``automated`` event wi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,6 +37,7 @@ from gateway.domain.service import ConversationService
 from gateway.errors import GatewayError, PermanentError
 from gateway.store import continuity as sql
 from gateway.store.continuity import JobRow
+from gateway.supervise import cancel_and_wait
 from gateway.web import hours
 
 log = logging.getLogger(__name__)
@@ -140,11 +140,7 @@ class ContinuityEngine:
         """Stop the loop; scheduled sends stay in the store for the next start."""
         if self._sub is not None:
             self._sub.close()
-        for task in (self._task, self._listener):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._task, self._listener, owner="continuity")
         self._task = self._listener = None
 
     def wake(self) -> None:

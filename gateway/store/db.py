@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from gateway.errors import ConfigError, SchemaTooNewError, StoreError, StoreFullError
+from gateway.supervise import cancel_and_wait
 from gateway.values import Health, down, ok
 
 log = logging.getLogger(__name__)
@@ -320,9 +321,7 @@ class Store:
                     self._queue.qsize(),
                     self.stop_timeout,
                 )
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task, owner=f"store {self.path}")
             self._task = None
             while not self._queue.empty():
                 pending = self._queue.get_nowait()

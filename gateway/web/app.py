@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.domain.events import Event, TimelineEventAdded
+from gateway.supervise import cancel_and_wait
 from gateway.web import api, pages, spine_api
 from gateway.web import rules as rules_views
 from gateway.web.chat import CHAT_HUB, ChatHub
@@ -96,13 +97,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        sweeper.cancel()
-        try:
-            await sweeper
-        except asyncio.CancelledError:
-            # Our own cancel of the sweeper ends here; a cancel of this cleanup itself goes on.
-            if (task := asyncio.current_task()) is not None and task.cancelling():
-                raise
+        await cancel_and_wait(sweeper, owner="web")
         await app[WEBHOOKS].stop()
         await hub.stop()
         await app[CHAT_HUB].close_all()
