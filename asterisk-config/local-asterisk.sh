@@ -87,6 +87,7 @@ validate_settings() {
     done
     [[ "${S[AGI_ADDR]}" =~ ^[0-9.]+:[0-9]+$ ]] || die "setting AGI_ADDR='${S[AGI_ADDR]}' must be IP:PORT"
     [[ "${S[RECORDINGS_DIR]}" == /* ]] || die "setting RECORDINGS_DIR must be an absolute path"
+    [[ -z "${S[WHISPER_DIR]:-}" || "${S[WHISPER_DIR]}" == /* ]] || die "setting WHISPER_DIR must be an absolute path"
     for key in "${SETTING_NAMES[@]}"; do
         # Values land in Asterisk config files: a newline or ';' (comment) would change their meaning.
         [[ "${S[$key]}" != *$'\n'* && "${S[$key]}" != *";"* ]] || die "setting $key must not contain ';' or newlines"
@@ -149,8 +150,8 @@ chroot_busy() { # a process other than ours still runs inside the chroot (then /
 unmount_all() {
     [[ $MODE == chroot ]] || return 0
     local dst
-    for dst in "$ROOT${S[RECORDINGS_DIR]:-/nonexistent}" "$ROOT/dev" "$ROOT/proc"; do
-        if [[ "$dst" != "$ROOT${S[RECORDINGS_DIR]:-/nonexistent}" ]] && chroot_busy; then
+    for dst in "$ROOT${S[RECORDINGS_DIR]:-/nonexistent}" "$ROOT${S[WHISPER_DIR]:-/nonexistent}" "$ROOT/dev" "$ROOT/proc"; do
+        if [[ "$dst" == "$ROOT/dev" || "$dst" == "$ROOT/proc" ]] && chroot_busy; then
             log "leaving $dst mounted: other processes still run in $ROOT"
             continue
         fi
@@ -241,12 +242,34 @@ render_config() { # render_config OUTDIR
 # --- process control -----------------------------------------------------------------------------------
 pid_file() { printf '%s/asterisk.pid\n' "$STATE"; }
 
+# Asterisk's own pid file (astrundir): the truth about which process serves this configuration, also when our
+# state directory lost its copy or another caller (another GATEWAY_ASTERISK_STATE) started it.
+ast_pid_file() { printf '%s%s/asterisk.pid\n' "$PREFIX" "${S[RUN_DIR]}"; }
+
+is_asterisk() { # is_asterisk PID: alive, not a zombie, and an asterisk process
+    local pid="$1" state
+    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    state="$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" || return 1
+    [[ "$state" != Z && "$state" != X ]] || return 1
+    [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == */asterisk ]] || grep -q asterisk "/proc/$pid/cmdline" 2>/dev/null
+}
+
 running_pid() {
     local pid
-    pid="$(cat "$(pid_file)" 2>/dev/null || true)"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && grep -q asterisk "/proc/$pid/cmdline" 2>/dev/null &&
-        { printf '%s\n' "$pid"; return 0; }
+    for pid in "$(cat "$(pid_file)" 2>/dev/null || true)" "$(cat "$(ast_pid_file)" 2>/dev/null || true)"; do
+        if is_asterisk "$pid"; then
+            printf '%s\n' "$pid"
+            return 0
+        fi
+    done
     return 1
+}
+
+installed_config_is() { # installed_config_is DIR: the config files Asterisk reads are exactly the ones in DIR
+    local conf="$PREFIX$CONF_DIR" f
+    [[ -d "$conf" ]] || return 1
+    for f in "$1"/*.conf; do cmp -s "$f" "$conf/$(basename "$f")" || return 1; done
+    [[ "$(ls "$conf"/*.conf | wc -l)" == "$(ls "$1"/*.conf | wc -l)" ]]
 }
 
 ami_answers() {
@@ -256,6 +279,19 @@ ami_answers() {
     banner="$(timeout 3 bash -c 'exec 9<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r -t 2 line <&9 && printf "%s" "$line"' \
         _ "${S[AMI_PORT]}" 2>/dev/null)" || return 1
     [[ "$banner" == "Asterisk Call Manager"* ]]
+}
+
+# Directories Asterisk and the gateway share at the same path: voicemail recordings (Asterisk writes, the gateway
+# reads) and spoken whisper lines (the gateway writes, Asterisk plays). Bind-mounted into the chroot.
+shared_dirs() {
+    mkdir -p "${S[RECORDINGS_DIR]}"
+    chmod 0770 "${S[RECORDINGS_DIR]}"
+    if [[ -n "${S[WHISPER_DIR]:-}" ]]; then mkdir -p "${S[WHISPER_DIR]}" && chmod 0750 "${S[WHISPER_DIR]}"; fi
+    if [[ $MODE == chroot ]]; then
+        mount_once "${S[RECORDINGS_DIR]}" "$ROOT${S[RECORDINGS_DIR]}"
+        if [[ -n "${S[WHISPER_DIR]:-}" ]]; then mount_once "${S[WHISPER_DIR]}" "$ROOT${S[WHISPER_DIR]}"; fi
+    fi
+    return 0
 }
 
 cmd_start() {
@@ -270,6 +306,14 @@ cmd_start() {
     core="$(cat "$tmp/asterisk.conf" "$tmp/modules.conf" | sha256sum | cut -c1-16)"
     local conf="$PREFIX$CONF_DIR"
     if running_pid >/dev/null; then
+        if [[ ! -f "$STATE/config.hash" ]] && installed_config_is "$tmp" && ami_answers; then
+            # Running with exactly this configuration, started under another state directory (or ours lost its
+            # files): adopt it. Starting a second Asterisk here would exit at once ("already running") and was
+            # once reported as a failed start while Asterisk was up.
+            printf '%s\n' "$hash" >"$STATE/config.hash"
+            printf '%s\n' "$core" >"$STATE/core.hash"
+            running_pid >"$(pid_file)"
+        fi
         if [[ "$(cat "$STATE/config.hash" 2>/dev/null)" == "$hash" ]] && ami_answers; then
             rm -rf "$tmp"
             log "already running (pid $(running_pid)) with this configuration"
@@ -279,6 +323,7 @@ cmd_start() {
             rm -f "$conf"/*.conf
             cp "$tmp"/*.conf "$conf"/
             rm -rf "$tmp"
+            shared_dirs
             timeout 30 "${IN_ROOT[@]}" asterisk -C "$CONF_FILE" -rx "core reload" >/dev/null 2>&1 ||
                 die "core reload failed; see $PREFIX${S[LOG_DIR]}/messages.log"
             printf '%s\n' "$hash" >"$STATE/config.hash"
@@ -295,12 +340,11 @@ cmd_start() {
     printf '%s\n' "$hash" >"$STATE/config.hash"
     printf '%s\n' "$core" >"$STATE/core.hash"
     # cdr-custom/: cdr_custom.conf writes the call records there; it does not create the directory itself.
-    mkdir -p "$PREFIX${S[LOG_DIR]}/cdr-custom" "$PREFIX${S[RUN_DIR]}" "$PREFIX${S[DATA_DIR]}/spool" "${S[RECORDINGS_DIR]}"
-    chmod 0770 "${S[RECORDINGS_DIR]}"
+    mkdir -p "$PREFIX${S[LOG_DIR]}/cdr-custom" "$PREFIX${S[RUN_DIR]}" "$PREFIX${S[DATA_DIR]}/spool"
+    shared_dirs
     if [[ $MODE == chroot ]]; then
         mount_once /proc "$ROOT/proc"
         mount_once /dev "$ROOT/dev"
-        mount_once "${S[RECORDINGS_DIR]}" "$ROOT${S[RECORDINGS_DIR]}"
         # Name resolution as on the host (the chroot's own /etc/hosts lacks the host name: slow lookups).
         cp /etc/hosts "$ROOT/etc/hosts"
     elif [[ -n "${S[RUN_USER]:-}" ]]; then
@@ -308,6 +352,7 @@ cmd_start() {
             "$PREFIX${S[DATA_DIR]}/spool" "${S[RECORDINGS_DIR]}"
     fi
     local console="$PREFIX${S[LOG_DIR]}/console.log"
+    rm -f "$(ast_pid_file)" # the new Asterisk writes it again; a stale one must not name another process
     # -f: stay in the foreground (we own the process); -n: no colours; -q: quiet. Never -c: with stdin at
     # /dev/null the console loops and writes megabytes.
     if [[ $MODE == chroot ]]; then
@@ -315,18 +360,31 @@ cmd_start() {
     else
         setsid asterisk -C "$CONF_FILE" -f -n -q </dev/null >>"$console" 2>&1 8>&- &
     fi
-    printf '%s\n' "$!" >"$(pid_file)"
-    local i
+    local launched=$! i pid
+    printf '%s\n' "$launched" >"$(pid_file)"
+    # Success means: the process we launched (or, when setsid had to fork, the Asterisk it started, as named by
+    # Asterisk's own pid file) is alive AND AMI answers AND Asterisk says it is fully booted. Failure is reported
+    # only when no Asterisk of this configuration is alive, never from a pid that merely changed hands.
     for ((i = 0; i < 300; i++)); do
-        running_pid >/dev/null || die "asterisk exited during start (is a port taken?); last log lines:
+        if ! is_asterisk "$launched"; then
+            pid="$(cat "$(ast_pid_file)" 2>/dev/null || true)"
+            if is_asterisk "$pid"; then
+                launched="$pid"
+                printf '%s\n' "$pid" >"$(pid_file)"
+            else
+                die "asterisk exited during start (is a port taken?); last log lines:
 $(tail -n 8 "$console" "$PREFIX${S[LOG_DIR]}/messages.log" 2>/dev/null)"
+            fi
+        fi
         if ami_answers; then break; fi
         sleep 0.1
     done
     ((i < 300)) || die "AMI did not answer on 127.0.0.1:${S[AMI_PORT]} within 30 s; see $console"
     timeout 30 "${IN_ROOT[@]}" asterisk -C "$CONF_FILE" -rx "core waitfullybooted" >/dev/null 2>&1 ||
         die "asterisk did not finish booting within 30 s; see $console"
-    log "started (pid $(running_pid), $MODE) in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s; AMI 127.0.0.1:${S[AMI_PORT]}, SIP ${S[SIP_BIND]}:${S[SIP_PORT]}"
+    pid="$(running_pid)" || die "asterisk exited right after booting; last log lines:
+$(tail -n 8 "$console" "$PREFIX${S[LOG_DIR]}/messages.log" 2>/dev/null)"
+    log "started (pid $pid, $MODE) in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s; AMI 127.0.0.1:${S[AMI_PORT]}, SIP ${S[SIP_BIND]}:${S[SIP_PORT]}"
 }
 
 cmd_stop() {

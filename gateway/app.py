@@ -86,6 +86,7 @@ class App:
             ServiceSettings(
                 default_region=config.gateway.default_region,
                 max_body_chars=config.store.max_body_chars,
+                sms_enabled=config.sms.enabled,
                 number_policy=config.gateway.number_policy(),
                 staff_number_check=config.gateway.staff_number_check,
                 automated_sms_per_hour=config.sms.automated_per_hour,
@@ -189,8 +190,10 @@ class App:
         return self.continuity
 
     def _build_web(self) -> Part:
+        from gateway.leakage.service import LeakageService  # noqa: PLC0415
         from gateway.web.app import WebServer  # noqa: PLC0415
         from gateway.web.deps import WebDeps  # noqa: PLC0415
+        from gateway.web.hours import ClosedDates  # noqa: PLC0415
 
         click = self._click_to_call if self.voice is not None else None
         deps = WebDeps(
@@ -202,9 +205,19 @@ class App:
             spine=self.spine,
             status_sources=self.status_sources(),
             region=self.config.gateway.default_region,
+            sms_available=self.config.sms.enabled,
             health=self.health,
             history=self.history,
             continuity=self.continuity,
+            leakage_config=self.config.leakage,
+            # Leakage deadlines skip the same closed days as the rules' reopening times.
+            leakage=LeakageService(
+                self.store,
+                self.config.leakage,
+                dict(self.config.web.business_hours),
+                self.config.web.timezone,
+                closed=ClosedDates(self.config.continuity.closed_dates, self.config.continuity.holiday_country),
+            ),
         )
         self.web = WebServer(deps)
         return self.web

@@ -62,10 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
     sub.add_parser("check-config", help="load and validate the configuration, then exit")
+    up = sub.add_parser(
+        "up",
+        help="run the whole product on embedded defaults in the foreground: local Asterisk, emulated modem, "
+        "packaged speech model, console on 127.0.0.1 (what ./install.sh run starts); Ctrl-C stops it all",
+    )
+    up.add_argument("--data-dir", default="var", help="where the database and generated config live (default ./var)")
+    up.add_argument("--port", type=int, default=8080, help="web console port on 127.0.0.1 (default 8080)")
+    up.add_argument("--no-asterisk", action="store_true", help="leave the voice channel off")
     show = sub.add_parser("show-config", help="print the effective configuration (secrets masked)")
     show.add_argument("--defaults", action="store_true", help="print the commented built-in defaults instead")
     show.add_argument("--markdown", action="store_true", help="print the configuration keys as a Markdown table")
     sub.add_parser("version", help="print the version")
+    sub.add_parser(
+        "demo",
+        help="play a customer against the running gateway (chat, continue by text, SMS reply, missed call, "
+        "text-back, voicemail) and print what to look at",
+    )
     sub.add_parser(
         "doctor",
         help="check everything the gateway depends on; one line per check with the fix; exit 1 when one is down",
@@ -102,6 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(f"gateway {__version__}")
         return EX_OK
+    if args.command == "up":
+        from gateway.launch import up  # noqa: PLC0415 - keeps `gateway --help` fast
+
+        log_mod.setup("WARNING", "text")
+        try:
+            return up(Path(args.data_dir), port=args.port, with_asterisk=not args.no_asterisk)
+        except ConfigError as err:
+            print(f"gateway up: {err}", file=sys.stderr)
+            return EX_CONFIG
     try:
         if args.command == "show-config" and args.defaults:
             sys.stdout.write(config_mod.render())
@@ -141,6 +163,10 @@ def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
         return _run(cfg)
     if command == "doctor":
         return asyncio.run(_doctor(cfg))
+    if command == "demo":
+        from gateway.demo import run as run_demo  # noqa: PLC0415
+
+        return asyncio.run(run_demo(cfg, sys.stdout))
     if command == "db":
         if args.db_command == "migrate":
             return asyncio.run(_migrate(cfg))

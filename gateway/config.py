@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the section classes are imported lazily at run time (keeps 
     from gateway.continuity.config import ContinuityConfig
     from gateway.domain.intent import IntentConfig
     from gateway.domain.spine import SpineConfig
+    from gateway.leakage.config import LeakageConfig
     from gateway.transcribe.config import TranscribeConfig
     from gateway.web.config import WebConfig
 
@@ -136,6 +137,7 @@ def _section_types() -> dict[str, type]:
     from gateway.continuity.config import ContinuityConfig  # noqa: PLC0415
     from gateway.domain.intent import IntentConfig  # noqa: PLC0415
     from gateway.domain.spine import SpineConfig  # noqa: PLC0415
+    from gateway.leakage.config import LeakageConfig  # noqa: PLC0415
     from gateway.transcribe.config import TranscribeConfig  # noqa: PLC0415
     from gateway.web.config import WebConfig  # noqa: PLC0415
 
@@ -149,6 +151,7 @@ def _section_types() -> dict[str, type]:
         "spine": SpineConfig,
         "web": WebConfig,
         "continuity": ContinuityConfig,
+        "leakage": LeakageConfig,
     }
 
 
@@ -166,6 +169,7 @@ class Config:
     spine: SpineConfig
     web: WebConfig
     continuity: ContinuityConfig
+    leakage: LeakageConfig
 
     @property
     def data_dir(self) -> Path:

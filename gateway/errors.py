@@ -46,3 +46,7 @@ class SchemaTooNewError(StoreError, ConfigError):
 
 class ValidationError(PermanentError):
     """Input rejected before it reached the store (too large, wrong shape)."""
+
+
+class NoRouteError(PermanentError):
+    """A reply cannot reach the customer on the chosen channel (no number that takes SMS, no chat visitor)."""

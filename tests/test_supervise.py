@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +167,19 @@ async def _ignore_cancel(gate: asyncio.Event) -> None:
     while not gate.is_set():
         with contextlib.suppress(asyncio.CancelledError):
             await gate.wait()
+
+
+def test_tasks_are_cancelled_one_way() -> None:
+    """Parts stop their tasks with cancel_and_wait / TaskSet; a hand-written cancel-then-await block is flagged."""
+    root = Path(__file__).resolve().parents[1] / "gateway"
+    copied = re.compile(r"suppress\(asyncio\.CancelledError\)|return_exceptions=True")
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "supervise.py":
+            continue
+        lines = path.read_text().splitlines()
+        for n, line in enumerate(lines):
+            awaits_after_cancel = ".cancel()" in line and any("await" in nxt for nxt in lines[n + 1 : n + 4])
+            if copied.search(line) or awaits_after_cancel:
+                offenders.append(f"{path.relative_to(root.parent)}:{n + 1}: {line.strip()}")
+    assert offenders == [], "use gateway.supervise.cancel_and_wait (or a TaskSet) instead:\n" + "\n".join(offenders)

@@ -375,7 +375,12 @@ class ContinuityEngine:
             await self.record(conv, send.rule, "suppressed", reason, job_id=job_id)
             return
         done_job = job_id
-        await self.store.write(lambda c: self._mark_sent(c, conv, send.rule, done_job, now, send.to))
+        if send.channel == Channel.SMS.value:
+            await self.store.write(lambda c: self._mark_sent(c, conv, send.rule, done_job, now, send.to))
+        else:  # chat answers are not texts: not counted by the caps
+            await self.store.write(
+                partial(sql.finish_job, job_id=int(done_job or 0), state="done", reason="sent", now=now)
+            )
         self.sent += 1
         await self.record(conv, send.rule, "sent", send.reason, job_id=job_id, channel=send.channel)
 

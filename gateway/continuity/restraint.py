@@ -4,7 +4,8 @@ Theory of operation: the engine gathers a :class:`History` (automated sends of t
 form the current episode, the last human answer) and asks :func:`check` about a proposed send. The answer is
 :class:`Allow`, :class:`Defer` (quiet hours: the message waits until they end, it is never dropped) or
 :class:`Suppress` with the reason staff will read on the timeline. Checks, in order: opted out (STOP), a person
-answered within ``human_quiet_minutes``, the per-day cap, the per-episode cap, quiet hours. The automated-SMS budget
+answered within ``human_quiet_minutes``, then, for texts only (an instant answer in an open chat is not a text), the
+per-day cap, the per-episode cap and quiet hours. The automated-SMS budget
 and the number-type policy are enforced by the conversation service when the message is queued; the engine records
 their refusal the same way.
 """
@@ -85,6 +86,9 @@ def check(
     if history.human_at is not None and 0 <= now - history.human_at < grace:
         minutes = int((now - history.human_at) // 60)
         return Suppress(f"staff answered {minutes} min ago (no automated message within {config.human_quiet_minutes})")
+    if channel != "sms":
+        # An instant answer in an open chat is not a text to the customer's phone: the caps count texts only.
+        return Allow()
     today = [s for s in history.sends if now - s < DAY]
     if len(today) >= config.max_per_contact_per_day:
         return Suppress(f"daily cap reached: {len(today)} automated messages in 24 h")
@@ -93,7 +97,7 @@ def check(
         in_episode = [s for s in today if s >= start]
         if len(in_episode) >= config.max_per_episode:
             return Suppress(f"episode cap reached: {len(in_episode)} automated message(s) since this episode began")
-    if channel == "sms" and config.quiet_hours and not (reply_to_customer and config.quiet_hours_replies):
+    if config.quiet_hours and not (reply_to_customer and config.quiet_hours_replies):
         until = hours.quiet_ends(config.quiet_hours, timezone, now)
         if until > now:
             clock = hours.describe_moment(until, timezone, now)

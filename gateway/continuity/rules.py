@@ -334,6 +334,8 @@ def _handoff(trigger: Trigger, state: State, ctx: Context, now: float) -> list[D
     cfg = ctx.config
     mode = trigger.meta.get("handoff")
     phone = trigger.meta.get("phone")
+    if mode == "sms" and trigger.meta.get("text_by") == "chat":
+        return [Skip(CHAT_SMS, "the chat channel sends the hand-off text itself (it carries the one-time code)")]
     if mode == "sms" and cfg.chat_sms_enabled:
         target = state if state.phone else _with_phone(state, phone)
         why = why_not_textable(target, cfg)

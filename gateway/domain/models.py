@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -47,6 +47,7 @@ class EventKind(StrEnum):
     UNMERGE = "unmerge"
     OPT_OUT = "opt_out"
     OPT_IN = "opt_in"
+    CLAIM = "claim"
 
 
 INBOUND_KINDS = frozenset({EventKind.MESSAGE_IN, EventKind.VOICEMAIL, EventKind.CALL_MISSED})
@@ -112,6 +113,28 @@ class IdentityView:
     valid: bool
 
 
+WITHHELD_PREFIX = "withheld:"
+
+
+def contact_label(display_name: str | None, identities: Sequence[IdentityView]) -> str:
+    """What identifies a contact to staff: its name, else its phone number, else the sender as the channel gave
+    it (an alphanumeric SMS sender such as "BANK", an e-mail address), "Withheld number" for a withheld caller,
+    and "Web visitor" only for a contact that is nothing but a chat visitor."""
+    if display_name and display_name.strip():
+        return display_name.strip()
+    for ident in identities:
+        if ident.kind == IdentityKind.PHONE and ident.valid:
+            return ident.value
+    for ident in identities:
+        if ident.kind == IdentityKind.SIP and ident.value.startswith(WITHHELD_PREFIX):
+            return "Withheld number"
+        if ident.kind in (IdentityKind.PHONE, IdentityKind.EMAIL, IdentityKind.SIP):
+            return ident.raw or ident.value
+    if any(ident.kind == IdentityKind.CHAT for ident in identities):
+        return "Web visitor"
+    return "Unknown contact"
+
+
 @dataclass(frozen=True, slots=True)
 class ContactView:
     """A contact with its identities and its conversation."""
@@ -148,6 +171,28 @@ class ConversationSummary:
     latest_transcript: TimelineEvent | None
     last_staff_extension: str | None
     awaiting_since: float | None
+    label: str = ""
+    """What identifies the contact (:func:`contact_label`): name, number, sender; "Web visitor" only for one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRoutes:
+    """Which channels can reach a conversation's customer now, and why the others cannot."""
+
+    channels: tuple[str, ...]
+    phone: str | None
+    chat_visitor: str | None
+    unavailable: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyResult:
+    """A staff reply that was recorded (and, for SMS, queued in the outbox)."""
+
+    channel: str
+    event_id: int
+    outbox_id: int | None
+    to: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +210,8 @@ class InboxRow:
     urgent: bool
     owner: str | None
     updated_at: float
+    label: str = ""
+    """What identifies the contact (:func:`contact_label`)."""
 
 
 @dataclass(frozen=True, slots=True)

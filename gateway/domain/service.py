@@ -8,9 +8,15 @@ contact owning the identity, following merges, or creates contact + identity + c
 event. Only after the durable commit does it publish :class:`TimelineEventAdded` on the bus. Outbound messages are
 recorded as events and queued in the outbox in the same transaction, after the opt-out check.
 
-Identity stitching: when a person reveals another identity (a chat visitor types a phone number), ``link_identity``
-attaches it, or, if it already belongs to another contact, merges the two contacts into one timeline and records the
-merge, which staff can undo with ``unmerge``.
+Identity trust (see :mod:`gateway.domain.claims`): identities a channel observes own contacts; a number someone
+typed is only a claim, recorded with :meth:`ConversationService.claim_identity` on the claimant's own conversation.
+A claim is verified by an SMS answer from that number (handled inside ``ingest``: the answer joins the conversation
+that texted the number), by a one-time code, or by staff; only then is the number attached or, when a known contact
+owns it, the two contacts merged (recorded, undoable with ``unmerge``, also along chains). ``link_identity`` and
+``merge`` are for identities a person already vouched for (staff).
+
+Replies: :meth:`ConversationService.reply` is the one call for answering a customer on any channel; it picks the
+route (chat push or SMS outbox) and refuses a reply no one could receive (:class:`NoRouteError`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.domain.bus import Bus
+from gateway.domain.claims import ClaimMethod, ClaimVerified, CodeCheck, IdentityClaim, code_hash, code_matches
 from gateway.domain.events import ContactsMerged, ConversationUpdated, OutboxQueued, TimelineEventAdded
 from gateway.domain.limits import (
     BudgetSpentError,
@@ -41,6 +48,8 @@ from gateway.domain.models import (
     Inbound,
     InboxRow,
     IngestResult,
+    ReplyResult,
+    ReplyRoutes,
     SearchHit,
     StaffUser,
     TimelineEvent,
@@ -48,8 +57,9 @@ from gateway.domain.models import (
 from gateway.domain.optout import Keyword
 from gateway.domain.phone import normalize_phone
 from gateway.domain.ports import StorePort
-from gateway.errors import PermanentError, ValidationError
+from gateway.errors import NoRouteError, PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
+from gateway.store import claims as cq
 from gateway.store import limits as limits_sql
 from gateway.store import queries as q
 
@@ -65,6 +75,10 @@ class ServiceSettings:
     default_region: str = "US"
     max_body_chars: int = 10_000
     outbox_expiry_s: float = 24 * 3600.0
+    #: False when no SMS channel runs: replies by SMS are refused as undeliverable and the widget offers no text.
+    sms_enabled: bool = True
+    #: How long after a claimed number was texted an SMS answer from it still verifies the claim.
+    claim_reply_window_s: float = 7 * 24 * 3600.0
     number_policy: NumberPolicy | None = None  # None: the default policy for ``default_region``
     staff_number_check: str = "warn"  # staff sends outside the policy: 'warn', 'confirm' or 'refuse'
     automated_sms_per_hour: int = 30
@@ -99,7 +113,7 @@ class ConversationService:
         self.settings = settings or ServiceSettings()
         # (kind, value) -> (live contact, live conversation). Touched only by write functions, which all run on
         # the store's single writer thread; cleared on any rollback, merge or unmerge, so it is never stale.
-        self._identity_cache: dict[tuple[str, str], tuple[int, int]] = {}
+        self._identity_cache: dict[tuple[str, str], tuple[int, int, int]] = {}
         register = getattr(store, "add_rollback_hook", None)
         self._cache_enabled = callable(register)
         if callable(register):
@@ -108,7 +122,7 @@ class ConversationService:
         # The window ('hour'/'day') whose spent budget was last announced, so the WARNING comes once per spell.
         self._budget_announced: str | None = None
 
-    def _resolve_cached(self, conn: sqlite3.Connection, kind: str, value: str) -> tuple[int, int] | None:
+    def _resolve_cached(self, conn: sqlite3.Connection, kind: str, value: str) -> tuple[int, int, int] | None:
         key = (kind, value)
         hit = self._identity_cache.get(key)
         if hit is not None:
@@ -175,8 +189,17 @@ class ConversationService:
             item.external_id,
         )
         id_kind, id_value = ident.kind, ident.value
+        # An SMS from a number that was texted because someone claimed it may verify that claim.
+        may_verify = channel_s == Channel.SMS.value and kind_s == EventKind.MESSAGE_IN.value and ident.valid
+        announcements: list[ContactsMerged] = []
 
         def op(conn: sqlite3.Connection) -> tuple[int, int, int, bool]:
+            if may_verify:
+                answered = self._claim_answered(conn, id_kind, id_value, external_id, now)
+                if answered is not None:
+                    return self._ingest_claim_answer(
+                        conn, answered, kind_s, channel_s, body, meta_json, external_id, occurred, now, announcements
+                    )
             found = self._resolve_cached(conn, id_kind, id_value)
             if found is None:
                 existing = q.find_event_by_external(conn, channel_s, external_id)
@@ -185,10 +208,11 @@ class ConversationService:
                 contact_id, conv_id = q.create_contact(
                     conn, id_kind, id_value, ident.raw, ident.valid, display_name, now
                 )
+                origin = conv_id
             else:
-                contact_id, conv_id = found
+                contact_id, conv_id, origin = found
             event_id, stored_conv, inserted = q.insert_event_once(
-                conn, conv_id, kind_s, channel_s, body, meta_json, external_id, None, occurred, now
+                conn, conv_id, kind_s, channel_s, body, meta_json, external_id, None, occurred, now, origin
             )
             if not inserted:
                 return q.contact_of(conn, stored_conv), stored_conv, event_id, False
@@ -197,11 +221,58 @@ class ConversationService:
             return contact_id, conv_id, event_id, True
 
         contact_id, conv_id, event_id, inserted = await self.store.write(op)
+        for announcement in announcements:
+            self.bus.publish(announcement)
         if not inserted:
             return IngestResult(contact_id, conv_id, event_id, True)
         event = TimelineEvent(event_id, conv_id, kind_s, channel_s, body, meta, external_id, None, occurred)
         self.bus.publish(TimelineEventAdded(conv_id, contact_id, event))
         return IngestResult(contact_id, conv_id, event_id, False)
+
+    def _claim_answered(
+        self, conn: sqlite3.Connection, kind: str, value: str, external_id: str, now: float
+    ) -> IdentityClaim | None:
+        """The pending claim this SMS answers (its number was texted from the claimant's conversation), if any."""
+        claim = cq.texted_claim_for(conn, kind, value, now - self.settings.claim_reply_window_s)
+        if claim is None or q.find_event_by_external(conn, Channel.SMS.value, external_id) is not None:
+            return None
+        return claim
+
+    def _ingest_claim_answer(
+        self,
+        conn: sqlite3.Connection,
+        claim: IdentityClaim,
+        kind_s: str,
+        channel_s: str,
+        body: str,
+        meta_json: str,
+        external_id: str,
+        occurred: float,
+        now: float,
+        announcements: list[ContactsMerged],
+    ) -> tuple[int, int, int, bool]:
+        """The answer joins the conversation that texted the number; then the claim is verified (maybe a merge).
+
+        When a known contact owns the number, the answer still belongs to that contact (undoing the merge gives it
+        back to them); otherwise the number becomes the claimant's, and so does the answer.
+        """
+        owned = q.resolve_identity(conn, claim.kind, claim.value)
+        origin = owned[2] if owned is not None else claim.conversation_id
+        verified = self._verify_claim(conn, claim, ClaimMethod.SMS_REPLY, None, now, announcements)
+        event_id = q.insert_event(
+            conn,
+            verified.conversation_id,
+            kind_s,
+            channel_s,
+            body,
+            meta_json,
+            external_id,
+            None,
+            occurred,
+            now,
+            origin,
+        )
+        return verified.contact_id, verified.conversation_id, event_id, True
 
     async def append_event(
         self,
@@ -545,6 +616,252 @@ class ConversationService:
         result = await self.store.write(op)
         self.bus.publish(result)
         return result
+
+    # -- claims ------------------------------------------------------------------------------------------------------
+
+    async def claim_identity(
+        self,
+        conversation_id: int,
+        kind: IdentityKind | str,
+        raw: str,
+        *,
+        visitor_hash: str | None = None,
+        author: str | None = None,
+    ) -> IdentityClaim:
+        """Record that someone in this conversation SAYS an identity is theirs. Changes nothing else.
+
+        The claim lands on the claimant's own conversation (and its timeline, as "says they are ..., not
+        verified"); it never merges contacts and never makes the number a reply route. Idempotent per
+        (conversation, value) while pending.
+        """
+        ident = self.normalize(kind, raw)
+        if not ident.valid:
+            raise ValidationError(f"{raw!r} is not a usable {ident.kind}; ask for the full number with area code")
+        now = q.now()
+
+        def op(conn: sqlite3.Connection) -> tuple[IdentityClaim, TimelineEvent | None, int]:
+            conv = q.live_conversation(conn, conversation_id)
+            contact = q.contact_of(conn, conv)
+            before = cq.claims_for_conversations(conn, [conv])
+            claim = cq.add_claim(conn, conv, contact, visitor_hash, ident.kind, ident.value, ident.raw, now)
+            if any(c.id == claim.id for c in before):
+                return claim, None, contact
+            text = f"Says they are {ident.value}, not verified"
+            meta = {"claim_id": claim.id, "identity_kind": ident.kind, "value": ident.value, "verified": False}
+            event_id = q.insert_event(
+                conn, conv, EventKind.CLAIM.value, Channel.SYSTEM.value, text, q.dumps(meta), None, author, now, now
+            )
+            event = TimelineEvent(
+                event_id, conv, EventKind.CLAIM.value, Channel.SYSTEM.value, text, meta, None, author, now
+            )
+            return claim, event, contact
+
+        claim, event, contact = await self.store.write(op)
+        if event is not None:
+            self.bus.publish(TimelineEventAdded(event.conversation_id, contact, event))
+        return claim
+
+    async def claims(self, conversation_id: int) -> list[IdentityClaim]:
+        """Claims made in a conversation or in any conversation merged into it, newest first."""
+
+        def op(conn: sqlite3.Connection) -> list[IdentityClaim]:
+            conv = q.live_conversation(conn, conversation_id)
+            return cq.claims_for_conversations(conn, q.subtree_conversations(conn, q.contact_of(conn, conv)))
+
+        return await self.store.read(op)
+
+    async def claim(self, claim_id: int) -> IdentityClaim | None:
+        """One claim by id."""
+        return await self.store.read(lambda c: cq.get_claim(c, claim_id))
+
+    async def set_claim_code(self, claim_id: int, code: str, ttl_s: float) -> None:
+        """Remember the hash of a one-time code sent to the claimed number (valid ``ttl_s`` seconds)."""
+        expires = q.now() + ttl_s
+        digest = code_hash(claim_id, code)
+        await self.store.write(lambda c: cq.set_code(c, claim_id, digest, expires))
+
+    async def mark_claim_texted(self, claim_id: int) -> None:
+        """A text to the claimed number was queued from the claimant's conversation: its answer may verify it."""
+        now = q.now()
+        await self.store.write(lambda c: cq.mark_texted(c, claim_id, now))
+
+    async def verify_claim_code(
+        self, claim_id: int, code: str, *, max_attempts: int, by: str | None = None
+    ) -> tuple[CodeCheck, ClaimVerified | None]:
+        """Check a typed one-time code. Every attempt counts (kept even when the code is wrong)."""
+        now = q.now()
+        announcements: list[ContactsMerged] = []
+
+        def op(conn: sqlite3.Connection) -> tuple[CodeCheck, ClaimVerified | None]:
+            claim = cq.get_claim(conn, claim_id)
+            if claim is None or claim.state != "pending":
+                return CodeCheck.NONE, None
+            stored, expires, attempts = cq.code_state(conn, claim_id)
+            if stored is None:
+                return CodeCheck.NONE, None
+            if attempts >= max_attempts:
+                return CodeCheck.EXHAUSTED, None
+            if expires is not None and now > expires:
+                return CodeCheck.EXPIRED, None
+            cq.count_code_attempt(conn, claim_id)
+            if not code_matches(claim_id, code, stored):
+                return CodeCheck.WRONG, None
+            return CodeCheck.OK, self._verify_claim(conn, claim, ClaimMethod.CODE, by, now, announcements)
+
+        result = await self.store.write(op)
+        for announcement in announcements:
+            self.bus.publish(announcement)
+        return result
+
+    async def confirm_claim(self, claim_id: int, *, author: str) -> ClaimVerified:
+        """Staff confirm a claim in the console (one click; a resulting merge is undoable)."""
+        now = q.now()
+        announcements: list[ContactsMerged] = []
+
+        def op(conn: sqlite3.Connection) -> ClaimVerified:
+            claim = cq.get_claim(conn, claim_id)
+            if claim is None:
+                raise LookupError(f"claim {claim_id} does not exist")
+            if claim.state != "pending":
+                raise ValueError(f"claim {claim_id} is already {claim.state}")
+            return self._verify_claim(conn, claim, ClaimMethod.STAFF, author, now, announcements)
+
+        result = await self.store.write(op)
+        for announcement in announcements:
+            self.bus.publish(announcement)
+        return result
+
+    def _verify_claim(
+        self,
+        conn: sqlite3.Connection,
+        claim: IdentityClaim,
+        method: ClaimMethod,
+        by: str | None,
+        now: float,
+        announcements: list[ContactsMerged],
+    ) -> ClaimVerified:
+        """Inside a write: the claim is proven. Attach the identity, or merge the claimant into its known owner."""
+        self._identity_cache.clear()
+        claimant = q.resolve_contact(conn, claim.contact_id)
+        claimant_conv = q.conversation_of(conn, claimant)
+        owner = q.find_identity(conn, claim.kind, claim.value)
+        merge_id: int | None = None
+        keep, keep_conv = claimant, claimant_conv
+        if owner is None:
+            q.add_identity(conn, claim.contact_id, claim.kind, claim.value, claim.raw, True, now)
+        elif owner != claimant:
+            reason = f"claimed {claim.kind} verified ({method.value})"
+            merge_id, keep_conv, merged_conv = q.merge_contacts(conn, owner, claimant, reason, by, now)
+            keep = owner
+            q.insert_event(
+                conn,
+                keep_conv,
+                EventKind.MERGE.value,
+                Channel.SYSTEM.value,
+                f"Merged with another contact: {reason}",
+                q.dumps({"merge_id": merge_id, "merged_contact_id": claimant, "claim_id": claim.id}),
+                None,
+                by,
+                now,
+                now,
+            )
+            q.audit(conn, by or "system", "merge", str(merge_id), {"keep": owner, "merged": claimant}, now)
+            announcements.append(ContactsMerged(merge_id, owner, claimant, keep_conv, merged_conv))
+        cq.mark_verified(conn, claim.id, method.value, by, merge_id, now)
+        how = {"sms_reply": "by an SMS answer", "code": "by a one-time code", "staff": f"by {by or 'staff'}"}
+        q.insert_event(
+            conn,
+            keep_conv,
+            EventKind.CLAIM.value,
+            Channel.SYSTEM.value,
+            f"{claim.value} verified {how[method.value]}",
+            q.dumps({"claim_id": claim.id, "value": claim.value, "verified": True, "method": method.value}),
+            None,
+            by,
+            now,
+            now,
+        )
+        q.audit(conn, by or "system", "claim_verified", str(claim.id), {"method": method.value}, now)
+        return ClaimVerified(claim.id, method.value, keep_conv, keep, merge_id)
+
+    # -- replies -----------------------------------------------------------------------------------------------------
+
+    async def routes(self, conversation_id: int) -> ReplyRoutes:
+        """Which channels can reach this conversation's customer (the console offers only these)."""
+        return await self.store.read(lambda c: self._routes(c, q.live_conversation(c, conversation_id)))
+
+    def _routes(self, conn: sqlite3.Connection, conv: int) -> ReplyRoutes:
+        contact = q.contact_of(conn, conv)
+        phone = q.reply_phone(conn, contact)
+        visitor = cq.latest_chat_visitor(conn, conv, contact)
+        channels: list[str] = []
+        unavailable: dict[str, str] = {}
+        if visitor is not None:
+            channels.append(Channel.CHAT.value)
+        else:
+            unavailable[Channel.CHAT.value] = "this customer never wrote through the website chat"
+        if not self.settings.sms_enabled:
+            unavailable[Channel.SMS.value] = "SMS is turned off on this gateway ([sms] enabled = false)"
+        elif phone is None:
+            unavailable[Channel.SMS.value] = cq.no_phone_reason(conn, contact)
+        else:
+            channels.append(Channel.SMS.value)
+        return ReplyRoutes(tuple(channels), phone, visitor, unavailable)
+
+    async def reply(
+        self,
+        conversation_id: int,
+        channel: Channel | str,
+        body: str,
+        author: str,
+        *,
+        to: str | None = None,
+        override_optout: bool = False,
+        confirm_number: bool = False,
+    ) -> ReplyResult:
+        """A staff reply to a customer, on any channel: the one domain call the console and the API use.
+
+        Chat replies are stored on the timeline addressed to the visitor who wrote last (the chat channel pushes
+        them, or the visitor sees them on return); SMS replies go through the outbox to the contact's reply number.
+        A reply that could reach no one raises :class:`NoRouteError` with what to do instead.
+        """
+        channel_s = Channel(channel).value
+        if channel_s not in (Channel.CHAT.value, Channel.SMS.value):
+            raise ValidationError(f"cannot reply by {channel_s}: use chat or sms")
+        routes = await self.routes(conversation_id)
+        if channel_s == Channel.CHAT.value:
+            if routes.chat_visitor is None:
+                raise NoRouteError(f"cannot reply by chat: {routes.unavailable.get('chat', '')}; reply by SMS or call")
+            event_id = await self.append_event(
+                conversation_id,
+                EventKind.MESSAGE_OUT,
+                Channel.CHAT,
+                body,
+                meta={"to": routes.chat_visitor},
+                author=author,
+            )
+            return ReplyResult(channel_s, event_id, None, routes.chat_visitor)
+        if not self.settings.sms_enabled:
+            raise NoRouteError(f"cannot reply by SMS: {routes.unavailable.get('sms', 'SMS is off')}")
+        target = to or routes.phone
+        if target is None:
+            other = "reply by chat" if routes.chat_visitor else "call them or write a note"
+            raise NoRouteError(f"cannot reply by SMS: {routes.unavailable.get('sms', '')}; {other}")
+        number = normalize_phone(target, self.settings.default_region)
+        if not number.valid or number.e164 is None:
+            raise NoRouteError(f"cannot reply by SMS to {target!r}: not a complete phone number")
+        outbox_id = await self.enqueue_outbound(
+            conversation_id,
+            Channel.SMS,
+            number.e164,
+            body,
+            automated=False,
+            override_optout=override_optout,
+            author=author,
+            confirm_number=confirm_number,
+        )
+        event_id = await self.store.read(lambda c: q.outbox_event_id(c, outbox_id))
+        return ReplyResult(channel_s, event_id, outbox_id, number.e164)
 
     # -- conversation fields ---------------------------------------------------------------------------------------
 

@@ -452,6 +452,8 @@ class SpineService:
                 raise ValidationError("the next step is empty: write what should happen, e.g. 'Call back'")
         if step is None:
             due, owner = None, None
+        if due is not None:
+            due = float(int(due // 60) * 60)  # whole minutes: what people pick and what the console sends back
         return await self._set_fields(
             conversation_id,
             {"next_step": step, "next_step_due": due, "next_step_owner": owner},

@@ -21,6 +21,7 @@ from gateway.domain.models import (
     SearchHit,
     StaffUser,
     TimelineEvent,
+    contact_label,
 )
 
 _EVENT_COLS = (
@@ -90,8 +91,12 @@ def find_identity(conn: sqlite3.Connection, kind: str, value: str) -> int | None
     return resolve_contact(conn, row[0])
 
 
-def resolve_identity(conn: sqlite3.Connection, kind: str, value: str) -> tuple[int, int] | None:
-    """(live contact_id, live conversation_id) for an identity in one indexed query; merges are followed."""
+def resolve_identity(conn: sqlite3.Connection, kind: str, value: str) -> tuple[int, int, int] | None:
+    """(live contact_id, live conversation_id, own conversation_id) for an identity in one indexed query.
+
+    Merges are followed to the live contact; the identity's own conversation is where its events originate, so an
+    undone merge gives them back to the contact they came from.
+    """
     row = conn.execute(
         "SELECT i.contact_id, c.merged_into, v.id FROM identities i JOIN contacts c ON c.id = i.contact_id"
         " JOIN conversations v ON v.contact_id = i.contact_id WHERE i.kind = ? AND i.value = ?",
@@ -100,9 +105,9 @@ def resolve_identity(conn: sqlite3.Connection, kind: str, value: str) -> tuple[i
     if row is None:
         return None
     if row[1] is None:
-        return int(row[0]), int(row[2])
+        return int(row[0]), int(row[2]), int(row[2])
     contact = resolve_contact(conn, int(row[0]))
-    return contact, conversation_of(conn, contact)
+    return contact, conversation_of(conn, contact), int(row[2])
 
 
 def conversation_of(conn: sqlite3.Connection, contact_id: int) -> int:
@@ -130,8 +135,9 @@ def create_contact(
     )
     contact_id = int(cur.lastrowid or 0)
     conn.execute(
-        "INSERT INTO identities(contact_id, kind, value, raw, valid, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (contact_id, kind, value, raw, int(valid), now),
+        "INSERT INTO identities(contact_id, kind, value, raw, valid, created_at, verified_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (contact_id, kind, value, raw, int(valid), now, now),
     )
     cur = conn.execute(
         "INSERT INTO conversations(contact_id, created_at, updated_at) VALUES (?, ?, ?)", (contact_id, now, now)
@@ -142,11 +148,22 @@ def create_contact(
 def add_identity(
     conn: sqlite3.Connection, contact_id: int, kind: str, value: str, raw: str, valid: bool, now: float
 ) -> None:
-    """Attach an identity to a contact (no-op if it is already there)."""
+    """Attach an identity to a contact, verified now (no-op if it is already there)."""
     conn.execute(
-        "INSERT OR IGNORE INTO identities(contact_id, kind, value, raw, valid, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (contact_id, kind, value, raw, int(valid), now),
+        "INSERT OR IGNORE INTO identities(contact_id, kind, value, raw, valid, created_at, verified_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (contact_id, kind, value, raw, int(valid), now, now),
     )
+
+
+def reply_phone(conn: sqlite3.Connection, contact_id: int) -> str | None:
+    """The number replies go to: the contact's OWN most recently verified valid phone, never an absorbed one's."""
+    row = conn.execute(
+        "SELECT value FROM identities WHERE contact_id = ? AND kind = 'phone' AND valid = 1"
+        " ORDER BY COALESCE(verified_at, created_at) DESC, id DESC LIMIT 1",
+        (contact_id,),
+    ).fetchone()
+    return str(row[0]) if row else None
 
 
 def set_display_name_if_empty(conn: sqlite3.Connection, contact_id: int, name: str, now: float) -> None:
@@ -185,14 +202,18 @@ def insert_event_once(
     author: str | None,
     occurred_at: float,
     now: float,
+    origin: int | None = None,
 ) -> tuple[int, int, bool]:
     """Insert unless (channel, external_id) exists. Returns (event_id, conversation_id, inserted).
 
-    The unique index does the duplicate check, so the common case costs one statement, not two.
+    The unique index does the duplicate check, so the common case costs one statement, not two. ``origin`` is the
+    conversation of the contact the event came from (defaults to ``conversation_id``).
     """
     try:
         return (
-            insert_event(conn, conversation_id, kind, channel, body, meta, external_id, author, occurred_at, now),
+            insert_event(
+                conn, conversation_id, kind, channel, body, meta, external_id, author, occurred_at, now, origin
+            ),
             conversation_id,
             True,
         )
@@ -214,12 +235,18 @@ def insert_event(
     author: str | None,
     occurred_at: float,
     now: float,
+    origin: int | None = None,
 ) -> int:
-    """Append one timeline entry and keep the conversation's waiting/answered state in step."""
+    """Append one timeline entry and keep the conversation's waiting/answered state in step.
+
+    ``origin`` is the conversation of the contact the entry came from, when that contact is merged into the one
+    whose timeline it joins (an undone merge gives it back); by default the timeline's own conversation.
+    """
+    origin_id = conversation_id if origin is None else origin
     cur = conn.execute(
         "INSERT INTO events(conversation_id, origin_conversation_id, kind, channel, body, meta, external_id, author,"
         " occurred_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (conversation_id, conversation_id, kind, channel, body, meta, external_id, author, occurred_at, now),
+        (conversation_id, origin_id, kind, channel, body, meta, external_id, author, occurred_at, now),
     )
     # Conversation waiting/answered state is kept by triggers (migration 0001).
     return int(cur.lastrowid or 0)
@@ -366,7 +393,8 @@ def summary(conn: sqlite3.Connection, conversation_id: int) -> ConversationSumma
         "SELECT MAX(id) FROM events WHERE conversation_id = ? AND kind = 'transcript'", (conversation_id,)
     ).fetchone()
     latest_transcript = get_event(conn, tr[0]) if tr and tr[0] else None
-    phone = next((i.value for i in identities(conn, row[1]) if i.kind == "phone" and i.valid), None)
+    idents = identities(conn, row[1])
+    phone = reply_phone(conn, row[1])
     return ConversationSummary(
         conversation_id=row[0],
         contact_id=row[1],
@@ -383,6 +411,7 @@ def summary(conn: sqlite3.Connection, conversation_id: int) -> ConversationSumma
         latest_transcript=latest_transcript,
         last_staff_extension=last_staff_extension(conn, conversation_id),
         awaiting_since=row[10],
+        label=contact_label(row[2], idents),
     )
 
 
@@ -401,7 +430,9 @@ def last_staff_extension(conn: sqlite3.Connection, conversation_id: int) -> str 
 
 
 def inbox(conn: sqlite3.Connection, limit: int = 100, owner: str | None = None) -> list[InboxRow]:
-    """Conversations, the customer who has waited longest for an answer first, then the most recently active."""
+    """Conversations, the customer who has waited longest for an answer first, then the most recently active.
+
+    The preview is the latest event that is not a spine change (those are bookkeeping, not conversation)."""
     where = "v.merged_into IS NULL AND v.status <> 'closed'"
     args: list[Any] = []
     if owner is not None:
@@ -410,14 +441,15 @@ def inbox(conn: sqlite3.Connection, limit: int = 100, owner: str | None = None) 
     args.append(limit)
     rows = conn.execute(
         "SELECT v.id, v.contact_id, c.display_name, v.awaiting_since, v.intent, v.next_step, v.urgent, v.owner,"
-        " v.updated_at, (SELECT MAX(id) FROM events WHERE conversation_id = v.id)"
+        " v.updated_at, (SELECT MAX(id) FROM events WHERE conversation_id = v.id AND kind <> 'spine')"
         f" FROM conversations v JOIN contacts c ON c.id = v.contact_id WHERE {where}"
         " ORDER BY v.awaiting_since IS NULL, v.awaiting_since, v.updated_at DESC LIMIT ?",
         args,
     ).fetchall()
     out = []
     for r in rows:
-        phone = next((i.value for i in identities(conn, r[1]) if i.kind == "phone" and i.valid), None)
+        idents = identities(conn, r[1])
+        phone = next((i.value for i in idents if i.kind == "phone" and i.valid), None)
         out.append(
             InboxRow(
                 conversation_id=r[0],
@@ -431,6 +463,7 @@ def inbox(conn: sqlite3.Connection, limit: int = 100, owner: str | None = None) 
                 urgent=bool(r[6]),
                 owner=r[7],
                 updated_at=r[8],
+                label=contact_label(r[2], idents),
             )
         )
     return out
@@ -476,9 +509,21 @@ def merge_contacts(
     return int(cur.lastrowid or 0), keep_conv, merged_conv
 
 
-def unmerge(conn: sqlite3.Connection, merge_id: int, author: str | None, now: float) -> tuple[int, int, int, int]:
-    """Undo a merge: the merged contact's own events go back to its own conversation.
+def subtree_conversations(conn: sqlite3.Connection, contact_id: int) -> list[int]:
+    """The conversation of a contact and of every contact merged into it, directly or through a chain."""
+    rows = conn.execute(
+        "WITH RECURSIVE m(id) AS (SELECT ? UNION SELECT c.id FROM contacts c JOIN m ON c.merged_into = m.id)"
+        " SELECT v.id FROM conversations v JOIN m ON v.contact_id = m.id",
+        (contact_id,),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
 
+
+def unmerge(conn: sqlite3.Connection, merge_id: int, author: str | None, now: float) -> tuple[int, int, int, int]:
+    """Undo a merge: every event that came from the merged contact (or from contacts merged into it, for chains)
+    goes back to the merged contact's own conversation, wherever the chain had moved it.
+
+    Merges may be undone in any order: an event always lives in the live conversation its origin resolves to.
     Returns (kept_contact_id, merged_contact_id, kept_conversation_id, merged_conversation_id).
     """
     row = conn.execute(
@@ -491,13 +536,14 @@ def unmerge(conn: sqlite3.Connection, merge_id: int, author: str | None, now: fl
     keep, merged = int(row[0]), int(row[1])
     keep_conv = conversation_of(conn, keep)
     merged_conv = conversation_of(conn, merged)
-    conn.execute(
-        "UPDATE events SET conversation_id = origin_conversation_id WHERE conversation_id = ?"
-        " AND origin_conversation_id = ?",
-        (keep_conv, merged_conv),
-    )
     conn.execute("UPDATE contacts SET merged_into = NULL, updated_at = ? WHERE id = ?", (now, merged))
     conn.execute("UPDATE conversations SET merged_into = NULL, updated_at = ? WHERE id = ?", (now, merged_conv))
+    subtree = subtree_conversations(conn, merged)
+    marks = ",".join("?" * len(subtree))
+    conn.execute(
+        f"UPDATE events SET conversation_id = ? WHERE origin_conversation_id IN ({marks})",
+        (merged_conv, *subtree),
+    )
     conn.execute("UPDATE merges SET undone_at = ?, undone_by = ? WHERE id = ?", (now, author, merge_id))
     return keep, merged, keep_conv, merged_conv
 
@@ -554,6 +600,12 @@ def insert_outbox(
         (conversation_id, channel, to_addr, body, parts, int(automated), author, event_id, now, expires_at, now, now),
     )
     return int(cur.lastrowid or 0)
+
+
+def outbox_event_id(conn: sqlite3.Connection, outbox_id: int) -> int:
+    """The timeline event of an outbox row (0 if none)."""
+    row = conn.execute("SELECT event_id FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def outbox_counts(conn: sqlite3.Connection) -> dict[str, int]:

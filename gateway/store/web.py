@@ -12,6 +12,9 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.domain.models import contact_label
+from gateway.store import queries as q
+
 
 @dataclass(frozen=True)
 class StaffRow:
@@ -365,6 +368,33 @@ def database_bytes(conn: sqlite3.Connection) -> int:
 # ----------------------------------------------------------------------------------------------------- search
 
 
+#: Hit markers in FTS5 snippets: private-use characters, and trusted only when the text itself has none.
+MARK_ON, MARK_OFF = "\ue000", "\ue001"
+
+
+def snippet_parts(marked: str, body: str) -> list[dict[str, Any]]:
+    """A snippet with hit markers -> ``[{"text": ..., "hit": bool}, ...]``.
+
+    Customer text is never parsed for markers: when the stored text contains a marker character itself,
+    the snippet is returned as plain text without highlighting rather than mis-highlighted.
+    """
+    if MARK_ON in body or MARK_OFF in body:
+        return [{"text": marked.replace(MARK_ON, "").replace(MARK_OFF, ""), "hit": False}]
+    parts: list[dict[str, Any]] = []
+    rest = marked
+    while rest:
+        start = rest.find(MARK_ON)
+        end = rest.find(MARK_OFF, start + 1) if start >= 0 else -1
+        if start < 0 or end < 0:
+            parts.append({"text": rest.replace(MARK_ON, "").replace(MARK_OFF, ""), "hit": False})
+            break
+        if start:
+            parts.append({"text": rest[:start], "hit": False})
+        parts.append({"text": rest[start + 1 : end], "hit": True})
+        rest = rest[end + 1 :]
+    return [p for p in parts if p["text"]]
+
+
 def search(conn: sqlite3.Connection, match: str, limit: int = 50) -> list[dict[str, Any]]:
     """Full-text hits for an FTS5 ``match`` expression, newest first, as JSON-ready dicts.
 
@@ -372,11 +402,11 @@ def search(conn: sqlite3.Connection, match: str, limit: int = 50) -> list[dict[s
     """
     rows = conn.execute(
         "SELECT e.id, COALESCE(v.merged_into, e.conversation_id), e.kind, e.channel, e.body, e.meta,"
-        " e.author, e.occurred_at, snippet(events_fts, 0, '[', ']', '…', 12), c.display_name"
+        " e.author, e.occurred_at, snippet(events_fts, 0, ?, ?, '…', 12), c.display_name, c.id"
         " FROM events_fts JOIN events e ON e.id = events_fts.rowid"
         " JOIN conversations v ON v.id = e.conversation_id JOIN contacts c ON c.id = v.contact_id"
         " WHERE events_fts MATCH ? ORDER BY e.id DESC LIMIT ?",
-        (match, limit),
+        (MARK_ON, MARK_OFF, match, limit),
     ).fetchall()
     out = []
     for r in rows:
@@ -394,5 +424,14 @@ def search(conn: sqlite3.Connection, match: str, limit: int = 50) -> list[dict[s
             "author": r[6],
             "occurred_at": r[7],
         }
-        out.append({"event": event, "snippet": r[8], "display_name": r[9]})
+        parts = snippet_parts(str(r[8] or ""), str(r[4] or ""))
+        out.append(
+            {
+                "event": event,
+                "snippet": "".join(p["text"] for p in parts),
+                "snippet_parts": parts,
+                "display_name": r[9],
+                "label": contact_label(r[9], q.identities(conn, int(r[10]))),
+            }
+        )
     return out

@@ -16,13 +16,14 @@ from aiohttp import web
 
 from gateway.domain.limits import NumberNeedsConfirmationError
 from gateway.domain.models import Channel, EventKind
-from gateway.errors import PermanentError, ValidationError
+from gateway.errors import NoRouteError, PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
 from gateway.store import web as sql
 from gateway.web import hours, spine_api
 from gateway.web.chat import CHAT_HUB
 from gateway.web.jsonable import jsonable
 from gateway.web.keys import AUTH, DEPS
+from gateway.web.leakage import openapi_paths as leakage_openapi_paths
 from gateway.web.security import is_admin, new_token, read_json, require_api, require_staff, token_hash
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ async def conversation(request: web.Request) -> web.Response:
     phone = summary.phone
     opted_out = bool(phone) and await deps.service.is_suppressed(phone)
     cfg = deps.config
+    routes = await deps.service.routes(live)
+    claims = await _claims_payload(request, live)
     default = summary.preferred_channel
     if default not in _REPLY_CHANNELS:
         last = max(
@@ -100,6 +103,8 @@ async def conversation(request: web.Request) -> web.Response:
         default = last.channel if last is not None else ("sms" if phone else "chat")
     if default == "sms" and not phone:
         default = "chat"
+    if default not in routes.channels and routes.channels:
+        default = routes.channels[0]
     service = spine_api.spines(request)
     spine = await service.spine(live)
     return web.json_response(
@@ -111,13 +116,66 @@ async def conversation(request: web.Request) -> web.Response:
             "timeline": jsonable(timeline),
             "reply": {
                 "default_channel": default,
-                "channels": [c for c in _REPLY_CHANNELS if c != "sms" or phone],
+                "channels": list(routes.channels),
+                "unavailable": dict(routes.unavailable),
                 "phone": phone,
                 "opted_out": opted_out,
                 "quiet_hours": hours.in_quiet_hours(cfg.quiet_hours, cfg.timezone, time.time()),
                 "quiet_hours_span": cfg.quiet_hours,
             },
             "can_call": deps.click_to_call is not None and bool(phone),
+            "claims": claims,
+        }
+    )
+
+
+async def _claims_payload(request: web.Request, conversation_id: int) -> list[dict[str, Any]]:
+    """Claims in a conversation as the console shows them, with the known contact each one matches."""
+    service = request.app[DEPS].service
+    out: list[dict[str, Any]] = []
+    for claim in await service.claims(conversation_id):
+        match = await service.find_contact(claim.kind, claim.value) if claim.state == "pending" else None
+        verified = claim.state == "verified"
+        out.append(
+            {
+                "id": claim.id,
+                "kind": claim.kind,
+                "value": claim.value,
+                "state": claim.state,
+                "verified": verified,
+                "method": claim.method,
+                "label": f"says they are {claim.value}, " + ("verified" if verified else "not verified"),
+                "texted": claim.texted_at is not None,
+                "merge_id": claim.merge_id,
+                "suggested_contact": (
+                    {"id": match.id, "display_name": match.display_name, "conversation_id": match.conversation_id}
+                    if match is not None
+                    else None
+                ),
+            }
+        )
+    return out
+
+
+async def confirm_claim(request: web.Request) -> web.Response:
+    """``POST /api/v1/claims/{claim_id}/confirm``: staff vouch for a claimed number (one click; undoable merge)."""
+    auth = require_api(request)
+    try:
+        claim_id = int(request.match_info["claim_id"])
+    except ValueError as err:
+        raise ValidationError("claim id must be a number") from err
+    try:
+        result = await request.app[DEPS].service.confirm_claim(claim_id, author=auth.actor)
+    except LookupError as err:
+        raise web.HTTPNotFound(text=str(err)) from err
+    except ValueError as err:
+        raise web.HTTPConflict(text=str(err)) from err
+    return web.json_response(
+        {
+            "ok": True,
+            "conversation_id": result.conversation_id,
+            "contact_id": result.contact_id,
+            "merge_id": result.merge_id,
         }
     )
 
@@ -139,25 +197,17 @@ async def send_message(request: web.Request) -> web.Response:
             content_type="application/json",
         )
     summary = await _summary(request, cid)
-    live = summary.conversation_id
-    if channel == "chat":
-        event_id = await deps.service.append_event(live, EventKind.MESSAGE_OUT, Channel.CHAT, body, author=auth.actor)
-        ev = await deps.store.read(lambda c: _event(c, event_id))
-        if ev is not None:
-            await request.app[CHAT_HUB].push_event(ev)
-        return web.json_response({"event_id": event_id, "channel": "chat"}, status=201)
-    to = data.get("to") or summary.phone
-    if not isinstance(to, str) or not to:
-        raise ValidationError("this customer has no phone number: reply by chat, or give 'to'")
+    to = data.get("to")
+    if to is not None and not isinstance(to, str):
+        raise ValidationError("field 'to' must be a string (a phone number)")
     try:
-        outbox_id = await deps.service.enqueue_outbound(
-            live,
-            Channel.SMS,
-            to,
+        result = await deps.service.reply(
+            summary.conversation_id,
+            channel,
             body,
-            automated=False,
+            auth.actor,
+            to=to or None,
             override_optout=override,
-            author=auth.actor,
             confirm_number=data.get("confirm_number") is True,
         )
     except NumberNeedsConfirmationError as err:
@@ -165,6 +215,8 @@ async def send_message(request: web.Request) -> web.Response:
             {"error": str(err), "needs_confirmation": True, "fix": 'send again with "confirm_number": true'},
             status=409,
         )
+    except NoRouteError as err:
+        return web.json_response({"error": str(err), "no_route": True}, status=409)
     except PermanentError as err:
         if "opted out" in str(err):
             return web.json_response(
@@ -172,9 +224,15 @@ async def send_message(request: web.Request) -> web.Response:
                 status=409,
             )
         raise
+    if result.channel == "chat":
+        event_id = result.event_id
+        ev = await deps.store.read(lambda c: _event(c, event_id))
+        if ev is not None:
+            await request.app[CHAT_HUB].push_event(ev)
+        return web.json_response({"event_id": result.event_id, "channel": "chat"}, status=201)
     encoding, parts = segment_count(body)
     return web.json_response(
-        {"outbox_id": outbox_id, "channel": "sms", "segments": parts, "encoding": encoding},
+        {"outbox_id": result.outbox_id, "channel": "sms", "segments": parts, "encoding": encoding, "to": result.to},
         status=201,
     )
 
@@ -489,6 +547,13 @@ def openapi() -> dict[str, Any]:
                     "responses": {"200": {"description": "undone"}, "401": err, "404": err, "409": err},
                 }
             },
+            "/api/v1/claims/{claim_id}/confirm": {
+                "post": {
+                    "summary": "Confirm a number a customer typed (claimed): attach it, or merge with its known owner",
+                    "parameters": [{"name": "claim_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                    "responses": {"200": {"description": "verified"}, "401": err, "404": err, "409": err},
+                }
+            },
             "/api/v1/conversations/{conversation_id}/notes": {
                 "post": {
                     "summary": "Add an internal note",
@@ -514,6 +579,7 @@ def openapi() -> dict[str, Any]:
             "/api/v1/staff": {"get": {"summary": "Staff members", "responses": ok}},
             "/status.json": {"get": {"summary": "Operator status", "responses": ok}},
             **spine_api.openapi_paths(),
+            **leakage_openapi_paths(),
         },
         "x-webhooks": {
             "events": [
@@ -524,6 +590,7 @@ def openapi() -> dict[str, Any]:
                 "call.answered",
                 "call.ended",
                 "call.completed",
+                "leakage.weekly",
             ]
         },
     }
@@ -549,6 +616,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/v1/conversations/{conversation_id}/notes", add_note),
         web.post("/api/v1/conversations/{conversation_id}/call", call),
         web.post("/api/v1/merges/{merge_id}/undo", undo_merge),
+        web.post("/api/v1/claims/{claim_id}/confirm", confirm_claim),
         web.get("/api/v1/tokens", tokens_list),
         web.post("/api/v1/tokens", tokens_create),
         web.delete("/api/v1/tokens/{token_id}", tokens_revoke),

@@ -17,8 +17,9 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.domain.events import Event, TimelineEventAdded
+from gateway.leakage.service import LeakageService
 from gateway.supervise import cancel_and_wait
-from gateway.web import api, pages, spine_api
+from gateway.web import api, leakage, pages, spine_api
 from gateway.web import rules as rules_views
 from gateway.web.chat import CHAT_HUB, ChatHub
 from gateway.web.deps import WebDeps
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 WEBHOOKS = web.AppKey("webhooks", WebhookSender)
 RECENT_ERRORS = web.AppKey("recent_errors", RecentErrors)
 STARTED_AT = web.AppKey("started_at", float)
+DIGEST = web.AppKey("leakage_digest", leakage.WeeklyDigest)
 
 _STATIC = Path(str(resources.files("gateway.web").joinpath("static")))
 
@@ -48,6 +50,8 @@ async def _status_data(request: web.Request) -> dict[str, object]:
     app = request.app
     extra = {
         "chat_sockets": app[CHAT_HUB].socket_count,
+        "chat_sockets_max": app[CHAT_HUB].max_sockets,
+        "chat_refused_busy": app[CHAT_HUB].refused_busy,
         "staff_sockets": app[STAFF_HUB].socket_count,
         "uptime_seconds": round(time.time() - app[STARTED_AT], 1),
         "webhooks_delivered": app[WEBHOOKS].delivered,
@@ -68,7 +72,9 @@ async def status_json(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics`` in Prometheus text format (staff session or API token)."""
     require_api(request)
-    body = metrics_text(await _status_data(request))
+    data = await _status_data(request)
+    data["leakage"] = await request.app[leakage.LEAKAGE].gauges()
+    body = metrics_text(data)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
@@ -93,11 +99,16 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     hub = app[STAFF_HUB]
     await hub.start()
     await app[WEBHOOKS].start()
+    digest = app.get(DIGEST)
+    if digest is not None:
+        await digest.start()
     sweeper = asyncio.create_task(app[CHAT_HUB].run_sweeper(), name="web-chat-sweeper")
     try:
         yield
     finally:
         await cancel_and_wait(sweeper, owner="web")
+        if digest is not None:
+            await digest.stop()
         await app[WEBHOOKS].stop()
         await hub.stop()
         await app[CHAT_HUB].close_all()
@@ -122,10 +133,20 @@ def build_app(deps: WebDeps) -> web.Application:
     app[CHAT_HUB] = chat
     app[STAFF_HUB] = staff
     app[WEBHOOKS] = webhooks
+    leak = deps.leakage or LeakageService(
+        deps.store, deps.leakage_config, dict(deps.config.business_hours), deps.config.timezone
+    )
+    app[leakage.LEAKAGE] = leak
+    lc = deps.leakage_config
+    if lc.digest_enabled and deps.config.webhook_urls:
+        app[DIGEST] = leakage.WeeklyDigest(
+            leak, list(deps.config.webhook_urls), lc.digest_weekday, lc.digest_hour, webhooks.wake
+        )
 
     async def chat_hook(event: Event) -> None:
         match event:
-            # Visitor messages are pushed by the chat hub itself (to the visitor's other tabs only).
+            # Visitor messages are pushed by the chat channel itself (to the visitor's other tabs only); staff
+            # replies go to the visitor named in meta.to.
             case TimelineEventAdded(event=entry) if entry.channel == "chat" and entry.kind == "message_out":
                 await chat.push_event(jsonable(entry))
 
@@ -153,6 +174,7 @@ def build_app(deps: WebDeps) -> web.Application:
             *api.routes(),
             *spine_api.routes(),
             *rules_views.routes(),
+            *leakage.routes(),
         ]
     )
     app.router.add_static("/static/", _STATIC, show_index=False, append_version=False)

@@ -65,6 +65,18 @@ class WebConfig:
         default=30, metadata={"doc": "chat messages one network address may send per minute"}
     )
     chat_burst: int = field(default=10, metadata={"doc": "messages allowed in a quick burst"})
+    chat_max_sockets: int = field(
+        default=2000,
+        metadata={"doc": "open chat sockets in all; more are refused with 503 (keep well below the descriptor limit)"},
+    )
+    chat_handoffs_per_day: int = field(
+        default=1,
+        metadata={"doc": "texts (continue by text) and call-back requests per visitor and per conversation per day"},
+    )
+    chat_code_ttl_seconds: int = field(
+        default=600, metadata={"doc": "how long the one-time code in the hand-off text can verify the number"}
+    )
+    chat_code_attempts: int = field(default=5, metadata={"doc": "wrong one-time codes before the code is spent"})
     business_name: str = field(default="Our office", metadata={"doc": "name shown in the widget header"})
     greeting: str = field(default="Hello! How can we help?", metadata={"doc": "first line the widget shows"})
     after_hours_message: str = field(

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.domain.bus import Bus
 from gateway.domain.service import ConversationService
 from gateway.domain.spine import SpineService
 from gateway.health import History
+from gateway.leakage.config import LeakageConfig
 from gateway.store.db import Store
 from gateway.values import Health
 from gateway.web.config import WebConfig
+
+if TYPE_CHECKING:
+    from gateway.leakage.service import LeakageService
 
 #: ``click_to_call(staff_extension, customer_number)``: ring the staff phone, then dial the customer.
 ClickToCall = Callable[[str, str], Awaitable[None]]
@@ -37,9 +41,14 @@ class WebDeps:
     click_to_call: ClickToCall | None = None
     status_sources: Mapping[str, StatusSource] = field(default_factory=dict)
     region: str = "US"
+    #: False when the gateway has no SMS channel ([sms] enabled = false): the widget then offers no text hand-off.
+    sms_available: bool = True
     health: HealthSource | None = None
     history: History | None = None
     spine: SpineService | None = None
     """The conversation spine; the web layer builds one over the same store and bus when not given."""
     continuity: Any = None
     """The continuity engine (rules settings view, call recap); None when the rules are off."""
+    leakage_config: LeakageConfig = field(default_factory=LeakageConfig)
+    #: The leakage read model; built from ``store``, ``leakage_config`` and the business hours when None.
+    leakage: LeakageService | None = None

@@ -8,6 +8,7 @@ subdivision). :func:`next_open` answers "when do we reopen?" honestly across lun
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 from collections.abc import Iterable, Mapping
@@ -194,3 +195,75 @@ def open_seconds_between(
                     total += overlap
         day += dt.timedelta(days=1)
     return total
+
+
+class BusinessCalendar:
+    """Business time over a bounded stretch of real time, for deadlines that only run while the office is open.
+
+    The weekly schedule (``hours``: weekday -> one or more "HH:MM-HH:MM" spans; a span may cross midnight) is laid
+    out as open intervals in ``tz`` from ``start`` to ``end`` (unix times), skipping ``closed`` dates, with a running
+    total of open seconds, so a deadline or a business duration is two binary searches. Daylight-saving days are
+    handled by the zone. An empty schedule means the office counts as always open (plain clock time).
+    """
+
+    def __init__(
+        self, hours: Mapping[str, str], tz: str, start: float, end: float, closed: ClosedDates | None = None
+    ) -> None:
+        self.always_open = not any(hours.get(d) for d in DAYS)
+        self._starts: list[float] = []
+        self._ends: list[float] = []
+        self._before: list[float] = []  # open seconds before each interval starts
+        if self.always_open:
+            return
+        zi = zone(tz)
+        spans = {d: parse_spans(hours[d], f"[web.business_hours] {d}") for d in DAYS if hours.get(d)}
+        day = dt.datetime.fromtimestamp(start, zi).date() - dt.timedelta(days=1)
+        last = dt.datetime.fromtimestamp(end, zi).date() + dt.timedelta(days=1)
+        total = 0.0
+        while day <= last:
+            if closed is not None and closed.is_closed(day):
+                day += dt.timedelta(days=1)
+                continue
+            for s_time, e_time in sorted(spans.get(DAYS[day.weekday()], ())):
+                open_at = dt.datetime.combine(day, s_time, tzinfo=zi).timestamp()
+                close_day = day if s_time < e_time else day + dt.timedelta(days=1)
+                close_at = dt.datetime.combine(close_day, e_time, tzinfo=zi).timestamp()
+                if self._ends and open_at < self._ends[-1]:
+                    open_at = self._ends[-1]  # an overnight span meeting the next day's opening
+                if close_at > open_at:
+                    self._starts.append(open_at)
+                    self._ends.append(close_at)
+                    self._before.append(total)
+                    total += close_at - open_at
+            day += dt.timedelta(days=1)
+
+    def open_seconds_until(self, when: float) -> float:
+        """Open seconds from the calendar's beginning up to ``when``."""
+        if self.always_open:
+            return when
+        i = bisect.bisect_right(self._starts, when) - 1
+        if i < 0:
+            return 0.0
+        return self._before[i] + min(when, self._ends[i]) - self._starts[i]
+
+    def business_seconds(self, a: float, b: float) -> float:
+        """Open seconds between ``a`` and ``b`` (0 if ``b`` is not after ``a``)."""
+        if b <= a:
+            return 0.0
+        return self.open_seconds_until(b) - self.open_seconds_until(a)
+
+    def deadline(self, when: float, seconds: float) -> float:
+        """The moment ``seconds`` of open time after ``when`` (a call missed at 22:00 with 30 minutes: 09:30).
+
+        ``inf`` when the deadline lies beyond the stretch laid out (it is not due within it).
+        """
+        if self.always_open:
+            return when + seconds
+        if not self._starts:
+            return float("inf")
+        target = self.open_seconds_until(when) + seconds
+        if target > self._before[-1] + self._ends[-1] - self._starts[-1]:
+            return float("inf")
+        # The interval in which the running total reaches the target.
+        i = max(bisect.bisect_left(self._before, target) - 1, 0)
+        return max(when, self._starts[i] + (target - self._before[i]))

@@ -409,5 +409,5 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         h["Cross-Origin-Resource-Policy"] = "cross-origin"
     else:
         h.setdefault("X-Frame-Options", "DENY")
-    if request.path.startswith(("/api/", "/console", "/status", "/login", "/media/")):
+    if request.path.startswith(("/api/", "/console", "/status", "/login", "/media/", "/leakage")):
         h.setdefault("Cache-Control", "no-store")

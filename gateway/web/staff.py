@@ -36,6 +36,7 @@ from gateway.domain.events import (
     TimelineEventAdded,
     VoicemailRecorded,
 )
+from gateway.domain.spine import SpineService
 from gateway.store import web as sql
 from gateway.supervise import cancel_and_wait
 from gateway.web.deps import WebDeps
@@ -157,7 +158,16 @@ class StaffHub:
         if not event.extension:
             return
         self._calls.setdefault(event.call_id, set()).add(event.extension)
+        headline: str | None = None
+        if event.conversation_id is not None:
+            if self.deps.spine is None:
+                self.deps.spine = SpineService(self.deps.store, self.deps.bus)
+            try:
+                headline = (await self.deps.spine.spine(event.conversation_id)).summary
+            except LookupError:
+                headline = None
         card = {
+            "headline": headline,
             "type": "call_ringing",
             "call_id": event.call_id,
             "extension": event.extension,

@@ -110,6 +110,10 @@ class WebhookSender:
             await self._session.close()
             self._session = None
 
+    def wake(self) -> None:
+        """Look at the queue now (something was queued directly)."""
+        self._wake.set()
+
     async def on_event(self, event: Event) -> None:
         """Bus hook: queue deliveries for an interesting event."""
         if not self.enabled:

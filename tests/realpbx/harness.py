@@ -39,7 +39,7 @@ TEST_ENV = Path(__file__).resolve().parent / "test.env"
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 STATE_DIR = Path(os.environ.get("GATEWAY_ASTERISK_STATE", "/var/lib/gateway/asterisk"))
 BASH = shutil.which("bash") or "/bin/bash"
-CALL_LOCK = Path("/run/lock/gateway-realpbx-calls.lock")
+CALL_LOCK = Path(os.environ.get("GATEWAY_REALPBX_CALL_LOCK", "/run/lock/gateway-realpbx-calls.lock"))
 
 TRUNK_IP = "127.0.0.2"
 PHONE_IP = "127.0.0.1"
@@ -234,6 +234,11 @@ def pbx_call_lock(timeout: float = 100) -> Iterator[None]:
                     raise HarnessError(f"another test run holds {CALL_LOCK} for over {timeout} s") from None
                 time.sleep(0.2)
         try:
+            # Several checkouts may share this PBX with different configurations: under the lock, make sure it
+            # runs this checkout's (a no-op when it already does), so nobody restarts it under a running call.
+            proc = _script("start")
+            if proc.returncode != 0:
+                raise HarnessError(f"could not start the local Asterisk: {proc.stderr.strip()[-2000:]}")
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)

@@ -68,6 +68,7 @@ async def gateway(
         # A ring group of an endpoint that does not exist: every call goes to voicemail at once,
         # whatever phones happen to be registered.
         staff_group="PJSIP/nobody",
+        whisper=False,
     )
     transcriber = TranscriptionService(store, service, bus, TranscribeConfig(model_path=model_path))
     voice = VoiceChannel(settings, service, bus, store=store)

@@ -76,13 +76,21 @@ async def make_env(tmp_path: Path, **config: Any) -> tuple[WebEnv, Store]:
         "quiet_hours": "",
         "voicemail_dir": str(tmp_path / "voicemail"),
     }
+    sms_available = bool(config.pop("sms_available", True))
     settings.update(config)
     calls: list[tuple[str, str]] = []
 
     async def click_to_call(extension: str, number: str) -> None:
         calls.append((extension, number))
 
-    deps = WebDeps(service=service, store=store, bus=bus, config=WebConfig(**settings), click_to_call=click_to_call)
+    deps = WebDeps(
+        service=service,
+        store=store,
+        bus=bus,
+        config=WebConfig(**settings),
+        click_to_call=click_to_call,
+        sms_available=sms_available,
+    )
     client: TestClient[Any, Any] = TestClient(TestServer(build_app(deps), host="127.0.0.1"))
     await client.start_server()
     env = WebEnv(client, store, bus, service, deps, tmp_path, calls=calls)

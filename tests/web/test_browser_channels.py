@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from playwright.async_api import async_playwright
 from gateway.channels.sms.channel import SmsChannel
 from gateway.channels.sms.config import SmsConfig
 from gateway.domain.bus import Bus
+from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.emulator import ModemEmulator
 from gateway.store.db import Store
@@ -170,3 +172,63 @@ async def test_status_page_shows_modem_unplugged_within_10_s(rig: Rig) -> None:
     rig.emulator.replug()
     await staff.locator('[data-section="modem"] .pill.up').wait_for(timeout=20000)
     await staff.context.close()
+
+
+async def test_widget_code_confirms_the_number_and_shows_the_customers_texts(rig: Rig) -> None:
+    await wait_for(lambda: rig.sms.link_state.up)
+    await rig.service.ingest(
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, CUSTOMER, "known-1", "Is my boiler fixed?")
+    )
+    ctx = await rig.browser.new_context(viewport={"width": 1100, "height": 760})
+    visitor = await ctx.new_page()
+    await visitor.goto(rig.url + "/demo")
+    await visitor.click("#gateway-chat >> .launcher")
+    await visitor.fill("#gateway-chat >> textarea", "It's me, about the boiler.")
+    await visitor.press("#gateway-chat >> textarea", "Enter")
+    await visitor.wait_for_selector("#gateway-chat >> li.visitor:not(.sending)")
+    log = visitor.locator("#gateway-chat >> .log")
+    assert "Is my boiler fixed?" not in (await log.text_content() or "")  # nothing of the customer's before proof
+    await visitor.click("#gateway-chat >> text=Continue by text")
+    await visitor.fill("#gateway-chat >> input[type=tel]", CUSTOMER)
+    await visitor.click("#gateway-chat >> .handoff button[type=submit]")
+    texts = await wait_for(lambda: [m for m in rig.emulator.sent if m.recipient.endswith("2025550147")], timeout=20)
+    code = re.search(r"type (\d{6}) in the chat", texts[0].text)
+    assert code, texts[0].text
+    await visitor.fill("#gateway-chat >> .code input", code.group(1))
+    await visitor.click("#gateway-chat >> .code button[type=submit]")
+    await visitor.locator(".log li.system", has_text="number is confirmed").wait_for(timeout=5000)
+    await visitor.locator(".log li", has_text="Is my boiler fixed?").wait_for(timeout=5000)
+    await visitor.screenshot(path=str(SHOTS / "widget-code-confirmed.png"))
+    await ctx.close()
+
+
+async def test_widget_without_sms_offers_a_call_and_says_when_busy(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gateway.db")
+    await store.start()
+    bus = Bus()
+    service = ConversationService(store, bus, ServiceSettings(sms_enabled=False))
+    cfg = WebConfig(port=0, secure_cookies=False, business_hours=ALWAYS_OPEN, quiet_hours="", chat_max_sockets=1)
+    server = WebServer(WebDeps(service, store, bus, cfg, sms_available=False))
+    await server.start()
+    try:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            try:
+                first = await (await browser.new_context()).new_page()
+                await first.goto(server.url + "/demo")
+                await first.click("#gateway-chat >> .launcher")
+                await first.wait_for_selector("#gateway-chat >> .log li.system")
+                await first.click("#gateway-chat >> text=Continue by text")
+                await first.locator(".log li.system", has_text="We cannot send text messages right now").wait_for()
+                assert await first.locator("#gateway-chat >> .handoff-label").first.text_content() == "Number to call:"
+                # The one socket the cap allows is taken: a second visitor is told the chat is busy.
+                second = await (await browser.new_context()).new_page()
+                await second.goto(server.url + "/demo")
+                await second.click("#gateway-chat >> .launcher")
+                await second.locator("#gateway-chat >> .status", has_text="busy").wait_for(timeout=10000)
+                await second.screenshot(path=str(SHOTS / "widget-busy.png"))
+            finally:
+                await browser.close()
+    finally:
+        await server.stop()
+        await store.stop()

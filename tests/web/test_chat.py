@@ -116,7 +116,7 @@ async def test_notes_never_reach_the_visitor(web_env: WebEnv) -> None:
     await ws.close()
 
 
-async def test_continue_by_text_stitches_phone_and_queues_sms(web_env: WebEnv) -> None:
+async def test_continue_by_text_records_a_claim_and_texts_it(web_env: WebEnv) -> None:
     ws, _ = await connect(web_env)
     ack = await say(ws, "client-msg-0300", "Please text me instead")
     await ws.send_json({"type": "continue_by_text", "client_id": "handoff-0001", "phone": "not a number"})
@@ -126,28 +126,31 @@ async def test_continue_by_text_stitches_phone_and_queues_sms(web_env: WebEnv) -
     await ws.send_json({"type": "continue_by_text", "client_id": "handoff-0002", "phone": "+1 202 555 0177"})
     done = await ws.receive_json(timeout=5)
     assert done == {"type": "handoff", "mode": "sms", "client_id": "handoff-0002", "ok": True}
-    contact = await web_env.service.find_contact("phone", "+12025550177")
-    assert contact is not None
+    # A typed number is a claim: it does not become anyone's identity until it is verified.
+    assert await web_env.service.find_contact("phone", "+12025550177") is None
     conv = await web_env.store.read(
         lambda c: c.execute("SELECT conversation_id FROM events WHERE id = ?", (ack["event_id"],)).fetchone()[0]
     )
-    assert contact.conversation_id == conv  # the chat and the phone are one conversation now
+    # The text leaves from the visitor's own conversation.
     outbox = await web_env.store.read(
-        lambda c: c.execute("SELECT channel, to_addr, state, automated FROM outbox").fetchall()
+        lambda c: c.execute("SELECT channel, to_addr, state, automated, conversation_id FROM outbox").fetchall()
     )
-    assert outbox == [("sms", "+12025550177", "queued", 1)]
+    assert outbox == [("sms", "+12025550177", "queued", 1, conv)]
     summary = await web_env.service.summary(conv)
     assert summary is not None
     assert summary.preferred_channel == "sms"
-    # Staff now reply by SMS by default.
+    assert summary.phone is None
     await web_env.login()
     detail = await (await web_env.client.get(f"/api/v1/conversations/{conv}")).json()
-    assert detail["reply"]["default_channel"] == "sms"
-    assert detail["reply"]["phone"] == "+12025550177"
+    assert detail["reply"]["phone"] is None
+    assert detail["reply"]["channels"] == ["chat"]  # staff cannot text a number that is only claimed
+    assert detail["reply"]["default_channel"] == "chat"
+    assert [c["label"] for c in detail["claims"]] == ["says they are +12025550177, not verified"]
+    assert detail["claims"][0]["texted"] is True
     await ws.close()
 
 
-async def test_continue_by_text_joins_a_known_customer(web_env: WebEnv) -> None:
+async def test_typing_a_known_customers_number_joins_nothing(web_env: WebEnv) -> None:
     earlier = await web_env.service.ingest(
         Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, "+12025550188", "sms-k1", body="Earlier text")
     )
@@ -157,10 +160,9 @@ async def test_continue_by_text_joins_a_known_customer(web_env: WebEnv) -> None:
     assert (await ws.receive_json(timeout=5))["type"] == "handoff"
     timeline = await web_env.service.timeline(earlier.conversation_id)
     bodies = [e.body for e in timeline]
-    assert "Earlier text" in bodies
-    assert "It's me again, on the website" in bodies
+    assert bodies == ["Earlier text"]  # the customer's timeline is untouched
     await ws.close()
-    # The visitor comes back later: history and staff chat replies follow the merged conversation.
+    # The visitor comes back later: it sees only what it wrote, and staff replies to the customer do not reach it.
     ws2, again = await connect(web_env, welcome["token"])
     assert [h["body"] for h in again["history"]] == ["It's me again, on the website"]
     await web_env.login()
@@ -169,9 +171,15 @@ async def test_continue_by_text_joins_a_known_customer(web_env: WebEnv) -> None:
         json={"channel": "chat", "body": "Welcome back!"},
         headers=web_env.headers(),
     )
-    assert resp.status == 201
-    msg = await ws2.receive_json(timeout=5)
-    assert msg["message"]["body"] == "Welcome back!"
+    assert resp.status == 409  # the customer never chatted: there is no chat route to them
+    assert (await resp.json())["no_route"] is True
+    try:
+        extra = await ws2.receive_json(timeout=0.5)
+    except TimeoutError:
+        extra = None
+    assert extra is None, extra
+    merges = await web_env.store.read(lambda c: c.execute("SELECT COUNT(*) FROM merges").fetchone()[0])
+    assert merges == 0
     await ws2.close()
 
 

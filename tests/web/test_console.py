@@ -315,3 +315,57 @@ async def test_webhooks_are_signed_retried_and_durable(tmp_path: Path) -> None:
 async def test_webhook_without_secret_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="webhook_secret"):
         await make_env(tmp_path, webhook_urls=["http://127.0.0.1:9/hook"])
+
+
+async def test_contacts_are_labelled_by_what_identifies_them(web_env: WebEnv) -> None:
+    """An alphanumeric SMS sender is "BANK", a withheld caller "Withheld number", in the inbox, the
+    conversation and search results; "Web visitor" is only for a chat visitor (issue 12)."""
+    bank = await web_env.service.ingest(sms("BANK", "s-bank", "Your code is 123456"))
+    withheld = await web_env.service.ingest(
+        Inbound(Channel.VOICE, EventKind.CALL_MISSED, IdentityKind.SIP, "withheld:1.1", "1.1:end", body="")
+    )
+    chat = await web_env.service.ingest(
+        Inbound(Channel.CHAT, EventKind.MESSAGE_IN, IdentityKind.CHAT, "visitor-1", "c-1", body="hello code")
+    )
+    named = await web_env.service.ingest(
+        Inbound(
+            Channel.SMS,
+            EventKind.MESSAGE_IN,
+            IdentityKind.PHONE,
+            "+12025550199",
+            "s-named",
+            body="code?",
+            display_name="김민수",
+        )
+    )
+    await web_env.login()
+    inbox = {
+        r["conversation_id"]: r["label"] for r in (await (await web_env.client.get("/api/v1/inbox")).json())["inbox"]
+    }
+    assert inbox[bank.conversation_id] == "BANK"
+    assert inbox[withheld.conversation_id] == "Withheld number"
+    assert inbox[chat.conversation_id] == "Web visitor"
+    assert inbox[named.conversation_id] == "김민수"
+    detail = await (await web_env.client.get(f"/api/v1/conversations/{bank.conversation_id}")).json()
+    assert detail["summary"]["label"] == "BANK"
+    hits = (await (await web_env.client.get("/api/v1/search", params={"q": "code"})).json())["results"]
+    labels = {h["event"]["conversation_id"]: h["label"] for h in hits}
+    assert labels == {
+        bank.conversation_id: "BANK",
+        chat.conversation_id: "Web visitor",
+        named.conversation_id: "김민수",
+    }
+
+
+async def test_search_highlight_cannot_collide_with_customer_text(web_env: WebEnv) -> None:
+    await web_env.service.ingest(sms("+12025550131", "s-br", "[urgent] please call [me] about the roof"))
+    await web_env.service.ingest(sms("+12025550132", "s-pu", "odd roof \ue000x\ue001 text"))
+    await web_env.login()
+    hits = (await (await web_env.client.get("/api/v1/search", params={"q": "roof"})).json())["results"]
+    by_body = {h["event"]["body"]: h for h in hits}
+    parts = by_body["[urgent] please call [me] about the roof"]["snippet_parts"]
+    assert [p["text"] for p in parts if p["hit"]] == ["roof"]
+    assert "".join(p["text"] for p in parts) == "[urgent] please call [me] about the roof"
+    # Text that itself holds the marker characters is shown plain, never mis-highlighted.
+    odd = by_body["odd roof \ue000x\ue001 text"]["snippet_parts"]
+    assert odd == [{"text": "odd roof x text", "hit": False}]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from gateway.channels.voice.label import context_label
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.channels.voice.tracker import is_withheld
+from gateway.channels.voice.whisper import WhisperMaker, whisper_text
 from gateway.domain.models import ContactView, ConversationSummary, IdentityKind
 from gateway.domain.ports import ConversationPort
 from gateway.errors import ConfigError, ProtocolError, TransientError
@@ -241,9 +242,13 @@ class InboundRouter:
         *,
         busy_extensions: Callable[[], frozenset[str]] = frozenset,
         on_context: Callable[[CallerContext], None] | None = None,
+        whisper: WhisperMaker | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._lookup = lookup
         self._settings = settings
+        self._whisper = whisper
+        self._clock = clock
         self._busy = busy_extensions
         self._on_context = on_context
         self._background: set[asyncio.Task[tuple[ContactView | None, ConversationSummary | None]]]
@@ -361,7 +366,25 @@ class InboundRouter:
             ("GW_FIRST", ctx.first),
             ("GW_GROUP", self._settings.staff_group),
             ("CALLERID(name)", ctx.label),
+            *self._whisper_values(ctx),
         ]
         for name, value in values:
             if value or name == "CALLERID(name)":
                 await session.set_variable(name, value)
+
+    def _whisper_values(self, ctx: CallerContext) -> list[tuple[str, str]]:
+        """GW_WHISPER (file path without ".wav", as Playback wants it) and who must not hear it.
+
+        The file may not exist yet: synthesis runs in the background and the dialplan plays it only if it is
+        there when a phone answers, so the call never waits for speech.
+        """
+        if self._whisper is None or not self._settings.whisper:
+            return []
+        text = whisper_text(ctx.summary, withheld=ctx.withheld, now=self._clock())
+        path = self._whisper.prepare(text)
+        values = [("GW_WHISPER", str(path.with_suffix("")))]
+        if self._settings.whisper_off_extensions:
+            values.append(("GW_WHISPER_SKIP", ",".join(self._settings.whisper_off_extensions)))
+        if not self._settings.whisper_ring_group:
+            values.append(("GW_WHISPER_GROUP", "0"))
+        return values

@@ -41,7 +41,7 @@ from gateway.channels.voice import recovery as rc
 from gateway.channels.voice.agi_server import AgiServer, CallerContext, InboundRouter
 from gateway.channels.voice.ami_link import AmiEventDict, AmiLink
 from gateway.channels.voice.health import ami_verdict
-from gateway.channels.voice.label import context_label, sanitize_label
+from gateway.channels.voice.label import context_label, sanitize_label, stored_name
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.channels.voice.tracker import (
     Answered,
@@ -53,6 +53,7 @@ from gateway.channels.voice.tracker import (
     Transferred,
     VoicemailLeft,
 )
+from gateway.channels.voice.whisper import WhisperMaker, WhisperSettings
 from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
 from gateway.domain.events import CallAnswered, CallEnded, CallRinging, VoicemailRecorded
 from gateway.domain.models import (
@@ -167,11 +168,18 @@ class VoiceChannel:
         self.store = store
         self.clock = clock
         self.tracker = CallTracker(staff=settings.staff, abandon_seconds=settings.abandon_seconds)
+        self.whisper = (
+            WhisperMaker(WhisperSettings(directory=Path(settings.whisper_dir), voice=settings.whisper_voice))
+            if settings.whisper
+            else None
+        )
         self.router = InboundRouter(
             service,
             settings,
             busy_extensions=self.tracker.busy_extensions,
             on_context=self._on_context,
+            whisper=self.whisper,
+            clock=clock,
         )
         self.agi = AgiServer(
             {"inbound": self.router},
@@ -229,6 +237,8 @@ class VoiceChannel:
         await self.ami.stop()
         await self.agi.stop()
         await self.router.stop()
+        if self.whisper is not None:
+            await self.whisper.stop()
         await self._tasks.wait()
         if self._worker is not None:
             with contextlib.suppress(TimeoutError):
@@ -301,7 +311,7 @@ class VoiceChannel:
                     identity_value=ctx.caller,
                     external_id=f"{ctx.uniqueid}:ringing",
                     meta={"call_id": ctx.uniqueid, "direction": CallDirection.INBOUND.value},
-                    display_name=sanitize_label(ctx.caller_name, 64) or None,
+                    display_name=stored_name(ctx.caller_name) or None,
                 )
             )
             summary = await self.service.summary(res.conversation_id)
@@ -392,7 +402,7 @@ class VoiceChannel:
     async def recovery_idle(self) -> None:
         """Wait until no recovery run is going on (tests, benchmarks)."""
         while self._recovery is not None and not self._recovery.done():
-            await asyncio.gather(self._recovery, return_exceptions=True)
+            await asyncio.wait([self._recovery])
 
     async def _recover_loop(self) -> None:
         while True:
@@ -774,7 +784,7 @@ class VoiceChannel:
                 body=body,
                 meta=full_meta,
                 occurred_at=at,
-                display_name=sanitize_label(rec.caller_name, 64) or None,
+                display_name=stored_name(rec.caller_name) or None,
             )
         )
         self.tracker.set_conversation(rec.call_id, res.conversation_id)

@@ -2,8 +2,10 @@
 
 Whatever the caller or the store hands us goes through :func:`sanitize_label` before it reaches
 ``CALLERID(name)``: quotes, semicolons, backslashes, angle brackets and control characters could
-break the SIP From header or the dialplan, and most desk phones show only ASCII. Accented letters
-are transliterated (``é`` -> ``e``); other non-ASCII characters are dropped.
+break the SIP From header or the dialplan, and most desk phones show only ASCII. Letters of any
+script are transliterated (``é`` -> ``e``, ``김민수`` -> ``GimMinSu``, with ``anyascii``); emoji and
+other symbols are dropped. This is only the phone's display: stored names keep every character
+(:func:`stored_name`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from typing import Final
+
+from anyascii import anyascii
 
 from gateway.domain.models import ConversationSummary
 
@@ -33,10 +37,11 @@ def sanitize_label(text: str, max_chars: int = 32) -> str:
         return ""
     # Bound the work on absurd input before normalising (NFKD can expand a string).
     text = text[: max_chars * 8].translate(_SPECIAL)
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = unicodedata.normalize("NFC", text)  # composed: Hangul syllables, not jamo, reach anyascii
     text = "".join(" " if (ord(c) < 32 or ord(c) == 127 or c.isspace()) else c for c in text)
-    text = text.encode("ascii", "ignore").decode("ascii")
+    # Symbols (emoji, dingbats) have no place on a desk phone; letters of other scripts are transliterated.
+    text = "".join(c for c in text if ord(c) < 128 or unicodedata.category(c)[0] in "LNPZ")
+    text = anyascii(text)
     text = _ALLOWED.sub("", text)
     text = _SPACES.sub(" ", text).strip(" -,.:/")
     if len(text) <= max_chars:
@@ -46,6 +51,13 @@ def sanitize_label(text: str, max_chars: int = 32) -> str:
     if space >= max_chars * 2 // 3:
         cut = cut[:space]
     return cut.rstrip(" -,.:/")
+
+
+def stored_name(text: str, max_chars: int = 120) -> str:
+    """A caller's name as written (Korean, emoji, accents kept) for the contact, minus control and bidi
+    formatting characters (a right-to-left override must not reverse the text around it) and runs of spaces."""
+    out = "".join(c for c in text if unicodedata.category(c) not in ("Cc", "Cf") or c == "\u200d")
+    return " ".join(out.split())[:max_chars]
 
 
 def short_name(display_name: str) -> str:

@@ -34,11 +34,11 @@ import hashlib
 import logging
 import os
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.channels.voice.label import stored_name
 from gateway.channels.voice.tracker import endpoint_of, is_withheld
 from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
 
@@ -192,12 +192,6 @@ def split_clid(clid: str) -> tuple[str, str]:
     return m.group("name").replace('""', '"').strip(), m.group("num").strip()
 
 
-def clean_name(name: str) -> str:
-    """A display name as written (Korean, emoji, accents), minus control and bidi-override characters."""
-    out = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf") or c == "\u200d")
-    return " ".join(out.split())[:120]
-
-
 def calls_from_legs(
     legs: Iterable[CdrLeg], *, abandon_seconds: float, voicemails: Mapping[str, str | None]
 ) -> list[CallRecord]:
@@ -242,7 +236,7 @@ def calls_from_legs(
                 call_id=linkedid,
                 direction=CallDirection.INBOUND,
                 caller=caller,
-                caller_name=clean_name(name),
+                caller_name=stored_name(name),
                 dialled=first.dst if first.dst not in ("s", "") else "",
                 started_at=started,
                 extensions_rung=rung,

@@ -52,6 +52,21 @@ class VoiceSettings:
         default="gw-click-to-call", metadata={"doc": "Context click-to-call originates into."}
     )
     click_to_call_ring_s: int = field(default=30, metadata={"doc": "Seconds the staff phone rings on click-to-call."})
+    whisper: bool = field(
+        default=True,
+        metadata={"doc": "Speak a context line to the answering phone before the bridge (press 2: voicemail)."},
+    )
+    whisper_dir: str = field(
+        default="/var/spool/gateway/whisper",
+        metadata={"doc": "Cache of spoken whisper lines; Asterisk must read it at the same path (WHISPER_DIR)."},
+    )
+    whisper_voice: str = field(default="en-us", metadata={"doc": "espeak-ng voice of the whisper (e.g. en-us, ko)."})
+    whisper_off_extensions: list[str] = field(
+        default_factory=list, metadata={"doc": 'Staff extensions that never hear a whisper, e.g. ["203"].'}
+    )
+    whisper_ring_group: bool = field(
+        default=True, metadata={"doc": "Whisper also when the whole ring group rings (false: only sticky routing)."}
+    )
     cdr_file: str = field(
         default="/var/log/gateway-asterisk/cdr-custom/gateway-calls.csv",
         metadata={
@@ -82,6 +97,7 @@ class VoiceSettings:
             raise ConfigError(f"voice.staff_group = {self.staff_group!r}: use PJSIP/<ext>&PJSIP/<ext>...")
         if not _CONTEXT_RE.match(self.click_to_call_context):
             raise ConfigError("voice.click_to_call_context: letters, digits, '_' and '-' only")
+        self._validate_whisper()
         if self.lookup_budget_ms <= 0 or self.lookup_budget_ms > 190:
             raise ConfigError("voice.lookup_budget_ms must be 1..190 so a call is answered within 200 ms")
         if not 1 <= self.label_max_chars <= 80:
@@ -93,3 +109,15 @@ class VoiceSettings:
                 "voice.ami_ping_interval + voice.ami_ping_timeout must stay <= 30 s "
                 "so a half-open AMI link is noticed within 30 s"
             )
+
+    def _validate_whisper(self) -> None:
+        for ext in self.whisper_off_extensions:
+            if not _EXT_RE.match(ext):
+                raise ConfigError(f"voice.whisper_off_extensions: extension {ext!r} must be 1-32 letters or digits")
+        if self.whisper and not self.whisper_dir.startswith("/"):
+            raise ConfigError(
+                f"voice.whisper_dir = {self.whisper_dir!r}: use an absolute path Asterisk can read, "
+                "or set voice.whisper = false"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_+-]{1,32}", self.whisper_voice):
+            raise ConfigError(f"voice.whisper_voice = {self.whisper_voice!r}: an espeak-ng voice name such as en-us")

@@ -59,7 +59,8 @@
     if (s < 86400) return "waiting " + Math.floor(s / 3600) + " h";
     return "waiting " + Math.floor(s / 86400) + " d";
   }
-  function nameOf(row) { return row.display_name || row.phone || "Web visitor"; }
+  // The server's label: name, number or sender as the channel gave it; "Web visitor" only for a chat visitor.
+  function nameOf(row) { return row.label || row.display_name || row.phone || "Unknown contact"; }
 
   // ---------------------------------------------------------------------------------------------- inbox
   async function loadInbox() {
@@ -71,7 +72,7 @@
       const btn = el("button", { type: "button", "data-id": row.conversation_id,
         "aria-current": state.current === row.conversation_id ? "true" : "false",
         onclick: () => openConversation(row.conversation_id) },
-        el("span", { class: "name" }, el("span", { text: nameOf(row) }),
+        el("span", { class: "name" }, el("bdi", { text: nameOf(row) }),
           row.awaiting_since ? el("span", { class: "wait", text: waited(row.awaiting_since) }) : null),
         el("span", {},
           row.urgent ? el("span", { class: "badge urgent", text: "urgent" }) : null,
@@ -149,13 +150,17 @@
         if (typeof meta.due_at === "number") extra.push(el("div", { class: "muted", text: "due " + when(meta.due_at) }));
         break;
       }
+      case "spine": cls = "spine-change";
+        head = "Spine · " + (meta.set_by === "extractor" ? "read from " + (meta.source || "a message") : "by " + (ev.author || meta.set_by || "staff"));
+        break;
       default: cls = "system"; head = ev.kind.replace("_", " ");
     }
     // Found in Asterisk's records after the gateway was down (meta.recovered = "after downtime").
     if (typeof meta.recovered === "string") head += " · recovered " + meta.recovered;
     return el("li", { class: cls, "data-event": ev.id },
       el("span", { class: "meta" }, head + " · " + when(ev.occurred_at)),
-      body ? document.createTextNode(body) : null, ...extra);
+      // <bdi>: customer text is isolated; its direction (or an RTL override in it) cannot reorder the entry.
+      body ? el("bdi", { class: "body", text: body }) : null, ...extra);
   }
 
   async function undoMerge(mergeId) {
@@ -184,15 +189,12 @@
     $("empty").hidden = true;
     $("conv").hidden = false;
     const s = data.summary;
-    $("conv-name").textContent = s.display_name || s.phone || "Web visitor";
+    $("conv-name").textContent = nameOf(s);
+    $("conv-name").setAttribute("dir", "auto");
     const ids = (data.contact && data.contact.identities ? data.contact.identities : [])
       .map((i) => (i.kind === "chat" ? "web chat" : i.value)).join(" · ");
     $("conv-ids").textContent = ids;
-    const f = $("fields");
-    f.intent.value = s.intent || "";
-    f.next_step.value = s.next_step || "";
-    f.urgent.checked = !!s.urgent;
-    fillOwners(s.owner);
+    renderSpine(data.spine);
     $("timeline").replaceChildren();
     data.timeline.forEach(appendEvent);
     const sel = $("reply-channel");
@@ -203,11 +205,61 @@
     refreshInboxSoon();
   }
 
-  function fillOwners(owner) {
-    const sel = $("owner");
+  function fillOwners(owner, id) {
+    const sel = $(id || "owner");
     sel.replaceChildren(el("option", { value: "", text: "Nobody" }),
       ...state.staff.map((s) => el("option", { value: s.username, text: s.display_name })));
+    if (owner && !state.staff.some((s) => s.username === owner)) sel.append(el("option", { value: owner, text: owner }));
     sel.value = owner || "";
+  }
+
+  // ------------------------------------------------------------------------------------------- the spine
+  const SOURCE = { sms: "SMS", chat: "chat", voicemail: "voicemail", staff: "staff", api: "API", last_used: "last used" };
+  function localInput(ts) {
+    if (!ts) return "";
+    const d = new Date(ts * 1000);
+    const pad = (n) => String(n).padStart(2, "0");
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" + pad(d.getMinutes());
+  }
+  function renderSpine(view) {
+    if (!view) return;
+    state.spine = view;
+    const sp = view.spine;
+    $("spine-line").textContent = view.summary || "";
+    const f = $("fields");
+    const intent = $("intent");
+    intent.replaceChildren(el("option", { value: "", text: "Not known yet" }),
+      ...view.intents.map((i) => el("option", { value: i, text: i })));
+    intent.value = sp.intent || "";
+    f.urgent.checked = !!sp.urgent;
+    f.next_step.value = sp.next_step || "";
+    f.next_step_due.value = localInput(sp.next_step_due);
+    fillOwners(sp.owner, "owner");
+    fillOwners(sp.next_step_owner, "step-owner");
+    const pref = $("preference");
+    pref.replaceChildren(el("option", { value: "", text: "No preference" }),
+      ...view.channel_preferences.map((c) => el("option", { value: c, text: CHANNEL[c] || c })));
+    pref.value = sp.channel_preference || "";
+    $("preference-why").textContent = sp.preference_why ? "why: " + sp.preference_why : "";
+    const rows = Object.values(sp.facts || {}).map((fact) => {
+      const value = fact.value && typeof fact.value === "object" ? (fact.value.text || JSON.stringify(fact.value)) : String(fact.value);
+      const by = fact.set_by === "extractor" ? "read from " + (SOURCE[fact.source] || fact.source) : (SOURCE[fact.source] || fact.source) + " · " + fact.set_by;
+      return el("tr", { "data-fact": fact.name },
+        el("th", { scope: "row", text: fact.name.replace(/_/g, " ") }),
+        el("td", { text: value }),
+        el("td", { class: "src", text: by + " · " + when(fact.at) + (fact.confidence < 1 ? " · " + Math.round(fact.confidence * 100) + "% sure" : "") }),
+        el("td", {}, el("button", { type: "button", class: "link", text: "Edit", onclick: () => { $("fact-name").value = fact.name; $("fact-value").value = value; $("fact-value").focus(); } }),
+          " ", el("button", { type: "button", class: "link", text: "Remove", onclick: () => removeFact(fact.name) })));
+    });
+    $("facts").replaceChildren(...(rows.length ? rows : [el("tr", { class: "empty" }, el("td", { colspan: "4", text: "No facts captured yet" }))]));
+  }
+  async function reloadSpine() {
+    if (state.current === null) return;
+    try { renderSpine(await api("GET", "/api/v1/conversations/" + state.current + "/spine")); } catch (e) { console.error(e); }
+  }
+  async function removeFact(name) {
+    try { renderSpine(await api("DELETE", "/api/v1/conversations/" + state.current + "/facts/" + encodeURIComponent(name))); }
+    catch (e) { $("reply-error").textContent = e.message; }
   }
 
   function updateWarnings() {
@@ -259,7 +311,7 @@
     const stateLine = el("span", { class: "state", text: "Ringing" });
     const card = el("article", { class: "card", "data-call": msg.call_id, "aria-label": "Incoming call from " + who },
       el("button", { type: "button", class: "link close", "aria-label": "Dismiss", text: "✕", onclick: () => { card.remove(); cards.delete(msg.call_id); } }),
-      stateLine, el("h2", { text: who }), dl,
+      stateLine, el("h2", { text: who }), msg.headline ? el("p", { class: "headline", text: msg.headline }) : null, dl,
       msg.conversation_id ? el("button", { type: "button", text: "Open timeline", onclick: () => openConversation(msg.conversation_id) }) : null);
     card.stateLine = stateLine;
     const old = cards.get(msg.call_id);
@@ -272,7 +324,10 @@
     switch (msg.type) {
       case "hello": break;
       case "event":
-        if (msg.event && msg.event.conversation_id === state.current) appendEvent(msg.event);
+        if (msg.event && msg.event.conversation_id === state.current) {
+          appendEvent(msg.event);
+          if (msg.event.kind === "spine" || msg.event.kind === "message_in") reloadSpine();
+        }
         refreshInboxSoon();
         break;
       case "conversation":
@@ -338,12 +393,44 @@
   $("fields").addEventListener("submit", async (e) => {
     e.preventDefault();
     const f = e.target;
+    const sp = state.spine ? state.spine.spine : {};
+    // Unchanged due field: send the stored moment back, so saving other fields never moves it.
+    const due = f.next_step_due.value === localInput(sp.next_step_due) ? (sp.next_step_due || null)
+      : (f.next_step_due.value ? new Date(f.next_step_due.value).getTime() / 1000 : null);
+    const body = { intent: f.intent.value || null, urgent: f.urgent.checked, next_step: f.next_step.value || null,
+      next_step_due: due, next_step_owner: f.next_step_owner.value || null, owner: f.owner.value || null };
+    const pref = f.channel_preference.value || null;
+    if (pref !== ((state.spine && state.spine.spine.channel_preference) || null)) body.channel_preference = pref;
     try {
-      await api("PATCH", "/api/v1/conversations/" + state.current,
-        { intent: f.intent.value, next_step: f.next_step.value, owner: f.owner.value, urgent: f.urgent.checked });
+      renderSpine(await api("PATCH", "/api/v1/conversations/" + state.current + "/spine", body));
       refreshInboxSoon();
     } catch (err) { $("reply-error").textContent = err.message; }
   });
+  $("fact-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const name = $("fact-name").value.trim(), value = $("fact-value").value.trim();
+    if (!name || !value || state.current === null) return;
+    try {
+      renderSpine(await api("PUT", "/api/v1/conversations/" + state.current + "/facts/" + encodeURIComponent(name), { value }));
+      $("fact-name").value = ""; $("fact-value").value = "";
+    } catch (err) { $("reply-error").textContent = err.message; }
+  });
+  // Staff start a thread: a text or a call to a number, landing in that number's conversation.
+  $("new-btn").addEventListener("click", () => { $("new-form").hidden = !$("new-form").hidden; if (!$("new-form").hidden) $("new-phone").focus(); });
+  async function startThread(call) {
+    const phone = $("new-phone").value.trim(), body = $("new-body").value;
+    $("new-error").textContent = "";
+    const req = { phone };
+    if (body.trim()) req.body = body;
+    if (call) req.call = true;
+    try {
+      const r = await api("POST", "/api/v1/conversations", req);
+      $("new-phone").value = ""; $("new-body").value = ""; $("new-form").hidden = true;
+      await openConversation(r.conversation_id);
+    } catch (err) { $("new-error").textContent = err.message; }
+  }
+  $("new-form").addEventListener("submit", (e) => { e.preventDefault(); startThread(false); });
+  $("new-call").addEventListener("click", () => startThread(true));
   $("note").addEventListener("submit", async (e) => {
     e.preventDefault();
     const body = $("note-body").value;
@@ -355,17 +442,14 @@
   $("recap-btn").addEventListener("click", sendRecap);
 
   let searchTimer = null;
-  function markSnippet(text) {
-    // The store marks hits with [ and ]: turn them into <mark> elements, everything else stays text.
+  function markSnippet(hit) {
+    // The server splits the snippet into parts ({text, hit}); customer text is never parsed for markers.
     const frag = document.createDocumentFragment();
-    const re = /\[([^\]]*)\]/g;
-    let last = 0, m;
-    while ((m = re.exec(text)) !== null) {
-      frag.append(text.slice(last, m.index), el("mark", { text: m[1] }));
-      last = re.lastIndex;
-    }
-    frag.append(text.slice(last));
-    return frag;
+    const parts = Array.isArray(hit.snippet_parts) ? hit.snippet_parts : [{ text: hit.snippet || hit.event.body || "", hit: false }];
+    parts.forEach((p) => frag.append(p.hit ? el("mark", { text: String(p.text) }) : document.createTextNode(String(p.text))));
+    const box = el("bdi", {});
+    box.append(frag);
+    return box;
   }
   $("search").addEventListener("input", () => {
     clearTimeout(searchTimer);
@@ -378,9 +462,9 @@
       $("search-list").replaceChildren(...data.results.map((hit) => el("li", { tabindex: "0", role: "button",
           onclick: () => openConversation(hit.event.conversation_id),
           onkeydown: (e) => { if (e.key === "Enter") openConversation(hit.event.conversation_id); } },
-          el("strong", { text: hit.display_name || "Web visitor" }), " ",
+          el("strong", {}, el("bdi", { text: nameOf(hit) })), " ",
           el("span", { class: "badge", text: CHANNEL[hit.event.channel] || hit.event.channel }),
-          el("div", { class: "snippet" }, markSnippet(hit.snippet || hit.event.body)))));
+          el("div", { class: "snippet" }, markSnippet(hit)))));
       box.hidden = false;
     }, 200);
   });
@@ -388,6 +472,13 @@
 
   api("GET", "/api/v1/staff").then((d) => { state.staff = d.staff; }).catch(() => {});
   loadInbox().catch(console.error);
+  // Deep link from other pages (the leakage lists): /console#conversation=ID opens that conversation.
+  function openFromHash() {
+    const m = /^#conversation=(\d+)$/.exec(location.hash);
+    if (m) openConversation(Number(m[1])).catch(console.error);
+  }
+  window.addEventListener("hashchange", openFromHash);
+  openFromHash();
   setInterval(() => refreshInboxSoon(), 30000);
   connect();
 })();

@@ -46,19 +46,26 @@
   const handoffForm = el("form", { class: "handoff", hidden: true }, handoffLabel, phoneInput,
     el("button", { type: "submit", text: "OK" }),
     el("button", { type: "button", class: "ghost", text: "Cancel", onclick: () => { handoffForm.hidden = true; } }));
+  const codeInput = el("input", { type: "text", inputmode: "numeric", autocomplete: "one-time-code", maxlength: "8",
+    placeholder: "123456", "aria-label": "Code from our text" });
+  const codeForm = el("form", { class: "handoff code", hidden: true },
+    el("span", { class: "handoff-label", text: "Got our text? Type its code to confirm your number:" }), codeInput,
+    el("button", { type: "submit", text: "Confirm" }),
+    el("button", { type: "button", class: "ghost", text: "Later", onclick: () => { codeForm.hidden = true; } }));
   const textBtn = el("button", { type: "button", class: "ghost", text: "Continue by text" });
   const callBtn = el("button", { type: "button", class: "ghost", text: "Call me" });
   const title = el("h2", { text: "Chat with us" });
   const closeBtn = el("button", { type: "button", class: "close", "aria-label": "Close chat", text: "✕" });
   const panel = el("section", { class: "panel", hidden: true, role: "dialog", "aria-label": "Chat" },
     el("header", {}, title, closeBtn), notice, log, status,
-    el("div", { class: "actions" }, textBtn, callBtn), handoffForm, form);
+    el("div", { class: "actions" }, textBtn, callBtn), handoffForm, codeForm, form);
   const launcher = el("button", { type: "button", class: "launcher", "aria-expanded": "false", text: "Chat with us" });
   root.append(panel, launcher);
 
   const shown = new Set();      // event ids and client ids already on screen
   let pending = store.get("pending", []); // [{client_id, body}] not yet acknowledged
-  let ws = null, ready = false, delay = 500, handoffMode = null, maxChars = 2000;
+  let ws = null, ready = false, delay = 500, handoffMode = null, maxChars = 2000, smsAvailable = true;
+  const NO_SMS = "We cannot send text messages right now. We can call you instead, or you can keep chatting here.";
 
   function addMessage(from, body, id, clientId, extraClass) {
     if ((id && shown.has("e" + id)) || (clientId && shown.has("c" + clientId))) {
@@ -71,7 +78,8 @@
     }
     if (id) shown.add("e" + id);
     if (clientId) shown.add("c" + clientId);
-    const li = el("li", { class: from + (extraClass ? " " + extraClass : ""), "data-client": clientId || null, text: body });
+    // dir=auto: each message takes its own direction; a right-to-left override inside cannot reorder the page.
+    const li = el("li", { class: from + (extraClass ? " " + extraClass : ""), "data-client": clientId || null, dir: "auto", text: body });
     log.append(li);
     log.scrollTop = log.scrollHeight;
   }
@@ -88,6 +96,7 @@
         store.set("token", m.token);
         title.textContent = m.business || "Chat with us";
         maxChars = m.max_chars || maxChars;
+        smsAvailable = m.sms !== false;
         input.maxLength = maxChars;
         if (!log.childElementCount && m.greeting && !m.history.length) system(m.greeting);
         for (const h of m.history) addMessage(h.from, h.body, h.id, h.client_id);
@@ -112,7 +121,19 @@
       case "handoff":
         handoffForm.hidden = true;
         status.textContent = "";
-        system(m.mode === "sms" ? "Thanks! We will continue by text message." : "Thanks! We will call you soon.");
+        if (m.mode === "sms") {
+          // The same words whatever became of the text: the widget never tells whose number it is.
+          system("Thanks! If we can text that number, we will continue by text from there. You can keep chatting here too.");
+          codeForm.hidden = false;
+        } else {
+          system("Thanks! We will call you soon.");
+        }
+        break;
+      case "verified":
+        codeForm.hidden = true;
+        status.textContent = "";
+        system("Thanks, your number is confirmed.");
+        for (const h of m.history || []) addMessage(h.from, h.body, h.id, h.client_id);
         break;
       case "error":
         if (m.client_id) {
@@ -133,12 +154,14 @@
     clearInterval(pinger);
     pinger = setInterval(() => send({ type: "ping" }), 25000);
     ws = new WebSocket(wsUrl);
-    ws.onopen = () => ws.send(JSON.stringify({ type: "hello", token: store.get("token", null) }));
+    let opened = false;
+    ws.onopen = () => { opened = true; ws.send(JSON.stringify({ type: "hello", token: store.get("token", null) })); };
     ws.onmessage = (e) => { try { onFrame(JSON.parse(e.data)); } catch (err) { /* ignore malformed */ } };
     ws.onclose = (e) => {
       ready = false;
       if (e.code === 4429) { status.textContent = "Chat is busy right now. Please try again later."; return; }
-      status.textContent = "Reconnecting…";
+      // Refused before opening: the gateway is at its socket cap (503) or out of reach.
+      status.textContent = opened ? "Reconnecting…" : "The chat is busy right now. Trying again shortly…";
       setTimeout(connect, delay);
       delay = Math.min(delay * 2, 15000);
     };
@@ -183,13 +206,24 @@
     handoffForm.hidden = false;
     phoneInput.focus();
   }
-  textBtn.addEventListener("click", () => askPhone("sms"));
+  textBtn.addEventListener("click", () => {
+    if (smsAvailable) { askPhone("sms"); return; }
+    system(NO_SMS);
+    askPhone("call");
+  });
   callBtn.addEventListener("click", () => askPhone("call"));
   handoffForm.addEventListener("submit", (e) => {
     e.preventDefault();
     const phone = phoneInput.value.trim();
     if (!phone) return;
     send({ type: handoffMode === "sms" ? "continue_by_text" : "call_me", client_id: newId(), phone });
+  });
+
+  codeForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const code = codeInput.value.trim();
+    if (!code) return;
+    send({ type: "verify_code", client_id: newId(), code });
   });
 
   window.__gatewayChat = { open, close };

@@ -55,7 +55,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     await store.start()
     bus = Bus()
     service = ConversationService(store, bus)
-    settings = VoiceSettings(staff=STAFF)
+    settings = VoiceSettings(staff=STAFF, whisper=False)
     vc = VoiceChannel(settings, service, bus, store=store)
     # Only the timeline worker: AMI and FastAGI are exercised elsewhere.
     vc._worker = asyncio.create_task(vc._work())
@@ -287,3 +287,14 @@ async def test_transfer_makes_the_target_the_last_handler(env: Env) -> None:
     assert summary.last_staff_extension == "203"  # the next call rings 203 first
     answered = [e for e in env.published() if isinstance(e, CallAnswered)]
     assert [(a.extension, a.staff) for a in answered] == [("201", "alice"), ("203", "carol")]
+
+
+async def test_caller_name_is_stored_as_written(env: Env) -> None:
+    """The phone display's ASCII rule applies to the label only: the contact keeps 김민수 (issue 12)."""
+    env.feed(
+        [*trunk_call(1000.0, caller="+15557654321", name="김민수"), hangup(1020.0, "PJSIP/trunk-00000001", "100.1")]
+    )
+    await env.vc.idle()
+    contact = await env.service.find_contact(IdentityKind.PHONE, "+15557654321")
+    assert contact is not None
+    assert contact.display_name == "김민수"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.channels.voice.agi_server import AgiServer
-from gateway.channels.voice.label import context_label, sanitize_label, short_name
+from gateway.channels.voice.label import context_label, sanitize_label, short_name, stored_name
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.domain.models import ConversationSummary
 from gateway.errors import ConfigError
@@ -72,10 +72,20 @@ def test_sanitize_never_lets_unsafe_characters_through(raw: str) -> None:
 def test_transliteration_and_cuts() -> None:
     assert sanitize_label("José Müller") == "Jose Muller"
     assert sanitize_label("Łukasz straße") == "Lukasz strasse"
-    assert sanitize_label("김민준") == ""
+    assert sanitize_label("김민준") == "GimMinJun"
+    assert sanitize_label("Zoë 🙂 café") == "Zoe cafe"
+    assert sanitize_label("שלום") == "slvm"
     assert sanitize_label("Maria Rodriguez - roof estimate and gutters", 24) == "Maria Rodriguez - roof"
     assert sanitize_label("Supercalifragilisticexpialidocious", 10) == "Supercalif"
     assert sanitize_label('Maria "M" R;') == "Maria M R"
+
+
+def test_stored_name_keeps_what_was_written() -> None:
+    assert stored_name("김민수") == "김민수"
+    assert stored_name("Zoë 🙂 café") == "Zoë 🙂 café"
+    assert stored_name("👩\u200d💻 Ana") == "👩\u200d💻 Ana"  # the joiner is part of the emoji
+    assert stored_name("evil\u202etxt.exe") == "eviltxt.exe"  # no right-to-left override
+    assert stored_name("a\r\n  b\x00") == "a b"
 
 
 def test_short_name() -> None:
@@ -96,7 +106,8 @@ def test_context_label_known_unknown_withheld() -> None:
         context_label(summary(urgent=True, intent="emergency root canal"), **kw) == "! Maria R - emergency root canal"
     )
     assert context_label(summary(display_name=None), **kw) == "+15551234567 - roof estimate"
-    assert context_label(summary(display_name="김민준", intent="예약"), **kw) == "+15551234567"
+    assert context_label(summary(display_name="김민준", intent="예약"), **kw) == "GimMinJun - YeYag"
+    assert context_label(summary(display_name="🙂", intent=None, next_step=None), **kw) == "+15551234567"
     assert context_label(None, **kw) == "+15551234567"
     assert context_label(None, caller_number="5551234", caller_name="ACME; Inc", withheld=False) == "ACME Inc"
     assert context_label(None, caller_number="", caller_name="", withheld=False) == "Unknown caller"

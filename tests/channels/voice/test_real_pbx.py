@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import shutil
 import subprocess
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from rtp_sniff import RtpSniffer
 from voice_sipp import Phone, place_call
 
 from gateway.channels.voice.channel import VoiceChannel
@@ -100,15 +102,13 @@ class Rig:
         return res.conversation_id
 
 
-@pytest.fixture
-async def rig(
-    pbx: dict[str, str],
-    realpbx: harness.PbxSettings,  # noqa: F811 - fixture parameter
-    tmp_path: Path,
+@contextlib.asynccontextmanager
+async def _make_rig(
+    pbx: dict[str, str], pbx_settings: harness.PbxSettings, tmp_path: Path, **overrides: object
 ) -> AsyncIterator[Rig]:
     # One test run at a time places calls on the shared PBX (phones, FastAGI port 14573).
     with harness.pbx_call_lock():
-        await harness.wait_pbx_quiet(realpbx)
+        await harness.wait_pbx_quiet(pbx_settings)
         store = Store(tmp_path / "gw.db")
         await store.start()
         bus = Bus()
@@ -124,14 +124,48 @@ async def rig(
             abandon_seconds=4.0,
             ami_ping_interval=2.0,
             ami_ping_timeout=2.0,
+            whisper=False,
         )
+        settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
         vc = VoiceChannel(settings, service, bus, store=store)
         sub = bus.subscribe("test", 10_000, types=ALL_EVENTS)
         await vc.start()
         await vc.ami.wait_connected(10)
-        yield Rig(vc, service, store, bus, sub, tmp_path, [])
-        await vc.stop()
-        await store.stop()
+        try:
+            yield Rig(vc, service, store, bus, sub, tmp_path, [])
+        finally:
+            await vc.stop()
+            await store.stop()
+
+
+@pytest.fixture
+async def rig(
+    pbx: dict[str, str],
+    realpbx: harness.PbxSettings,  # noqa: F811 - fixture parameter
+    tmp_path: Path,
+) -> AsyncIterator[Rig]:
+    async with _make_rig(pbx, realpbx, tmp_path) as r:
+        yield r
+
+
+@pytest.fixture
+async def whisper_rig(
+    pbx: dict[str, str],
+    realpbx: harness.PbxSettings,  # noqa: F811 - fixture parameter
+    tmp_path: Path,
+) -> AsyncIterator[Rig]:
+    """A rig whose calls whisper to the answering phone (cache in a fresh folder under the PBX's WHISPER_DIR)."""
+    cache = _whisper_cache(pbx)
+    try:
+        async with _make_rig(pbx, realpbx, tmp_path, whisper=True, whisper_dir=str(cache)) as r:
+            yield r
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _whisper_cache(pbx: dict[str, str]) -> Path:
+    """A new, empty whisper cache below WHISPER_DIR (Asterisk sees it at the same path)."""
+    return Path(pbx["WHISPER_DIR"]) / f"test-{os.getpid()}-{time.monotonic_ns()}"
 
 
 @pytest.fixture
@@ -413,3 +447,104 @@ async def test_real_ami_refuses_a_wrong_secret(pbx: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match=r"voice\.ami_secret"):
         await link.start()
     assert not link.connected
+
+
+def _record_ami(rig: Rig) -> list[tuple[float, dict[str, str]]]:
+    """Every AMI event the gateway's link receives, with its arrival time, from now on."""
+    seen: list[tuple[float, dict[str, str]]] = []
+    handler = rig.vc.ami._on_event
+
+    def tap(event: dict[str, str]) -> None:
+        seen.append((time.time(), dict(event)))
+        handler(event)
+
+    rig.vc.ami._on_event = tap
+    return seen
+
+
+def _first(seen: list[tuple[float, dict[str, str]]], name: str, **match: str) -> tuple[int, float]:
+    for i, (at, ev) in enumerate(seen):
+        if ev.get("Event") == name and all(ev.get(k, "").startswith(v) for k, v in match.items()):
+            return i, at
+    raise AssertionError(f"no AMI {name} {match}; saw {[e.get('Event') for _, e in seen]}")
+
+
+async def test_whisper_reaches_the_answering_phone_before_the_bridge(
+    whisper_rig: Rig, phones: Callable[..., object]
+) -> None:
+    rig = whisper_rig
+    number = "+15551230031"
+    conv = await rig.known(number, "Maria Rodriguez", "chipped tooth")
+    await rig.service.update_conversation(conv, urgent=True)
+    # Nothing is cached: the line is synthesised while the phones ring (a person takes a moment to pick up).
+    assert rig.vc.whisper is not None
+    assert not list(Path(rig.vc.settings.whisper_dir).glob("whisper-*.wav"))
+    seen = _record_ami(rig)
+    ph = await phones(x201="whisper", x202="ring", x203="ring")  # type: ignore[operator]
+    sniff = RtpSniffer(ph["201"].media_port)  # type: ignore[index]
+    sniff.start()
+    try:
+        result = await place_call(rig.work, number=number, hold_ms=1500)
+        assert result.returncode == 0, result.stderr
+        end = await rig.ended()
+    finally:
+        sniff.stop()
+    assert end.outcome is CallOutcome.ANSWERED
+    assert end.call.answered_by == "201"
+    # Asterisk ran the whisper on 201's leg, and only then bridged it to the caller.
+    played_i, _ = _first(seen, "UserEvent", UserEvent="WhisperPlayed", Endpoint="201")
+    bridged_i, bridged_at = _first(seen, "BridgeEnter", Channel="PJSIP/201")
+    assert played_i < bridged_i
+    # The phone heard speech before the bridge; the caller sent no audio at all, so that speech is the whisper.
+    heard = sniff.voiced_seconds(until=bridged_at)
+    assert 0.8 <= heard <= 4.5, f"the phone heard {heard:.2f} s of speech before the bridge"
+    assert sniff.voiced_seconds() - heard < 0.2
+    whisper_files = list(Path(rig.vc.settings.whisper_dir).glob("whisper-*.wav"))
+    assert whisper_files
+
+
+async def test_pressing_2_during_the_whisper_sends_the_caller_to_voicemail(
+    whisper_rig: Rig, phones: Callable[..., object]
+) -> None:
+    rig = whisper_rig
+    number = "+15551230032"
+    await rig.known(number, "Dana Lee", "estimate")
+    seen = _record_ami(rig)
+    await phones(x201="whisper_press2", x202="ring", x203="ring")  # type: ignore[operator]
+    result = await place_call(rig.work, number=number, hold_ms=4000, rtp_wav=_speech(rig.work))
+    assert result.returncode == 0, result.stderr
+    vm = await rig.wait_for(lambda e: isinstance(e, VoicemailRecorded), 40)
+    assert isinstance(vm, VoicemailRecorded)
+    end = await rig.ended()
+    assert end.outcome is CallOutcome.VOICEMAIL
+    _first(seen, "UserEvent", UserEvent="WhisperDeclined", Endpoint="201")
+    (_, vm_event) = seen[_first(seen, "UserEvent", UserEvent="VoicemailRecorded")[0]]
+    assert vm_event.get("Reason") == "declined"
+    # 201 was never bridged to the caller.
+    assert not [e for _, e in seen if e.get("Event") == "BridgeEnter" and e.get("Channel", "").startswith("PJSIP/201")]
+
+
+async def test_whisper_off_for_an_extension_bridges_at_once(
+    pbx: dict[str, str],
+    realpbx: harness.PbxSettings,  # noqa: F811 - fixture parameter
+    tmp_path: Path,
+    phones: Callable[..., object],
+) -> None:
+    cache = _whisper_cache(pbx)
+    async with _make_rig(
+        pbx, realpbx, tmp_path, whisper=True, whisper_dir=str(cache), whisper_off_extensions=["201"]
+    ) as rig:
+        await rig.known("+15551230033", "Ron Roofer", "estimate")
+        seen = _record_ami(rig)
+        ph = await phones(x201="whisper", x202="ring", x203="ring")  # type: ignore[operator]
+        sniff = RtpSniffer(ph["201"].media_port)  # type: ignore[index]
+        sniff.start()
+        try:
+            result = await place_call(rig.work, number="+15551230033", hold_ms=1500)
+            assert result.returncode == 0, result.stderr
+            end = await rig.ended()
+        finally:
+            sniff.stop()
+        assert end.outcome is CallOutcome.ANSWERED
+        assert not [e for _, e in seen if e.get("UserEvent") == "WhisperPlayed"]
+        assert sniff.voiced_seconds() < 0.2

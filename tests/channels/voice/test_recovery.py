@@ -15,6 +15,7 @@ import pytest
 
 from gateway.channels.voice import recovery as rc
 from gateway.channels.voice.channel import VoiceChannel
+from gateway.channels.voice.label import stored_name
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.domain.bus import Bus
 from gateway.domain.calls import CallOutcome
@@ -248,6 +249,6 @@ async def test_missing_cdr_file_is_reported_with_the_fix(env: Env) -> None:
 def test_window_and_names() -> None:
     assert rc.linkedid_of("vm-20261201-020906-1796090940.4.wav") == "1796090940.4"
     assert rc.linkedid_of("greeting.wav") is None
-    assert rc.clean_name("A\u202eB\x00 C") == "AB C"
-    assert rc.clean_name("👩\u200d💻 Ana") == "👩\u200d💻 Ana"
+    assert stored_name("A\u202eB\x00 C") == "AB C"
+    assert stored_name("👩\u200d💻 Ana") == "👩\u200d💻 Ana"
     assert time.time() > 0

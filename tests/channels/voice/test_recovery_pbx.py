@@ -96,10 +96,12 @@ async def test_missed_call_and_voicemail_while_down_are_recovered_once(
         pytest.fail("sipp is not installed (Debian package sip-tester); the test command installs it")
     since = time.time() - 1
     missed_caller, vm_caller = harness.unique_caller(), harness.unique_caller()
-    # The gateway is down: nobody answers FastAGI, the dialplan rings the default group.
-    await sip.phone("201", "ring")
+    # The gateway is down: nobody answers FastAGI, the dialplan rings the default group; phone 201 rings (so
+    # the caller hears ringing) and nobody picks up; the caller gives up before the voicemail answers.
+    phone = await sip.phone("201", "ring")
     missed = await sip.place_call("5550100", missed_caller, "Missed Caller", 1, hangup_after_ring_s=2.5)
-    assert missed.final_status is not None
+    assert missed.final_status == 487, missed.statuses  # Request Terminated: the caller cancelled
+    await phone.stop()
     speech = harness.make_speech("예약", tmp_path / "yeyak.wav", pad_before_s=0.5, pad_after_s=1.5)
     vm = await sip.place_call("5550100", vm_caller, "Voice Mailer", probe_audio(speech)[2] + 1, speech)
     assert vm.answered, (vm.statuses, [m.start_line for m in vm.messages])

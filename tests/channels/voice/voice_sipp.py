@@ -151,6 +151,45 @@ Content-Length: 0
 </scenario>
 """
 
+_UAS_WHISPER = """  <pause milliseconds="{answer_after_ms}"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-16
+]]></send>
+  <recv request="ACK" crlf="true"/>
+{keypress}  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+</scenario>
+"""
+
+#: sipp ships RFC 2833 DTMF recordings; the phone "presses" a key by replaying one into the call.
+DTMF_PCAP = "/usr/share/sip-tester/dtmf_2833_{digit}.pcap"
+
 _UAS_ANSWER_BYE = """  <pause milliseconds="{answer_after_ms}"/>
   <send retrans="500"><![CDATA[
 SIP/2.0 200 OK
@@ -317,11 +356,21 @@ class Phone:
     answer_after_ms: int = 300
     hold_ms: int = 2000
     transfer_to: str = ""
+    press_after_ms: int = 700
     proc: asyncio.subprocess.Process | None = None
 
     @property
     def port(self) -> int:
         return 15000 + int(self.extension)
+
+    @property
+    def media_port(self) -> int:
+        """The phone's RTP port (fixed, so a test can listen to what the phone hears)."""
+        return 16000 + 4 * int(self.extension)  # sipp also binds port + 2 (video)
+
+    def _media_args(self) -> list[str]:
+        # Only the whisper phones need a known RTP port (the test listens to it); the others keep sipp's default.
+        return ["-mp", str(self.media_port)] if self.mode.startswith("whisper") else []
 
     @property
     def trace(self) -> Path:
@@ -339,6 +388,17 @@ class Phone:
                 target=self.transfer_to,
                 extension=self.extension,
             )
+        elif self.mode in ("whisper", "whisper_press2"):
+            keypress = ""
+            if self.mode == "whisper_press2":
+                pcap = DTMF_PCAP.format(digit=2)
+                keypress = (
+                    f'  <pause milliseconds="{self.press_after_ms}"/>\n'
+                    f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
+                )
+            # A person picks up after a ring or two; the whisper is made while the phone rings.
+            answer_ms = max(self.answer_after_ms, 1500)
+            xml = _UAS_HEAD + _UAS_WHISPER.format(answer_after_ms=answer_ms, keypress=keypress)
         elif self.mode == "ring":
             xml = _UAS_HEAD + _UAS_RING
         else:
@@ -346,7 +406,7 @@ class Phone:
         sf = self.workdir / f"uas-{self.extension}.xml"
         sf.write_text(xml)
         self.proc = await asyncio.create_subprocess_exec(
-            SIPP, "-sf", str(sf), "-i", "127.0.0.1", "-p", str(self.port), "-nostdin",
+            SIPP, "-sf", str(sf), "-i", "127.0.0.1", "-p", str(self.port), *self._media_args(), "-nostdin",
             "-trace_msg", "-message_file", str(self.trace), "-timeout_error",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
