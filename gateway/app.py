@@ -13,15 +13,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import resource
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway import health as checks
+from gateway import sdnotify
 from gateway.config import Config
 from gateway.continuity.clock import Clock
 from gateway.domain.bus import Bus
@@ -39,6 +38,8 @@ if TYPE_CHECKING:  # the channel modules are imported only when configured
     from gateway.channels.sms.channel import SmsChannel
     from gateway.channels.voice.channel import VoiceChannel
     from gateway.continuity.engine import ContinuityEngine
+    from gateway.domain.spine_learner import SpineLearner
+    from gateway.transcribe.live import LiveSpeech
     from gateway.transcribe.service import TranscriptionService
     from gateway.web.app import WebServer
 
@@ -94,7 +95,7 @@ class App:
             ),
         )
         self.spine = SpineService(self.store, self.bus, config.spine)
-        self.spine_learner: Any = None
+        self.spine_learner: SpineLearner | None = None
         self.started_at: float | None = None
         self.sms: SmsChannel | None = None
         self.voice: VoiceChannel | None = None
@@ -121,7 +122,8 @@ class App:
         if cfg.voice.enabled:
             from gateway.channels.voice.channel import VoiceChannel  # noqa: PLC0415
 
-            self.voice = VoiceChannel(cfg.voice, self.service, self.bus, store=self.store)
+            speech = self._build_live_speech(parts)
+            self.voice = VoiceChannel(cfg.voice, self.service, self.bus, store=self.store, speech=speech)
             parts.append(("voice", self.voice))
         if cfg.transcribe.enabled:
             from gateway.transcribe.service import TranscriptionService  # noqa: PLC0415
@@ -131,6 +133,26 @@ class App:
             )
             parts.append(("transcription", self.transcription))
         return parts
+
+    def _build_live_speech(self, parts: list[tuple[str, Part]]) -> LiveSpeech | None:
+        """The streaming recogniser for live call transcription, when it is on and can work."""
+        from gateway.transcribe.live import LiveSpeech, LiveSpeechPart  # noqa: PLC0415 - only when configured
+        from gateway.transcribe.model import check_model, resolve_model_path  # noqa: PLC0415
+
+        cfg = self.config
+        if not (cfg.voice.live_transcribe and cfg.transcribe.enabled):
+            return None
+        if not cfg.voice.ari_password.reveal():
+            log.info("live call transcription is off: set voice.ari_password (ari.conf) to turn it on")
+            return None
+        model = resolve_model_path(cfg.transcribe.model_path)
+        problem = check_model(model)
+        if problem:
+            log.warning("live call transcription is off: %s", problem)
+            return None
+        speech = LiveSpeech(model, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active)
+        parts.append(("live-speech", LiveSpeechPart(speech)))
+        return speech
 
     def _build_spine_learner(self) -> Part:
         from gateway.domain.extract import SpineReader  # noqa: PLC0415 - dateparser is loaded only when used
@@ -147,7 +169,7 @@ class App:
             topic_keywords=cfg.spine.topic_keywords,
         )
         self.spine_learner = SpineLearner(self.spine, reader, self.bus)
-        return self.spine_learner  # type: ignore[no-any-return]
+        return self.spine_learner
 
     async def _click_to_call(self, staff_extension: str, customer_number: str) -> None:
         """Web -> voice adapter: the call lands in the conversation that owns the customer's number."""
@@ -210,6 +232,7 @@ class App:
             history=self.history,
             continuity=self.continuity,
             leakage_config=self.config.leakage,
+            transcription=self.transcription,
             # Leakage deadlines skip the same closed days as the rules' reopening times.
             leakage=LeakageService(
                 self.store,
@@ -393,13 +416,19 @@ class App:
                 loop.add_signal_handler(sig, self.request_stop)
         before, after = raise_open_files_limit()
         log.info("open-files limit: %d (was %d)", after, before)
+        pinger: asyncio.Task[None] | None = None
         try:
             await self.start()
-            _notify_systemd("READY=1")
+            sdnotify.notify("READY=1")
+            interval = sdnotify.watchdog_interval()
+            if interval is not None:
+                log.info("systemd watchdog: pinging every %.1f s", interval)
+                pinger = asyncio.create_task(sdnotify.watchdog(interval), name="systemd-watchdog")
             await self._stopping.wait()
             log.info("stop requested; shutting down")
-            _notify_systemd("STOPPING=1")
+            sdnotify.notify("STOPPING=1")
         finally:
+            await sdnotify.stop_task(pinger)
             await self.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -437,14 +466,3 @@ def raise_open_files_limit() -> tuple[int, int]:
         log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, err)
         return soft, soft
     return soft, target
-
-
-def _notify_systemd(state: str) -> None:
-    """sd_notify without a dependency: a datagram to $NOTIFY_SOCKET when systemd gave us one."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(state.encode(), address)

@@ -252,22 +252,26 @@ async def _sms(demo: Demo) -> None:
     if not demo.cfg.sms.enabled or not await asyncio.to_thread(ctl.exists):
         demo.say(f"sms: skipped: no emulated modem control socket at {ctl} (SMS is off or the modem is real)")
         return
-    first = await demo.wait_for(
-        "the text that continues the chat (or the rule's decision about it)",
-        lambda e: (
-            (e.kind == "message_out" and e.channel == "sms")
-            or (e.kind == "automated" and e.meta.get("rule") == "chat_sms" and e.meta.get("decision") != "sent")
-        ),
-        60,
-    )
-    if first.kind == "message_out":
-        demo.say(f'sms: the gateway texts the customer through the emulated modem: "{first.body}"')
-    else:
-        demo.say(f"sms: the continuation text was {first.meta.get('decision')}: {first.meta.get('reason', '')}")
+    # The number the visitor typed is only a claim: nothing links it to the chat until it answers. So the demo
+    # watches the emulated modem for the text the gateway sends to it.
+    deadline = time.monotonic() + 60
+    texts: list[str] = []
+    while not texts:
+        if time.monotonic() > deadline:
+            raise DemoError("the gateway sent no text to the number the visitor typed within 60 s")
+        await asyncio.sleep(0.5)
+        snap = await asyncio.to_thread(control.call, ctl, "snapshot")
+        texts = [str(m.get("text", "")) for m in snap.get("sent", []) if m.get("recipient") == demo.phone]
+    demo.say(f'sms: the gateway texts the number through the emulated modem: "{texts[0]}"')
     reply = "Yes, tomorrow morning works. It is the pipe under the sink."
     await asyncio.to_thread(control.call, ctl, "deliver", sender=demo.phone, text=reply)
     await demo.wait_for("the customer's SMS reply", lambda e: e.kind == "message_in" and e.channel == "sms", 60)
     demo.say(f'sms: the customer answers by text: "{reply}"')
+    await demo.wait_for(
+        "the chat in the same conversation as the text (the answer verifies the number)",
+        lambda e: e.kind == "message_in" and e.channel == "chat",
+        30,
+    )
     demo.look("the same conversation now shows chat and SMS together")
 
 

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.store import readonly
 from tests.realpbx import harness
 from tests.realpbx.fixtures import realpbx  # noqa: F401 - fixture found by name
@@ -29,6 +31,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.timeout(600)  # waits for the shared PBX's call lock, then about a minute of real calls
 def test_up_then_demo_fills_one_conversation(tmp_path: Path, realpbx: harness.PbxSettings) -> None:  # noqa: F811
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_ASTERISK_ENV": str(harness.TEST_ENV)}
     data = tmp_path / "var"

@@ -43,6 +43,7 @@ from gateway.web import hours
 log = logging.getLogger(__name__)
 
 AUTHOR = "continuity"
+POLL_SECONDS = 5.0
 Dialer = Callable[[str, str, int], Awaitable[str]]
 """(staff extension, customer number, conversation id) -> call id: the voice channel's click-to-call."""
 
@@ -160,7 +161,11 @@ class ContinuityEngine:
                 await self.tick()
                 due = await self.store.read(sql.next_due)
                 nxt = min((t for t in (due, self._next_stalled) if t is not None), default=None)
-                await self.clock.wait_until(nxt, self._wake)
+                # The store is the source of truth and not every write is announced on the bus (a claim verified by
+                # a code is not): look again at least every few seconds.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL_SECONDS):
+                        await self.clock.wait_until(nxt, self._wake)
             except asyncio.CancelledError:
                 raise
             except Exception:

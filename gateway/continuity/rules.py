@@ -28,6 +28,9 @@ CALL_RECAP = "call_recap"
 STALLED = "stalled_thread"
 RESTRAINT = "restraint"
 
+VERIFY_WAIT = 24 * 3600.0
+"""How long a chat continuation waits for the customer to confirm the number they typed."""
+
 RULES = (MISSED_CALL, VOICEMAIL_ACK, CHAT_SMS, AFTER_HOURS, CALL_ME, CALL_RECAP, STALLED)
 
 INTENT_TOPICS: Mapping[str, str] = {
@@ -297,6 +300,8 @@ def on_event(trigger: Trigger, state: State, ctx: Context, now: float) -> list[D
         ]
     if kind == "handoff":
         return _handoff(trigger, state, ctx, now)
+    if kind == "claim" and trigger.meta.get("verified") and CHAT_SMS in state.pending:
+        return [Schedule(CHAT_SMS, now, "the customer confirmed the number", {}, replace=True)]
     if kind == "message_in" and trigger.channel in {"chat", "sms"}:
         return _after_hours(trigger, state, ctx, now)
     return []
@@ -334,13 +339,17 @@ def _handoff(trigger: Trigger, state: State, ctx: Context, now: float) -> list[D
     cfg = ctx.config
     mode = trigger.meta.get("handoff")
     phone = trigger.meta.get("phone")
-    if mode == "sms" and trigger.meta.get("text_by") == "chat":
-        return [Skip(CHAT_SMS, "the chat channel sends the hand-off text itself (it carries the one-time code)")]
     if mode == "sms" and cfg.chat_sms_enabled:
         target = state if state.phone else _with_phone(state, phone)
         why = why_not_textable(target, cfg)
         if why:
             return [Skip(CHAT_SMS, why)]
+        if trigger.meta.get("text_by") == "chat":
+            # The chat channel texts the typed number a confirmation first; the chat's content (the open question)
+            # goes only to a number the customer has confirmed, by answering that text or typing its code.
+            return [
+                Schedule(CHAT_SMS, now + VERIFY_WAIT, "waiting until the customer confirms the number", {"await": 1})
+            ]
         body = render(cfg.chat_sms_template, variables(target, ctx, now))
         return [Send(CHAT_SMS, "sms", str(target.phone), body, "continue the chat by text", reply_to_customer=True)]
     if mode == "call_me" and cfg.call_me_enabled:
@@ -361,6 +370,8 @@ def _after_hours(trigger: Trigger, state: State, ctx: Context, now: float) -> li
     cfg = ctx.config
     if not cfg.after_hours_enabled or ctx.is_open(now):
         return []
+    if trigger.channel == "sms" and CHAT_SMS in state.pending:
+        return []  # the chat's continuation answers this text, with the reopening time in it
     if trigger.channel == "sms":
         why = why_not_textable(state, cfg)
         if why:
@@ -411,6 +422,16 @@ def on_due(rule: str, payload: Mapping[str, Any], state: State, ctx: Context, no
             return Skip(rule, "no owner phone to ring: set an owner or continuity.call_me_extension")
         attempt = int(payload.get("attempt", 0))
         return Call(rule, extension, state.phone, attempt, f"call-back attempt {attempt + 1}")
+    if rule == CHAT_SMS and not payload.get("body"):
+        if payload.get("await"):
+            return Skip(rule, "the customer never confirmed the number, so the chat was not continued by text")
+        if not cfg.chat_sms_enabled:
+            return Skip(rule, "the rule was switched off")
+        why = why_not_textable(state, cfg)
+        if why:
+            return Skip(rule, why)
+        body = render(cfg.chat_sms_template, variables(state, ctx, now))
+        return Send(rule, "sms", str(state.phone), body, "continue the chat by text", reply_to_customer=True)
     if rule in {CHAT_SMS, AFTER_HOURS, CALL_RECAP} or payload.get("body"):
         # A deferred message: re-check who may be texted, and refresh an after-hours reply's reopening time.
         channel = str(payload.get("channel", "sms"))

@@ -1,6 +1,7 @@
 """Reading the spine out of what customers write and say: intent, urgency, facts, channel preference.
 
-Theory of operation: :meth:`SpineReader.read` takes one message (chat, SMS, or a voicemail transcript) and the moment
+Theory of operation: :meth:`SpineReader.read` (blocking, a few milliseconds; the learner runs it in a worker thread
+so the event loop never waits for it) takes one message (chat, SMS, or a voicemail transcript) and the moment
 it arrived, and returns what it found; it never touches the store (the :class:`~gateway.domain.spine_learner.
 SpineLearner` applies the result through the spine service, which records who set what). Each reader is a
 well-kept library where one fits:
@@ -119,6 +120,11 @@ class SpineReader:
             for name, patterns in (fact_patterns or {}).items()
         }
         self.topics = tuple((t, normalize(t)) for t in topic_keywords if normalize(t))
+
+    def warm(self) -> None:
+        """Load dateparser's and pyap's data (about a second and a half, once) so the first real message is quick.
+        Blocking: run it in a worker thread."""
+        self.read("Saturday morning at 10:00, 1 Main Street, Springfield, IL 62704, call (415) 555-2671", 0.0)
 
     def read(self, text: str, now: float) -> Reading:
         """Everything found in ``text``, read as of ``now`` (unix seconds)."""

@@ -1,14 +1,15 @@
 """Opt-out keywords for SMS (STOP / START / HELP), decided at ingest.
 
-A message counts only when its whole body is the keyword (any case, surrounding spaces, runs of
-spaces
-inside "OPT OUT" collapsed): "please stop calling me" is a message for a person, not an opt-out.
+A message counts only when its whole body is the keyword (any case, any width, surrounding spaces, runs of spaces
+inside "OPT OUT" collapsed, punctuation and emoji ignored): "please stop calling me" is a message for a person, not an
+opt-out.
 The caller stores the suppression in the same transaction as the message and sends one confirmation.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -38,7 +39,11 @@ class Keyword(StrEnum):
 
 
 def _norm(text: str) -> str:
-    return _SPACES.sub(" ", text.strip()).casefold()
+    """Compare keywords the way people type them: compatibility forms folded (NFKC: full-width STOP is STOP),
+    punctuation, symbols and emoji dropped ("Stop!", "STOP 🙏"), spaces collapsed, case ignored."""
+    folded = unicodedata.normalize("NFKC", text)
+    kept = "".join(ch if ch.isspace() or unicodedata.category(ch)[0] in "LN" else "" for ch in folded)
+    return _SPACES.sub(" ", kept.strip()).casefold()
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,16 @@ class SpineLearner:
         self._sub = self.bus.subscribe("spine-learner", maxsize=5000, types=(TimelineEventAdded, SmsOutboundState))
         self._task = asyncio.create_task(self._run(self._sub), name="spine-learner")
 
+    async def _warm(self) -> None:
+        # dateparser loads its language data on first use (over a second): in a worker thread, before the first
+        # message is read, never on the event loop.
+        try:
+            await asyncio.to_thread(self.reader.warm)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("spine: warming up the readers failed; messages are still read")
+
     async def stop(self) -> None:
         """Stop reading; a message being applied finishes first."""
         if self._sub is not None:
@@ -65,6 +75,7 @@ class SpineLearner:
             self._task = None
 
     async def _run(self, sub: Subscription) -> None:
+        await self._warm()
         async for item in sub:
             try:
                 match item:
@@ -126,7 +137,7 @@ class SpineLearner:
     ) -> None:
         if not event.body.strip():
             return
-        reading = self.reader.read(event.body, event.occurred_at)
+        reading = await asyncio.to_thread(self.reader.read, event.body, event.occurred_at)
         spines = self.spines
         kw: dict[str, Any] = {"source": source, "set_by": EXTRACTOR}
         intent = meta_intent if meta_intent in spines.intents else None

@@ -26,6 +26,7 @@ OPS = frozenset(
         "status_report",
         "fail_next_send",
         "fail_next_command",
+        "silence_next_command",
         "hang",
         "resume",
         "garbage",

@@ -126,6 +126,7 @@ class ModemEmulator:
         self._hung_until: float = 0.0
         self._send_failures: list[int] = []
         self._command_failures: list[tuple[str, int]] = []
+        self._command_silences: list[tuple[str, float]] = []
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
         self._network_pending: list[str] = []
@@ -283,6 +284,12 @@ class ModemEmulator:
         ``+CMS ERROR: code``."""
         with self._lock:
             self._command_failures.extend([(prefix.upper(), code)] * count)
+
+    def silence_next_command(self, prefix: str, seconds: float) -> None:
+        """The next command starting with ``prefix`` gets no answer, and the modem then hangs for ``seconds``
+        (a modem that stalls in the middle of unlocking the SIM, say)."""
+        with self._lock:
+            self._command_silences.append((prefix.upper(), seconds))
 
     def hang(self, seconds: float | None = None) -> None:
         """Stop answering (input is swallowed) for ``seconds``, or until :meth:`resume`."""
@@ -510,6 +517,11 @@ class ModemEmulator:
             return
         cmd = line[2:]
         up = cmd.upper()
+        for i, (prefix, seconds) in enumerate(self._command_silences):
+            if line.upper().startswith(prefix):
+                del self._command_silences[i]
+                self._hung_until = time.monotonic() + seconds
+                return
         for i, (prefix, code) in enumerate(self._command_failures):
             if line.upper().startswith(prefix):
                 del self._command_failures[i]

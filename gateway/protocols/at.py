@@ -319,6 +319,14 @@ def error_for(command: str, final: FinalResult) -> ModemCommandError:
 # Builders and response field parsers
 
 
+_SECRET_COMMAND = re.compile(r"^(AT\+(?:CPIN|CLCK|CPWD)=).*$", re.IGNORECASE)
+
+
+def redact(command_text: str) -> str:
+    """A command as it may appear in a log line or an error: the SIM PIN/PUK and facility passwords masked."""
+    return _SECRET_COMMAND.sub(r'\1"****"', command_text)
+
+
 def command(text: str) -> bytes:
     """Frame one command line (``AT...`` plus CR)."""
     if "\r" in text or "\n" in text or "\x1a" in text:

@@ -474,6 +474,23 @@ def _parse_udh(udh: bytes) -> Concat | None:
 # Public decode / encode
 
 
+def sender_of(pdu_hex: str, *, has_smsc: bool = True) -> str | None:
+    """Best effort: the originator address of an SMS-DELIVER whose body cannot be decoded, else None.
+
+    The address comes early in the PDU, so a message broken further on still says who sent it.
+    """
+    try:
+        r = _Reader(bytes.fromhex(pdu_hex.strip()))
+        if has_smsc:
+            _read_smsc(r)
+        if r.byte("first octet") & 0x03 != 0x00:
+            return None
+        sender = _read_address(r, "originator address")
+    except (ValueError, PduDecodeError):
+        return None
+    return sender or None
+
+
 def decode(pdu_hex: str | bytes, *, has_smsc: bool = True) -> Decoded:
     """Decode one PDU as listed by ``AT+CMGL``/``AT+CMGR`` or sent in ``+CDS``.
 

@@ -153,6 +153,12 @@ def migrate_file(path: Path) -> tuple[int, int]:
     try:
         configure_connection(conn, writer=True)
         return migrate(conn, path)
+    except sqlite3.DatabaseError as err:
+        raise ConfigError(
+            f"store.path = {str(path)!r}: cannot migrate it: {err}. It is not a gateway database (or it is "
+            "damaged): point store.path at the gateway's database, or move this file away to start a new one "
+            "(`gateway db restore` brings back a backup)."
+        ) from err
     finally:
         conn.close()
 

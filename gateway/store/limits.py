@@ -18,16 +18,18 @@ def automated_sms_counts(conn: sqlite3.Connection, now: float) -> tuple[int, int
     return int(row[0]), int(row[1])
 
 
-def prune(conn: sqlite3.Connection, now: float, *, keep_seconds: float) -> dict[str, int]:
+def prune(conn: sqlite3.Connection, now: float, *, keep_seconds: float, login_keep_seconds: float) -> dict[str, int]:
     """Delete rows of tables that only grow and are no longer needed; returns rows deleted per table.
 
-    * login throttling rows whose last failure is older than ``keep_seconds`` (their delay ran out long ago);
+    * login throttling rows whose last failure is older than ``login_keep_seconds`` and whose wait is over;
     * chat visitors not seen for ``keep_seconds`` that never started a conversation;
     * webhook deliveries that finished (delivered or given up) more than ``keep_seconds`` ago.
     """
     cutoff = now - keep_seconds
     out = {}
-    cur = conn.execute("DELETE FROM web_login_failures WHERE last_failure < ? AND locked_until < ?", (cutoff, now))
+    cur = conn.execute(
+        "DELETE FROM web_login_failures WHERE last_failure < ? AND locked_until < ?", (now - login_keep_seconds, now)
+    )
     out["web_login_failures"] = cur.rowcount
     cur = conn.execute("DELETE FROM web_visitors WHERE last_seen_at < ? AND conversation_id IS NULL", (cutoff,))
     out["web_visitors"] = cur.rowcount

@@ -213,6 +213,19 @@ def set_confirmation(conn: sqlite3.Connection, message_id: int, outbox_id: int) 
     conn.execute("UPDATE sms_messages SET confirmation_outbox_id = ? WHERE id = ?", (outbox_id, message_id))
 
 
+# Parts set aside on purpose (a status report, a draft the SIM keeps) are not "unreadable".
+_HANDLED = ("status report (handled)", "an outgoing message stored on the SIM")
+
+
+def unreadable_count(conn: sqlite3.Connection) -> int:
+    """Received texts that could not be decoded (kept raw; the status page counts them)."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM sms_inbound_parts WHERE state = 'undecodable' AND COALESCE(error, '') NOT IN (?, ?)",
+        _HANDLED,
+    ).fetchone()
+    return int(row[0])
+
+
 def inbound_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Parts per state (status page, tests)."""
     return {str(r[0]): int(r[1]) for r in conn.execute("SELECT state, COUNT(*) FROM sms_inbound_parts GROUP BY state")}

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway.domain.events import Event, TimelineEventAdded
 from gateway.leakage.service import LeakageService
+from gateway.store import limits as limits_sql
 from gateway.supervise import cancel_and_wait
 from gateway.web import api, leakage, pages, spine_api
 from gateway.web import rules as rules_views
@@ -93,6 +94,34 @@ def _static(name: str, content_type: str) -> web.RouteDef:
     return web.get(f"/{name}", handler)
 
 
+PRUNE_INTERVAL_S = 3600.0
+
+
+async def prune_once(deps: WebDeps) -> dict[str, int]:
+    """Delete what only grows and is no longer needed (old visitors, finished webhooks, stale login counts)."""
+    cfg = deps.config
+    now = time.time()
+    keep = cfg.retention_days * 86400.0
+    login_keep = float(max(cfg.login_window_seconds, cfg.login_max_delay_seconds))
+    deleted = await deps.store.write(
+        lambda c: limits_sql.prune(c, now, keep_seconds=keep, login_keep_seconds=login_keep)
+    )
+    if any(deleted.values()):
+        log.info("pruned %s", ", ".join(f"{n} {table}" for table, n in deleted.items() if n))
+    return deleted
+
+
+async def _prune_forever(deps: WebDeps) -> None:
+    while True:
+        try:
+            await prune_once(deps)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - pruning is housekeeping; the next round tries again
+            log.warning("pruning old rows failed: %s", err)
+        await asyncio.sleep(PRUNE_INTERVAL_S)
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     handler = app[RECENT_ERRORS]
     logging.getLogger("gateway").addHandler(handler)
@@ -103,10 +132,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     if digest is not None:
         await digest.start()
     sweeper = asyncio.create_task(app[CHAT_HUB].run_sweeper(), name="web-chat-sweeper")
+    pruner = asyncio.create_task(_prune_forever(app[DEPS]), name="web-pruner")
     try:
         yield
     finally:
-        await cancel_and_wait(sweeper, owner="web")
+        await cancel_and_wait(sweeper, pruner, owner="web")
         if digest is not None:
             await digest.stop()
         await app[WEBHOOKS].stop()

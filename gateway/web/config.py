@@ -44,6 +44,12 @@ class WebConfig:
     login_window_seconds: int = field(
         default=900, metadata={"doc": "failures are forgotten after this many seconds without one"}
     )
+    retention_days: int = field(
+        default=30,
+        metadata={
+            "doc": "days kept of chat visitors who never wrote and of finished webhook deliveries (pruned hourly)"
+        },
+    )
     trusted_proxies: list[str] = field(
         default_factory=list,
         metadata={

@@ -52,3 +52,6 @@ class WebDeps:
     leakage_config: LeakageConfig = field(default_factory=LeakageConfig)
     #: The leakage read model; built from ``store``, ``leakage_config`` and the business hours when None.
     leakage: LeakageService | None = None
+    transcription: Any = None
+    """The transcription service (``retry_voicemail``); None when transcription is off: a retry then only requeues
+    the job in the store, for the daemon that runs transcription to pick up."""

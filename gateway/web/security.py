@@ -232,28 +232,83 @@ def _wants_json(request: web.Request) -> bool:
     )
 
 
-async def read_json(request: web.Request, *, max_bytes: int = 64 * 1024) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 that says exactly what is wrong."""
-    raw = await request.content.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=max_bytes,
-            actual_size=len(raw),
-            text=json.dumps({"error": f"body larger than {max_bytes} bytes: send less"}),
-            content_type="application/json",
-        )
+MAX_JSON_DEPTH = 64
+
+
+def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``text`` nests arrays/objects deeper than ``limit`` (brackets inside strings do not count).
+
+    Checked before ``json.loads``, whose recursion would otherwise end in a ``RecursionError`` deep in C code.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False  # the common case, at C speed
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def parse_json_object(raw: bytes | str) -> dict[str, Any]:
+    """Parse one JSON object from a request body or a websocket frame, or raise a :class:`ValidationError` that
+    says what is wrong (bad UTF-8, bad JSON, too deeply nested, not an object)."""
     try:
-        data = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as err:
         raise ValidationError(f"body is not UTF-8 (byte {err.start}): send UTF-8 encoded JSON") from err
+    if json_depth_exceeds(text):
+        raise ValidationError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels: send a flat object")
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValidationError(
             f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}; "
             "send a JSON object with Content-Type: application/json"
         ) from err
+    except RecursionError as err:  # belt and braces: the depth check above should make this unreachable
+        raise ValidationError(f"JSON nested too deeply: send a flat object of at most {MAX_JSON_DEPTH} levels") from err
     if not isinstance(data, dict):
         raise ValidationError(f"expected a JSON object, got {type(data).__name__}: wrap fields in {{...}}")
     return data
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The whole request body, however many TCP segments it came in, or 413 past ``max_bytes``."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = await request.content.read(max_bytes + 1 - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=max_bytes,
+                actual_size=total,
+                text=json.dumps({"error": f"body larger than {max_bytes} bytes: send less"}),
+                content_type="application/json",
+            )
+    return b"".join(chunks)
+
+
+async def read_json(request: web.Request, *, max_bytes: int = 64 * 1024) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says exactly what is wrong."""
+    return parse_json_object(await read_body(request, max_bytes))
 
 
 @web.middleware

@@ -33,6 +33,7 @@ from gateway.domain.events import (
     ContactsMerged,
     ConversationUpdated,
     Event,
+    LiveTranscript,
     TimelineEventAdded,
     VoicemailRecorded,
 )
@@ -56,6 +57,7 @@ WEB_EVENTS: tuple[type[Event], ...] = (
     CallAnswered,
     CallEnded,
     VoicemailRecorded,
+    LiveTranscript,
 )
 
 
@@ -134,6 +136,18 @@ class StaffHub:
                 msg = json.dumps({"type": "call_answered", "call_id": call_id, "extension": extension})
                 for ext in rang | ({extension} if extension else set()):
                     await self._send_extension(ext, msg)
+            case LiveTranscript(call_id=call_id, extension=extension) if extension:
+                # Words on the call go only to the staff member on it (the screen-pop of that extension).
+                msg = json.dumps(
+                    {
+                        "type": "live_transcript",
+                        "call_id": call_id,
+                        "conversation_id": event.conversation_id,
+                        "side": event.side,
+                        "text": event.text,
+                    }
+                )
+                await self._send_extension(extension, msg)
             case CallEnded(call_id=call_id, conversation_id=conversation_id, outcome=outcome, call=call):
                 msg = json.dumps(
                     {

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from gateway.domain.limits import BudgetState
 from gateway.store import queries as q
+from gateway.store import sms as sms_sql
 from gateway.store import web as sql
 from gateway.values import Health, HealthState, degraded, ok, worst
 from gateway.web import hours
@@ -80,6 +81,7 @@ async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]
             "outbox": sql.outbox_states(conn),
             "today": q.counts_since(conn, midnight),
             "webhooks": sql.webhook_counts(conn),
+            "unreadable_texts": sms_sql.unreadable_count(conn),
         }
 
     facts = await deps.store.read(store_facts)
@@ -104,6 +106,7 @@ async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]
         },
         "today": facts["today"],
         "automated_sms": _budget_section(budget),
+        "sms_inbound": {"unreadable_texts": facts["unreadable_texts"]},
         "webhooks": facts["webhooks"],
         "web": dict(extra),
         "bus": {"overflow_total": getattr(deps.bus, "overflow_total", 0)},

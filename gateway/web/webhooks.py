@@ -20,6 +20,7 @@ import logging
 import random
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -69,6 +70,15 @@ def payload_for(event: Event) -> tuple[str, dict[str, Any]] | None:
                 "duration": duration,
             }
     return None
+
+
+def origin(url: str) -> str:
+    """Scheme and host of a webhook URL: what logs and errors may show (paths and queries often hold secrets)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 class WebhookSender:
@@ -157,17 +167,20 @@ class WebhookSender:
         }
         error: str | None = None
         try:
-            async with self._session.post(d.url, data=body, headers=headers) as resp:
+            # Never follow a redirect: the signed payload goes to the configured address or nowhere.
+            async with self._session.post(d.url, data=body, headers=headers, allow_redirects=False) as resp:
                 if 200 <= resp.status < 300:
                     now = time.time()
                     await self.deps.store.write(lambda c: sql.webhook_delivered(c, d.id, now))
                     self.delivered += 1
                     return
                 error = f"HTTP {resp.status}"
+                if 300 <= resp.status < 400:
+                    error += " redirect refused: webhooks are never sent on; configure the final URL"
         except asyncio.CancelledError:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            error = f"{type(err).__name__}: {err}"
+            error = f"{type(err).__name__}: {err}".replace(d.url, origin(d.url))
         self.failed_attempts += 1
         attempts = d.attempts + 1
         give_up = attempts >= self.deps.config.webhook_max_attempts
@@ -175,6 +188,6 @@ class WebhookSender:
         msg = error or "unknown error"
         await self.deps.store.write(lambda c: sql.webhook_failed_attempt(c, d.id, msg, next_at))
         if give_up:
-            log.warning("webhook %d to %s given up after %d attempts: %s", d.id, d.url, attempts, msg)
+            log.warning("webhook %d to %s given up after %d attempts: %s", d.id, origin(d.url), attempts, msg)
         else:
             log.info("webhook %d attempt %d failed (%s); retrying", d.id, attempts, msg)

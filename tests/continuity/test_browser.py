@@ -67,7 +67,9 @@ async def test_g_lunch_break_chat_continuation_and_the_console(
     await reply.wait_for(timeout=15000)
     await visitor.screenshot(path=str(SHOTS / "rules-widget-lunch-break.png"))
 
-    # Continue by text: the first SMS quotes the open question (journey (a)'s first half).
+    # Continue by text: the chat channel first texts the typed number to confirm it; the parent answers that text,
+    # which confirms the number, and the continuation follows: it quotes the open question, offers the next time
+    # and asks only for what is still missing (journey (a)'s chat and SMS half).
     await visitor.click("#gateway-chat >> button.ghost:has-text('Continue by text')")
     await visitor.fill("#gateway-chat >> input[type=tel]", PARENT)
     await visitor.click("#gateway-chat >> .handoff button[type=submit]")
@@ -75,9 +77,18 @@ async def test_g_lunch_break_chat_continuation_and_the_console(
     def text() -> str:  # a long text leaves in parts: the customer's phone joins them
         return "".join(s.text for s in emulator.sent if s.recipient == PARENT)
 
-    await wait_for(lambda: "Could you send us" in text(), 20)
+    await wait_for(lambda: "reply to this text" in text(), 20)
+    assert "chipped" not in text(), "nothing of the chat goes to a number before it is confirmed"
+    emulator.deliver(PARENT, "Hi, this is Maria Rossi. Saturday morning works for us")
+    await wait_for(lambda: "You asked" in text(), 20)
+    await wait_for(lambda: d.decisions("chat_sms") and d.decisions("chat_sms")[-1][1] == "sent", 20)
     assert 'You asked: "My son chipped a tooth - do you handle emergencies?"' in text()
     assert "We can see you at 13:30" in text()
+    convs = d.rows("SELECT DISTINCT conversation_id FROM events WHERE kind IN ('message_in', 'handoff')")
+    assert len(convs) == 1, "chat, hand-off and the SMS answer are one conversation"
+    facts = dict(d.rows("SELECT name, value FROM conversation_facts"))
+    assert "availability" in facts
+    assert "your name" not in text().split("You asked")[-1], "the name is known: never asked again"
 
     # Staff: the decisions are on the timeline, drawn by decision, with their reasons.
     page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()

@@ -351,3 +351,41 @@ async def test_a_chat_answer_is_not_a_text_and_leaves_the_episode_budget_for_the
     )
     assert [d[:2] for d in rig.decisions()] == [("after_hours", "sent"), ("chat_sms", "sent")]
     assert len(rig.texts()) == 1
+
+
+async def test_the_continuation_waits_for_the_customer_to_confirm_the_number(rig: Rig) -> None:
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.CHAT, "Can you fix a leaking gutter?", visitor="web-4")
+    await rig.inbound(
+        EventKind.HANDOFF,
+        Channel.CHAT,
+        "continue by text",
+        visitor="web-4",
+        handoff="sms",
+        phone=CUSTOMER,
+        text_by="chat",
+    )
+    assert rig.texts() == []
+    assert rig.decisions("chat_sms")[-1][1] == "deferred"
+    await rig.service.link_identity(conv, IdentityKind.PHONE, CUSTOMER)
+    await rig.service.append_event(conv, EventKind.CLAIM, Channel.SYSTEM, "verified", {"verified": True})
+    await rig.engine.tick()
+    (text,) = rig.texts()
+    assert 'You asked: "Can you fix a leaking gutter?"' in text
+    # A number nobody confirms never gets the chat's content.
+    conv2 = await rig.inbound(EventKind.MESSAGE_IN, Channel.CHAT, "Quote for a roof?", visitor="web-5")
+    await rig.inbound(
+        EventKind.HANDOFF,
+        Channel.CHAT,
+        "continue by text",
+        visitor="web-5",
+        handoff="sms",
+        phone="+12025550188",
+        text_by="chat",
+    )
+    await rig.at(local(8, 11))
+    assert len(rig.texts()) == 1
+    assert rig.decisions("chat_sms")[-1][1:] == (
+        "suppressed",
+        "the customer never confirmed the number, so the chat was not continued by text",
+    )
+    assert conv2 != conv

@@ -148,3 +148,19 @@ async def test_budget_per_day(store: Store, bus: Bus) -> None:
     assert info.value.window == "day"
     await store.write(lambda c: c.execute("UPDATE outbox SET created_at = created_at - 86400 WHERE body = '1'"))
     assert (await service.budget_left()).left == 1
+
+
+@pytest.mark.parametrize(
+    "body", ["Stop!", "\uff33\uff34\uff2f\uff30", "STOP 🙏", " stop. ", "Opt-Out", "STOP\u200d\ufe0f", "¡STOP!"]
+)
+def test_stop_is_recognised_however_it_is_typed(body: str) -> None:
+    from gateway.domain.optout import Keyword, OptOutPolicy  # noqa: PLC0415
+
+    assert OptOutPolicy().classify(body) is Keyword.STOP
+
+
+@pytest.mark.parametrize("body", ["please stop calling me", "🙏", "!!!", "stopp", "don't stop"])
+def test_sentences_and_symbols_are_not_keywords(body: str) -> None:
+    from gateway.domain.optout import OptOutPolicy  # noqa: PLC0415
+
+    assert OptOutPolicy().classify(body) is None

@@ -139,3 +139,20 @@ async def test_a_transcript_sets_intent_from_its_keyword_decision(
 
 async def _learned(learner: SpineLearner, n: int) -> bool:
     return learner.learned >= n
+
+
+async def test_a_number_typed_in_a_message_is_a_fact_never_an_identity(
+    service: ConversationService, learner: SpineLearner
+) -> None:
+    known = await service.ingest(inbound(Channel.SMS, "+14155552675", "s1", "I am an existing customer"))
+    chat = await service.ingest(
+        inbound(Channel.CHAT, "visitor-9", "c9", "call me at (415) 555-2675 please", IdentityKind.CHAT)
+    )
+    await learner.learn(next(e for e in await service.timeline(chat.conversation_id) if e.id == chat.event_id))
+    spine = await learner.spines.spine(chat.conversation_id)
+    assert spine.facts["callback_number"].value == "+14155552675"
+    assert chat.conversation_id != known.conversation_id
+    assert spine.phone is None, "a typed number is a claim: it never joins or reveals the customer who owns it"
+    contact = await service.find_contact(IdentityKind.PHONE, "+14155552675")
+    assert contact is not None
+    assert contact.conversation_id == known.conversation_id

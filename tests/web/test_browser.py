@@ -7,6 +7,7 @@ member's page only; the status page renders. Screenshots of each page go to test
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import shutil
 import time
@@ -356,3 +357,37 @@ async def test_after_hours_call_me_on_a_phone_screen(live: Live) -> None:
 
 def test_chromium_is_debians() -> None:
     assert shutil.which("chromium") == "/usr/bin/chromium"
+
+
+async def test_console_shows_a_claim_as_unverified_and_merges_in_one_click(live: Live) -> None:
+    known = await live.service.ingest(
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, "+12025550171", "claim-k1", "Earlier text")
+    )
+    ctx, visitor = await open_widget(live)
+    await visitor.fill("#gateway-chat >> textarea", "Hi, I texted you last week")
+    await visitor.press("#gateway-chat >> textarea", "Enter")
+    await visitor.wait_for_selector("#gateway-chat >> li.visitor:not(.sending)")
+    await visitor.click("#gateway-chat >> text=Call me")
+    await visitor.fill("#gateway-chat >> input[type=tel]", "(202) 555-0171")
+    await visitor.click("#gateway-chat >> .handoff button[type=submit]")
+    await visitor.locator(".log li.system", has_text="call you soon").wait_for(timeout=5000)
+    staff = await login(live)
+    item = staff.locator("#inbox li button", has_text="Says they are +12025550171")
+    await item.wait_for(timeout=5000)
+    await item.click()
+    claim = staff.locator("#claims li.claim.unverified")
+    await claim.wait_for(timeout=5000)
+    assert "says they are +12025550171, not verified" in (await claim.text_content() or "")
+    # Nothing was merged by the typed number: the known customer's text is not in this timeline.
+    assert await staff.locator("#timeline li", has_text="Earlier text").count() == 0
+    await staff.screenshot(path=str(SHOTS / "console-claim-unverified.png"))
+    await staff.click("#claims button.confirm-claim")
+    await staff.locator("#timeline li", has_text="Earlier text").wait_for(timeout=5000)
+    await staff.locator("#timeline li", has_text="Hi, I texted you last week").wait_for()
+    merges = await live.store.read(lambda c: c.execute("SELECT kept_contact_id FROM merges").fetchall())
+    assert merges == [(known.contact_id,)]
+    staff.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
+    await staff.click("#timeline button.undo-merge")
+    await staff.locator("#timeline li", has_text="Hi, I texted you last week").wait_for(state="detached", timeout=5000)
+    await ctx.close()
+    await staff.context.close()

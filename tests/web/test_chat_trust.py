@@ -298,3 +298,37 @@ async def test_staff_confirm_a_claim_over_http_and_undo_the_merge(web_env: WebEn
     assert "This is Alice from the website" not in [e.body for e in await web_env.service.timeline(alice_conv)]
     assert "This is Alice from the website" in [e.body for e in await web_env.service.timeline(visitor_conv)]
     await ws.close()
+
+
+async def test_premium_numbers_get_the_same_answer_and_nothing_happens(tmp_path: Path) -> None:
+    env, store = await make_env(tmp_path, chat_handoffs_per_day=5)
+    try:
+        ws, _ = await connect(env)
+        premium_text = await handoff(ws, "premium-0001", "+1 900 555 0101")
+        normal_text = await handoff(ws, "premium-0002", "+1 202 555 0102")
+        assert {k: v for k, v in premium_text.items() if k != "client_id"} == {
+            k: v for k, v in normal_text.items() if k != "client_id"
+        }
+        assert [to for to, _, _ in await outbox_rows(env)] == ["+12025550102"]  # the premium number got no text
+        premium_call = await handoff(ws, "premium-0003", "+1 900 555 0101", "call_me")
+        assert premium_call == {"type": "handoff", "mode": "call", "client_id": "premium-0003", "ok": True}
+        conv = await store.read(
+            lambda c: c.execute(
+                "SELECT conversation_id FROM web_visitors WHERE conversation_id IS NOT NULL"
+            ).fetchone()[0]
+        )
+        summary = await env.service.summary(conv)
+        assert summary is not None
+        assert summary.next_step != "Call back"  # staff are not asked to dial a premium number
+        decisions = await store.read(
+            lambda c: c.execute(
+                "SELECT json_extract(meta, '$.rule'), json_extract(meta, '$.decision') FROM events"
+                " WHERE kind = 'automated' ORDER BY id"
+            ).fetchall()
+        )
+        assert ("chat_handoff", "suppressed") in decisions
+        assert ("chat_call_me", "suppressed") in decisions
+        await ws.close()
+    finally:
+        await env.client.close()
+        await store.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
@@ -67,3 +69,42 @@ async def test_staff_text_to_a_premium_number_needs_a_confirmation_when_configur
         lambda c: c.execute("SELECT actor, action FROM audit_log WHERE action = 'number_policy_override'").fetchall()
     )
     assert rows == [("alice", "number_policy_override")]
+
+
+async def test_tables_that_only_grow_are_pruned(web_env: WebEnv) -> None:
+    from gateway.web.app import prune_once  # noqa: PLC0415
+
+    now = time.time()
+    old = now - 40 * 86400
+    r = await web_env.service.ingest(sms("+12025550175", "pr-1"))
+
+    def seed(c: sqlite3.Connection) -> None:
+        c.executemany(
+            "INSERT INTO web_visitors(visitor_hash, conversation_id, created_at, last_seen_at) VALUES (?, ?, ?, ?)",
+            [("old-idle", None, old, old), ("old-writer", r.conversation_id, old, old), ("new-idle", None, now, now)],
+        )
+        c.executemany(
+            "INSERT INTO webhook_deliveries(url, event_type, payload, state, next_attempt_at, created_at)"
+            " VALUES ('http://x', 'e', '{}', ?, ?, ?)",
+            [("delivered", old, old), ("failed", old, old), ("queued", old, old), ("delivered", now, now)],
+        )
+        c.executemany(
+            "INSERT INTO web_login_failures(key, failures, last_failure, locked_until) VALUES (?, ?, ?, ?)",
+            [("addr:old", 3, now - 3600, 0), ("addr:fresh", 3, now - 10, 0)],
+        )
+
+    await web_env.store.write(seed)
+    deleted = await prune_once(web_env.deps)
+    assert deleted == {"web_login_failures": 1, "web_visitors": 1, "webhook_deliveries": 2}
+
+    def left(c: sqlite3.Connection) -> tuple[list[str], list[str], list[str]]:
+        return (
+            [x[0] for x in c.execute("SELECT visitor_hash FROM web_visitors ORDER BY visitor_hash")],
+            [x[0] for x in c.execute("SELECT state FROM webhook_deliveries ORDER BY id")],
+            [x[0] for x in c.execute("SELECT key FROM web_login_failures")],
+        )
+
+    visitors, hooks, logins = await web_env.store.read(left)
+    assert visitors == ["new-idle", "old-writer"]  # a visitor bound to a conversation keeps its link
+    assert hooks == ["queued", "delivered"]  # undelivered ones are never dropped
+    assert logins == ["addr:fresh"]

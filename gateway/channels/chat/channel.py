@@ -101,16 +101,20 @@ class ChatSettings:
 class VisitorSession:
     """One open visitor connection and what it is allowed to see."""
 
-    __slots__ = ("identity", "last_seen", "outlet", "own_conversation_id", "remote", "verified_contact", "visitor_hash")
+    __slots__ = ("last_seen", "outlet", "own_conversation_id", "remote", "verified_contact", "visitor_hash")
 
     def __init__(self, outlet: Outlet, remote: str) -> None:
         self.outlet = outlet
         self.remote = remote
         self.visitor_hash = ""
-        self.identity = ""
         self.own_conversation_id: int | None = None
         self.verified_contact: int | None = None
         self.last_seen = time.monotonic()
+
+    @property
+    def identity(self) -> str:
+        """The chat identity the domain sees for this visitor ("" before hello)."""
+        return visitor_identity(self.visitor_hash) if self.visitor_hash else ""
 
 
 def visitor_identity(visitor_hash: str) -> str:
@@ -165,7 +169,8 @@ class ChatChannel:
         self.messages = messages
         self._welcome = welcome
         self.sessions: set[VisitorSession] = set()
-        self._by_identity: dict[str, set[VisitorSession]] = {}
+        # Open sessions per visitor identity: one session (the usual case, no container), or a list for several tabs.
+        self._by_identity: dict[str, VisitorSession | list[VisitorSession]] = {}
         self._pushed: OrderedDict[int, None] = OrderedDict()
 
     @property
@@ -184,12 +189,18 @@ class ChatChannel:
     def close(self, session: VisitorSession) -> None:
         """The connection ended."""
         self.sessions.discard(session)
-        if session.identity:
-            peers = self._by_identity.get(session.identity)
-            if peers is not None:
-                peers.discard(session)
-                if not peers:
-                    del self._by_identity[session.identity]
+        if session.visitor_hash:
+            key = session.identity
+            peers = self._by_identity.get(key)
+            if peers is session:
+                del self._by_identity[key]
+            elif isinstance(peers, list):
+                if session in peers:
+                    peers.remove(session)
+                if len(peers) == 1:
+                    self._by_identity[key] = peers[0]
+                elif not peers:
+                    del self._by_identity[key]
 
     async def frame(self, session: VisitorSession, raw: str) -> None:
         """Handle one text frame from a visitor."""
@@ -247,8 +258,20 @@ class ChatChannel:
 
     def _bind(self, session: VisitorSession, visitor_hash: str) -> None:
         session.visitor_hash = visitor_hash
-        session.identity = visitor_identity(visitor_hash)
-        self._by_identity.setdefault(session.identity, set()).add(session)
+        key = session.identity
+        peers = self._by_identity.get(key)
+        if peers is None:
+            self._by_identity[key] = session
+        elif isinstance(peers, list):
+            peers.append(session)
+        elif peers is not session:
+            self._by_identity[key] = [peers, session]
+
+    def _peers(self, identity: str) -> list[VisitorSession]:
+        peers = self._by_identity.get(identity)
+        if peers is None:
+            return []
+        return list(peers) if isinstance(peers, list) else [peers]
 
     # ------------------------------------------------------------------------------------------------ frames
 
@@ -380,7 +403,7 @@ class ChatChannel:
                     "occurred_at": time.time(),
                 }
             )
-            others = [p for p in self._by_identity.get(session.identity, ()) if p is not session]
+            others = [p for p in self._peers(session.identity) if p is not session]
             await self.fan_out(others, json.dumps({"type": "message", "message": view}, ensure_ascii=False))
 
     def _phone(self, data: dict[str, Any]) -> str | None:
@@ -519,17 +542,26 @@ class ChatChannel:
         await self.service.claim_identity(
             conv, IdentityKind.PHONE, number, visitor_hash=session.visitor_hash, author="chat-widget"
         )
-        await self.service.update_conversation(conv, next_step="Call back")
-        await self._record(session, conv, "call", client_id, "sent")
-        await self._handoff_answer(session, "call", client_id, "sent")
+        try:
+            self.service.check_number(number, purpose="dial")
+        except PermanentError as err:
+            # A premium-rate or foreign number: no call-back is offered to staff; the visitor is not told why.
+            await self._decision(conv, "chat_call_me", "suppressed", str(err), number)
+            decision = "suppressed"
+        else:
+            await self.service.update_conversation(conv, next_step="Call back")
+            decision = "sent"
+        await self._record(session, conv, "call", client_id, decision)
+        await self._handoff_answer(session, "call", client_id, decision)
 
     async def _decision(self, conv: int, rule: str, decision: str, reason: str, number: str) -> None:
         """An automated decision on the timeline (staff only; never shown to the visitor)."""
+        what = "Call back to" if rule == "chat_call_me" else "Text to"
         await self.service.append_event(
             conv,
             EventKind.AUTOMATED,
             Channel.SYSTEM,
-            f"Text to the number the visitor typed: {decision} ({reason})",
+            f"{what} the number the visitor typed: {decision} ({reason})",
             meta={"rule": rule, "decision": decision, "reason": reason, "to": number},
             author="chat-widget",
         )
@@ -593,7 +625,7 @@ class ChatChannel:
         meta = event.get("meta") or {}
         to = meta.get("to") if isinstance(meta, Mapping) else None
         if isinstance(to, str):
-            peers = list(self._by_identity.get(to, ()))
+            peers = self._peers(to)
         else:
             conv = int(event["conversation_id"])
             peers = [s for s in self.sessions if s.own_conversation_id == conv]

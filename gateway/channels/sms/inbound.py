@@ -167,6 +167,7 @@ class InboundPipeline:
             reason = str(err)
             log.warning("sms inbound: part %d cannot be decoded (%s); raw PDU kept", part.id, reason)
             await self.store.write(lambda c: db.mark_part_undecodable(c, part.id, reason))
+            await self._unreadable(part, reason)
             return
         if isinstance(msg, pducodec.SmsStatusReport):
             await self.store.write(lambda c: db.mark_part_undecodable(c, part.id, "status report (handled)"))
@@ -179,6 +180,26 @@ class InboundPipeline:
             )
             return
         await self.store.write(lambda c: self._place(c, _Decoded(part, msg)))
+
+    async def _unreadable(self, part: db.InboundPart, reason: str) -> None:
+        """Staff see an unreadable text on the sender's timeline (the raw PDU stays in the store as part N)."""
+        sender = pducodec.sender_of(part.pdu)
+        who = sender or "an unknown sender"
+        item = Inbound(
+            Channel.SMS,
+            EventKind.MESSAGE_IN,
+            IdentityKind.PHONE,
+            sender or "unknown sender",
+            f"sms-unreadable-{part.id}",
+            f"Unreadable text from {who}, kept as part {part.id}",
+            meta={"unreadable": True, "part_id": part.id, "reason": reason},
+        )
+        try:
+            await self.service.ingest(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the raw part is kept either way; the entry is a courtesy
+            log.warning("sms inbound: part %d: could not add the unreadable-text entry (%s)", part.id, err)
 
     def _place(self, conn: sqlite3.Connection, d: _Decoded) -> None:
         msg = d.msg

@@ -261,13 +261,13 @@ class SerialLink:
             self.parser.expect(at.response_prefix(cmd))
             try:
                 await self._write(at.command(cmd))
-                final = await self._await(inflight.done, cmd, timeout)
+                final = await self._await(inflight.done, at.redact(cmd), timeout)
             finally:
                 self._inflight = None
                 self.parser.expect(None)
                 _consume(inflight)
             if not final.ok:
-                raise at.error_for(cmd, final)
+                raise at.error_for(at.redact(cmd), final)
             return inflight.lines
 
     async def send_pdu(

@@ -23,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.channels.voice.label import context_label
@@ -104,8 +105,10 @@ class AgiServer:
         header_timeout: float = 5.0,
         reply_timeout: float = 5.0,
         max_clients: int = 200,
+        allowed_peers: Sequence[str] = ("127.0.0.0/8", "::1/128"),
     ) -> None:
         self._handlers = dict(handlers)
+        self._allowed = tuple(ipaddress.ip_network(p, strict=False) for p in allowed_peers)
         self._host = host
         self._port = port
         self._header_timeout = header_timeout
@@ -151,7 +154,23 @@ class AgiServer:
                     await self._server.wait_closed()
             self._server = None
 
+    def _peer_allowed(self, writer: asyncio.StreamWriter) -> bool:
+        peer = writer.get_extra_info("peername")
+        try:
+            address = ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+        except (TypeError, IndexError, ValueError):
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self._allowed)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._peer_allowed(writer):
+            # Only Asterisk may ask the gateway how to route calls; a stranger must not even get to send a header.
+            self.refused += 1
+            log.warning("FastAGI: refused a connection from an address not in voice.agi_allowed_peers")
+            writer.close()
+            return
         if len(self._tasks) >= self._max_clients:
             self.refused += 1
             log.warning("FastAGI: %d sessions already open, refusing a new one", len(self._tasks))

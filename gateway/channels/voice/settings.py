@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -36,6 +37,10 @@ class VoiceSettings:
     agi_max_clients: int = field(
         default=200, metadata={"doc": "Concurrent FastAGI sessions; more are refused at once."}
     )
+    agi_allowed_peers: list[str] = field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        metadata={"doc": "Addresses/CIDRs allowed to connect to FastAGI (Asterisk's address); others are refused."},
+    )
     lookup_budget_ms: int = field(
         default=120, metadata={"doc": "Caller lookup budget; slower lookups get default routing."}
     )
@@ -67,6 +72,15 @@ class VoiceSettings:
     whisper_ring_group: bool = field(
         default=True, metadata={"doc": "Whisper also when the whole ring group rings (false: only sticky routing)."}
     )
+    live_transcribe: bool = field(
+        default=True,
+        metadata={"doc": "Transcribe answered calls live, both sides, through ARI (needs voice.ari_password)."},
+    )
+    ari_url: str = field(default="http://127.0.0.1:8088", metadata={"doc": "Asterisk ARI base URL (loopback)."})
+    ari_username: str = field(default="gateway-ari", metadata={"doc": "ARI user (ari.conf)."})
+    ari_password: Secret = field(
+        default=Secret(""), metadata={"doc": "ARI password of that user; empty = no live transcription."}
+    )
     cdr_file: str = field(
         default="/var/log/gateway-asterisk/cdr-custom/gateway-calls.csv",
         metadata={
@@ -97,7 +111,13 @@ class VoiceSettings:
             raise ConfigError(f"voice.staff_group = {self.staff_group!r}: use PJSIP/<ext>&PJSIP/<ext>...")
         if not _CONTEXT_RE.match(self.click_to_call_context):
             raise ConfigError("voice.click_to_call_context: letters, digits, '_' and '-' only")
+        for cidr in self.agi_allowed_peers:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as err:
+                raise ConfigError(f"voice.agi_allowed_peers: {cidr!r} is not an address or CIDR") from err
         self._validate_whisper()
+        self._validate_live()
         if self.lookup_budget_ms <= 0 or self.lookup_budget_ms > 190:
             raise ConfigError("voice.lookup_budget_ms must be 1..190 so a call is answered within 200 ms")
         if not 1 <= self.label_max_chars <= 80:
@@ -108,6 +128,15 @@ class VoiceSettings:
             raise ConfigError(
                 "voice.ami_ping_interval + voice.ami_ping_timeout must stay <= 30 s "
                 "so a half-open AMI link is noticed within 30 s"
+            )
+
+    def _validate_live(self) -> None:
+        if self.live_transcribe and not re.fullmatch(
+            r"https?://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?/?", self.ari_url
+        ):
+            raise ConfigError(
+                f"voice.ari_url = {self.ari_url!r}: ARI carries call audio; keep it on loopback "
+                "(http://127.0.0.1:8088) or set voice.live_transcribe = false"
             )
 
     def _validate_whisper(self) -> None:

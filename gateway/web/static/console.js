@@ -122,6 +122,13 @@
         body = ev.body || "";
         extra.push(el("audio", { controls: true, preload: "none", src: "/media/voicemail/" + ev.id }));
         if (meta.transcript) extra.push(el("div", { class: "transcript", text: String(meta.transcript) }));
+        if (meta.transcription === "failed") {
+          // The reason carries its fix; staff can try again (a damaged recording says a retry cannot help).
+          extra.push(el("div", { class: "transcription-error", dir: "auto",
+            text: "Transcription failed: " + String(meta.transcription_error || meta.error || "unknown reason") }));
+          extra.push(el("button", { type: "button", class: "retry-transcription", "data-event": String(ev.id),
+            onclick: () => retryTranscription(ev.id), text: "Retry transcription" }));
+        }
         break;
       case "transcript": cls = "call"; head = "Transcript" + (meta.confidence ? " · " + Math.round(meta.confidence * 100) + "% sure" : "");
         body = null; extra.push(transcriptNode(ev)); break;
@@ -163,6 +170,15 @@
       body ? el("bdi", { class: "body", text: body }) : null, ...extra);
   }
 
+  async function retryTranscription(eventId) {
+    try {
+      await api("POST", "/api/v1/voicemails/" + eventId + "/transcription/retry");
+      if (state.current) await openConversation(state.current);
+    } catch (err) {
+      window.alert(String(err && err.message ? err.message : err));
+    }
+  }
+
   async function undoMerge(mergeId) {
     if (!window.confirm("Split these contacts again? Each gets its own timeline back.")) return;
     try {
@@ -194,6 +210,7 @@
     const ids = (data.contact && data.contact.identities ? data.contact.identities : [])
       .map((i) => (i.kind === "chat" ? "web chat" : i.value)).join(" · ");
     $("conv-ids").textContent = ids;
+    showClaims(data.claims || []);
     renderSpine(data.spine);
     $("timeline").replaceChildren();
     data.timeline.forEach(appendEvent);
@@ -203,6 +220,33 @@
     $("call-btn").hidden = !data.can_call;
     updateWarnings();
     refreshInboxSoon();
+  }
+
+  // Numbers a visitor typed are claims: shown as such, with the known contact they match and a one-click
+  // confirmation (which merges with that contact; the merge can be undone from the timeline).
+  function showClaims(claims) {
+    const box = $("claims");
+    box.replaceChildren(...claims.map((c) => {
+      const li = el("li", { class: "claim " + (c.verified ? "verified" : "unverified"), "data-claim": String(c.id) },
+        el("span", { text: c.label }));
+      if (c.state === "pending") {
+        const match = c.suggested_contact;
+        if (match) li.append(el("span", { class: "muted", text: " · matches " + (match.display_name || c.value) }));
+        li.append(el("button", { type: "button", class: "confirm-claim", onclick: () => confirmClaim(c.id),
+          text: match ? "Confirm and merge" : "Confirm number" }));
+      }
+      return li;
+    }));
+    box.hidden = claims.length === 0;
+  }
+
+  async function confirmClaim(claimId) {
+    try {
+      const done = await api("POST", "/api/v1/claims/" + claimId + "/confirm");
+      await openConversation(done.conversation_id);
+    } catch (err) {
+      window.alert(String(err && err.message ? err.message : err));
+    }
   }
 
   function fillOwners(owner, id) {
@@ -340,6 +384,23 @@
         if (!card) break;
         if (msg.extension && msg.extension !== myExt) { card.remove(); cards.delete(msg.call_id); }
         else card.stateLine.textContent = "In call";
+        break;
+      }
+      case "live_transcript": {
+        // Partial words of the call, per side, replaced as they grow (text only, never HTML).
+        const card = cards.get(msg.call_id);
+        if (!card) break;
+        if (!card.live) {
+          card.live = el("div", { class: "live-words", "aria-live": "polite", "aria-label": "Live transcript" });
+          card.append(card.live);
+        }
+        const side = msg.side === "staff" ? "staff" : "caller";
+        let line = card.live.querySelector("p[data-side=" + side + "]");
+        if (!line) {
+          line = el("p", { "data-side": side });
+          card.live.append(line);
+        }
+        line.textContent = (side === "staff" ? "You: " : "Caller: ") + msg.text;
         break;
       }
       case "call_ended": {

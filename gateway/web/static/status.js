@@ -11,7 +11,7 @@
   }
   const TITLES = { gateway: "Gateway", asterisk: "Asterisk", sip: "SIP endpoints", modem: "GSM modem", transcription: "Transcription",
     store: "Store", today: "Today", webhooks: "Webhooks", web: "Web", bus: "Event bus", backup: "Backup",
-    automated_sms: "Automated SMS budget" };
+    automated_sms: "Automated SMS budget", sms_inbound: "Received texts" };
   const SKIP = new Set(["generated_at", "recent_errors", "health", "history", "verdict"]);
   const STATE_WORDS = { ok: "OK", degraded: "needs attention", down: "not working", off: "off" };
   const VERDICT_WORDS = { ok: "Everything works.", degraded: "Working, but something needs attention.",

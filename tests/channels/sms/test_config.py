@@ -45,5 +45,6 @@ def test_default_keywords() -> None:
     assert policy.classify("start") is Keyword.START
     assert policy.classify("UNSTOP") is Keyword.START
     assert policy.classify("help") is Keyword.HELP
-    for sentence in ["stop it", "please stop", "stop!", "", "   "]:
+    assert policy.classify("stop!") is Keyword.STOP  # punctuation and emoji are ignored (issue 9)
+    for sentence in ["stop it", "please stop", "", "   "]:
         assert policy.classify(sentence) is None, sentence

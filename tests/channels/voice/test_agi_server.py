@@ -72,9 +72,9 @@ class FakeLookup:
         return next((s for s in self.known.values() if s.conversation_id == conversation_id), None)
 
 
-async def fake_asterisk(port: int, head: bytes) -> tuple[dict[str, str], float]:
+async def fake_asterisk(port: int, head: bytes, local: str | None = None) -> tuple[dict[str, str], float]:
     """Play Asterisk: send the header, answer every command with 200, collect SET VARIABLEs."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(local, 0) if local else None)
     t0 = time.perf_counter()
     writer.write(head)
     await writer.drain()
@@ -289,3 +289,37 @@ async def test_caller_hangs_up_mid_session(router_server: tuple[AgiServer, FakeL
     assert got["GW_KNOWN"] == "1"
     assert elapsed < 0.2
     assert server.active == 0
+
+
+async def test_fastagi_refuses_peers_outside_the_allowed_addresses() -> None:
+    lookup = FakeLookup(known={"+15551234567": summary()})
+    router = InboundRouter(lookup, VoiceSettings())
+    # Only 127.0.0.2 plays Asterisk here; 127.0.0.1 is "someone else on the network".
+    server = AgiServer({"inbound": router}, host="0.0.0.0", port=0, allowed_peers=["127.0.0.2/32"])
+    await server.start()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", server.port)
+        w.write(header())
+        await w.drain()
+        try:
+            answer = await asyncio.wait_for(r.read(), timeout=5)
+        except ConnectionResetError:  # closed with our header still unread
+            answer = b""
+        assert answer == b""  # closed without a word
+        w.close()
+        assert server.refused == 1
+        assert server.served == 0
+        assert lookup.calls == []
+        got, _ = await fake_asterisk(server.port, header(), local="127.0.0.2")
+        assert got["GW_KNOWN"] == "1"
+        assert server.served == 1
+        assert VoiceSettings().agi_allowed_peers == ["127.0.0.0/8", "::1/128"]  # loopback only by default
+    finally:
+        await server.stop()
+
+
+def test_agi_allowed_peers_are_validated() -> None:
+    from gateway.errors import ConfigError  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match="agi_allowed_peers"):
+        VoiceSettings(agi_allowed_peers=["asterisk.local"]).validate()
