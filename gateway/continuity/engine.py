@@ -16,6 +16,7 @@ decided again. Every decision lands on the timeline as an ``automated`` event wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping

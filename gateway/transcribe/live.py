@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.supervise import cancel_and_wait
 from gateway.transcribe.live_worker import AUDIO, CLOSE, HEADER, OPEN
 
 log = logging.getLogger(__name__)
@@ -143,9 +144,7 @@ class LiveSpeech:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-        if reader is not None:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+        await cancel_and_wait(reader, owner="live-transcriber")
         self._end_all()
 
     async def open(self, on_partial: Callable[[str], None], *, rate: int = 16000) -> LiveStream:
@@ -245,7 +244,5 @@ class LiveSpeechPart:
 
     async def stop(self) -> None:
         """Stop loading or the worker."""
-        if self._warm is not None:
-            self._warm.cancel()
-            await asyncio.gather(self._warm, return_exceptions=True)
+        await cancel_and_wait(self._warm, owner="live-transcriber")
         await self.speech.stop()

@@ -382,9 +382,7 @@ class VoiceChannel:
             except Exception:
                 log.exception("voice: %s failed", name)
 
-        task = asyncio.create_task(run(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(run(), name)
 
     def _conversation_of(self, rec: CallRecord) -> int | None:
         if rec.conversation_id is not None:
