@@ -30,6 +30,7 @@ from gateway.domain.spine import SpineService
 from gateway.errors import ValidationError
 from gateway.log import RECENT
 from gateway.store import web as web_sql
+from gateway.store.backup import BackupScheduler
 from gateway.store.db import Store
 from gateway.supervise import cancel_and_wait
 from gateway.values import Health, off, ok
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # the channel modules are imported only when configured
     from gateway.channels.sms.channel import SmsChannel
     from gateway.channels.voice.channel import VoiceChannel
     from gateway.continuity.engine import ContinuityEngine
+    from gateway.continuity.promise_keeper import PromiseKeeper
     from gateway.domain.spine_learner import SpineLearner
     from gateway.transcribe.live import LiveSpeech
     from gateway.transcribe.service import TranscriptionService
@@ -79,7 +81,12 @@ class App:
         self.config = config
         self.continuity_clock = continuity_clock
         """The rules' clock (None: wall time); tests and benchmarks move a manual one."""
-        self.store = Store(config.db_path, readers=config.store.readers, max_batch=config.store.max_batch)
+        self.store = Store(
+            config.db_path,
+            readers=config.store.readers,
+            max_batch=config.store.max_batch,
+            backup_dir=config.backup_dir,
+        )
         self.bus = Bus()
         self.service = ConversationService(
             self.store,
@@ -94,7 +101,7 @@ class App:
                 automated_sms_per_day=config.sms.automated_per_day,
             ),
         )
-        self.spine = SpineService(self.store, self.bus, config.spine)
+        self.spine = SpineService(self.store, self.bus, config.spine, timezone=config.web.timezone)
         self.spine_learner: SpineLearner | None = None
         self.started_at: float | None = None
         self.sms: SmsChannel | None = None
@@ -102,8 +109,17 @@ class App:
         self.transcription: TranscriptionService | None = None
         self.web: WebServer | None = None
         self.history = checks.History(HISTORY_SERIES, step=HISTORY_STEP)
+        self.backups: BackupScheduler | None = None
+        if config.store.backup_interval_hours > 0:
+            self.backups = BackupScheduler(
+                self.store,
+                config.backup_dir,
+                interval=config.store.backup_interval_hours * 3600,
+                keep=config.store.backup_keep,
+            )
         self._sampler: asyncio.Task[None] | None = None
         self.continuity: ContinuityEngine | None = None
+        self.promises: PromiseKeeper | None = None
         self._started: list[tuple[str, Part]] = []
         self._stopping = asyncio.Event()
 
@@ -150,7 +166,9 @@ class App:
         if problem:
             log.warning("live call transcription is off: %s", problem)
             return None
-        speech = LiveSpeech(model, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active)
+        speech = LiveSpeech(
+            model, workers=cfg.voice.live_workers, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active
+        )
         parts.append(("live-speech", LiveSpeechPart(speech)))
         return speech
 
@@ -211,6 +229,19 @@ class App:
         )
         return self.continuity
 
+    def _build_promises(self) -> Part:
+        from gateway.continuity.promise_keeper import PromiseKeeper  # noqa: PLC0415
+        from gateway.continuity.promises import Hours  # noqa: PLC0415
+        from gateway.web.hours import ClosedDates  # noqa: PLC0415
+
+        office = Hours(
+            dict(self.config.web.business_hours),
+            self.config.web.timezone,
+            ClosedDates(self.config.continuity.closed_dates, self.config.continuity.holiday_country),
+        )
+        self.promises = PromiseKeeper(self.store, self.service, self.spine, self.bus, office)
+        return self.promises
+
     def _build_web(self) -> Part:
         from gateway.leakage.service import LeakageService  # noqa: PLC0415
         from gateway.web.app import WebServer  # noqa: PLC0415
@@ -231,8 +262,10 @@ class App:
             health=self.health,
             history=self.history,
             continuity=self.continuity,
+            promises=self.promises,
             leakage_config=self.config.leakage,
             transcription=self.transcription,
+            leakage_warm=True,
             # Leakage deadlines skip the same closed days as the rules' reopening times.
             leakage=LeakageService(
                 self.store,
@@ -284,9 +317,11 @@ class App:
                     "set [transcribe] enabled = true and install a speech model",
                 )
             )
+        if self.continuity is not None:
+            items.append(self.continuity.health())
         items.extend(
             (
-                checks.check_backup(cfg.backup_dir),
+                self.backups.health() if self.backups is not None else checks.check_backup(cfg.backup_dir),
                 checks.check_disk(cfg.data_dir),
                 checks.check_clock(),
                 checks.check_descriptors(),
@@ -369,10 +404,13 @@ class App:
         try:
             await self._start_part("store", self.store)
             await self._start_part("bus", self.bus)
+            if self.backups is not None:
+                await self._start_part("backups", self.backups)
             for name, part in self._build_channels():
                 await self._start_part(name, part)
             if cfg_continuity_enabled(self.config):
                 await self._start_part("continuity", self._build_continuity())
+            await self._start_part("promises", self._build_promises())
             await self._start_part("web", self._build_web())
             self._sampler = asyncio.create_task(self._sample_forever(), name="status-history")
         except BaseException:

@@ -337,10 +337,14 @@ async def _backup(cfg: config_mod.Config, target: str | None) -> int:
     except OSError as err:
         print(f"gateway: cannot create {path.parent}: {err.strerror}", file=sys.stderr)
         return EX_CANTCREAT
+    from gateway.progress import ProgressBar  # noqa: PLC0415
+
     store = Store(cfg.db_path)
     await store.start()
+    bar = ProgressBar(f"backup {path.name}")
     try:
-        await store.backup(path)
+        await store.backup(path, progress=bar.update)
+        bar.finish()
     except StoreError as err:
         with contextlib.suppress(OSError):
             path.unlink()
@@ -385,7 +389,11 @@ def _restore(cfg: config_mod.Config, source: Path, *, assume_yes: bool) -> int:
     try:
         with daemon_lock(cfg):
             cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
-            restore_database(source, cfg.db_path)
+            from gateway.progress import ProgressBar  # noqa: PLC0415
+
+            bar = ProgressBar(f"restore {cfg.db_path.name}")
+            restore_database(source, cfg.db_path, progress=bar.update)
+            bar.finish()
     except ConfigError as err:
         print(f"gateway: {err}", file=sys.stderr)
         return EX_UNAVAILABLE
@@ -480,6 +488,21 @@ def _model_health(cfg: config_mod.Config) -> Health:
     return ok("model", title, f"{path} loads")
 
 
+def _budget_health(cfg: config_mod.Config) -> Health:
+    from gateway import health as checks  # noqa: PLC0415
+    from gateway.domain.limits import BudgetState  # noqa: PLC0415
+    from gateway.store import readonly  # noqa: PLC0415
+
+    per_hour, per_day = cfg.sms.automated_per_hour, cfg.sms.automated_per_day
+    if not cfg.db_path.exists():
+        return checks.check_automated_budget(BudgetState(per_hour, per_day, 0, 0))
+    try:
+        used_hour, used_day = readonly.automated_sms_counts(cfg.db_path, time.time())
+    except StoreError as err:
+        return down("automated_sms", "Automated SMS budget", f"cannot read the budget: {err}", "see the Database line")
+    return checks.check_automated_budget(BudgetState(per_hour, per_day, used_hour, used_day))
+
+
 async def doctor_checks(cfg: config_mod.Config) -> list[Health]:
     """Every check ``gateway doctor`` runs, in the order it prints them."""
     from gateway import health as checks  # noqa: PLC0415
@@ -509,6 +532,7 @@ async def doctor_checks(cfg: config_mod.Config) -> list[Health]:
         from gateway.channels.sms.probe import probe_modem  # noqa: PLC0415
 
         results.append(await probe_modem(cfg.sms))
+    results.append(await asyncio.to_thread(_budget_health, cfg))
     if cfg.transcribe.enabled:
         results.append(await asyncio.to_thread(_model_health, cfg))
     else:

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gateway.domain import spine
 from gateway.domain.bus import Bus
 from gateway.domain.claims import ClaimMethod, ClaimVerified, CodeCheck, IdentityClaim, code_hash, code_matches
 from gateway.domain.events import ContactsMerged, ConversationUpdated, OutboxQueued, TimelineEventAdded
@@ -57,6 +58,7 @@ from gateway.domain.models import (
 from gateway.domain.optout import Keyword
 from gateway.domain.phone import normalize_phone
 from gateway.domain.ports import StorePort
+from gateway.domain.spine import SpineChange
 from gateway.errors import NoRouteError, PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
 from gateway.store import claims as cq
@@ -78,7 +80,7 @@ class ServiceSettings:
     #: False when no SMS channel runs: replies by SMS are refused as undeliverable and the widget offers no text.
     sms_enabled: bool = True
     #: How long after a claimed number was texted an SMS answer from it still verifies the claim.
-    claim_reply_window_s: float = 7 * 24 * 3600.0
+    claim_reply_window_s: float = 24 * 3600.0
     number_policy: NumberPolicy | None = None  # None: the default policy for ``default_region``
     staff_number_check: str = "warn"  # staff sends outside the policy: 'warn', 'confirm' or 'refuse'
     automated_sms_per_hour: int = 30
@@ -102,6 +104,9 @@ class OpenedConversation:
     contact_id: int
     conversation_id: int
     created: bool
+
+
+_SPINE_FIELDS = frozenset({"intent", "next_step", "urgent", "owner", "preferred_channel"})
 
 
 class ConversationService:
@@ -878,7 +883,10 @@ class ConversationService:
         facts: Mapping[str, Any] | None = None,
         author: str | None = None,
     ) -> None:
-        """Set the fields given (None leaves a field as it is)."""
+        """Set the fields given (None leaves a field as it is).
+
+        Spine fields (intent, next step, urgent, owner, preferred channel) are written by the spine's one writer, so
+        each change is a timeline entry naming ``author`` (or "the gateway" when there is none)."""
         fields: dict[str, Any] = {
             k: v
             for k, v in {
@@ -896,14 +904,25 @@ class ConversationService:
             return
         now = q.now()
 
-        def op(conn: sqlite3.Connection) -> int:
+        spine_fields = {k: v for k, v in fields.items() if k in _SPINE_FIELDS}
+        other = {k: v for k, v in fields.items() if k not in _SPINE_FIELDS}
+
+        def op(conn: sqlite3.Connection) -> tuple[int, SpineChange | None]:
             conv = q.live_conversation(conn, conversation_id)
-            q.update_conversation(conn, conv, fields, now)
+            change = None
+            if spine_fields:
+                set_by = author or spine.SYSTEM
+                source = "staff" if author else spine.SYSTEM
+                change = spine.write_fields(conn, conv, spine_fields, source=source, set_by=set_by, now=now)
+            if other:
+                q.update_conversation(conn, conv, other, now)
             if author is not None:
                 q.audit(conn, author, "update_conversation", str(conv), fields, now)
-            return conv
+            return conv, change
 
-        conv = await self.store.write(op)
+        conv, change = await self.store.write(op)
+        if change is not None:
+            self.bus.publish(TimelineEventAdded(conv, change.contact_id, change.event))
         self.bus.publish(ConversationUpdated(conv, fields))
 
     async def open_conversation(

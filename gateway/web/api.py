@@ -20,7 +20,7 @@ from gateway.errors import NoRouteError, PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
 from gateway.store import transcribe as tq
 from gateway.store import web as sql
-from gateway.web import hours, spine_api
+from gateway.web import call_api, hours, spine_api
 from gateway.web.chat import CHAT_HUB
 from gateway.web.jsonable import jsonable
 from gateway.web.keys import AUTH, DEPS
@@ -610,6 +610,7 @@ def openapi() -> dict[str, Any]:
             "/api/v1/staff": {"get": {"summary": "Staff members", "responses": ok}},
             "/status.json": {"get": {"summary": "Operator status", "responses": ok}},
             **spine_api.openapi_paths(),
+            **call_api.openapi_paths(),
             **leakage_openapi_paths(),
         },
         "x-webhooks": {

@@ -37,9 +37,11 @@ from gateway.domain.events import (
     TimelineEventAdded,
     VoicemailRecorded,
 )
+from gateway.domain.handoff import handoff_card
 from gateway.domain.spine import SpineService
 from gateway.store import web as sql
 from gateway.supervise import cancel_and_wait
+from gateway.web import hours
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
 from gateway.web.security import same_origin
@@ -173,15 +175,29 @@ class StaffHub:
             return
         self._calls.setdefault(event.call_id, set()).add(event.extension)
         headline: str | None = None
+        handoff: dict[str, object] | None = None
         if event.conversation_id is not None:
             if self.deps.spine is None:
-                self.deps.spine = SpineService(self.deps.store, self.deps.bus)
+                self.deps.spine = SpineService(self.deps.store, self.deps.bus, timezone=self.deps.config.timezone)
             try:
-                headline = (await self.deps.spine.spine(event.conversation_id)).summary
+                spine = await self.deps.spine.spine(event.conversation_id)
+                headline = spine.summary
+                recent = await self.deps.service.timeline(event.conversation_id, limit=30)
             except LookupError:
-                headline = None
+                spine = None
+            if spine is not None:
+                cfg = self.deps.config
+                quiet = hours.in_quiet_hours(cfg.quiet_hours, cfg.timezone, time.time())
+                promised = (
+                    [] if self.deps.promises is None else await self.deps.promises.promises(spine.conversation_id)
+                )
+                card_ = handoff_card(
+                    spine, recent, quiet_hours=quiet, promises=[p for p in promised if p.status != "dismissed"]
+                )
+                handoff = jsonable(card_)
         card = {
             "headline": headline,
+            "handoff": handoff,
             "type": "call_ringing",
             "call_id": event.call_id,
             "extension": event.extension,

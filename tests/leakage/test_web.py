@@ -212,3 +212,26 @@ async def test_digest_is_off_by_default(tmp_path: Path) -> None:
     finally:
         await e.client.close()
         await e.store.stop()
+
+
+async def test_the_daemon_builds_the_read_model_at_start(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gateway.db")
+    await store.start()
+    await seed_week(store)
+    bus = Bus()
+    leak = LeakageService(store, LeakageConfig(), WEEKDAYS, "UTC", clock=lambda: NOW)
+    deps = WebDeps(
+        service=ConversationService(store, bus), store=store, bus=bus, leakage=leak, leakage_warm=True,
+        config=WebConfig(secure_cookies=False, business_hours=WEEKDAYS),
+    )  # fmt: skip
+    client: TestClient[Any, Any] = TestClient(TestServer(build_app(deps), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        for _ in range(100):
+            if leak._model is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert leak._model is not None, "read model not built at start"
+    finally:
+        await client.close()
+        await store.stop()

@@ -368,7 +368,7 @@ class VoiceChannel:
                 assert rec.outcome is not None
                 self.bus.publish(CallEnded(rec.call_id, rec.caller, self._conversation_of(rec), rec.outcome, rec))
                 if self.live is not None:
-                    self._own(self.live.finish(rec), f"live-end-{rec.call_id}")
+                    self._own(self.live.finish(rec, self._conversation_of(rec)), f"live-end-{rec.call_id}")
             self._queue.put_nowait(fx)
 
     def _own(self, work: Coroutine[Any, Any, object], name: str) -> None:
