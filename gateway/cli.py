@@ -488,6 +488,21 @@ def _model_health(cfg: config_mod.Config) -> Health:
     return ok("model", title, f"{path} loads")
 
 
+def _budget_health(cfg: config_mod.Config) -> Health:
+    from gateway import health as checks  # noqa: PLC0415
+    from gateway.domain.limits import BudgetState  # noqa: PLC0415
+    from gateway.store import readonly  # noqa: PLC0415
+
+    per_hour, per_day = cfg.sms.automated_per_hour, cfg.sms.automated_per_day
+    if not cfg.db_path.exists():
+        return checks.check_automated_budget(BudgetState(per_hour, per_day, 0, 0))
+    try:
+        used_hour, used_day = readonly.automated_sms_counts(cfg.db_path, time.time())
+    except StoreError as err:
+        return down("automated_sms", "Automated SMS budget", f"cannot read the budget: {err}", "see the Database line")
+    return checks.check_automated_budget(BudgetState(per_hour, per_day, used_hour, used_day))
+
+
 async def doctor_checks(cfg: config_mod.Config) -> list[Health]:
     """Every check ``gateway doctor`` runs, in the order it prints them."""
     from gateway import health as checks  # noqa: PLC0415
@@ -517,6 +532,7 @@ async def doctor_checks(cfg: config_mod.Config) -> list[Health]:
         from gateway.channels.sms.probe import probe_modem  # noqa: PLC0415
 
         results.append(await probe_modem(cfg.sms))
+    results.append(await asyncio.to_thread(_budget_health, cfg))
     if cfg.transcribe.enabled:
         results.append(await asyncio.to_thread(_model_health, cfg))
     else:

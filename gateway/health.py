@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.domain.limits import BudgetState
 from gateway.store.db import probe_database_file
 from gateway.values import Health, HealthState, degraded, down, ok
 
@@ -181,6 +182,33 @@ def check_backup(directory: Path, now: float | None = None) -> Health:
             details=details,
         )
     return ok("backup", title, f"newest backup {hours:.1f} h old ({newest.name})", details=details)
+
+
+def check_automated_budget(state: BudgetState) -> Health:
+    """The automated-SMS budget: amber when an hour's or a day's allowance is spent, with what that means."""
+    title = "Automated SMS budget"
+    details: dict[str, str | int | float | bool | None] = {
+        "used_hour": state.used_hour,
+        "per_hour": state.per_hour,
+        "used_day": state.used_day,
+        "per_day": state.per_day,
+    }
+    window = state.spent_window
+    if window is not None:
+        spent = (
+            f"{state.per_day} automated texts in 24 hours (sms.automated_per_day)"
+            if window == "day"
+            else f"{state.per_hour} automated texts this hour (sms.automated_per_hour)"
+        )
+        return degraded(
+            "automated_sms",
+            title,
+            f"Spent: {spent}; further automated texts are not queued",
+            "nothing is broken: automated texts resume when the window passes; staff replies still go out. Raise "
+            "sms.automated_per_hour / sms.automated_per_day if the office wants more",
+            details=details,
+        )
+    return ok("automated_sms", title, f"{state.left} automated texts may still go out now", details=details)
 
 
 # -- history for the status page's sparklines -------------------------------------------------------------------------
