@@ -39,6 +39,7 @@ from gateway.domain.service import ConversationService
 from gateway.errors import GatewayError, PermanentError
 from gateway.store import continuity as sql
 from gateway.store.continuity import JobRow
+from gateway.supervise import cancel_and_wait
 from gateway.values import Health, degraded, down, off, ok
 from gateway.web import hours
 
@@ -149,11 +150,7 @@ class ContinuityEngine:
         """Stop the loop; scheduled sends stay in the store for the next start."""
         if self._sub is not None:
             self._sub.close()
-        for task in (self._task, self._listener):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._task, self._listener, owner="continuity")
         self._task = self._listener = None
 
     def wake(self) -> None:

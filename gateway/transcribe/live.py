@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.supervise import cancel_and_wait
 from gateway.transcribe.live_worker import AUDIO, CLOSE, HEADER, OPEN
 
 log = logging.getLogger(__name__)
@@ -183,9 +184,7 @@ class LiveSpeech:
             except TimeoutError:
                 worker.proc.kill()
                 await worker.proc.wait()
-            if worker.reader is not None:
-                worker.reader.cancel()
-                await asyncio.gather(worker.reader, return_exceptions=True)
+            await cancel_and_wait(worker.reader, owner="live-transcriber")
         self._end_all(None)
 
     async def open(self, on_partial: Callable[[str], None], *, rate: int = 16000) -> LiveStream:
@@ -306,7 +305,5 @@ class LiveSpeechPart:
 
     async def stop(self) -> None:
         """Stop loading or the worker."""
-        if self._warm is not None:
-            self._warm.cancel()
-            await asyncio.gather(self._warm, return_exceptions=True)
+        await cancel_and_wait(self._warm, owner="live-transcriber")
         await self.speech.stop()
