@@ -32,6 +32,7 @@ from gateway.log import RECENT
 from gateway.store import web as web_sql
 from gateway.store.backup import BackupScheduler
 from gateway.store.db import Store
+from gateway.supervise import cancel_and_wait
 from gateway.values import Health, off, ok
 
 if TYPE_CHECKING:  # the channel modules are imported only when configured
@@ -165,7 +166,9 @@ class App:
         if problem:
             log.warning("live call transcription is off: %s", problem)
             return None
-        speech = LiveSpeech(model, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active)
+        speech = LiveSpeech(
+            model, workers=cfg.voice.live_workers, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active
+        )
         parts.append(("live-speech", LiveSpeechPart(speech)))
         return speech
 
@@ -314,6 +317,8 @@ class App:
                     "set [transcribe] enabled = true and install a speech model",
                 )
             )
+        if self.continuity is not None:
+            items.append(self.continuity.health())
         items.extend(
             (
                 self.backups.health() if self.backups is not None else checks.check_backup(cfg.backup_dir),
@@ -422,10 +427,8 @@ class App:
         """Stop started parts in reverse order within the shutdown budget; cancel anything left behind."""
         budget = self.config.gateway.shutdown_timeout
         deadline = time.monotonic() + budget
-        if self._sampler is not None:
-            self._sampler.cancel()
-            await asyncio.gather(self._sampler, return_exceptions=True)
-            self._sampler = None
+        await cancel_and_wait(self._sampler, owner="gateway")
+        self._sampler = None
         while self._started:
             name, part = self._started.pop()
             remaining = max(0.5, deadline - time.monotonic())
@@ -482,10 +485,7 @@ async def _cancel_leftovers() -> None:
         return
     for task in leftovers:
         log.warning("cancelling task left behind at shutdown: %s", task.get_name())
-        task.cancel()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(2):
-            await asyncio.gather(*leftovers, return_exceptions=True)
+    await cancel_and_wait(*leftovers, timeout=2.0, owner="gateway")
 
 
 def raise_open_files_limit() -> tuple[int, int]:

@@ -37,6 +37,7 @@ import aiosqlite
 
 from gateway import __version__
 from gateway.errors import ConfigError, SchemaTooNewError, StoreError, StoreFullError
+from gateway.supervise import cancel_and_wait
 from gateway.values import Health, down, ok
 
 log = logging.getLogger(__name__)
@@ -375,9 +376,7 @@ class Store:
                     self._queue.qsize(),
                     self.stop_timeout,
                 )
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task, owner=f"store {self.path}")
             self._task = None
             while not self._queue.empty():
                 pending = self._queue.get_nowait()

@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.domain.events import Event, TimelineEventAdded
 from gateway.leakage.service import LeakageService
 from gateway.store import limits as limits_sql
+from gateway.supervise import cancel_and_wait
 from gateway.web import api, call_api, leakage, pages, spine_api
 from gateway.web import rules as rules_views
 from gateway.web.chat import CHAT_HUB, ChatHub
@@ -137,16 +138,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task_ in (sweeper, pruner, warm):
-            if task_ is None:
-                continue
-            task_.cancel()
-            try:
-                await task_
-            except asyncio.CancelledError:
-                # Our own cancel of the background task ends here; a cancel of this cleanup itself goes on.
-                if (task := asyncio.current_task()) is not None and task.cancelling():
-                    raise
+        await cancel_and_wait(sweeper, pruner, warm, owner="web")
         if digest is not None:
             await digest.stop()
         await app[WEBHOOKS].stop()

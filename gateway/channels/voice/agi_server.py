@@ -37,6 +37,7 @@ from gateway.domain.models import ContactView, ConversationSummary, IdentityKind
 from gateway.domain.ports import ConversationPort
 from gateway.errors import ConfigError, ProtocolError, TransientError
 from gateway.protocols import agi
+from gateway.supervise import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +147,7 @@ class AgiServer:
         """Stop listening and end every session."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks, owner="fastagi")
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2):
@@ -280,10 +278,7 @@ class InboundRouter:
 
     async def stop(self) -> None:
         """Cancel lookups still running in the background."""
-        for t in list(self._background):
-            t.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_and_wait(*self._background, owner="fastagi-router")
 
     async def _find(self, number: str) -> tuple[ContactView | None, ConversationSummary | None]:
         contact = await self._lookup.find_contact(IdentityKind.PHONE, number)

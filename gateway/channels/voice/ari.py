@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from gateway.errors import TransientError
-from gateway.supervise import LinkState, reconnect_loop
+from gateway.supervise import LinkState, cancel_and_wait, reconnect_loop
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,8 @@ class AriClient:
 
     async def stop(self) -> None:
         """Close the websocket and the session."""
-        if self._ws_task is not None:
-            self._ws_task.cancel()
-            await asyncio.gather(self._ws_task, return_exceptions=True)
-            self._ws_task = None
+        await cancel_and_wait(self._ws_task, owner="ari")
+        self._ws_task = None
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -68,6 +68,7 @@ from gateway.domain.models import (
 from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import PermanentError, TransientError, ValidationError
 from gateway.store import voice as voice_sql
+from gateway.supervise import TaskSet, cancel_and_wait
 from gateway.transcribe.audio import AudioError, probe_audio
 from gateway.values import Health
 
@@ -212,7 +213,7 @@ class VoiceChannel:
         self._rang: OrderedDict[tuple[str, str, float], None] = OrderedDict()
         self._queue: asyncio.Queue[TrackerEffect] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("voice")
         self._resync_lock = asyncio.Lock()
         self._reconciler: asyncio.Task[None] | None = None
         self.resyncs = 0
@@ -243,15 +244,8 @@ class VoiceChannel:
 
     async def stop(self) -> None:
         """Stop in reverse order; let the worker drain what is queued (bounded)."""
-        if self._recovery is not None:
-            self._recovery.cancel()
-            await asyncio.gather(self._recovery, return_exceptions=True)
-            self._recovery = None
-        if self._reconciler is not None:
-            self._reconciler.cancel()
-            # gather: the child's cancellation is collected, our own is not swallowed
-            await asyncio.gather(self._reconciler, return_exceptions=True)
-            self._reconciler = None
+        await cancel_and_wait(self._recovery, self._reconciler, owner="voice")
+        self._recovery = self._reconciler = None
         await self.ami.stop()
         await self.agi.stop()
         await self.router.stop()
@@ -261,15 +255,12 @@ class VoiceChannel:
             await self.ari.stop()
         if self.whisper is not None:
             await self.whisper.stop()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
         if self._worker is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await self._queue.join()
-            self._worker.cancel()
-            # gather: the child's cancellation is collected, our own is not swallowed
-            await asyncio.gather(self._worker, return_exceptions=True)
+            await cancel_and_wait(self._worker, owner="voice")
             self._worker = None
 
     def health(self) -> Health:
@@ -324,9 +315,7 @@ class VoiceChannel:
         elif not ctx.withheld and ctx.caller and not ctx.timed_out:
             # A first-time caller: create the conversation now, while the dialplan moves on to Dial,
             # so the screen-pop need not wait for a durable write when the phones start ringing.
-            task = asyncio.get_running_loop().create_task(self._precreate(ctx), name=f"voice-new-{ctx.uniqueid}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._precreate(ctx), f"voice-new-{ctx.uniqueid}")
 
     async def _precreate(self, ctx: CallerContext) -> None:
         try:
@@ -379,7 +368,7 @@ class VoiceChannel:
                 assert rec.outcome is not None
                 self.bus.publish(CallEnded(rec.call_id, rec.caller, self._conversation_of(rec), rec.outcome, rec))
                 if self.live is not None:
-                    self._own(self.live.finish(rec), f"live-end-{rec.call_id}")
+                    self._own(self.live.finish(rec, self._conversation_of(rec)), f"live-end-{rec.call_id}")
             self._queue.put_nowait(fx)
 
     def _own(self, work: Coroutine[Any, Any, object], name: str) -> None:
@@ -393,9 +382,7 @@ class VoiceChannel:
             except Exception:
                 log.exception("voice: %s failed", name)
 
-        task = asyncio.create_task(run(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(run(), name)
 
     def _conversation_of(self, rec: CallRecord) -> int | None:
         if rec.conversation_id is not None:
@@ -448,7 +435,7 @@ class VoiceChannel:
     async def recovery_idle(self) -> None:
         """Wait until no recovery run is going on (tests, benchmarks)."""
         while self._recovery is not None and not self._recovery.done():
-            await asyncio.gather(self._recovery, return_exceptions=True)
+            await asyncio.wait([self._recovery])
 
     async def _recover_loop(self) -> None:
         while True:

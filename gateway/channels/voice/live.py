@@ -199,7 +199,7 @@ class LiveCalls:
         await self.ari.add_to_bridge(side.bridge, snoop, media)
         return side
 
-    async def finish(self, rec: CallRecord) -> int | None:
+    async def finish(self, rec: CallRecord, conversation_id: int | None = None) -> int | None:
         """End transcription of a call; put the transcript on the timeline. Returns the event id, if any."""
         call = self._calls.pop(rec.call_id, None)
         if call is None:
@@ -211,7 +211,10 @@ class LiveCalls:
                 turns.append({"side": side.name, "text": u.text, "at": round(at, 2), "confidence": u.confidence})
         await self._teardown(call)
         turns.sort(key=lambda t: t["at"])
-        conversation = call.conversation_id if call.conversation_id is not None else rec.conversation_id
+        # A first-time caller's conversation may only exist since the call was answered.
+        conversation = next(
+            (c for c in (call.conversation_id, conversation_id, rec.conversation_id) if c is not None), None
+        )
         if not turns or conversation is None:
             return None
         body = "\n".join(f"{'Caller' if t['side'] == 'caller' else 'Staff'}: {t['text']}" for t in turns)

@@ -76,6 +76,9 @@ class VoiceSettings:
         default=True,
         metadata={"doc": "Transcribe answered calls live, both sides, through ARI (needs voice.ari_password)."},
     )
+    live_workers: int = field(
+        default=2, metadata={"doc": "Worker processes for live transcription (each holds the speech model once)."}
+    )
     ari_url: str = field(default="http://127.0.0.1:8088", metadata={"doc": "Asterisk ARI base URL (loopback)."})
     ari_username: str = field(default="gateway-ari", metadata={"doc": "ARI user (ari.conf)."})
     ari_password: Secret = field(
