@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.domain.limits import NumberNeedsConfirmationError
 from gateway.domain.models import Channel, EventKind
-from gateway.errors import NoRouteError, PermanentError, ValidationError
+from gateway.errors import NoRouteError, OptedOutError, PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
 from gateway.store import transcribe as tq
 from gateway.store import web as sql
@@ -218,13 +218,11 @@ async def send_message(request: web.Request) -> web.Response:
         )
     except NoRouteError as err:
         return web.json_response({"error": str(err), "no_route": True}, status=409)
-    except PermanentError as err:
-        if "opted out" in str(err):
-            return web.json_response(
-                {"error": str(err), "opted_out": True, "fix": "tick 'send anyway' to override"},
-                status=409,
-            )
-        raise
+    except OptedOutError as err:
+        return web.json_response(
+            {"error": str(err), "opted_out": True, "fix": "tick 'send anyway' to override"},
+            status=409,
+        )
     if result.channel == "chat":
         event_id = result.event_id
         ev = await deps.store.read(lambda c: _event(c, event_id))
