@@ -19,6 +19,8 @@ deadline is still ahead is not counted yet.
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -368,53 +370,74 @@ def roi(recovered: int, close_rate: float, average_job_value: float) -> dict[str
 
 class DayTotals:
     """Items and samples that count at ``now``, added up per local day of a window, so that any run of days (today,
-    7 or 30 days, the period before) is a sum over at most a few dozen buckets instead of a pass over every item."""
+    7 or 30 days, the period before) is a sum over at most a few dozen buckets instead of a pass over every item.
+
+    Every bucket can also be taken away from (:class:`RunningTotals` keeps one up to date conversation by
+    conversation): conversations and owners are counted, waits are keyed by conversation and moment.
+    """
 
     def __init__(self, day_starts: Sequence[float], end: float) -> None:
         self.day_starts = list(day_starts)
         self.end = end
         n = len(self.day_starts)
         self.counts: dict[str, list[int]] = {m: [0] * n for m in METRICS}
-        self.convs: dict[str, list[set[int]]] = {m: [set() for _ in range(n)] for m in METRICS}
+        self.convs: dict[str, list[dict[int, int]]] = {m: [{} for _ in range(n)] for m in METRICS}
         self.owners: dict[str, list[dict[str, int]]] = {m: [{} for _ in range(n)] for m in METRICS}
         self.reasons: list[dict[str, int]] = [{} for _ in range(n)]
-        self.waits: dict[str, list[list[tuple[float, str]]]] = {}
+        self.waits: dict[str, list[dict[tuple[int, float], tuple[float, str]]]] = {}
         self.unanswered: dict[str, list[int]] = {}
         self._memo: dict[tuple[int, int], dict[str, Any]] = {}
 
     def _day(self, at: float) -> int:
+        """The day bucket of ``at``, or -1 outside the window."""
         if not self.day_starts or at < self.day_starts[0] or at >= self.end:
             return -1
         return bisect.bisect_right(self.day_starts, at) - 1
 
+    @staticmethod
+    def _bump(counter: dict[Any, int], key: Any, sign: int) -> None:
+        n = counter.get(key, 0) + sign
+        if n:
+            counter[key] = n
+        else:
+            counter.pop(key, None)
+
+    def _item(self, it: Item, sign: int) -> None:
+        d = self._day(it.at)
+        if d < 0:
+            return
+        m = it.metric
+        self.counts[m][d] += sign
+        self._bump(self.convs[m][d], it.conversation_id, sign)
+        self._bump(self.owners[m][d], it.owner, sign)
+        if m == "automated_not_sent":
+            self._bump(self.reasons[d], it.detail, sign)
+
+    def _sample(self, s: Sample, sign: int) -> None:
+        d = self._day(s.at)
+        if d < 0:
+            return
+        per_day = self.waits.get(s.channel)
+        if per_day is None:
+            n = len(self.day_starts)
+            per_day = self.waits[s.channel] = [{} for _ in range(n)]
+            self.unanswered[s.channel] = [0] * n
+        if s.seconds is None:
+            self.unanswered[s.channel][d] += sign
+        elif sign > 0:
+            per_day[d][(s.conversation_id, s.at)] = (s.seconds, s.owner)
+        else:
+            per_day[d].pop((s.conversation_id, s.at), None)
+
     def add(self, collected: Collected, now: float) -> None:
         """Add what is due by ``now`` and anchored inside the window."""
-        first = self.day_starts[0] if self.day_starts else self.end
-        starts = self.day_starts
+        self._memo.clear()
         for it in collected.items:
-            at = it.at
-            if it.due > now or at < first or at >= self.end:
-                continue
-            d = bisect.bisect_right(starts, at) - 1
-            m = it.metric
-            self.counts[m][d] += 1
-            self.convs[m][d].add(it.conversation_id)
-            by = self.owners[m][d]
-            by[it.owner] = by.get(it.owner, 0) + 1
-            if m == "automated_not_sent":
-                r = self.reasons[d]
-                r[it.detail] = r.get(it.detail, 0) + 1
-        n = len(starts)
-        for s in collected.samples:
-            at = s.at
-            if s.due > now or at < first or at >= self.end:
-                continue
-            d = bisect.bisect_right(starts, at) - 1
-            if s.seconds is None:
-                self.unanswered.setdefault(s.channel, [0] * n)[d] += 1
-                self.waits.setdefault(s.channel, [[] for _ in range(n)])
-            else:
-                self.waits.setdefault(s.channel, [[] for _ in range(n)])[d].append((s.seconds, s.owner))
+            if it.due <= now:
+                self._item(it, 1)
+        for smp in collected.samples:
+            if smp.due <= now:
+                self._sample(smp, 1)
 
     def summary(self, i: int, j: int) -> dict[str, Any]:
         """The same shape as :func:`summarize`, for days ``i`` (included) to ``j`` (excluded); kept once computed
@@ -430,7 +453,7 @@ class DayTotals:
             convs: set[int] = set()
             owners: dict[str, int] = {}
             for d in range(i, j):
-                convs |= self.convs[m][d]
+                convs.update(self.convs[m][d])
                 for o, c in self.owners[m][d].items():
                     owners[o] = owners.get(o, 0) + c
             metrics[m] = {
@@ -444,8 +467,8 @@ class DayTotals:
                 reasons[r] = reasons.get(r, 0) + c
         first: dict[str, dict[str, Any]] = {}
         for ch in sorted(self.waits):
-            vals = [w for d in range(i, j) for w in self.waits[ch][d]]
-            missing = sum(self.unanswered.get(ch, [0] * len(self.day_starts))[i:j])
+            vals = [w for d in range(i, j) for w in self.waits[ch][d].values()]
+            missing = sum(self.unanswered[ch][i:j])
             if not vals and not missing:
                 continue
             by_owner: dict[str, list[float]] = {}
@@ -473,6 +496,77 @@ class DayTotals:
         series = {m: self.counts[m][i:j] for m in METRICS}
         medians = []
         for d in range(i, j):
-            vals = [v for ch in self.waits for v, _ in self.waits[ch][d]]
+            vals = [v for ch in self.waits for v, _ in self.waits[ch][d].values()]
             medians.append(percentile(vals, 0.5))
         return series, medians
+
+
+class RunningTotals(DayTotals):
+    """Day totals kept up to date conversation by conversation: :meth:`replace` takes a conversation's old items and
+    samples away and adds its new ones; :meth:`advance` lets in what has fallen due since (the clock only moves on).
+    """
+
+    def __init__(self, day_starts: Sequence[float], end: float) -> None:
+        super().__init__(day_starts, end)
+        self._applied: dict[int, tuple[list[Item], list[Sample]]] = {}
+        self._pending: list[tuple[float, int, int, Item | Sample]] = []  # (due, tie, conversation, what) not counted
+        self._tie = itertools.count()
+        self.now = float("-inf")
+
+    def replace(self, cid: int, items: Sequence[Item], samples: Sequence[Sample]) -> None:
+        """Conversation ``cid`` now has ``items`` and ``samples`` (empty: it is gone, e.g. merged away)."""
+        self._memo.clear()
+        old = self._applied.pop(cid, None)
+        if old is not None:
+            for it in old[0]:
+                self._item(it, -1)
+            for smp in old[1]:
+                self._sample(smp, -1)
+        if any(p[2] == cid for p in self._pending):
+            self._pending = [p for p in self._pending if p[2] != cid]
+            heapq.heapify(self._pending)
+        applied: tuple[list[Item], list[Sample]] = ([], [])
+        for it in items:
+            if it.due <= self.now:
+                self._item(it, 1)
+                applied[0].append(it)
+            else:
+                heapq.heappush(self._pending, (it.due, next(self._tie), cid, it))
+        for smp in samples:
+            if smp.due <= self.now:
+                self._sample(smp, 1)
+                applied[1].append(smp)
+            else:
+                heapq.heappush(self._pending, (smp.due, next(self._tie), cid, smp))
+        if applied[0] or applied[1]:
+            self._applied[cid] = applied
+
+    def advance(self, now: float) -> None:
+        """Count what fell due by ``now``."""
+        self.now = max(self.now, now)
+        while self._pending and self._pending[0][0] <= self.now:
+            _, _, cid, what = heapq.heappop(self._pending)
+            self._memo.clear()
+            applied = self._applied.setdefault(cid, ([], []))
+            if isinstance(what, Item):
+                self._item(what, 1)
+                applied[0].append(what)
+            else:
+                self._sample(what, 1)
+                applied[1].append(what)
+
+
+class TotalsView:
+    """Days ``offset``.. of a :class:`DayTotals`, addressed from 0 (a window inside a longer one)."""
+
+    def __init__(self, base: DayTotals, offset: int) -> None:
+        self.base = base
+        self.offset = offset
+
+    def summary(self, i: int, j: int) -> dict[str, Any]:
+        """See :meth:`DayTotals.summary`."""
+        return self.base.summary(i + self.offset, j + self.offset)
+
+    def daily(self, i: int, j: int) -> tuple[dict[str, list[int]], list[float | None]]:
+        """See :meth:`DayTotals.daily`."""
+        return self.base.daily(i + self.offset, j + self.offset)

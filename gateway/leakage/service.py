@@ -9,6 +9,7 @@ look at the same page costs nothing until something is written or the minute cha
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime as dt
 import functools
 import logging
@@ -28,7 +29,10 @@ from gateway.leakage.metrics import (
     ConversationInfo,
     DayTotals,
     Item,
+    Row,
+    RunningTotals,
     Sample,
+    TotalsView,
     collect,
     next_step_items,
     roi,
@@ -51,18 +55,19 @@ KEPT_DAYS = 60
 
 @dataclass
 class _Kept:
-    """The kept read model: items and samples per conversation from ``start`` on, as judged at the last look."""
+    """The kept read model: items and samples per conversation from ``start`` on, as judged at the last look, and
+    the running day totals of the kept days."""
 
     day: dt.date
     start: float
     per_conversation: dict[int, tuple[list[Item], list[Sample]]]
+    running: RunningTotals
+    steps: list[Item] = field(default_factory=list)
     last_event_id: int = 0
     merges: tuple[int, int] = (0, 0)
     wall: float = 0.0
     flat: Collected | None = None
     version: int = 0
-    result: tuple[Collected, tuple[int, int]] | None = None
-    due_infos: dict[int, ConversationInfo] = field(default_factory=dict)
     edits_checked: float = 0.0
 
 
@@ -165,15 +170,29 @@ class LeakageService:
     async def _source(self, win: Window) -> tuple[Collected, tuple[Any, ...]]:
         """Everything judged for ``win`` (not yet filtered by the clock) and a key naming that state."""
         today = self.today()
-        kept_from = today - dt.timedelta(days=self.kept_days - 1)
-        if self.kept_days > 0 and win.start >= self.day_window(kept_from, today).start:
-            got, version = await self._kept(today)
-            return got, ("kept", today, version)
+        if self._keeps(win, today):
+            kept = await self._kept(today)
+            return self._flat(kept), ("kept", today, kept.version)
         got = await self._direct(win, self.clock())
         return got, ("direct", id(got))
 
-    async def totals(self, win: Window) -> DayTotals:
-        """Per-day totals of ``win`` as they count now (kept while nothing changes, for the minute)."""
+    def _keeps(self, win: Window, today: dt.date) -> bool:
+        kept_from = today - dt.timedelta(days=self.kept_days - 1)
+        return self.kept_days > 0 and win.start >= self.day_window(kept_from, today).start
+
+    async def totals(self, win: Window) -> DayTotals | TotalsView:
+        """Per-day totals of ``win`` as they count now.
+
+        Inside the kept days these are the kept model's running totals (brought up to the clock); other windows are
+        added up from the items (kept while nothing changes, for the minute).
+        """
+        today = self.today()
+        if self._keeps(win, today):
+            kept = await self._kept(today)
+            running = kept.running
+            if running.day_starts and win.day_starts[-1] <= running.day_starts[-1]:
+                running.advance(self.clock())
+                return TotalsView(running, bisect.bisect_left(running.day_starts, win.day_starts[0]))
         got, key = await self._source(win)
         now = self.clock()
         full = (win.start, win.end, int(now // 60), key)
@@ -184,6 +203,16 @@ class LeakageService:
         t.add(got, now)
         self._totals = {**dict(list(self._totals.items())[-7:]), full: t}
         return t
+
+    @staticmethod
+    def _flat(kept: _Kept) -> Collected:
+        """All of the kept model's items and samples (built when asked for, once per change)."""
+        if kept.flat is None:
+            kept.flat = Collected(
+                [it for its, _ in kept.per_conversation.values() for it in its] + kept.steps,
+                [s for _, ss in kept.per_conversation.values() for s in ss],
+            )
+        return kept.flat
 
     def _calendar(self, start: float, now: float, end: float) -> BusinessCalendar:
         extra = (self.config.response_horizon_days + 14) * 86400.0
@@ -216,16 +245,18 @@ class LeakageService:
             self._cache.popitem(last=False)
         return result
 
-    async def _kept(self, today: dt.date) -> tuple[Collected, tuple[int, int]]:
+    async def _kept(self, today: dt.date) -> _Kept:
         """The read model of the last :data:`KEPT_DAYS` days, refreshed for the conversations that changed.
 
         Changed since the last look: a conversation with a new timeline row (by row id, so back-dated imports are
-        seen too) or with its fields edited (``updated_at``: owner, next step, status); a merge or an undone merge
-        rebuilds everything. Only those conversations' rows are read and judged again.
+        seen too) or with its fields edited (``updated_at``: owner, next step, status, looked for at most every
+        ``edit_check_seconds``); a merge or an undone merge rebuilds everything. Only those conversations' rows are
+        read and judged again, and only their share of the running day totals is taken away and added back.
         """
         async with self._lock:
             kept = self._model
-            start = self.day_window(today - dt.timedelta(days=self.kept_days - 1), today).start
+            window = self.day_window(today - dt.timedelta(days=self.kept_days - 1), today)
+            start = window.start
             rebuild = kept is None or kept.day != today
             since = None if rebuild or kept is None else (kept.last_event_id, kept.merges, kept.wall - _EDIT_SLACK_S)
             load_start = start - _HISTORY_S
@@ -236,43 +267,71 @@ class LeakageService:
                 sql.kept_changes, load_start=load_start, start=start, since=since, seen=self._seen, edits=edits
             )
             changes = await self.store.read(read)
-            if changes.unchanged and kept is not None and kept.result is not None:
-                return kept.result
+            if changes.unchanged and kept is not None:
+                return kept
             if kept is not None and not rebuild and changes.rebuild:
                 rebuild = True
                 changes = await self.store.read(functools.partial(read, since=None, edits=True))
-            cal = self._calendar(load_start, self.clock(), start)
+            now = self.clock()
+            cal = self._calendar(load_start, now, start)
             cfg = self.config
             rows, infos = changes.rows, changes.infos
             if rebuild or kept is None:
-                got = await asyncio.to_thread(collect, rows, infos, cal, cfg, start, float("inf"), next_steps=False)
                 version = 0 if kept is None else kept.version + 1
-                kept = _Kept(today, start, _by_conversation(got), version=version)
+                kept = await asyncio.to_thread(self._build, today, window, rows, infos, cal, now)
+                kept.version = version
             elif rows or changes.changed:
                 got = collect(rows, infos, cal, cfg, start, float("inf"), next_steps=False)
                 fresh = _by_conversation(got)
-                for cid in changes.changed:
-                    kept.per_conversation.pop(cid, None)
-                kept.per_conversation.update(fresh)
+                for cid in changes.changed | set(fresh):
+                    items, samples = fresh.get(cid, ([], []))
+                    kept.running.replace(cid, items, samples)
+                    if cid in fresh:
+                        kept.per_conversation[cid] = fresh[cid]
+                    else:
+                        kept.per_conversation.pop(cid, None)
                 kept.flat = None
                 kept.version += 1
             kept.last_event_id, kept.merges = changes.last_event_id, changes.merges
             if changes.due_infos is not None:
-                kept.wall, kept.due_infos = changes.wall, changes.due_infos
+                kept.wall = changes.wall
                 kept.edits_checked = time.monotonic()
-            elif kept.result is not None and not (rows or changes.changed):
-                return kept.result  # nothing new; edited fields are looked for again later
+                self._set_steps(kept, next_step_items(changes.due_infos, start, float("inf")))
             self._model = kept
-            if kept.flat is None:
-                kept.flat = Collected(
-                    [it for its, _ in kept.per_conversation.values() for it in its],
-                    [s for _, ss in kept.per_conversation.values() for s in ss],
-                )
-            # Next steps depend on conversation fields only: read fresh each time (indexed by due time).
-            steps = next_step_items(kept.due_infos, start, float("inf"))
-            digest = hash(tuple((it.conversation_id, it.due, it.owner) for it in steps))
-            kept.result = Collected(kept.flat.items + steps, kept.flat.samples), (kept.version, digest)
-            return kept.result
+            return kept
+
+    def _build(
+        self,
+        today: dt.date,
+        window: Window,
+        rows: dict[int, list[Row]],
+        infos: dict[int, ConversationInfo],
+        cal: BusinessCalendar,
+        now: float,
+    ) -> _Kept:
+        """The whole kept model from the rows of its days (runs in a worker thread: it takes seconds at 1M rows)."""
+        got = collect(rows, infos, cal, self.config, window.start, float("inf"), next_steps=False)
+        per = _by_conversation(got)
+        running = RunningTotals(window.day_starts, window.end)
+        running.advance(now)
+        for cid, (items, samples) in per.items():
+            running.replace(cid, items, samples)
+        return _Kept(today, window.start, per, running)
+
+    @staticmethod
+    def _set_steps(kept: _Kept, steps: list[Item]) -> None:
+        """Next steps are counted under the negated conversation id, apart from the conversation's own items."""
+        old = {it.conversation_id for it in kept.steps}
+        new: dict[int, list[Item]] = {}
+        for it in steps:
+            new.setdefault(it.conversation_id, []).append(it)
+        if sorted(kept.steps) == sorted(steps):
+            return
+        for cid in old | set(new):
+            kept.running.replace(-cid, new.get(cid, []), [])
+        kept.steps = steps
+        kept.flat = None
+        kept.version += 1
 
     async def warm(self) -> None:
         """Build the read model now (at start) and again just after each local midnight, when the days it covers
@@ -310,11 +369,11 @@ class LeakageService:
         return out
 
     @staticmethod
-    def _daily(t: DayTotals, win: Window, i: int, j: int) -> dict[str, Any]:
+    def _daily(t: DayTotals | TotalsView, win: Window, i: int, j: int) -> dict[str, Any]:
         series, medians = t.daily(i, j)
         return {"days": list(win.days[i:j]), "series": series, "first_response_median_seconds": medians}
 
-    async def _last_60_days(self) -> tuple[dt.date, Window, DayTotals]:
+    async def _last_60_days(self) -> tuple[dt.date, Window, DayTotals | TotalsView]:
         today = self.today()
         big = self.day_window(today - dt.timedelta(days=59), today)
         return today, big, await self.totals(big)

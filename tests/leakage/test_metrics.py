@@ -352,3 +352,41 @@ async def test_the_read_model_is_rebuilt_just_after_midnight(store: Store) -> No
         warm.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await warm
+
+
+async def test_a_kept_leak_starts_to_count_when_its_deadline_passes(store: Store) -> None:
+    s = Seeder(store)
+    cid = await s.conversation("Late caller")
+    await s.event(cid, "call_missed", "voice", at("2026-11-23 22:00"))
+    clock = {"now": at("2026-11-24 09:29")}
+    svc = LeakageService(store, LeakageConfig(), WEEKDAYS, "UTC", clock=lambda: clock["now"], edit_check_seconds=0)
+    win = svc.parse_range("2026-11-23", "2026-11-24")
+    assert (await svc.report(win))["metrics"]["missed_calls_unreturned"]["count"] == 0
+    clock["now"] = at("2026-11-24 09:31")
+    assert (await svc.report(win))["metrics"]["missed_calls_unreturned"]["count"] == 1
+    # Staff call back later: still not in time, and the wait has its answer.
+    await s.event(cid, "call_ringing", "voice", at("2026-11-24 09:40"), {"direction": "outbound"})
+    clock["now"] = at("2026-11-24 09:45")
+    rep = await svc.report(win)
+    assert rep["metrics"]["missed_calls_unreturned"]["count"] == 1
+    assert rep["first_response"]["voice"]["answered"] == 1
+
+
+async def test_next_step_edits_reach_the_kept_totals(store: Store) -> None:
+    h = await seed_week(store)
+    svc = service(store)
+    week = svc.parse_range("2026-11-23", "2026-11-29")
+    assert (await svc.report(week))["metrics"]["next_steps_past_due"]["count"] == 1  # O
+    await s_due(store, h.ids["P"], at("2026-11-27 09:00"))  # P's next step now fell due last Friday
+    await store.write(lambda c: q.update_conversation(c, h.ids["O"], {"status": "closed"}, time.time()))
+    rep = await svc.report(week)
+    assert rep["metrics"]["next_steps_past_due"]["count"] == 1
+    assert [r["conversation_id"] for r in await svc.items("next_steps_past_due", week)] == [h.ids["P"]]
+
+
+async def s_due(store: Store, cid: int, due: float) -> None:
+    await store.write(
+        lambda c: c.execute(
+            "UPDATE conversations SET next_step_due = ?, updated_at = ? WHERE id = ?", (due, time.time(), cid)
+        )
+    )
