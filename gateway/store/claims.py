@@ -93,6 +93,14 @@ def texted_claim_for(conn: sqlite3.Connection, kind: str, value: str, since: flo
     return _claim(row) if row else None
 
 
+def latest_pending_claim_at(conn: sqlite3.Connection) -> float:
+    """When a pending claim was last made or texted (0 when there is none)."""
+    row = conn.execute(
+        "SELECT MAX(MAX(created_at, COALESCE(texted_at, 0))) FROM identity_claims WHERE state = 'pending'"
+    ).fetchone()
+    return float(row[0]) if row and row[0] is not None else 0.0
+
+
 def mark_texted(conn: sqlite3.Connection, claim_id: int, now: float) -> None:
     """An SMS to the claimed number left the claimant's conversation."""
     conn.execute("UPDATE identity_claims SET texted_at = ? WHERE id = ?", (now, claim_id))
