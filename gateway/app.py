@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import resource
 import signal
@@ -29,6 +30,7 @@ from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.domain.spine import SpineService
 from gateway.errors import ValidationError
 from gateway.log import RECENT
+from gateway.store import meta
 from gateway.store import web as web_sql
 from gateway.store.backup import BackupScheduler
 from gateway.store.db import Store
@@ -51,6 +53,7 @@ StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]
 #: The status page's sparklines: 24 hours, one point every 5 minutes.
 HISTORY_SERIES = ("modem_signal_dbm", "outbox_depth", "transcription_backlog")
 HISTORY_STEP = 300.0
+HISTORY_KEY = "status_history"
 
 
 class Part(Protocol):
@@ -340,6 +343,16 @@ class App:
         self.history.add("modem_signal_dbm", signal_dbm, at)
         self.history.add("outbox_depth", depth, at)
         self.history.add("transcription_backlog", backlog, at)
+        # Kept in the database so the sparklines survive a restart.
+        saved = json.dumps(self.history.as_dict(), separators=(",", ":"))
+        now = time.time()
+        await self.store.write(lambda c: meta.put(c, HISTORY_KEY, saved, now))
+
+    async def _load_history(self) -> None:
+        saved = await self.store.read(lambda c: meta.get(c, HISTORY_KEY))
+        if saved:
+            with contextlib.suppress(ValueError):
+                log.debug("status history: %d points loaded", self.history.load(json.loads(saved)))
 
     async def _sample_forever(self) -> None:
         while True:
@@ -412,6 +425,7 @@ class App:
                 await self._start_part("continuity", self._build_continuity())
             await self._start_part("promises", self._build_promises())
             await self._start_part("web", self._build_web())
+            await self._load_history()
             self._sampler = asyncio.create_task(self._sample_forever(), name="status-history")
         except BaseException:
             await self.stop()

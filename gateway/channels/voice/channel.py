@@ -189,6 +189,7 @@ class VoiceChannel:
             on_context=self._on_context,
             whisper=self.whisper,
             clock=clock,
+            fallback_recording=self._fallback_recording if self.live is not None else None,
         )
         self.agi = AgiServer(
             {"inbound": self.router},
@@ -209,6 +210,7 @@ class VoiceChannel:
             ping_interval=settings.ami_ping_interval,
             ping_timeout=settings.ami_ping_timeout,
         )
+        self._fallback: dict[str, str] = {}
         self._contexts: OrderedDict[str, CallerContext] = OrderedDict()
         self._rang: OrderedDict[tuple[str, str, float], None] = OrderedDict()
         self._queue: asyncio.Queue[TrackerEffect] = asyncio.Queue()
@@ -369,7 +371,27 @@ class VoiceChannel:
                 self.bus.publish(CallEnded(rec.call_id, rec.caller, self._conversation_of(rec), rec.outcome, rec))
                 if self.live is not None:
                     self._own(self.live.finish(rec, self._conversation_of(rec)), f"live-end-{rec.call_id}")
+                    recording = self._fallback.pop(rec.call_id, None)
+                    if recording is not None and rec.answered_at is not None:
+                        self._own(
+                            self.live.transcribe_recording(rec, self._conversation_of(rec), Path(recording + ".wav")),
+                            f"after-call-{rec.call_id}",
+                        )
             self._queue.put_nowait(fx)
+
+    def _fallback_recording(self, uniqueid: str) -> str | None:
+        """Where Asterisk records an answered call (MixMonitor) when live transcription cannot run (ARI down).
+
+        The file is transcribed after the call instead; None when live transcription works or nothing can record.
+        """
+        if self.ari is None or self.ari.connected or not self.settings.recordings_dir:
+            return None
+        safe = "".join(c for c in uniqueid if c.isalnum() or c in "._-")[:64]
+        path = str(Path(self.settings.recordings_dir) / f"call-{safe}")
+        self._fallback[uniqueid] = path
+        while len(self._fallback) > 1000:
+            self._fallback.pop(next(iter(self._fallback)))
+        return path
 
     def _own(self, work: Coroutine[Any, Any, object], name: str) -> None:
         """Run ``work`` as a task this channel owns (awaited at stop); its failure is logged, never raised."""

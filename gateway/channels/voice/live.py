@@ -23,8 +23,10 @@ import contextlib
 import logging
 import sys
 import time
+import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.channels.voice.ari import AriClient, AriError
@@ -158,6 +160,8 @@ class LiveCalls:
                 )
             self.last_error = message
             await self._teardown(call)
+            for side in call.sides:
+                await side.stream.close(limit_s=2.0)
             self._calls.pop(rec.call_id, None)
             return False
         self.started += 1
@@ -176,12 +180,18 @@ class LiveCalls:
         )
         side = _Side(name, stream, transport, protocol)
         port = transport.get_extra_info("sockname")[1]
-        snoop = await self.ari.snoop(channel_id, spy)
-        side.channels.append(snoop)
-        media = await self.ari.external_media(f"{self.rtp_host}:{port}", "slin16")
-        side.channels.append(media)
-        side.bridge = await self.ari.bridge()
-        await self.ari.add_to_bridge(side.bridge, snoop, media)
+        try:
+            snoop = await self.ari.snoop(channel_id, spy)
+            side.channels.append(snoop)
+            media = await self.ari.external_media(f"{self.rtp_host}:{port}", "slin16")
+            side.channels.append(media)
+            side.bridge = await self.ari.bridge()
+            await self.ari.add_to_bridge(side.bridge, snoop, media)
+        except BaseException:
+            # Not part of the call yet: undo this side here (the caller tears down the sides it holds).
+            await self._teardown(_LiveCall(call.call_id, None, None, 0.0, [side]))
+            await stream.close(limit_s=2.0)
+            raise
         return side
 
     async def finish(self, rec: CallRecord, conversation_id: int | None = None) -> int | None:
@@ -206,6 +216,43 @@ class LiveCalls:
         meta = {"live": True, "call_id": rec.call_id, "extension": call.extension, "turns": turns}
         event_id = await self.timeline.append_event(
             conversation, EventKind.TRANSCRIPT, Channel.VOICE, body, meta, external_id=f"live:{rec.call_id}"
+        )
+        self.transcripts += 1
+        return event_id
+
+    async def transcribe_recording(self, rec: CallRecord, conversation_id: int | None, path: Path) -> int | None:
+        """The fallback when live transcription could not run: transcribe Asterisk's recording of the call.
+
+        Both sides are mixed in the recording, so the transcript is not split into caller and staff turns. A file
+        that is missing or not a WAV is logged and skipped (the call itself is on the timeline either way).
+        """
+        try:
+            with wave.open(str(path), "rb") as w:
+                rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
+                pcm = w.readframes(w.getnframes())
+        except (OSError, EOFError, wave.Error) as err:
+            log.warning("call %s: no recording to transcribe after the call (%s)", rec.call_id, err)
+            return None
+        if width != 2 or channels != 1 or not pcm or conversation_id is None:
+            log.warning("call %s: recording %s is not 16-bit mono audio; not transcribed", rec.call_id, path.name)
+            return None
+        stream = await self.speech.open(lambda _text: None, rate=rate)
+        step = rate // 5 * 2  # 200 ms per frame
+        for i in range(0, len(pcm), step):
+            stream.feed(pcm[i : i + step])
+        utterances = await stream.close(limit_s=max(30.0, len(pcm) / (2 * rate)))
+        text = " ".join(u.text for u in utterances if u.text).strip()
+        if not text:
+            return None
+        started = rec.answered_at or rec.started_at
+        turns = [
+            {"side": "both", "text": u.text, "at": round(started + u.start, 2), "confidence": u.confidence}
+            for u in utterances
+            if u.text
+        ]
+        meta = {"live": False, "after_call": True, "call_id": rec.call_id, "turns": turns, "path": str(path)}
+        event_id = await self.timeline.append_event(
+            conversation_id, EventKind.TRANSCRIPT, Channel.VOICE, text, meta, external_id=f"after:{rec.call_id}"
         )
         self.transcripts += 1
         return event_id

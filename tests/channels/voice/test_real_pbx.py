@@ -640,3 +640,41 @@ async def test_live_transcript_hears_the_staff_member_on_the_staff_side(live_rig
     sides = [t["side"] for t in ev.meta["turns"] if "예약" in t["text"]]
     assert sides == ["staff"]
     assert "Staff: 예약" in ev.body
+
+
+async def test_without_ari_the_call_goes_on_and_is_transcribed_after_it_ends(
+    pbx: dict[str, str],
+    realpbx: harness.PbxSettings,  # noqa: F811 - fixture parameter
+    tmp_path: Path,
+    phones: Callable[..., object],
+) -> None:
+    speech_service = LiveSpeech(default_model_path(), grammar=["예약", "취소", "[unk]"])
+    await speech_service.start()
+    async with _make_rig(
+        pbx,
+        realpbx,
+        tmp_path,
+        speech_service,
+        live_transcribe=True,
+        ari_url="http://127.0.0.1:9",  # nothing answers there: ARI is unreachable
+        ari_username=pbx["ARI_USER"],
+        ari_password=Secret(pbx["ARI_PASSWORD"]),
+        recordings_dir=pbx["RECORDINGS_DIR"],
+    ) as rig:
+        assert rig.vc.ari is not None
+        assert not rig.vc.ari.connected
+        conv = await rig.known("+15551230043", "Ara Lim", "booking")
+        speech = harness.make_speech("예약", rig.work / "caller.wav", pad_before_s=1.5, pad_after_s=1.5)
+        await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
+        result = await place_call(rig.work, number="+15551230043", hold_ms=5000, rtp_wav=speech)
+        assert result.returncode == 0, result.stderr
+        end = await rig.ended()
+        assert end.outcome is CallOutcome.ANSWERED, "the call itself is untouched"
+        assert not [e for e in rig.events if isinstance(e, LiveTranscript)]
+        ev = await _live_transcript(rig, conv)
+        assert ev.meta["after_call"] is True
+        assert ev.meta["live"] is False
+        assert "예약" in ev.body
+        recording = Path(ev.meta["path"])
+        assert recording.name.startswith("call-")
+        recording.unlink(missing_ok=True)
