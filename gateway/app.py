@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
-import os
 import resource
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway import health as checks
+from gateway import sdnotify
 from gateway.config import Config
 from gateway.continuity.clock import Clock
 from gateway.domain.bus import Bus
@@ -30,14 +30,20 @@ from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.domain.spine import SpineService
 from gateway.errors import ValidationError
 from gateway.log import RECENT
+from gateway.store import meta
 from gateway.store import web as web_sql
+from gateway.store.backup import BackupScheduler
 from gateway.store.db import Store
-from gateway.values import Health, off, ok
+from gateway.supervise import cancel_and_wait
+from gateway.values import Health, degraded, off, ok
 
 if TYPE_CHECKING:  # the channel modules are imported only when configured
     from gateway.channels.sms.channel import SmsChannel
     from gateway.channels.voice.channel import VoiceChannel
     from gateway.continuity.engine import ContinuityEngine
+    from gateway.continuity.promise_keeper import PromiseKeeper
+    from gateway.domain.spine_learner import SpineLearner
+    from gateway.transcribe.live import LiveSpeech
     from gateway.transcribe.service import TranscriptionService
     from gateway.web.app import WebServer
 
@@ -47,6 +53,7 @@ StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]
 #: The status page's sparklines: 24 hours, one point every 5 minutes.
 HISTORY_SERIES = ("modem_signal_dbm", "outbox_depth", "transcription_backlog")
 HISTORY_STEP = 300.0
+HISTORY_KEY = "status_history"
 
 
 class Part(Protocol):
@@ -77,7 +84,12 @@ class App:
         self.config = config
         self.continuity_clock = continuity_clock
         """The rules' clock (None: wall time); tests and benchmarks move a manual one."""
-        self.store = Store(config.db_path, readers=config.store.readers, max_batch=config.store.max_batch)
+        self.store = Store(
+            config.db_path,
+            readers=config.store.readers,
+            max_batch=config.store.max_batch,
+            backup_dir=config.backup_dir,
+        )
         self.bus = Bus()
         self.service = ConversationService(
             self.store,
@@ -92,16 +104,25 @@ class App:
                 automated_sms_per_day=config.sms.automated_per_day,
             ),
         )
-        self.spine = SpineService(self.store, self.bus, config.spine)
-        self.spine_learner: Any = None
+        self.spine = SpineService(self.store, self.bus, config.spine, timezone=config.web.timezone)
+        self.spine_learner: SpineLearner | None = None
         self.started_at: float | None = None
         self.sms: SmsChannel | None = None
         self.voice: VoiceChannel | None = None
         self.transcription: TranscriptionService | None = None
         self.web: WebServer | None = None
         self.history = checks.History(HISTORY_SERIES, step=HISTORY_STEP)
+        self.backups: BackupScheduler | None = None
+        if config.store.backup_interval_hours > 0:
+            self.backups = BackupScheduler(
+                self.store,
+                config.backup_dir,
+                interval=config.store.backup_interval_hours * 3600,
+                keep=config.store.backup_keep,
+            )
         self._sampler: asyncio.Task[None] | None = None
         self.continuity: ContinuityEngine | None = None
+        self.promises: PromiseKeeper | None = None
         self._started: list[tuple[str, Part]] = []
         self._stopping = asyncio.Event()
 
@@ -120,7 +141,8 @@ class App:
         if cfg.voice.enabled:
             from gateway.channels.voice.channel import VoiceChannel  # noqa: PLC0415
 
-            self.voice = VoiceChannel(cfg.voice, self.service, self.bus, store=self.store)
+            speech = self._build_live_speech(parts)
+            self.voice = VoiceChannel(cfg.voice, self.service, self.bus, store=self.store, speech=speech)
             parts.append(("voice", self.voice))
         if cfg.transcribe.enabled:
             from gateway.transcribe.service import TranscriptionService  # noqa: PLC0415
@@ -130,6 +152,28 @@ class App:
             )
             parts.append(("transcription", self.transcription))
         return parts
+
+    def _build_live_speech(self, parts: list[tuple[str, Part]]) -> LiveSpeech | None:
+        """The streaming recogniser for live call transcription, when it is on and can work."""
+        from gateway.transcribe.live import LiveSpeech, LiveSpeechPart  # noqa: PLC0415 - only when configured
+        from gateway.transcribe.model import check_model, resolve_model_path  # noqa: PLC0415
+
+        cfg = self.config
+        if not (cfg.voice.live_transcribe and cfg.transcribe.enabled):
+            return None
+        if not cfg.voice.ari_password.reveal():
+            log.info("live call transcription is off: set voice.ari_password (ari.conf) to turn it on")
+            return None
+        model = resolve_model_path(cfg.transcribe.model_path)
+        problem = check_model(model)
+        if problem:
+            log.warning("live call transcription is off: %s", problem)
+            return None
+        speech = LiveSpeech(
+            model, workers=cfg.voice.live_workers, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active
+        )
+        parts.append(("live-speech", LiveSpeechPart(speech)))
+        return speech
 
     def _build_spine_learner(self) -> Part:
         from gateway.domain.extract import SpineReader  # noqa: PLC0415 - dateparser is loaded only when used
@@ -146,7 +190,7 @@ class App:
             topic_keywords=cfg.spine.topic_keywords,
         )
         self.spine_learner = SpineLearner(self.spine, reader, self.bus)
-        return self.spine_learner  # type: ignore[no-any-return]
+        return self.spine_learner
 
     async def _click_to_call(self, staff_extension: str, customer_number: str) -> None:
         """Web -> voice adapter: the call lands in the conversation that owns the customer's number."""
@@ -188,6 +232,19 @@ class App:
         )
         return self.continuity
 
+    def _build_promises(self) -> Part:
+        from gateway.continuity.promise_keeper import PromiseKeeper  # noqa: PLC0415
+        from gateway.continuity.promises import Hours  # noqa: PLC0415
+        from gateway.web.hours import ClosedDates  # noqa: PLC0415
+
+        office = Hours(
+            dict(self.config.web.business_hours),
+            self.config.web.timezone,
+            ClosedDates(self.config.continuity.closed_dates, self.config.continuity.holiday_country),
+        )
+        self.promises = PromiseKeeper(self.store, self.service, self.spine, self.bus, office)
+        return self.promises
+
     def _build_web(self) -> Part:
         from gateway.leakage.service import LeakageService  # noqa: PLC0415
         from gateway.web.app import WebServer  # noqa: PLC0415
@@ -208,8 +265,10 @@ class App:
             health=self.health,
             history=self.history,
             continuity=self.continuity,
+            promises=self.promises,
             leakage_config=self.config.leakage,
             transcription=self.transcription,
+            leakage_warm=True,
             # Leakage deadlines skip the same closed days as the rules' reopening times.
             leakage=LeakageService(
                 self.store,
@@ -261,15 +320,37 @@ class App:
                     "set [transcribe] enabled = true and install a speech model",
                 )
             )
+        if self.continuity is not None:
+            items.append(self.continuity.health())
+        items.append(self._bus_health())
         items.extend(
             (
-                checks.check_backup(cfg.backup_dir),
+                self.backups.health() if self.backups is not None else checks.check_backup(cfg.backup_dir),
                 checks.check_disk(cfg.data_dir),
                 checks.check_clock(),
                 checks.check_descriptors(),
             )
         )
         return items
+
+    def _bus_health(self) -> Health:
+        """The event bus: a subscriber that falls behind loses its oldest events (screen-pops, live updates)."""
+        lossy = [st for st in self.bus.stats() if st.overflow]
+        details: dict[str, str | int | float | bool | None] = {
+            "published": self.bus.published,
+            "dropped": self.bus.overflow_total,
+        }
+        if lossy:
+            names = ", ".join(f"{st.name} ({st.overflow})" for st in lossy)
+            return degraded(
+                "bus",
+                "Live updates",
+                f"some listeners fell behind and missed events: {names}",
+                "nothing is lost from the timeline (it is in the database); reload the console. If it keeps "
+                "happening the box is overloaded: look at the CPU and the Open files card",
+                details=details,
+            )
+        return ok("bus", "Live updates", f"{self.bus.published} events delivered, none dropped", details=details)
 
     async def sample_history(self, at: float | None = None) -> None:
         """Record one point of each sparkline (modem signal, outbox depth, transcription backlog)."""
@@ -282,6 +363,16 @@ class App:
         self.history.add("modem_signal_dbm", signal_dbm, at)
         self.history.add("outbox_depth", depth, at)
         self.history.add("transcription_backlog", backlog, at)
+        # Kept in the database so the sparklines survive a restart.
+        saved = json.dumps(self.history.as_dict(), separators=(",", ":"))
+        now = time.time()
+        await self.store.write(lambda c: meta.put(c, HISTORY_KEY, saved, now))
+
+    async def _load_history(self) -> None:
+        saved = await self.store.read(lambda c: meta.get(c, HISTORY_KEY))
+        if saved:
+            with contextlib.suppress(ValueError):
+                log.debug("status history: %d points loaded", self.history.load(json.loads(saved)))
 
     async def _sample_forever(self) -> None:
         while True:
@@ -346,11 +437,15 @@ class App:
         try:
             await self._start_part("store", self.store)
             await self._start_part("bus", self.bus)
+            if self.backups is not None:
+                await self._start_part("backups", self.backups)
             for name, part in self._build_channels():
                 await self._start_part(name, part)
             if cfg_continuity_enabled(self.config):
                 await self._start_part("continuity", self._build_continuity())
+            await self._start_part("promises", self._build_promises())
             await self._start_part("web", self._build_web())
+            await self._load_history()
             self._sampler = asyncio.create_task(self._sample_forever(), name="status-history")
         except BaseException:
             await self.stop()
@@ -366,10 +461,8 @@ class App:
         """Stop started parts in reverse order within the shutdown budget; cancel anything left behind."""
         budget = self.config.gateway.shutdown_timeout
         deadline = time.monotonic() + budget
-        if self._sampler is not None:
-            self._sampler.cancel()
-            await asyncio.gather(self._sampler, return_exceptions=True)
-            self._sampler = None
+        await cancel_and_wait(self._sampler, owner="gateway")
+        self._sampler = None
         while self._started:
             name, part = self._started.pop()
             remaining = max(0.5, deadline - time.monotonic())
@@ -395,13 +488,19 @@ class App:
                 loop.add_signal_handler(sig, self.request_stop)
         before, after = raise_open_files_limit()
         log.info("open-files limit: %d (was %d)", after, before)
+        pinger: asyncio.Task[None] | None = None
         try:
             await self.start()
-            _notify_systemd("READY=1")
+            sdnotify.notify("READY=1")
+            interval = sdnotify.watchdog_interval()
+            if interval is not None:
+                log.info("systemd watchdog: pinging every %.1f s", interval)
+                pinger = asyncio.create_task(sdnotify.watchdog(interval), name="systemd-watchdog")
             await self._stopping.wait()
             log.info("stop requested; shutting down")
-            _notify_systemd("STOPPING=1")
+            sdnotify.notify("STOPPING=1")
         finally:
+            await sdnotify.stop_task(pinger)
             await self.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -420,10 +519,7 @@ async def _cancel_leftovers() -> None:
         return
     for task in leftovers:
         log.warning("cancelling task left behind at shutdown: %s", task.get_name())
-        task.cancel()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(2):
-            await asyncio.gather(*leftovers, return_exceptions=True)
+    await cancel_and_wait(*leftovers, timeout=2.0, owner="gateway")
 
 
 def raise_open_files_limit() -> tuple[int, int]:
@@ -442,14 +538,3 @@ def raise_open_files_limit() -> tuple[int, int]:
         log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, err)
         return soft, soft
     return soft, target
-
-
-def _notify_systemd(state: str) -> None:
-    """sd_notify without a dependency: a datagram to $NOTIFY_SOCKET when systemd gave us one."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(state.encode(), address)

@@ -123,11 +123,19 @@ class StoreSection:
     backup_dir: str = dataclasses.field(
         default="", metadata=_doc("where `gateway db backup` writes by default; empty = <data_dir>/backups")
     )
+    backup_interval_hours: float = dataclasses.field(
+        default=24.0, metadata=_doc("the daemon makes an online backup this often; 0 = no scheduled backups")
+    )
+    backup_keep: int = dataclasses.field(
+        default=14, metadata=_doc("scheduled backups kept (older ones are deleted; manual ones never)")
+    )
 
     def validate(self) -> None:
         """Check ranges."""
         if self.readers < 1 or self.max_batch < 1 or self.max_body_chars < 1:
             raise ValueError("readers, max_batch and max_body_chars must be at least 1")
+        if self.backup_interval_hours < 0 or self.backup_keep < 1:
+            raise ValueError("backup_interval_hours must be 0 or more and backup_keep at least 1")
 
 
 def _section_types() -> dict[str, type]:

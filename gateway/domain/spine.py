@@ -27,6 +27,7 @@ messages already sent in it, for the rules' per-episode budget.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
@@ -35,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway.domain.bus import Bus
 from gateway.domain.events import ConversationUpdated, TimelineEventAdded
@@ -53,6 +55,9 @@ EXTRACTOR = "extractor"
 """``set_by`` of values read automatically from messages and transcripts."""
 
 DEFAULT_INTENTS = ("book", "reschedule", "cancel", "question", "status", "estimate", "problem", "other")
+
+SYSTEM = "system"
+"""``set_by`` of changes the gateway itself makes (a chat hand-off, a call-back request) without a person."""
 
 CHANNEL_PREFERENCES = ("sms", "voice", "chat")
 
@@ -314,11 +319,14 @@ class SpineService:
         bus: Bus,
         config: SpineConfig | None = None,
         clock: Callable[[], float] = time.time,
+        timezone: str = "UTC",
     ) -> None:
+        """``timezone`` (IANA name, the business's) is how due times are written on the timeline."""
         self.store = store
         self.bus = bus
         self.config = config or SpineConfig()
         self.clock = clock
+        self.timezone = timezone
 
     @property
     def intents(self) -> tuple[str, ...]:
@@ -374,7 +382,7 @@ class SpineService:
             value = value.strip()[:500]
         now = self.clock()
 
-        def op(conn: sqlite3.Connection) -> _Change | None:
+        def op(conn: sqlite3.Connection) -> SpineChange | None:
             conv = q.live_conversation(conn, conversation_id)
             ids = sq.chain(conn, conv)
             current = _facts(conn, ids)
@@ -406,7 +414,7 @@ class SpineService:
         check_fact_name(name)
         now = self.clock()
 
-        def op(conn: sqlite3.Connection) -> _Change | None:
+        def op(conn: sqlite3.Connection) -> SpineChange | None:
             conv = q.live_conversation(conn, conversation_id)
             ids = sq.chain(conn, conv)
             old = _facts(conn, ids).get(name)
@@ -483,37 +491,14 @@ class SpineService:
     async def _set_fields(self, conversation_id: int, fields: Mapping[str, Any], *, source: str, set_by: str) -> bool:
         now = self.clock()
 
-        def op(conn: sqlite3.Connection) -> _Change | None:
-            conv = q.live_conversation(conn, conversation_id)
-            row = sq.spine_row(conn, conv)
-            if row is None:
-                raise LookupError(f"conversation {conversation_id} does not exist")
-            changed = {k: v for k, v in fields.items() if row[k] != v}
-            if set_by == EXTRACTOR:  # staff corrections win: automatic reading never overwrites them
-                prov_of = row["spine_provenance"]
-                changed = {
-                    k: v
-                    for k, v in changed.items()
-                    if not isinstance(prov_of.get(_PROTECTS.get(k, k)), Mapping)
-                    or prov_of[_PROTECTS.get(k, k)].get("set_by") == EXTRACTOR
-                }
-            if not changed:
-                return None
-            prov = {k: {"set_by": set_by, "source": source, "at": now} for k in changed}
-            sq.set_fields(conn, conv, changed, prov, now)
-            words = ", ".join(_describe(k, v) for k, v in changed.items())
-            meta = {
-                "field": ",".join(changed),
-                "value": dict(changed),
-                "previous": {k: row[k] for k in changed},
-                "source": source,
-                "set_by": set_by,
-            }
-            return _record(conn, conv, f"{words} - set by {_who(set_by, source)}", meta, set_by, now)
+        def op(conn: sqlite3.Connection) -> SpineChange | None:
+            return write_fields(
+                conn, conversation_id, fields, source=source, set_by=set_by, now=now, timezone=self.timezone
+            )
 
         return await self._apply(op, dict(fields))
 
-    async def _apply(self, op: Callable[[sqlite3.Connection], _Change | None], fields: Mapping[str, Any]) -> bool:
+    async def _apply(self, op: Callable[[sqlite3.Connection], SpineChange | None], fields: Mapping[str, Any]) -> bool:
         change = await self.store.write(op)
         if change is None:
             return False
@@ -527,14 +512,62 @@ _PROTECTS = {"preference_why": "preferred_channel", "next_step_due": "next_step"
 
 
 @dataclass(frozen=True, slots=True)
-class _Change:
+class SpineChange:
+    """A spine change as stored: its timeline entry (publish it once the write committed)."""
+
     event: TimelineEvent
     contact_id: int
+
+
+def write_fields(
+    conn: sqlite3.Connection,
+    conversation_id: int,
+    fields: Mapping[str, Any],
+    *,
+    source: str,
+    set_by: str,
+    now: float,
+    timezone: str = "UTC",
+) -> SpineChange | None:
+    """Inside a write transaction: set spine columns, record who set them and add the timeline entry.
+
+    The one place spine fields are written (the spine service, and ``ConversationService.update_conversation`` for
+    older callers). Unchanged values are skipped; the extractor never overwrites a field someone else set. Returns
+    None when nothing changed.
+    """
+    conv = q.live_conversation(conn, conversation_id)
+    row = sq.spine_row(conn, conv)
+    if row is None:
+        raise LookupError(f"conversation {conversation_id} does not exist")
+    changed = {k: v for k, v in fields.items() if row[k] != v}
+    if set_by == EXTRACTOR:  # staff corrections win: automatic reading never overwrites them
+        prov_of = row["spine_provenance"]
+        changed = {
+            k: v
+            for k, v in changed.items()
+            if not isinstance(prov_of.get(_PROTECTS.get(k, k)), Mapping)
+            or prov_of[_PROTECTS.get(k, k)].get("set_by") == EXTRACTOR
+        }
+    if not changed:
+        return None
+    prov = {k: {"set_by": set_by, "source": source, "at": now} for k in changed}
+    sq.set_fields(conn, conv, changed, prov, now)
+    words = ", ".join(_describe(k, v, timezone) for k, v in changed.items())
+    meta = {
+        "field": ",".join(changed),
+        "value": dict(changed),
+        "previous": {k: row[k] for k in changed},
+        "source": source,
+        "set_by": set_by,
+    }
+    return _record(conn, conv, f"{words} - set by {_who(set_by, source)}", meta, set_by, now)
 
 
 def _who(set_by: str, source: str) -> str:
     if set_by == EXTRACTOR:
         return f"the extractor (from {source})"
+    if set_by == SYSTEM:
+        return "the gateway" if source == SYSTEM else f"the gateway ({source})"
     return set_by if source in ("staff", "api", set_by) else f"{set_by} ({source})"
 
 
@@ -542,11 +575,14 @@ def _label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def _describe(key: str, value: Any) -> str:
+def _describe(key: str, value: Any, timezone: str = "UTC") -> str:
     if key == "urgent":
         return "marked urgent" if value else "no longer urgent"
     if key == "next_step_due":
-        return f"due {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(value))}" if value else "no due time"
+        if not value:
+            return "no due time"
+        moment = dt.datetime.fromtimestamp(value, ZoneInfo(timezone))
+        return f"due {moment.strftime('%a %Y-%m-%d %H:%M %Z')}"
     if key == "preference_why":
         return f"because {value}" if value else "no reason given"
     label = {"preferred_channel": "Preferred channel", "next_step_owner": "Next step owner"}.get(key, _label(key))
@@ -555,14 +591,14 @@ def _describe(key: str, value: Any) -> str:
 
 def _record(
     conn: sqlite3.Connection, conv: int, body: str, meta: Mapping[str, Any], set_by: str, now: float
-) -> _Change:
-    author = None if set_by == EXTRACTOR else set_by
+) -> SpineChange:
+    author = None if set_by in (EXTRACTOR, SYSTEM) else set_by
     meta_d = dict(meta)
     event_id = q.insert_event(
         conn, conv, SPINE_EVENT_KIND, Channel.SYSTEM.value, body, q.dumps(meta_d), None, author, now, now
     )
     event = TimelineEvent(event_id, conv, SPINE_EVENT_KIND, Channel.SYSTEM.value, body, meta_d, None, author, now)
-    return _Change(event, q.contact_of(conn, conv))
+    return SpineChange(event, q.contact_of(conn, conv))
 
 
 def _facts(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[str, Fact]:

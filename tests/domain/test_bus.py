@@ -32,6 +32,7 @@ def one_of_each() -> list[ev.Event]:
         ev.CallAnswered("201", "c1", "+15550001", 2),
         ev.CallEnded("c1", "+15550001", 2, CallOutcome.MISSED, call),
         ev.VoicemailRecorded("c1", "+15550001", 2, 7, "/tmp/vm.wav", 3.0),
+        ev.LiveTranscript("c1", 2, "201", "caller", "hello"),
         ev.TranscriptReady(2, 7, 8, None, False, ()),
         ev.TranscriptionFailed(2, 7, 1, "bad audio"),
         ev.TranscriptionHealth("/model", None, 1, 1, (123,), None, None),
@@ -44,7 +45,7 @@ def one_of_each() -> list[ev.Event]:
 
 def test_every_event_class_is_in_the_vocabulary_frozen_and_slotted() -> None:
     samples = one_of_each()
-    assert [type(e) for e in samples] == list(ev.ALL_EVENTS)
+    assert [type(e) for e in samples] == list(ev.ALL_EVENTS), "add a sample of every new event to one_of_each()"
     for event in samples:
         assert not hasattr(event, "__dict__"), f"{type(event)} is not slotted"
         with pytest.raises(dataclasses.FrozenInstanceError):

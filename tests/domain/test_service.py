@@ -18,7 +18,7 @@ from gateway.domain.models import (
 )
 from gateway.domain.optout import Keyword
 from gateway.domain.service import ConversationService, ServiceSettings
-from gateway.errors import PermanentError, ValidationError
+from gateway.errors import OptedOutError, ValidationError
 from gateway.store import queries as q
 from gateway.store.db import Store
 
@@ -161,9 +161,9 @@ async def test_outbound_is_recorded_and_queued_and_answers_the_customer(service:
 async def test_opted_out_numbers_get_no_automated_messages(service: ConversationService) -> None:
     r = await service.ingest(sms("+12025550104", "x1", "STOP"))
     await service.store.write(lambda c: q.suppress(c, "+12025550104", "STOP", 0))
-    with pytest.raises(PermanentError, match="opted out"):
+    with pytest.raises(OptedOutError, match="opted out"):
         await service.enqueue_outbound(r.conversation_id, "sms", "+12025550104", "Reminder", automated=True)
-    with pytest.raises(PermanentError, match="explicit override"):
+    with pytest.raises(OptedOutError, match="explicit override"):
         await service.enqueue_outbound(r.conversation_id, "sms", "+12025550104", "Sorry", automated=False)
     assert await service.enqueue_outbound(
         r.conversation_id, "sms", "+12025550104", "Sorry", automated=False, override_optout=True, author="bob"

@@ -89,7 +89,7 @@ async def test_every_change_is_one_timeline_entry_saying_who_set_it(
     assert entries[1][0] == "Roof type: metal - set by anna"
     assert entries[1][2] == "anna"
     assert "Next step: Send estimate" in entries[2][0]
-    assert "due 2025-12-01 15:40 UTC" in entries[2][0]
+    assert "due Mon 2025-12-01 15:40 UTC" in entries[2][0]
     assert "Next step owner: bob" in entries[2][0]
     assert entries[3][1]["previous"] == {"owner": None}
     assert entries[4][1]["value"] == {"preferred_channel": "sms", "preference_why": "said 'text me'"}
@@ -278,3 +278,35 @@ async def test_the_extractor_never_overwrites_spine_fields_staff_set(
     assert not await spines.set_channel_preference(conv, "sms", "said 'text me'", source="sms", set_by=EXTRACTOR)
     spine = await spines.spine(conv)
     assert (spine.intent, spine.channel_preference, spine.preference_why) == ("reschedule", "voice", "picked by staff")
+
+
+async def test_older_callers_of_update_conversation_land_on_the_timeline_too(
+    service: ConversationService, spines: SpineService, bus: Bus
+) -> None:
+    conv = await sms_in(service, "+15551230011", "m1", "hi", T0)
+    sub = bus.subscribe("t", types=(TimelineEventAdded,))
+    await service.update_conversation(conv, preferred_channel="sms", next_step="Call back")
+    await service.update_conversation(conv, owner="bob", author="anna")
+    await service.update_conversation(conv, status="waiting")  # not a spine field: no spine entry
+    entries = await spine_entries(service, conv)
+    assert [e[0] for e in entries] == [
+        "Next step: Call back, Preferred channel: sms - set by the gateway",
+        "Owner: bob - set by anna",
+    ]
+    assert [e[2] for e in entries] == [None, "anna"]
+    assert sub.pending() == 2
+    spine = await spines.spine(conv)
+    assert spine.provenance["preferred_channel"].set_by == "system"
+    # What the gateway set on the customer's behalf is not overwritten by automatic reading either.
+    assert not await spines.set_channel_preference(conv, "voice", "last called", source="last_used", set_by=EXTRACTOR)
+
+
+async def test_due_times_are_written_in_the_business_time_zone(
+    store: Store, bus: Bus, service: ConversationService
+) -> None:
+    spines = SpineService(store, bus, clock=Clock(), timezone="America/New_York")
+    conv = await sms_in(service, "+15551230012", "m1", "hi", T0)
+    await spines.set_next_step(conv, "Site visit", source="staff", set_by="anna", due=T0 + 3600 + 59)
+    (entry,) = await spine_entries(service, conv)
+    assert "due Mon 2025-12-01 10:40 EST" in entry[0]
+    assert (await spines.spine(conv)).next_step_due == T0 + 3600, "due times are kept to the minute"

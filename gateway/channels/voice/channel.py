@@ -32,7 +32,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,8 +40,10 @@ from typing import Any, TypeVar
 from gateway.channels.voice import recovery as rc
 from gateway.channels.voice.agi_server import AgiServer, CallerContext, InboundRouter
 from gateway.channels.voice.ami_link import AmiEventDict, AmiLink
+from gateway.channels.voice.ari import AriClient
 from gateway.channels.voice.health import ami_verdict
 from gateway.channels.voice.label import context_label, sanitize_label, stored_name
+from gateway.channels.voice.live import LiveCalls, SpeechPort
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.channels.voice.tracker import (
     Answered,
@@ -66,6 +68,7 @@ from gateway.domain.models import (
 from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import PermanentError, TransientError, ValidationError
 from gateway.store import voice as voice_sql
+from gateway.supervise import TaskSet, cancel_and_wait
 from gateway.transcribe.audio import AudioError, probe_audio
 from gateway.values import Health
 
@@ -159,6 +162,7 @@ class VoiceChannel:
         *,
         store: StorePort | None = None,
         clock: Callable[[], float] = time.time,
+        speech: SpeechPort | None = None,
     ) -> None:
         settings.validate()
         self.settings = settings
@@ -172,6 +176,12 @@ class VoiceChannel:
             if settings.whisper
             else None
         )
+        self.ari: AriClient | None = None
+        self.live: LiveCalls | None = None
+        password = _reveal(settings.ari_password)
+        if settings.live_transcribe and speech is not None and password:
+            self.ari = AriClient(settings.ari_url, settings.ari_username, password)
+            self.live = LiveCalls(self.ari, speech, service, bus.publish)
         self.router = InboundRouter(
             service,
             settings,
@@ -179,6 +189,7 @@ class VoiceChannel:
             on_context=self._on_context,
             whisper=self.whisper,
             clock=clock,
+            fallback_recording=self._fallback_recording if self.live is not None else None,
         )
         self.agi = AgiServer(
             {"inbound": self.router},
@@ -199,11 +210,12 @@ class VoiceChannel:
             ping_interval=settings.ami_ping_interval,
             ping_timeout=settings.ami_ping_timeout,
         )
+        self._fallback: dict[str, str] = {}
         self._contexts: OrderedDict[str, CallerContext] = OrderedDict()
         self._rang: OrderedDict[tuple[str, str, float], None] = OrderedDict()
         self._queue: asyncio.Queue[TrackerEffect] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("voice")
         self._resync_lock = asyncio.Lock()
         self._reconciler: asyncio.Task[None] | None = None
         self.resyncs = 0
@@ -227,34 +239,30 @@ class VoiceChannel:
             await self.store.write(lambda c: voice_sql.bind_extensions(c, staff, time.time()))
         self._worker = asyncio.create_task(self._work(), name="voice-timeline")
         await self.agi.start()
+        if self.ari is not None:
+            await self.ari.start()
         await self.ami.start()
         self._reconciler = asyncio.create_task(self._reconcile(), name="voice-reconcile")
 
     async def stop(self) -> None:
         """Stop in reverse order; let the worker drain what is queued (bounded)."""
-        if self._recovery is not None:
-            self._recovery.cancel()
-            await asyncio.gather(self._recovery, return_exceptions=True)
-            self._recovery = None
-        if self._reconciler is not None:
-            self._reconciler.cancel()
-            # gather: the child's cancellation is collected, our own is not swallowed
-            await asyncio.gather(self._reconciler, return_exceptions=True)
-            self._reconciler = None
+        await cancel_and_wait(self._recovery, self._reconciler, owner="voice")
+        self._recovery = self._reconciler = None
         await self.ami.stop()
         await self.agi.stop()
         await self.router.stop()
+        if self.live is not None:
+            await self.live.stop()
+        if self.ari is not None:
+            await self.ari.stop()
         if self.whisper is not None:
             await self.whisper.stop()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
         if self._worker is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await self._queue.join()
-            self._worker.cancel()
-            # gather: the child's cancellation is collected, our own is not swallowed
-            await asyncio.gather(self._worker, return_exceptions=True)
+            await cancel_and_wait(self._worker, owner="voice")
             self._worker = None
 
     def health(self) -> Health:
@@ -309,9 +317,7 @@ class VoiceChannel:
         elif not ctx.withheld and ctx.caller and not ctx.timed_out:
             # A first-time caller: create the conversation now, while the dialplan moves on to Dial,
             # so the screen-pop need not wait for a durable write when the phones start ringing.
-            task = asyncio.get_running_loop().create_task(self._precreate(ctx), name=f"voice-new-{ctx.uniqueid}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._precreate(ctx), f"voice-new-{ctx.uniqueid}")
 
     async def _precreate(self, ctx: CallerContext) -> None:
         try:
@@ -347,6 +353,8 @@ class VoiceChannel:
                 self._ring_fast(fx)
             elif isinstance(fx, Answered):
                 rec = fx.call
+                if self.live is not None and rec.answered_at == fx.at:
+                    self._own(self.live.start(rec, fx.extension, self._conversation_of(rec)), f"live-{rec.call_id}")
                 self.bus.publish(
                     CallAnswered(
                         extension=fx.extension,
@@ -361,7 +369,42 @@ class VoiceChannel:
                 rec = fx.call
                 assert rec.outcome is not None
                 self.bus.publish(CallEnded(rec.call_id, rec.caller, self._conversation_of(rec), rec.outcome, rec))
+                if self.live is not None:
+                    self._own(self.live.finish(rec, self._conversation_of(rec)), f"live-end-{rec.call_id}")
+                    recording = self._fallback.pop(rec.call_id, None)
+                    if recording is not None and rec.answered_at is not None:
+                        self._own(
+                            self.live.transcribe_recording(rec, self._conversation_of(rec), Path(recording + ".wav")),
+                            f"after-call-{rec.call_id}",
+                        )
             self._queue.put_nowait(fx)
+
+    def _fallback_recording(self, uniqueid: str) -> str | None:
+        """Where Asterisk records an answered call (MixMonitor) when live transcription cannot run (ARI down).
+
+        The file is transcribed after the call instead; None when live transcription works or nothing can record.
+        """
+        if self.ari is None or self.ari.connected or not self.settings.recordings_dir:
+            return None
+        safe = "".join(c for c in uniqueid if c.isalnum() or c in "._-")[:64]
+        path = str(Path(self.settings.recordings_dir) / f"call-{safe}")
+        self._fallback[uniqueid] = path
+        while len(self._fallback) > 1000:
+            self._fallback.pop(next(iter(self._fallback)))
+        return path
+
+    def _own(self, work: Coroutine[Any, Any, object], name: str) -> None:
+        """Run ``work`` as a task this channel owns (awaited at stop); its failure is logged, never raised."""
+
+        async def run() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("voice: %s failed", name)
+
+        self._tasks.spawn(run(), name)
 
     def _conversation_of(self, rec: CallRecord) -> int | None:
         if rec.conversation_id is not None:
@@ -414,7 +457,7 @@ class VoiceChannel:
     async def recovery_idle(self) -> None:
         """Wait until no recovery run is going on (tests, benchmarks)."""
         while self._recovery is not None and not self._recovery.done():
-            await asyncio.gather(self._recovery, return_exceptions=True)
+            await asyncio.wait([self._recovery])
 
     async def _recover_loop(self) -> None:
         while True:
