@@ -35,7 +35,7 @@ from gateway.store import web as web_sql
 from gateway.store.backup import BackupScheduler
 from gateway.store.db import Store
 from gateway.supervise import cancel_and_wait
-from gateway.values import Health, off, ok
+from gateway.values import Health, degraded, off, ok
 
 if TYPE_CHECKING:  # the channel modules are imported only when configured
     from gateway.channels.sms.channel import SmsChannel
@@ -322,6 +322,7 @@ class App:
             )
         if self.continuity is not None:
             items.append(self.continuity.health())
+        items.append(self._bus_health())
         items.extend(
             (
                 self.backups.health() if self.backups is not None else checks.check_backup(cfg.backup_dir),
@@ -331,6 +332,25 @@ class App:
             )
         )
         return items
+
+    def _bus_health(self) -> Health:
+        """The event bus: a subscriber that falls behind loses its oldest events (screen-pops, live updates)."""
+        lossy = [st for st in self.bus.stats() if st.overflow]
+        details: dict[str, str | int | float | bool | None] = {
+            "published": self.bus.published,
+            "dropped": self.bus.overflow_total,
+        }
+        if lossy:
+            names = ", ".join(f"{st.name} ({st.overflow})" for st in lossy)
+            return degraded(
+                "bus",
+                "Live updates",
+                f"some listeners fell behind and missed events: {names}",
+                "nothing is lost from the timeline (it is in the database); reload the console. If it keeps "
+                "happening the box is overloaded: look at the CPU and the Open files card",
+                details=details,
+            )
+        return ok("bus", "Live updates", f"{self.bus.published} events delivered, none dropped", details=details)
 
     async def sample_history(self, at: float | None = None) -> None:
         """Record one point of each sparkline (modem signal, outbox depth, transcription backlog)."""

@@ -18,6 +18,7 @@ from playwright.async_api import async_playwright
 
 from gateway import config as config_mod
 from gateway.app import App
+from gateway.domain.events import ModemHealth
 from gateway.values import HealthState
 from gateway.web.pages import create_staff_user
 
@@ -54,6 +55,14 @@ async def test_health_model_of_a_running_gateway(app: App) -> None:
     assert states["database"] is HealthState.OK
     assert states["config"] is HealthState.OK
     assert states["backup"] is HealthState.OK  # the daemon made the first scheduled backup at start
+    assert states["bus"] is HealthState.OK
+    slow = app.bus.subscribe("slow-listener", maxsize=1, types=(ModemHealth,))
+    for _ in range(3):
+        app.bus.publish(ModemHealth(device=None, connected=False, connected_since=None, profile="generic"))
+    bus = next(h for h in app.health() if h.name == "bus")
+    assert bus.state is HealthState.DEGRADED
+    assert "slow-listener (2)" in bus.cause
+    slow.close()
     modem = next(h for h in app.health() if h.name == "modem")
     assert modem.cause.startswith("no modem at ")
     assert modem.fix.startswith("plug the USB modem in")

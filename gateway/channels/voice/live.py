@@ -33,6 +33,7 @@ from gateway.channels.voice.ari import AriClient, AriError
 from gateway.domain.calls import CallDirection, CallRecord
 from gateway.domain.events import LiveTranscript
 from gateway.domain.models import Channel, EventKind
+from gateway.domain.ports import ConversationPort
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +64,6 @@ class SpeechPort(Protocol):
     """The streaming recogniser (gateway.transcribe.live.LiveSpeech fits it)."""
 
     async def open(self, on_partial: Callable[[str], None], *, rate: int = 16000) -> SpeechStream: ...
-
-
-class TimelinePort(Protocol):
-    """What live transcription needs from the conversation service."""
-
-    async def append_event(
-        self,
-        conversation_id: int,
-        kind: EventKind | str,
-        channel: Channel | str,
-        body: str = "",
-        meta: Any = None,
-        external_id: str | None = None,
-        author: str | None = None,
-        occurred_at: float | None = None,
-    ) -> int: ...
 
 
 class _RtpToStream(asyncio.DatagramProtocol):
@@ -135,7 +120,7 @@ class LiveCalls:
         self,
         ari: AriClient,
         speech: SpeechPort,
-        timeline: TimelinePort,
+        timeline: ConversationPort,
         publish: Callable[[object], None],
         *,
         rtp_host: str = "127.0.0.1",
