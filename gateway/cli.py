@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 from gateway import __version__
 from gateway import config as config_mod
 from gateway import log as log_mod
-from gateway.errors import ConfigError, GatewayError, StoreError, TransientError
+from gateway.errors import AlreadyRunningError, ConfigError, GatewayError, StoreError, TransientError
 from gateway.values import Health, down, off, ok
 
 if TYPE_CHECKING:
@@ -275,7 +275,7 @@ def daemon_lock(cfg: config_mod.Config) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
-            raise ConfigError(
+            raise AlreadyRunningError(
                 f"another gateway is already running on {cfg.db_path} (lock {lock_path} is held); stop it first"
             ) from err
         handle.seek(0)
@@ -299,11 +299,9 @@ def _run(cfg: config_mod.Config) -> int:
         with daemon_lock(cfg):
             app = App(cfg)
             asyncio.run(app.run())
-    except ConfigError as err:
-        if "already running" in str(err):
-            print(f"gateway: {err}", file=sys.stderr)
-            return EX_UNAVAILABLE
-        raise
+    except AlreadyRunningError as err:
+        print(f"gateway: {err}", file=sys.stderr)
+        return EX_UNAVAILABLE
     return EX_OK
 
 

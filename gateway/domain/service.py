@@ -59,7 +59,7 @@ from gateway.domain.optout import Keyword
 from gateway.domain.phone import normalize_phone
 from gateway.domain.ports import StorePort
 from gateway.domain.spine import SpineChange
-from gateway.errors import NoRouteError, PermanentError, ValidationError
+from gateway.errors import NoRouteError, OptedOutError, PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
 from gateway.store import claims as cq
 from gateway.store import limits as limits_sql
@@ -378,7 +378,7 @@ class ConversationService:
 
         def op(conn: sqlite3.Connection) -> tuple[int, TimelineEvent, int]:
             if q.is_suppressed(conn, address) and (automated or not override_optout):
-                raise PermanentError(
+                raise OptedOutError(
                     "the recipient opted out (STOP); automated messages are never sent to them, and a staff reply "
                     "needs an explicit override"
                 )

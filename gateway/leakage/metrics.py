@@ -509,7 +509,10 @@ class RunningTotals(DayTotals):
     def __init__(self, day_starts: Sequence[float], end: float) -> None:
         super().__init__(day_starts, end)
         self._applied: dict[int, tuple[list[Item], list[Sample]]] = {}
-        self._pending: list[tuple[float, int, int, Item | Sample]] = []  # (due, tie, conversation, what) not counted
+        # Not counted yet: (due, tie, conversation, its generation, what). A replaced conversation's old entries stay
+        # in the heap and are skipped when their generation is no longer the conversation's.
+        self._pending: list[tuple[float, int, int, int, Item | Sample]] = []
+        self._gen: dict[int, int] = {}
         self._tie = itertools.count()
         self.now = float("-inf")
 
@@ -522,22 +525,20 @@ class RunningTotals(DayTotals):
                 self._item(it, -1)
             for smp in old[1]:
                 self._sample(smp, -1)
-        if any(p[2] == cid for p in self._pending):
-            self._pending = [p for p in self._pending if p[2] != cid]
-            heapq.heapify(self._pending)
+        gen = self._gen[cid] = self._gen.get(cid, 0) + 1
         applied: tuple[list[Item], list[Sample]] = ([], [])
         for it in items:
             if it.due <= self.now:
                 self._item(it, 1)
                 applied[0].append(it)
             else:
-                heapq.heappush(self._pending, (it.due, next(self._tie), cid, it))
+                heapq.heappush(self._pending, (it.due, next(self._tie), cid, gen, it))
         for smp in samples:
             if smp.due <= self.now:
                 self._sample(smp, 1)
                 applied[1].append(smp)
             else:
-                heapq.heappush(self._pending, (smp.due, next(self._tie), cid, smp))
+                heapq.heappush(self._pending, (smp.due, next(self._tie), cid, gen, smp))
         if applied[0] or applied[1]:
             self._applied[cid] = applied
 
@@ -545,7 +546,9 @@ class RunningTotals(DayTotals):
         """Count what fell due by ``now``."""
         self.now = max(self.now, now)
         while self._pending and self._pending[0][0] <= self.now:
-            _, _, cid, what = heapq.heappop(self._pending)
+            _, _, cid, gen, what = heapq.heappop(self._pending)
+            if gen != self._gen.get(cid):
+                continue  # replaced since
             self._memo.clear()
             applied = self._applied.setdefault(cid, ([], []))
             if isinstance(what, Item):

@@ -150,6 +150,9 @@ async def test_prometheus_gauges_and_openapi(env: WebEnv) -> None:
     want = ov["periods"]["7d"]["metrics"]["sms_threads_waiting"]["count"]
     assert f"gateway_leakage_sms_threads_waiting_7d {float(want)}" in text
     assert "gateway_leakage_missed_calls_unreturned_today" in text
+    voice = ov["periods"]["7d"]["first_response"]["voice"]
+    assert f"gateway_leakage_first_response_voice_median_seconds_7d {float(voice['median_seconds'])}" in text
+    assert f"gateway_leakage_first_response_voice_p90_seconds_7d {float(voice['p90_seconds'])}" in text
     doc = await (await env.client.get("/api/openapi.json")).json()
     for path in ("/api/v1/leakage", "/api/v1/leakage/overview", "/api/v1/leakage/items"):
         assert "get" in doc["paths"][path]
