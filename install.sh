@@ -83,7 +83,7 @@ setup_python() {
 setup_test_peers() {
     # Real peers for the tests: sipp, speech synthesis, audio tools, the browser, debootstrap for Asterisk.
     apt_install sip-tester espeak-ng sox libsox-fmt-all chromium chromium-driver debootstrap ca-certificates \
-        procps iproute2 curl fonts-dejavu-core fonts-noto-cjk
+        procps iproute2 curl fonts-dejavu-core fonts-noto-cjk systemd
     say "provisioning the local Asterisk"
     bash "$HERE/asterisk-config/local-asterisk.sh" provision
 }

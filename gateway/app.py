@@ -13,15 +13,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import resource
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway import health as checks
+from gateway import sdnotify
 from gateway.config import Config
 from gateway.continuity.clock import Clock
 from gateway.domain.bus import Bus
@@ -31,6 +30,7 @@ from gateway.domain.spine import SpineService
 from gateway.errors import ValidationError
 from gateway.log import RECENT
 from gateway.store import web as web_sql
+from gateway.store.backup import BackupScheduler
 from gateway.store.db import Store
 from gateway.values import Health, off, ok
 
@@ -38,6 +38,9 @@ if TYPE_CHECKING:  # the channel modules are imported only when configured
     from gateway.channels.sms.channel import SmsChannel
     from gateway.channels.voice.channel import VoiceChannel
     from gateway.continuity.engine import ContinuityEngine
+    from gateway.continuity.promise_keeper import PromiseKeeper
+    from gateway.domain.spine_learner import SpineLearner
+    from gateway.transcribe.live import LiveSpeech
     from gateway.transcribe.service import TranscriptionService
     from gateway.web.app import WebServer
 
@@ -77,7 +80,12 @@ class App:
         self.config = config
         self.continuity_clock = continuity_clock
         """The rules' clock (None: wall time); tests and benchmarks move a manual one."""
-        self.store = Store(config.db_path, readers=config.store.readers, max_batch=config.store.max_batch)
+        self.store = Store(
+            config.db_path,
+            readers=config.store.readers,
+            max_batch=config.store.max_batch,
+            backup_dir=config.backup_dir,
+        )
         self.bus = Bus()
         self.service = ConversationService(
             self.store,
@@ -93,15 +101,24 @@ class App:
             ),
         )
         self.spine = SpineService(self.store, self.bus, config.spine)
-        self.spine_learner: Any = None
+        self.spine_learner: SpineLearner | None = None
         self.started_at: float | None = None
         self.sms: SmsChannel | None = None
         self.voice: VoiceChannel | None = None
         self.transcription: TranscriptionService | None = None
         self.web: WebServer | None = None
         self.history = checks.History(HISTORY_SERIES, step=HISTORY_STEP)
+        self.backups: BackupScheduler | None = None
+        if config.store.backup_interval_hours > 0:
+            self.backups = BackupScheduler(
+                self.store,
+                config.backup_dir,
+                interval=config.store.backup_interval_hours * 3600,
+                keep=config.store.backup_keep,
+            )
         self._sampler: asyncio.Task[None] | None = None
         self.continuity: ContinuityEngine | None = None
+        self.promises: PromiseKeeper | None = None
         self._started: list[tuple[str, Part]] = []
         self._stopping = asyncio.Event()
 
@@ -120,7 +137,8 @@ class App:
         if cfg.voice.enabled:
             from gateway.channels.voice.channel import VoiceChannel  # noqa: PLC0415
 
-            self.voice = VoiceChannel(cfg.voice, self.service, self.bus, store=self.store)
+            speech = self._build_live_speech(parts)
+            self.voice = VoiceChannel(cfg.voice, self.service, self.bus, store=self.store, speech=speech)
             parts.append(("voice", self.voice))
         if cfg.transcribe.enabled:
             from gateway.transcribe.service import TranscriptionService  # noqa: PLC0415
@@ -130,6 +148,26 @@ class App:
             )
             parts.append(("transcription", self.transcription))
         return parts
+
+    def _build_live_speech(self, parts: list[tuple[str, Part]]) -> LiveSpeech | None:
+        """The streaming recogniser for live call transcription, when it is on and can work."""
+        from gateway.transcribe.live import LiveSpeech, LiveSpeechPart  # noqa: PLC0415 - only when configured
+        from gateway.transcribe.model import check_model, resolve_model_path  # noqa: PLC0415
+
+        cfg = self.config
+        if not (cfg.voice.live_transcribe and cfg.transcribe.enabled):
+            return None
+        if not cfg.voice.ari_password.reveal():
+            log.info("live call transcription is off: set voice.ari_password (ari.conf) to turn it on")
+            return None
+        model = resolve_model_path(cfg.transcribe.model_path)
+        problem = check_model(model)
+        if problem:
+            log.warning("live call transcription is off: %s", problem)
+            return None
+        speech = LiveSpeech(model, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active)
+        parts.append(("live-speech", LiveSpeechPart(speech)))
+        return speech
 
     def _build_spine_learner(self) -> Part:
         from gateway.domain.extract import SpineReader  # noqa: PLC0415 - dateparser is loaded only when used
@@ -146,7 +184,7 @@ class App:
             topic_keywords=cfg.spine.topic_keywords,
         )
         self.spine_learner = SpineLearner(self.spine, reader, self.bus)
-        return self.spine_learner  # type: ignore[no-any-return]
+        return self.spine_learner
 
     async def _click_to_call(self, staff_extension: str, customer_number: str) -> None:
         """Web -> voice adapter: the call lands in the conversation that owns the customer's number."""
@@ -188,6 +226,19 @@ class App:
         )
         return self.continuity
 
+    def _build_promises(self) -> Part:
+        from gateway.continuity.promise_keeper import PromiseKeeper  # noqa: PLC0415
+        from gateway.continuity.promises import Hours  # noqa: PLC0415
+        from gateway.web.hours import ClosedDates  # noqa: PLC0415
+
+        office = Hours(
+            dict(self.config.web.business_hours),
+            self.config.web.timezone,
+            ClosedDates(self.config.continuity.closed_dates, self.config.continuity.holiday_country),
+        )
+        self.promises = PromiseKeeper(self.store, self.service, self.spine, self.bus, office)
+        return self.promises
+
     def _build_web(self) -> Part:
         from gateway.leakage.service import LeakageService  # noqa: PLC0415
         from gateway.web.app import WebServer  # noqa: PLC0415
@@ -208,7 +259,9 @@ class App:
             health=self.health,
             history=self.history,
             continuity=self.continuity,
+            promises=self.promises,
             leakage_config=self.config.leakage,
+            transcription=self.transcription,
             # Leakage deadlines skip the same closed days as the rules' reopening times.
             leakage=LeakageService(
                 self.store,
@@ -262,7 +315,7 @@ class App:
             )
         items.extend(
             (
-                checks.check_backup(cfg.backup_dir),
+                self.backups.health() if self.backups is not None else checks.check_backup(cfg.backup_dir),
                 checks.check_disk(cfg.data_dir),
                 checks.check_clock(),
                 checks.check_descriptors(),
@@ -345,10 +398,13 @@ class App:
         try:
             await self._start_part("store", self.store)
             await self._start_part("bus", self.bus)
+            if self.backups is not None:
+                await self._start_part("backups", self.backups)
             for name, part in self._build_channels():
                 await self._start_part(name, part)
             if cfg_continuity_enabled(self.config):
                 await self._start_part("continuity", self._build_continuity())
+            await self._start_part("promises", self._build_promises())
             await self._start_part("web", self._build_web())
             self._sampler = asyncio.create_task(self._sample_forever(), name="status-history")
         except BaseException:
@@ -394,13 +450,19 @@ class App:
                 loop.add_signal_handler(sig, self.request_stop)
         before, after = raise_open_files_limit()
         log.info("open-files limit: %d (was %d)", after, before)
+        pinger: asyncio.Task[None] | None = None
         try:
             await self.start()
-            _notify_systemd("READY=1")
+            sdnotify.notify("READY=1")
+            interval = sdnotify.watchdog_interval()
+            if interval is not None:
+                log.info("systemd watchdog: pinging every %.1f s", interval)
+                pinger = asyncio.create_task(sdnotify.watchdog(interval), name="systemd-watchdog")
             await self._stopping.wait()
             log.info("stop requested; shutting down")
-            _notify_systemd("STOPPING=1")
+            sdnotify.notify("STOPPING=1")
         finally:
+            await sdnotify.stop_task(pinger)
             await self.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -441,14 +503,3 @@ def raise_open_files_limit() -> tuple[int, int]:
         log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, err)
         return soft, soft
     return soft, target
-
-
-def _notify_systemd(state: str) -> None:
-    """sd_notify without a dependency: a datagram to $NOTIFY_SOCKET when systemd gave us one."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(state.encode(), address)

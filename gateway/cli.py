@@ -2,7 +2,8 @@
 
 Exit codes (sysexits): 0 ok; 1 a check failed (doctor, check-config found problems); 64 usage error; 65 bad input
 data (a backup that is not a gateway database); 69 a needed service is unavailable (daemon already running);
-70 internal error; 73 cannot create an output file; 75 temporary failure (disk full), retry later; 78 configuration
+70 internal error; 73 cannot create an output file; 74 the operating system refused a file operation;
+75 temporary failure (disk full), retry later; 78 configuration
 error.
 """
 
@@ -17,15 +18,18 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 from gateway import __version__
 from gateway import config as config_mod
 from gateway import log as log_mod
 from gateway.errors import ConfigError, GatewayError, StoreError, TransientError
 from gateway.values import Health, down, off, ok
+
+if TYPE_CHECKING:
+    from gateway.store.transcribe import TranscriptionJob
 
 log = logging.getLogger("gateway.cli")
 
@@ -36,6 +40,7 @@ EX_DATAERR = 65
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_CANTCREAT = 73
+EX_IOERR = 74
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
 
@@ -52,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gateway",
         description="One continuous conversation per customer across calls, texts and web chat.",
         epilog="Exit codes: 0 ok, 1 check failed, 64 usage, 65 bad data, 69 unavailable, 70 internal, "
-        "73 cannot create, 75 temporary failure, 78 configuration error.",
+        "73 cannot create, 74 file operation refused, 75 temporary failure, 78 configuration error.",
     )
     parser.add_argument(
         "--config",
@@ -93,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     restore = db.add_parser("restore", help="replace the database with a backup (the daemon must be stopped)")
     restore.add_argument("path", help="backup file made by `gateway db backup`")
     restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    tr = sub.add_parser("transcribe", help="voicemail transcription jobs").add_subparsers(
+        dest="transcribe_command", required=True, parser_class=_Parser
+    )
+    tr.add_parser("failed", help="list voicemails whose transcription failed, with the reason and the fix")
+    retry = tr.add_parser("retry", help="transcribe failed voicemails again (the running daemon picks them up)")
+    retry.add_argument("event_ids", nargs="*", type=int, metavar="EVENT_ID", help="voicemail event ids")
+    retry.add_argument("--all", action="store_true", help="every failed voicemail")
 
     staff = sub.add_parser("staff", help="manage staff logins").add_subparsers(
         dest="staff_command", required=True, parser_class=_Parser
@@ -143,6 +156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TransientError as err:
         print(f"gateway: temporary failure: {err}", file=sys.stderr)
         return EX_TEMPFAIL
+    except OSError as err:
+        # The operating system refused something (permissions, a read-only or full disk, a missing device):
+        # one line with the cause and what to do, never a traceback.
+        where = f" ({err.filename})" if err.filename else ""
+        print(
+            f"gateway: {args.command}: {err.strerror or err}{where}. Check that the path exists and that this user "
+            f"(uid {os.getuid()}) may read and write it; `gateway doctor` checks the rest.",
+            file=sys.stderr,
+        )
+        return EX_IOERR
     except GatewayError as err:
         print(f"gateway: {err}", file=sys.stderr)
         return EX_SOFTWARE
@@ -150,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
+def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:  # noqa: PLR0912 - one branch per command
     command = args.command
     if command == "check-config":
         print(f"configuration OK: {cfg.source}")
@@ -174,6 +197,8 @@ def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
             return asyncio.run(_backup(cfg, args.path))
         if args.db_command == "restore":
             return _restore(cfg, Path(args.path), assume_yes=args.yes)
+    if command == "transcribe":
+        return asyncio.run(_transcribe(cfg, args))
     if command == "staff":
         if args.staff_command == "add":
             password = _read_password(args.password_stdin, sys.stdin)
@@ -183,6 +208,53 @@ def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
     return EX_USAGE
 
 
+# -- transcribe -----------------------------------------------------------------------------------------------------
+
+
+def _requeue_op(event_id: int) -> Callable[[Any], TranscriptionJob | None]:
+    from gateway.store import transcribe as tq  # noqa: PLC0415
+
+    def op(conn: Any) -> TranscriptionJob | None:
+        return tq.requeue_failed_voicemail(conn, event_id, now=time.time())
+
+    return op
+
+
+async def _transcribe(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from gateway.domain.bus import Bus  # noqa: PLC0415
+    from gateway.domain.service import ConversationService  # noqa: PLC0415
+    from gateway.store import transcribe as tq  # noqa: PLC0415
+    from gateway.store.db import Store  # noqa: PLC0415
+
+    store = Store(cfg.db_path)
+    await store.start()
+    try:
+        failed = await store.read(lambda c: tq.failed_jobs(c, limit=1000))
+        if args.transcribe_command == "failed":
+            for job in failed:
+                print(f"voicemail {job.voicemail_event_id} (job {job.id}, {job.attempts} attempt(s)): {job.last_error}")
+            print(f"{len(failed)} failed transcription(s)")
+            return EX_OK
+        wanted = [j.voicemail_event_id for j in failed] if args.all else list(args.event_ids)
+        if not wanted:
+            print("gateway transcribe retry: name voicemail event ids, or --all", file=sys.stderr)
+            return EX_USAGE
+        service = ConversationService(store, Bus())
+        missing: list[int] = []
+        for event_id in wanted:
+            requeued = await store.write(_requeue_op(event_id))
+            if requeued is None:
+                missing.append(event_id)
+                continue
+            await service.update_event_meta(event_id, {"transcription": "pending", "transcription_error": None})
+            print(f"voicemail {event_id}: queued again (job {requeued.id})")
+        for event_id in missing:
+            print(f"voicemail {event_id}: no failed transcription to retry", file=sys.stderr)
+        return EX_FAILED if missing else EX_OK
+    finally:
+        await store.stop()
+
+
 # -- run ------------------------------------------------------------------------------------------------------------
 
 
@@ -190,8 +262,16 @@ def _dispatch(args: argparse.Namespace, cfg: config_mod.Config) -> int:
 def daemon_lock(cfg: config_mod.Config) -> Iterator[None]:
     """One daemon per database: an exclusive lock next to it (restore checks it too)."""
     lock_path = cfg.db_path.with_suffix(".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+")  # noqa: SIM115 - closed by the with below
+    except OSError as err:
+        raise ConfigError(
+            f"data directory {lock_path.parent}: cannot create {lock_path.name}: {err.strerror} (uid {os.getuid()}). "
+            "Give the gateway's user write access there (a read-only or full file system cannot hold the "
+            "database), or set gateway.data_dir / store.path to a writable place."
+        ) from err
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
@@ -210,6 +290,11 @@ def _run(cfg: config_mod.Config) -> int:
 
     # Everything the daemon writes (database, WAL, lock, backups, runtime files) is for its own user only.
     os.umask(0o077)
+    data_dir = cfg.data_dir
+    # Said at every start: which directory and database this daemon really uses, and from which config file.
+    print(
+        f"gateway: data directory {data_dir}, database {cfg.db_path.absolute()}, config {cfg.source}", file=sys.stderr
+    )
     try:
         with daemon_lock(cfg):
             app = App(cfg)

@@ -123,11 +123,19 @@ class StoreSection:
     backup_dir: str = dataclasses.field(
         default="", metadata=_doc("where `gateway db backup` writes by default; empty = <data_dir>/backups")
     )
+    backup_interval_hours: float = dataclasses.field(
+        default=24.0, metadata=_doc("the daemon makes an online backup this often; 0 = no scheduled backups")
+    )
+    backup_keep: int = dataclasses.field(
+        default=14, metadata=_doc("scheduled backups kept (older ones are deleted; manual ones never)")
+    )
 
     def validate(self) -> None:
         """Check ranges."""
         if self.readers < 1 or self.max_batch < 1 or self.max_body_chars < 1:
             raise ValueError("readers, max_batch and max_body_chars must be at least 1")
+        if self.backup_interval_hours < 0 or self.backup_keep < 1:
+            raise ValueError("backup_interval_hours must be 0 or more and backup_keep at least 1")
 
 
 def _section_types() -> dict[str, type]:
@@ -204,6 +212,9 @@ def default_toml_text() -> str:
     return resources.files("gateway").joinpath("default.toml").read_text(encoding="utf-8")
 
 
+BUILTIN_SOURCE = "<built-in default.toml>"
+
+
 def resolve_path(explicit: str | Path | None) -> tuple[str, str]:
     """Which file to read: --config, else /etc/gateway/gateway.toml, else the shipped defaults.
 
@@ -219,13 +230,32 @@ def resolve_path(explicit: str | Path | None) -> tuple[str, str]:
             raise ConfigError(f"{path}: cannot read the config file: {err}") from err
     if DEFAULT_PATH.exists():
         return resolve_path(DEFAULT_PATH)
-    return "<built-in default.toml>", default_toml_text()
+    return BUILTIN_SOURCE, default_toml_text()
 
 
 def load(explicit: str | Path | None = None) -> Config:
-    """Load and validate the configuration (see :func:`resolve_path` for which file)."""
+    """Load and validate the configuration (see :func:`resolve_path` for which file).
+
+    A file without a single setting (zero bytes, blank, only comments) is an error: it almost always means a
+    copy or a deployment went wrong, and running on the built-in defaults would start a new, empty database in
+    ./var beside the real one.
+    """
     source, text = resolve_path(explicit)
+    if source != BUILTIN_SOURCE and not _has_settings(text):
+        raise ConfigError(
+            f"{source}: the config file has no settings ({'empty' if not text.strip() else 'only comments'}); "
+            "the gateway would run on its built-in defaults with a new database in ./var. Put the settings there "
+            "(`gateway show-config --defaults` prints a commented starting point) or leave --config out to run "
+            "on the defaults on purpose."
+        )
     return parse(text, source)
+
+
+def _has_settings(text: str) -> bool:
+    try:
+        return bool(tomllib.loads(text))
+    except tomllib.TOMLDecodeError:
+        return True  # parse() reports the syntax error with its position
 
 
 def parse(text: str, source: str = "<string>") -> Config:

@@ -100,7 +100,7 @@ def check_database(path: Path, latest_schema: int, *, probe_write: bool = True) 
     title = "Database"
     directory = _existing(path.parent)
     if not path.exists():
-        if not os.access(directory, os.W_OK | os.X_OK):
+        if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
             return down(
                 "database",
                 title,

@@ -150,6 +150,23 @@ class VoicemailRecorded:
     """True when the recording was found in the recordings directory after the gateway was away."""
 
 
+@dataclass(frozen=True, slots=True)
+class LiveTranscript:
+    """Words heard so far on an answered call, one side at a time (partial text, replaced as it grows).
+
+    Published by: the voice channel's live transcriber. Listened to by: the web hub (the screen-pop of the staff
+    member on the call).
+    """
+
+    call_id: str
+    conversation_id: int | None
+    extension: str | None
+    side: str
+    """``caller`` or ``staff``."""
+    text: str
+    final: bool = False
+
+
 # -- transcription -----------------------------------------------------------------------------------------------
 
 
@@ -286,6 +303,7 @@ Event = (
     | CallAnswered
     | CallEnded
     | VoicemailRecorded
+    | LiveTranscript
     | TranscriptReady
     | TranscriptionFailed
     | TranscriptionHealth
@@ -305,6 +323,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     CallAnswered,
     CallEnded,
     VoicemailRecorded,
+    LiveTranscript,
     TranscriptReady,
     TranscriptionFailed,
     TranscriptionHealth,

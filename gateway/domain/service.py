@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gateway.domain import spine
 from gateway.domain.bus import Bus
 from gateway.domain.claims import ClaimMethod, ClaimVerified, CodeCheck, IdentityClaim, code_hash, code_matches
 from gateway.domain.events import ContactsMerged, ConversationUpdated, OutboxQueued, TimelineEventAdded
@@ -58,6 +59,7 @@ from gateway.domain.models import (
 from gateway.domain.optout import Keyword
 from gateway.domain.phone import normalize_phone
 from gateway.domain.ports import StorePort
+from gateway.domain.spine import SpineChange
 from gateway.errors import NoRouteError, PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
 from gateway.store import claims as cq
@@ -103,6 +105,9 @@ class OpenedConversation:
     contact_id: int
     conversation_id: int
     created: bool
+
+
+_SPINE_FIELDS = frozenset({"intent", "next_step", "urgent", "owner", "preferred_channel"})
 
 
 class ConversationService:
@@ -888,7 +893,10 @@ class ConversationService:
         facts: Mapping[str, Any] | None = None,
         author: str | None = None,
     ) -> None:
-        """Set the fields given (None leaves a field as it is)."""
+        """Set the fields given (None leaves a field as it is).
+
+        Spine fields (intent, next step, urgent, owner, preferred channel) are written by the spine's one writer, so
+        each change is a timeline entry naming ``author`` (or "the gateway" when there is none)."""
         fields: dict[str, Any] = {
             k: v
             for k, v in {
@@ -906,14 +914,25 @@ class ConversationService:
             return
         now = q.now()
 
-        def op(conn: sqlite3.Connection) -> int:
+        spine_fields = {k: v for k, v in fields.items() if k in _SPINE_FIELDS}
+        other = {k: v for k, v in fields.items() if k not in _SPINE_FIELDS}
+
+        def op(conn: sqlite3.Connection) -> tuple[int, SpineChange | None]:
             conv = q.live_conversation(conn, conversation_id)
-            q.update_conversation(conn, conv, fields, now)
+            change = None
+            if spine_fields:
+                set_by = author or spine.SYSTEM
+                source = "staff" if author else spine.SYSTEM
+                change = spine.write_fields(conn, conv, spine_fields, source=source, set_by=set_by, now=now)
+            if other:
+                q.update_conversation(conn, conv, other, now)
             if author is not None:
                 q.audit(conn, author, "update_conversation", str(conv), fields, now)
-            return conv
+            return conv, change
 
-        conv = await self.store.write(op)
+        conv, change = await self.store.write(op)
+        if change is not None:
+            self.bus.publish(TimelineEventAdded(conv, change.contact_id, change.event))
         self.bus.publish(ConversationUpdated(conv, fields))
 
     async def open_conversation(

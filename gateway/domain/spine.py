@@ -54,6 +54,9 @@ EXTRACTOR = "extractor"
 
 DEFAULT_INTENTS = ("book", "reschedule", "cancel", "question", "status", "estimate", "problem", "other")
 
+SYSTEM = "system"
+"""``set_by`` of changes the gateway itself makes (a chat hand-off, a call-back request) without a person."""
+
 CHANNEL_PREFERENCES = ("sms", "voice", "chat")
 
 _CONTACT_KINDS = (
@@ -374,7 +377,7 @@ class SpineService:
             value = value.strip()[:500]
         now = self.clock()
 
-        def op(conn: sqlite3.Connection) -> _Change | None:
+        def op(conn: sqlite3.Connection) -> SpineChange | None:
             conv = q.live_conversation(conn, conversation_id)
             ids = sq.chain(conn, conv)
             current = _facts(conn, ids)
@@ -406,7 +409,7 @@ class SpineService:
         check_fact_name(name)
         now = self.clock()
 
-        def op(conn: sqlite3.Connection) -> _Change | None:
+        def op(conn: sqlite3.Connection) -> SpineChange | None:
             conv = q.live_conversation(conn, conversation_id)
             ids = sq.chain(conn, conv)
             old = _facts(conn, ids).get(name)
@@ -483,37 +486,12 @@ class SpineService:
     async def _set_fields(self, conversation_id: int, fields: Mapping[str, Any], *, source: str, set_by: str) -> bool:
         now = self.clock()
 
-        def op(conn: sqlite3.Connection) -> _Change | None:
-            conv = q.live_conversation(conn, conversation_id)
-            row = sq.spine_row(conn, conv)
-            if row is None:
-                raise LookupError(f"conversation {conversation_id} does not exist")
-            changed = {k: v for k, v in fields.items() if row[k] != v}
-            if set_by == EXTRACTOR:  # staff corrections win: automatic reading never overwrites them
-                prov_of = row["spine_provenance"]
-                changed = {
-                    k: v
-                    for k, v in changed.items()
-                    if not isinstance(prov_of.get(_PROTECTS.get(k, k)), Mapping)
-                    or prov_of[_PROTECTS.get(k, k)].get("set_by") == EXTRACTOR
-                }
-            if not changed:
-                return None
-            prov = {k: {"set_by": set_by, "source": source, "at": now} for k in changed}
-            sq.set_fields(conn, conv, changed, prov, now)
-            words = ", ".join(_describe(k, v) for k, v in changed.items())
-            meta = {
-                "field": ",".join(changed),
-                "value": dict(changed),
-                "previous": {k: row[k] for k in changed},
-                "source": source,
-                "set_by": set_by,
-            }
-            return _record(conn, conv, f"{words} - set by {_who(set_by, source)}", meta, set_by, now)
+        def op(conn: sqlite3.Connection) -> SpineChange | None:
+            return write_fields(conn, conversation_id, fields, source=source, set_by=set_by, now=now)
 
         return await self._apply(op, dict(fields))
 
-    async def _apply(self, op: Callable[[sqlite3.Connection], _Change | None], fields: Mapping[str, Any]) -> bool:
+    async def _apply(self, op: Callable[[sqlite3.Connection], SpineChange | None], fields: Mapping[str, Any]) -> bool:
         change = await self.store.write(op)
         if change is None:
             return False
@@ -527,14 +505,61 @@ _PROTECTS = {"preference_why": "preferred_channel", "next_step_due": "next_step"
 
 
 @dataclass(frozen=True, slots=True)
-class _Change:
+class SpineChange:
+    """A spine change as stored: its timeline entry (publish it once the write committed)."""
+
     event: TimelineEvent
     contact_id: int
+
+
+def write_fields(
+    conn: sqlite3.Connection,
+    conversation_id: int,
+    fields: Mapping[str, Any],
+    *,
+    source: str,
+    set_by: str,
+    now: float,
+) -> SpineChange | None:
+    """Inside a write transaction: set spine columns, record who set them and add the timeline entry.
+
+    The one place spine fields are written (the spine service, and ``ConversationService.update_conversation`` for
+    older callers). Unchanged values are skipped; the extractor never overwrites a field someone else set. Returns
+    None when nothing changed.
+    """
+    conv = q.live_conversation(conn, conversation_id)
+    row = sq.spine_row(conn, conv)
+    if row is None:
+        raise LookupError(f"conversation {conversation_id} does not exist")
+    changed = {k: v for k, v in fields.items() if row[k] != v}
+    if set_by == EXTRACTOR:  # staff corrections win: automatic reading never overwrites them
+        prov_of = row["spine_provenance"]
+        changed = {
+            k: v
+            for k, v in changed.items()
+            if not isinstance(prov_of.get(_PROTECTS.get(k, k)), Mapping)
+            or prov_of[_PROTECTS.get(k, k)].get("set_by") == EXTRACTOR
+        }
+    if not changed:
+        return None
+    prov = {k: {"set_by": set_by, "source": source, "at": now} for k in changed}
+    sq.set_fields(conn, conv, changed, prov, now)
+    words = ", ".join(_describe(k, v) for k, v in changed.items())
+    meta = {
+        "field": ",".join(changed),
+        "value": dict(changed),
+        "previous": {k: row[k] for k in changed},
+        "source": source,
+        "set_by": set_by,
+    }
+    return _record(conn, conv, f"{words} - set by {_who(set_by, source)}", meta, set_by, now)
 
 
 def _who(set_by: str, source: str) -> str:
     if set_by == EXTRACTOR:
         return f"the extractor (from {source})"
+    if set_by == SYSTEM:
+        return "the gateway" if source == SYSTEM else f"the gateway ({source})"
     return set_by if source in ("staff", "api", set_by) else f"{set_by} ({source})"
 
 
@@ -555,14 +580,14 @@ def _describe(key: str, value: Any) -> str:
 
 def _record(
     conn: sqlite3.Connection, conv: int, body: str, meta: Mapping[str, Any], set_by: str, now: float
-) -> _Change:
-    author = None if set_by == EXTRACTOR else set_by
+) -> SpineChange:
+    author = None if set_by in (EXTRACTOR, SYSTEM) else set_by
     meta_d = dict(meta)
     event_id = q.insert_event(
         conn, conv, SPINE_EVENT_KIND, Channel.SYSTEM.value, body, q.dumps(meta_d), None, author, now, now
     )
     event = TimelineEvent(event_id, conv, SPINE_EVENT_KIND, Channel.SYSTEM.value, body, meta_d, None, author, now)
-    return _Change(event, q.contact_of(conn, conv))
+    return SpineChange(event, q.contact_of(conn, conv))
 
 
 def _facts(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[str, Fact]:

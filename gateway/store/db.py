@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from gateway import __version__
 from gateway.errors import ConfigError, SchemaTooNewError, StoreError, StoreFullError
 from gateway.values import Health, down, ok
 
@@ -88,21 +89,53 @@ def configure_connection(conn: sqlite3.Connection, *, writer: bool) -> None:
         conn.execute("PRAGMA query_only = ON")
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
+def _written_by(conn: sqlite3.Connection) -> str | None:
+    """The gateway version that last opened the database for writing (None when unknown)."""
+    try:
+        row = conn.execute("SELECT value FROM gateway_meta WHERE key = 'written_by'").fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+def backup_before_migrating(conn: sqlite3.Connection, backup_dir: Path, current: int, latest: int) -> Path:
+    """Copy the database (SQLite backup API) before its schema changes; returns the copy's path."""
+    backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = backup_dir / f"gateway-schema{current}-before-{latest}-{stamp}.db"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    dest = sqlite3.connect(target)
+    try:
+        conn.backup(dest)
+    finally:
+        dest.close()
+    return target
+
+
+def migrate(
+    conn: sqlite3.Connection, path: Path, *, backup_dir: Path | None = None, gateway_version: str = __version__
+) -> tuple[int, int]:
     """Bring the schema up to date. Returns (version before, version after).
 
-    A database written by a newer gateway is refused: running old code on it could corrupt what the newer code
-    relies on.
+    A database written by a newer gateway is refused, naming that gateway's version: running old code on it could
+    corrupt what the newer code relies on. An existing database is copied to ``backup_dir`` before its schema
+    changes, so an upgrade can always be undone by restoring that copy with the old gateway.
     """
     migrations = _migrations()
     current = int(conn.execute("PRAGMA user_version").fetchone()[0])
     latest = max(v for v, _, _ in migrations)
     if current > latest:
+        writer = _written_by(conn)
+        by = f"gateway {writer}" if writer else "a newer gateway"
         raise SchemaTooNewError(
-            f"database {path} has schema version {current}, but this gateway only knows up to {latest}: it was "
-            "written by a newer gateway. Run the newer gateway again, or restore a backup made by this version "
+            f"database {path} has schema version {current}, written by {by}; this gateway ({gateway_version}) "
+            f"only knows up to {latest}. Run {by} again, or restore a backup made by this version "
             "(gateway db restore BACKUP)."
         )
+    if 0 < current < latest and backup_dir is not None:
+        copy = backup_before_migrating(conn, backup_dir, current, latest)
+        log.info("database %s backed up to %s before migrating schema %d to %d", path, copy, current, latest)
     # user_version is the schema version; the table remembers each file so that none is ever skipped.
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
@@ -126,6 +159,11 @@ def migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
         except sqlite3.Error as err:
             conn.execute("ROLLBACK")
             raise StoreError(f"migration {name} failed on {path}: {err}") from err
+    conn.execute(
+        "INSERT INTO gateway_meta(key, value, updated_at) VALUES ('written_by', ?, ?)"
+        " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (gateway_version, time.time()),
+    )
     return current, latest
 
 
@@ -152,6 +190,12 @@ def migrate_file(path: Path) -> tuple[int, int]:
     try:
         configure_connection(conn, writer=True)
         return migrate(conn, path)
+    except sqlite3.DatabaseError as err:
+        raise ConfigError(
+            f"store.path = {str(path)!r}: cannot migrate it: {err}. It is not a gateway database (or it is "
+            "damaged): point store.path at the gateway's database, or move this file away to start a new one "
+            "(`gateway db restore` brings back a backup)."
+        ) from err
     finally:
         conn.close()
 
@@ -267,8 +311,11 @@ class _Pending:
 class Store:
     """The gateway's single SQLite database. Start it before use, stop it last."""
 
-    def __init__(self, path: Path | str, *, readers: int = 2, max_batch: int = 1000) -> None:
+    def __init__(
+        self, path: Path | str, *, readers: int = 2, max_batch: int = 1000, backup_dir: Path | None = None
+    ) -> None:
         self.path = Path(path)
+        self.backup_dir = backup_dir
         self._readers_n = max(1, readers)
         self._max_batch = max_batch
         self._writer: aiosqlite.Connection | None = None
@@ -288,7 +335,7 @@ class Store:
         try:
             self._writer = await _connect(self.path)
             await _run(self._writer, lambda c: configure_connection(c, writer=True))
-            await _run(self._writer, lambda c: migrate(c, self.path))
+            await _run(self._writer, lambda c: migrate(c, self.path, backup_dir=self.backup_dir))
             for _ in range(self._readers_n):
                 reader = await _connect(self.path)
                 await _run(reader, lambda c: configure_connection(c, writer=False))

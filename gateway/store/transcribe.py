@@ -240,3 +240,31 @@ def unqueued_voicemails(conn: sqlite3.Connection, *, limit: int) -> list[tuple[i
         (limit,),
     ).fetchall()
     return [(int(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+
+def last_failure(conn: sqlite3.Connection) -> tuple[str, float] | None:
+    """(error, when) of the most recently failed job: the status page's last error also after a restart."""
+    row = conn.execute(
+        "SELECT last_error, updated_at FROM transcription_jobs WHERE status = 'failed' AND last_error IS NOT NULL "
+        "ORDER BY updated_at DESC, id DESC LIMIT 1"
+    ).fetchone()
+    return (str(row[0]), float(row[1])) if row else None
+
+
+def failed_jobs(conn: sqlite3.Connection, *, limit: int = 100) -> list[TranscriptionJob]:
+    """Failed jobs, newest first (``gateway transcribe failed``)."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM transcription_jobs WHERE status = 'failed' ORDER BY updated_at DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [j for r in rows if (j := _job(r)) is not None]
+
+
+def requeue_failed_voicemail(
+    conn: sqlite3.Connection, voicemail_event_id: int, *, now: float
+) -> TranscriptionJob | None:
+    """Queue the failed job of a voicemail again with fresh attempts; None when it has no failed job."""
+    job = job_for_voicemail(conn, voicemail_event_id)
+    if job is None or not requeue_failed(conn, job.id, now=now):
+        return None
+    return get_job(conn, job.id)

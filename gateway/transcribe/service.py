@@ -74,6 +74,33 @@ IDLE_POLL_SECONDS = 5.0
 TRANSCRIPT_AUTHOR = "transcriber"
 
 
+def fix_for(error: str) -> str:
+    """What staff or the operator can do about a failed transcription, from its reason."""
+    text = error.lower()
+    retry = (
+        "retry it from the console (Retry transcription on the voicemail), the API "
+        "(POST /api/v1/voicemails/<event id>/transcription/retry) or `gateway transcribe retry <event id>`"
+    )
+    if "does not exist" in text or "moved or deleted" in text:
+        return f"put the recording back where the voicemail entry says (the audio is needed), then {retry}"
+    if "permission denied" in text:
+        return f"let the gateway's user read the recordings directory (RECORDINGS_DIR), then {retry}"
+    if "sox" in text:
+        return f"install sox (apt-get install sox) or set transcribe.sox_path, then {retry}"
+    if "backlog" in text:
+        return f"wait until the queue is shorter (or raise transcribe.max_backlog / transcribe.workers), then {retry}"
+    if any(w in text for w in ("empty", "zero-length", "truncated", "corrupt", "unsupported", "not a", "codec")):
+        return (
+            "the recording itself is damaged or not audio: listen to it from the voicemail entry; a retry cannot help"
+        )
+    if any(w in text for w in ("hung", "timed out", "timeout", "crash", "gave up", "exited", "killed")):
+        return (
+            f"{retry}; if it fails again, raise transcribe.job_timeout or transcribe.timeout_per_audio_second, "
+            "and check the gateway's log for the worker's error"
+        )
+    return f"{retry}; if it fails again, check the gateway's log for the worker's error"
+
+
 def worker_command(config: TranscribeConfig, model_path: str) -> list[str]:
     """The command line of one worker process."""
     return [
@@ -246,6 +273,13 @@ class TranscriptionService:
             self._wake.set()
         return job
 
+    async def retry_voicemail(self, voicemail_event_id: int) -> q.TranscriptionJob | None:
+        """Queue a voicemail's failed transcription again (console, API); None when it has no failed job."""
+        job = await self.store.read(lambda c: q.job_for_voicemail(c, voicemail_event_id))
+        if job is None or not await self.retry(job.id):
+            return None
+        return await self.store.read(lambda c: q.get_job(c, job.id))
+
     async def retry(self, job_id: int) -> bool:
         """Queue a failed job again with fresh attempts (staff action); False if not failed."""
         ok = await self.store.write(lambda c: q.requeue_failed(c, job_id, now=time.time()))
@@ -312,6 +346,11 @@ class TranscriptionService:
     async def snapshot(self) -> TranscriptionHealth:
         """Current health, with job counts from the store."""
         counts = await self.store.read(q.counts)
+        if self._last_error is None and counts.get("failed"):
+            # After a restart the in-memory error is gone, but the failed jobs are not: show the newest one's.
+            last = await self.store.read(q.last_failure)
+            if last is not None:
+                self._last_error, self._last_error_at = last
         return self._health(counts)
 
     async def status(self) -> Mapping[str, Any]:
@@ -505,6 +544,8 @@ class TranscriptionService:
                 await self.store.write(lambda c: q.retry_job(c, job.id, reason, now=time.time()))
 
     async def _fail(self, job: q.TranscriptionJob, error: str) -> None:
+        error = f"{error}. Fix: {fix_for(error)}"
+        self._note_error(f"voicemail {job.voicemail_event_id}: {error}")
         log.warning("transcription job %d failed: %s", job.id, error)
         await self.store.write(lambda c: q.fail_job(c, job.id, error, now=time.time()))
         await self._mark_voicemail(job, {"transcription": "failed", "transcription_error": error})

@@ -18,8 +18,9 @@ from gateway.domain.limits import NumberNeedsConfirmationError
 from gateway.domain.models import Channel, EventKind
 from gateway.errors import NoRouteError, PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
+from gateway.store import transcribe as tq
 from gateway.store import web as sql
-from gateway.web import hours, spine_api
+from gateway.web import call_api, hours, spine_api
 from gateway.web.chat import CHAT_HUB
 from gateway.web.jsonable import jsonable
 from gateway.web.keys import AUTH, DEPS
@@ -317,6 +318,29 @@ async def undo_merge(request: web.Request) -> web.Response:
     )
 
 
+async def retry_transcription(request: web.Request) -> web.Response:
+    """``POST /api/v1/voicemails/{event_id}/transcription/retry``: transcribe a failed voicemail again."""
+    require_api(request)
+    try:
+        event_id = int(request.match_info["event_id"])
+    except ValueError as err:
+        raise ValidationError("voicemail event id must be a number") from err
+    deps = request.app[DEPS]
+    if deps.transcription is not None:
+        job = await deps.transcription.retry_voicemail(event_id)
+    else:
+        job = await deps.store.write(lambda c: tq.requeue_failed_voicemail(c, event_id, now=time.time()))
+        if job is not None:
+            await deps.service.update_event_meta(event_id, {"transcription": "pending", "transcription_error": None})
+    if job is None:
+        existing = await deps.store.read(lambda c: tq.job_for_voicemail(c, event_id))
+        state = existing.status if existing is not None else "no transcription job"
+        raise web.HTTPConflict(
+            text=f"voicemail {event_id} has no failed transcription to retry (its state: {state})",
+        )
+    return web.json_response({"ok": True, "job_id": job.id, "status": job.status})
+
+
 async def call(request: web.Request) -> web.Response:
     """``POST /api/v1/conversations/{id}/call``: ring the staff member's phone, then the customer."""
     session = require_staff(request)
@@ -540,6 +564,13 @@ def openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/voicemails/{event_id}/transcription/retry": {
+                "post": {
+                    "summary": "Transcribe a voicemail whose transcription failed again (fresh attempts)",
+                    "parameters": [{"name": "event_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                    "responses": {"200": {"description": "queued"}, "401": err, "409": err},
+                }
+            },
             "/api/v1/merges/{merge_id}/undo": {
                 "post": {
                     "summary": "Undo a merge of two contacts: each gets its own timeline back",
@@ -579,6 +610,7 @@ def openapi() -> dict[str, Any]:
             "/api/v1/staff": {"get": {"summary": "Staff members", "responses": ok}},
             "/status.json": {"get": {"summary": "Operator status", "responses": ok}},
             **spine_api.openapi_paths(),
+            **call_api.openapi_paths(),
             **leakage_openapi_paths(),
         },
         "x-webhooks": {
@@ -608,6 +640,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/api/v1/me", me),
         web.get("/api/v1/inbox", inbox),
         web.get("/api/v1/search", search),
+        web.post("/api/v1/voicemails/{event_id}/transcription/retry", retry_transcription),
         web.get("/api/v1/staff", staff_list),
         web.post("/api/v1/sms/segments", segments),
         web.get("/api/v1/conversations/{conversation_id}", conversation),

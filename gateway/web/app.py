@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.domain.events import Event, TimelineEventAdded
 from gateway.leakage.service import LeakageService
 from gateway.store import limits as limits_sql
-from gateway.web import api, leakage, pages, spine_api
+from gateway.web import api, call_api, leakage, pages, spine_api
 from gateway.web import rules as rules_views
 from gateway.web.chat import CHAT_HUB, ChatHub
 from gateway.web.deps import WebDeps
@@ -209,6 +209,7 @@ def build_app(deps: WebDeps) -> web.Application:
             _static("widget.css", "text/css; charset=utf-8"),
             *api.routes(),
             *spine_api.routes(),
+            *call_api.routes(),
             *rules_views.routes(),
             *leakage.routes(),
         ]

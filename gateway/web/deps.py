@@ -16,6 +16,7 @@ from gateway.values import Health
 from gateway.web.config import WebConfig
 
 if TYPE_CHECKING:
+    from gateway.continuity.promise_keeper import PromiseKeeper
     from gateway.leakage.service import LeakageService
 
 #: ``click_to_call(staff_extension, customer_number)``: ring the staff phone, then dial the customer.
@@ -49,6 +50,11 @@ class WebDeps:
     """The conversation spine; the web layer builds one over the same store and bus when not given."""
     continuity: Any = None
     """The continuity engine (rules settings view, call recap); None when the rules are off."""
+    promises: PromiseKeeper | None = None
+    """Staff promises heard on calls and in replies (confirm / dismiss, not kept); built on demand when None."""
     leakage_config: LeakageConfig = field(default_factory=LeakageConfig)
     #: The leakage read model; built from ``store``, ``leakage_config`` and the business hours when None.
     leakage: LeakageService | None = None
+    transcription: Any = None
+    """The transcription service (``retry_voicemail``); None when transcription is off: a retry then only requeues
+    the job in the store, for the daemon that runs transcription to pick up."""

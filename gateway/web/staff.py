@@ -33,11 +33,14 @@ from gateway.domain.events import (
     ContactsMerged,
     ConversationUpdated,
     Event,
+    LiveTranscript,
     TimelineEventAdded,
     VoicemailRecorded,
 )
+from gateway.domain.handoff import handoff_card
 from gateway.domain.spine import SpineService
 from gateway.store import web as sql
+from gateway.web import hours
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
 from gateway.web.security import same_origin
@@ -55,6 +58,7 @@ WEB_EVENTS: tuple[type[Event], ...] = (
     CallAnswered,
     CallEnded,
     VoicemailRecorded,
+    LiveTranscript,
 )
 
 
@@ -139,6 +143,18 @@ class StaffHub:
                 msg = json.dumps({"type": "call_answered", "call_id": call_id, "extension": extension})
                 for ext in rang | ({extension} if extension else set()):
                     await self._send_extension(ext, msg)
+            case LiveTranscript(call_id=call_id, extension=extension) if extension:
+                # Words on the call go only to the staff member on it (the screen-pop of that extension).
+                msg = json.dumps(
+                    {
+                        "type": "live_transcript",
+                        "call_id": call_id,
+                        "conversation_id": event.conversation_id,
+                        "side": event.side,
+                        "text": event.text,
+                    }
+                )
+                await self._send_extension(extension, msg)
             case CallEnded(call_id=call_id, conversation_id=conversation_id, outcome=outcome, call=call):
                 msg = json.dumps(
                     {
@@ -164,15 +180,29 @@ class StaffHub:
             return
         self._calls.setdefault(event.call_id, set()).add(event.extension)
         headline: str | None = None
+        handoff: dict[str, object] | None = None
         if event.conversation_id is not None:
             if self.deps.spine is None:
                 self.deps.spine = SpineService(self.deps.store, self.deps.bus)
             try:
-                headline = (await self.deps.spine.spine(event.conversation_id)).summary
+                spine = await self.deps.spine.spine(event.conversation_id)
+                headline = spine.summary
+                recent = await self.deps.service.timeline(event.conversation_id, limit=30)
             except LookupError:
-                headline = None
+                spine = None
+            if spine is not None:
+                cfg = self.deps.config
+                quiet = hours.in_quiet_hours(cfg.quiet_hours, cfg.timezone, time.time())
+                promised = (
+                    [] if self.deps.promises is None else await self.deps.promises.promises(spine.conversation_id)
+                )
+                card_ = handoff_card(
+                    spine, recent, quiet_hours=quiet, promises=[p for p in promised if p.status != "dismissed"]
+                )
+                handoff = jsonable(card_)
         card = {
             "headline": headline,
+            "handoff": handoff,
             "type": "call_ringing",
             "call_id": event.call_id,
             "extension": event.extension,

@@ -32,6 +32,7 @@ def one_of_each() -> list[ev.Event]:
         ev.CallAnswered("201", "c1", "+15550001", 2),
         ev.CallEnded("c1", "+15550001", 2, CallOutcome.MISSED, call),
         ev.VoicemailRecorded("c1", "+15550001", 2, 7, "/tmp/vm.wav", 3.0),
+        ev.LiveTranscript("c1", 2, "201", "caller", "hello"),
         ev.TranscriptReady(2, 7, 8, None, False, ()),
         ev.TranscriptionFailed(2, 7, 1, "bad audio"),
         ev.TranscriptionHealth("/model", None, 1, 1, (123,), None, None),

@@ -278,3 +278,24 @@ async def test_the_extractor_never_overwrites_spine_fields_staff_set(
     assert not await spines.set_channel_preference(conv, "sms", "said 'text me'", source="sms", set_by=EXTRACTOR)
     spine = await spines.spine(conv)
     assert (spine.intent, spine.channel_preference, spine.preference_why) == ("reschedule", "voice", "picked by staff")
+
+
+async def test_older_callers_of_update_conversation_land_on_the_timeline_too(
+    service: ConversationService, spines: SpineService, bus: Bus
+) -> None:
+    conv = await sms_in(service, "+15551230011", "m1", "hi", T0)
+    sub = bus.subscribe("t", types=(TimelineEventAdded,))
+    await service.update_conversation(conv, preferred_channel="sms", next_step="Call back")
+    await service.update_conversation(conv, owner="bob", author="anna")
+    await service.update_conversation(conv, status="waiting")  # not a spine field: no spine entry
+    entries = await spine_entries(service, conv)
+    assert [e[0] for e in entries] == [
+        "Next step: Call back, Preferred channel: sms - set by the gateway",
+        "Owner: bob - set by anna",
+    ]
+    assert [e[2] for e in entries] == [None, "anna"]
+    assert sub.pending() == 2
+    spine = await spines.spine(conv)
+    assert spine.provenance["preferred_channel"].set_by == "system"
+    # What the gateway set on the customer's behalf is not overwritten by automatic reading either.
+    assert not await spines.set_channel_preference(conv, "voice", "last called", source="last_used", set_by=EXTRACTOR)

@@ -369,3 +369,39 @@ async def test_search_highlight_cannot_collide_with_customer_text(web_env: WebEn
     # Text that itself holds the marker characters is shown plain, never mis-highlighted.
     odd = by_body["odd roof \ue000x\ue001 text"]["snippet_parts"]
     assert odd == [{"text": "odd roof x text", "hit": False}]
+
+
+async def test_failed_transcription_can_be_retried_from_the_api(web_env: WebEnv) -> None:
+    from gateway.store import transcribe as tq  # noqa: PLC0415
+
+    vm = await web_env.service.ingest(
+        Inbound(
+            Channel.VOICE,
+            EventKind.VOICEMAIL,
+            IdentityKind.PHONE,
+            "+12025550141",
+            "vm-1:voicemail",
+            meta={"path": "/nonexistent/vm.wav", "transcription": "failed", "transcription_error": "gone"},
+        )
+    )
+
+    def failed_job(c: Any) -> int:
+        job, _ = tq.enqueue_job(
+            c, vm.conversation_id, vm.event_id, "/x.wav", now=1.0, max_backlog=10, waiting_model=False
+        )
+        tq.fail_job(c, job.id, "worker hung. Fix: retry", now=2.0)
+        return job.id
+
+    job_id = await web_env.store.write(failed_job)
+    await web_env.login()
+    url = f"/api/v1/voicemails/{vm.event_id}/transcription/retry"
+    assert (await web_env.client.post(url)).status == 403, "CSRF token required"
+    resp = await web_env.client.post(url, headers=web_env.headers())
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json()) == {"ok": True, "job_id": job_id, "status": "pending"}
+    detail = await (await web_env.client.get(f"/api/v1/conversations/{vm.conversation_id}")).json()
+    (entry,) = [e for e in detail["timeline"] if e["kind"] == "voicemail"]
+    assert entry["meta"]["transcription"] == "pending"
+    again = await web_env.client.post(url, headers=web_env.headers())
+    assert again.status == 409
+    assert "no failed transcription" in (await again.json())["error"]

@@ -32,7 +32,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,8 +40,10 @@ from typing import Any, TypeVar
 from gateway.channels.voice import recovery as rc
 from gateway.channels.voice.agi_server import AgiServer, CallerContext, InboundRouter
 from gateway.channels.voice.ami_link import AmiEventDict, AmiLink
+from gateway.channels.voice.ari import AriClient
 from gateway.channels.voice.health import ami_verdict
 from gateway.channels.voice.label import context_label, sanitize_label, stored_name
+from gateway.channels.voice.live import LiveCalls, SpeechPort
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.channels.voice.tracker import (
     Answered,
@@ -159,6 +161,7 @@ class VoiceChannel:
         *,
         store: StorePort | None = None,
         clock: Callable[[], float] = time.time,
+        speech: SpeechPort | None = None,
     ) -> None:
         settings.validate()
         self.settings = settings
@@ -172,6 +175,12 @@ class VoiceChannel:
             if settings.whisper
             else None
         )
+        self.ari: AriClient | None = None
+        self.live: LiveCalls | None = None
+        password = _reveal(settings.ari_password)
+        if settings.live_transcribe and speech is not None and password:
+            self.ari = AriClient(settings.ari_url, settings.ari_username, password)
+            self.live = LiveCalls(self.ari, speech, service, bus.publish)
         self.router = InboundRouter(
             service,
             settings,
@@ -227,6 +236,8 @@ class VoiceChannel:
             await self.store.write(lambda c: voice_sql.bind_extensions(c, staff, time.time()))
         self._worker = asyncio.create_task(self._work(), name="voice-timeline")
         await self.agi.start()
+        if self.ari is not None:
+            await self.ari.start()
         await self.ami.start()
         self._reconciler = asyncio.create_task(self._reconcile(), name="voice-reconcile")
 
@@ -244,6 +255,10 @@ class VoiceChannel:
         await self.ami.stop()
         await self.agi.stop()
         await self.router.stop()
+        if self.live is not None:
+            await self.live.stop()
+        if self.ari is not None:
+            await self.ari.stop()
         if self.whisper is not None:
             await self.whisper.stop()
         if self._tasks:
@@ -347,6 +362,8 @@ class VoiceChannel:
                 self._ring_fast(fx)
             elif isinstance(fx, Answered):
                 rec = fx.call
+                if self.live is not None and rec.answered_at == fx.at:
+                    self._own(self.live.start(rec, fx.extension, self._conversation_of(rec)), f"live-{rec.call_id}")
                 self.bus.publish(
                     CallAnswered(
                         extension=fx.extension,
@@ -361,7 +378,24 @@ class VoiceChannel:
                 rec = fx.call
                 assert rec.outcome is not None
                 self.bus.publish(CallEnded(rec.call_id, rec.caller, self._conversation_of(rec), rec.outcome, rec))
+                if self.live is not None:
+                    self._own(self.live.finish(rec), f"live-end-{rec.call_id}")
             self._queue.put_nowait(fx)
+
+    def _own(self, work: Coroutine[Any, Any, object], name: str) -> None:
+        """Run ``work`` as a task this channel owns (awaited at stop); its failure is logged, never raised."""
+
+        async def run() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("voice: %s failed", name)
+
+        task = asyncio.create_task(run(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _conversation_of(self, rec: CallRecord) -> int | None:
         if rec.conversation_id is not None:

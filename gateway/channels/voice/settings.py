@@ -72,6 +72,15 @@ class VoiceSettings:
     whisper_ring_group: bool = field(
         default=True, metadata={"doc": "Whisper also when the whole ring group rings (false: only sticky routing)."}
     )
+    live_transcribe: bool = field(
+        default=True,
+        metadata={"doc": "Transcribe answered calls live, both sides, through ARI (needs voice.ari_password)."},
+    )
+    ari_url: str = field(default="http://127.0.0.1:8088", metadata={"doc": "Asterisk ARI base URL (loopback)."})
+    ari_username: str = field(default="gateway-ari", metadata={"doc": "ARI user (ari.conf)."})
+    ari_password: Secret = field(
+        default=Secret(""), metadata={"doc": "ARI password of that user; empty = no live transcription."}
+    )
     cdr_file: str = field(
         default="/var/log/gateway-asterisk/cdr-custom/gateway-calls.csv",
         metadata={
@@ -108,6 +117,7 @@ class VoiceSettings:
             except ValueError as err:
                 raise ConfigError(f"voice.agi_allowed_peers: {cidr!r} is not an address or CIDR") from err
         self._validate_whisper()
+        self._validate_live()
         if self.lookup_budget_ms <= 0 or self.lookup_budget_ms > 190:
             raise ConfigError("voice.lookup_budget_ms must be 1..190 so a call is answered within 200 ms")
         if not 1 <= self.label_max_chars <= 80:
@@ -118,6 +128,15 @@ class VoiceSettings:
             raise ConfigError(
                 "voice.ami_ping_interval + voice.ami_ping_timeout must stay <= 30 s "
                 "so a half-open AMI link is noticed within 30 s"
+            )
+
+    def _validate_live(self) -> None:
+        if self.live_transcribe and not re.fullmatch(
+            r"https?://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?/?", self.ari_url
+        ):
+            raise ConfigError(
+                f"voice.ari_url = {self.ari_url!r}: ARI carries call audio; keep it on loopback "
+                "(http://127.0.0.1:8088) or set voice.live_transcribe = false"
             )
 
     def _validate_whisper(self) -> None:

@@ -143,6 +143,10 @@ class _Expected:
 _Handler = Callable[["CallTracker", Mapping[str, str], float], list[TrackerEffect]]
 
 
+#: Channels the gateway itself creates through ARI to listen to a call (live transcription); never calls.
+_MEDIA_HELPERS = ("Snoop/", "UnicastRTP/")
+
+
 class CallTracker:
     """Feed AMI events (as ``Mapping[str, str]``) in order; read effects back. No I/O."""
 
@@ -250,6 +254,10 @@ class CallTracker:
         handler = self._HANDLERS.get(name)
         if handler is None:
             return []
+        if event.get("Channel", "").startswith(_MEDIA_HELPERS) or event.get("DestChannel", "").startswith(
+            _MEDIA_HELPERS
+        ):
+            return []  # live transcription's own snoop and RTP media channels are not calls
         ts = now
         raw_ts = event.get("Timestamp")
         if raw_ts:

@@ -122,6 +122,13 @@
         body = ev.body || "";
         extra.push(el("audio", { controls: true, preload: "none", src: "/media/voicemail/" + ev.id }));
         if (meta.transcript) extra.push(el("div", { class: "transcript", text: String(meta.transcript) }));
+        if (meta.transcription === "failed") {
+          // The reason carries its fix; staff can try again (a damaged recording says a retry cannot help).
+          extra.push(el("div", { class: "transcription-error", dir: "auto",
+            text: "Transcription failed: " + String(meta.transcription_error || meta.error || "unknown reason") }));
+          extra.push(el("button", { type: "button", class: "retry-transcription", "data-event": String(ev.id),
+            onclick: () => retryTranscription(ev.id), text: "Retry transcription" }));
+        }
         break;
       case "transcript": cls = "call"; head = "Transcript" + (meta.confidence ? " · " + Math.round(meta.confidence * 100) + "% sure" : "");
         body = null; extra.push(transcriptNode(ev)); break;
@@ -163,6 +170,15 @@
       body ? el("bdi", { class: "body", text: body }) : null, ...extra);
   }
 
+  async function retryTranscription(eventId) {
+    try {
+      await api("POST", "/api/v1/voicemails/" + eventId + "/transcription/retry");
+      if (state.current) await openConversation(state.current);
+    } catch (err) {
+      window.alert(String(err && err.message ? err.message : err));
+    }
+  }
+
   async function undoMerge(mergeId) {
     if (!window.confirm("Split these contacts again? Each gets its own timeline back.")) return;
     try {
@@ -196,6 +212,7 @@
     $("conv-ids").textContent = ids;
     showClaims(data.claims || []);
     renderSpine(data.spine);
+    loadPromises();
     $("timeline").replaceChildren();
     data.timeline.forEach(appendEvent);
     const sel = $("reply-channel");
@@ -222,6 +239,33 @@
       return li;
     }));
     box.hidden = claims.length === 0;
+  }
+
+  // Promises heard on calls and in replies: proposed until a person confirms them (then they are the next step).
+  async function loadPromises() {
+    const conv = state.current;
+    let list = [];
+    try { list = (await api("GET", "/api/v1/conversations/" + conv + "/promises")).promises; } catch (e) { console.error(e); }
+    if (conv !== state.current) return;
+    const box = $("promises");
+    box.replaceChildren(...list.filter((p) => p.status !== "dismissed").map((p) => {
+      const due = p.due ? " · due " + new Date(p.due * 1000).toLocaleString() : "";
+      const li = el("li", { class: "promise " + p.status, "data-promise": String(p.id) },
+        el("strong", { text: p.step }), el("span", { class: "muted", text: due + " · \u201c" + p.phrase + "\u201d" }));
+      if (p.status === "proposed") {
+        li.append(el("button", { type: "button", class: "confirm-promise", text: "Confirm", onclick: () => decidePromise(p.id, "confirm") }),
+          el("button", { type: "button", class: "link", text: "Not a promise", onclick: () => decidePromise(p.id, "dismiss") }));
+      } else {
+        li.append(el("span", { class: "muted", text: " · confirmed by " + (p.decided_by || "") }));
+      }
+      return li;
+    }));
+    box.hidden = box.children.length === 0;
+  }
+  async function decidePromise(id, what) {
+    try { await api("POST", "/api/v1/promises/" + id + "/" + what); } catch (e) { $("reply-error").textContent = e.message; }
+    await loadPromises();
+    await reloadSpine();
   }
 
   async function confirmClaim(claimId) {
@@ -336,6 +380,18 @@
     add("Next step", s.next_step);
     for (const [ch, ev] of Object.entries(s.last_by_channel || {})) add("Last " + (CHANNEL[ch] || ch), ev.body || ev.kind.replace("_", " "));
     if (s.latest_transcript) add("Voicemail", s.latest_transcript.body);
+    const h = msg.handoff;
+    if (h) {
+      add("Wants", h.wants);
+      add("Said", h.customer_words);
+      if (h.open_question && h.open_question !== h.customer_words) add("Asked", h.open_question);
+      if (h.knows && h.knows.length) add("We know", h.knows.join("; "));
+      const promised = (h.promises || []).map((p) => p.step + (p.status === "proposed" ? " (to confirm)" : ""));
+      if (h.next_step && !promised.includes(h.next_step)) promised.unshift(h.next_step);
+      if (promised.length) add("Promised", promised.join("; "));
+      if (h.preferred_channel) add("Prefers", (CHANNEL[h.preferred_channel] || h.preferred_channel) + (h.preferred_because ? " (" + h.preferred_because + ")" : ""));
+      if (h.quiet_hours) add("Now", "quiet hours: do not text");
+    }
     const stateLine = el("span", { class: "state", text: "Ringing" });
     const card = el("article", { class: "card", "data-call": msg.call_id, "aria-label": "Incoming call from " + who },
       el("button", { type: "button", class: "link close", "aria-label": "Dismiss", text: "✕", onclick: () => { card.remove(); cards.delete(msg.call_id); } }),
@@ -355,6 +411,7 @@
         if (msg.event && msg.event.conversation_id === state.current) {
           appendEvent(msg.event);
           if (msg.event.kind === "spine" || msg.event.kind === "message_in") reloadSpine();
+          if (msg.event.meta && msg.event.meta.promise_id) loadPromises();
         }
         refreshInboxSoon();
         break;
@@ -368,6 +425,23 @@
         if (!card) break;
         if (msg.extension && msg.extension !== myExt) { card.remove(); cards.delete(msg.call_id); }
         else card.stateLine.textContent = "In call";
+        break;
+      }
+      case "live_transcript": {
+        // Partial words of the call, per side, replaced as they grow (text only, never HTML).
+        const card = cards.get(msg.call_id);
+        if (!card) break;
+        if (!card.live) {
+          card.live = el("div", { class: "live-words", "aria-live": "polite", "aria-label": "Live transcript" });
+          card.append(card.live);
+        }
+        const side = msg.side === "staff" ? "staff" : "caller";
+        let line = card.live.querySelector("p[data-side=" + side + "]");
+        if (!line) {
+          line = el("p", { "data-side": side });
+          card.live.append(line);
+        }
+        line.textContent = (side === "staff" ? "You: " : "Caller: ") + msg.text;
         break;
       }
       case "call_ended": {

@@ -26,11 +26,13 @@ from gateway.channels.voice.settings import VoiceSettings
 from gateway.config import Secret
 from gateway.domain.bus import Bus, Subscription
 from gateway.domain.calls import CallOutcome
-from gateway.domain.events import ALL_EVENTS, CallAnswered, CallEnded, CallRinging, VoicemailRecorded
-from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
+from gateway.domain.events import ALL_EVENTS, CallAnswered, CallEnded, CallRinging, LiveTranscript, VoicemailRecorded
+from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound, TimelineEvent
 from gateway.domain.service import ConversationService
 from gateway.store import voice as voice_sql
 from gateway.store.db import Store
+from gateway.transcribe.live import LiveSpeech
+from gateway.transcribe.model import default_model_path
 from tests.realpbx import harness
 from tests.realpbx.fixtures import realpbx  # noqa: F401 - the shared PBX session fixture
 
@@ -104,7 +106,11 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def _make_rig(
-    pbx: dict[str, str], pbx_settings: harness.PbxSettings, tmp_path: Path, **overrides: object
+    pbx: dict[str, str],
+    pbx_settings: harness.PbxSettings,
+    tmp_path: Path,
+    speech: LiveSpeech | None = None,
+    **overrides: object,
 ) -> AsyncIterator[Rig]:
     # One test run at a time places calls on the shared PBX (phones, FastAGI port 14573).
     with harness.pbx_call_lock():
@@ -127,7 +133,7 @@ async def _make_rig(
             whisper=False,
         )
         settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
-        vc = VoiceChannel(settings, service, bus, store=store)
+        vc = VoiceChannel(settings, service, bus, store=store, speech=speech)
         sub = bus.subscribe("test", 10_000, types=ALL_EVENTS)
         await vc.start()
         await vc.ami.wait_connected(10)
@@ -135,6 +141,8 @@ async def _make_rig(
             yield Rig(vc, service, store, bus, sub, tmp_path, [])
         finally:
             await vc.stop()
+            if speech is not None:
+                await speech.stop()
             await store.stop()
 
 
@@ -548,6 +556,90 @@ async def test_whisper_off_for_an_extension_bridges_at_once(
         assert end.outcome is CallOutcome.ANSWERED
         assert not [e for _, e in seen if e.get("UserEvent") == "WhisperPlayed"]
         assert sniff.voiced_seconds() < 0.2
+
+
+@pytest.fixture
+async def live_rig(
+    pbx: dict[str, str],
+    realpbx: harness.PbxSettings,  # noqa: F811 - fixture parameter
+    tmp_path: Path,
+) -> AsyncIterator[Rig]:
+    """A rig that transcribes answered calls live (ARI on the test PBX, the packaged model with a grammar)."""
+    speech = LiveSpeech(default_model_path(), grammar=["예약", "취소", "[unk]"])
+    await speech.start()
+    async with _make_rig(
+        pbx,
+        realpbx,
+        tmp_path,
+        speech,
+        live_transcribe=True,
+        ari_url=f"http://127.0.0.1:{pbx['ARI_PORT']}",
+        ari_username=pbx["ARI_USER"],
+        ari_password=Secret(pbx["ARI_PASSWORD"]),
+    ) as r:
+        assert r.vc.ari is not None
+        assert await r.vc.ari.wait_connected(10), "the gateway's ARI application did not register"
+        yield r
+
+
+async def _live_transcript(rig: Rig, conversation_id: int) -> TimelineEvent:
+    for _ in range(100):
+        found = [e for e in await rig.service.timeline(conversation_id) if e.kind == "transcript"]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.1)
+    raise AssertionError("no live transcript on the timeline")
+
+
+async def test_live_transcript_hears_the_caller_on_the_caller_side(
+    live_rig: Rig, phones: Callable[..., object]
+) -> None:
+    rig = live_rig
+    conv = await rig.known("+15551230041", "Mina Park", "booking")
+    speech = harness.make_speech("예약", rig.work / "caller.wav", pad_before_s=1.5, pad_after_s=1.5)
+    await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
+    t0 = time.time()
+    result = await place_call(rig.work, number="+15551230041", hold_ms=5000, rtp_wav=speech)
+    assert result.returncode == 0, result.stderr
+    end = await rig.ended()
+    assert end.outcome is CallOutcome.ANSWERED
+    partials = [e for e in rig.events if isinstance(e, LiveTranscript)]
+    assert any(p.side == "caller" and "예약" in p.text for p in partials), partials
+    first = next(p for p in partials if "예약" in p.text)
+    assert first.conversation_id == conv
+    assert first.extension == "201"
+    ev = await _live_transcript(rig, conv)
+    turns = ev.meta["turns"]
+    assert [t["side"] for t in turns if "예약" in t["text"]] == ["caller"]
+    assert "Caller: 예약" in ev.body
+    assert t0 < turns[0]["at"] < time.time()
+    assert ev.meta["call_id"] == end.call_id
+    # Searchable like any other message.
+    hits = await rig.service.search("예약")
+    assert any(h.event.id == ev.id for h in hits)
+
+
+async def test_live_transcript_hears_the_staff_member_on_the_staff_side(live_rig: Rig, tmp_path: Path) -> None:
+    rig = live_rig
+    conv = await rig.known("+15551230042", "Jun Choi", "booking")
+    speech = harness.make_speech("예약", rig.work / "staff.wav", pad_before_s=1.5, pad_after_s=1.0)
+    staff = Phone("201", "answer_speak", tmp_path, speech_wav=str(speech))
+    others = [Phone(ext, "ring", tmp_path) for ext in ("202", "203")]
+    for ph in (staff, *others):
+        await ph.start()
+    try:
+        await asyncio.sleep(0.3)
+        result = await place_call(rig.work, number="+15551230042", hold_ms=5500)
+        assert result.returncode == 0, result.stderr
+        end = await rig.ended()
+    finally:
+        for ph in (staff, *others):
+            await ph.stop()
+    assert end.outcome is CallOutcome.ANSWERED
+    ev = await _live_transcript(rig, conv)
+    sides = [t["side"] for t in ev.meta["turns"] if "예약" in t["text"]]
+    assert sides == ["staff"]
+    assert "Staff: 예약" in ev.body
 
 
 async def test_dialplan_refuses_premium_and_international_click_to_call(

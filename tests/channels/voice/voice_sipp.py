@@ -357,6 +357,7 @@ class Phone:
     hold_ms: int = 2000
     transfer_to: str = ""
     press_after_ms: int = 700
+    speech_wav: str = ""
     proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -370,7 +371,7 @@ class Phone:
 
     def _media_args(self) -> list[str]:
         # Only the whisper phones need a known RTP port (the test listens to it); the others keep sipp's default.
-        return ["-mp", str(self.media_port)] if self.mode.startswith("whisper") else []
+        return ["-mp", str(self.media_port)] if self.mode.startswith("whisper") or self.mode == "answer_speak" else []
 
     @property
     def trace(self) -> Path:
@@ -388,6 +389,10 @@ class Phone:
                 target=self.transfer_to,
                 extension=self.extension,
             )
+        elif self.mode == "answer_speak":
+            # Answers, then speaks ``speech_wav`` (8 kHz mu-law) into the call, and waits for the caller's BYE.
+            speak = f'  <nop><action><exec rtp_stream="{self.speech_wav},1,0"/></action></nop>\n'
+            xml = _UAS_HEAD + _UAS_WHISPER.format(answer_after_ms=self.answer_after_ms, keypress=speak)
         elif self.mode in ("whisper", "whisper_press2"):
             keypress = ""
             if self.mode == "whisper_press2":
