@@ -381,7 +381,13 @@ class ConversationService:
                 if state.left <= 0:
                     raise budget_error(state)
             conv = q.live_conversation(conn, conversation_id)
-            claimed = channel_s == Channel.SMS.value and _only_claimed(conn, conv, address, confirmed=confirm_number)
+            # A staff text to a number someone only typed needs a confirmation; the visitor's own hand-off text to
+            # their claimed number is how a claim gets verified, and the number policy and budget bound it.
+            claimed = (
+                not automated
+                and channel_s == Channel.SMS.value
+                and _only_claimed(conn, conv, address, confirmed=confirm_number)
+            )
             meta_d = dict(meta, override_optout=True) if override_optout else dict(meta)
             if claimed:
                 meta_d.setdefault("number_confirmed_by", author or "staff")
