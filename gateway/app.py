@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import resource
 import signal
@@ -29,10 +30,12 @@ from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.domain.spine import SpineService
 from gateway.errors import ValidationError
 from gateway.log import RECENT
+from gateway.store import meta
 from gateway.store import web as web_sql
 from gateway.store.backup import BackupScheduler
 from gateway.store.db import Store
-from gateway.values import Health, off, ok
+from gateway.supervise import cancel_and_wait
+from gateway.values import Health, degraded, off, ok
 
 if TYPE_CHECKING:  # the channel modules are imported only when configured
     from gateway.channels.sms.channel import SmsChannel
@@ -50,6 +53,7 @@ StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]
 #: The status page's sparklines: 24 hours, one point every 5 minutes.
 HISTORY_SERIES = ("modem_signal_dbm", "outbox_depth", "transcription_backlog")
 HISTORY_STEP = 300.0
+HISTORY_KEY = "status_history"
 
 
 class Part(Protocol):
@@ -100,7 +104,7 @@ class App:
                 automated_sms_per_day=config.sms.automated_per_day,
             ),
         )
-        self.spine = SpineService(self.store, self.bus, config.spine)
+        self.spine = SpineService(self.store, self.bus, config.spine, timezone=config.web.timezone)
         self.spine_learner: SpineLearner | None = None
         self.started_at: float | None = None
         self.sms: SmsChannel | None = None
@@ -165,7 +169,9 @@ class App:
         if problem:
             log.warning("live call transcription is off: %s", problem)
             return None
-        speech = LiveSpeech(model, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active)
+        speech = LiveSpeech(
+            model, workers=cfg.voice.live_workers, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active
+        )
         parts.append(("live-speech", LiveSpeechPart(speech)))
         return speech
 
@@ -262,6 +268,7 @@ class App:
             promises=self.promises,
             leakage_config=self.config.leakage,
             transcription=self.transcription,
+            leakage_warm=True,
             # Leakage deadlines skip the same closed days as the rules' reopening times.
             leakage=LeakageService(
                 self.store,
@@ -313,6 +320,9 @@ class App:
                     "set [transcribe] enabled = true and install a speech model",
                 )
             )
+        if self.continuity is not None:
+            items.append(self.continuity.health())
+        items.append(self._bus_health())
         items.extend(
             (
                 self.backups.health() if self.backups is not None else checks.check_backup(cfg.backup_dir),
@@ -322,6 +332,25 @@ class App:
             )
         )
         return items
+
+    def _bus_health(self) -> Health:
+        """The event bus: a subscriber that falls behind loses its oldest events (screen-pops, live updates)."""
+        lossy = [st for st in self.bus.stats() if st.overflow]
+        details: dict[str, str | int | float | bool | None] = {
+            "published": self.bus.published,
+            "dropped": self.bus.overflow_total,
+        }
+        if lossy:
+            names = ", ".join(f"{st.name} ({st.overflow})" for st in lossy)
+            return degraded(
+                "bus",
+                "Live updates",
+                f"some listeners fell behind and missed events: {names}",
+                "nothing is lost from the timeline (it is in the database); reload the console. If it keeps "
+                "happening the box is overloaded: look at the CPU and the Open files card",
+                details=details,
+            )
+        return ok("bus", "Live updates", f"{self.bus.published} events delivered, none dropped", details=details)
 
     async def sample_history(self, at: float | None = None) -> None:
         """Record one point of each sparkline (modem signal, outbox depth, transcription backlog)."""
@@ -334,6 +363,16 @@ class App:
         self.history.add("modem_signal_dbm", signal_dbm, at)
         self.history.add("outbox_depth", depth, at)
         self.history.add("transcription_backlog", backlog, at)
+        # Kept in the database so the sparklines survive a restart.
+        saved = json.dumps(self.history.as_dict(), separators=(",", ":"))
+        now = time.time()
+        await self.store.write(lambda c: meta.put(c, HISTORY_KEY, saved, now))
+
+    async def _load_history(self) -> None:
+        saved = await self.store.read(lambda c: meta.get(c, HISTORY_KEY))
+        if saved:
+            with contextlib.suppress(ValueError):
+                log.debug("status history: %d points loaded", self.history.load(json.loads(saved)))
 
     async def _sample_forever(self) -> None:
         while True:
@@ -406,6 +445,7 @@ class App:
                 await self._start_part("continuity", self._build_continuity())
             await self._start_part("promises", self._build_promises())
             await self._start_part("web", self._build_web())
+            await self._load_history()
             self._sampler = asyncio.create_task(self._sample_forever(), name="status-history")
         except BaseException:
             await self.stop()
@@ -421,10 +461,8 @@ class App:
         """Stop started parts in reverse order within the shutdown budget; cancel anything left behind."""
         budget = self.config.gateway.shutdown_timeout
         deadline = time.monotonic() + budget
-        if self._sampler is not None:
-            self._sampler.cancel()
-            await asyncio.gather(self._sampler, return_exceptions=True)
-            self._sampler = None
+        await cancel_and_wait(self._sampler, owner="gateway")
+        self._sampler = None
         while self._started:
             name, part = self._started.pop()
             remaining = max(0.5, deadline - time.monotonic())
@@ -481,10 +519,7 @@ async def _cancel_leftovers() -> None:
         return
     for task in leftovers:
         log.warning("cancelling task left behind at shutdown: %s", task.get_name())
-        task.cancel()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(2):
-            await asyncio.gather(*leftovers, return_exceptions=True)
+    await cancel_and_wait(*leftovers, timeout=2.0, owner="gateway")
 
 
 def raise_open_files_limit() -> tuple[int, int]:

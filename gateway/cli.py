@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 from gateway import __version__
 from gateway import config as config_mod
 from gateway import log as log_mod
-from gateway.errors import ConfigError, GatewayError, StoreError, TransientError
+from gateway.errors import AlreadyRunningError, ConfigError, GatewayError, StoreError, TransientError
 from gateway.values import Health, down, off, ok
 
 if TYPE_CHECKING:
@@ -275,7 +275,7 @@ def daemon_lock(cfg: config_mod.Config) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
-            raise ConfigError(
+            raise AlreadyRunningError(
                 f"another gateway is already running on {cfg.db_path} (lock {lock_path} is held); stop it first"
             ) from err
         handle.seek(0)
@@ -299,11 +299,9 @@ def _run(cfg: config_mod.Config) -> int:
         with daemon_lock(cfg):
             app = App(cfg)
             asyncio.run(app.run())
-    except ConfigError as err:
-        if "already running" in str(err):
-            print(f"gateway: {err}", file=sys.stderr)
-            return EX_UNAVAILABLE
-        raise
+    except AlreadyRunningError as err:
+        print(f"gateway: {err}", file=sys.stderr)
+        return EX_UNAVAILABLE
     return EX_OK
 
 
@@ -337,10 +335,14 @@ async def _backup(cfg: config_mod.Config, target: str | None) -> int:
     except OSError as err:
         print(f"gateway: cannot create {path.parent}: {err.strerror}", file=sys.stderr)
         return EX_CANTCREAT
+    from gateway.progress import ProgressBar  # noqa: PLC0415
+
     store = Store(cfg.db_path)
     await store.start()
+    bar = ProgressBar(f"backup {path.name}")
     try:
-        await store.backup(path)
+        await store.backup(path, progress=bar.update)
+        bar.finish()
     except StoreError as err:
         with contextlib.suppress(OSError):
             path.unlink()
@@ -385,7 +387,11 @@ def _restore(cfg: config_mod.Config, source: Path, *, assume_yes: bool) -> int:
     try:
         with daemon_lock(cfg):
             cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
-            restore_database(source, cfg.db_path)
+            from gateway.progress import ProgressBar  # noqa: PLC0415
+
+            bar = ProgressBar(f"restore {cfg.db_path.name}")
+            restore_database(source, cfg.db_path, progress=bar.update)
+            bar.finish()
     except ConfigError as err:
         print(f"gateway: {err}", file=sys.stderr)
         return EX_UNAVAILABLE
@@ -480,6 +486,21 @@ def _model_health(cfg: config_mod.Config) -> Health:
     return ok("model", title, f"{path} loads")
 
 
+def _budget_health(cfg: config_mod.Config) -> Health:
+    from gateway import health as checks  # noqa: PLC0415
+    from gateway.domain.limits import BudgetState  # noqa: PLC0415
+    from gateway.store import readonly  # noqa: PLC0415
+
+    per_hour, per_day = cfg.sms.automated_per_hour, cfg.sms.automated_per_day
+    if not cfg.db_path.exists():
+        return checks.check_automated_budget(BudgetState(per_hour, per_day, 0, 0))
+    try:
+        used_hour, used_day = readonly.automated_sms_counts(cfg.db_path, time.time())
+    except StoreError as err:
+        return down("automated_sms", "Automated SMS budget", f"cannot read the budget: {err}", "see the Database line")
+    return checks.check_automated_budget(BudgetState(per_hour, per_day, used_hour, used_day))
+
+
 async def doctor_checks(cfg: config_mod.Config) -> list[Health]:
     """Every check ``gateway doctor`` runs, in the order it prints them."""
     from gateway import health as checks  # noqa: PLC0415
@@ -509,6 +530,7 @@ async def doctor_checks(cfg: config_mod.Config) -> list[Health]:
         from gateway.channels.sms.probe import probe_modem  # noqa: PLC0415
 
         results.append(await probe_modem(cfg.sms))
+    results.append(await asyncio.to_thread(_budget_health, cfg))
     if cfg.transcribe.enabled:
         results.append(await asyncio.to_thread(_model_health, cfg))
     else:

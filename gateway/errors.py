@@ -50,3 +50,11 @@ class ValidationError(PermanentError):
 
 class NoRouteError(PermanentError):
     """A reply cannot reach the customer on the chosen channel (no number that takes SMS, no chat visitor)."""
+
+
+class OptedOutError(PermanentError):
+    """The recipient opted out (STOP): automated messages never reach them, a staff reply needs an override."""
+
+
+class AlreadyRunningError(ConfigError):
+    """Another gateway already holds this data directory's lock."""

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.domain.limits import BudgetState
 from gateway.store.db import probe_database_file
 from gateway.values import Health, HealthState, degraded, down, ok
 
@@ -183,6 +184,33 @@ def check_backup(directory: Path, now: float | None = None) -> Health:
     return ok("backup", title, f"newest backup {hours:.1f} h old ({newest.name})", details=details)
 
 
+def check_automated_budget(state: BudgetState) -> Health:
+    """The automated-SMS budget: amber when an hour's or a day's allowance is spent, with what that means."""
+    title = "Automated SMS budget"
+    details: dict[str, str | int | float | bool | None] = {
+        "used_hour": state.used_hour,
+        "per_hour": state.per_hour,
+        "used_day": state.used_day,
+        "per_day": state.per_day,
+    }
+    window = state.spent_window
+    if window is not None:
+        spent = (
+            f"{state.per_day} automated texts in 24 hours (sms.automated_per_day)"
+            if window == "day"
+            else f"{state.per_hour} automated texts this hour (sms.automated_per_hour)"
+        )
+        return degraded(
+            "automated_sms",
+            title,
+            f"Spent: {spent}; further automated texts are not queued",
+            "nothing is broken: automated texts resume when the window passes; staff replies still go out. Raise "
+            "sms.automated_per_hour / sms.automated_per_day if the office wants more",
+            details=details,
+        )
+    return ok("automated_sms", title, f"{state.left} automated texts may still go out now", details=details)
+
+
 # -- history for the status page's sparklines -------------------------------------------------------------------------
 
 
@@ -199,6 +227,7 @@ class History:
 
     def __init__(self, names: Iterable[str], *, step: float = 300.0, span: float = 24 * 3600) -> None:
         self.step = step
+        self.span = span
         size = max(1, int(span // step))
         self.series: dict[str, deque[Sample]] = {name: deque(maxlen=size) for name in names}
 
@@ -209,6 +238,30 @@ class History:
     def as_dict(self) -> dict[str, list[list[float | None]]]:
         """``{name: [[at, value], ...]}`` oldest first."""
         return {name: [[s.at, s.value] for s in samples] for name, samples in self.series.items()}
+
+    def load(self, saved: object, now: float | None = None) -> int:
+        """Take back what :meth:`as_dict` gave (e.g. before a restart), dropping points older than the span.
+
+        Returns how many points were loaded; anything malformed is skipped, never fatal.
+        """
+        if not isinstance(saved, dict):
+            return 0
+        oldest = (time.time() if now is None else now) - self.span
+        loaded = 0
+        for name, samples in self.series.items():
+            points = saved.get(name)
+            if not isinstance(points, list):
+                continue
+            for point in points:
+                if not (isinstance(point, list) and len(point) == 2 and isinstance(point[0], int | float)):
+                    continue
+                value = point[1]
+                if value is not None and not isinstance(value, int | float):
+                    continue
+                if point[0] >= oldest:
+                    samples.append(Sample(float(point[0]), None if value is None else float(value)))
+                    loaded += 1
+        return loaded
 
 
 def exit_code(healths: Iterable[Health]) -> int:

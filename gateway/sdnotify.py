@@ -10,11 +10,12 @@ stops the pings and systemd restarts the service, which is the point.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 from collections.abc import Mapping
+
+from gateway.supervise import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,4 @@ async def watchdog(interval: float) -> None:
 
 async def stop_task(task: asyncio.Task[None] | None) -> None:
     """Cancel the watchdog task and wait for it."""
-    if task is None:
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task, owner="watchdog")

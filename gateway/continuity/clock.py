@@ -12,6 +12,8 @@ import contextlib
 import time
 from typing import Protocol
 
+from gateway.supervise import cancel_and_wait
+
 
 class Clock(Protocol):
     """What the engine needs from time."""
@@ -68,5 +70,4 @@ class ManualClock:
             try:
                 await asyncio.wait({waiter, mover}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                waiter.cancel()
-                mover.cancel()
+                await cancel_and_wait(waiter, mover, owner="clock")

@@ -84,7 +84,7 @@ class ContinuityConfig:
     # -- chat -> SMS continuation -------------------------------------------------------------------------------------
     chat_sms_enabled: bool = field(default=True, metadata=_doc("first text after a visitor picks 'continue by text'"))
     chat_sms_template: str = field(
-        default="{business_name}: continuing our chat{intent_phrase}. {quote} We can see you {next_slot}. "
+        default="{business_name}: continuing our chat{intent_phrase}. {quote} We can see you {next_slots}. "
         "{missing_ask}",
         metadata=_doc("the continuation text; {missing_ask} asks only for facts not yet known"),
     )

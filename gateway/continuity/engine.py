@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -38,12 +39,16 @@ from gateway.domain.service import ConversationService
 from gateway.errors import GatewayError, PermanentError
 from gateway.store import continuity as sql
 from gateway.store.continuity import JobRow
+from gateway.supervise import cancel_and_wait
+from gateway.values import Health, degraded, down, off, ok
 from gateway.web import hours
 
 log = logging.getLogger(__name__)
 
 AUTHOR = "continuity"
 POLL_SECONDS = 5.0
+LATE_SECONDS = 120.0
+"""A scheduled send this much past its moment makes the rules' health degraded."""
 Dialer = Callable[[str, str, int], Awaitable[str]]
 """(staff extension, customer number, conversation id) -> call id: the voice channel's click-to-call."""
 
@@ -108,6 +113,10 @@ class ContinuityEngine:
         self._next_stalled: float | None = None
         self.handled = 0
         self.sent = 0
+        self.waiting = 0
+        self.next_due: float | None = None
+        self.last_error: str | None = None
+        self.error_since: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -141,11 +150,7 @@ class ContinuityEngine:
         """Stop the loop; scheduled sends stay in the store for the next start."""
         if self._sub is not None:
             self._sub.close()
-        for task in (self._task, self._listener):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._task, self._listener, owner="continuity")
         self._task = self._listener = None
 
     def wake(self) -> None:
@@ -164,6 +169,9 @@ class ContinuityEngine:
                 self._wake.clear()
                 await self.tick()
                 due = await self.store.read(sql.next_due)
+                self.next_due = due
+                self.waiting = await self.store.read(sql.count_scheduled)
+                self.last_error = self.error_since = None
                 nxt = min((t for t in (due, self._next_stalled) if t is not None), default=None)
                 # The store is the source of truth and not every write is announced on the bus (a claim verified by
                 # a code is not): look again at least every few seconds.
@@ -172,8 +180,10 @@ class ContinuityEngine:
                         await self.clock.wait_until(nxt, self._wake)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as err:
                 log.exception("continuity loop failed; retrying in 1 s")
+                self.last_error = f"{type(err).__name__}: {err}"
+                self.error_since = self.error_since or time.time()
                 await asyncio.sleep(1.0)
 
     async def _recover(self) -> None:
@@ -516,6 +526,33 @@ class ContinuityEngine:
             log.info("conversation %d: stalled-thread alert (%.1f business hours)", conv, waited / 3600)
             alerts += 1
         return alerts
+
+    # -- health --------------------------------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """The rules' verdict for the status page and /metrics."""
+        details = {"scheduled": self.waiting, "events_handled": self.handled, "sent": self.sent}
+        if not self.config.enabled:
+            return off("continuity", "Automated messages", "every rule is switched off ([continuity] enabled = false)")
+        if self.last_error is not None:
+            return down(
+                "continuity",
+                "Automated messages",
+                f"the rules loop fails: {self.last_error}",
+                "see the log for the traceback; scheduled sends wait in the store and go once it recovers",
+                since=self.error_since,
+                details=details,
+            )
+        late = self.next_due is not None and self.clock.now() - self.next_due > LATE_SECONDS
+        if late:
+            return degraded(
+                "continuity",
+                "Automated messages",
+                "scheduled sends are late",
+                "check the store and the log: the rules loop is not keeping up",
+                details=details,
+            )
+        return ok("continuity", "Automated messages", f"{self.waiting} scheduled send(s) waiting", details=details)
 
     # -- staff actions ------------------------------------------------------------------------------------------------
 

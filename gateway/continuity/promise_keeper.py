@@ -28,6 +28,7 @@ from gateway.domain.spine import SpineService
 from gateway.errors import ValidationError
 from gateway.store import promises as sql
 from gateway.store.promises import PromiseRow
+from gateway.supervise import cancel_and_wait
 
 if TYPE_CHECKING:
     import sqlite3
@@ -80,8 +81,7 @@ class PromiseKeeper:
         if self._sub is not None:
             self._sub.close()
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task, owner="promise-keeper")
             self._task = None
 
     async def _run(self, sub: Subscription) -> None:

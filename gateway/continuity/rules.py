@@ -200,6 +200,7 @@ def variables(state: State, ctx: Context, now: float, extra: Mapping[str, str] |
     if state.next_step_due is not None:
         due = ", " + hours.describe_moment(state.next_step_due, ctx.timezone, now)
     values = {
+        "next_slots": _slots(ctx, now),
         "first_name": state.first_name or "",
         "business_name": ctx.business_name,
         "intent_phrase": f" about {topic}" if topic else "",
@@ -216,6 +217,27 @@ def variables(state: State, ctx: Context, now: float, extra: Mapping[str, str] |
     if extra:
         values.update(extra)
     return values
+
+
+def _slots(ctx: Context, now: float, count: int = 3, step: float = 1800.0) -> str:
+    """The next ``count`` half-hour starts inside business hours, in words: "at 13:30, at 14:00 or at 14:30"."""
+    moment = (now // step + 1) * step  # the next full half hour
+    found: list[float] = []
+    for _ in range(count * 4):
+        opening = ctx.next_open(moment)
+        if opening is None:
+            break
+        if opening > moment:
+            moment = (opening + step - 1) // step * step
+            continue
+        found.append(moment)
+        if len(found) == count:
+            break
+        moment += step
+    words = [hours.describe_moment(m, ctx.timezone, now) for m in found]
+    if not words:
+        return "as soon as we can"
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 # -- who may be texted -----------------------------------------------------------------------------------------------

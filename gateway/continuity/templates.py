@@ -20,6 +20,7 @@ VARIABLES: Mapping[str, str] = {
     "intent_phrase": 'what the conversation is about, with a leading space: " about your estimate" (or empty)',
     "topic": 'the same without "about": "your estimate" (or "your call")',
     "next_slot": 'the next time we are open, in words: "today at 13:30", "tomorrow at 08:00"',
+    "next_slots": 'the next three half-hour slots we are open: "at 13:30, at 14:00 or at 14:30"',
     "reopen_time": "when the office reopens, in words (after-hours reply)",
     "heard": "what the voicemail was about, from the transcript",
     "open_question": "the customer's open question from the chat",

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from gateway.domain.claims import ClaimVerified, CodeCheck, IdentityClaim
 from gateway.domain.limits import NumberVerdict
 from gateway.domain.models import (
     Channel,
@@ -69,9 +70,55 @@ class ConversationPort(Protocol):
         ...
 
     async def update_conversation(
-        self, conversation_id: int, *, intent: str | None = None, urgent: bool | None = None
+        self,
+        conversation_id: int,
+        *,
+        intent: str | None = None,
+        next_step: str | None = None,
+        urgent: bool | None = None,
+        preferred_channel: str | None = None,
     ) -> None:
         """Set conversation fields (None leaves a field as it is)."""
+        ...
+
+    async def enqueue_outbound(
+        self,
+        conversation_id: int,
+        channel: Channel | str,
+        to: str,
+        body: str,
+        *,
+        automated: bool,
+        author: str | None = None,
+        event_meta: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Record an outbound message and queue it (opt-out, number policy and budget checked); the outbox id."""
+        ...
+
+    async def claim_identity(
+        self,
+        conversation_id: int,
+        kind: IdentityKind | str,
+        raw: str,
+        *,
+        visitor_hash: str | None = None,
+        author: str | None = None,
+    ) -> IdentityClaim:
+        """Record that someone in this conversation says an identity is theirs (nothing else changes)."""
+        ...
+
+    async def set_claim_code(self, claim_id: int, code: str, ttl_s: float) -> None:
+        """Remember the hash of a one-time code sent to the claimed number."""
+        ...
+
+    async def mark_claim_texted(self, claim_id: int) -> None:
+        """A text to the claimed number left the claimant's conversation."""
+        ...
+
+    async def verify_claim_code(
+        self, claim_id: int, code: str, *, max_attempts: int, by: str | None = None
+    ) -> tuple[CodeCheck, ClaimVerified | None]:
+        """Check a typed one-time code (every attempt counts)."""
         ...
 
     async def answer_keyword(

@@ -60,7 +60,7 @@ from gateway.domain.optout import Keyword
 from gateway.domain.phone import normalize_phone
 from gateway.domain.ports import StorePort
 from gateway.domain.spine import SpineChange
-from gateway.errors import NoRouteError, PermanentError, ValidationError
+from gateway.errors import NoRouteError, OptedOutError, PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
 from gateway.store import claims as cq
 from gateway.store import limits as limits_sql
@@ -81,7 +81,7 @@ class ServiceSettings:
     #: False when no SMS channel runs: replies by SMS are refused as undeliverable and the widget offers no text.
     sms_enabled: bool = True
     #: How long after a claimed number was texted an SMS answer from it still verifies the claim.
-    claim_reply_window_s: float = 7 * 24 * 3600.0
+    claim_reply_window_s: float = 24 * 3600.0
     number_policy: NumberPolicy | None = None  # None: the default policy for ``default_region``
     staff_number_check: str = "warn"  # staff sends outside the policy: 'warn', 'confirm' or 'refuse'
     automated_sms_per_hour: int = 30
@@ -120,6 +120,8 @@ class ConversationService:
         # (kind, value) -> (live contact, live conversation). Touched only by write functions, which all run on
         # the store's single writer thread; cleared on any rollback, merge or unmerge, so it is never stale.
         self._identity_cache: dict[tuple[str, str], tuple[int, int, int]] = {}
+        # Creation time of the newest pending claim (None: not read yet). Written only on the writer thread.
+        self._latest_claim_at: float | None = None
         register = getattr(store, "add_rollback_hook", None)
         self._cache_enabled = callable(register)
         if callable(register):
@@ -239,7 +241,12 @@ class ConversationService:
         self, conn: sqlite3.Connection, kind: str, value: str, external_id: str, now: float
     ) -> IdentityClaim | None:
         """The pending claim this SMS answers (its number was texted from the claimant's conversation), if any."""
-        claim = cq.texted_claim_for(conn, kind, value, now - self.settings.claim_reply_window_s)
+        since = now - self.settings.claim_reply_window_s
+        if self._latest_claim_at is None:  # learnt once from the store; kept up to date by claim_identity
+            self._latest_claim_at = cq.latest_pending_claim_at(conn)
+        if self._latest_claim_at < since:  # no hand-off in the window: the usual inbound text costs no query
+            return None
+        claim = cq.texted_claim_for(conn, kind, value, since)
         if claim is None or q.find_event_by_external(conn, Channel.SMS.value, external_id) is not None:
             return None
         return claim
@@ -372,7 +379,7 @@ class ConversationService:
 
         def op(conn: sqlite3.Connection) -> tuple[int, TimelineEvent, int]:
             if q.is_suppressed(conn, address) and (automated or not override_optout):
-                raise PermanentError(
+                raise OptedOutError(
                     "the recipient opted out (STOP); automated messages are never sent to them, and a staff reply "
                     "needs an explicit override"
                 )
@@ -665,6 +672,7 @@ class ConversationService:
             contact = q.contact_of(conn, conv)
             before = cq.claims_for_conversations(conn, [conv])
             claim = cq.add_claim(conn, conv, contact, visitor_hash, ident.kind, ident.value, ident.raw, now)
+            self._latest_claim_at = max(self._latest_claim_at or 0.0, now)
             if any(c.id == claim.id for c in before):
                 return claim, None, contact
             text = f"Says they are {ident.value}, not verified"

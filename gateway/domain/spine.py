@@ -27,6 +27,7 @@ messages already sent in it, for the rules' per-episode budget.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
@@ -35,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway.domain.bus import Bus
 from gateway.domain.events import ConversationUpdated, TimelineEventAdded
@@ -317,11 +319,14 @@ class SpineService:
         bus: Bus,
         config: SpineConfig | None = None,
         clock: Callable[[], float] = time.time,
+        timezone: str = "UTC",
     ) -> None:
+        """``timezone`` (IANA name, the business's) is how due times are written on the timeline."""
         self.store = store
         self.bus = bus
         self.config = config or SpineConfig()
         self.clock = clock
+        self.timezone = timezone
 
     @property
     def intents(self) -> tuple[str, ...]:
@@ -487,7 +492,9 @@ class SpineService:
         now = self.clock()
 
         def op(conn: sqlite3.Connection) -> SpineChange | None:
-            return write_fields(conn, conversation_id, fields, source=source, set_by=set_by, now=now)
+            return write_fields(
+                conn, conversation_id, fields, source=source, set_by=set_by, now=now, timezone=self.timezone
+            )
 
         return await self._apply(op, dict(fields))
 
@@ -520,6 +527,7 @@ def write_fields(
     source: str,
     set_by: str,
     now: float,
+    timezone: str = "UTC",
 ) -> SpineChange | None:
     """Inside a write transaction: set spine columns, record who set them and add the timeline entry.
 
@@ -544,7 +552,7 @@ def write_fields(
         return None
     prov = {k: {"set_by": set_by, "source": source, "at": now} for k in changed}
     sq.set_fields(conn, conv, changed, prov, now)
-    words = ", ".join(_describe(k, v) for k, v in changed.items())
+    words = ", ".join(_describe(k, v, timezone) for k, v in changed.items())
     meta = {
         "field": ",".join(changed),
         "value": dict(changed),
@@ -567,11 +575,14 @@ def _label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def _describe(key: str, value: Any) -> str:
+def _describe(key: str, value: Any, timezone: str = "UTC") -> str:
     if key == "urgent":
         return "marked urgent" if value else "no longer urgent"
     if key == "next_step_due":
-        return f"due {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(value))}" if value else "no due time"
+        if not value:
+            return "no due time"
+        moment = dt.datetime.fromtimestamp(value, ZoneInfo(timezone))
+        return f"due {moment.strftime('%a %Y-%m-%d %H:%M %Z')}"
     if key == "preference_why":
         return f"because {value}" if value else "no reason given"
     label = {"preferred_channel": "Preferred channel", "next_step_owner": "Next step owner"}.get(key, _label(key))

@@ -22,7 +22,6 @@ automatically, and staff can still set it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -72,8 +71,7 @@ class SpineLearner:
         if self._sub is not None:
             self._sub.close()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])  # ends by itself once the subscription is closed and drained
             self._task = None
 
     async def _run(self, sub: Subscription) -> None:

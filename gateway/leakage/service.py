@@ -11,24 +11,73 @@ from __future__ import annotations
 import asyncio
 import bisect
 import datetime as dt
+import functools
+import logging
 import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import ValidationError
 from gateway.leakage.config import LeakageConfig
-from gateway.leakage.metrics import LEAKS, METRICS, Collected, collect, percentile, response_times, roi, summarize
+from gateway.leakage.metrics import (
+    LEAKS,
+    METRICS,
+    Collected,
+    ConversationInfo,
+    DayTotals,
+    Item,
+    Row,
+    RunningTotals,
+    Sample,
+    TotalsView,
+    collect,
+    next_step_items,
+    roi,
+    visible,
+)
 from gateway.store import leakage as sql
 from gateway.store.db import Store
 from gateway.web.hours import BusinessCalendar, ClosedDates, zone
+
+log = logging.getLogger(__name__)
 
 #: The periods the page shows, in days ending today.
 PERIODS = {"today": 1, "7d": 7, "30d": 30}
 
 _HISTORY_S = 86400.0  # a day of history before a window: was the customer already waiting?
+_EDIT_SLACK_S = 5.0  # conversation edits are found by updated_at; allow for writes that were in flight
+#: Days the kept read model covers (the page compares 30 days with the 30 before).
+KEPT_DAYS = 60
+
+
+@dataclass
+class _Kept:
+    """The kept read model: items and samples per conversation from ``start`` on, as judged at the last look, and
+    the running day totals of the kept days."""
+
+    day: dt.date
+    start: float
+    per_conversation: dict[int, tuple[list[Item], list[Sample]]]
+    running: RunningTotals
+    steps: list[Item] = field(default_factory=list)
+    last_event_id: int = 0
+    merges: tuple[int, int] = (0, 0)
+    wall: float = 0.0
+    flat: Collected | None = None
+    version: int = 0
+    edits_checked: float = 0.0
+
+
+def _by_conversation(got: Collected) -> dict[int, tuple[list[Item], list[Sample]]]:
+    out: dict[int, tuple[list[Item], list[Sample]]] = {}
+    for it in got.items:
+        out.setdefault(it.conversation_id, ([], []))[0].append(it)
+    for smp in got.samples:
+        out.setdefault(smp.conversation_id, ([], []))[1].append(smp)
+    return out
 
 
 @dataclass(frozen=True)
@@ -53,6 +102,8 @@ class LeakageService:
         clock: Callable[[], float] = time.time,
         cache_size: int = 16,
         closed: ClosedDates | None = None,
+        kept_days: int = KEPT_DAYS,
+        edit_check_seconds: float = 2.0,
     ) -> None:
         self.store = store
         self.config = config
@@ -64,6 +115,13 @@ class LeakageService:
         self._cache: OrderedDict[tuple[Any, ...], Collected] = OrderedDict()
         self._cache_size = cache_size
         self._lock = asyncio.Lock()
+        self._model: _Kept | None = None
+        self._totals: dict[tuple[Any, ...], DayTotals] = {}
+        self._seen: dict[int, int] = {}
+        self.kept_days = kept_days
+        #: Edited conversation fields (owner, next step, status) are looked for at most this often; new timeline
+        #: rows are seen at once. A look costs a scan of the conversations.
+        self.edit_check_seconds = edit_check_seconds
 
     # -- windows -------------------------------------------------------------------------------------------------
 
@@ -101,13 +159,70 @@ class LeakageService:
     # -- the one read ----------------------------------------------------------------------------------------------
 
     async def collect(self, win: Window) -> Collected:
-        """Items and samples of ``win`` as they stand now (cached per data version and minute)."""
+        """Items and samples of ``win`` (or more) as they count now.
+
+        Windows inside the last 60 days are answered from the kept read model (:meth:`_kept`), refreshed for what
+        changed since the last look; older windows are computed afresh (cached per data version and minute).
+        """
+        got, _ = await self._source(win)
+        return visible(got, self.clock())
+
+    async def _source(self, win: Window) -> tuple[Collected, tuple[Any, ...]]:
+        """Everything judged for ``win`` (not yet filtered by the clock) and a key naming that state."""
+        today = self.today()
+        if self._keeps(win, today):
+            kept = await self._kept(today)
+            return self._flat(kept), ("kept", today, kept.version)
+        got = await self._direct(win, self.clock())
+        return got, ("direct", id(got))
+
+    def _keeps(self, win: Window, today: dt.date) -> bool:
+        kept_from = today - dt.timedelta(days=self.kept_days - 1)
+        return self.kept_days > 0 and win.start >= self.day_window(kept_from, today).start
+
+    async def totals(self, win: Window) -> DayTotals | TotalsView:
+        """Per-day totals of ``win`` as they count now.
+
+        Inside the kept days these are the kept model's running totals (brought up to the clock); other windows are
+        added up from the items (kept while nothing changes, for the minute).
+        """
+        today = self.today()
+        if self._keeps(win, today):
+            kept = await self._kept(today)
+            running = kept.running
+            if running.day_starts and win.day_starts[-1] <= running.day_starts[-1]:
+                running.advance(self.clock())
+                return TotalsView(running, bisect.bisect_left(running.day_starts, win.day_starts[0]))
+        got, key = await self._source(win)
         now = self.clock()
+        full = (win.start, win.end, int(now // 60), key)
+        hit = self._totals.get(full)
+        if hit is not None:
+            return hit
+        t = DayTotals(win.day_starts, win.end)
+        t.add(got, now)
+        self._totals = {**dict(list(self._totals.items())[-7:]), full: t}
+        return t
+
+    @staticmethod
+    def _flat(kept: _Kept) -> Collected:
+        """All of the kept model's items and samples (built when asked for, once per change)."""
+        if kept.flat is None:
+            kept.flat = Collected(
+                [it for its, _ in kept.per_conversation.values() for it in its] + kept.steps,
+                [s for _, ss in kept.per_conversation.values() for s in ss],
+            )
+        return kept.flat
+
+    def _calendar(self, start: float, now: float, end: float) -> BusinessCalendar:
+        extra = (self.config.response_horizon_days + 14) * 86400.0
+        return BusinessCalendar(self.hours, self.tz, start, max(now, end) + extra, self.closed)
+
+    async def _direct(self, win: Window, now: float) -> Collected:
         minute = int(now // 60)
         cfg = self.config
-        lookahead = cfg.response_horizon_days * 86400.0
         load_start = win.start - _HISTORY_S
-        load_end = min(win.end + lookahead, now + 1.0)
+        load_end = min(win.end + cfg.response_horizon_days * 86400.0, now + 1.0)
 
         def read(conn: sqlite3.Connection) -> tuple[tuple[Any, ...], Collected | None, Any]:
             version = (id(conn), *sql.data_version(conn))
@@ -116,23 +231,124 @@ class LeakageService:
             if hit is not None:
                 return key, hit, None
             rows = sql.timeline_rows(conn, load_start, load_end)
-            askers = [cid for cid, rs in rows.items() if any(r.asks_for or r.question for r in rs)]
-            infos = sql.conversation_infos(conn, list(rows), win.start, min(win.end, now), askers)
-            return key, None, (rows, infos)
+            return key, None, (rows, sql.conversation_infos(conn, list(rows), win.start, win.end, sql.askers(rows)))
 
         key, hit, loaded = await self.store.read(read)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
         rows, infos = loaded
-        cal = BusinessCalendar(
-            self.hours, self.tz, load_start, max(now, win.end) + lookahead + 14 * 86400.0, self.closed
-        )
-        result = collect(rows, infos, cal, cfg, win.start, win.end, now)
+        cal = self._calendar(load_start, now, win.end)
+        result = await asyncio.to_thread(collect, rows, infos, cal, cfg, win.start, win.end)
         self._cache[key] = result
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return result
+
+    async def _kept(self, today: dt.date) -> _Kept:
+        """The read model of the last :data:`KEPT_DAYS` days, refreshed for the conversations that changed.
+
+        Changed since the last look: a conversation with a new timeline row (by row id, so back-dated imports are
+        seen too) or with its fields edited (``updated_at``: owner, next step, status, looked for at most every
+        ``edit_check_seconds``); a merge or an undone merge rebuilds everything. Only those conversations' rows are
+        read and judged again, and only their share of the running day totals is taken away and added back.
+        """
+        async with self._lock:
+            kept = self._model
+            window = self.day_window(today - dt.timedelta(days=self.kept_days - 1), today)
+            start = window.start
+            rebuild = kept is None or kept.day != today
+            since = None if rebuild or kept is None else (kept.last_event_id, kept.merges, kept.wall - _EDIT_SLACK_S)
+            load_start = start - _HISTORY_S
+            if rebuild:
+                self._seen.clear()
+            edits = kept is None or time.monotonic() - kept.edits_checked >= self.edit_check_seconds
+            read = functools.partial(
+                sql.kept_changes, load_start=load_start, start=start, since=since, seen=self._seen, edits=edits
+            )
+            changes = await self.store.read(read)
+            if changes.unchanged and kept is not None:
+                return kept
+            if kept is not None and not rebuild and changes.rebuild:
+                rebuild = True
+                changes = await self.store.read(functools.partial(read, since=None, edits=True))
+            now = self.clock()
+            cal = self._calendar(load_start, now, start)
+            cfg = self.config
+            rows, infos = changes.rows, changes.infos
+            if rebuild or kept is None:
+                version = 0 if kept is None else kept.version + 1
+                kept = await asyncio.to_thread(self._build, today, window, rows, infos, cal, now)
+                kept.version = version
+            elif rows or changes.changed:
+                got = collect(rows, infos, cal, cfg, start, float("inf"), next_steps=False)
+                fresh = _by_conversation(got)
+                for cid in changes.changed | set(fresh):
+                    items, samples = fresh.get(cid, ([], []))
+                    kept.running.replace(cid, items, samples)
+                    if cid in fresh:
+                        kept.per_conversation[cid] = fresh[cid]
+                    else:
+                        kept.per_conversation.pop(cid, None)
+                kept.flat = None
+                kept.version += 1
+            kept.last_event_id, kept.merges = changes.last_event_id, changes.merges
+            if changes.due_infos is not None:
+                kept.wall = changes.wall
+                kept.edits_checked = time.monotonic()
+                self._set_steps(kept, next_step_items(changes.due_infos, start, float("inf")))
+            self._model = kept
+            return kept
+
+    def _build(
+        self,
+        today: dt.date,
+        window: Window,
+        rows: dict[int, list[Row]],
+        infos: dict[int, ConversationInfo],
+        cal: BusinessCalendar,
+        now: float,
+    ) -> _Kept:
+        """The whole kept model from the rows of its days (runs in a worker thread: it takes seconds at 1M rows)."""
+        got = collect(rows, infos, cal, self.config, window.start, float("inf"), next_steps=False)
+        per = _by_conversation(got)
+        running = RunningTotals(window.day_starts, window.end)
+        running.advance(now)
+        for cid, (items, samples) in per.items():
+            running.replace(cid, items, samples)
+        return _Kept(today, window.start, per, running)
+
+    @staticmethod
+    def _set_steps(kept: _Kept, steps: list[Item]) -> None:
+        """Next steps are counted under the negated conversation id, apart from the conversation's own items."""
+        old = {it.conversation_id for it in kept.steps}
+        new: dict[int, list[Item]] = {}
+        for it in steps:
+            new.setdefault(it.conversation_id, []).append(it)
+        if sorted(kept.steps) == sorted(steps):
+            return
+        for cid in old | set(new):
+            kept.running.replace(-cid, new.get(cid, []), [])
+        kept.steps = steps
+        kept.flat = None
+        kept.version += 1
+
+    async def warm(self) -> None:
+        """Build the read model now (at start) and again just after each local midnight, when the days it covers
+        move on, so no look at the page waits for a rebuild. Logs instead of raising; runs until cancelled."""
+        while True:
+            started = time.monotonic()
+            try:
+                await self.overview()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("leakage read model could not be built; the page will try again")
+            else:
+                log.info("leakage read model built in %.1f s", time.monotonic() - started)
+            now = self.clock()
+            tomorrow = dt.datetime.combine(self.today() + dt.timedelta(days=1), dt.time(), tzinfo=self._zone)
+            await asyncio.sleep(max(1.0, tomorrow.timestamp() - now + 1.0))
 
     # -- views -----------------------------------------------------------------------------------------------------
 
@@ -141,46 +357,40 @@ class LeakageService:
 
     async def report(self, win: Window) -> dict[str, Any]:
         """Every metric over ``win``, per owner, the ROI estimate and the daily series."""
-        got = await self.collect(win)
-        out = summarize(got, win.start, win.end)
+        t = await self.totals(win)
+        n = len(win.days)
+        out = dict(t.summary(0, n))
         out["from"] = win.days[0]
         out["to"] = win.days[-1]
         out["timezone"] = self.tz
         out["roi"] = self._roi(out["metrics"]["recovered"]["conversations"])
-        out["daily"] = self.daily(got, win)
+        out["daily"] = self._daily(t, win, 0, n)
         out["leaks_total"] = sum(out["metrics"][k]["count"] for k in LEAKS)
         return out
 
-    def daily(self, got: Collected, win: Window) -> dict[str, Any]:
-        """Counts per local day for every metric, and the daily median first response (business seconds)."""
-        n = len(win.days)
-        series: dict[str, list[int]] = {k: [0] * n for k in METRICS}
-        for it in got.items:
-            if win.start <= it.at < win.end:
-                series[it.metric][bisect.bisect_right(win.day_starts, it.at) - 1] += 1
-        per_day: list[list[float]] = [[] for _ in range(n)]
-        for s in got.samples:
-            if win.start <= s.at < win.end and s.seconds is not None:
-                per_day[bisect.bisect_right(win.day_starts, s.at) - 1].append(s.seconds)
-        medians = [percentile(v, 0.5) for v in per_day]
-        return {"days": list(win.days), "series": series, "first_response_median_seconds": medians}
+    @staticmethod
+    def _daily(t: DayTotals | TotalsView, win: Window, i: int, j: int) -> dict[str, Any]:
+        series, medians = t.daily(i, j)
+        return {"days": list(win.days[i:j]), "series": series, "first_response_median_seconds": medians}
+
+    async def _last_60_days(self) -> tuple[dt.date, Window, DayTotals | TotalsView]:
+        today = self.today()
+        big = self.day_window(today - dt.timedelta(days=59), today)
+        return today, big, await self.totals(big)
 
     async def overview(self) -> dict[str, Any]:
         """The page: each metric for today, 7 and 30 days with the previous period, and 30 days of daily counts."""
-        today = self.today()
-        big = self.day_window(today - dt.timedelta(days=59), today)
-        got = await self.collect(big)
+        today, big, t = await self._last_60_days()
+        n = len(big.days)
         periods: dict[str, Any] = {}
         for name, days in PERIODS.items():
-            cur = self.day_window(today - dt.timedelta(days=days - 1), today)
-            prev = self.day_window(today - dt.timedelta(days=2 * days - 1), today - dt.timedelta(days=days))
-            now_s = summarize(got, cur.start, cur.end)
-            prev_s = summarize(got, prev.start, prev.end)
+            now_s = t.summary(n - days, n)
+            prev_s = t.summary(n - 2 * days, n - days)
             periods[name] = {
-                "from": cur.days[0],
-                "to": cur.days[-1],
-                "previous_from": prev.days[0],
-                "previous_to": prev.days[-1],
+                "from": big.days[n - days],
+                "to": big.days[-1],
+                "previous_from": big.days[n - 2 * days],
+                "previous_to": big.days[n - days - 1],
                 "metrics": {
                     k: {
                         "count": now_s["metrics"][k]["count"],
@@ -196,7 +406,6 @@ class LeakageService:
                 "previous_first_response": prev_s["first_response"],
                 "roi": self._roi(now_s["metrics"]["recovered"]["conversations"]),
             }
-        month = self.day_window(today - dt.timedelta(days=29), today)
         return {
             "today": today.isoformat(),
             "timezone": self.tz,
@@ -210,7 +419,7 @@ class LeakageService:
             },
             "currency": self.config.currency,
             "periods": periods,
-            "daily": self.daily(got, month),
+            "daily": self._daily(t, big, n - 30, n),
         }
 
     async def items(
@@ -255,17 +464,15 @@ class LeakageService:
 
     async def gauges(self) -> dict[str, float]:
         """Current values for Prometheus: each metric over the last 7 days and today, median responses."""
-        today = self.today()
-        win = self.day_window(today - dt.timedelta(days=6), today)
-        got = await self.collect(win)
-        week = summarize(got, win.start, win.end)
-        day = self.day_window(today, today)
-        tday = summarize(got, day.start, day.end)
+        _, big, t = await self._last_60_days()
+        n = len(big.days)
+        week = t.summary(n - 7, n)
+        tday = t.summary(n - 1, n)
         out: dict[str, float] = {}
         for k in METRICS:
             out[f"{k}_7d"] = float(week["metrics"][k]["count"])
             out[f"{k}_today"] = float(tday["metrics"][k]["count"])
-        for ch, v in response_times(got.samples, win.start, win.end).items():
+        for ch, v in week["first_response"].items():
             if v["median_seconds"] is not None:
                 out[f"first_response_{ch}_median_seconds_7d"] = float(v["median_seconds"])
                 out[f"first_response_{ch}_p90_seconds_7d"] = float(v["p90_seconds"])

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gateway.errors import StoreError
 from gateway.store.db import Store
+from gateway.supervise import cancel_and_wait
 from gateway.values import Health, degraded, down, ok
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,7 @@ class BackupScheduler:
     async def stop(self) -> None:
         """Stop the schedule; a backup in progress is abandoned (its partial file removed)."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task, owner="backup")
             self._task = None
 
     def newest(self) -> Path | None:

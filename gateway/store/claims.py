@@ -78,13 +78,27 @@ def latest_pending_claim_of_visitor(conn: sqlite3.Connection, visitor_hash: str)
 
 
 def texted_claim_for(conn: sqlite3.Connection, kind: str, value: str, since: float) -> IdentityClaim | None:
-    """The newest pending claim of ``value`` whose conversation texted that number since ``since``."""
+    """The newest pending claim of ``value`` whose conversation queued a text to that number since ``since``.
+
+    Only a text that really went into the outbox counts (whoever queued it: the chat channel or the continuity
+    rules); a refused one (opted out, number policy) does not, so a later SMS from that number verifies nothing.
+    """
     row = conn.execute(
-        f"SELECT {_CLAIM_COLS} FROM identity_claims WHERE kind = ? AND value = ? AND state = 'pending'"
-        " AND texted_at >= ? ORDER BY texted_at DESC, id DESC LIMIT 1",
+        f"SELECT {_CLAIM_COLS} FROM identity_claims c WHERE kind = ? AND value = ? AND state = 'pending'"
+        " AND EXISTS (SELECT 1 FROM outbox o WHERE o.conversation_id = c.conversation_id AND o.to_addr = c.value"
+        " AND o.channel = 'sms' AND o.created_at >= c.created_at AND o.created_at >= ?)"
+        " ORDER BY id DESC LIMIT 1",
         (kind, value, since),
     ).fetchone()
     return _claim(row) if row else None
+
+
+def latest_pending_claim_at(conn: sqlite3.Connection) -> float:
+    """When a pending claim was last made or texted (0 when there is none)."""
+    row = conn.execute(
+        "SELECT MAX(MAX(created_at, COALESCE(texted_at, 0))) FROM identity_claims WHERE state = 'pending'"
+    ).fetchone()
+    return float(row[0]) if row and row[0] is not None else 0.0
 
 
 def mark_texted(conn: sqlite3.Connection, claim_id: int, now: float) -> None:

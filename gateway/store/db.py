@@ -37,6 +37,7 @@ import aiosqlite
 
 from gateway import __version__
 from gateway.errors import ConfigError, SchemaTooNewError, StoreError, StoreFullError
+from gateway.supervise import cancel_and_wait
 from gateway.values import Health, down, ok
 
 log = logging.getLogger(__name__)
@@ -218,13 +219,21 @@ def inspect_database(path: Path) -> tuple[str, int]:
     return integrity, version
 
 
-def restore_database(source: Path, dest: Path) -> None:
-    """Copy the database file ``source`` over ``dest`` (the daemon must not be running), in WAL mode."""
+def restore_database(source: Path, dest: Path, progress: Callable[[int, int], None] | None = None) -> None:
+    """Copy the database file ``source`` over ``dest`` (the daemon must not be running), in WAL mode.
+
+    ``progress(done_pages, total_pages)`` is called as the copy advances.
+    """
+
+    def report(_status: int, remaining: int, total: int) -> None:
+        if progress is not None:
+            progress(total - remaining, total)
+
     try:
         src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
         target = sqlite3.connect(dest)
         try:
-            src.backup(target)
+            src.backup(target, pages=256, progress=report)
             target.execute("PRAGMA journal_mode = WAL")
         finally:
             src.close()
@@ -367,9 +376,7 @@ class Store:
                     self._queue.qsize(),
                     self.stop_timeout,
                 )
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task, owner=f"store {self.path}")
             self._task = None
             while not self._queue.empty():
                 pending = self._queue.get_nowait()
@@ -438,17 +445,24 @@ class Store:
         finally:
             self._readers.put_nowait(reader)
 
-    async def backup(self, target: Path) -> None:
-        """Online, consistent copy through SQLite's backup API (never a file copy)."""
+    async def backup(self, target: Path, progress: Callable[[int, int], None] | None = None) -> None:
+        """Online, consistent copy through SQLite's backup API (never a file copy).
+
+        ``progress(done_pages, total_pages)`` is called as the copy advances (from the reader thread).
+        """
         if self._writer is None:
             raise StoreError("the store is not running")
         target = Path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
 
+        def report(_status: int, remaining: int, total: int) -> None:
+            if progress is not None:
+                progress(total - remaining, total)
+
         def do_backup(conn: sqlite3.Connection) -> None:
             dest = sqlite3.connect(target)
             try:
-                conn.backup(dest)
+                conn.backup(dest, pages=256, progress=report)
             finally:
                 dest.close()
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.leakage.metrics import ConversationInfo, Row
@@ -23,16 +26,21 @@ _KINDS = (
 )
 
 # json_extract only on the kinds that need it: most rows are messages and pay for one flag.
-_ROWS_SQL = (
+_COLS = (
     "SELECT conversation_id, kind, channel, occurred_at,"
     " CASE WHEN kind = 'message_out' THEN json_extract(meta, '$.automated') END,"
     " CASE WHEN kind IN ('call_ringing', 'call_ended', 'call_answered') THEN json_extract(meta, '$.direction') END,"
     " CASE WHEN kind = 'message_out' THEN json_extract(meta, '$.asks_for') END,"
-    " CASE WHEN kind IN ('automated', 'message_out') THEN json_extract(meta, '$.rule') END,"
     " CASE WHEN kind = 'message_out' AND instr(body, '?') > 0 THEN lower(body) END,"
+    " CASE WHEN kind IN ('automated', 'message_out') THEN json_extract(meta, '$.rule') END,"
     " CASE WHEN kind = 'automated' THEN json_extract(meta, '$.decision') END,"
     " CASE WHEN kind = 'automated' THEN json_extract(meta, '$.reason') END"
-    f" FROM events WHERE occurred_at >= ? AND occurred_at < ? AND kind IN ({','.join('?' * len(_KINDS))})"
+    " FROM events"
+)
+_KIND_FILTER = f"kind IN ({','.join('?' * len(_KINDS))})"
+_ROWS_SQL = f"{_COLS} WHERE occurred_at >= ? AND occurred_at < ? AND {_KIND_FILTER} ORDER BY occurred_at, id"
+_ROWS_OF_SQL = (
+    f"{_COLS} WHERE conversation_id IN (SELECT value FROM json_each(?)) AND occurred_at >= ? AND {_KIND_FILTER}"
     " ORDER BY occurred_at, id"
 )
 
@@ -49,12 +57,10 @@ def _asks(raw: Any) -> tuple[str, ...]:
     return (str(raw),)
 
 
-def timeline_rows(conn: sqlite3.Connection, start: float, end: float) -> dict[int, list[Row]]:
-    """Rows of ``[start, end)`` grouped by the conversation they live in now, oldest first."""
+def _grouped(cur: sqlite3.Cursor) -> dict[int, list[Row]]:
     grouped: dict[int, list[Row]] = {}
-    cur = conn.execute(_ROWS_SQL, (start, end, *_KINDS))
     while batch := cur.fetchmany(4096):
-        for cid, kind, channel, at, auto, direction, asks, rule, question, decision, reason in batch:
+        for cid, kind, channel, at, auto, direction, asks, question, rule, decision, reason in batch:
             row = Row(
                 cid,
                 kind,
@@ -74,6 +80,80 @@ def timeline_rows(conn: sqlite3.Connection, start: float, end: float) -> dict[in
             else:
                 lst.append(row)
     return grouped
+
+
+def timeline_rows(conn: sqlite3.Connection, start: float, end: float) -> dict[int, list[Row]]:
+    """Rows of ``[start, end)`` grouped by the conversation they live in now, oldest first."""
+    return _grouped(conn.execute(_ROWS_SQL, (start, end, *_KINDS)))
+
+
+def timeline_rows_of(conn: sqlite3.Connection, ids: Iterable[int], start: float) -> dict[int, list[Row]]:
+    """Rows from ``start`` on of the conversations ``ids``, grouped, oldest first."""
+    return _grouped(conn.execute(_ROWS_OF_SQL, (json.dumps(sorted(ids)), start, *_KINDS)))
+
+
+@dataclass
+class KeptChanges:
+    """What the kept leakage read model needs to catch up (see ``LeakageService._kept``)."""
+
+    rows: dict[int, list[Row]]
+    infos: dict[int, ConversationInfo]
+    due_infos: dict[int, ConversationInfo] | None
+    changed: set[int]
+    last_event_id: int
+    merges: tuple[int, int]
+    wall: float
+    rebuild: bool = False
+    unchanged: bool = False
+
+
+def kept_changes(
+    conn: sqlite3.Connection,
+    *,
+    load_start: float,
+    start: float,
+    since: tuple[int, tuple[int, int], float] | None,
+    seen: dict[int, int] | None = None,
+    edits: bool = True,
+) -> KeptChanges:
+    """Everything from ``load_start`` on (``since`` None), or only the conversations changed since the last look.
+
+    ``since`` is (highest event id seen, merge marker, wall time of edits to look for). The marks are read before the
+    rows, so a write landing in between is seen again next time rather than missed. ``seen`` remembers SQLite's
+    data version per read connection: when nothing at all was committed since this connection last looked, the
+    answer is ``unchanged`` after one pragma. ``edits=False`` skips looking for edited conversation fields (a scan
+    of the conversations) and the next steps (``due_infos`` is then None: keep the last ones).
+    """
+    version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+    if seen is not None:
+        if since is not None and seen.get(id(conn)) == version:
+            return KeptChanges({}, {}, {}, set(), 0, (0, 0), 0.0, unchanged=True)
+        seen[id(conn)] = version
+    wall = time.time()
+    top = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+    m = conn.execute("SELECT COALESCE(MAX(id), 0), COUNT(undone_at) FROM merges").fetchone()
+    merges = (int(m[0]), int(m[1]))
+    due_infos = conversation_infos(conn, [], start, float("inf")) if edits or since is None else None
+    if since is None:
+        rows = timeline_rows(conn, load_start, float("inf"))
+        infos = conversation_infos(conn, list(rows), 0.0, 0.0, askers(rows))
+        return KeptChanges(rows, infos, due_infos, set(rows), top, merges, wall)
+    last_id, old_merges, edited_since = since
+    if merges != old_merges:
+        return KeptChanges({}, {}, due_infos, set(), top, merges, wall, rebuild=True)
+    changed = {int(r[0]) for r in conn.execute("SELECT DISTINCT conversation_id FROM events WHERE id > ?", (last_id,))}
+    if edits:
+        edited = conn.execute("SELECT id FROM conversations WHERE updated_at >= ?", (edited_since,))
+        changed |= {int(r[0]) for r in edited}
+    if not changed:
+        return KeptChanges({}, {}, due_infos, changed, top, merges, wall)
+    rows = timeline_rows_of(conn, changed, load_start)
+    infos = conversation_infos(conn, list(rows), 0.0, 0.0, askers(rows))
+    return KeptChanges(rows, infos, due_infos, changed, top, merges, wall)
+
+
+def askers(rows: dict[int, list[Row]]) -> list[int]:
+    return [cid for cid, rs in rows.items() if any(r.asks_for or r.question for r in rs)]
 
 
 def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:

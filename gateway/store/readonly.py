@@ -10,6 +10,8 @@ import sqlite3
 from pathlib import Path
 
 from gateway.domain.models import IdentityKind, TimelineEvent
+from gateway.errors import StoreError
+from gateway.store import limits as limits_sql
 from gateway.store import queries as q
 
 
@@ -36,3 +38,15 @@ def timeline(path: Path, conversation_id: int, limit: int = 500) -> list[Timelin
         return q.timeline(conn, conversation_id, limit=limit)
     finally:
         conn.close()
+
+
+def automated_sms_counts(path: Path, now: float) -> tuple[int, int]:
+    """Automated texts queued in the last hour and the last 24 hours."""
+    try:
+        conn = _connect(path)
+        try:
+            return limits_sql.automated_sms_counts(conn, now)
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise StoreError(f"database {path}: {err}") from err

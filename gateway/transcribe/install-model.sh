@@ -31,16 +31,22 @@ install_vosk_model() {
     work="$(mktemp -d "$target/.download.XXXXXX")" || return 1
     local zip="$work/$VOSK_MODEL_NAME.zip"
     echo "install-model: downloading $VOSK_MODEL_URL (about $((VOSK_MODEL_BYTES / 1024 / 1024)) MB)" >&2
+    # Progress: a bar on a terminal, nothing but these plain lines in a log.
     if command -v curl >/dev/null 2>&1; then
-        curl -fsSL --retry 3 --connect-timeout 20 -o "$zip" "$VOSK_MODEL_URL"
+        if [ -t 2 ]; then
+            curl -fL --progress-bar --retry 3 --connect-timeout 20 -o "$zip" "$VOSK_MODEL_URL"
+        else
+            curl -fsSL --retry 3 --connect-timeout 20 -o "$zip" "$VOSK_MODEL_URL"
+        fi
     elif command -v wget >/dev/null 2>&1; then
-        wget -q -O "$zip" "$VOSK_MODEL_URL"
+        if [ -t 2 ]; then wget -q --show-progress -O "$zip" "$VOSK_MODEL_URL"; else wget -q -O "$zip" "$VOSK_MODEL_URL"; fi
     else
         echo "install-model: neither curl nor wget is installed (apt-get install curl)" >&2
         rm -rf "$work"
         return 1
     fi || { echo "install-model: download failed (no internet on this box?)" >&2; rm -rf "$work"; return 1; }
     local got
+    echo "install-model: downloaded $(($(stat -c %s "$zip") / 1024 / 1024)) MB; checking its SHA-256" >&2
     got="$(sha256sum "$zip" | cut -d' ' -f1)"
     if [ "$got" != "$VOSK_MODEL_SHA256" ]; then
         echo "install-model: checksum mismatch for $VOSK_MODEL_NAME.zip: got $got, expected $VOSK_MODEL_SHA256;" \
@@ -48,6 +54,7 @@ install_vosk_model() {
         rm -rf "$work"
         return 1
     fi
+    echo "install-model: checksum ok; unpacking" >&2
     if command -v unzip >/dev/null 2>&1; then
         unzip -q "$zip" -d "$work/unpacked"
     else

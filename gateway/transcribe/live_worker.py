@@ -79,7 +79,7 @@ def _audio(stream_id: int, st: _Stream, payload: bytes, send: Any) -> None:
     partial = str(json.loads(st.recognizer.PartialResult()).get("partial", "")).strip()
     if partial and partial != st.last_partial:
         st.last_partial = partial
-        send({"stream": stream_id, "type": "partial", "text": partial})
+        send({"stream": stream_id, "type": "partial", "text": partial, "samples": st.samples})
 
 
 def serve(model: Any, vosk: Any, stdin: BinaryIO, send: Any) -> int:

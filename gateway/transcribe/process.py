@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.errors import ConfigError, ProtocolError, TransientError
+from gateway.supervise import cancel_and_wait
 from gateway.transcribe.protocol import (
     Failed,
     Fatal,
@@ -203,13 +204,8 @@ class WorkerProcess:
                 proc.kill()
         await proc.wait()
         if self._stderr_task is not None:
-            try:
-                async with asyncio.timeout(2.0):
-                    await self._stderr_task
-            except TimeoutError:
-                self._stderr_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._stderr_task
+            await asyncio.wait([self._stderr_task], timeout=2.0)  # let it log the worker's last words
+            await cancel_and_wait(self._stderr_task, owner=f"worker {self.name}")
             self._stderr_task = None
         if proc.stdin is not None:
             proc.stdin.close()

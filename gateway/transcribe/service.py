@@ -40,7 +40,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,7 +51,7 @@ from gateway.domain.models import Channel, EventKind
 from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import PermanentError, StoreError
 from gateway.store import transcribe as q
-from gateway.supervise import backoff_delay
+from gateway.supervise import TaskSet, backoff_delay
 from gateway.transcribe.config import TranscribeConfig
 from gateway.transcribe.model import check_model, resolve_model_path
 from gateway.transcribe.process import (
@@ -165,7 +165,7 @@ class TranscriptionService:
             self.rules = IntentRules.from_config(intent or IntentConfig())
         self.model_path = resolve_model_path(self.config.model_path)
         self._command = command or (lambda path: worker_command(self.config, path))
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("transcription")
         self._workers: dict[int, WorkerProcess] = {}
         self._current: dict[int, q.TranscriptionJob] = {}
         self._wake = asyncio.Event()
@@ -214,12 +214,7 @@ class TranscriptionService:
         if self._sub is not None:
             self._sub.close()
             self._sub = None
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.cancel_all()
         for worker in list(self._workers.values()):
             await worker.kill()
         self._workers.clear()
@@ -233,15 +228,8 @@ class TranscriptionService:
             except StoreError as err:
                 log.warning("job %d stays running until the next start: %s", job.id, err)
 
-    def _spawn_task(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("transcription task %s died", task.get_name(), exc_info=task.exception())
+    def _spawn_task(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.spawn(coro, name)
 
     # -- public API --------------------------------------------------------------------------------
 

@@ -16,15 +16,16 @@ from aiohttp import web
 
 from gateway.domain.limits import NumberNeedsConfirmationError
 from gateway.domain.models import Channel, EventKind
-from gateway.errors import NoRouteError, PermanentError, ValidationError
+from gateway.errors import NoRouteError, OptedOutError, PermanentError, ValidationError
 from gateway.protocols.pdu import segment_count
 from gateway.store import transcribe as tq
 from gateway.store import web as sql
-from gateway.web import call_api, hours, spine_api
+from gateway.web import call_api, hours, openapi, spine_api
 from gateway.web.chat import CHAT_HUB
 from gateway.web.jsonable import jsonable
 from gateway.web.keys import AUTH, DEPS
 from gateway.web.leakage import openapi_paths as leakage_openapi_paths
+from gateway.web.rules import openapi_paths as rules_openapi_paths
 from gateway.web.security import is_admin, new_token, read_json, require_api, require_staff, token_hash
 
 log = logging.getLogger(__name__)
@@ -218,13 +219,11 @@ async def send_message(request: web.Request) -> web.Response:
         )
     except NoRouteError as err:
         return web.json_response({"error": str(err), "no_route": True}, status=409)
-    except PermanentError as err:
-        if "opted out" in str(err):
-            return web.json_response(
-                {"error": str(err), "opted_out": True, "fix": "tick 'send anyway' to override"},
-                status=409,
-            )
-        raise
+    except OptedOutError as err:
+        return web.json_response(
+            {"error": str(err), "opted_out": True, "fix": "tick 'send anyway' to override"},
+            status=409,
+        )
     if result.channel == "chat":
         event_id = result.event_id
         ev = await deps.store.read(lambda c: _event(c, event_id))
@@ -490,8 +489,8 @@ async def me(request: web.Request) -> web.Response:
     )
 
 
-def openapi() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the REST API."""
+def openapi_paths() -> dict[str, Any]:
+    """OpenAPI path items of the core API routes (the document is assembled in ``gateway.web.openapi``)."""
     ref = {"$ref": "#/components/schemas/Error"}
     err = {"description": "error", "content": {"application/json": {"schema": ref}}}
     cid = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "integer"}}
@@ -504,133 +503,149 @@ def openapi() -> dict[str, Any]:
 
     ok = {"200": {"description": "ok"}, "400": err, "401": err}
     return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "gateway API",
-            "version": "1",
-            "description": "Conversations across chat, SMS, calls and voicemail. Authenticate with "
-            "`Authorization: Bearer <token>`. Webhooks are POSTed with `X-Gateway-Signature: sha256=<hex>` = "
-            "HMAC-SHA256(secret, `<X-Gateway-Timestamp>.<body>`).",
-        },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "string"}}}},
-        },
-        "security": [{"bearer": []}],
-        "paths": {
-            "/api/v1/inbox": {"get": {"summary": "Open conversations, longest waiting first", "responses": ok}},
-            "/api/v1/conversations/{conversation_id}": {
-                "get": {
-                    "summary": "Summary, timeline and reply hints",
-                    "parameters": [cid],
-                    "responses": ok,
-                },
-                "patch": {
-                    "summary": "Change intent, next step, owner, urgent, preferred channel or status",
-                    "parameters": [cid],
-                    "requestBody": body(
-                        {
-                            "intent": {"type": "string"},
-                            "next_step": {"type": "string"},
-                            "owner": {"type": "string"},
-                            "urgent": {"type": "boolean"},
-                            "preferred_channel": {"type": "string"},
-                            "status": {"type": "string", "enum": list(_STATUSES)},
-                        },
-                        [],
-                    ),
-                    "responses": ok,
-                },
+        "/api/v1/inbox": {"get": {"summary": "Open conversations, longest waiting first", "responses": ok}},
+        "/api/v1/conversations/{conversation_id}": {
+            "get": {
+                "summary": "Summary, timeline and reply hints",
+                "parameters": [cid],
+                "responses": ok,
             },
-            "/api/v1/conversations/{conversation_id}/messages": {
-                "post": {
-                    "summary": "Reply by SMS (queued in the outbox) or chat",
-                    "parameters": [cid],
-                    "requestBody": body(
-                        {
-                            "body": {"type": "string"},
-                            "channel": {"type": "string", "enum": list(_REPLY_CHANNELS)},
-                            "override_optout": {"type": "boolean"},
-                            "confirm_number": {"type": "boolean"},
-                            "to": {"type": "string"},
-                        },
-                        ["body"],
-                    ),
-                    "responses": {
-                        "201": {"description": "queued"},
-                        "400": err,
-                        "401": err,
-                        "409": err,
+            "patch": {
+                "summary": "Change intent, next step, owner, urgent, preferred channel or status",
+                "parameters": [cid],
+                "requestBody": body(
+                    {
+                        "intent": {"type": "string"},
+                        "next_step": {"type": "string"},
+                        "owner": {"type": "string"},
+                        "urgent": {"type": "boolean"},
+                        "preferred_channel": {"type": "string"},
+                        "status": {"type": "string", "enum": list(_STATUSES)},
                     },
-                }
+                    [],
+                ),
+                "responses": ok,
             },
-            "/api/v1/voicemails/{event_id}/transcription/retry": {
-                "post": {
-                    "summary": "Transcribe a voicemail whose transcription failed again (fresh attempts)",
-                    "parameters": [{"name": "event_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-                    "responses": {"200": {"description": "queued"}, "401": err, "409": err},
-                }
-            },
-            "/api/v1/merges/{merge_id}/undo": {
-                "post": {
-                    "summary": "Undo a merge of two contacts: each gets its own timeline back",
-                    "parameters": [{"name": "merge_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-                    "responses": {"200": {"description": "undone"}, "401": err, "404": err, "409": err},
-                }
-            },
-            "/api/v1/claims/{claim_id}/confirm": {
-                "post": {
-                    "summary": "Confirm a number a customer typed (claimed): attach it, or merge with its known owner",
-                    "parameters": [{"name": "claim_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-                    "responses": {"200": {"description": "verified"}, "401": err, "404": err, "409": err},
-                }
-            },
-            "/api/v1/conversations/{conversation_id}/notes": {
-                "post": {
-                    "summary": "Add an internal note",
-                    "parameters": [cid],
-                    "requestBody": body({"body": {"type": "string"}}, ["body"]),
-                    "responses": {"201": {"description": "added"}, "400": err, "401": err},
-                }
-            },
-            "/api/v1/search": {
-                "get": {
-                    "summary": "Full-text search",
-                    "parameters": [{"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}],
-                    "responses": ok,
-                }
-            },
-            "/api/v1/sms/segments": {
-                "post": {
-                    "summary": "SMS parts needed for a text",
-                    "requestBody": body({"body": {"type": "string"}}, ["body"]),
-                    "responses": ok,
-                }
-            },
-            "/api/v1/staff": {"get": {"summary": "Staff members", "responses": ok}},
-            "/status.json": {"get": {"summary": "Operator status", "responses": ok}},
-            **spine_api.openapi_paths(),
-            **call_api.openapi_paths(),
-            **leakage_openapi_paths(),
         },
-        "x-webhooks": {
-            "events": [
-                "message.received",
-                "voicemail.received",
-                "voicemail.recorded",
-                "call.missed",
-                "call.answered",
-                "call.ended",
-                "call.completed",
-                "leakage.weekly",
-            ]
+        "/api/v1/conversations/{conversation_id}/messages": {
+            "post": {
+                "summary": "Reply by SMS (queued in the outbox) or chat",
+                "parameters": [cid],
+                "requestBody": body(
+                    {
+                        "body": {"type": "string"},
+                        "channel": {"type": "string", "enum": list(_REPLY_CHANNELS)},
+                        "override_optout": {"type": "boolean"},
+                        "confirm_number": {"type": "boolean"},
+                        "to": {"type": "string"},
+                    },
+                    ["body"],
+                ),
+                "responses": {
+                    "201": {"description": "queued"},
+                    "400": err,
+                    "401": err,
+                    "409": err,
+                },
+            }
         },
+        "/api/v1/voicemails/{event_id}/transcription/retry": {
+            "post": {
+                "summary": "Transcribe a voicemail whose transcription failed again (fresh attempts)",
+                "parameters": [{"name": "event_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "queued"}, "401": err, "409": err},
+            }
+        },
+        "/api/v1/merges/{merge_id}/undo": {
+            "post": {
+                "summary": "Undo a merge of two contacts: each gets its own timeline back",
+                "parameters": [{"name": "merge_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "undone"}, "401": err, "404": err, "409": err},
+            }
+        },
+        "/api/v1/claims/{claim_id}/confirm": {
+            "post": {
+                "summary": "Confirm a number a customer typed (claimed): attach it, or merge with its known owner",
+                "parameters": [{"name": "claim_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "verified"}, "401": err, "404": err, "409": err},
+            }
+        },
+        "/api/v1/conversations/{conversation_id}/notes": {
+            "post": {
+                "summary": "Add an internal note",
+                "parameters": [cid],
+                "requestBody": body({"body": {"type": "string"}}, ["body"]),
+                "responses": {"201": {"description": "added"}, "400": err, "401": err},
+            }
+        },
+        "/api/v1/search": {
+            "get": {
+                "summary": "Full-text search",
+                "parameters": [{"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}],
+                "responses": ok,
+            }
+        },
+        "/api/v1/sms/segments": {
+            "post": {
+                "summary": "SMS parts needed for a text",
+                "requestBody": body({"body": {"type": "string"}}, ["body"]),
+                "responses": ok,
+            }
+        },
+        "/api/v1/staff": {"get": {"summary": "Staff members", "responses": ok}},
+        "/status.json": {"get": {"summary": "Operator status", "responses": ok}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)", "responses": ok}},
+        "/api/v1/me": {"get": {"summary": "Who is authenticated (staff member or token)", "responses": ok}},
+        "/api/v1/conversations/{conversation_id}/call": {
+            "post": {
+                "summary": "Ring the staff member's phone, then the customer (click to call)",
+                "parameters": [cid],
+                "responses": {"200": {"description": "dialling"}, "400": err, "401": err, "409": err},
+            }
+        },
+        "/api/v1/tokens": {
+            "get": {"summary": "API tokens (admins)", "responses": ok},
+            "post": {
+                "summary": "Create an API token (shown once)",
+                "requestBody": body(
+                    {
+                        "name": {"type": "string"},
+                        "scopes": {"type": "array", "items": {"type": "string"}},
+                        "expires_in_days": {"type": "integer"},
+                    },
+                    ["name"],
+                ),
+                "responses": {"201": {"description": "created"}, "400": err, "401": err, "403": err},
+            },
+        },
+        "/api/v1/tokens/{token_id}": {
+            "delete": {
+                "summary": "Revoke an API token",
+                "parameters": [{"name": "token_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "revoked"}, "401": err, "403": err, "404": err},
+            }
+        },
+        "/media/voicemail/{event_id}": {
+            "get": {
+                "summary": "The voicemail recording of a timeline event (audio/wav)",
+                "parameters": [{"name": "event_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "audio/wav"}, "401": err, "404": err},
+            }
+        },
+        "/api/openapi.json": {"get": {"summary": "This document", "security": [], "responses": ok}},
     }
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    """``GET /api/openapi.json``."""
-    return web.json_response(openapi())
+    """``GET /api/openapi.json``: generated from this application's route table."""
+    return web.json_response(openapi.document(request.app, api_docs()))
+
+
+def api_docs() -> dict[str, dict[str, Any]]:
+    """The documentation of every API module, joined (see ``gateway.web.openapi``)."""
+    return openapi.merge_docs(
+        [openapi_paths, spine_api.openapi_paths, call_api.openapi_paths, leakage_openapi_paths, rules_openapi_paths]
+    )
 
 
 def routes() -> list[web.RouteDef]:

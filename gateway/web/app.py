@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.domain.events import Event, TimelineEventAdded
 from gateway.leakage.service import LeakageService
 from gateway.store import limits as limits_sql
+from gateway.supervise import cancel_and_wait
 from gateway.web import api, call_api, leakage, pages, spine_api
 from gateway.web import rules as rules_views
 from gateway.web.chat import CHAT_HUB, ChatHub
@@ -132,17 +133,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await digest.start()
     sweeper = asyncio.create_task(app[CHAT_HUB].run_sweeper(), name="web-chat-sweeper")
     pruner = asyncio.create_task(_prune_forever(app[DEPS]), name="web-pruner")
+    # The leakage read model is built once at start, off the request path, so the first look at the page is quick.
+    warm = asyncio.create_task(app[leakage.LEAKAGE].warm(), name="leakage-warm") if app[DEPS].leakage_warm else None
     try:
         yield
     finally:
-        for task_ in (sweeper, pruner):
-            task_.cancel()
-            try:
-                await task_
-            except asyncio.CancelledError:
-                # Our own cancel of the background task ends here; a cancel of this cleanup itself goes on.
-                if (task := asyncio.current_task()) is not None and task.cancelling():
-                    raise
+        await cancel_and_wait(sweeper, pruner, warm, owner="web")
         if digest is not None:
             await digest.stop()
         await app[WEBHOOKS].stop()

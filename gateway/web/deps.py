@@ -58,3 +58,5 @@ class WebDeps:
     transcription: Any = None
     """The transcription service (``retry_voicemail``); None when transcription is off: a retry then only requeues
     the job in the store, for the daemon that runs transcription to pick up."""
+    #: Build the leakage read model in the background when the web app starts (the daemon does; tests need not).
+    leakage_warm: bool = False

@@ -22,6 +22,7 @@ from aiohttp import web
 from gateway.leakage.metrics import METRICS
 from gateway.leakage.service import LeakageService
 from gateway.store import web as sql
+from gateway.supervise import cancel_and_wait
 from gateway.web.hours import DAYS, zone
 from gateway.web.keys import DEPS
 from gateway.web.pages import render
@@ -255,11 +256,5 @@ class WeeklyDigest:
 
     async def stop(self) -> None:
         """Stop the timer."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                if (cur := asyncio.current_task()) is not None and cur.cancelling():
-                    raise
-            self._task = None
+        await cancel_and_wait(self._task, owner="leakage-digest")
+        self._task = None

@@ -108,3 +108,39 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/v1/conversations/{conversation_id}/recap", recap),
         web.post("/api/v1/conversations/{conversation_id}/callback", callback),
     ]
+
+
+def openapi_paths() -> dict[str, Any]:
+    """OpenAPI path items of the continuity routes."""
+    err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    cid = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    ok = {"200": {"description": "ok"}, "400": err, "401": err, "404": err}
+    at = {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}
+    return {
+        "/api/v1/continuity/settings": {
+            "get": {"summary": "What the continuity rules do as configured", "responses": ok}
+        },
+        "/api/v1/conversations/{conversation_id}/continuity": {
+            "get": {"summary": "Scheduled and finished automated sends", "parameters": [cid], "responses": ok}
+        },
+        "/api/v1/conversations/{conversation_id}/recap": {
+            "post": {
+                "summary": "Text the customer what was agreed (intent, next step, time)",
+                "parameters": [cid],
+                "responses": ok,
+            }
+        },
+        "/api/v1/conversations/{conversation_id}/callback": {
+            "post": {
+                "summary": "Schedule a call-back reminder at a time (unix seconds or ISO 8601 with offset)",
+                "parameters": [cid],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"type": "object", "properties": {"at": at}, "required": ["at"]}}
+                    },
+                },
+                "responses": ok,
+            }
+        },
+    }

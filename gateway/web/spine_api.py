@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.domain.limits import NumberNeedsConfirmationError
 from gateway.domain.models import Channel, EventKind, IdentityKind
 from gateway.domain.spine import CHANNEL_PREFERENCES, SpineService
 from gateway.errors import ValidationError
@@ -29,7 +30,7 @@ def spines(request: web.Request) -> SpineService:
     """The daemon's spine service (or one over the web layer's store and bus, built once)."""
     deps = request.app[DEPS]
     if deps.spine is None:
-        deps.spine = SpineService(deps.store, deps.bus)
+        deps.spine = SpineService(deps.store, deps.bus, timezone=deps.config.timezone)
     return deps.spine
 
 
@@ -187,16 +188,7 @@ async def delete_fact(request: web.Request) -> web.Response:
     return web.json_response({"changed": True, **spine_json(spine, service)})
 
 
-async def start_conversation(request: web.Request) -> web.Response:
-    """``POST /api/v1/conversations``: staff start a thread with a phone number (a text, a call, or both).
-
-    ``{"phone": "...", "body": "..."}`` texts the number; ``{"phone": "...", "call": true}`` rings the staff member's
-    phone, then the number (console sessions only). Either lands in the conversation that owns the number, created
-    when there is none; the answer says which and whether it is new.
-    """
-    auth = require_api(request)
-    deps = request.app[DEPS]
-    data = await read_json(request)
+def _start_request(data: dict[str, Any]) -> tuple[str, str | None, bool, str | None]:
     phone = data.get("phone")
     if not isinstance(phone, str) or not phone.strip():
         raise ValidationError("field 'phone' is missing: give the customer's number, e.g. +1 415 555 2671")
@@ -211,6 +203,20 @@ async def start_conversation(request: web.Request) -> web.Response:
     name = data.get("name")
     if name is not None and not isinstance(name, str):
         raise ValidationError("field 'name' must be a string")
+    return phone, body, call, name
+
+
+async def start_conversation(request: web.Request) -> web.Response:
+    """``POST /api/v1/conversations``: staff start a thread with a phone number (a text, a call, or both).
+
+    ``{"phone": "...", "body": "..."}`` texts the number; ``{"phone": "...", "call": true}`` rings the staff member's
+    phone, then the number (console sessions only). Either lands in the conversation that owns the number, created
+    when there is none; the answer says which and whether it is new.
+    """
+    auth = require_api(request)
+    deps = request.app[DEPS]
+    data = await read_json(request)
+    phone, body, call, name = _start_request(data)
     extension: str | None = None
     if call:
         session = require_staff(request)
@@ -222,6 +228,17 @@ async def start_conversation(request: web.Request) -> web.Response:
     ident = deps.service.normalize(IdentityKind.PHONE, phone)
     if not ident.valid:
         raise ValidationError(f"{phone[:40]!r} is not a complete phone number: include the area code")
+    confirmed = data.get("confirm_number") is True
+    try:
+        # The number policy before anything is created: a refused number leaves no empty conversation behind.
+        for purpose, wanted in (("sms", body is not None), ("dial", call)):
+            if wanted:
+                deps.service.check_number(ident.value, purpose=purpose, staff=True, confirmed=confirmed)
+    except NumberNeedsConfirmationError as err:
+        return web.json_response(
+            {"error": str(err), "needs_confirmation": True, "fix": 'send again with "confirm_number": true'},
+            status=409,
+        )
     opened = await deps.service.open_conversation(IdentityKind.PHONE, phone, display_name=name)
     conv = opened.conversation_id
     what = " and ".join(w for w, on in (("a text", body is not None), ("a call", call)) if on)
@@ -236,7 +253,7 @@ async def start_conversation(request: web.Request) -> web.Response:
     result: dict[str, Any] = {"conversation_id": conv, "created": opened.created}
     if body is not None:
         result["outbox_id"] = await deps.service.enqueue_outbound(
-            conv, Channel.SMS, phone, body, automated=False, author=auth.actor
+            conv, Channel.SMS, phone, body, automated=False, author=auth.actor, confirm_number=confirmed
         )
     if call and extension is not None and deps.click_to_call is not None:
         await deps.click_to_call(extension, ident.value)
@@ -292,6 +309,7 @@ def openapi_paths() -> dict[str, Any]:
                         "body": {"type": "string"},
                         "call": {"type": "boolean"},
                         "name": {"type": "string"},
+                        "confirm_number": {"type": "boolean"},
                     },
                     ["phone"],
                 ),

@@ -40,6 +40,7 @@ from gateway.domain.events import (
 from gateway.domain.handoff import handoff_card
 from gateway.domain.spine import SpineService
 from gateway.store import web as sql
+from gateway.supervise import cancel_and_wait
 from gateway.web import hours
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
@@ -102,14 +103,8 @@ class StaffHub:
         """Stop the consumer and close staff sockets."""
         if self._sub is not None:
             self._sub.close()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                if (cur := asyncio.current_task()) is not None and cur.cancelling():
-                    raise
-            self._task = None
+        await cancel_and_wait(self._task, owner="web")
+        self._task = None
         await self.close_all()
 
     async def close_all(self) -> None:
@@ -183,7 +178,7 @@ class StaffHub:
         handoff: dict[str, object] | None = None
         if event.conversation_id is not None:
             if self.deps.spine is None:
-                self.deps.spine = SpineService(self.deps.store, self.deps.bus)
+                self.deps.spine = SpineService(self.deps.store, self.deps.bus, timezone=self.deps.config.timezone)
             try:
                 spine = await self.deps.spine.spine(event.conversation_id)
                 headline = spine.summary

@@ -21,11 +21,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway import health as checks
 from gateway.domain.limits import BudgetState
 from gateway.store import queries as q
 from gateway.store import sms as sms_sql
 from gateway.store import web as sql
-from gateway.values import Health, HealthState, degraded, ok, worst
+from gateway.values import HealthState, worst
 from gateway.web import hours
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
@@ -92,7 +93,7 @@ async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]
         size = facts["database_bytes"]
     outbox = facts["outbox"]
     healths = list(deps.health()) if deps.health is not None else []
-    healths.append(budget_health(budget))
+    healths.append(checks.check_automated_budget(budget))
     return {
         "generated_at": now,
         "verdict": worst(healths).value,
@@ -112,27 +113,6 @@ async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]
         "bus": {"overflow_total": getattr(deps.bus, "overflow_total", 0)},
         "recent_errors": list(reversed(errors.records)),
     }
-
-
-def budget_health(state: BudgetState) -> Health:
-    """The automated-SMS budget as a verdict card: amber when spent, with what that means."""
-    title = "Automated SMS budget"
-    details: dict[str, str | int | float | bool | None] = {
-        "used_hour": state.used_hour,
-        "per_hour": state.per_hour,
-        "used_day": state.used_day,
-        "per_day": state.per_day,
-    }
-    if state.spent_window is not None:
-        return degraded(
-            "automated_sms",
-            title,
-            _budget_section(state)["notice"],
-            "nothing is broken: automated texts resume when the window passes; staff replies still go out. Raise "
-            "sms.automated_per_hour / sms.automated_per_day if the office wants more",
-            details=details,
-        )
-    return ok("automated_sms", title, f"{state.left} automated texts may still go out now", details=details)
 
 
 def _budget_section(state: BudgetState) -> dict[str, Any]:

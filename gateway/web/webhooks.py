@@ -27,6 +27,7 @@ import aiohttp
 from gateway.domain.events import CallEnded, Event, TimelineEventAdded, VoicemailRecorded
 from gateway.errors import ConfigError
 from gateway.store import web as sql
+from gateway.supervise import cancel_and_wait
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
 from gateway.web.security import sign_payload
@@ -113,14 +114,8 @@ class WebhookSender:
 
     async def stop(self) -> None:
         """Stop sending; queued rows stay for the next start."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                if (cur := asyncio.current_task()) is not None and cur.cancelling():
-                    raise
-            self._task = None
+        await cancel_and_wait(self._task, owner="webhooks")
+        self._task = None
         if self._session is not None:
             await self._session.close()
             self._session = None

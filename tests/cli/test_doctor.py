@@ -126,11 +126,12 @@ def test_healthy_setup_every_check_ok(tmp_path: Path, realpbx: PbxSettings, mode
     out = res.stdout
     assert res.returncode == 0, out + res.stderr
     for title in ("Configuration", "Database", "Backups", "Disk space", "Open files", "Asterisk (AMI)",
-                  "FastAGI port", "SMS modem (emulated modem)", "Speech model"):  # fmt: skip
+                  "FastAGI port", "SMS modem (emulated modem)", "Speech model", "Automated SMS budget"):  # fmt: skip
         assert line(out, title).startswith("[  ok]"), line(out, title)
     assert "rights no broader than needed" in line(out, "Asterisk (AMI)")
     assert "registered" in line(out, "SMS modem (emulated modem)")
     assert "loads" in line(out, "Speech model")
+    assert "automated texts may still go out now" in line(out, "Automated SMS budget")
     # The clock line is there with a verdict either way (this machine's kernel clock may not be synchronised).
     assert line(out, "Clock").startswith(("[  ok]", "[WARN]"))
 

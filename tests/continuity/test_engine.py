@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 
 from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
 from gateway.domain.events import CallEnded, StalledThread
-from gateway.domain.models import Channel, EventKind, IdentityKind
+from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ServiceSettings
 from gateway.domain.spine import SpineService
 from tests.continuity.conftest import CUSTOMER, Rig, local
@@ -389,3 +391,25 @@ async def test_the_continuation_waits_for_the_customer_to_confirm_the_number(rig
         "the customer never confirmed the number, so the chat was not continued by text",
     )
     assert conv2 != conv
+
+
+async def test_health_says_how_many_sends_wait(rig: Rig) -> None:
+    await rig.engine.start()  # the engine's own loop: nothing else may tick it now
+    await rig.service.ingest(
+        Inbound(Channel.VOICE, EventKind.CALL_MISSED, IdentityKind.PHONE, CUSTOMER, "h1", meta={"direction": "inbound"})
+    )
+    await wait_until(lambda: rig.engine.waiting == 1)
+    health = rig.engine.health()
+    assert health.state.value == "ok"
+    assert health.cause == "1 scheduled send(s) waiting"
+    rig.clock.set(local(7, 10, 3) + 3600)  # an hour past its moment, loop not yet run: late
+    rig.engine.next_due = local(7, 10, 3)
+    assert rig.engine.health().state.value == "degraded"
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met")

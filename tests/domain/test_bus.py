@@ -45,7 +45,7 @@ def one_of_each() -> list[ev.Event]:
 
 def test_every_event_class_is_in_the_vocabulary_frozen_and_slotted() -> None:
     samples = one_of_each()
-    assert [type(e) for e in samples] == list(ev.ALL_EVENTS)
+    assert [type(e) for e in samples] == list(ev.ALL_EVENTS), "add a sample of every new event to one_of_each()"
     for event in samples:
         assert not hasattr(event, "__dict__"), f"{type(event)} is not slotted"
         with pytest.raises(dataclasses.FrozenInstanceError):

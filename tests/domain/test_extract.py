@@ -151,3 +151,29 @@ def test_reading_an_address_leaves_the_import_system_clean() -> None:
 
     assert reader().read("at 123 Main Street, Springfield, IL 62704", NOW).facts["address"]
     assert all(hasattr(f, "find_spec") for f in sys.meta_path), "a finder without find_spec breaks later imports"
+
+
+@pytest.mark.parametrize(
+    ("region", "timezone", "text", "address"),
+    [
+        (
+            "GB",
+            "Europe/London",
+            "The leak is at 10 Downing Street, London SW1A 2AA, please come",
+            "10 Downing Street, London SW1A 2AA",
+        ),
+        (
+            "CA",
+            "America/Toronto",
+            "We are at 123 Main Street, Toronto, ON M5V 2T6",
+            "123 Main Street, Toronto, ON M5V 2T6",
+        ),
+    ],
+)
+def test_british_and_canadian_addresses(region: str, timezone: str, text: str, address: str) -> None:
+    assert reader(timezone=timezone, region=region).read(text, NOW).facts["address"].value == address
+
+
+def test_regions_without_an_address_format_read_no_address() -> None:
+    got = reader(timezone="Asia/Seoul", region="KR").read("123 Main Street, Springfield, IL 62704", NOW)
+    assert "address" not in got.facts

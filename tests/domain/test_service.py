@@ -18,7 +18,7 @@ from gateway.domain.models import (
 )
 from gateway.domain.optout import Keyword
 from gateway.domain.service import ConversationService, ServiceSettings
-from gateway.errors import PermanentError, ValidationError
+from gateway.errors import OptedOutError, ValidationError
 from gateway.store import queries as q
 from gateway.store.db import Store
 
@@ -161,9 +161,9 @@ async def test_outbound_is_recorded_and_queued_and_answers_the_customer(service:
 async def test_opted_out_numbers_get_no_automated_messages(service: ConversationService) -> None:
     r = await service.ingest(sms("+12025550104", "x1", "STOP"))
     await service.store.write(lambda c: q.suppress(c, "+12025550104", "STOP", 0))
-    with pytest.raises(PermanentError, match="opted out"):
+    with pytest.raises(OptedOutError, match="opted out"):
         await service.enqueue_outbound(r.conversation_id, "sms", "+12025550104", "Reminder", automated=True)
-    with pytest.raises(PermanentError, match="explicit override"):
+    with pytest.raises(OptedOutError, match="explicit override"):
         await service.enqueue_outbound(r.conversation_id, "sms", "+12025550104", "Sorry", automated=False)
     assert await service.enqueue_outbound(
         r.conversation_id, "sms", "+12025550104", "Sorry", automated=False, override_optout=True, author="bob"
@@ -258,3 +258,17 @@ async def test_summary_knows_the_last_staff_extension(service: ConversationServi
     summary = await service.summary(r.conversation_id)
     assert summary is not None
     assert summary.last_staff_extension == "202"
+
+
+def test_the_conversation_port_is_defined_once() -> None:
+    """Adapters take gateway.domain.ports.ConversationPort; no module declares its own copy of the service's calls."""
+    root = Path(__file__).resolve().parents[2] / "gateway"
+    copies = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "ports.py":
+            continue
+        for block in re.split(r"\nclass ", path.read_text())[1:]:
+            head, _, rest = block.partition("\n")
+            if "(Protocol)" in head and re.search(r"def (ingest|append_event)\(", rest.split("\nclass ")[0]):
+                copies.append(f"{path.relative_to(root.parent)}: class {head}")
+    assert copies == [], "use gateway.domain.ports.ConversationPort instead of: " + ", ".join(copies)

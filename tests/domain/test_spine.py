@@ -89,7 +89,7 @@ async def test_every_change_is_one_timeline_entry_saying_who_set_it(
     assert entries[1][0] == "Roof type: metal - set by anna"
     assert entries[1][2] == "anna"
     assert "Next step: Send estimate" in entries[2][0]
-    assert "due 2025-12-01 15:40 UTC" in entries[2][0]
+    assert "due Mon 2025-12-01 15:40 UTC" in entries[2][0]
     assert "Next step owner: bob" in entries[2][0]
     assert entries[3][1]["previous"] == {"owner": None}
     assert entries[4][1]["value"] == {"preferred_channel": "sms", "preference_why": "said 'text me'"}
@@ -299,3 +299,14 @@ async def test_older_callers_of_update_conversation_land_on_the_timeline_too(
     assert spine.provenance["preferred_channel"].set_by == "system"
     # What the gateway set on the customer's behalf is not overwritten by automatic reading either.
     assert not await spines.set_channel_preference(conv, "voice", "last called", source="last_used", set_by=EXTRACTOR)
+
+
+async def test_due_times_are_written_in_the_business_time_zone(
+    store: Store, bus: Bus, service: ConversationService
+) -> None:
+    spines = SpineService(store, bus, clock=Clock(), timezone="America/New_York")
+    conv = await sms_in(service, "+15551230012", "m1", "hi", T0)
+    await spines.set_next_step(conv, "Site visit", source="staff", set_by="anna", due=T0 + 3600 + 59)
+    (entry,) = await spine_entries(service, conv)
+    assert "due Mon 2025-12-01 10:40 EST" in entry[0]
+    assert (await spines.spine(conv)).next_step_due == T0 + 3600, "due times are kept to the minute"

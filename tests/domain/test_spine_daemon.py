@@ -90,3 +90,26 @@ async def test_a_text_through_the_modem_fills_the_spine_and_a_failed_delivery_pr
     assert (after.preference_why or "").startswith("cannot receive texts (delivery failed")
     entries = [e for e in await app.service.timeline(after.conversation_id) if e.kind == "spine"]
     assert any("Preferred channel: voice" in e.body and "the extractor (from sms)" in e.body for e in entries)
+
+
+async def test_with_reading_switched_off_nothing_is_read(tmp_path: Path, emulator: ModemEmulator) -> None:
+    cfg = build_config(tmp_path, emulator, spine={"extract": False}, continuity={"enabled": False})
+    d = Daemon(cfg, ManualClock(local(10, 0)))
+    app = await d.start()
+    try:
+        assert "spine" not in [name for name, _ in app._started]
+        emulator.deliver(CUSTOMER, "Saturday morning works, text me")
+
+        async def landed() -> int | None:
+            contact = await app.service.find_contact(IdentityKind.PHONE, CUSTOMER)
+            return contact.conversation_id if contact is not None else None
+
+        conv = await wait_for(landed, 20)
+        await d.settle(0.5)
+        spine = await app.spine.spine(conv)
+        assert dict(spine.facts) == {}
+        assert spine.channel_preference is None
+        # Staff can still set everything by hand.
+        assert await app.spine.set_fact(conv, "availability", "Saturday morning", source="staff", set_by="anna")
+    finally:
+        await d.stop()

@@ -156,3 +156,21 @@ async def test_a_number_typed_in_a_message_is_a_fact_never_an_identity(
     contact = await service.find_contact(IdentityKind.PHONE, "+14155552675")
     assert contact is not None
     assert contact.conversation_id == known.conversation_id
+
+
+async def test_reading_happens_off_the_event_loop(service: ConversationService, learner: SpineLearner) -> None:
+    import threading  # noqa: PLC0415
+
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    real_read = learner.reader.read
+
+    def spy(text: str, now: float) -> object:
+        threads.append(threading.get_ident())
+        return real_read(text, now)
+
+    learner.reader.read = spy  # type: ignore[method-assign,assignment]
+    res = await service.ingest(inbound(Channel.SMS, "+14155552676", "s1", "tomorrow at 10am please"))
+    await learner.learn(next(e for e in await service.timeline(res.conversation_id) if e.id == res.event_id))
+    assert threads
+    assert loop_thread not in threads

@@ -135,6 +135,14 @@ async def test_leakage_page_numbers_charts_and_click_through(live: Live) -> None
     assert "metric=missed_calls_unreturned" in csv_href
     await page.screenshot(path=str(SHOTS / "leakage-list.png"), full_page=True)
 
+    # Per owner: Bob's voicemails of the week.
+    await page.click(".leak-card[data-metric='voicemails_unreturned'] button.owner[data-owner='bob']")
+    await page.locator("#list-title", has_text="· bob ·").wait_for()
+    owned = await page.locator("#list-body tr").evaluate_all("rs => rs.map((r) => Number(r.dataset.conversation))")
+    assert owned == [live.history.ids["E"]]
+    await page.click(".leak-card[data-metric='missed_calls_unreturned'] button[data-period='30d']")
+    await page.locator("#list-title", has_text="Missed calls").wait_for()
+
     # ... and each opens in the console.
     await page.click("#list-body a:text-is('Ben Cho')")
     await page.wait_for_url(f"**/console#conversation={live.history.ids['B']}")

@@ -150,6 +150,9 @@ async def test_prometheus_gauges_and_openapi(env: WebEnv) -> None:
     want = ov["periods"]["7d"]["metrics"]["sms_threads_waiting"]["count"]
     assert f"gateway_leakage_sms_threads_waiting_7d {float(want)}" in text
     assert "gateway_leakage_missed_calls_unreturned_today" in text
+    voice = ov["periods"]["7d"]["first_response"]["voice"]
+    assert f"gateway_leakage_first_response_voice_median_seconds_7d {float(voice['median_seconds'])}" in text
+    assert f"gateway_leakage_first_response_voice_p90_seconds_7d {float(voice['p90_seconds'])}" in text
     doc = await (await env.client.get("/api/openapi.json")).json()
     for path in ("/api/v1/leakage", "/api/v1/leakage/overview", "/api/v1/leakage/items"):
         assert "get" in doc["paths"][path]
@@ -212,3 +215,26 @@ async def test_digest_is_off_by_default(tmp_path: Path) -> None:
     finally:
         await e.client.close()
         await e.store.stop()
+
+
+async def test_the_daemon_builds_the_read_model_at_start(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gateway.db")
+    await store.start()
+    await seed_week(store)
+    bus = Bus()
+    leak = LeakageService(store, LeakageConfig(), WEEKDAYS, "UTC", clock=lambda: NOW)
+    deps = WebDeps(
+        service=ConversationService(store, bus), store=store, bus=bus, leakage=leak, leakage_warm=True,
+        config=WebConfig(secure_cookies=False, business_hours=WEEKDAYS),
+    )  # fmt: skip
+    client: TestClient[Any, Any] = TestClient(TestServer(build_app(deps), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        for _ in range(100):
+            if leak._model is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert leak._model is not None, "read model not built at start"
+    finally:
+        await client.close()
+        await store.stop()

@@ -22,7 +22,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from gateway.domain.bus import Bus
-from gateway.domain.events import CallAnswered, CallRinging
+from gateway.domain.events import CallAnswered, CallRinging, LiveTranscript
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService
 from gateway.store.db import Store
@@ -391,3 +391,37 @@ async def test_console_shows_a_claim_as_unverified_and_merges_in_one_click(live:
     await staff.locator("#timeline li", has_text="Hi, I texted you last week").wait_for(state="detached", timeout=5000)
     await ctx.close()
     await staff.context.close()
+
+
+async def test_screen_pop_shows_the_handoff_card_and_the_calls_words_live(live: Live) -> None:
+    r = await live.service.ingest(
+        Inbound(
+            Channel.SMS,
+            EventKind.MESSAGE_IN,
+            IdentityKind.PHONE,
+            "+12025550124",
+            "sms-live",
+            body="My son chipped a tooth. Do you handle emergencies?",
+        )
+    )
+    alice = await login(live, "alice")
+    summary = await live.service.summary(r.conversation_id)
+    live.bus.publish(CallRinging("201", "live.1", "+12025550124", r.conversation_id, summary, occurred_at=time.time()))
+    card = alice.locator(".card")
+    await card.wait_for(timeout=5000)
+    assert "Do you handle emergencies?" in (await card.text_content() or "")
+    live.bus.publish(CallAnswered("201", "live.1", "+12025550124", r.conversation_id))
+    # Partial words replace each other per side as the recogniser hears more; text only, never markup.
+    live.bus.publish(LiveTranscript("live.1", r.conversation_id, "201", "caller", "is it"))
+    live.bus.publish(LiveTranscript("live.1", r.conversation_id, "201", "caller", "is it <b>bad</b> to wait"))
+    live.bus.publish(LiveTranscript("live.1", r.conversation_id, "201", "staff", "we can see him today"))
+    caller = card.locator('.live-words p[data-side="caller"]')
+    await caller.wait_for(timeout=5000)
+    await alice.wait_for_function(
+        "() => document.querySelector('.live-words p[data-side=caller]').textContent.includes('to wait')"
+    )
+    assert await caller.text_content() == "Caller: is it <b>bad</b> to wait"
+    assert await card.locator(".live-words b").count() == 0
+    assert await card.locator('.live-words p[data-side="staff"]').text_content() == "You: we can see him today"
+    await alice.screenshot(path=str(SHOTS / "console-screen-pop-live-words.png"))
+    await alice.context.close()

@@ -137,3 +137,24 @@ async def test_starting_a_thread_refuses_what_cannot_work(web_env: WebEnv) -> No
         assert resp.status == 400, payload
         assert words in (await resp.json())["error"], payload
     assert await web_env.service.find_contact(IdentityKind.PHONE, "+14155552675") is None, "nothing was created"
+
+
+async def test_starting_a_thread_obeys_the_number_policy_before_creating_anything(web_env: WebEnv) -> None:
+    from gateway.domain.service import ConversationService, ServiceSettings  # noqa: PLC0415
+
+    web_env.deps.service = ConversationService(
+        web_env.store, web_env.bus, ServiceSettings(staff_number_check="confirm")
+    )
+    await web_env.login()
+    h = web_env.headers()
+    premium = "+19002530000"
+    resp = await web_env.client.post("/api/v1/conversations", json={"phone": premium, "body": "hi"}, headers=h)
+    assert resp.status == 409
+    answer = await resp.json()
+    assert answer["needs_confirmation"] is True
+    assert "premium-rate" in answer["error"]
+    assert await web_env.service.find_contact(IdentityKind.PHONE, premium) is None, "nothing created before consent"
+    resp = await web_env.client.post(
+        "/api/v1/conversations", json={"phone": premium, "body": "hi", "confirm_number": True}, headers=h
+    )
+    assert resp.status == 201, await resp.text()

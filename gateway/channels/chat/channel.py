@@ -42,12 +42,11 @@ from typing import Any, Protocol
 from gateway.domain.claims import CodeCheck, new_code
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound, IngestResult
 from gateway.domain.phone import normalize_phone
-from gateway.domain.service import ConversationService
+from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import GatewayError, PermanentError
 from gateway.store import claims as cq
 from gateway.store import queries as q
 from gateway.store import web as sql
-from gateway.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +153,8 @@ class ChatChannel:
 
     def __init__(
         self,
-        service: ConversationService,
-        store: Store,
+        service: ConversationPort,
+        store: StorePort,
         settings: ChatSettings,
         *,
         new_chats: Limiter,

@@ -44,16 +44,16 @@ from gateway.channels.sms.profiles import PROFILES_DIR, ModemProfile, load_profi
 from gateway.domain.bus import Bus, Subscription
 from gateway.domain.events import ModemHealth, OutboxQueued, SmsStorageWarning
 from gateway.domain.ports import ConversationPort, StorePort
-from gateway.errors import ConfigError, PermanentError, TransientError
+from gateway.errors import ConfigError, TransientError
 from gateway.protocols import at
 from gateway.protocols import pdu as pducodec
-from gateway.supervise import LinkState, reconnect_loop
+from gateway.supervise import LinkState, TaskSet, reconnect_loop
 from gateway.values import Health
 
 log = logging.getLogger(__name__)
 
 
-class SimPinError(PermanentError):
+class SimPinError(ConfigError):
     """The SIM needs a PIN we do not have, or rejected the one we tried (never retried)."""
 
 
@@ -100,7 +100,7 @@ class SmsChannel:
         self.modem_state = ModemHealth(device=None, connected=False, connected_since=None, profile=self.profile.name)
         self.modem_id = "unknown"
         self.link: SerialLink | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("sms")
         self._poll_now = asyncio.Event()
         self._pin_tried = False
         self._pin_ok = False
@@ -141,24 +141,13 @@ class SmsChannel:
         """Cancel every task (the port is closed by the session on its way out)."""
         if self._sub is not None:
             self._sub.close()
-        tasks = list(self._tasks)
-        for task in reversed(tasks):
-            task.cancel()
-        if tasks:
-            # Bounded: a task stuck on a vanished modem must not hold up the daemon's exit.
-            _, stuck = await asyncio.wait(tasks, timeout=10.0)
-            for task in stuck:
-                log.error("sms: task %s did not stop within 10 s; abandoning it", task.get_name())
-            for task in tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    log.debug("sms: task %s ended with %r", task.get_name(), task.exception())
+        # Bounded: a task stuck on a vanished modem must not hold up the daemon's exit.
+        await self._tasks.cancel_all(timeout=10.0)
         if self.link is not None:
             self.link.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro, name)
 
     def poll_now(self) -> None:
         """Read the SIM now (used on +CMTI and by tests)."""

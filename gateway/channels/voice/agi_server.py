@@ -37,6 +37,7 @@ from gateway.domain.models import ContactView, ConversationSummary, IdentityKind
 from gateway.domain.ports import ConversationPort
 from gateway.errors import ConfigError, ProtocolError, TransientError
 from gateway.protocols import agi
+from gateway.supervise import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +147,7 @@ class AgiServer:
         """Stop listening and end every session."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks, owner="fastagi")
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2):
@@ -265,10 +263,12 @@ class InboundRouter:
         on_context: Callable[[CallerContext], None] | None = None,
         whisper: WhisperMaker | None = None,
         clock: Callable[[], float] = time.time,
+        fallback_recording: Callable[[str], str | None] | None = None,
     ) -> None:
         self._lookup = lookup
         self._settings = settings
         self._whisper = whisper
+        self._fallback_recording = fallback_recording
         self._clock = clock
         self._busy = busy_extensions
         self._on_context = on_context
@@ -280,10 +280,7 @@ class InboundRouter:
 
     async def stop(self) -> None:
         """Cancel lookups still running in the background."""
-        for t in list(self._background):
-            t.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_and_wait(*self._background, owner="fastagi-router")
 
     async def _find(self, number: str) -> tuple[ContactView | None, ConversationSummary | None]:
         contact = await self._lookup.find_contact(IdentityKind.PHONE, number)
@@ -391,6 +388,7 @@ class InboundRouter:
             ("GW_GROUP", self._settings.staff_group),
             ("CALLERID(name)", ctx.label),
             *self._whisper_values(ctx),
+            ("GW_MIXMON", (self._fallback_recording(ctx.uniqueid) or "") if self._fallback_recording else ""),
         ]
         for name, value in values:
             if value or name == "CALLERID(name)":

@@ -35,7 +35,7 @@ from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
 
 from gateway.errors import ConfigError, TransientError
-from gateway.supervise import LinkState, reconnect_loop
+from gateway.supervise import LinkState, cancel_and_wait, reconnect_loop
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,8 @@ class AmiLink:
 
     async def stop(self) -> None:
         """Close the link and stop reconnecting."""
-        if self._task is not None:
-            self._task.cancel()
-            # gather: the child's cancellation is collected, our own is not swallowed
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task, owner="ami")
+        self._task = None
         self._close_manager()
 
     async def wait_connected(self, timeout: float) -> None:  # noqa: ASYNC109 - a plain deadline

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from gateway.errors import TransientError
-from gateway.supervise import LinkState, reconnect_loop
+from gateway.supervise import LinkState, cancel_and_wait, reconnect_loop
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,8 @@ class AriClient:
 
     async def stop(self) -> None:
         """Close the websocket and the session."""
-        if self._ws_task is not None:
-            self._ws_task.cancel()
-            await asyncio.gather(self._ws_task, return_exceptions=True)
-            self._ws_task = None
+        await cancel_and_wait(self._ws_task, owner="ari")
+        self._ws_task = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -101,6 +99,15 @@ class AriClient:
         """A snoop channel hearing ``spy`` ("in": what the channel sends, "out": what it receives)."""
         data = await self._call("POST", f"/channels/{channel_id}/snoop", spy=spy, whisper="none", app=self.app)
         return str(data["id"])
+
+    async def whisper_to(self, channel_id: str) -> str:
+        """A snoop channel that can speak into ``channel_id`` (what it plays, that channel hears)."""
+        data = await self._call("POST", f"/channels/{channel_id}/snoop", spy="none", whisper="out", app=self.app)
+        return str(data["id"])
+
+    async def play(self, channel_id: str, sound_path: str) -> None:
+        """Play a sound file (absolute path without extension) on a channel of the application."""
+        await self._call("POST", f"/channels/{channel_id}/play", media=f"sound:{sound_path}")
 
     async def external_media(self, host_port: str, fmt: str = "slin16") -> str:
         """A media channel sending its audio as RTP to ``host_port``."""

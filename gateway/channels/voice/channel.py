@@ -68,6 +68,7 @@ from gateway.domain.models import (
 from gateway.domain.ports import ConversationPort, StorePort
 from gateway.errors import PermanentError, TransientError, ValidationError
 from gateway.store import voice as voice_sql
+from gateway.supervise import TaskSet, cancel_and_wait
 from gateway.transcribe.audio import AudioError, probe_audio
 from gateway.values import Health
 
@@ -170,17 +171,19 @@ class VoiceChannel:
         self.store = store
         self.clock = clock
         self.tracker = CallTracker(staff=settings.staff, abandon_seconds=settings.abandon_seconds)
-        self.whisper = (
+        # One speech cache for the whisper and the callers' transcription notice (both played by Asterisk).
+        self._speaker = (
             WhisperMaker(WhisperSettings(directory=Path(settings.whisper_dir), voice=settings.whisper_voice))
-            if settings.whisper
+            if settings.whisper or (settings.live_transcribe and settings.consent_announcement.strip())
             else None
         )
+        self.whisper = self._speaker if settings.whisper else None
         self.ari: AriClient | None = None
         self.live: LiveCalls | None = None
         password = _reveal(settings.ari_password)
         if settings.live_transcribe and speech is not None and password:
             self.ari = AriClient(settings.ari_url, settings.ari_username, password)
-            self.live = LiveCalls(self.ari, speech, service, bus.publish)
+            self.live = LiveCalls(self.ari, speech, service, bus.publish, consent=self._consent_sound)
         self.router = InboundRouter(
             service,
             settings,
@@ -188,6 +191,7 @@ class VoiceChannel:
             on_context=self._on_context,
             whisper=self.whisper,
             clock=clock,
+            fallback_recording=self._fallback_recording if self.live is not None else None,
         )
         self.agi = AgiServer(
             {"inbound": self.router},
@@ -208,11 +212,12 @@ class VoiceChannel:
             ping_interval=settings.ami_ping_interval,
             ping_timeout=settings.ami_ping_timeout,
         )
+        self._fallback: dict[str, str] = {}
         self._contexts: OrderedDict[str, CallerContext] = OrderedDict()
         self._rang: OrderedDict[tuple[str, str, float], None] = OrderedDict()
         self._queue: asyncio.Queue[TrackerEffect] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("voice")
         self._resync_lock = asyncio.Lock()
         self._reconciler: asyncio.Task[None] | None = None
         self.resyncs = 0
@@ -238,20 +243,14 @@ class VoiceChannel:
         await self.agi.start()
         if self.ari is not None:
             await self.ari.start()
+            self._consent_sound()  # synthesised now, so the first transcribed call can already hear it
         await self.ami.start()
         self._reconciler = asyncio.create_task(self._reconcile(), name="voice-reconcile")
 
     async def stop(self) -> None:
         """Stop in reverse order; let the worker drain what is queued (bounded)."""
-        if self._recovery is not None:
-            self._recovery.cancel()
-            await asyncio.gather(self._recovery, return_exceptions=True)
-            self._recovery = None
-        if self._reconciler is not None:
-            self._reconciler.cancel()
-            # gather: the child's cancellation is collected, our own is not swallowed
-            await asyncio.gather(self._reconciler, return_exceptions=True)
-            self._reconciler = None
+        await cancel_and_wait(self._recovery, self._reconciler, owner="voice")
+        self._recovery = self._reconciler = None
         await self.ami.stop()
         await self.agi.stop()
         await self.router.stop()
@@ -259,17 +258,14 @@ class VoiceChannel:
             await self.live.stop()
         if self.ari is not None:
             await self.ari.stop()
-        if self.whisper is not None:
-            await self.whisper.stop()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._speaker is not None:
+            await self._speaker.stop()
+        await self._tasks.wait()
         if self._worker is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await self._queue.join()
-            self._worker.cancel()
-            # gather: the child's cancellation is collected, our own is not swallowed
-            await asyncio.gather(self._worker, return_exceptions=True)
+            await cancel_and_wait(self._worker, owner="voice")
             self._worker = None
 
     def health(self) -> Health:
@@ -324,9 +320,7 @@ class VoiceChannel:
         elif not ctx.withheld and ctx.caller and not ctx.timed_out:
             # A first-time caller: create the conversation now, while the dialplan moves on to Dial,
             # so the screen-pop need not wait for a durable write when the phones start ringing.
-            task = asyncio.get_running_loop().create_task(self._precreate(ctx), name=f"voice-new-{ctx.uniqueid}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._precreate(ctx), f"voice-new-{ctx.uniqueid}")
 
     async def _precreate(self, ctx: CallerContext) -> None:
         try:
@@ -379,8 +373,36 @@ class VoiceChannel:
                 assert rec.outcome is not None
                 self.bus.publish(CallEnded(rec.call_id, rec.caller, self._conversation_of(rec), rec.outcome, rec))
                 if self.live is not None:
-                    self._own(self.live.finish(rec), f"live-end-{rec.call_id}")
+                    self._own(self.live.finish(rec, self._conversation_of(rec)), f"live-end-{rec.call_id}")
+                    recording = self._fallback.pop(rec.call_id, None)
+                    if recording is not None and rec.answered_at is not None:
+                        self._own(
+                            self.live.transcribe_recording(rec, self._conversation_of(rec), Path(recording + ".wav")),
+                            f"after-call-{rec.call_id}",
+                        )
             self._queue.put_nowait(fx)
+
+    def _consent_sound(self) -> Path | None:
+        """The spoken transcription notice for callers, once it has been synthesised (None: none, or not yet)."""
+        text = self.settings.consent_announcement.strip()
+        if not text or self._speaker is None:
+            return None
+        path = self._speaker.prepare(text)
+        return path if path.exists() else None
+
+    def _fallback_recording(self, uniqueid: str) -> str | None:
+        """Where Asterisk records an answered call (MixMonitor) when live transcription cannot run (ARI down).
+
+        The file is transcribed after the call instead; None when live transcription works or nothing can record.
+        """
+        if self.ari is None or self.ari.connected or not self.settings.recordings_dir:
+            return None
+        safe = "".join(c for c in uniqueid if c.isalnum() or c in "._-")[:64]
+        path = str(Path(self.settings.recordings_dir) / f"call-{safe}")
+        self._fallback[uniqueid] = path
+        while len(self._fallback) > 1000:
+            self._fallback.pop(next(iter(self._fallback)))
+        return path
 
     def _own(self, work: Coroutine[Any, Any, object], name: str) -> None:
         """Run ``work`` as a task this channel owns (awaited at stop); its failure is logged, never raised."""
@@ -393,9 +415,7 @@ class VoiceChannel:
             except Exception:
                 log.exception("voice: %s failed", name)
 
-        task = asyncio.create_task(run(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(run(), name)
 
     def _conversation_of(self, rec: CallRecord) -> int | None:
         if rec.conversation_id is not None:
@@ -448,7 +468,7 @@ class VoiceChannel:
     async def recovery_idle(self) -> None:
         """Wait until no recovery run is going on (tests, benchmarks)."""
         while self._recovery is not None and not self._recovery.done():
-            await asyncio.gather(self._recovery, return_exceptions=True)
+            await asyncio.wait([self._recovery])
 
     async def _recover_loop(self) -> None:
         while True:

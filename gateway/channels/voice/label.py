@@ -85,7 +85,10 @@ def context_label(
     if withheld:
         return WITHHELD_LABEL[:max_chars]
     if summary is not None:
-        who = short_name(sanitize_label(summary.display_name or "", 64)) or sanitize_label(caller_name, 64)
+        captured = summary.facts.get("name")  # the spine's captured name, when the contact has no display name
+        who = short_name(
+            sanitize_label(summary.display_name or (captured if isinstance(captured, str) else ""), 64)
+        ) or sanitize_label(caller_name, 64)
         topic = summary.facts.get("topic")
         about = sanitize_label(
             (topic if isinstance(topic, str) else "") or summary.intent or summary.next_step or "", 64

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from gateway.channels.voice.label import sanitize_label, short_name
 from gateway.domain.models import ConversationSummary
+from gateway.supervise import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +141,7 @@ class WhisperMaker:
 
     async def stop(self) -> None:
         """Cancel syntheses still running."""
-        tasks = list(self._running.values())
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._running.values(), owner="whisper")
 
     async def _make(self, text: str, path: Path) -> Path | None:
         started = time.perf_counter()

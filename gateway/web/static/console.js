@@ -388,7 +388,8 @@
     const h = msg.handoff;
     if (h) {
       add("Wants", h.wants);
-      add("Said", h.customer_words);
+      const shown = Object.values(s.last_by_channel || {}).map((ev) => ev.body);
+      if (!shown.includes(h.customer_words)) add("Said", h.customer_words);
       if (h.open_question && h.open_question !== h.customer_words) add("Asked", h.open_question);
       if (h.knows && h.knows.length) add("We know", h.knows.join("; "));
       const promised = (h.promises || []).map((p) => p.step + (p.status === "proposed" ? " (to confirm)" : ""));

@@ -72,11 +72,18 @@
     const sec = el("section", { class: "panel leak-card", "data-metric": metric });
     sec.append(el("h2", { text: d.titles[metric] }));
     sec.append(el("div", { class: "counts" }, ...Object.keys(PERIOD_NAMES).map((p) => countButton(metric, p, periods[p]))));
-    const owners = periods["7d"].metrics[metric].by_owner;
+    const week = periods["7d"];
+    const owners = week.metrics[metric].by_owner;
     const names = Object.keys(owners);
     if (names.length) {
-      sec.append(el("p", { class: "muted owners", text: "7 days by owner: " +
-        names.map((o) => (o || "unassigned") + " " + owners[o]).join(", ") }));
+      const line = el("p", { class: "muted owners" }, "7 days by owner: ");
+      names.forEach((o, i) => {
+        if (i) line.append(", ");
+        line.append(el("button", { type: "button", class: "link owner", "data-owner": o,
+          text: (o || "unassigned") + " " + owners[o],
+          onclick: () => showList(metric, week.from, week.to, "7 days", null, o) }));
+      });
+      sec.append(line);
     }
     if (metric === "automated_not_sent") {
       const reasons = periods["7d"].automated_not_sent_by_reason;
@@ -113,12 +120,14 @@
     return [sec, () => chart(box, d.daily.days, d.daily.first_response_median_seconds.map((v) => (v === null ? null : Math.round(v / 6) / 10)), "median minutes", true)];
   }
 
-  async function showList(metric, from, to, periodName, channel) {
+  async function showList(metric, from, to, periodName, channel, owner) {
     const params = new URLSearchParams({ metric, from, to });
     if (channel) params.set("channel", channel);
+    if (owner !== undefined && owner !== null) params.set("owner", owner);
     const data = await getJSON("/api/v1/leakage/items?" + params.toString());
     const title = (metric === "first_response" ? "First responses" + (channel ? " (" + channel + ")" : "")
-      : state.data.titles[metric]) + " · " + periodName + " · " + data.count;
+      : state.data.titles[metric]) + (owner !== undefined && owner !== null ? " · " + (owner || "unassigned") : "") +
+      " · " + periodName + " · " + data.count;
     $("list-title").textContent = title;
     params.set("format", "csv");
     $("list-csv").href = "/api/v1/leakage/items?" + params.toString();

