@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import resource
 import signal
@@ -29,11 +30,12 @@ from gateway.domain.service import ConversationService, ServiceSettings
 from gateway.domain.spine import SpineService
 from gateway.errors import ValidationError
 from gateway.log import RECENT
+from gateway.store import meta
 from gateway.store import web as web_sql
 from gateway.store.backup import BackupScheduler
 from gateway.store.db import Store
 from gateway.supervise import cancel_and_wait
-from gateway.values import Health, off, ok
+from gateway.values import Health, degraded, off, ok
 
 if TYPE_CHECKING:  # the channel modules are imported only when configured
     from gateway.channels.sms.channel import SmsChannel
@@ -51,6 +53,7 @@ StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]
 #: The status page's sparklines: 24 hours, one point every 5 minutes.
 HISTORY_SERIES = ("modem_signal_dbm", "outbox_depth", "transcription_backlog")
 HISTORY_STEP = 300.0
+HISTORY_KEY = "status_history"
 
 
 class Part(Protocol):
@@ -319,6 +322,7 @@ class App:
             )
         if self.continuity is not None:
             items.append(self.continuity.health())
+        items.append(self._bus_health())
         items.extend(
             (
                 self.backups.health() if self.backups is not None else checks.check_backup(cfg.backup_dir),
@@ -328,6 +332,25 @@ class App:
             )
         )
         return items
+
+    def _bus_health(self) -> Health:
+        """The event bus: a subscriber that falls behind loses its oldest events (screen-pops, live updates)."""
+        lossy = [st for st in self.bus.stats() if st.overflow]
+        details: dict[str, str | int | float | bool | None] = {
+            "published": self.bus.published,
+            "dropped": self.bus.overflow_total,
+        }
+        if lossy:
+            names = ", ".join(f"{st.name} ({st.overflow})" for st in lossy)
+            return degraded(
+                "bus",
+                "Live updates",
+                f"some listeners fell behind and missed events: {names}",
+                "nothing is lost from the timeline (it is in the database); reload the console. If it keeps "
+                "happening the box is overloaded: look at the CPU and the Open files card",
+                details=details,
+            )
+        return ok("bus", "Live updates", f"{self.bus.published} events delivered, none dropped", details=details)
 
     async def sample_history(self, at: float | None = None) -> None:
         """Record one point of each sparkline (modem signal, outbox depth, transcription backlog)."""
@@ -340,6 +363,16 @@ class App:
         self.history.add("modem_signal_dbm", signal_dbm, at)
         self.history.add("outbox_depth", depth, at)
         self.history.add("transcription_backlog", backlog, at)
+        # Kept in the database so the sparklines survive a restart.
+        saved = json.dumps(self.history.as_dict(), separators=(",", ":"))
+        now = time.time()
+        await self.store.write(lambda c: meta.put(c, HISTORY_KEY, saved, now))
+
+    async def _load_history(self) -> None:
+        saved = await self.store.read(lambda c: meta.get(c, HISTORY_KEY))
+        if saved:
+            with contextlib.suppress(ValueError):
+                log.debug("status history: %d points loaded", self.history.load(json.loads(saved)))
 
     async def _sample_forever(self) -> None:
         while True:
@@ -412,6 +445,7 @@ class App:
                 await self._start_part("continuity", self._build_continuity())
             await self._start_part("promises", self._build_promises())
             await self._start_part("web", self._build_web())
+            await self._load_history()
             self._sampler = asyncio.create_task(self._sample_forever(), name="status-history")
         except BaseException:
             await self.stop()

@@ -227,6 +227,7 @@ class History:
 
     def __init__(self, names: Iterable[str], *, step: float = 300.0, span: float = 24 * 3600) -> None:
         self.step = step
+        self.span = span
         size = max(1, int(span // step))
         self.series: dict[str, deque[Sample]] = {name: deque(maxlen=size) for name in names}
 
@@ -237,6 +238,30 @@ class History:
     def as_dict(self) -> dict[str, list[list[float | None]]]:
         """``{name: [[at, value], ...]}`` oldest first."""
         return {name: [[s.at, s.value] for s in samples] for name, samples in self.series.items()}
+
+    def load(self, saved: object, now: float | None = None) -> int:
+        """Take back what :meth:`as_dict` gave (e.g. before a restart), dropping points older than the span.
+
+        Returns how many points were loaded; anything malformed is skipped, never fatal.
+        """
+        if not isinstance(saved, dict):
+            return 0
+        oldest = (time.time() if now is None else now) - self.span
+        loaded = 0
+        for name, samples in self.series.items():
+            points = saved.get(name)
+            if not isinstance(points, list):
+                continue
+            for point in points:
+                if not (isinstance(point, list) and len(point) == 2 and isinstance(point[0], int | float)):
+                    continue
+                value = point[1]
+                if value is not None and not isinstance(value, int | float):
+                    continue
+                if point[0] >= oldest:
+                    samples.append(Sample(float(point[0]), None if value is None else float(value)))
+                    loaded += 1
+        return loaded
 
 
 def exit_code(healths: Iterable[Health]) -> int:

@@ -258,3 +258,17 @@ async def test_summary_knows_the_last_staff_extension(service: ConversationServi
     summary = await service.summary(r.conversation_id)
     assert summary is not None
     assert summary.last_staff_extension == "202"
+
+
+def test_the_conversation_port_is_defined_once() -> None:
+    """Adapters take gateway.domain.ports.ConversationPort; no module declares its own copy of the service's calls."""
+    root = Path(__file__).resolve().parents[2] / "gateway"
+    copies = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "ports.py":
+            continue
+        for block in re.split(r"\nclass ", path.read_text())[1:]:
+            head, _, rest = block.partition("\n")
+            if "(Protocol)" in head and re.search(r"def (ingest|append_event)\(", rest.split("\nclass ")[0]):
+                copies.append(f"{path.relative_to(root.parent)}: class {head}")
+    assert copies == [], "use gateway.domain.ports.ConversationPort instead of: " + ", ".join(copies)

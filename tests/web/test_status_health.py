@@ -7,6 +7,8 @@ the 24-hour sparklines, and /metrics must export the same verdicts. A screenshot
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from playwright.async_api import async_playwright
 
 from gateway import config as config_mod
 from gateway.app import App
+from gateway.domain.events import ModemHealth
 from gateway.values import HealthState
 from gateway.web.pages import create_staff_user
 
@@ -52,6 +55,14 @@ async def test_health_model_of_a_running_gateway(app: App) -> None:
     assert states["database"] is HealthState.OK
     assert states["config"] is HealthState.OK
     assert states["backup"] is HealthState.OK  # the daemon made the first scheduled backup at start
+    assert states["bus"] is HealthState.OK
+    slow = app.bus.subscribe("slow-listener", maxsize=1, types=(ModemHealth,))
+    for _ in range(3):
+        app.bus.publish(ModemHealth(device=None, connected=False, connected_since=None, profile="generic"))
+    bus = next(h for h in app.health() if h.name == "bus")
+    assert bus.state is HealthState.DEGRADED
+    assert "slow-listener (2)" in bus.cause
+    slow.close()
     modem = next(h for h in app.health() if h.name == "modem")
     assert modem.cause.startswith("no modem at ")
     assert modem.fix.startswith("plug the USB modem in")
@@ -119,3 +130,33 @@ async def test_status_page_leads_with_verdict_cards(app: App) -> None:
             await page.screenshot(path=str(SHOTS / "status-modem-down.png"), full_page=True)
         finally:
             await browser.close()
+
+
+async def test_sparkline_history_survives_a_restart(tmp_path: Path) -> None:
+    cfg = config_mod.parse(
+        f'[gateway]\ndata_dir = "{tmp_path / "data"}"\n'
+        "[voice]\nenabled = false\n[transcribe]\nenabled = false\n[web]\nport = 0\n"
+    )
+    first = App(cfg)
+    await first.start()
+    try:
+        await first.sample_history(at=first.started_at - 3600 if first.started_at else None)
+        await first.sample_history()
+        points = first.history.as_dict()["outbox_depth"]
+    finally:
+        await first.stop()
+    assert len(points) >= 3  # the sample at start and ours
+    second = App(cfg)
+    await second.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(again := second.history.as_dict()["outbox_depth"]) <= len(points):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await second.stop()
+    # Everything from before the restart is back, followed by the new start's own sample.
+    assert again[: len(points)] == points
+    assert len(again) == len(points) + 1
+    stale = second.history.load({"outbox_depth": [[0.0, 5.0], ["x", 1], [1e12, "bad"]]})
+    assert stale == 0  # older than 24 hours or malformed: dropped

@@ -263,10 +263,12 @@ class InboundRouter:
         on_context: Callable[[CallerContext], None] | None = None,
         whisper: WhisperMaker | None = None,
         clock: Callable[[], float] = time.time,
+        fallback_recording: Callable[[str], str | None] | None = None,
     ) -> None:
         self._lookup = lookup
         self._settings = settings
         self._whisper = whisper
+        self._fallback_recording = fallback_recording
         self._clock = clock
         self._busy = busy_extensions
         self._on_context = on_context
@@ -386,6 +388,7 @@ class InboundRouter:
             ("GW_GROUP", self._settings.staff_group),
             ("CALLERID(name)", ctx.label),
             *self._whisper_values(ctx),
+            ("GW_MIXMON", (self._fallback_recording(ctx.uniqueid) or "") if self._fallback_recording else ""),
         ]
         for name, value in values:
             if value or name == "CALLERID(name)":

@@ -171,17 +171,19 @@ class VoiceChannel:
         self.store = store
         self.clock = clock
         self.tracker = CallTracker(staff=settings.staff, abandon_seconds=settings.abandon_seconds)
-        self.whisper = (
+        # One speech cache for the whisper and the callers' transcription notice (both played by Asterisk).
+        self._speaker = (
             WhisperMaker(WhisperSettings(directory=Path(settings.whisper_dir), voice=settings.whisper_voice))
-            if settings.whisper
+            if settings.whisper or (settings.live_transcribe and settings.consent_announcement.strip())
             else None
         )
+        self.whisper = self._speaker if settings.whisper else None
         self.ari: AriClient | None = None
         self.live: LiveCalls | None = None
         password = _reveal(settings.ari_password)
         if settings.live_transcribe and speech is not None and password:
             self.ari = AriClient(settings.ari_url, settings.ari_username, password)
-            self.live = LiveCalls(self.ari, speech, service, bus.publish)
+            self.live = LiveCalls(self.ari, speech, service, bus.publish, consent=self._consent_sound)
         self.router = InboundRouter(
             service,
             settings,
@@ -189,6 +191,7 @@ class VoiceChannel:
             on_context=self._on_context,
             whisper=self.whisper,
             clock=clock,
+            fallback_recording=self._fallback_recording if self.live is not None else None,
         )
         self.agi = AgiServer(
             {"inbound": self.router},
@@ -209,6 +212,7 @@ class VoiceChannel:
             ping_interval=settings.ami_ping_interval,
             ping_timeout=settings.ami_ping_timeout,
         )
+        self._fallback: dict[str, str] = {}
         self._contexts: OrderedDict[str, CallerContext] = OrderedDict()
         self._rang: OrderedDict[tuple[str, str, float], None] = OrderedDict()
         self._queue: asyncio.Queue[TrackerEffect] = asyncio.Queue()
@@ -239,6 +243,7 @@ class VoiceChannel:
         await self.agi.start()
         if self.ari is not None:
             await self.ari.start()
+            self._consent_sound()  # synthesised now, so the first transcribed call can already hear it
         await self.ami.start()
         self._reconciler = asyncio.create_task(self._reconcile(), name="voice-reconcile")
 
@@ -253,8 +258,8 @@ class VoiceChannel:
             await self.live.stop()
         if self.ari is not None:
             await self.ari.stop()
-        if self.whisper is not None:
-            await self.whisper.stop()
+        if self._speaker is not None:
+            await self._speaker.stop()
         await self._tasks.wait()
         if self._worker is not None:
             with contextlib.suppress(TimeoutError):
@@ -369,7 +374,35 @@ class VoiceChannel:
                 self.bus.publish(CallEnded(rec.call_id, rec.caller, self._conversation_of(rec), rec.outcome, rec))
                 if self.live is not None:
                     self._own(self.live.finish(rec, self._conversation_of(rec)), f"live-end-{rec.call_id}")
+                    recording = self._fallback.pop(rec.call_id, None)
+                    if recording is not None and rec.answered_at is not None:
+                        self._own(
+                            self.live.transcribe_recording(rec, self._conversation_of(rec), Path(recording + ".wav")),
+                            f"after-call-{rec.call_id}",
+                        )
             self._queue.put_nowait(fx)
+
+    def _consent_sound(self) -> Path | None:
+        """The spoken transcription notice for callers, once it has been synthesised (None: none, or not yet)."""
+        text = self.settings.consent_announcement.strip()
+        if not text or self._speaker is None:
+            return None
+        path = self._speaker.prepare(text)
+        return path if path.exists() else None
+
+    def _fallback_recording(self, uniqueid: str) -> str | None:
+        """Where Asterisk records an answered call (MixMonitor) when live transcription cannot run (ARI down).
+
+        The file is transcribed after the call instead; None when live transcription works or nothing can record.
+        """
+        if self.ari is None or self.ari.connected or not self.settings.recordings_dir:
+            return None
+        safe = "".join(c for c in uniqueid if c.isalnum() or c in "._-")[:64]
+        path = str(Path(self.settings.recordings_dir) / f"call-{safe}")
+        self._fallback[uniqueid] = path
+        while len(self._fallback) > 1000:
+            self._fallback.pop(next(iter(self._fallback)))
+        return path
 
     def _own(self, work: Coroutine[Any, Any, object], name: str) -> None:
         """Run ``work`` as a task this channel owns (awaited at stop); its failure is logged, never raised."""

@@ -23,14 +23,17 @@ import contextlib
 import logging
 import sys
 import time
+import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.channels.voice.ari import AriClient, AriError
 from gateway.domain.calls import CallDirection, CallRecord
 from gateway.domain.events import LiveTranscript
 from gateway.domain.models import Channel, EventKind
+from gateway.domain.ports import ConversationPort
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +64,6 @@ class SpeechPort(Protocol):
     """The streaming recogniser (gateway.transcribe.live.LiveSpeech fits it)."""
 
     async def open(self, on_partial: Callable[[str], None], *, rate: int = 16000) -> SpeechStream: ...
-
-
-class TimelinePort(Protocol):
-    """What live transcription needs from the conversation service."""
-
-    async def append_event(
-        self,
-        conversation_id: int,
-        kind: EventKind | str,
-        channel: Channel | str,
-        body: str = "",
-        meta: Any = None,
-        external_id: str | None = None,
-        author: str | None = None,
-        occurred_at: float | None = None,
-    ) -> int: ...
 
 
 class _RtpToStream(asyncio.DatagramProtocol):
@@ -122,6 +109,8 @@ class _LiveCall:
     extension: str | None
     started_at: float
     sides: list[_Side] = field(default_factory=list)
+    notice_until: float = 0.0
+    """While the transcription notice plays, what the caller hears is the notice, not staff: not transcribed."""
 
 
 class LiveCalls:
@@ -131,16 +120,18 @@ class LiveCalls:
         self,
         ari: AriClient,
         speech: SpeechPort,
-        timeline: TimelinePort,
+        timeline: ConversationPort,
         publish: Callable[[object], None],
         *,
         rtp_host: str = "127.0.0.1",
+        consent: Callable[[], Path | None] | None = None,
     ) -> None:
         self.ari = ari
         self.speech = speech
         self.timeline = timeline
         self.publish = publish
         self.rtp_host = rtp_host
+        self.consent = consent
         self._calls: dict[str, _LiveCall] = {}
         self.started = 0
         self.failed = 0
@@ -173,16 +164,37 @@ class LiveCalls:
                 )
             self.last_error = message
             await self._teardown(call)
+            for side in call.sides:
+                await side.stream.close(limit_s=2.0)
             self._calls.pop(rec.call_id, None)
             return False
         self.started += 1
         log.info("call %s: live transcription started", rec.call_id)
+        await self._announce(call, rec.call_id if inbound else None)
         return True
+
+    async def _announce(self, call: _LiveCall, caller_channel: str | None) -> None:
+        """Tell the caller the call is transcribed (a whispering snoop plays the announcement into their channel)."""
+        sound = self.consent() if self.consent is not None else None
+        if sound is None or caller_channel is None or not call.sides:
+            return
+        try:
+            snoop = await self.ari.whisper_to(caller_channel)
+            call.sides[0].channels.append(snoop)
+            with wave.open(str(sound), "rb") as w:
+                seconds = w.getnframes() / w.getframerate()
+            call.notice_until = time.time() + seconds + 0.5
+            await self.ari.play(snoop, str(sound.with_suffix("")))
+        except (AriError, OSError, EOFError, wave.Error) as err:
+            call.notice_until = 0.0
+            log.warning("call %s: the transcription notice could not be played (%s)", call.call_id, err)
 
     async def _open_side(self, call: _LiveCall, name: str, spy: str, channel_id: str) -> _Side:
         loop = asyncio.get_running_loop()
 
         def partial(text: str) -> None:
+            if name == "staff" and time.time() < call.notice_until:
+                return
             self.publish(LiveTranscript(call.call_id, call.conversation_id, call.extension, name, text))
 
         stream = await self.speech.open(partial)
@@ -191,12 +203,18 @@ class LiveCalls:
         )
         side = _Side(name, stream, transport, protocol)
         port = transport.get_extra_info("sockname")[1]
-        snoop = await self.ari.snoop(channel_id, spy)
-        side.channels.append(snoop)
-        media = await self.ari.external_media(f"{self.rtp_host}:{port}", "slin16")
-        side.channels.append(media)
-        side.bridge = await self.ari.bridge()
-        await self.ari.add_to_bridge(side.bridge, snoop, media)
+        try:
+            snoop = await self.ari.snoop(channel_id, spy)
+            side.channels.append(snoop)
+            media = await self.ari.external_media(f"{self.rtp_host}:{port}", "slin16")
+            side.channels.append(media)
+            side.bridge = await self.ari.bridge()
+            await self.ari.add_to_bridge(side.bridge, snoop, media)
+        except BaseException:
+            # Not part of the call yet: undo this side here (the caller tears down the sides it holds).
+            await self._teardown(_LiveCall(call.call_id, None, None, 0.0, [side]))
+            await stream.close(limit_s=2.0)
+            raise
         return side
 
     async def finish(self, rec: CallRecord, conversation_id: int | None = None) -> int | None:
@@ -208,6 +226,8 @@ class LiveCalls:
         for side in call.sides:
             for u in await side.stream.close():
                 at = side.stream.opened_at + u.start
+                if side.name == "staff" and side.stream.opened_at + u.end <= call.notice_until:
+                    continue  # the notice itself
                 turns.append({"side": side.name, "text": u.text, "at": round(at, 2), "confidence": u.confidence})
         await self._teardown(call)
         turns.sort(key=lambda t: t["at"])
@@ -221,6 +241,43 @@ class LiveCalls:
         meta = {"live": True, "call_id": rec.call_id, "extension": call.extension, "turns": turns}
         event_id = await self.timeline.append_event(
             conversation, EventKind.TRANSCRIPT, Channel.VOICE, body, meta, external_id=f"live:{rec.call_id}"
+        )
+        self.transcripts += 1
+        return event_id
+
+    async def transcribe_recording(self, rec: CallRecord, conversation_id: int | None, path: Path) -> int | None:
+        """The fallback when live transcription could not run: transcribe Asterisk's recording of the call.
+
+        Both sides are mixed in the recording, so the transcript is not split into caller and staff turns. A file
+        that is missing or not a WAV is logged and skipped (the call itself is on the timeline either way).
+        """
+        try:
+            with wave.open(str(path), "rb") as w:
+                rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
+                pcm = w.readframes(w.getnframes())
+        except (OSError, EOFError, wave.Error) as err:
+            log.warning("call %s: no recording to transcribe after the call (%s)", rec.call_id, err)
+            return None
+        if width != 2 or channels != 1 or not pcm or conversation_id is None:
+            log.warning("call %s: recording %s is not 16-bit mono audio; not transcribed", rec.call_id, path.name)
+            return None
+        stream = await self.speech.open(lambda _text: None, rate=rate)
+        step = rate // 5 * 2  # 200 ms per frame
+        for i in range(0, len(pcm), step):
+            stream.feed(pcm[i : i + step])
+        utterances = await stream.close(limit_s=max(30.0, len(pcm) / (2 * rate)))
+        text = " ".join(u.text for u in utterances if u.text).strip()
+        if not text:
+            return None
+        started = rec.answered_at or rec.started_at
+        turns = [
+            {"side": "both", "text": u.text, "at": round(started + u.start, 2), "confidence": u.confidence}
+            for u in utterances
+            if u.text
+        ]
+        meta = {"live": False, "after_call": True, "call_id": rec.call_id, "turns": turns, "path": str(path)}
+        event_id = await self.timeline.append_event(
+            conversation_id, EventKind.TRANSCRIPT, Channel.VOICE, text, meta, external_id=f"after:{rec.call_id}"
         )
         self.transcripts += 1
         return event_id
