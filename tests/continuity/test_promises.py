@@ -16,6 +16,8 @@ from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService
 from gateway.domain.spine import SpineService
 from gateway.errors import ValidationError
+from gateway.leakage.config import LeakageConfig
+from gateway.leakage.service import LeakageService
 from gateway.store.db import Store
 
 TZ = "America/New_York"
@@ -169,3 +171,18 @@ async def test_an_automated_text_is_never_read_as_a_promise(rig: tuple) -> None:
     for e in await service.timeline(conv):
         assert await keeper.consider(e) == []
     assert await keeper.promises(conv) == []
+
+
+async def test_a_broken_promise_shows_on_the_leakage_page_as_a_next_step_past_due(rig: tuple) -> None:  # type: ignore[type-arg]
+    store, service, _spines, keeper, now = rig
+    conv = await _conversation(service)
+    await service.enqueue_outbound(
+        conv, Channel.SMS, "+12125550147", "I'll call you back today.", automated=False, author="bob"
+    )
+    (row,) = await _promises(keeper, conv, 1)
+    await keeper.confirm(row.id, staff="bob")
+    now[0] = at(2026, 12, 2, 9)  # the next morning: the promised call never happened
+    leakage = LeakageService(store, LeakageConfig(), WEEKDAYS, TZ, clock=lambda: now[0])
+    win = leakage.day_window(dt.date(2026, 12, 1), dt.date(2026, 12, 1))
+    (item,) = await leakage.items("next_steps_past_due", win)
+    assert item["conversation_id"] == conv

@@ -100,6 +100,15 @@ class AriClient:
         data = await self._call("POST", f"/channels/{channel_id}/snoop", spy=spy, whisper="none", app=self.app)
         return str(data["id"])
 
+    async def whisper_to(self, channel_id: str) -> str:
+        """A snoop channel that can speak into ``channel_id`` (what it plays, that channel hears)."""
+        data = await self._call("POST", f"/channels/{channel_id}/snoop", spy="none", whisper="out", app=self.app)
+        return str(data["id"])
+
+    async def play(self, channel_id: str, sound_path: str) -> None:
+        """Play a sound file (absolute path without extension) on a channel of the application."""
+        await self._call("POST", f"/channels/{channel_id}/play", media=f"sound:{sound_path}")
+
     async def external_media(self, host_port: str, fmt: str = "slin16") -> str:
         """A media channel sending its audio as RTP to ``host_port``."""
         data = await self._call(

@@ -171,17 +171,19 @@ class VoiceChannel:
         self.store = store
         self.clock = clock
         self.tracker = CallTracker(staff=settings.staff, abandon_seconds=settings.abandon_seconds)
-        self.whisper = (
+        # One speech cache for the whisper and the callers' transcription notice (both played by Asterisk).
+        self._speaker = (
             WhisperMaker(WhisperSettings(directory=Path(settings.whisper_dir), voice=settings.whisper_voice))
-            if settings.whisper
+            if settings.whisper or (settings.live_transcribe and settings.consent_announcement.strip())
             else None
         )
+        self.whisper = self._speaker if settings.whisper else None
         self.ari: AriClient | None = None
         self.live: LiveCalls | None = None
         password = _reveal(settings.ari_password)
         if settings.live_transcribe and speech is not None and password:
             self.ari = AriClient(settings.ari_url, settings.ari_username, password)
-            self.live = LiveCalls(self.ari, speech, service, bus.publish)
+            self.live = LiveCalls(self.ari, speech, service, bus.publish, consent=self._consent_sound)
         self.router = InboundRouter(
             service,
             settings,
@@ -241,6 +243,7 @@ class VoiceChannel:
         await self.agi.start()
         if self.ari is not None:
             await self.ari.start()
+            self._consent_sound()  # synthesised now, so the first transcribed call can already hear it
         await self.ami.start()
         self._reconciler = asyncio.create_task(self._reconcile(), name="voice-reconcile")
 
@@ -255,8 +258,8 @@ class VoiceChannel:
             await self.live.stop()
         if self.ari is not None:
             await self.ari.stop()
-        if self.whisper is not None:
-            await self.whisper.stop()
+        if self._speaker is not None:
+            await self._speaker.stop()
         await self._tasks.wait()
         if self._worker is not None:
             with contextlib.suppress(TimeoutError):
@@ -378,6 +381,14 @@ class VoiceChannel:
                             f"after-call-{rec.call_id}",
                         )
             self._queue.put_nowait(fx)
+
+    def _consent_sound(self) -> Path | None:
+        """The spoken transcription notice for callers, once it has been synthesised (None: none, or not yet)."""
+        text = self.settings.consent_announcement.strip()
+        if not text or self._speaker is None:
+            return None
+        path = self._speaker.prepare(text)
+        return path if path.exists() else None
 
     def _fallback_recording(self, uniqueid: str) -> str | None:
         """Where Asterisk records an answered call (MixMonitor) when live transcription cannot run (ARI down).

@@ -109,6 +109,8 @@ class _LiveCall:
     extension: str | None
     started_at: float
     sides: list[_Side] = field(default_factory=list)
+    notice_until: float = 0.0
+    """While the transcription notice plays, what the caller hears is the notice, not staff: not transcribed."""
 
 
 class LiveCalls:
@@ -122,12 +124,14 @@ class LiveCalls:
         publish: Callable[[object], None],
         *,
         rtp_host: str = "127.0.0.1",
+        consent: Callable[[], Path | None] | None = None,
     ) -> None:
         self.ari = ari
         self.speech = speech
         self.timeline = timeline
         self.publish = publish
         self.rtp_host = rtp_host
+        self.consent = consent
         self._calls: dict[str, _LiveCall] = {}
         self.started = 0
         self.failed = 0
@@ -166,12 +170,31 @@ class LiveCalls:
             return False
         self.started += 1
         log.info("call %s: live transcription started", rec.call_id)
+        await self._announce(call, rec.call_id if inbound else None)
         return True
+
+    async def _announce(self, call: _LiveCall, caller_channel: str | None) -> None:
+        """Tell the caller the call is transcribed (a whispering snoop plays the announcement into their channel)."""
+        sound = self.consent() if self.consent is not None else None
+        if sound is None or caller_channel is None or not call.sides:
+            return
+        try:
+            snoop = await self.ari.whisper_to(caller_channel)
+            call.sides[0].channels.append(snoop)
+            with wave.open(str(sound), "rb") as w:
+                seconds = w.getnframes() / w.getframerate()
+            call.notice_until = time.time() + seconds + 0.5
+            await self.ari.play(snoop, str(sound.with_suffix("")))
+        except (AriError, OSError, EOFError, wave.Error) as err:
+            call.notice_until = 0.0
+            log.warning("call %s: the transcription notice could not be played (%s)", call.call_id, err)
 
     async def _open_side(self, call: _LiveCall, name: str, spy: str, channel_id: str) -> _Side:
         loop = asyncio.get_running_loop()
 
         def partial(text: str) -> None:
+            if name == "staff" and time.time() < call.notice_until:
+                return
             self.publish(LiveTranscript(call.call_id, call.conversation_id, call.extension, name, text))
 
         stream = await self.speech.open(partial)
@@ -203,6 +226,8 @@ class LiveCalls:
         for side in call.sides:
             for u in await side.stream.close():
                 at = side.stream.opened_at + u.start
+                if side.name == "staff" and side.stream.opened_at + u.end <= call.notice_until:
+                    continue  # the notice itself
                 turns.append({"side": side.name, "text": u.text, "at": round(at, 2), "confidence": u.confidence})
         await self._teardown(call)
         turns.sort(key=lambda t: t["at"])

@@ -76,6 +76,13 @@ class VoiceSettings:
         default=True,
         metadata={"doc": "Transcribe answered calls live, both sides, through ARI (needs voice.ari_password)."},
     )
+    consent_announcement: str = field(
+        default="This call is transcribed on our own system so we can help you better.",
+        metadata={
+            "doc": "Said to the caller when live transcription starts (spoken by espeak-ng in whisper_voice);"
+            " empty = no announcement. Check the law where your callers are before turning it off."
+        },
+    )
     live_workers: int = field(
         default=2, metadata={"doc": "Worker processes for live transcription (each holds the speech model once)."}
     )

@@ -216,7 +216,11 @@
     e.preventDefault();
     const phone = phoneInput.value.trim();
     if (!phone) return;
-    send({ type: handoffMode === "sms" ? "continue_by_text" : "call_me", client_id: newId(), phone });
+    // The same request again (a double click, a retry) keeps its client id: the gateway answers it once.
+    const key = handoffMode + ":" + phone;
+    const ids = store.get("handoffs", {});
+    if (!ids[key]) { ids[key] = newId(); store.set("handoffs", ids); }
+    send({ type: handoffMode === "sms" ? "continue_by_text" : "call_me", client_id: ids[key], phone });
   });
 
   codeForm.addEventListener("submit", (e) => {

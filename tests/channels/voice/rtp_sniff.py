@@ -45,6 +45,9 @@ class RtpSniffer:
     """Collects RTP datagrams sent to ``port`` on loopback while running."""
 
     port: int
+    """Destination UDP port; 0 = any port (then give ``address``)."""
+    address: str = ""
+    """Destination IPv4 address to keep (empty = any)."""
     packets: list[RtpPacket] = field(default_factory=list)
     _sock: socket.socket | None = None
 
@@ -66,7 +69,7 @@ class RtpSniffer:
                 continue
             ihl = (data[0] & 0x0F) * 4
             _src, dst, length = struct.unpack("!HHH", data[ihl : ihl + 6])
-            if dst != self.port:
+            if (self.port and dst != self.port) or (self.address and socket.inet_ntoa(data[16:20]) != self.address):
                 continue
             rtp = data[ihl + 8 : ihl + length]
             if len(rtp) < 12 or rtp[0] >> 6 != 2:

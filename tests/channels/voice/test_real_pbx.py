@@ -567,19 +567,28 @@ async def live_rig(
     """A rig that transcribes answered calls live (ARI on the test PBX, the packaged model with a grammar)."""
     speech = LiveSpeech(default_model_path(), grammar=["예약", "취소", "[unk]"])
     await speech.start()
-    async with _make_rig(
-        pbx,
-        realpbx,
-        tmp_path,
-        speech,
-        live_transcribe=True,
-        ari_url=f"http://127.0.0.1:{pbx['ARI_PORT']}",
-        ari_username=pbx["ARI_USER"],
-        ari_password=Secret(pbx["ARI_PASSWORD"]),
-    ) as r:
-        assert r.vc.ari is not None
-        assert await r.vc.ari.wait_connected(10), "the gateway's ARI application did not register"
-        yield r
+    cache = _whisper_cache(pbx)  # the transcription notice is spoken into this cache, which Asterisk reads
+    try:
+        async with _make_rig(
+            pbx,
+            realpbx,
+            tmp_path,
+            speech,
+            live_transcribe=True,
+            ari_url=f"http://127.0.0.1:{pbx['ARI_PORT']}",
+            ari_username=pbx["ARI_USER"],
+            ari_password=Secret(pbx["ARI_PASSWORD"]),
+            whisper_dir=str(cache),
+        ) as r:
+            assert r.vc.ari is not None
+            assert await r.vc.ari.wait_connected(10), "the gateway's ARI application did not register"
+            for _ in range(100):  # the notice is synthesised at start
+                if r.vc._consent_sound() is not None:
+                    break
+                await asyncio.sleep(0.05)
+            yield r
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 async def _live_transcript(rig: Rig, conversation_id: int) -> TimelineEvent:
@@ -622,14 +631,15 @@ async def test_live_transcript_hears_the_caller_on_the_caller_side(
 async def test_live_transcript_hears_the_staff_member_on_the_staff_side(live_rig: Rig, tmp_path: Path) -> None:
     rig = live_rig
     conv = await rig.known("+15551230042", "Jun Choi", "booking")
-    speech = harness.make_speech("예약", rig.work / "staff.wav", pad_before_s=1.5, pad_after_s=1.0)
+    # The staff member speaks once the caller has heard the transcription notice (about four seconds).
+    speech = harness.make_speech("예약", rig.work / "staff.wav", pad_before_s=5.0, pad_after_s=1.0)
     staff = Phone("201", "answer_speak", tmp_path, speech_wav=str(speech))
     others = [Phone(ext, "ring", tmp_path) for ext in ("202", "203")]
     for ph in (staff, *others):
         await ph.start()
     try:
         await asyncio.sleep(0.3)
-        result = await place_call(rig.work, number="+15551230042", hold_ms=5500)
+        result = await place_call(rig.work, number="+15551230042", hold_ms=9000)
         assert result.returncode == 0, result.stderr
         end = await rig.ended()
     finally:
@@ -678,3 +688,34 @@ async def test_without_ari_the_call_goes_on_and_is_transcribed_after_it_ends(
         recording = Path(ev.meta["path"])
         assert recording.name.startswith("call-")
         recording.unlink(missing_ok=True)
+
+
+async def test_the_caller_hears_the_transcription_notice_and_it_is_not_staff_speech(live_rig: Rig) -> None:
+    rig = live_rig
+    conv = await rig.known("+15551230044", "Noa Han", "booking")
+    # Like a real desk phone, the staff phone sends audio all the time (here: silence) once it answers.
+    silence = rig.work / "silence.wav"
+    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-e", "u-law", str(silence), "trim", "0", "9"], check=True)
+    staff = Phone("201", "answer_speak", rig.work, speech_wav=str(silence))
+    others = [Phone(ext, "ring", rig.work) for ext in ("202", "203")]
+    sniff = RtpSniffer(0, address="127.0.0.2")  # everything Asterisk sends to the caller (the trunk's address)
+    for ph in (staff, *others):
+        await ph.start()
+    sniff.start()
+    try:
+        await asyncio.sleep(0.3)
+        result = await place_call(rig.work, number="+15551230044", hold_ms=6000)
+        assert result.returncode == 0, result.stderr
+        end = await rig.ended()
+    finally:
+        sniff.stop()
+        for ph in (staff, *others):
+            await ph.stop()
+    assert end.outcome is CallOutcome.ANSWERED
+    # The phone sends only silence: the speech the caller heard is the notice.
+    heard = sniff.voiced_seconds()
+    assert 1.0 <= heard <= 6.0, f"the caller heard {heard:.2f} s of speech"
+    staff_partials = [e for e in rig.events if isinstance(e, LiveTranscript) and e.side == "staff"]
+    assert staff_partials == [], "the notice is not shown as something the staff member said"
+    found = [e for e in await rig.service.timeline(conv) if e.kind == "transcript"]
+    assert not any(t["side"] == "staff" for e in found for t in e.meta["turns"])
