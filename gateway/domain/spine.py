@@ -216,6 +216,8 @@ class Spine:
     last_contact: LastContact | None
     summary: str = ""
     """The one-line summary, e.g. "Maria R - chipped tooth, urgent - texted 10 min ago"."""
+    episode: Episode | None = None
+    """The episode open at the moment of reading (None when the last contact is older than the window)."""
 
     def fact_value(self, name: str) -> Any:
         """A fact's value, or None."""
@@ -338,7 +340,8 @@ class SpineService:
     async def spine(self, conversation_id: int) -> Spine:
         """The spine of a conversation (following merges). Raises LookupError for an unknown conversation."""
         now = self.clock()
-        return await self.store.read(lambda c: _read_spine(c, q.live_conversation(c, conversation_id), now))
+        window = self.config.episode_window_minutes * 60.0
+        return await self.store.read(lambda c: _read_spine(c, q.live_conversation(c, conversation_id), now, window))
 
     async def summary_line(self, conversation_id: int) -> str:
         """The one-line summary of a conversation ("Maria R - chipped tooth, urgent - texted 10 min ago")."""
@@ -622,7 +625,7 @@ def _last_contact(conn: sqlite3.Connection, conv: int) -> LastContact | None:
     return None
 
 
-def _read_spine(conn: sqlite3.Connection, conv: int, now: float) -> Spine:
+def _read_spine(conn: sqlite3.Connection, conv: int, now: float, window: float = 1800.0) -> Spine:
     row = sq.spine_row(conn, conv)
     if row is None:
         raise LookupError(f"conversation {conv} does not exist")
@@ -661,6 +664,7 @@ def _read_spine(conn: sqlite3.Connection, conv: int, now: float) -> Spine:
         provenance=prov,
         last_contact=last,
         summary=line,
+        episode=_episode(conn, conv, now, window),
     )
 
 

@@ -211,6 +211,8 @@ async def test_contacts_within_the_window_form_one_episode(
     assert later.key != episode.key
     assert [c.kind for c in later.contacts] == ["message_in"]
     assert later.automated_sent == 0
+    clock.now = T0 + 90 * 60
+    assert (await spines.spine(conv)).episode == later, "the spine carries the episode open now"
 
 
 async def test_outbound_calls_are_not_customer_contacts(service: ConversationService, spines: SpineService) -> None:

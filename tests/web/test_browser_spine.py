@@ -62,6 +62,9 @@ async def test_the_console_opens_the_conversation_with_its_spine(live: Live) -> 
     line = staff.locator("#spine-line")
     await line.wait_for()
     assert (await line.text_content() or "").startswith("Maria R - chipped tooth, urgent - texted 10 min ago")
+    episode = await staff.locator("#spine-episode").text_content() or ""
+    assert episode.startswith("This episode: 2 contacts since "), episode  # the chat, then the text 20 min later
+    assert episode.endswith("(Chat, SMS) · 0 automated texts sent"), episode
     assert await staff.locator("#intent").input_value() == "problem"
     assert await staff.locator("#fields input[name=urgent]").is_checked()
     assert await staff.locator("#fields input[name=next_step]").input_value() == "Send time slots"

@@ -298,6 +298,12 @@
     state.spine = view;
     const sp = view.spine;
     $("spine-line").textContent = view.summary || "";
+    const ep = sp.episode;
+    // The episode the customer is in now: what the rules' per-episode budget counts.
+    $("spine-episode").textContent = ep ? "This episode: " + ep.contacts.length + " contact" + (ep.contacts.length === 1 ? "" : "s")
+      + " since " + when(ep.started_at) + " (" + ep.contacts.map((c) => CHANNEL[c.channel] || c.channel)
+        .filter((v, i, a) => a.indexOf(v) === i).join(", ") + ") · " + ep.automated_sent + " automated text"
+      + (ep.automated_sent === 1 ? "" : "s") + " sent" : "";
     const f = $("fields");
     const intent = $("intent");
     intent.replaceChildren(el("option", { value: "", text: "Not known yet" }),
