@@ -35,7 +35,7 @@ from gateway.store import web as web_sql
 from gateway.store.backup import BackupScheduler
 from gateway.store.db import Store
 from gateway.supervise import cancel_and_wait
-from gateway.values import Health, degraded, off, ok
+from gateway.values import Health, degraded, down, off, ok
 
 if TYPE_CHECKING:  # the channel modules are imported only when configured
     from gateway.channels.sms.channel import SmsChannel
@@ -323,6 +323,11 @@ class App:
         if self.continuity is not None:
             items.append(self.continuity.health())
         items.append(self._bus_health())
+        items.append(
+            ok("web", "Web console", f"serving {self.web.url}/console")
+            if self.web is not None
+            else down("web", "Web console", "the web console is not running", "restart the gateway; see its log")
+        )
         items.extend(
             (
                 self.backups.health() if self.backups is not None else checks.check_backup(cfg.backup_dir),

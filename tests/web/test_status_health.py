@@ -56,6 +56,7 @@ async def test_health_model_of_a_running_gateway(app: App) -> None:
     assert states["config"] is HealthState.OK
     assert states["backup"] is HealthState.OK  # the daemon made the first scheduled backup at start
     assert states["bus"] is HealthState.OK
+    assert states["web"] is HealthState.OK
     slow = app.bus.subscribe("slow-listener", maxsize=1, types=(ModemHealth,))
     for _ in range(3):
         app.bus.publish(ModemHealth(device=None, connected=False, connected_since=None, profile="generic"))
