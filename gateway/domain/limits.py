@@ -70,6 +70,10 @@ class NumberNeedsConfirmationError(NumberRefusedError):
     """A staff send to a number outside the policy: allowed only with an explicit confirmation."""
 
 
+class ClaimedNumberError(NumberNeedsConfirmationError):
+    """A staff text to a number that someone only typed (an unverified claim): sent only when confirmed."""
+
+
 class BudgetSpentError(PermanentError):
     """The global automated-SMS budget for the hour or the day is used up."""
 

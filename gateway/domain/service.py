@@ -34,6 +34,7 @@ from gateway.domain.events import ContactsMerged, ConversationUpdated, OutboxQue
 from gateway.domain.limits import (
     BudgetSpentError,
     BudgetState,
+    ClaimedNumberError,
     NumberNeedsConfirmationError,
     NumberPolicy,
     NumberVerdict,
@@ -387,7 +388,17 @@ class ConversationService:
                 if state.left <= 0:
                     raise budget_error(state)
             conv = q.live_conversation(conn, conversation_id)
-            meta_d = dict(meta, override_optout=True) if override_optout else meta
+            # A staff text to a number someone only typed needs a confirmation; the visitor's own hand-off text to
+            # their claimed number is how a claim gets verified, and the number policy and budget bound it.
+            claimed = (
+                not automated
+                and channel_s == Channel.SMS.value
+                and _only_claimed(conn, conv, address, confirmed=confirm_number)
+            )
+            meta_d = dict(meta, override_optout=True) if override_optout else dict(meta)
+            if claimed:
+                meta_d.setdefault("number_confirmed_by", author or "staff")
+                meta_d.setdefault("number_warning", "a claimed number, not verified")
             event_id = q.insert_event(
                 conn, conv, EventKind.MESSAGE_OUT.value, channel_s, body, q.dumps(meta_d), None, author, now, now
             )
@@ -398,7 +409,12 @@ class ConversationService:
                 q.audit(conn, author or "system", "optout_override", address, {"outbox_id": outbox_id}, now)
             if "number_confirmed_by" in meta_d:
                 q.audit(
-                    conn, author or "staff", "number_policy_override", address, {"reason": meta["number_warning"]}, now
+                    conn,
+                    author or "staff",
+                    "number_policy_override",
+                    address,
+                    {"reason": meta_d["number_warning"]},
+                    now,
                 )
             event = TimelineEvent(
                 event_id, conv, EventKind.MESSAGE_OUT.value, channel_s, body, meta_d, None, author, now, "queued"
@@ -1020,3 +1036,17 @@ class ConversationService:
 
 
 _VERB = {"sms": "texted", "dial": "dialled"}
+
+
+def _only_claimed(conn: sqlite3.Connection, conversation_id: int, address: str, *, confirmed: bool) -> bool:
+    """True when ``address`` is only an unverified claim on the conversation; raises unless a person confirmed."""
+    if not limits_sql.only_claimed(conn, conversation_id, address):
+        return False
+    if not confirmed:
+        raise ClaimedNumberError(
+            "this number was only typed in (a claim, not verified): confirm it is the customer's before texting "
+            "it, or verify the claim first",
+            kind="claimed",
+            region=None,
+        )
+    return True

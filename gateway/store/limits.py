@@ -36,3 +36,21 @@ def prune(conn: sqlite3.Connection, now: float, *, keep_seconds: float, login_ke
     cur = conn.execute("DELETE FROM webhook_deliveries WHERE state <> 'queued' AND created_at < ?", (cutoff,))
     out["webhook_deliveries"] = cur.rowcount
     return out
+
+
+def only_claimed(conn: sqlite3.Connection, conversation_id: int, phone: str) -> bool:
+    """True when ``phone`` is merely claimed on this conversation (a pending claim someone typed) and is not one of
+    the contact's own identities: texting or calling it then needs a person's explicit confirmation."""
+    pending = conn.execute(
+        "SELECT 1 FROM identity_claims WHERE conversation_id = ? AND kind = 'phone' AND value = ?"
+        " AND state = 'pending'",
+        (conversation_id, phone),
+    ).fetchone()
+    if pending is None:
+        return False
+    owned = conn.execute(
+        "SELECT 1 FROM identities i JOIN conversations v ON v.contact_id = i.contact_id"
+        " WHERE v.id = ? AND i.kind = 'phone' AND i.value = ?",
+        (conversation_id, phone),
+    ).fetchone()
+    return owned is None

@@ -15,6 +15,7 @@ from gateway.web.pages import create_staff_user
 from .conftest import PASSWORD, WebEnv, csrf_from, make_env
 
 PROXY = {"trusted_proxies": ["127.0.0.1/32"]}
+SLOW = {"login_delay_seconds": 60.0}  # a first wait long enough that a busy test machine never outlasts it
 
 
 async def _form(env: WebEnv) -> str:
@@ -38,7 +39,7 @@ async def _attempt(env: WebEnv, user: str, password: str, **headers: str) -> int
 
 
 async def test_sixty_concurrent_guesses_get_at_most_the_free_attempts_checked(tmp_path: Path) -> None:
-    env, store = await make_env(tmp_path)
+    env, store = await make_env(tmp_path, **SLOW)
     try:
         token = await _form(env)
         passwords = [f"guess-{i}" for i in range(60)]
@@ -59,7 +60,7 @@ async def test_sixty_concurrent_guesses_get_at_most_the_free_attempts_checked(tm
 
 
 async def test_strangers_elsewhere_cannot_lock_staff_out(tmp_path: Path) -> None:
-    env, store = await make_env(tmp_path, **PROXY)
+    env, store = await make_env(tmp_path, **PROXY, **SLOW)
     try:
         for i in range(12):
             status = await _attempt(env, "alice", f"nope-{i}", **{"X-Forwarded-For": "198.51.100.7"})
@@ -104,7 +105,7 @@ async def test_forwarded_headers_are_ignored_without_trusted_proxies(web_env: We
 
 
 async def test_ipv6_clients_are_keyed_by_their_64(tmp_path: Path) -> None:
-    env, store = await make_env(tmp_path, **PROXY)
+    env, store = await make_env(tmp_path, **PROXY, **SLOW)
     try:
         # Rotating through addresses of one /64 does not buy fresh attempts.
         statuses = [
@@ -118,7 +119,7 @@ async def test_ipv6_clients_are_keyed_by_their_64(tmp_path: Path) -> None:
 
 
 async def test_failures_per_address_space_out_every_user_from_there(tmp_path: Path) -> None:
-    env, store = await make_env(tmp_path, login_address_free_failures=8)
+    env, store = await make_env(tmp_path, login_address_free_failures=8, **SLOW)
     try:
         statuses = [await _attempt(env, f"user{i}", "wrong") for i in range(10)]
         assert statuses[:8] == [401] * 8

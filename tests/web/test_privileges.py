@@ -119,3 +119,36 @@ async def test_status_details_are_admin_only(tmp_path: Path) -> None:
     finally:
         await env.client.close()
         await store.stop()
+
+
+def chat(visitor: str, ext: str, body: str = "hello") -> Inbound:
+    return Inbound(Channel.CHAT, EventKind.MESSAGE_IN, IdentityKind.CHAT, visitor, ext, body)
+
+
+async def test_a_claimed_number_needs_a_staff_confirmation_to_be_texted_or_called(web_env: WebEnv) -> None:
+    r = await web_env.service.ingest(chat("visitor-claims", "c-1", "text me at my number"))
+    await web_env.service.claim_identity(r.conversation_id, IdentityKind.PHONE, "+1 202 555 0144")
+    await web_env.login("bob")
+    url = f"/api/v1/conversations/{r.conversation_id}/messages"
+    body = {"channel": "sms", "body": "Hello from the office", "to": "+12025550144"}
+    resp = await web_env.client.post(url, json=body, headers=web_env.headers())
+    assert resp.status == 409
+    data = await resp.json()
+    assert data["needs_confirmation"] is True
+    assert "only typed in" in data["error"]
+    outbox = await web_env.store.read(lambda c: c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    assert outbox == 0
+    resp = await web_env.client.post(url, json={**body, "confirm_number": True}, headers=web_env.headers())
+    assert resp.status == 201
+    audit = await web_env.store.read(
+        lambda c: c.execute("SELECT actor FROM audit_log WHERE action = 'number_policy_override'").fetchall()
+    )
+    assert audit == [("bob",)]
+    # Click-to-call never dials a number that is only claimed: it is no reply route until verified.
+    detail = await (await web_env.client.get(f"/api/v1/conversations/{r.conversation_id}")).json()
+    assert detail["can_call"] is False
+    resp = await web_env.client.post(
+        f"/api/v1/conversations/{r.conversation_id}/call", json={}, headers=web_env.headers()
+    )
+    assert resp.status == 400
+    assert web_env.calls == []

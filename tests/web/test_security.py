@@ -265,21 +265,27 @@ async def test_login_form_without_its_token_is_refused(web_env: WebEnv) -> None:
     assert "gw_session" not in {c.key for c in web_env.client.session.cookie_jar}
 
 
-async def test_wrong_passwords_slow_the_login_down_but_never_lock_others_out(web_env: WebEnv) -> None:
-    for i in range(5):
-        resp = await web_env.login(password=f"wrong-{i}")
-        assert resp.status == 401, i
-        assert "Wrong username or password" in await resp.text()
-    resp = await web_env.login(password="wrong-6")
-    assert resp.status == 429
-    assert "Wait 1 second(s)" in (await resp.text())
-    assert resp.headers["Retry-After"] == "1"
-    # The right password must wait its turn too: the guesser's next try is spaced out, not free.
-    resp = await web_env.login(password=PASSWORD)
-    assert resp.status == 429
-    # Another user at the same address is not affected: the user's count is per (user, address).
-    resp = await web_env.login("bob", PASSWORD)
-    assert resp.status == 302
+async def test_wrong_passwords_slow_the_login_down_but_never_lock_others_out(tmp_path: Path) -> None:
+    web_env, store = await make_env(tmp_path, login_delay_seconds=60.0)
+    try:
+        for i in range(5):
+            resp = await web_env.login(password=f"wrong-{i}")
+            assert resp.status == 401, i
+            assert "Wrong username or password" in await resp.text()
+        resp = await web_env.login(password="wrong-6")
+        assert resp.status == 429
+        wait = int(resp.headers["Retry-After"])
+        assert 0 < wait <= 60
+        assert f"Wait {wait} second(s)" in (await resp.text())
+        # The right password must wait its turn too: the guesser's next try is spaced out, not free.
+        resp = await web_env.login(password=PASSWORD)
+        assert resp.status == 429
+        # Another user at the same address is not affected: the user's count is per (user, address).
+        resp = await web_env.login("bob", PASSWORD)
+        assert resp.status == 302
+    finally:
+        await web_env.client.close()
+        await store.stop()
 
 
 async def test_right_password_logs_in_and_cookie_is_hardened(tmp_path: Path) -> None:

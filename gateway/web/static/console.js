@@ -116,6 +116,11 @@
       case "message_out": cls = "out";
         head = (ev.author ? ev.author : "Sent") + " · " + label + (ev.delivery ? " · " + ev.delivery : "")
           + (meta.automated ? " · automated" : "");
+        // Sent outside the number policy or to a claimed number: say so beside the message, as text.
+        if (meta.number_warning) {
+          extra.push(el("div", { class: "warn", text: "Number check: " + String(meta.number_warning)
+            + (meta.number_confirmed_by ? " (confirmed by " + String(meta.number_confirmed_by) + ")" : "") }));
+        }
         break;
       case "note": cls = "note"; head = "Note by " + (ev.author || "staff"); break;
       case "voicemail": cls = "call"; head = "Voicemail" + (meta.duration ? " · " + Math.round(meta.duration) + " s" : "");
@@ -488,9 +493,15 @@
     const body = $("reply-body").value;
     if (!body.trim() || state.current === null) return;
     $("reply-error").textContent = "";
+    const payload = { body, channel: $("reply-channel").value, override_optout: $("override").checked };
     try {
-      await api("POST", "/api/v1/conversations/" + state.current + "/messages",
-        { body, channel: $("reply-channel").value, override_optout: $("override").checked });
+      try {
+        await api("POST", "/api/v1/conversations/" + state.current + "/messages", payload);
+      } catch (err) {
+        // The number is outside the number policy or only claimed: ask once, then send with the confirmation.
+        if (!(err.data && err.data.needs_confirmation) || !window.confirm(err.message)) throw err;
+        await api("POST", "/api/v1/conversations/" + state.current + "/messages", { ...payload, confirm_number: true });
+      }
       $("reply-body").value = "";
       $("override").checked = false;
       updateSegments();

@@ -719,3 +719,36 @@ async def test_the_caller_hears_the_transcription_notice_and_it_is_not_staff_spe
     assert staff_partials == [], "the notice is not shown as something the staff member said"
     found = [e for e in await rig.service.timeline(conv) if e.kind == "transcript"]
     assert not any(t["side"] == "staff" for e in found for t in e.meta["turns"])
+
+
+async def test_dialplan_refuses_premium_and_international_click_to_call(
+    rig: Rig, phones: Callable[..., object]
+) -> None:
+    """The shipped dialplan is a second line against toll fraud: an Originate that bypasses the gateway's own
+    number policy (sent straight over AMI) still never reaches the trunk with a premium or foreign number."""
+    ph = await phones(x201="answer", x299="answer_bye")  # type: ignore[operator]
+    refused = ["+19005551234", "+447400123456", "+881612345678"]
+    for i, number in enumerate(refused, start=1):
+        resp = await rig.vc.ami.action(
+            {
+                "Action": "Originate",
+                "Channel": "PJSIP/201",
+                "Context": "gw-click-to-call",
+                "Exten": number,
+                "Priority": "1",
+                "CallerID": '"toll test" <201>',
+                "Timeout": "10000",
+                "Async": "true",
+            },
+            timeout=10.0,
+            as_list=False,
+        )
+        assert resp.success
+        # The staff phone rang (and answers), so the click-to-call context runs for this number.
+        deadline = time.monotonic() + 20
+        while ph["201"].invites() < i:  # type: ignore[index]
+            assert time.monotonic() < deadline, f"phone 201 never rang for the Originate to {number}"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2.0)  # answered, and time enough for a Dial to the trunk, had there been one
+    assert ph["201"].invites() == len(refused)  # type: ignore[index]
+    assert ph["299"].invites() == 0  # type: ignore[index]
