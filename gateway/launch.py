@@ -80,10 +80,16 @@ class Started:
     facts: dict[str, str] = field(default_factory=dict)
 
 
-def _script(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+def _script(*args: str, timeout: float = 1800, show: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run local-asterisk.sh; with ``show`` its own progress lines go straight to the terminal (or the log)."""
     bash = shutil.which("bash") or "/bin/bash"
     return subprocess.run(  # noqa: S603 - our own script with fixed arguments
-        [bash, str(ASTERISK_SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False
+        [bash, str(ASTERISK_SCRIPT), *args],
+        stdout=subprocess.PIPE,
+        stderr=None if show else subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -105,9 +111,9 @@ def start_asterisk(progress: Progress, started: Started) -> dict[str, str] | Non
         progress.say(f"[ off] Asterisk: {ASTERISK_SCRIPT} is not here; the voice channel stays off")
         return None
     with progress.step("Asterisk: provisioning the local PBX (the first time takes a few minutes)") as note:
-        done = _script("provision")
+        done = _script("provision", show=True)  # the first time it installs a chroot: its lines show progress
         if done.returncode != 0:
-            raise ConfigError(f"provisioning Asterisk failed: {done.stderr.strip()[-500:]}")
+            raise ConfigError("provisioning Asterisk failed (its messages are above)")
         note.append("installed")
     # Calls from sipp on 127.0.0.2 play the trunk (the demo's customer calls in that way).
     os.environ.setdefault("GATEWAY_ASTERISK_TRUNK_MATCH", "127.0.0.2")

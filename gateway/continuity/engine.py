@@ -140,7 +140,11 @@ class ContinuityEngine:
         await self._recover()
 
     async def tick(self) -> None:
-        """One pass of the loop without waiting: new events, due jobs, call outcomes, stalled threads."""
+        """One pass of the loop without waiting: new events, due jobs, call outcomes, stalled threads.
+
+        For callers that drive the engine themselves after :meth:`prepare` (tests, benchmarks); never while
+        :meth:`start`'s loop runs, which owns every decision so that two passes never handle one event twice.
+        """
         await self.process_events()
         await self.run_due()
         await self._check_calls()
