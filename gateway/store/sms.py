@@ -277,7 +277,9 @@ def next_due(conn: sqlite3.Connection, now: float) -> OutboundRow | None:
     never ahead of an earlier pending message to the same number."""
     row = conn.execute(
         "SELECT o.id, o.conversation_id, o.to_addr, o.body, o.attempts, o.automated, o.expires_at FROM outbox o"
-        " WHERE o.channel = 'sms' AND o.state = 'queued' AND o.next_attempt_at <= ? AND o.expires_at > ?"
+        # "+o.next_attempt_at": not a range for the planner, so it walks outbox_send_order in send order and stops
+        # at the first row that may go (instead of sorting every due row: 20 ms at 10,000 queued).
+        " WHERE o.channel = 'sms' AND o.state = 'queued' AND +o.next_attempt_at <= ? AND o.expires_at > ?"
         f" AND {_IN_ORDER} ORDER BY o.automated, o.next_attempt_at, o.id LIMIT 1",
         (now, now),
     ).fetchone()

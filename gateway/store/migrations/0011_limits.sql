@@ -21,3 +21,7 @@ CREATE TRIGGER IF NOT EXISTS staff_credentials_changed AFTER UPDATE OF password_
 WHEN old.password_hash IS NOT new.password_hash OR old.role IS NOT new.role BEGIN
     DELETE FROM web_sessions WHERE staff_id = new.id;
 END;
+
+-- The outbox claim walks queued rows in send order (staff first, then due time) and stops at the first one that
+-- no earlier pending message to the same number holds back: this index lets it stop early instead of sorting.
+CREATE INDEX IF NOT EXISTS outbox_send_order ON outbox(channel, state, automated, next_attempt_at, id);
