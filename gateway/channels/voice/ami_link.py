@@ -228,6 +228,9 @@ class AmiLink:
                 )
         except TimeoutError as err:
             raise TransientError("AMI did not answer the Login action") from err
+        if not resp.success and "shutting down" in str(resp.get("Message", "")).lower():
+            # Asterisk answers the login while it restarts: not a wrong secret, the link comes back by itself.
+            raise TransientError(f"AMI at {self.host}:{self.port}: Asterisk is shutting down (restarting?)")
         if not resp.success:
             raise ConfigError(
                 f"AMI at {self.host}:{self.port} refused login for user {self._username!r}: "
