@@ -209,9 +209,8 @@ def render_config(data_dir: Path, pbx: dict[str, str] | None, modem: Path, model
             *_live_call_lines(pbx),
             "# Demo pacing: the test PBX rings the group for a few seconds only.",
             "abandon_seconds = 3.0",
-            "# Recovery after downtime: Asterisk's own call records and recordings, as the host sees them.",
-            f'recordings_dir = "{pbx["HOST_RECORDINGS_DIR"]}"',
         ]
+        # Recovery after downtime reads Asterisk's own call records where the host sees them.
         if pbx.get("HOST_CDR_FILE"):
             lines.append(f'cdr_file = "{pbx["HOST_CDR_FILE"]}"')
     lines += ["[transcribe]", f"enabled = {'true' if model else 'false'}"]
