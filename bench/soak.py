@@ -365,6 +365,14 @@ class Soak:
 
     async def kill_daemon(self, daemon: Daemon) -> None:
         async with self.daemon_lock:
+            # A burst just before the kill, so the kill lands while texts are on the SIM, not yet stored.
+            if self.emu.plugged:
+                for _ in range(self.rand.randint(5, 15)):
+                    text = f"soak burst {len(self.ledger.sms_in) + 1:05d} hello"
+                    with contextlib.suppress(Exception):
+                        self.emu.deliver(self.rand.choice(SMS_SENDERS), text)
+                        self.ledger.sms_in.append(text)
+                await asyncio.sleep(self.rand.uniform(0.0, 0.4))
             self.ledger.in_flight_at_kill += self.in_flight()
             daemon.kill9()
             self.ledger.faults["kill -9 daemon"] += 1
@@ -463,10 +471,14 @@ class Soak:
         await self.enqueue_replies(3)
         await daemon.start()
         self.stop_at = time.monotonic() + self.args.seconds
-        work = [self.sms_in(), *(self.chat(v) for v in range(self.args.visitors)), self.fault_loop(daemon)]
-        if self.pbx is not None:
-            work.append(self.calls())
-        await asyncio.gather(*work)
+        # A TaskGroup: when one worker fails, the others are cancelled (their sipp phones stopped), never orphaned.
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.sms_in())
+            for v in range(self.args.visitors):
+                tg.create_task(self.chat(v))
+            tg.create_task(self.fault_loop(daemon))
+            if self.pbx is not None:
+                tg.create_task(self.calls())
         await self.settle(daemon, 180)
         await asyncio.sleep(3)  # the last recovered voicemail reaches the transcriber
         await self.settle(daemon, 120)
@@ -491,7 +503,7 @@ class Soak:
             r[0]
             for r in query(self.db, "SELECT external_id FROM events WHERE kind = 'message_in' AND channel = 'chat'")
         )
-        chat_ids = Counter()
+        chat_ids: Counter[str] = Counter()
         for ext, count in chats.items():
             for cid in led.chat_acked:
                 if ext is not None and ext.endswith(cid):

@@ -162,6 +162,24 @@ def find_model(progress: Progress) -> str:
     return path
 
 
+def _live_call_lines(pbx: dict[str, str]) -> list[str]:
+    """The whisper cache and live transcription over ARI, when the local Asterisk offers them."""
+    lines: list[str] = []
+    if pbx.get("WHISPER_DIR"):
+        lines.append(f'whisper_dir = "{pbx["WHISPER_DIR"]}"')
+    if pbx.get("HOST_RECORDINGS_DIR"):
+        lines.append(f'recordings_dir = "{pbx["HOST_RECORDINGS_DIR"]}"')
+    if pbx.get("ARI_PORT") and pbx.get("ARI_PASSWORD"):
+        lines += [
+            f'ari_url = "http://127.0.0.1:{int(pbx["ARI_PORT"])}"',
+            f'ari_username = "{pbx.get("ARI_USER", "gateway-ari")}"',
+            f'ari_password = "{pbx["ARI_PASSWORD"]}"',
+            "# One live transcription worker is enough for the demo's calls (each holds the model once).",
+            "live_workers = 1",
+        ]
+    return lines
+
+
 def render_config(data_dir: Path, pbx: dict[str, str] | None, modem: Path, model: str, port: int) -> str:
     """The generated configuration for this run (TOML)."""
     lines = [
@@ -188,9 +206,13 @@ def render_config(data_dir: Path, pbx: dict[str, str] | None, modem: Path, model
             f'agi_host = "{agi_host}"',
             f"agi_port = {int(agi_port)}",
             f'staff = {{ "201" = "{ADMIN}" }}',
+            *_live_call_lines(pbx),
             "# Demo pacing: the test PBX rings the group for a few seconds only.",
             "abandon_seconds = 3.0",
         ]
+        # Recovery after downtime reads Asterisk's own call records where the host sees them.
+        if pbx.get("HOST_CDR_FILE"):
+            lines.append(f'cdr_file = "{pbx["HOST_CDR_FILE"]}"')
     lines += ["[transcribe]", f"enabled = {'true' if model else 'false'}"]
     if model:
         lines.append(f'model_path = "{model}"')

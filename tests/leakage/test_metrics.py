@@ -390,3 +390,13 @@ async def s_due(store: Store, cid: int, due: float) -> None:
             "UPDATE conversations SET next_step_due = ?, updated_at = ? WHERE id = ?", (due, time.time(), cid)
         )
     )
+
+
+async def test_a_range_reaching_past_today_counts_the_same_days(store: Store) -> None:
+    h = await seed_week(store)
+    await merged(store, h)
+    svc = service(store)
+    upto = await svc.report(svc.parse_range("2026-11-23", "2026-12-01"))
+    beyond = await svc.report(svc.parse_range("2026-11-23", "2026-12-04"))
+    assert {k: v["count"] for k, v in beyond["metrics"].items()} == {k: v["count"] for k, v in upto["metrics"].items()}
+    assert beyond["daily"]["series"]["missed_calls_unreturned"][-3:] == [0, 0, 0]

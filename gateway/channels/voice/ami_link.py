@@ -1,12 +1,9 @@
 """The AMI link: panoramisk's ``Manager`` under our own supervision.
 
-Theory of operation
--------------------
-panoramisk 1.4 parses AMI well, but its connection management must not be used as is: it
-reconnects on a fixed 2 s timer, its keep-alive ping never checks the reply, and after a reconnect
-it re-sends every action that had no answer yet, so an ``Originate`` whose reply was lost can
-dial a customer twice. :class:`AmiLink` keeps the parser and the action/response matching and
-replaces the rest:
+Theory of operation ------------------- panoramisk 1.4 parses AMI well, but its connection management must not be used
+as is: it reconnects on a fixed 2 s timer, its keep-alive ping never checks the reply, and after a reconnect it re-sends
+every action that had no answer yet, so an ``Originate`` whose reply was lost can dial a customer twice.
+:class:`AmiLink` keeps the parser and the action/response matching and replaces the rest:
 
 * :class:`_Manager` (a ``Manager`` subclass) never reconnects by itself, never pings by itself and
   never re-sends: when the connection is lost, every action still waiting fails with
@@ -231,6 +228,9 @@ class AmiLink:
                 )
         except TimeoutError as err:
             raise TransientError("AMI did not answer the Login action") from err
+        if not resp.success and "shutting down" in str(resp.get("Message", "")).lower():
+            # Asterisk answers the login while it restarts: not a wrong secret, the link comes back by itself.
+            raise TransientError(f"AMI at {self.host}:{self.port}: Asterisk is shutting down (restarting?)")
         if not resp.success:
             raise ConfigError(
                 f"AMI at {self.host}:{self.port} refused login for user {self._username!r}: "

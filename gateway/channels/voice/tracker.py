@@ -131,6 +131,7 @@ class _Call:
     channels: set[str] = field(default_factory=set)
     dial_statuses: list[str] = field(default_factory=list)
     staff_extension: str | None = None  # outbound: who placed it
+    from_origin: bool = True  # created from the channel that started the call (Uniqueid == Linkedid)
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,24 @@ class CallTracker:
         ch = _Chan(uid, linked, name, endpoint_of(name), state=event.get("ChannelStateDesc", ""))
         self._chans[uid] = ch
         call = self._calls.get(linked)
+        if call is not None and not call.from_origin and uid == linked:
+            # A resync listed a dialled leg first (its CallerIDNum is the phone's own number): now that the
+            # channel that started the call shows up, take caller, name and direction from it.
+            origin = self._new_call(linked, ch, event, ts)
+            call.rec = replace(
+                origin.rec,
+                started_at=min(call.rec.started_at, origin.rec.started_at),
+                extensions_rung=call.rec.extensions_rung,
+                answered_by=call.rec.answered_by,
+                answered_at=call.rec.answered_at,
+                last_answered_by=call.rec.last_answered_by,
+                voicemail_path=call.rec.voicemail_path,
+                voicemail_seconds=call.rec.voicemail_seconds,
+                # A conversation found for the wrong caller is not this caller's.
+                conversation_id=call.rec.conversation_id if call.rec.caller == origin.rec.caller else None,
+            )
+            call.staff_extension = call.staff_extension or origin.staff_extension
+            call.from_origin = True
         if call is None:
             if linked in self._recent:
                 # A straggler channel of a call that already ended (e.g. a late Local leg).
@@ -295,6 +314,7 @@ class CallTracker:
                 call.rec = replace(call.rec, ended_at=None, outcome=None)
             else:
                 call = self._new_call(linked, ch, event, ts)
+                call.from_origin = uid == linked
                 out.append(CallStarted(call.rec))
             self._calls[linked] = call
         call.channels.add(uid)

@@ -18,20 +18,24 @@ async def _conversation(rig: Rig, number: str) -> int:
 
 
 async def test_a_later_message_never_overtakes_one_waiting_for_a_retry(rig: Rig, emulator: ModemEmulator) -> None:
-    ch = await rig.channel(str(emulator.link), retry_base=1.0, retry_cap=1.0)
+    # The retry delay is long enough that a busy machine still enqueues the second message while the first
+    # is waiting for its retry (the window this test is about), and short enough to keep the test quick.
+    ch = await rig.channel(str(emulator.link), retry_base=5.0, retry_cap=5.0)
     await wait_for(lambda: ch.modem_state.connected)
     conv = await _conversation(rig, CUSTOMER)
     emulator.fail_next_send(42, count=1)  # congestion on the first attempt of the first message
     first = await rig.service.enqueue_outbound(conv, "sms", CUSTOMER, "1: your quote is $300", automated=False)
     await wait_for(lambda: rig.outbox(first)["attempts"] == 1 and rig.outbox(first)["state"] == "queued")
     second = await rig.service.enqueue_outbound(conv, "sms", CUSTOMER, "2: and it includes tax", automated=False)
-    await wait_for(lambda: rig.outbox(second)["state"] in ("sent", "delivered"), timeout=20)
+    assert rig.outbox(first)["state"] == "queued", "the second message was queued inside the retry window"
+    await wait_for(lambda: rig.outbox(second)["state"] in ("sent", "delivered"), timeout=40)
     assert [m.text for m in emulator.sent] == ["1: your quote is $300", "2: and it includes tax"]
     assert rig.outbox(first)["attempts"] == 2
 
 
 async def test_other_recipients_are_not_held_up_by_a_retry(rig: Rig, emulator: ModemEmulator) -> None:
-    ch = await rig.channel(str(emulator.link), retry_base=3.0, retry_cap=3.0)
+    # A retry delay far longer than a busy machine needs to send the other message (see the first test).
+    ch = await rig.channel(str(emulator.link), retry_base=8.0, retry_cap=8.0)
     await wait_for(lambda: ch.modem_state.connected)
     conv = await _conversation(rig, CUSTOMER)
     other = await _conversation(rig, "+12025550188")
@@ -39,7 +43,7 @@ async def test_other_recipients_are_not_held_up_by_a_retry(rig: Rig, emulator: M
     first = await rig.service.enqueue_outbound(conv, "sms", CUSTOMER, "for the customer", automated=False)
     await wait_for(lambda: rig.outbox(first)["attempts"] == 1)
     await rig.service.enqueue_outbound(other, "sms", "+12025550188", "for someone else", automated=False)
-    await wait_for(lambda: len(emulator.sent) == 2, timeout=20)
+    await wait_for(lambda: len(emulator.sent) == 2, timeout=40)
     assert [m.text for m in emulator.sent] == ["for someone else", "for the customer"]
 
 

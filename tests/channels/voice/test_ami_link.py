@@ -58,6 +58,22 @@ async def test_login_refused_is_a_config_error_naming_the_keys(ami: FakeAmi) -> 
     assert not link.connected
 
 
+async def test_login_while_asterisk_shuts_down_is_retried_not_a_config_error(ami: FakeAmi) -> None:
+    """Found by the fault soak: during an Asterisk restart the login is refused with "Asterisk is shutting down";
+    that is not a wrong secret, and the link must come back once Asterisk is up again."""
+    ami.shutting_down = True
+    link, _ = make_link(ami.port)
+    await link.start()  # no ConfigError: the supervisor keeps trying
+    try:
+        await asyncio.sleep(0.3)
+        assert not link.connected
+        assert "shutting down" in (link.state.last_error or "")
+        ami.shutting_down = False
+        await until(lambda: link.connected)
+    finally:
+        await link.stop()
+
+
 async def test_events_arrive_as_dicts_and_on_connected_runs(ami: FakeAmi) -> None:
     connected: list[bool] = []
 

@@ -19,7 +19,7 @@ from gateway.channels.voice.label import stored_name
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.domain.bus import Bus
 from gateway.domain.calls import CallOutcome
-from gateway.domain.events import CallEnded, VoicemailRecorded
+from gateway.domain.events import CallEnded, Event, VoicemailRecorded
 from gateway.domain.models import IdentityKind
 from gateway.domain.service import ConversationService
 from gateway.store.db import Store
@@ -88,7 +88,7 @@ class Env:
         vc._connected_at = NOW
         return vc
 
-    def published(self) -> list[object]:
+    def published(self) -> list[Event]:
         out = []
         while (ev := self.sub.get_nowait()) is not None:
             out.append(ev)
@@ -252,3 +252,21 @@ def test_window_and_names() -> None:
     assert stored_name("A\u202eB\x00 C") == "AB C"
     assert stored_name("👩\u200d💻 Ana") == "👩\u200d💻 Ana"
     assert time.time() > 0
+
+
+def test_gateway_up_points_recovery_at_the_local_asterisk(tmp_path: Path) -> None:
+    """`gateway up` (the demo) reads the local Asterisk's call records and recordings where the host sees them."""
+    from gateway import config as cfgmod  # noqa: PLC0415
+    from gateway.launch import render_config  # noqa: PLC0415
+
+    pbx = {
+        "AMI_PORT": "15038",
+        "AMI_USER": "gateway",
+        "AMI_SECRET": "s",
+        "AGI_ADDR": "127.0.0.1:14573",
+        "HOST_RECORDINGS_DIR": "/var/spool/gateway-test/recordings",
+        "HOST_CDR_FILE": "/var/lib/gateway/asterisk-root/var/log/x/cdr-custom/gateway-calls.csv",
+    }
+    cfg = cfgmod.parse(render_config(tmp_path, pbx, tmp_path / "tty", "", 8080), "up.toml")
+    assert cfg.voice.cdr_file == pbx["HOST_CDR_FILE"]
+    assert cfg.voice.recordings_dir == pbx["HOST_RECORDINGS_DIR"]

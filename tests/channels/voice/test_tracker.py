@@ -337,6 +337,36 @@ def test_resync_ends_vanished_calls_and_keeps_live_ones() -> None:
     assert tr.busy_extensions() == frozenset({"203"})
 
 
+def test_resync_listing_a_dialled_leg_first_keeps_the_real_caller() -> None:
+    """Found by the fault soak: the gateway started during a call, CoreShowChannels listed the phone's leg
+    (CallerIDNum = the phone's own number) before the trunk channel, and the voicemail landed in a conversation
+    of "203". The channel that started the call decides who called."""
+    tr = CallTracker(staff=STAFF)
+    tr.begin_resync()
+    tr.feed(
+        {"Event": "CoreShowChannel", **chan("PJSIP/203-7", "400.2", "400.1"), "CallerIDNum": "203", "Exten": "s"},
+        3000,
+    )
+    tr.feed(
+        {
+            "Event": "CoreShowChannel",
+            **chan("PJSIP/trunk-7", "400.1", "400.1"),
+            "CallerIDNum": "+15556698968",
+            "CallerIDName": "김민수",
+            "ChannelStateDesc": "Up",
+        },
+        3000,
+    )
+    tr.end_resync(3000)
+    (call,) = tr.active_calls()
+    assert call.caller == "+15556698968"
+    assert call.caller_name == "김민수"
+    assert call.direction is CallDirection.INBOUND
+    tr.feed({"Event": "Hangup", "Timestamp": "3009", **chan("PJSIP/203-7", "400.2", "400.1")}, 3009)
+    (end,) = ended(tr.feed({"Event": "Hangup", "Timestamp": "3010", **chan("PJSIP/trunk-7", "400.1", "400.1")}, 3010))
+    assert end.call.caller == "+15556698968"
+
+
 def test_click_to_call_outbound() -> None:
     tr = CallTracker(staff=STAFF)
     tr.expect_outbound("gw-c2c-1", customer="+15557654321", extension="201", conversation_id=42)

@@ -19,6 +19,7 @@ class FakeAmi:
     """Accepts logins with ``secret``; answers Ping unless ``mute_pings``; records every action."""
 
     secret: str = "s3cret"
+    shutting_down: bool = False
     mute_pings: bool = False
     answer_originate: bool = True
     drop_on_originate: bool = False
@@ -82,7 +83,9 @@ class FakeAmi:
         name = act.get("Action", "").lower()
         aid = act.get("ActionID", "")
         if name == "login":
-            if act.get("Secret") == self.secret:
+            if self.shutting_down:
+                w.write(packet(Response="Error", ActionID=aid, Message="Asterisk is shutting down"))
+            elif act.get("Secret") == self.secret:
                 self.logins += 1
                 w.write(packet(Response="Success", ActionID=aid, Message="Authentication accepted"))
                 w.write(packet(Event="FullyBooted", Privilege="system,all", Status="Fully Booted"))
