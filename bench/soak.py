@@ -377,7 +377,7 @@ class Soak:
                     with contextlib.suppress(Exception):
                         self.emu.deliver(self.rand.choice(SMS_SENDERS), text)
                         self.ledger.sms_in.append(text)
-                await asyncio.sleep(self.rand.uniform(0.0, 0.4))
+                await asyncio.sleep(self.rand.uniform(0.0, 0.05))
             self.ledger.in_flight_at_kill += self.in_flight()
             daemon.kill9()
             self.ledger.faults["kill -9 daemon"] += 1
