@@ -80,7 +80,7 @@ def main() -> None:
         conn = sqlite3.connect(path, isolation_level=None)
         configure_connection(conn, writer=True)
         migrate(conn, path)
-        conn.isolation_level = ""
+        conn.isolation_level = "DEFERRED"
         now = time.time()
         _fill(conn, args.queued, now)
         print(f"outbox: {args.queued} queued SMS")

@@ -1,14 +1,11 @@
-"""SMS benchmark, run by hand: ``.venv/bin/python bench/sms_bench.py [--messages 500 --delay
-0.02]``.
+"""SMS benchmark, run by hand: ``.venv/bin/python bench/sms_bench.py [--messages 500 --delay 0.02]``.
 
-(a) Drain: N messages wait on the SIM of the emulated modem (a separate process, every answer
-delayed
-    by ``--delay`` seconds, as a USB modem is slow). Time until all N are in durable storage and
-    until
-    the SIM is empty: this gateway versus ``gammu-smsd`` (files backend) against the same emulator.
-(b) Outbound overhead of this gateway: from ``enqueue_outbound`` to the first byte of ``AT+CMGS``,
-    one message at a time with the modem idle (p50/p99), and the CPU time of this process per part
-    sent (the emulator runs in another process, so its CPU is not counted).
+(a) Drain: N messages wait on the SIM of the emulated modem (a separate process, every answer delayed by ``--delay``
+    seconds, as a USB modem is slow). Time until all N are in durable storage and until the SIM is empty: this
+    gateway versus ``gammu-smsd`` (files backend) against the same emulator.
+(b) Outbound overhead of this gateway: from ``enqueue_outbound`` to the first byte of ``AT+CMGS``, one message at a
+    time with the modem idle (p50/p99), and the CPU time of this process per part sent (the emulator runs in another
+    process, so its CPU is not counted).
 
 Needs ``gammu-smsd`` (Debian package) for the comparison; without it only our figures are printed.
 """

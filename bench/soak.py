@@ -508,7 +508,7 @@ class Soak:
             r[0]
             for r in query(self.db, "SELECT external_id FROM events WHERE kind = 'message_in' AND channel = 'chat'")
         )
-        chat_ids = Counter()
+        chat_ids: Counter[str] = Counter()
         for ext, count in chats.items():
             for cid in led.chat_acked:
                 if ext is not None and ext.endswith(cid):

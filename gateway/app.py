@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # the channel modules are imported only when configured
     from gateway.continuity.engine import ContinuityEngine
     from gateway.continuity.promise_keeper import PromiseKeeper
     from gateway.domain.spine_learner import SpineLearner
-    from gateway.transcribe.live import LiveSpeech
+    from gateway.transcribe.live import LiveSpeech, LiveSpeechPart
     from gateway.transcribe.service import TranscriptionService
     from gateway.web.app import WebServer
 
@@ -123,6 +123,7 @@ class App:
         self._sampler: asyncio.Task[None] | None = None
         self.continuity: ContinuityEngine | None = None
         self.promises: PromiseKeeper | None = None
+        self.live_speech: LiveSpeechPart | None = None
         self._started: list[tuple[str, Part]] = []
         self._stopping = asyncio.Event()
 
@@ -172,7 +173,8 @@ class App:
         speech = LiveSpeech(
             model, workers=cfg.voice.live_workers, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active
         )
-        parts.append(("live-speech", LiveSpeechPart(speech)))
+        self.live_speech = LiveSpeechPart(speech)
+        parts.append(("live-speech", self.live_speech))
         return speech
 
     def _build_spine_learner(self) -> Part:
@@ -322,6 +324,8 @@ class App:
             )
         if self.continuity is not None:
             items.append(self.continuity.health())
+        if self.live_speech is not None:
+            items.append(self.live_speech.health())
         items.append(self._bus_health())
         items.append(
             ok("web", "Web console", f"serving {self.web.url}/console")

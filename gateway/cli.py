@@ -1,10 +1,9 @@
 """The ``gateway`` command.
 
-Exit codes (sysexits): 0 ok; 1 a check failed (doctor, check-config found problems); 64 usage error; 65 bad input
-data (a backup that is not a gateway database); 69 a needed service is unavailable (daemon already running);
-70 internal error; 73 cannot create an output file; 74 the operating system refused a file operation;
-75 temporary failure (disk full), retry later; 78 configuration
-error.
+Exit codes (sysexits): 0 ok; 1 a check failed (doctor, check-config found problems); 64 usage error; 65 bad input data
+(a backup that is not a gateway database); 69 a needed service is unavailable (daemon already running); 70 internal
+error; 73 cannot create an output file; 74 the operating system refused a file operation; 75 temporary failure (disk
+full), retry later; 78 configuration error.
 """
 
 from __future__ import annotations

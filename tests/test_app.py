@@ -89,3 +89,21 @@ async def test_failed_start_stops_what_was_started(tmp_path: Path) -> None:
 
 def _web(port: int) -> object:
     return cfgmod.parse(f"[web]\nport = {port}\n", "t.toml").web
+
+
+def test_live_transcription_is_off_with_a_clear_line_until_the_ari_password_is_set(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = cfgmod.parse(
+        f'[gateway]\ndata_dir = "{tmp_path}"\n[voice]\nenabled = true\n[transcribe]\nenabled = true\n', "t.toml"
+    )
+    parts: list[tuple[str, object]] = []
+    with caplog.at_level(logging.INFO, logger="gateway.app"):
+        assert App(cfg)._build_live_speech(parts) is None  # type: ignore[arg-type]
+    assert parts == []
+    assert "live call transcription is off: set voice.ari_password" in caplog.text
+    with_password = cfgmod.parse(
+        f'[gateway]\ndata_dir = "{tmp_path}"\n[voice]\nari_password = "x"\n[transcribe]\nenabled = true\n', "t.toml"
+    )
+    assert App(with_password)._build_live_speech(parts) is not None  # type: ignore[arg-type]
+    assert [name for name, _ in parts] == ["live-speech"]

@@ -16,7 +16,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gateway.continuity.promises import Hours, PromiseFound, find_promises
 from gateway.domain.bus import Bus, Subscription
@@ -153,11 +153,6 @@ class PromiseKeeper:
         """Confirmed promises past due with no staff contact in time (see the module docstring)."""
         now = self.clock()
         return await self.store.read(lambda c: sql.not_kept(c, now, since))
-
-    async def health(self) -> dict[str, Any]:
-        """Figures for the status page."""
-        broken = await self.not_kept()
-        return {"proposed": self.proposed, "not_kept": len(broken)}
 
 
 def _insert(

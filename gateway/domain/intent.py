@@ -1,20 +1,13 @@
 """What a message or voicemail is about: keyword spotting per intent, in Korean and English.
 
-Theory of operation: the operator configures keyword lists per intent (``book``, ``cancel``,
-``estimate``,
-``urgent``...). Text is normalised (Unicode NFKC, case-folded, punctuation to spaces) and split into
-tokens. A keyword
-matches a token that *starts* with it, because Korean attaches particles and endings to the word
-(``예약하고``,
-``예약을``) and English inflects it (``booking``, ``cancelled``); a keyword of several words matches
-consecutive
-tokens. Hits may also come from elsewhere (the recogniser's grammar pass reports keywords it heard
-with a
-confidence); :func:`decide` merges all hits into one :class:`IntentDecision`: the intent with the
-most hits (ties go
-to the intent listed first) and an urgency flag when any "urgent" intent was heard. The decision
-only ever *sets*
-urgency: a later message without urgent words does not clear a flag staff or an earlier message set.
+Theory of operation: the operator configures keyword lists per intent (``book``, ``cancel``, ``estimate``,
+``urgent``...). Text is normalised (Unicode NFKC, case-folded, punctuation to spaces) and split into tokens. A keyword
+matches a token that *starts* with it, because Korean attaches particles and endings to the word (``예약하고``,
+``예약을``) and English inflects it (``booking``, ``cancelled``); a keyword of several words matches consecutive tokens.
+Hits may also come from elsewhere (the recogniser's grammar pass reports keywords it heard with a confidence);
+:func:`decide` merges all hits into one :class:`IntentDecision`: the intent with the most hits (ties go to the intent
+listed first) and an urgency flag when any "urgent" intent was heard. The decision only ever *sets* urgency: a later
+message without urgent words does not clear a flag staff or an earlier message set.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import PhoneNumberType
@@ -100,6 +101,21 @@ def _kind(number: phonenumbers.PhoneNumber, e164: str) -> str:
     return _NAMES.get(phonenumbers.number_type(number), "unknown")
 
 
+@lru_cache(maxsize=65536)
+def _classify(raw: str, home_region: str) -> tuple[str, str, str | None] | None:
+    """(E.164, kind, region) of ``raw``, or None when it is not a phone number. Cached: libphonenumber's parse and
+    validation cost about a quarter of a millisecond, and every outbound text and click-to-call asks again."""
+    text = raw.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, home_region)
+    except phonenumbers.NumberParseException:
+        return None
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164, _kind(number, e164), phonenumbers.region_code_for_number(number)
+
+
 @dataclass(frozen=True, slots=True)
 class NumberPolicy:
     """Which numbers may be texted (``sms_types``) or dialled (``dial_types``), and in which regions.
@@ -129,16 +145,10 @@ class NumberPolicy:
 
     def check(self, raw: str, *, purpose: str = "sms") -> NumberVerdict:
         """Judge ``raw`` for ``purpose`` ('sms' or 'dial'); never raises."""
-        text = raw.strip()
-        if text.startswith("00"):
-            text = "+" + text[2:]
-        try:
-            number = phonenumbers.parse(text, self.home_region)
-        except phonenumbers.NumberParseException:
+        classified = _classify(raw, self.home_region)
+        if classified is None:
             return NumberVerdict(raw, "invalid", None, False, "it is not a phone number")
-        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-        kind = _kind(number, e164)
-        region = phonenumbers.region_code_for_number(number)
+        e164, kind, region = classified
         if kind == "invalid":
             return NumberVerdict(e164, kind, region, False, "it is not a valid number (libphonenumber)")
         allowed_types = self.dial_types if purpose == "dial" else self.sms_types

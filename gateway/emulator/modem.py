@@ -1,27 +1,17 @@
 """A GSM modem on a pseudo-terminal, speaking 3GPP TS 27.005/27.007 in PDU mode.
 
-Theory of operation: :meth:`ModemEmulator.start` opens a pty pair (``os.openpty()``), puts the
-slave in
-raw mode and (optionally) points a symlink at it, so a driver opens it exactly like
-``/dev/ttyUSB0``. One
-thread owns the master side: it reads command lines ending in CR, answers them the way real modems
-do
-(echo until ``ATE0``, ``OK``/``ERROR``/``+CMS ERROR``, the ``> `` prompt of ``AT+CMGS``, ``Ctrl-Z``
-to
-send), and writes unsolicited codes (``+CMTI``, ``+CDS``, ``RING``, vendor noise) queued by the
-scripting
-methods. The scripting methods may be called from any thread (tests, the control socket): they take
-the
-emulator's lock, change the SIM or the fault settings, and queue output for the thread to write.
+Theory of operation: :meth:`ModemEmulator.start` opens a pty pair (``os.openpty()``), puts the slave in raw mode and
+(optionally) points a symlink at it, so a driver opens it exactly like ``/dev/ttyUSB0``. One thread owns the master
+side: it reads command lines ending in CR, answers them the way real modems do (echo until ``ATE0``,
+``OK``/``ERROR``/``+CMS ERROR``, the ``> `` prompt of ``AT+CMGS``, ``Ctrl-Z`` to send), and writes unsolicited codes
+(``+CMTI``, ``+CDS``, ``RING``, vendor noise) queued by the scripting methods. The scripting methods may be called from
+any thread (tests, the control socket): they take the emulator's lock, change the SIM or the fault settings, and queue
+output for the thread to write.
 
-Faults are states, not special code paths in the driver's favour: a hang makes the thread read and
-drop
-input without answering; an unplug closes both pty ends and removes the symlink (the device
-vanishes);
-a replug opens a new pty, maybe under a new link name, and boots again with the profile's boot
-noise.
-A full SIM leaves new messages "in the network" until a deletion frees a slot, as a real SMSC
-retries.
+Faults are states, not special code paths in the driver's favour: a hang makes the thread read and drop input without
+answering; an unplug closes both pty ends and removes the symlink (the device vanishes); a replug opens a new pty, maybe
+under a new link name, and boots again with the profile's boot noise. A full SIM leaves new messages "in the network"
+until a deletion frees a slot, as a real SMSC retries.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ The store hands over the timeline rows of a time window (oldest first), already 
 row lives in now, so an event that moved in a merge is counted once, in the conversation that holds it. For each
 conversation :func:`collect` walks its rows once and emits :class:`Item` s (one per leak, anchored at the moment the
 leak began: the missed call, the voicemail, the chat's first message, the first unanswered text...) and
-:class:`Sample` s (one per customer contact that waited for a first human response). Summaries for any sub-range, per
-day, per owner or per channel are then cheap filters over those lists.
+:class:`Sample` s (one per customer contact that waited for a first human response). :class:`DayTotals` adds them up
+per local day, so any run of days, per owner or per channel, is a sum over day buckets; :class:`RunningTotals`
+keeps such totals up to date conversation by conversation.
 
 A *staff touch* is anything a person at the office did towards the customer: a message sent that is not automated
 (``meta.automated`` is not true), a call answered, or an outbound call placed. Automated texts never count as an
@@ -22,7 +23,7 @@ import bisect
 import heapq
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -302,61 +303,6 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def summarize(collected: Collected, start: float, end: float) -> dict[str, Any]:
-    """Counts, distinct conversations, per-owner counts, not-sent reasons and response times for ``[start, end)``."""
-    counts: dict[str, int] = dict.fromkeys(METRICS, 0)
-    convs: dict[str, set[int]] = {k: set() for k in METRICS}
-    owners: dict[str, dict[str, int]] = {k: {} for k in METRICS}
-    reasons: dict[str, int] = {}
-    for it in collected.items:
-        if not start <= it.at < end:
-            continue
-        counts[it.metric] += 1
-        convs[it.metric].add(it.conversation_id)
-        by = owners[it.metric]
-        by[it.owner] = by.get(it.owner, 0) + 1
-        if it.metric == "automated_not_sent":
-            reasons[it.detail] = reasons.get(it.detail, 0) + 1
-    return {
-        "metrics": {
-            k: {"count": counts[k], "conversations": len(convs[k]), "by_owner": dict(sorted(owners[k].items()))}
-            for k in METRICS
-        },
-        "automated_not_sent_by_reason": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "first_response": response_times(collected.samples, start, end),
-    }
-
-
-def response_times(samples: Iterable[Sample], start: float, end: float) -> dict[str, dict[str, Any]]:
-    """Per channel (and per owner): median and 90th percentile of business seconds to a first human response."""
-    by_channel: dict[str, list[float]] = {}
-    unanswered: dict[str, int] = {}
-    by_owner: dict[str, dict[str, list[float]]] = {}
-    for s in samples:
-        if not start <= s.at < end:
-            continue
-        if s.seconds is None:
-            unanswered[s.channel] = unanswered.get(s.channel, 0) + 1
-            by_channel.setdefault(s.channel, [])
-            continue
-        by_channel.setdefault(s.channel, []).append(s.seconds)
-        by_owner.setdefault(s.channel, {}).setdefault(s.owner, []).append(s.seconds)
-    result: dict[str, dict[str, Any]] = {}
-    for ch in sorted(by_channel):
-        vals = by_channel[ch]
-        result[ch] = {
-            "answered": len(vals),
-            "unanswered": unanswered.get(ch, 0),
-            "median_seconds": percentile(vals, 0.5),
-            "p90_seconds": percentile(vals, 0.9),
-            "by_owner": {
-                o: {"answered": len(v), "median_seconds": percentile(v, 0.5), "p90_seconds": percentile(v, 0.9)}
-                for o, v in sorted(by_owner.get(ch, {}).items())
-            },
-        }
-    return result
-
-
 def roi(recovered: int, close_rate: float, average_job_value: float) -> dict[str, Any]:
     """The ROI estimate: recovered conversations x close rate x average job value."""
     value = recovered * close_rate * average_job_value
@@ -440,8 +386,9 @@ class DayTotals:
                 self._sample(smp, 1)
 
     def summary(self, i: int, j: int) -> dict[str, Any]:
-        """The same shape as :func:`summarize`, for days ``i`` (included) to ``j`` (excluded); kept once computed
-        (treat the result as read-only)."""
+        """Counts, distinct conversations and owners per metric, not-sent reasons, and first-response times per
+        channel and owner (median, 90th percentile), for days ``i`` (included) to ``j`` (excluded); kept once
+        computed (treat the result as read-only)."""
         got = self._memo.get((i, j))
         if got is None:
             got = self._memo[(i, j)] = self._summary(i, j)

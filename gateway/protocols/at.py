@@ -1,26 +1,17 @@
-"""Sans-IO AT command parser for GSM modems (3GPP TS 27.007 / 27.005), plus builders and field
-parsers.
+"""Sans-IO AT command parser for GSM modems (3GPP TS 27.007 / 27.005), plus builders and field parsers.
 
-Theory of operation: bytes from the serial port go into :meth:`ATParser.feed`, which splits them
-into
-lines on CR or LF (modems are sloppy about which), keeps at most ``max_line`` bytes of an
-unfinished line,
-and turns each complete line into one event:
+Theory of operation: bytes from the serial port go into :meth:`ATParser.feed`, which splits them into lines on CR or LF
+(modems are sloppy about which), keeps at most ``max_line`` bytes of an unfinished line, and turns each complete line
+into one event:
 
-* ``OK`` / ``ERROR`` / ``+CME ERROR: n`` / ``+CMS ERROR: n`` / ``NO CARRIER``... ->
-  :class:`FinalResult`;
+* ``OK`` / ``ERROR`` / ``+CME ERROR: n`` / ``+CMS ERROR: n`` / ``NO CARRIER``... -> :class:`FinalResult`;
 * the ``> `` prompt of ``AT+CMGS`` (it ends no line, so it is recognised in the unfinished buffer);
-* unsolicited result codes (``+CMTI``, ``+CDS``, ``RING``, ``+CLIP``, vendor ``^RSSI``...) ->
-  :class:`Unsolicited`. ``+CDS`` and ``+CMT`` carry their PDU on the next line: the parser waits
-  for it;
-* ``+CREG: ...`` is both an unsolicited code and the answer to ``AT+CREG?``: the caller tells the
-  parser
-  which response prefix the command in flight expects (:meth:`ATParser.expect`), and only that
-  prefix is
-  treated as a response line;
-* a line that is not printable ASCII (line noise, a modem rebooting mid-byte) becomes
-  :class:`Garbage`;
-  anything else is a :class:`ResponseLine` for the command in flight.
+* unsolicited result codes (``+CMTI``, ``+CDS``, ``RING``, ``+CLIP``, vendor ``^RSSI``...) -> :class:`Unsolicited`.
+  ``+CDS`` and ``+CMT`` carry their PDU on the next line: the parser waits for it;
+* ``+CREG: ...`` is both an unsolicited code and the answer to ``AT+CREG?``: the caller tells the parser which response
+  prefix the command in flight expects (:meth:`ATParser.expect`), and only that prefix is treated as a response line;
+* a line that is not printable ASCII (line noise, a modem rebooting mid-byte) becomes :class:`Garbage`; anything else is
+  a :class:`ResponseLine` for the command in flight.
 
 Nothing here raises on input: garbage, non-UTF-8 bytes and endless lines are reported, never fatal.
 Error codes map onto the gateway's error classes in one table each (:data:`CMS_ERRORS`,

@@ -1,10 +1,8 @@
 """SQL for the SMS channel (tables in migrations/0002_sms.sql; outbox and suppressions from 0001).
 
-Every function is synchronous and runs inside ``Store.write``/``Store.read``: a function that
-changes
-several rows does it in the caller's one transaction, which is what makes "suppression stored with
-the
-message" and "confirmation queued exactly once" hold.
+Every function is synchronous and runs inside ``Store.write``/``Store.read``: a function that changes several rows does
+it in the caller's one transaction, which is what makes "suppression stored with the message" and "confirmation queued
+exactly once" hold.
 """
 
 from __future__ import annotations

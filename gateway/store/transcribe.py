@@ -1,10 +1,7 @@
 """SQL for the voicemail transcription queue (table ``transcription_jobs``, migration 0004).
 
-Plain synchronous functions taking a :class:`sqlite3.Connection`; run them through ``Store.write``
-or
-``Store.read``. Claiming is one ``UPDATE ... RETURNING`` inside the single writer, so two worker
-slots never get the
-same job.
+Plain synchronous functions taking a :class:`sqlite3.Connection`; run them through ``Store.write`` or ``Store.read``.
+Claiming is one ``UPDATE ... RETURNING`` inside the single writer, so two worker slots never get the same job.
 """
 
 from __future__ import annotations

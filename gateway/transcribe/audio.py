@@ -1,20 +1,12 @@
 """Voicemail audio as Asterisk writes it, decoded to 16-bit mono PCM for the recogniser.
 
-Theory of operation: a recording is identified by its content first (a ``RIFF``/``WAVE`` header) and
-by its
-extension only for Asterisk's headerless formats (``.gsm``, ``.ulaw``, ``.alaw``, ``.sln``,
-``.sln16``). The WAV
-chunk list is walked by hand so every way a file can be broken (empty, header only, chunk sizes
-pointing past the end
-of the file, an unknown codec) becomes an :class:`AudioError` that says what is wrong. Only the
-first
-``max_seconds`` of audio are read and decoded: a three-hour recording costs the same as a ten-minute
-one, and the
-file itself is left untouched. PCM, mu-law and a-law are decoded here with lookup tables; GSM 6.10
-(Asterisk's
-``WAV``/``wav49`` and ``gsm`` formats) is decoded by the ``sox`` program, run in the transcription
-worker, never in
-the daemon's process.
+Theory of operation: a recording is identified by its content first (a ``RIFF``/``WAVE`` header) and by its extension
+only for Asterisk's headerless formats (``.gsm``, ``.ulaw``, ``.alaw``, ``.sln``, ``.sln16``). The WAV chunk list is
+walked by hand so every way a file can be broken (empty, header only, chunk sizes pointing past the end of the file, an
+unknown codec) becomes an :class:`AudioError` that says what is wrong. Only the first ``max_seconds`` of audio are read
+and decoded: a three-hour recording costs the same as a ten-minute one, and the file itself is left untouched. PCM,
+mu-law and a-law are decoded here with lookup tables; GSM 6.10 (Asterisk's ``WAV``/``wav49`` and ``gsm`` formats) is
+decoded by the ``sox`` program, run in the transcription worker, never in the daemon's process.
 """
 
 from __future__ import annotations

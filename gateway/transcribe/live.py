@@ -14,6 +14,7 @@ stalling. If a worker dies, its open streams end with what they had and the next
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import itertools
@@ -24,10 +25,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy
+
 from gateway.supervise import cancel_and_wait
 from gateway.transcribe.live_worker import AUDIO, CLOSE, HEADER, OPEN
+from gateway.values import Health, degraded, down, ok
 
 log = logging.getLogger(__name__)
+
+#: Below this RMS (16-bit samples) a frame is silence: telephone line noise sits far below speech (1000-5000).
+SILENCE_RMS = 150.0
+#: Silence still sent after speech, so the recogniser hears the pause that ends an utterance.
+HANGOVER_S = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +56,51 @@ class LiveStream:
     id: int
     owner: LiveSpeech
     on_partial: Callable[[str], None]
+    rate: int = 16000
     opened_at: float = field(default_factory=time.time)
     utterances: list[Utterance] = field(default_factory=list)
     dropped_bytes: int = 0
     fed_bytes: int = 0
+    skipped_bytes: int = 0
+    """Silence not sent to the recogniser (see :meth:`feed`)."""
     closed: asyncio.Future[None] | None = None
     latencies: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=1000))
     """Seconds from audio reaching the gateway to the partial text that includes it (the latest 1000)."""
     _fed_at: collections.deque[tuple[int, float]] = field(default_factory=lambda: collections.deque(maxlen=500))
+    _segments: list[tuple[int, float]] = field(default_factory=list)
+    _last_voice: float = float("-inf")
+    _skipping: bool = False
 
     def feed(self, pcm: bytes) -> None:
-        """Queue signed 16-bit little-endian PCM for recognition (never blocks)."""
+        """Queue signed 16-bit little-endian PCM for recognition (never blocks).
+
+        Silence costs the recogniser as much as speech, and on a call each side is silent about half the time: after
+        ``HANGOVER_S`` of silence (enough for the recogniser to close the utterance) further silent audio is not sent
+        until someone speaks again. Utterance times stay true because every resumed stretch remembers when it began.
+        """
+        now = time.monotonic()
+        samples = numpy.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
+        if samples.size and float(numpy.sqrt(numpy.mean(samples.astype(numpy.float32) ** 2))) >= SILENCE_RMS:
+            self._last_voice = now
+        elif now - self._last_voice > HANGOVER_S:
+            self.skipped_bytes += len(pcm)
+            self._skipping = True
+            return
+        if self._skipping or not self._segments:
+            self._segments.append((self.fed_bytes // 2, time.time()))
+            self._skipping = False
         self.owner._send(self, AUDIO, pcm)  # noqa: SLF001 - the stream is the speech service's handle
-        self._fed_at.append((self.fed_bytes // 2, time.monotonic()))
+        self._fed_at.append((self.fed_bytes // 2, now))
+
+    def wall_time(self, offset_s: float) -> float:
+        """The wall-clock time of a moment given in seconds of audio sent to the recogniser (an utterance's start)."""
+        sample = int(offset_s * self.rate)
+        starts = [cum for cum, _ in self._segments]
+        i = bisect.bisect_right(starts, sample) - 1
+        if i < 0:
+            return self.opened_at + offset_s
+        cum, wall = self._segments[i]
+        return wall + (sample - cum) / self.rate
 
     def _partial_latency(self, samples: int) -> None:
         """Record how long ago the last audio included in a partial arrived."""
@@ -192,7 +233,7 @@ class LiveSpeech:
         if not self.running:
             await self.start()
         worker = min(self._pool, key=lambda w: w.streams)
-        stream = LiveStream(next(self._ids), self, on_partial)
+        stream = LiveStream(next(self._ids), self, on_partial, rate)
         self._streams[stream.id] = stream
         self._worker_of[stream.id] = worker
         worker.streams += 1
@@ -307,3 +348,23 @@ class LiveSpeechPart:
         """Stop loading or the worker."""
         await cancel_and_wait(self._warm, owner="live-transcriber")
         await self.speech.stop()
+
+    def health(self) -> Health:
+        """Live call transcription's verdict for the status page, ``gateway doctor`` and /metrics."""
+        speech = self.speech
+        title = "Live call transcription"
+        if speech.running:
+            return ok(
+                "live_transcription",
+                title,
+                f"{speech.workers} worker process(es) ready",
+                details={"worker_starts": speech.worker_starts},
+            )
+        if self._warm is not None and not self._warm.done():
+            return degraded("live_transcription", title, "loading the speech model", "wait a few seconds")
+        return down(
+            "live_transcription",
+            title,
+            speech.last_error or "no worker is running",
+            "check transcribe.model_path with `gateway doctor`; calls go on without live text meanwhile",
+        )

@@ -1,19 +1,13 @@
 """One transcription worker process, seen from the daemon's event loop.
 
-Theory of operation: :meth:`WorkerProcess.start` spawns the worker (``python -m
-gateway.transcribe.worker``) with
-pipes and waits, up to ``load_timeout``, for ``ready``; a ``fatal`` answer means the model is
-unusable
-(:class:`ModelUnusableError`), an exit before ``ready`` is a crash. :meth:`run` sends one job and
-reads until its
-``result``/``failed``: the audio must be decoded within ``decode_timeout`` and recognised within
-``decode_timeout +
+Theory of operation: :meth:`WorkerProcess.start` spawns the worker (``python -m gateway.transcribe.worker``) with pipes
+and waits, up to ``load_timeout``, for ``ready``; a ``fatal`` answer means the model is unusable
+(:class:`ModelUnusableError`), an exit before ``ready`` is a crash. :meth:`run` sends one job and reads until its
+``result``/``failed``: the audio must be decoded within ``decode_timeout`` and recognised within ``decode_timeout +
 per_second * duration`` (the duration comes with ``started``). A worker that exits mid-job raises
-:class:`WorkerCrashedError`; one that misses a deadline raises :class:`WorkerHungError`. After
-either, the process
-is killed and must not be reused: the caller starts a fresh one. stderr is drained by a task the
-process owns and
-logged at DEBUG; its last lines explain a crash.
+:class:`WorkerCrashedError`; one that misses a deadline raises :class:`WorkerHungError`. After either, the process is
+killed and must not be reused: the caller starts a fresh one. stderr is drained by a task the process owns and logged at
+DEBUG; its last lines explain a crash.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """The line protocol between the daemon and a transcription worker process (sans-IO).
 
-Theory of operation: each side writes one JSON object per line (UTF-8, ``\\n``-terminated) on the
-worker's
-stdin/stdout; the worker's stderr is only for logs. The worker starts, loads the model and says
-``ready`` (or
-``fatal`` with the reason, then exits). For each ``job`` it first says ``started`` once the audio is
-decoded (with its
-duration, so the daemon can size the timeout for the recognition), then ``result`` or ``failed``. A
-worker handles one
-job at a time. :class:`WorkerMessageParser` turns bytes into frozen message dataclasses; a line that
-is not valid
-JSON, not an object, of an unknown type, missing a field or longer than ``max_line`` is a
-:class:`ProtocolError`.
+Theory of operation: each side writes one JSON object per line (UTF-8, ``\\n``-terminated) on the worker's stdin/stdout;
+the worker's stderr is only for logs. The worker starts, loads the model and says ``ready`` (or ``fatal`` with the
+reason, then exits). For each ``job`` it first says ``started`` once the audio is decoded (with its duration, so the
+daemon can size the timeout for the recognition), then ``result`` or ``failed``. A worker handles one job at a time.
+:class:`WorkerMessageParser` turns bytes into frozen message dataclasses; a line that is not valid JSON, not an object,
+of an unknown type, missing a field or longer than ``max_line`` is a :class:`ProtocolError`.
 """
 
 from __future__ import annotations

@@ -1,33 +1,22 @@
 """Voicemail transcription: a durable job queue in the store served by Vosk worker processes.
 
-Theory of operation
--------------------
-A voicemail becomes a row in ``transcription_jobs`` (``enqueue``, or the ``VoicemailRecorded`` bus
-event, or the
-catch-up sweep at start that finds voicemail events without a job). The row is the truth; the bus
-only wakes us.
+Theory of operation ------------------- A voicemail becomes a row in ``transcription_jobs`` (``enqueue``, or the
+``VoicemailRecorded`` bus event, or the catch-up sweep at start that finds voicemail events without a job). The row is
+the truth; the bus only wakes us.
 
-Each of ``workers`` slots is a task owning one worker process: it claims the oldest ``pending`` job
-(which marks it
+Each of ``workers`` slots is a task owning one worker process: it claims the oldest ``pending`` job (which marks it
 ``running`` and counts the attempt, in one write), sends it to its process and waits for the answer:
 
-* ``result`` -> the transcript goes on the caller's timeline as a ``transcript`` event (idempotent:
-its external id
-  is derived from the voicemail event), keywords set the conversation's intent/urgency, the job
-  becomes ``done``.
-* ``failed`` with kind ``audio`` -> the file is broken: ``failed`` at once with the reason (retrying
-cannot help).
-* the process crashes or misses its deadline -> it is killed and replaced; the job goes back to
-``pending`` until
+* ``result`` -> the transcript goes on the caller's timeline as a ``transcript`` event (idempotent: its external id is
+  derived from the voicemail event), keywords set the conversation's intent/urgency, the job becomes ``done``.
+* ``failed`` with kind ``audio`` -> the file is broken: ``failed`` at once with the reason (retrying cannot help).
+* the process crashes or misses its deadline -> it is killed and replaced; the job goes back to ``pending`` until
   ``max_attempts`` claims were spent, then ``failed`` with the last reason.
 
-At start, jobs left ``running`` by a crash go back to ``pending`` (or ``failed`` when out of
-attempts). While no
-usable model exists the jobs wait as ``waiting_model``; a watcher looks for the model every
-``model_recheck_seconds`` and releases them when one appears. Every change of health (workers alive,
-model error,
-last error) is published as a :class:`TranscriptionHealth` event; :meth:`status` gives the same for
-the status page.
+At start, jobs left ``running`` by a crash go back to ``pending`` (or ``failed`` when out of attempts). While no usable
+model exists the jobs wait as ``waiting_model``; a watcher looks for the model every ``model_recheck_seconds`` and
+releases them when one appears. Every change of health (workers alive, model error, last error) is published as a
+:class:`TranscriptionHealth` event; :meth:`status` gives the same for the status page.
 """
 
 from __future__ import annotations

@@ -1,20 +1,13 @@
 """The transcription worker process: ``python -m gateway.transcribe.worker --model DIR``.
 
-Theory of operation: the daemon starts one process per worker slot. The process lowers its CPU
-priority, loads
-the Vosk model once, says ``ready`` and then serves jobs from stdin one at a time (see
-``protocol.py``): decode the
-recording (``audio.py``, sox for GSM), resample it to the model's rate, run the free recogniser with
-per-word timing
-and confidence, then a second pass whose grammar is the intent keywords plus common filler words.
-The fillers soak
-up ordinary speech, so a keyword is only reported where it beats them (this Korean model has no
-``[unk]`` word, and
-a grammar of keywords alone forces every sound onto some keyword). The process never touches the
-database: it only
-reads the audio file and answers on stdout. Kaldi's own logging and any stray print go to stderr, so
-stdout carries
-nothing but protocol lines.
+Theory of operation: the daemon starts one process per worker slot. The process lowers its CPU priority, loads the Vosk
+model once, says ``ready`` and then serves jobs from stdin one at a time (see ``protocol.py``): decode the recording
+(``audio.py``, sox for GSM), resample it to the model's rate, run the free recogniser with per-word timing and
+confidence, then a second pass whose grammar is the intent keywords plus common filler words. The fillers soak up
+ordinary speech, so a keyword is only reported where it beats them (this Korean model has no ``[unk]`` word, and a
+grammar of keywords alone forces every sound onto some keyword). The process never touches the database: it only reads
+the audio file and answers on stdout. Kaldi's own logging and any stray print go to stderr, so stdout carries nothing
+but protocol lines.
 """
 
 from __future__ import annotations

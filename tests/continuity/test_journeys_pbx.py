@@ -250,3 +250,32 @@ async def test_f_voicemail_is_acknowledged_naming_what_was_heard(
         assert not [x for x in d.decisions("missed_call") if x[1] == "sent"], "the voicemail rule speaks instead"
     finally:
         await d.stop()
+
+
+async def test_c_real_call_at_23_is_texted_at_08_once_across_a_restart_at_03(
+    tmp_path: Path, emulator: ModemEmulator, pbx_turn: harness.PbxSettings, phones: Phones
+) -> None:
+    """Journey (c) with a real missed call through Asterisk, and the whole daemon restarted at 03:00."""
+    clock = ManualClock(local(7, 23))
+    d = Daemon(build_config(tmp_path, emulator, voice=voice_section(pbx_turn)), clock)
+    await d.start()
+    try:
+        caller = "+12025550165"
+        await missed_call(d, phones, pbx_turn, caller)
+        await wait_for(lambda: d.decisions("missed_call"), 20)
+        clock.set(local(7, 23, 3))
+        await wait_for(lambda: len(d.decisions("missed_call")) == 2, 20)
+        assert d.decisions("missed_call")[-1][1:] == ("deferred", "quiet hours: deferred until tomorrow at 08:00")
+        clock.set(local(8, 3))
+        await d.restart()
+        clock.set(local(8, 7, 59))
+        await d.settle(1.0)
+        assert texts_to(emulator, caller) == []
+        clock.set(local(8, 8))
+        await wait_for(lambda: texts_to(emulator, caller), 20)
+        await d.restart()
+        clock.set(local(8, 9))
+        await d.settle(2.0)
+        assert len(texts_to(emulator, caller)) == 1
+    finally:
+        await d.stop()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 import wave
 from pathlib import Path
 
 import pytest
 
-from gateway.transcribe.live import LiveSpeech
+from gateway.transcribe.live import LiveSpeech, LiveSpeechPart
 from gateway.transcribe.model import default_model_path
+from gateway.values import HealthState
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +47,16 @@ async def test_partials_then_a_timed_utterance(speech: LiveSpeech, tmp_path: Pat
     pcm = _speech_16k("예약", tmp_path / "a.wav")
     partials: list[str] = []
     stream = await speech.open(partials.append)
-    for i in range(0, len(pcm), 640):  # 20 ms frames, as RTP delivers them
+    started = time.time()
+    for i in range(0, len(pcm), 640):  # 20 ms frames in real time, as RTP delivers them
         stream.feed(pcm[i : i + 640])
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.02)
     utterances = await stream.close()
     assert [u.text for u in utterances] == ["예약"]
-    assert 0.2 <= utterances[0].start < utterances[0].end <= len(pcm) / 32000
+    # The 0.3 s of silence before the word was never sent, yet the utterance keeps its true moment.
+    assert stream.skipped_bytes > 0
+    said_at = stream.wall_time(utterances[0].start)
+    assert started + 0.2 <= said_at <= started + len(pcm) / 32000 + 0.5
     assert any("예약" in p for p in partials)
     assert stream.dropped_bytes == 0
 
@@ -66,6 +72,8 @@ async def test_streams_are_independent(speech: LiveSpeech, tmp_path: Path) -> No
     ua, ub = await a.close(), await b.close()
     assert [u.text for u in ua] == ["예약"]
     assert not [u for u in ub if u.text != "[unk]"]
+    assert b.fed_bytes == 0, "a silent side costs the recogniser nothing"
+    assert b.skipped_bytes == len(silence)
 
 
 async def test_a_broken_model_is_refused_with_the_reason(tmp_path: Path) -> None:
@@ -73,3 +81,24 @@ async def test_a_broken_model_is_refused_with_the_reason(tmp_path: Path) -> None
     with pytest.raises(RuntimeError, match="model"):
         await live.start()
     assert live.last_error is not None
+
+
+async def test_the_part_reports_its_health(tmp_path: Path) -> None:
+    part = LiveSpeechPart(LiveSpeech(default_model_path(), workers=1))
+    await part.start()
+    try:
+        assert part.health().state in (HealthState.DEGRADED, HealthState.OK)
+        for _ in range(300):
+            if part.health().state is HealthState.OK:
+                break
+            await asyncio.sleep(0.1)
+        assert part.health().state is HealthState.OK
+    finally:
+        await part.stop()
+    broken = LiveSpeechPart(LiveSpeech(str(tmp_path / "no-model"), workers=1))
+    await broken.start()
+    await asyncio.sleep(1.0)
+    h = broken.health()
+    await broken.stop()
+    assert h.state is HealthState.DOWN
+    assert "gateway doctor" in h.fix

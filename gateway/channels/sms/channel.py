@@ -1,26 +1,20 @@
 """The SMS channel: modem lifecycle, inbound polling, outbox sending, health on the bus.
 
-Theory of operation: :meth:`SmsChannel.start` starts two owned tasks: the inbound pipeline (works
-from
-the store only, so it runs even while the modem is away) and the modem supervisor, which runs
-:meth:`_session` under :func:`gateway.supervise.reconnect_loop`. One session is one open port:
+Theory of operation: :meth:`SmsChannel.start` starts two owned tasks: the inbound pipeline (works from the store only,
+so it runs even while the modem is away) and the modem supervisor, which runs :meth:`_session` under
+:func:`gateway.supervise.reconnect_loop`. One session is one open port:
 
-1. find the device (a path or a glob, because a replugged modem may come back as another ttyUSB),
-open
-   it, and initialise: echo off, ``+CMEE=1``, PDU mode, the profile's quirks, ``+CNMI`` with status
-   reports; the SIM PIN is tried at most once per process, so a wrong PIN can never lock the SIM;
-   registration, signal, operator, IMEI/IMSI/ICCID;
-2. run, in one task group, the poller (``AT+CMGL=4`` per storage on every ``+CMTI`` and every
-   ``poll_interval``: store the PDUs durably, then ``AT+CMGD`` exactly those indexes), the outbox
-   worker
-   and the prober (``AT+CSQ``/``AT+CREG?`` every ``probe_interval``).
+1. find the device (a path or a glob, because a replugged modem may come back as another ttyUSB), open it, and
+   initialise: echo off, ``+CMEE=1``, PDU mode, the profile's quirks, ``+CNMI`` with status reports; the SIM PIN is
+   tried at most once per process, so a wrong PIN can never lock the SIM; registration, signal, operator,
+   IMEI/IMSI/ICCID;
+2. run, in one task group, the poller (``AT+CMGL=4`` per storage on every ``+CMTI`` and every ``poll_interval``: store
+   the PDUs durably, then ``AT+CMGD`` exactly those indexes), the outbox worker and the prober (``AT+CSQ``/``AT+CREG?``
+   every ``probe_interval``).
 
-A command timeout means a stalled modem, a read error or EOF means an unplug: either ends the
-session,
-the task group cancels its siblings, the port is closed, and the supervisor reopens it with
-backoff. So a
-modem that stops answering is reopened within ``probe_interval + command_timeout`` (25 s by
-default).
+A command timeout means a stalled modem, a read error or EOF means an unplug: either ends the session, the task group
+cancels its siblings, the port is closed, and the supervisor reopens it with backoff. So a modem that stops answering is
+reopened within ``probe_interval + command_timeout`` (25 s by default).
 """
 
 from __future__ import annotations

@@ -1,24 +1,16 @@
 """Inbound SMS: raw PDUs stored first, then decoded, reassembled and handed to the conversation.
 
-Theory of operation: the modem session lists the SIM (``AT+CMGL=4``) and calls
-:meth:`store_listing`,
-which writes every raw PDU in ONE durable transaction and returns; only then does the session delete
-those indexes, one ``AT+CMGD=<index>`` each. Everything after that works from the store, so a crash
-at
-any point replays safely on the next start:
+Theory of operation: the modem session lists the SIM (``AT+CMGL=4``) and calls :meth:`store_listing`, which writes every
+raw PDU in ONE durable transaction and returns; only then does the session delete those indexes, one ``AT+CMGD=<index>``
+each. Everything after that works from the store, so a crash at any point replays safely on the next start:
 
-1. ``stored`` parts are decoded. A single message is recorded at once; a part of a long message
-becomes
-   ``waiting`` and, when the set is complete (parts in any order, duplicates ignored), the joined
-   text is
-   recorded. A set still incomplete after ``multipart_timeout`` is recorded marked incomplete: never
-   dropped. Recording a message, marking its parts and applying a STOP/START keyword (the
-   suppression)
-   happen in one transaction.
-2. ``pending`` messages go to :meth:`ConversationService.ingest` (idempotent by external id); a
-keyword
-   gets its timeline entry and exactly one confirmation in the outbox; then the message is
-   ``ingested``.
+1. ``stored`` parts are decoded. A single message is recorded at once; a part of a long message becomes ``waiting`` and,
+   when the set is complete (parts in any order, duplicates ignored), the joined text is recorded. A set still
+   incomplete after ``multipart_timeout`` is recorded marked incomplete: never dropped. Recording a message, marking its
+   parts and applying a STOP/START keyword (the suppression) happen in one transaction.
+2. ``pending`` messages go to :meth:`ConversationService.ingest` (idempotent by external id); a keyword is recorded
+   and answered by :meth:`ConversationService.answer_keyword` (its timeline entry and exactly one confirmation in the
+   outbox: the adapter never writes the timeline itself); then the message is ``ingested``.
 
 The same PDU read twice (a crash between store and delete) is one row, so nothing is duplicated.
 """

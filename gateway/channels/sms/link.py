@@ -1,21 +1,13 @@
 """The one owner of the modem's serial port: framing, one command at a time, per-command timeouts.
 
-Theory of operation: :class:`SerialLink` opens the port with pyserial (non-blocking) and registers
-its
-file descriptor with the event loop (``loop.add_reader``); every byte read goes through the sans-IO
-:class:`~gateway.protocols.at.ATParser`. Unsolicited results go to a callback at once; response
-lines and
-the final result go to the single command in flight. Commands are serialised by a lock, so exactly
-one
-command (or one ``AT+CMGS`` with its prompt and PDU) is in the modem at a time. A read error, an
-EOF or
-the device vanishing marks the link lost: the command in flight fails with :class:`LinkLostError`
-and
-every later call fails at once, and the owner reopens the port. A command that gets no final result
-in
-time raises :class:`ModemTimeoutError`; the owner treats that as a stalled modem and reopens too,
-so a
-late answer can never be mistaken for the answer to the next command.
+Theory of operation: :class:`SerialLink` opens the port with pyserial (non-blocking) and registers its file descriptor
+with the event loop (``loop.add_reader``); every byte read goes through the sans-IO
+:class:`~gateway.protocols.at.ATParser`. Unsolicited results go to a callback at once; response lines and the final
+result go to the single command in flight. Commands are serialised by a lock, so exactly one command (or one ``AT+CMGS``
+with its prompt and PDU) is in the modem at a time. A read error, an EOF or the device vanishing marks the link lost:
+the command in flight fails with :class:`LinkLostError` and every later call fails at once, and the owner reopens the
+port. A command that gets no final result in time raises :class:`ModemTimeoutError`; the owner treats that as a stalled
+modem and reopens too, so a late answer can never be mistaken for the answer to the next command.
 """
 
 from __future__ import annotations

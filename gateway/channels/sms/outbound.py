@@ -1,33 +1,22 @@
 """Outbound SMS: the outbox worker and status-report matching.
 
-Theory of operation: rows of the core ``outbox`` table with channel 'sms' move
-``queued -> sending -> sent -> delivered | failed | expired``. The worker takes the earliest due
-row,
-marks it ``sending`` (durably, counting the attempt) BEFORE the first byte of ``AT+CMGS`` goes to
-the
-modem, sends its parts one at a time and records each part's message reference as the modem accepts
-it,
-then marks it ``sent``. Outcomes:
+Theory of operation: rows of the core ``outbox`` table with channel 'sms' move ``queued -> sending -> sent -> delivered
+| failed | expired``. The worker takes the earliest due row, marks it ``sending`` (durably, counting the attempt) BEFORE
+the first byte of ``AT+CMGS`` goes to the modem, sends its parts one at a time and records each part's message reference
+as the modem accepts it, then marks it ``sent``. Outcomes:
 
-* a transient ``+CMS ERROR`` (congestion, no network...) puts the row back to ``queued`` with a
-  capped
-  exponential backoff; parts already accepted are not sent again (the same concatenation reference
-  keeps
-  the rest joinable);
+* a transient ``+CMS ERROR`` (congestion, no network...) puts the row back to ``queued`` with a capped exponential
+  backoff; parts already accepted are not sent again (the same concatenation reference keeps the rest joinable);
 * a permanent error fails the row at once with the reason in words;
 * a row not sent before ``expires_at`` becomes ``expired``;
-* if the PDU reached the modem but no answer came (timeout, unplug), or the daemon died while the
-  row was
-  ``sending``, the row becomes ``unknown``: the message may or may not have gone out, and we never
-  resend
-  it silently (a customer texted twice is worse than staff deciding to resend);
-* status reports (``+CDS``) are matched by message reference and recipient to the part; when every
-  part
-  is delivered the row becomes ``delivered``; a permanent network failure makes it ``failed``.
+* if the PDU reached the modem but no answer came (timeout, unplug), or the daemon died while the row was ``sending``,
+  the row becomes ``unknown``: the message may or may not have gone out, and we never resend it silently (a customer
+  texted twice is worse than staff deciding to resend);
+* status reports (``+CDS``) are matched by message reference and recipient to the part; when every part is delivered the
+  row becomes ``delivered``; a permanent network failure makes it ``failed``.
 
-An automated message to a suppressed (opted-out) number is refused here too, as a last line of
-defence,
-except the one confirmation of the STOP itself.
+An automated message to a suppressed (opted-out) number is refused here too, as a last line of defence, except the one
+confirmation of the STOP itself.
 """
 
 from __future__ import annotations

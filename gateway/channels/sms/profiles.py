@@ -1,8 +1,7 @@
 """Modem profiles: per-model quirks kept as data files (``hardware/modems/*.toml``).
 
-The driver reads ``init_quirks``, ``storages``, ``cnmi`` and ``iccid_command``; the emulator also
-reads
-the ``[emulator]`` table and the noise it should make. Installers read the USB ids and port hints.
+The driver reads ``init_quirks``, ``storages``, ``cnmi`` and ``iccid_command``; the emulator also reads the
+``[emulator]`` table and the noise it should make. Installers read the USB ids and port hints.
 """
 
 from __future__ import annotations

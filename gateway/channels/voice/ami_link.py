@@ -1,12 +1,9 @@
 """The AMI link: panoramisk's ``Manager`` under our own supervision.
 
-Theory of operation
--------------------
-panoramisk 1.4 parses AMI well, but its connection management must not be used as is: it
-reconnects on a fixed 2 s timer, its keep-alive ping never checks the reply, and after a reconnect
-it re-sends every action that had no answer yet, so an ``Originate`` whose reply was lost can
-dial a customer twice. :class:`AmiLink` keeps the parser and the action/response matching and
-replaces the rest:
+Theory of operation ------------------- panoramisk 1.4 parses AMI well, but its connection management must not be used
+as is: it reconnects on a fixed 2 s timer, its keep-alive ping never checks the reply, and after a reconnect it re-sends
+every action that had no answer yet, so an ``Originate`` whose reply was lost can dial a customer twice.
+:class:`AmiLink` keeps the parser and the action/response matching and replaces the rest:
 
 * :class:`_Manager` (a ``Manager`` subclass) never reconnects by itself, never pings by itself and
   never re-sends: when the connection is lost, every action still waiting fails with

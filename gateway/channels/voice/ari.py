@@ -106,8 +106,19 @@ class AriClient:
         return str(data["id"])
 
     async def play(self, channel_id: str, sound_path: str) -> None:
-        """Play a sound file (absolute path without extension) on a channel of the application."""
-        await self._call("POST", f"/channels/{channel_id}/play", media=f"sound:{sound_path}")
+        """Play a sound file (absolute path without extension) on a channel of the application.
+
+        A snoop channel joins the application a moment after it is created (409 until then): retried for a second.
+        """
+        for attempt in range(20):
+            try:
+                await self._call("POST", f"/channels/{channel_id}/play", media=f"sound:{sound_path}")
+            except AriError as err:
+                if " 409:" not in str(err) or attempt == 19:
+                    raise
+                await asyncio.sleep(0.05)
+            else:
+                return
 
     async def external_media(self, host_port: str, fmt: str = "slin16") -> str:
         """A media channel sending its audio as RTP to ``host_port``."""

@@ -57,6 +57,7 @@ class SpeechStream(Protocol):
     @property
     def opened_at(self) -> float: ...
     def feed(self, pcm: bytes) -> None: ...
+    def wall_time(self, offset_s: float) -> float: ...
     async def close(self, limit_s: float = 10.0) -> Sequence[UtteranceLike]: ...
 
 
@@ -225,8 +226,8 @@ class LiveCalls:
         turns: list[dict[str, Any]] = []
         for side in call.sides:
             for u in await side.stream.close():
-                at = side.stream.opened_at + u.start
-                if side.name == "staff" and side.stream.opened_at + u.end <= call.notice_until:
+                at = side.stream.wall_time(u.start)
+                if side.name == "staff" and side.stream.wall_time(u.end) <= call.notice_until:
                     continue  # the notice itself
                 turns.append({"side": side.name, "text": u.text, "at": round(at, 2), "confidence": u.confidence})
         await self._teardown(call)

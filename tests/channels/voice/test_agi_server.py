@@ -102,7 +102,7 @@ async def router_server() -> AsyncIterator[tuple[AgiServer, FakeLookup, list[Cal
     lookup = FakeLookup(known={"+15551234567": summary()})
     contexts: list[CallerContext] = []
     settings = VoiceSettings(staff_group="PJSIP/201&PJSIP/202", lookup_budget_ms=100)
-    router = InboundRouter(lookup, settings, on_context=contexts.append)
+    router = InboundRouter(lookup, settings, on_context=contexts.append)  # type: ignore[arg-type]  # a fake with the two lookups routing uses
     server = AgiServer({"inbound": router}, port=0, header_timeout=0.5, reply_timeout=1.0)
     await server.start()
     yield server, lookup, contexts
@@ -154,7 +154,7 @@ async def test_withheld_caller_not_looked_up(
 async def test_slow_lookup_answers_within_200ms_and_reports_late() -> None:
     lookup = FakeLookup(known={"+15551234567": summary()}, delay=1.0)
     contexts: list[CallerContext] = []
-    router = InboundRouter(lookup, VoiceSettings(lookup_budget_ms=120), on_context=contexts.append)
+    router = InboundRouter(lookup, VoiceSettings(lookup_budget_ms=120), on_context=contexts.append)  # type: ignore[arg-type]  # a fake with the two lookups routing uses
     server = AgiServer({"inbound": router}, port=0)
     await server.start()
     try:
@@ -173,7 +173,7 @@ async def test_slow_lookup_answers_within_200ms_and_reports_late() -> None:
 
 async def test_sticky_extension_skipped_when_busy() -> None:
     lookup = FakeLookup(known={"+15551234567": summary()})
-    router = InboundRouter(lookup, VoiceSettings(), busy_extensions=lambda: frozenset({"202"}))
+    router = InboundRouter(lookup, VoiceSettings(), busy_extensions=lambda: frozenset({"202"}))  # type: ignore[arg-type]  # a fake with the two lookups routing uses
     server = AgiServer({"inbound": router}, port=0)
     await server.start()
     try:
@@ -293,7 +293,7 @@ async def test_caller_hangs_up_mid_session(router_server: tuple[AgiServer, FakeL
 
 async def test_fastagi_refuses_peers_outside_the_allowed_addresses() -> None:
     lookup = FakeLookup(known={"+15551234567": summary()})
-    router = InboundRouter(lookup, VoiceSettings())
+    router = InboundRouter(lookup, VoiceSettings())  # type: ignore[arg-type]  # a fake with the two lookups routing uses
     # Only 127.0.0.2 plays Asterisk here; 127.0.0.1 is "someone else on the network".
     server = AgiServer({"inbound": router}, host="0.0.0.0", port=0, allowed_peers=["127.0.0.2/32"])
     await server.start()

@@ -16,7 +16,7 @@ from gateway.channels.voice.channel import VoiceChannel
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.domain.bus import Bus
 from gateway.domain.calls import CallOutcome
-from gateway.domain.events import ALL_EVENTS, CallAnswered, CallEnded, CallRinging, VoicemailRecorded
+from gateway.domain.events import ALL_EVENTS, CallAnswered, CallEnded, CallRinging, Event, VoicemailRecorded
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService
 from gateway.errors import ValidationError
@@ -39,7 +39,7 @@ class Env:
         for ev in events:
             self.vc.on_ami_event(ev)
 
-    def published(self) -> list[object]:
+    def published(self) -> list[Event]:
         out = []
         while (ev := self.sub.get_nowait()) is not None:
             out.append(ev)
@@ -174,7 +174,7 @@ async def test_withheld_callers_do_not_share_a_conversation(env: Env) -> None:
     assert [e.outcome for e in ends] == [CallOutcome.ABANDONED, CallOutcome.ABANDONED]
     assert env.vc.write_errors == 0
     convs = {
-        (await env.store.read(lambda c, u=u: voice_sql.get_call(c, u))).conversation_id  # type: ignore[union-attr]
+        (await env.store.read(lambda c, u=u: voice_sql.get_call(c, u))).conversation_id  # type: ignore[union-attr,misc]
         for u in ("500.1", "501.1")
     }
     assert len(convs) == 2

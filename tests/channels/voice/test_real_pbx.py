@@ -727,7 +727,7 @@ async def test_dialplan_refuses_premium_and_international_click_to_call(
     """The shipped dialplan is a second line against toll fraud: an Originate that bypasses the gateway's own
     number policy (sent straight over AMI) still never reaches the trunk with a premium or foreign number."""
     ph = await phones(x201="answer", x299="answer_bye")  # type: ignore[operator]
-    refused = ["+19005551234", "+447400123456", "+881612345678"]
+    refused = ["+19005551234", "9005551234", "+447400123456", "011447400123456", "+881612345678"]
     for i, number in enumerate(refused, start=1):
         resp = await rig.vc.ami.action(
             {

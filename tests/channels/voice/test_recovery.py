@@ -19,7 +19,7 @@ from gateway.channels.voice.label import stored_name
 from gateway.channels.voice.settings import VoiceSettings
 from gateway.domain.bus import Bus
 from gateway.domain.calls import CallOutcome
-from gateway.domain.events import CallEnded, VoicemailRecorded
+from gateway.domain.events import CallEnded, Event, VoicemailRecorded
 from gateway.domain.models import IdentityKind
 from gateway.domain.service import ConversationService
 from gateway.store.db import Store
@@ -88,7 +88,7 @@ class Env:
         vc._connected_at = NOW
         return vc
 
-    def published(self) -> list[object]:
+    def published(self) -> list[Event]:
         out = []
         while (ev := self.sub.get_nowait()) is not None:
             out.append(ev)
