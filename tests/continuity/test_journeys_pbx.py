@@ -279,3 +279,30 @@ async def test_c_real_call_at_23_is_texted_at_08_once_across_a_restart_at_03(
         assert len(texts_to(emulator, caller)) == 1
     finally:
         await d.stop()
+
+
+@pytest.mark.timeout(300)
+async def test_e_ten_real_missed_calls_in_five_minutes_produce_one_text(
+    tmp_path: Path, emulator: ModemEmulator, pbx_turn: harness.PbxSettings, phones: Phones
+) -> None:
+    """Journey (e) with ten real calls nobody answers, thirty seconds apart on the rules' clock."""
+    clock = ManualClock(local(7, 10))
+    d = Daemon(build_config(tmp_path, emulator, voice=voice_section(pbx_turn)), clock)
+    await d.start()
+    try:
+        caller = "+12025550166"
+        await phones.start(x201="ring", x202="ring", x203="ring")
+        for i in range(10):
+            clock.set(local(7, 10) + i * 30)
+            result = await place_call(d.config.data_dir, number=caller, hold_ms=300)
+            assert result.returncode == 0, result.stderr
+            await wait_for(lambda n=i: len(d.decisions("missed_call")) >= n + 1, 40)
+        clock.set(local(7, 10, 30))
+        await wait_for(lambda: texts_to(emulator, caller), 20)
+        await d.settle(1.0)
+        assert len(texts_to(emulator, caller)) == 1
+        decisions = [x[1] for x in d.decisions("missed_call")]
+        assert decisions.count("sent") == 1
+        assert decisions.count("suppressed") == 9
+    finally:
+        await d.stop()
