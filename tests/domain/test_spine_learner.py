@@ -84,19 +84,21 @@ async def test_chat_then_sms_fill_the_spine(service: ConversationService, learne
 async def test_the_last_used_channel_never_replaces_what_the_customer_said(
     service: ConversationService, learner: SpineLearner
 ) -> None:
+    # Everything goes through the bus, one event at a time, as in the daemon (the learner's own subscriber is
+    # running: calling learn() beside it would apply each event twice, concurrently).
     first = await service.ingest(inbound(Channel.SMS, "+14155552672", "s1", "hello"))
     conv = first.conversation_id
-    await learner.learn((await service.timeline(conv))[-1])
+    await until(lambda: _learned(learner, 1), timeout=30)
     spine = await learner.spines.spine(conv)
     assert (spine.channel_preference, spine.preference_why) == ("sms", "last wrote by text")
     assert spine.provenance["preferred_channel"].source == USE_SOURCE
-    call = await service.append_event(conv, EventKind.CALL_MISSED, Channel.VOICE, "", {"direction": "inbound"})
-    await learner.learn(next(e for e in await service.timeline(conv) if e.id == call))
+    await service.append_event(conv, EventKind.CALL_MISSED, Channel.VOICE, "", {"direction": "inbound"})
+    await until(lambda: _learned(learner, 2), timeout=30)
     assert (await learner.spines.spine(conv)).channel_preference == "voice"
-    said = await service.ingest(inbound(Channel.SMS, "+14155552672", "s2", "please text me, I can't talk"))
-    await learner.learn(next(e for e in await service.timeline(conv) if e.id == said.event_id))
-    again = await service.append_event(conv, EventKind.CALL_MISSED, Channel.VOICE, "", {"direction": "inbound"})
-    await learner.learn(next(e for e in await service.timeline(conv) if e.id == again))
+    await service.ingest(inbound(Channel.SMS, "+14155552672", "s2", "please text me, I can't talk"))
+    await until(lambda: _learned(learner, 3), timeout=30)
+    await service.append_event(conv, EventKind.CALL_MISSED, Channel.VOICE, "", {"direction": "inbound"})
+    await until(lambda: _learned(learner, 4), timeout=30)
     spine = await learner.spines.spine(conv)
     assert (spine.channel_preference, spine.preference_why) == ("sms", "said 'text me'")
 
