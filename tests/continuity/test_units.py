@@ -126,3 +126,11 @@ def test_readme_continuity_examples_are_valid_config() -> None:
     for block in blocks:
         cfg = cfgmod.parse(block, "README")
         assert cfg.continuity.business_name
+
+
+def test_a_deferred_call_back_failure_text_is_a_text_never_a_new_call() -> None:
+    state = rules.State(conversation_id=1, phone="+12025550143", owner_extension="201")
+    decision = rules.on_due("call_me", {"channel": "sms", "to": "+12025550143"}, state, _ctx(), local(7, 10))
+    assert isinstance(decision, rules.Send)
+    assert decision.body.startswith("We tried to call you back")
+    assert isinstance(rules.on_due("call_me", {"attempt": 1}, state, _ctx(), local(7, 10)), rules.Call)
