@@ -481,3 +481,13 @@ async def test_text_as_written_labels_and_retrying_a_failed_transcription(live: 
     job = await live.store.read(lambda c: tq.job_for_voicemail(c, vm.event_id))
     assert job is not None
     assert job.status == "pending"
+
+
+async def test_widget_messages_take_their_own_direction(live: Live) -> None:
+    _ctx, visitor = await open_widget(live)
+    await visitor.fill("#gateway-chat >> textarea", "שלום, is it open? \u202egnissim")
+    await visitor.press("#gateway-chat >> textarea", "Enter")
+    sent = visitor.locator("#gateway-chat >> li.visitor:not(.sending)")
+    await sent.wait_for(timeout=5000)
+    assert await sent.get_attribute("dir") == "auto"
+    assert "\u202e" in await sent.inner_text()
