@@ -524,7 +524,9 @@ class Soak:
         flagged = sum(1 for t in led.sms_out if states.get(t) == "unknown")
         out_lost = [t for t in led.sms_out if t not in sent and states.get(t) not in ("unknown", "failed")]
         missed_absent = []
-        expected_calls = [(c, ("call_missed", "call_abandoned")) for c in led.missed_callers]
+        expected_calls: list[tuple[str, tuple[str, ...]]] = [
+            (c, ("call_missed", "call_abandoned")) for c in led.missed_callers
+        ]
         expected_calls += [(c, ("call_missed", "call_abandoned", "call_ended")) for c in led.cut_callers]
         for caller, kinds in expected_calls:
             marks = ",".join("?" * len(kinds))
