@@ -28,6 +28,7 @@ from typing import Any
 from gateway.continuity import restraint, rules
 from gateway.continuity.clock import Clock, SystemClock
 from gateway.continuity.config import TEMPLATE_KEYS, ContinuityConfig
+from gateway.continuity.promises import Hours, requested_call_time
 from gateway.continuity.state import Loaded, load
 from gateway.continuity.templates import render
 from gateway.domain.bus import Bus, Subscription
@@ -258,7 +259,21 @@ class ContinuityEngine:
         decisions = rules.on_event(trigger, loaded.state, self.ctx, now)
         for decision in decisions:
             await self._apply(decision, loaded, None, now)
+        await self._customer_picked_a_time(trigger, loaded, now)
         return decisions
+
+    async def _customer_picked_a_time(self, trigger: rules.Trigger, loaded: Loaded, now: float) -> None:
+        """A customer's own "call me at 3" (chat or SMS) books the call-back at that slot."""
+        if not self.config.call_me_enabled or trigger.kind != EventKind.MESSAGE_IN.value:
+            return
+        office = Hours(self.ctx.business_hours, self.ctx.timezone, self.ctx.closed)
+        at = requested_call_time(trigger.body, now, office)
+        if at is None:
+            return
+        try:
+            await self.schedule_call(loaded.conversation_id, at, author="the customer")
+        except PermanentError as err:
+            log.info("conversation %d: the customer's call-back time was not booked: %s", loaded.conversation_id, err)
 
     # -- jobs --------------------------------------------------------------------------------------------------------
 
@@ -593,16 +608,24 @@ class ContinuityEngine:
         now = self.clock.now()
         if at < now - 60:
             raise PermanentError("that moment has passed; pick a time from now on")
-        job_id = await self.store.write(
-            partial(
-                sql.schedule_job,
+
+        def book(c: Any) -> tuple[int, bool]:
+            same = sql.pending_job_at(c, rules.CALL_ME, conversation_id, at)
+            if same is not None:  # the customer and staff booked the same slot: one call
+                return same, False
+            new_id = sql.schedule_job(
+                c,
                 rule=rules.CALL_ME,
                 conversation_id=conversation_id,
                 due_at=at,
                 payload={"attempt": 0, "by": author},
                 now=now,
             )
-        )
+            return new_id, True
+
+        job_id, created = await self.store.write(book)
+        if not created:
+            return int(job_id)
         when = hours.describe_moment(at, self.ctx.timezone, now)
         await self.record(
             conversation_id, rules.CALL_ME, "deferred", f"{author} booked a call-back {when}", job_id=job_id

@@ -51,7 +51,16 @@ _DAY_WORD = re.compile(
     r"(?:on |by |next |this )?(monday|tuesday|wednesday|thursday|friday|saturday|sunday))\b",
     re.IGNORECASE,
 )
-_CLOCK = re.compile(r"\b(?:at|by|around|before)\s+(\d{1,2})(?::(\d{2}))?\s*(am|pm|a\.m\.|p\.m\.)?", re.IGNORECASE)
+_CLOCK = re.compile(
+    r"\b(?:at|by|around|before)\s+(\d{1,2})(?::(\d{2}))?\s*(am|pm|a\.m\.|p\.m\.)?"
+    r"|\b(\d{1,2})(?::(\d{2}))?\s*(am|pm|a\.m\.|p\.m\.)",
+    re.IGNORECASE,
+)
+#: A customer asking to be called ("call me at 3", "give me a ring tomorrow", "3시에 전화 주세요").
+_CALL_ME = re.compile(
+    r"\b(?:call|ring|phone) me\b|\bgive me a (?:call|ring)\b|전화\s*(?:주세요|해\s*주세요|부탁)", re.IGNORECASE
+)
+_KO_CLOCK = re.compile(r"(오전|오후)?\s*(\d{1,2})\s*시(?:\s*(\d{1,2})\s*분|\s*반)?")
 _KO_DAY = {"오늘": 0, "내일": 1, "모레": 2}
 
 
@@ -94,9 +103,19 @@ def _day_offset(text: str, today: dt.date) -> int | None:
 def _clock(text: str) -> dt.time | None:
     m = _CLOCK.search(text)
     if m is None:
-        return None
-    hour, minute = int(m.group(1)), int(m.group(2) or 0)
-    marker = (m.group(3) or "").lower().replace(".", "")
+        ko = _KO_CLOCK.search(text)
+        if ko is None:
+            return None
+        hour = int(ko.group(2))
+        minute = int(ko.group(3) or (30 if "반" in ko.group(0) else 0))
+        if (ko.group(1) == "오후" and hour < 12) or (ko.group(1) is None and 1 <= hour <= 7):
+            hour += 12
+        return dt.time(hour, minute) if hour <= 23 and minute <= 59 else None
+    if m.group(1) is None:  # the bare "3pm" form
+        hour, minute, raw_marker = int(m.group(4)), int(m.group(5) or 0), m.group(6)
+    else:
+        hour, minute, raw_marker = int(m.group(1)), int(m.group(2) or 0), m.group(3)
+    marker = (raw_marker or "").lower().replace(".", "")
     if marker == "pm" and hour < 12:
         hour += 12
     elif marker == "am" and hour == 12:
@@ -145,3 +164,30 @@ def find_promises(text: str, now: float, office: Hours) -> list[PromiseFound]:
                 due = _end_of_business_day(day, office)
             found[step] = PromiseFound(step, due, sentence.strip()[:200])
     return list(found.values())
+
+
+def requested_call_time(text: str, now: float, office: Hours) -> float | None:
+    """When a customer asks to be called ("call me at 3", "give me a ring tomorrow"), the moment they picked.
+
+    A clock time is taken as said (today, or tomorrow when it has passed; on the day named when there is one); a day
+    without a time means that business day's opening. None when the text asks for no call or names no time (then
+    the plain "call me" hand-off applies).
+    """
+    zi = hours.zone(office.timezone)
+    today = dt.datetime.fromtimestamp(now, zi).date()
+    for sentence in re.split(r"(?<=[.!?。])\s+|\n", text):
+        if _CALL_ME.search(sentence) is None:
+            continue
+        offset = _day_offset(sentence, today)
+        clock = _clock(sentence)
+        if clock is None and offset is None:
+            return None
+        day = today + dt.timedelta(days=offset or 0)
+        if clock is not None:
+            at = dt.datetime.combine(day, clock, tzinfo=zi).timestamp()
+            if at <= now and offset is None:
+                at += 86400.0
+            return at if at > now else None
+        start = dt.datetime.combine(day, dt.time(0, 0), tzinfo=zi).timestamp()
+        return hours.next_open(office.business_hours, office.timezone, max(start, now), office.closed)
+    return None

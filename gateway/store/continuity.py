@@ -59,6 +59,16 @@ def schedule_job(
     return int(cur.lastrowid or 0)
 
 
+def pending_job_at(conn: sqlite3.Connection, rule: str, conversation_id: int, due_at: float) -> int | None:
+    """A scheduled job of ``rule`` for the conversation within a minute of ``due_at`` (the same booking twice)."""
+    row = conn.execute(
+        "SELECT id FROM continuity_jobs WHERE rule = ? AND conversation_id = ? AND state = 'scheduled'"
+        " AND due_at BETWEEN ? AND ?",
+        (rule, conversation_id, due_at - 60, due_at + 60),
+    ).fetchone()
+    return int(row[0]) if row is not None else None
+
+
 def schedule_many(conn: sqlite3.Connection, rows: Iterable[tuple[str, int, float, str, float]]) -> None:
     """Bulk insert (rule, conversation_id, due_at, payload_json, now) rows (benchmarks, imports)."""
     conn.executemany(

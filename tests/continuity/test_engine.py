@@ -297,6 +297,7 @@ async def test_call_me_rings_the_owner_first_retries_then_texts_the_customer(rig
     await rig.restart(call_me_extension="201", call_me_retries=1, call_me_retry_minutes=5)
     rig.engine.dialer = dialer
     conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Please call me at 11")
+    # The customer's own words booked 11:00; staff booking the same slot does not make a second call.
     await rig.engine.schedule_call(conv, local(7, 11), author="anna")
     await rig.at(local(7, 10, 59))
     assert dialled == []
@@ -318,7 +319,8 @@ async def test_call_me_rings_the_owner_first_retries_then_texts_the_customer(rig
         "We tried to call you back but could not reach you. Reply here with a better time. - Bright Smile Dental"
     ]
     steps = [d[1:] for d in rig.decisions("call_me")]
-    assert steps[0] == ("deferred", "anna booked a call-back at 11:00")
+    assert steps[0] == ("deferred", "the customer booked a call-back at 11:00")
+    assert not [st for st in steps if "anna booked" in st[1]]
     assert steps[1][0] == "sent"
     assert "ringing extension 201 first" in steps[1][1]
 
@@ -413,3 +415,25 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition not met")
+
+
+async def test_the_customer_picks_the_call_back_time_in_their_own_words(rig: Rig) -> None:
+    dialled: list[tuple[str, str, int]] = []
+
+    async def dialer(extension: str, number: str, conversation_id: int) -> str:
+        dialled.append((extension, number, conversation_id))
+        return f"c2c-{len(dialled)}"
+
+    await rig.restart(call_me_extension="201")
+    rig.engine.dialer = dialer
+    # Monday 09:00: "call me at 3pm" books 15:00 today, with no staff action at all.
+    await rig.at(local(7, 9))
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Busy now. Can you call me at 3pm?")
+    assert rig.decisions("call_me")[-1][1:] == ("deferred", "the customer booked a call-back at 15:00")
+    await rig.at(local(7, 14, 59))
+    assert dialled == []
+    await rig.at(local(7, 15))
+    assert dialled == [("201", CUSTOMER, conv)]
+    # "call me tomorrow" without a time: the next business opening (Tuesday 08:00).
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Call me tomorrow please")
+    assert rig.decisions("call_me")[-1][1:] == ("deferred", "the customer booked a call-back tomorrow at 08:00")

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.continuity.promise_keeper import PromiseKeeper
-from gateway.continuity.promises import Hours, find_promises
+from gateway.continuity.promises import Hours, find_promises, requested_call_time
 from gateway.domain.bus import Bus
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ConversationService
@@ -186,3 +186,12 @@ async def test_a_broken_promise_shows_on_the_leakage_page_as_a_next_step_past_du
     win = leakage.day_window(dt.date(2026, 12, 1), dt.date(2026, 12, 1))
     (item,) = await leakage.items("next_steps_past_due", win)
     assert item["conversation_id"] == conv
+
+
+def test_the_time_a_customer_asks_to_be_called() -> None:
+    assert requested_call_time("Can you call me at 3pm?", TUESDAY_10AM, OFFICE) == at(2026, 12, 1, 15)
+    assert requested_call_time("call me 9:30am", TUESDAY_10AM, OFFICE) == at(2026, 12, 2, 9, 30)  # passed: tomorrow
+    assert requested_call_time("Give me a ring on Friday", TUESDAY_10AM, OFFICE) == at(2026, 12, 4, 9)
+    assert requested_call_time("내일 3시에 전화 주세요", TUESDAY_10AM, OFFICE) == at(2026, 12, 2, 15)
+    assert requested_call_time("Please call me", TUESDAY_10AM, OFFICE) is None  # the plain call-me hand-off
+    assert requested_call_time("I'll call you at 3", TUESDAY_10AM, OFFICE) is None  # staff words, not a request

@@ -425,3 +425,69 @@ async def test_screen_pop_shows_the_handoff_card_and_the_calls_words_live(live: 
     assert await card.locator('.live-words p[data-side="staff"]').text_content() == "You: we can see him today"
     await alice.screenshot(path=str(SHOTS / "console-screen-pop-live-words.png"))
     await alice.context.close()
+
+
+async def test_text_as_written_labels_and_retrying_a_failed_transcription(live: Live) -> None:
+    """Issue 12 in the browser: an RTL override in a message stays inside its own <bdi>, search highlights only the
+    hit (square brackets in the text stay text), an alphanumeric sender is labelled by its name, and staff retry a
+    failed voicemail transcription with one click."""
+    from gateway.store import transcribe as tq  # noqa: PLC0415
+
+    bank = await live.service.ingest(
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, "BANK", "s-bank", "[code] 1234 \u202ereversed")
+    )
+    vm = await live.service.ingest(
+        Inbound(
+            Channel.VOICE,
+            EventKind.VOICEMAIL,
+            IdentityKind.PHONE,
+            "+12025550177",
+            "vm-b:voicemail",
+            meta={
+                "path": "/nonexistent.wav",
+                "transcription": "failed",
+                "transcription_error": "worker hung. Fix: retry",
+            },
+        )
+    )
+
+    def failed(c: Any) -> None:
+        job, _ = tq.enqueue_job(
+            c, vm.conversation_id, vm.event_id, "/x.wav", now=1.0, max_backlog=10, waiting_model=False
+        )
+        tq.fail_job(c, job.id, "worker hung. Fix: retry", now=2.0)
+
+    await live.store.write(failed)
+    staff = await login(live)
+    item = staff.locator("#inbox li button", has_text="BANK")
+    await item.wait_for(timeout=5000)
+    await item.click()
+    await staff.wait_for_selector("#timeline li.in bdi.body")
+    assert (await staff.locator("#conv-name").inner_text()) == "BANK"
+    body = staff.locator("#timeline li.in bdi.body")
+    assert "\u202e" in await body.inner_text()  # kept as written, isolated in its own <bdi>
+    await staff.fill("#search", "code")
+    await staff.wait_for_selector("#search-list li mark")
+    assert await staff.locator("#search-list li mark").all_inner_texts() == ["code"]
+    assert "[" in await staff.locator("#search-list li .snippet").inner_text()
+    assert bank.conversation_id != vm.conversation_id
+
+    await staff.locator("#inbox li button", has_text="+12025550177").click()
+    retry = staff.locator("#timeline button.retry-transcription")
+    await retry.wait_for(timeout=5000)
+    assert "Fix:" in await staff.locator("#timeline .transcription-error").inner_text()
+    await retry.click()
+    await staff.wait_for_selector("#timeline button.retry-transcription", state="detached", timeout=5000)
+    job = await live.store.read(lambda c: tq.job_for_voicemail(c, vm.event_id))
+    assert job is not None
+    assert job.status == "pending"
+
+
+async def test_widget_messages_take_their_own_direction(live: Live) -> None:
+    _ctx, visitor = await open_widget(live)
+    await visitor.fill("#gateway-chat >> textarea", "שלום, is it open? \u202egnissim")
+    await visitor.press("#gateway-chat >> textarea", "Enter")
+    sent = visitor.locator("#gateway-chat >> li.visitor:not(.sending)")
+    await sent.wait_for(timeout=5000)
+    assert await sent.get_attribute("dir") == "auto"
+    assert "\u202e" in await sent.inner_text()
