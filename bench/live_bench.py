@@ -215,16 +215,41 @@ async def one_stream_rtf(seconds: float, model: str, tmp: Path) -> None:
     print(f"    RTF ours {ours / dur:.3f}  vosk-transcriber {theirs / dur:.3f}  ratio {ours / theirs:.2f}")
 
 
-async def ring_while_transcribing(streams: int, ring: int, model: str, tmp: Path) -> None:
-    """(3) ring-to-bus while ``streams`` are transcribed in real time."""
+async def ring_while_transcribing(streams: int, ring: int, model: str, tmp: Path, rounds: int) -> None:
+    """(3) ring-to-bus with no transcription, then while ``streams`` are transcribed in real time by workers in the
+    ordinary scheduling class (niced) and in the idle class, ``rounds`` times each, interleaved."""
     wav = tmp / "load.wav"
     speech(wav, 90, 16000, ["-b", "16", "-e", "signed-integer"])
     with wave.open(str(wav), "rb") as w:
         pcm = w.readframes(w.getnframes())
-    live = LiveSpeech(model, max_active=1500)
+    vb: Any = _module("voice_bench", ROOT / "bench" / "voice_bench.py")
+    results: dict[str, list[dict[str, float]]] = {"none": [], "nice": [], "idle": []}
+    print(f"(3) ring-to-bus, {ring} calls per round, {rounds} rounds of each, with {streams} streams transcribed:")
+    for _ in range(rounds):
+        for mode in ("none", "nice", "idle"):
+            print(f"  [{mode}]", flush=True)
+            if mode == "none":
+                results[mode].append(await vb.bench_ring(ring))
+            else:
+                results[mode].append(await _ring_under_load(vb, pcm, streams, ring, model, idle=mode == "idle"))
+    print("(3) summary, the daemon's own share (FastAGI session + DialBegin -> CallRinging delivered), per round:")
+    for mode, label in (
+        ("none", "no transcription"),
+        ("nice", "workers niced (ordinary class)"),
+        ("idle", "workers niced + idle class (the default)"),
+    ):
+        p99 = ", ".join(f"{r['own_p99']:.1f}" for r in results[mode])
+        p50 = ", ".join(f"{r['own_p50']:.2f}" for r in results[mode])
+        pbx = ", ".join(f"{r['pbx_p99']:.1f}" for r in results[mode])
+        lag = ", ".join(f"{r['lag_max']:.0f}" for r in results[mode])
+        print(f"    {label:42s} p99 ms: {p99}   p50 ms: {p50}")
+        print(f"    {'':42s} Asterisk's AGI replies p99 ms: {pbx}   event-loop lag max ms: {lag}")
+
+
+async def _ring_under_load(vb: Any, pcm: bytes, streams: int, ring: int, model: str, *, idle: bool) -> dict[str, float]:
+    live = LiveSpeech(model, max_active=1500, idle=idle)
     await live.start()
     stop = asyncio.Event()
-
     silence = bytes(640)
 
     async def paced(n: int) -> None:
@@ -242,10 +267,8 @@ async def ring_while_transcribing(streams: int, ring: int, model: str, tmp: Path
 
     feeders = [asyncio.create_task(paced(n)) for n in range(streams)]
     await asyncio.sleep(3)
-    vb: Any = _module("voice_bench", ROOT / "bench" / "voice_bench.py")
-    print(f"(3) ring-to-bus with {streams} streams transcribed in real time meanwhile:")
     try:
-        await vb.bench_ring(ring)
+        return dict(await vb.bench_ring(ring))
     finally:
         stop.set()
         await asyncio.gather(*feeders, return_exceptions=True)
@@ -258,6 +281,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--ring", type=int, default=100)
     parser.add_argument("--model", default=default_model_path())
+    parser.add_argument("--rounds", type=int, default=1, help="ring: rounds of each mode, interleaved")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: live,rtf,ring")
     args = parser.parse_args()
     if not args.model:
@@ -270,7 +294,7 @@ def main() -> None:
         if "rtf" not in skip:
             asyncio.run(one_stream_rtf(args.seconds, args.model, tmp))
         if "ring" not in skip:
-            asyncio.run(ring_while_transcribing(2 * args.calls, args.ring, args.model, tmp))
+            asyncio.run(ring_while_transcribing(2 * args.calls, args.ring, args.model, tmp, args.rounds))
 
 
 if __name__ == "__main__":

@@ -143,6 +143,7 @@ class LiveSpeech:
         *,
         workers: int = 2,
         nice: int = 10,
+        idle: bool = True,
         max_active: int = 0,
         grammar: list[str] | None = None,
         load_timeout: float = 120.0,
@@ -151,6 +152,7 @@ class LiveSpeech:
         self.model_path = model_path
         self.workers = max(1, workers)
         self.nice = nice
+        self.idle = idle
         self.max_active = max_active
         self.grammar = grammar
         self.load_timeout = load_timeout
@@ -186,6 +188,8 @@ class LiveSpeech:
     async def _spawn(self) -> _Worker:
         argv = [sys.executable, "-m", "gateway.transcribe.live_worker", "--model", self.model_path]
         argv += ["--nice", str(self.nice), "--max-active", str(self.max_active)]
+        if self.idle:
+            argv.append("--idle")
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
