@@ -309,6 +309,12 @@ class LiveSpeech:
                 log.exception("live transcription: partial-text callback failed")
         elif kind == "final":
             start, end, conf = msg.get("start", 0.0), msg.get("end", 0.0), msg.get("confidence")
+            # A short utterance can end before any partial named it: the finished text is shown live as well.
+            if msg.get("text"):
+                try:
+                    stream.on_partial(str(msg.get("text", "")))
+                except Exception:
+                    log.exception("live transcription: partial-text callback failed")
             stream.utterances.append(
                 Utterance(
                     str(msg.get("text", "")),
