@@ -196,6 +196,8 @@ class LiveSpeech:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
             limit=1 << 20,
+            # Its own session: a Ctrl-C in the terminal reaches the daemon, which stops the workers in order.
+            start_new_session=True,
         )
         assert proc.stdout is not None
         try:

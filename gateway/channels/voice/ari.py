@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 class AriError(TransientError):
     """An ARI request failed or Asterisk's HTTP server is not reachable."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        """The HTTP status Asterisk answered with (None: no answer)."""
+
 
 class AriClient:
     """REST calls plus the websocket that keeps the Stasis application registered."""
@@ -111,7 +116,7 @@ class AriClient:
             async with self._session.request(method, self.base_url + "/ari" + path, params=params) as resp:
                 if resp.status >= 300:
                     text = (await resp.text())[:200]
-                    raise AriError(f"ARI {method} {path} answered {resp.status}: {text}")
+                    raise AriError(f"ARI {method} {path} answered {resp.status}: {text}", resp.status)
                 if resp.status == 204:
                     return None
                 return await resp.json()
@@ -137,7 +142,7 @@ class AriClient:
             try:
                 await self._call("POST", f"/channels/{channel_id}/play", media=f"sound:{sound_path}")
             except AriError as err:
-                if " 409:" not in str(err) or attempt == 19:
+                if err.status != 409 or attempt == 19:
                     raise
                 await asyncio.sleep(0.05)
             else:
@@ -172,7 +177,7 @@ class AriClient:
             try:
                 await self._call("POST", f"/bridges/{bridge_id}/addChannel", channel=",".join(channel_ids))
             except AriError as err:
-                if " 422:" not in str(err) or attempt == 19:
+                if err.status != 422 or attempt == 19:
                     raise
                 await asyncio.sleep(0.05)
             else:

@@ -578,9 +578,13 @@ class VoiceChannel:
         try:
             chunk = await asyncio.to_thread(rc.read_cdr, path, cursor)
         except FileNotFoundError as err:
+            if path.parent.is_dir():
+                # cdr_custom writes the file with the first call that ends: no calls yet, nothing to recover.
+                log.debug("recovery: %s does not exist yet (no call has ended since Asterisk was set up)", path)
+                return []
             raise FileNotFoundError(
                 err.errno,
-                "no such file; enable cdr_custom as in asterisk-config/cdr_custom.conf or set voice.cdr_file",
+                "no such directory; enable cdr_custom as in asterisk-config/cdr_custom.conf or set voice.cdr_file",
             ) from err
         if chunk.bad_lines:
             log.warning("recovery: %d line(s) of %s are not in the gw1 layout; skipped", chunk.bad_lines, path)
