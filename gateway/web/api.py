@@ -34,6 +34,7 @@ from gateway.web.schema import (
     Operation,
     Reply,
     parse,
+    path_id,
     path_int,
     respond,
 )
@@ -290,14 +291,6 @@ _STATUSES = ("open", "waiting", "closed")
 _REPLY_CHANNELS = ("sms", "chat")
 
 
-def _conv_id(request: web.Request) -> int:
-    raw = request.match_info["conversation_id"]
-    try:
-        return int(raw)
-    except ValueError as err:
-        raise ValidationError(f"conversation id {raw[:20]!r} is not a number") from err
-
-
 def _text(key: str, value: str, *, required: bool = True, limit: int = 10_000) -> str:
     if required and not value.strip():
         raise ValidationError(f"field {key!r} is empty: write something first")
@@ -328,7 +321,7 @@ async def conversation(request: web.Request) -> web.Response:
     """``GET /api/v1/conversations/{id}``: summary, timeline and reply hints."""
     require_api(request)
     deps = request.app[DEPS]
-    cid = _conv_id(request)
+    cid = path_id(request, "conversation_id")
     summary = await _summary(request, cid)
     live = summary.conversation_id
     timeline = await deps.service.timeline(live, limit=200)
@@ -404,10 +397,7 @@ async def _claims_payload(request: web.Request, conversation_id: int) -> list[Cl
 async def confirm_claim(request: web.Request) -> web.Response:
     """``POST /api/v1/claims/{claim_id}/confirm``: staff vouch for a claimed number (one click; undoable merge)."""
     auth = require_api(request)
-    try:
-        claim_id = int(request.match_info["claim_id"])
-    except ValueError as err:
-        raise ValidationError("claim id must be a number") from err
+    claim_id = path_id(request, "claim_id")
     try:
         result = await request.app[DEPS].service.confirm_claim(claim_id, author=auth.actor)
     except LookupError as err:
@@ -422,7 +412,7 @@ async def send_message(request: web.Request) -> web.Response:
     auth = require_api(request)
     deps = request.app[DEPS]
     data = await read_json(request)
-    cid = _conv_id(request)
+    cid = path_id(request, "conversation_id")
     channel = data.get("channel", "sms")
     if channel not in _REPLY_CHANNELS:
         raise ValidationError(f"channel {str(channel)[:20]!r} cannot be used to reply: use one of {_REPLY_CHANNELS}")
@@ -481,7 +471,7 @@ async def add_note(request: web.Request) -> web.Response:
     auth = require_api(request)
     note = parse(await read_json(request), NoteRequest)
     body = _text("body", note.body)
-    summary = await _summary(request, _conv_id(request))
+    summary = await _summary(request, path_id(request, "conversation_id"))
     event_id = await request.app[DEPS].service.append_event(
         summary.conversation_id, EventKind.NOTE, Channel.NOTE, body, author=auth.actor
     )
@@ -505,7 +495,7 @@ async def update(request: web.Request) -> web.Response:
     if not data:
         raise ValidationError("nothing to change: send at least one field")
     fields = parse(data, ConversationChanges)
-    summary = await _summary(request, _conv_id(request))
+    summary = await _summary(request, path_id(request, "conversation_id"))
     conv = summary.conversation_id
     # Spine fields go through the spine service so each change is on the timeline with who made it.
     spines = spine_api.spines(request)
@@ -526,10 +516,7 @@ async def update(request: web.Request) -> web.Response:
 async def undo_merge(request: web.Request) -> web.Response:
     """``POST /api/v1/merges/{merge_id}/undo``: split two contacts that were merged (by a typed number or by hand)."""
     auth = require_api(request)
-    try:
-        merge_id = int(request.match_info["merge_id"])
-    except ValueError as err:
-        raise ValidationError("merge id must be a number") from err
+    merge_id = path_id(request, "merge_id")
     try:
         result = await request.app[DEPS].service.unmerge(merge_id, author=auth.actor)
     except LookupError as err:
@@ -542,10 +529,7 @@ async def undo_merge(request: web.Request) -> web.Response:
 async def retry_transcription(request: web.Request) -> web.Response:
     """``POST /api/v1/voicemails/{event_id}/transcription/retry``: transcribe a failed voicemail again."""
     require_api(request)
-    try:
-        event_id = int(request.match_info["event_id"])
-    except ValueError as err:
-        raise ValidationError("voicemail event id must be a number") from err
+    event_id = path_id(request, "event_id")
     deps = request.app[DEPS]
     if deps.transcription is not None:
         job = await deps.transcription.retry_voicemail(event_id)
@@ -570,7 +554,7 @@ async def call(request: web.Request) -> web.Response:
         raise PermanentError("click-to-call is not available: the voice channel is not running")
     if not session.staff.extension:
         raise ValidationError("your login has no SIP extension: ask the operator to bind one")
-    summary = await _summary(request, _conv_id(request))
+    summary = await _summary(request, path_id(request, "conversation_id"))
     if not summary.phone:
         raise ValidationError("this customer has no phone number to call")
     deps.service.check_number(summary.phone, purpose="dial")
@@ -651,10 +635,7 @@ async def tokens_create(request: web.Request) -> web.Response:
 async def tokens_revoke(request: web.Request) -> web.Response:
     """``DELETE /api/v1/tokens/{id}``."""
     _admin(request)
-    try:
-        tid = int(request.match_info["token_id"])
-    except ValueError as err:
-        raise ValidationError("token id must be a number") from err
+    tid = path_id(request, "token_id")
     now = time.time()
     done = await request.app[DEPS].store.write(lambda c: sql.revoke_api_token(c, tid, now))
     if not done:

@@ -17,11 +17,10 @@ from aiohttp import web
 from gateway.continuity.promise_keeper import PromiseKeeper
 from gateway.continuity.promises import Hours
 from gateway.domain.handoff import HandoffCard, handoff_card
-from gateway.errors import ValidationError
 from gateway.store.promises import PromiseRow
 from gateway.web import hours
 from gateway.web.keys import DEPS
-from gateway.web.schema import Operation, Reply, path_int, respond
+from gateway.web.schema import Operation, Reply, path_id, path_int, respond
 from gateway.web.security import require_api
 from gateway.web.spine_api import spines
 
@@ -51,19 +50,11 @@ def keeper(request: web.Request) -> PromiseKeeper:
     return deps.promises
 
 
-def _int(request: web.Request, key: str) -> int:
-    raw = request.match_info[key]
-    try:
-        return int(raw)
-    except ValueError as err:
-        raise ValidationError(f"{key} {raw[:20]!r} is not a number") from err
-
-
 async def handoff(request: web.Request) -> web.Response:
     """``GET /api/v1/conversations/{id}/handoff``: the handoff card, built from the spine and the recent timeline."""
     require_api(request)
     deps = request.app[DEPS]
-    conv = _int(request, "conversation_id")
+    conv = path_id(request, "conversation_id")
     try:
         spine = await spines(request).spine(conv)
         recent = await deps.service.timeline(conv, limit=30)
@@ -78,13 +69,13 @@ async def handoff(request: web.Request) -> web.Response:
 async def list_promises(request: web.Request) -> web.Response:
     """``GET /api/v1/conversations/{id}/promises``: promises heard in the conversation, newest first."""
     require_api(request)
-    rows = await keeper(request).promises(_int(request, "conversation_id"))
+    rows = await keeper(request).promises(path_id(request, "conversation_id"))
     return respond(PromiseList(rows))
 
 
 async def _decide(request: web.Request, confirm: bool) -> web.Response:
     auth = require_api(request)
-    pid = _int(request, "promise_id")
+    pid = path_id(request, "promise_id")
     k = keeper(request)
     try:
         row = await (k.confirm(pid, staff=auth.actor) if confirm else k.dismiss(pid, staff=auth.actor))

@@ -17,7 +17,7 @@ from aiohttp import web
 from gateway.errors import PermanentError, ValidationError
 from gateway.web import pages
 from gateway.web.keys import DEPS
-from gateway.web.schema import ErrorBody, Operation, Reply, parse, path_int, respond
+from gateway.web.schema import ErrorBody, Operation, Reply, parse, path_id, path_int, respond
 from gateway.web.security import read_json, require_api, require_staff
 
 
@@ -70,13 +70,6 @@ def _engine(request: web.Request) -> Any:
     return engine
 
 
-def _conv(request: web.Request) -> int:
-    try:
-        return int(request.match_info["conversation_id"])
-    except ValueError as err:
-        raise web.HTTPBadRequest(text='{"error": "conversation id must be a number"}') from err
-
-
 async def rules_page(request: web.Request) -> web.StreamResponse:
     """``GET /rules``: the active rules, restraint and templates, read-only."""
     session = require_staff(request)
@@ -101,7 +94,7 @@ async def conversation_jobs(request: web.Request) -> web.Response:
     """``GET /api/v1/conversations/{id}/continuity``: scheduled and finished automated sends."""
     require_api(request)
     engine = _engine(request)
-    return respond(JobList([ContinuityJob(**job) for job in await engine.jobs(_conv(request))]))
+    return respond(JobList([ContinuityJob(**job) for job in await engine.jobs(path_id(request, "conversation_id"))]))
 
 
 async def recap(request: web.Request) -> web.Response:
@@ -109,7 +102,7 @@ async def recap(request: web.Request) -> web.Response:
     auth = require_api(request)
     engine = _engine(request)
     try:
-        outbox_id = await engine.recap(_conv(request), author=auth.actor)
+        outbox_id = await engine.recap(path_id(request, "conversation_id"), author=auth.actor)
     except LookupError as err:
         raise web.HTTPNotFound(text='{"error": "no such conversation"}', content_type="application/json") from err
     except PermanentError as err:
@@ -135,7 +128,7 @@ async def callback(request: web.Request) -> web.Response:
             raise ValidationError("'at' needs a time zone offset, e.g. 2026-12-05T09:00:00-05:00")
         at = moment.timestamp()
     try:
-        job_id = await engine.schedule_call(_conv(request), at, author=auth.actor)
+        job_id = await engine.schedule_call(path_id(request, "conversation_id"), at, author=auth.actor)
     except PermanentError as err:
         return respond(ErrorBody(str(err)), status=409)
     return respond(CallbackBooked(job_id), status=201)

@@ -77,6 +77,15 @@ class Operation:
     public: bool = False
 
 
+def path_id(request: web.Request, key: str) -> int:
+    """The integer path parameter ``key`` (e.g. ``conversation_id``), or a 400 that says it is not a number."""
+    raw = request.match_info[key]
+    try:
+        return int(raw)
+    except ValueError as err:
+        raise ValidationError(f"{key.replace('_', ' ')} {raw[:20]!r} is not a number") from err
+
+
 def path_int(name: str) -> Mapping[str, Any]:
     """A required integer path parameter such as ``conversation_id``."""
     return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}

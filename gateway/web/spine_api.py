@@ -19,7 +19,7 @@ from gateway.domain.models import Channel, EventKind, IdentityKind
 from gateway.domain.spine import CHANNEL_PREFERENCES, Spine, SpineService
 from gateway.errors import ValidationError
 from gateway.web.keys import DEPS
-from gateway.web.schema import CONFIRM_FIX, NumberConflict, Operation, Reply, parse, path_int, respond
+from gateway.web.schema import CONFIRM_FIX, NumberConflict, Operation, Reply, parse, path_id, path_int, respond
 from gateway.web.security import Auth, read_json, require_api, require_staff
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,6 @@ def spines(request: web.Request) -> SpineService:
     if deps.spine is None:
         deps.spine = SpineService(deps.store, deps.bus, timezone=deps.config.timezone)
     return deps.spine
-
-
-def _conv_id(request: web.Request) -> int:
-    raw = request.match_info["conversation_id"]
-    try:
-        return int(raw)
-    except ValueError as err:
-        raise ValidationError(f"conversation id {raw[:20]!r} is not a number") from err
 
 
 def _source(auth: Auth) -> str:
@@ -129,7 +121,7 @@ async def get_spine(request: web.Request) -> web.Response:
     """``GET /api/v1/conversations/{id}/spine``: the one-line summary and the spine."""
     require_api(request)
     service = spines(request)
-    return respond(spine_json(await _spine_or_404(service, _conv_id(request)), service))
+    return respond(spine_json(await _spine_or_404(service, path_id(request, "conversation_id")), service))
 
 
 def _due(value: Any) -> float | None:
@@ -201,7 +193,7 @@ async def patch_spine(request: web.Request) -> web.Response:
     auth = require_api(request)
     data = _checked_patch(await read_json(request))
     service = spines(request)
-    current = await _spine_or_404(service, _conv_id(request))
+    current = await _spine_or_404(service, path_id(request, "conversation_id"))
     conv = current.conversation_id
     who = {"source": _source(auth), "set_by": auth.actor}
 
@@ -228,7 +220,7 @@ async def put_fact(request: web.Request) -> web.Response:
         raise ValidationError("field 'value' is longer than 500 characters")
     name = request.match_info["name"]
     service = spines(request)
-    current = await _spine_or_404(service, _conv_id(request))
+    current = await _spine_or_404(service, path_id(request, "conversation_id"))
     if name == "availability" and isinstance(value, str):
         value = {"text": value.strip()}
     changed = await service.set_fact(
@@ -242,7 +234,7 @@ async def delete_fact(request: web.Request) -> web.Response:
     """``DELETE /api/v1/conversations/{id}/facts/{name}``: forget a wrong fact."""
     auth = require_api(request)
     service = spines(request)
-    current = await _spine_or_404(service, _conv_id(request))
+    current = await _spine_or_404(service, path_id(request, "conversation_id"))
     name = request.match_info["name"]
     changed = await service.clear_fact(current.conversation_id, name, set_by=auth.actor, source=_source(auth))
     if not changed:
