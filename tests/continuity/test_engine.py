@@ -235,7 +235,7 @@ async def test_chat_continuation_quotes_the_question_and_asks_only_for_what_is_m
 
 async def test_stalled_thread_alerts_staff_never_the_customer(rig: Rig) -> None:
     await rig.restart(after_hours_enabled=False)
-    rig.clock.set(time.time())  # the waiting time starts at the message's real arrival
+    rig.clock.set(time.time())
     conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can someone call me about the leak?")
     since = rig.rows("SELECT awaiting_since FROM conversations WHERE id = ?", conv)[0][0]
     rig.clock.set(since + 3600)
@@ -245,6 +245,30 @@ async def test_stalled_thread_alerts_staff_never_the_customer(rig: Rig) -> None:
     assert await rig.engine.check_stalled() == 0, "one alert per waiting period"
     assert rig.decisions("stalled_thread")[-1][1] == "sent"
     assert rig.rows("SELECT COUNT(*) FROM outbox WHERE automated = 1") == [(0,)]
+
+
+async def test_stalled_thread_waiting_time_is_read_on_the_rules_clock_only(rig: Rig) -> None:
+    """The rules' clock is days away from the wall clock here (as it is in every journey test): the business hours
+    waited are counted from when the rules saw the customer's message, never from the timeline's wall-clock stamp."""
+    await rig.restart(after_hours_enabled=False)
+    assert abs(rig.clock.now() - time.time()) > 3600
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Is the crown ready?")  # Monday 10:00
+    # 10:00-12:00 and 13:30-15:29 are 3 h 59 min of business hours: not yet.
+    rig.clock.set(local(7, 15, 29))
+    assert await rig.engine.check_stalled() == 0
+    rig.clock.set(local(7, 15, 31))
+    assert await rig.engine.check_stalled() == 1
+    (alert,) = rig.decisions("stalled_thread")
+    assert alert[2] == "the customer has waited 4.0 business hours for an answer"
+    # A staff answer ends the wait; a new question starts a new one, again on the rules' clock.
+    await rig.service.enqueue_outbound(conv, Channel.SMS, CUSTOMER, "Yes, come by at 4", automated=False)
+    await rig.engine.tick()
+    rig.clock.set(local(8, 9))
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can I come tomorrow instead?")
+    rig.clock.set(local(8, 12))
+    assert await rig.engine.check_stalled() == 0, "3 business hours since Tuesday 09:00"
+    rig.clock.set(local(8, 14, 31))
+    assert await rig.engine.check_stalled() == 1
 
 
 async def test_switched_off_rule_does_nothing(rig: Rig) -> None:
