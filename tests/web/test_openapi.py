@@ -188,7 +188,19 @@ async def test_real_answers_validate_against_their_documented_schemas(web_env: W
     assert "999999" in missing["error"]
     off = await _call(web_env, docs, "get", c + "/continuity", f"/api/v1/conversations/{conv}/continuity", 409)
     assert "switched off" in off["error"]
-    assert len(docs.checked) == 20
+
+    # A chat visitor whose number turns out to be this customer's: merged, then the merge undone.
+    chat = await web_env.service.ingest(
+        Inbound(Channel.CHAT, EventKind.MESSAGE_IN, IdentityKind.CHAT, "visitor-openapi", "c-1", body="hi")
+    )
+    _live, merge_id = await web_env.service.link_identity(chat.conversation_id, IdentityKind.PHONE, "+12025550147")
+    assert merge_id is not None
+    undo = "/api/v1/merges/{merge_id}/undo"
+    undone = await _call(web_env, docs, "post", undo, f"/api/v1/merges/{merge_id}/undo", 200)
+    assert undone["restored_conversation_id"] == chat.conversation_id
+    again = await _call(web_env, docs, "post", undo, f"/api/v1/merges/{merge_id}/undo", 409)
+    assert again["error"]
+    assert len(docs.checked) == 21
 
 
 async def test_a_wrong_answer_fails_its_schema(web_env: WebEnv) -> None:
