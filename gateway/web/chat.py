@@ -52,6 +52,31 @@ class _WsOutlet:
         await self.ws.close(code=code, message=reason)
 
 
+class _RulesCallTimes:
+    """The chat channel's :class:`~gateway.channels.chat.channel.CallTimes` from the continuity rules (looked up at
+    each use: the daemon hands the engine over once it runs)."""
+
+    __slots__ = ("deps",)
+
+    def __init__(self, deps: WebDeps) -> None:
+        self.deps = deps
+
+    def _engine(self) -> Any:
+        engine = self.deps.continuity
+        return engine if engine is not None and engine.can_call() else None
+
+    def slots(self) -> list[float]:
+        engine = self._engine()
+        return [] if engine is None else [float(t) for t in engine.call_slots()]
+
+    def fit(self, at: float) -> tuple[float | None, str, str]:
+        engine = self._engine()
+        if engine is None:
+            return None, "", "we cannot book a call-back time right now; ask without a time and we will call you soon"
+        fitted = engine.fit_call_time(at)
+        return fitted.at, fitted.moved, fitted.why
+
+
 class ChatHub:
     """Serves visitor websockets for the chat channel."""
 
@@ -77,6 +102,7 @@ class ChatHub:
             new_chats=RateLimiter(cfg.chat_new_per_address_per_hour / 3600.0, float(cfg.chat_new_per_address_per_hour)),
             messages=RateLimiter(cfg.chat_messages_per_minute / 60.0, float(cfg.chat_burst)),
             welcome=self._welcome,
+            call_times=_RulesCallTimes(deps),
         )
         self._per_address: dict[str, int] = {}
         self.refused_busy = 0
