@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
@@ -24,6 +24,9 @@ from gateway.channels.chat.channel import ChatChannel, ChatSettings, VisitorSess
 from gateway.web import hours
 from gateway.web.deps import WebDeps
 from gateway.web.security import RateLimiter, client_address, same_origin
+
+if TYPE_CHECKING:
+    from gateway.continuity.engine import ContinuityEngine
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +64,13 @@ class _RulesCallTimes:
     def __init__(self, deps: WebDeps) -> None:
         self.deps = deps
 
-    def _engine(self) -> Any:
+    def _engine(self) -> ContinuityEngine | None:
         engine = self.deps.continuity
         return engine if engine is not None and engine.can_call() else None
 
     def slots(self) -> list[float]:
         engine = self._engine()
-        return [] if engine is None else [float(t) for t in engine.call_slots()]
+        return [] if engine is None else engine.call_slots()
 
     def fit(self, at: float) -> tuple[float | None, str, str]:
         engine = self._engine()
