@@ -54,6 +54,7 @@ async def test_the_visitor_picks_a_call_back_time_in_their_time_zone_and_the_cal
                     viewport={"width": 1000, "height": 760}, timezone_id="Europe/Berlin", locale="en-GB"
                 )
                 visitor = await ctx.new_page()
+                assert app.web is not None
                 await visitor.goto(app.web.url + "/demo")
                 await visitor.click("#gateway-chat >> .launcher")
                 await visitor.wait_for_selector("#gateway-chat >> .log li.system")
