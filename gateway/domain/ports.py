@@ -29,12 +29,17 @@ if TYPE_CHECKING:
     from gateway.domain.service import ServiceSettings
 
 T = TypeVar("T")
+ItemT = TypeVar("ItemT")
 
 
 class StorePort(Protocol):
     """Run a function in the single writer's group-commit transaction, or on a read connection."""
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def write_grouped(self, group: Callable[[sqlite3.Connection, list[ItemT]], list[T]], item: ItemT) -> T:
+        """Like ``write``; consecutive items of the same ``group`` in one transaction reach it as one list."""
+        ...
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
