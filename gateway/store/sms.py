@@ -449,13 +449,16 @@ def record_part_and_maybe_sent(
     reference: int,
     recipient: str,
     now: float,
-) -> None:
-    """Record one accepted part; after the last one (parts go out in order) the row becomes
-    'sent' in the same transaction."""
+) -> Claim | None:
+    """Record one accepted part; after the last one (parts go out in order) the row becomes 'sent' and the next
+    round is claimed (:func:`claim_next`), all in the same transaction: that claim is returned (None before the
+    last part)."""
     record_sent_part(conn, outbox_id, part, reference=reference, recipient=recipient, now=now)
-    if part == parts:
-        conn.execute("UPDATE outbox SET parts = ? WHERE id = ?", (parts, outbox_id))
-        mark_sent(conn, outbox_id, now)
+    if part != parts:
+        return None
+    conn.execute("UPDATE outbox SET parts = ? WHERE id = ?", (parts, outbox_id))
+    mark_sent(conn, outbox_id, now)
+    return claim_next(conn, now)
 
 
 def peek_due(conn: sqlite3.Connection, now: float) -> tuple[bool, float | None]:

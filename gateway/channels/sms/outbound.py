@@ -83,27 +83,30 @@ class OutboxWorker:
     async def run(self, link: SerialLink) -> None:
         """Send due messages until cancelled or the link fails (the error propagates)."""
         look_first = True
+        claim: db.Claim | None = None  # the next round, when the last write of a send already took it
         while True:
-            self._wake.clear()
-            if look_first:
-                due, next_at = await self.store.read(lambda c: db.peek_due(c, time.time()))
-                if not due:
-                    look_first = not await self._idle(next_at)
-                    continue
-            claim = await self.store.write(lambda c: db.claim_next(c, time.time()))
-            for outbox_id in claim.expired:
+            if claim is None:
+                self._wake.clear()  # before the look: a message queued after it wakes the idle wait below
+                if look_first:
+                    due, next_at = await self.store.read(lambda c: db.peek_due(c, time.time()))
+                    if not due:
+                        look_first = not await self._idle(next_at)
+                        continue
+                claim = await self.store.write(lambda c: db.claim_next(c, time.time()))
+            current, claim = claim, None
+            for outbox_id in current.expired:
                 log.info("sms outbox: message %d expired", outbox_id)
                 self.bus.publish(SmsOutboundState(outbox_id, None, "expired"))
-            if claim.row is None:
-                look_first = not await self._idle(claim.next_at)
+            if current.row is None:
+                look_first = not await self._idle(current.next_at)
                 continue
-            # More may be due: claim again at once (a claim that finds nothing writes nothing, and
-            # measured cheaper than a read through the reader pool).
+            # More may be due: the send's last write claims the next round; after a failure, claim again at once
+            # (a claim that finds nothing writes nothing, and measured cheaper than a read through the reader pool).
             look_first = False
-            if claim.blocked:
-                await self._final(claim.row, "failed", "the recipient opted out (STOP); not sent")
+            if current.blocked:
+                await self._final(current.row, "failed", "the recipient opted out (STOP); not sent")
                 continue
-            await self._send(link, claim.row, claim.done_parts)
+            claim = await self._send(link, current.row, current.done_parts)
 
     async def _idle(self, next_at: float | None) -> bool:
         """Sleep until woken (True: something was queued) or until ``next_at`` / 5 s (False)."""
@@ -115,7 +118,9 @@ class OutboxWorker:
             return False
         return True
 
-    async def _send(self, link: SerialLink, row: db.OutboundRow, done: dict[int, int]) -> None:
+    async def _send(self, link: SerialLink, row: db.OutboundRow, done: dict[int, int]) -> db.Claim | None:
+        """Send one claimed row. After its last part the same transaction that marks it 'sent' claims the next
+        round (one durable commit and one trip to the writer instead of two); that claim is returned."""
         try:
             pdus = pducodec.encode_submit(
                 row.to_addr,
@@ -126,16 +131,19 @@ class OutboxWorker:
             )
         except pducodec.PduEncodeError as err:
             await self._final(row, "failed", str(err))
-            return
+            return None
         self.bus.publish(SmsOutboundState(row.id, row.conversation_id, "sending"))
         total = len(pdus)
+        claim: db.Claim | None = None
         try:
             for number, part in enumerate(pdus, start=1):
                 if number in done:
                     continue
                 reference = await link.send_pdu(part.tpdu_length, part.hex, timeout=self.send_timeout)
                 self.sent_parts += 1
-                await self.store.write(
+                if number == total:
+                    self._wake.clear()  # before the claim: a message queued after it wakes the idle wait
+                claim = await self.store.write(
                     lambda c, n=number, r=reference: db.record_part_and_maybe_sent(  # type: ignore[misc]
                         c,
                         row.id,
@@ -148,13 +156,13 @@ class OutboxWorker:
                 )
         except at.ModemPermanentError as err:
             await self._final(row, "failed", f"the modem refused it: {err.words}")
-            return
+            return None
         except SendOutcomeUnknownError as err:
             await self._final(row, "unknown", str(err))
             raise
         except at.ModemTransientError as err:
             await self._retry(row, err.words)
-            return
+            return None
         except BaseException:
             if link.pdu_in_modem:
                 # Stopped while the modem held the PDU: it may have gone out.
@@ -165,6 +173,7 @@ class OutboxWorker:
             raise
         log.info("sms outbox: message %d sent (%d part(s))", row.id, total)
         self.bus.publish(SmsOutboundState(row.id, row.conversation_id, "sent"))
+        return claim
 
     async def _retry(self, row: db.OutboundRow, reason: str) -> None:
         attempts = row.attempts + 1
