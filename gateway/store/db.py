@@ -14,6 +14,10 @@ once (the conversation service writes a burst of timeline entries with one multi
 pending index data at the start of every statement that writes to it, so a statement per row costs about three times
 as much SQLite work as one statement for the lot).
 
+A write may also be *parked* (:meth:`Store.park`): it starts no group commit of its own but runs at the end of the
+next one that other writes start, or when its owner lets it go (:meth:`Store.unpark`). The SMS worker parks its next
+claim while idle, so the transaction that queues a message also claims it: one durable commit instead of two.
+
 If one function in a batch raises, the whole transaction is rolled back and every function of the batch is re-run
 in its own transaction, so the faulty one fails alone and the others still commit (a group function is then called
 with a one-item list). If the commit itself fails (disk
@@ -358,6 +362,7 @@ class Store:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._rollback_hooks: list[Callable[[], None]] = []
+        self._parked: list[_Pending] = []
         self.stop_timeout = 10.0
         self.stats = StoreStats()
 
@@ -403,6 +408,10 @@ class Store:
                 )
             await cancel_and_wait(self._task, owner=f"store {self.path}")
             self._task = None
+            for pending in self._parked:  # never ran, so nothing of it happened
+                if not pending.future.done():
+                    pending.future.set_exception(StoreError("the store stopped before this write ran"))
+            self._parked.clear()
             while not self._queue.empty():
                 pending = self._queue.get_nowait()
                 if not pending.future.done():
@@ -469,6 +478,31 @@ class Store:
         self._queue.put_nowait(_Pending(None, future, group, item))
         return await future
 
+    def park(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` to run last in the next group commit that other writes start, instead of starting one.
+
+        The returned future resolves like :meth:`write`'s result, once durably committed. The owner lets the write
+        go at once with :meth:`unpark` (on a timeout, or when it knows a write it should follow has committed).
+        """
+        if self._task is None:
+            raise StoreError("the store is not running")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._parked.append(_Pending(fn, future))
+        return future
+
+    def unpark(self, future: asyncio.Future[Any], *, run: bool = True) -> bool:
+        """Let a parked write go now (``run``) or drop it unrun (its future is cancelled). False when it had
+        already gone into a group commit (then it runs, or ran, as any write)."""
+        for i, pending in enumerate(self._parked):
+            if pending.future is future:
+                del self._parked[i]
+                if run:
+                    self._queue.put_nowait(pending)
+                else:
+                    future.cancel()
+                return True
+        return False
+
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on a read-only connection (sees everything committed before it starts)."""
         if not self._reader_conns:
@@ -530,10 +564,14 @@ class Store:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            queued = len(batch)
+            if self._parked:  # they ride along, last
+                batch.extend(self._parked)
+                self._parked.clear()
             try:
                 await self._execute_batch(writer, batch)
             finally:
-                for _ in batch:
+                for _ in range(queued):
                     self._queue.task_done()
 
     async def _execute_batch(self, writer: aiosqlite.Connection, batch: list[_Pending]) -> None:

@@ -304,3 +304,36 @@ async def test_insert_events_gives_each_row_its_id_and_is_all_or_nothing(store: 
     assert waiting == 2.0
     match = "SELECT COUNT(*) FROM events_fts WHERE events_fts MATCH 'r700'"
     assert await store.read(lambda c: c.execute(match).fetchone()[0]) == 1, "the full-text index has the rows"
+
+
+async def test_a_parked_write_rides_along_with_the_next_commit(store: Store) -> None:
+    def count(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0])
+
+    parked = store.park(count)
+    await asyncio.sleep(0.05)
+    assert not parked.done(), "a parked write starts no commit of its own"
+    before = store.stats.batches
+    await store.write(_insert("first"))
+    assert await parked == 1, "it ran last in that commit and saw the other write"
+    assert store.stats.batches - before == 1
+
+    alone = store.park(count)
+    assert store.unpark(alone)
+    assert await alone == 1, "let go, it runs by itself"
+    assert not store.unpark(alone), "it had already gone"
+
+    dropped = store.park(_insert("never"))
+    assert store.unpark(dropped, run=False)
+    assert dropped.cancelled()
+    await store.write(_insert("second"))
+    assert await store.read(count) == 2, "a dropped write never runs"
+
+
+async def test_stop_fails_a_parked_write_unrun(tmp_path: Path) -> None:
+    st = Store(tmp_path / "g.db")
+    await st.start()
+    parked = st.park(_insert("never"))
+    await st.stop()
+    with pytest.raises(StoreError, match="stopped before"):
+        await parked

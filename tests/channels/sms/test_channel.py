@@ -401,3 +401,21 @@ async def test_unplug_during_a_send_marks_unknown_and_never_resends(rig: Rig, em
     assert [s.text for s in emulator.sent].count("in flight") <= 1  # never sent a second time
     assert rig.outbox(outbox_id)["state"] == "unknown"
     assert rig.outbox(outbox_id)["attempts"] == 1
+
+
+async def test_an_idle_outbox_claims_in_the_commit_that_queues(rig: Rig, emulator: ModemEmulator) -> None:
+    await rig.channel(str(emulator.link), status_reports=False, poll_interval=3600.0, probe_interval=3600.0)
+    seed = await rig.service.ingest(
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, CUSTOMER, "seed-idle", "hi")
+    )
+    await asyncio.sleep(0.5)  # the worker has looked, found nothing and waits with its next claim parked
+    for n in range(3):
+        before = rig.store.stats.batches
+        outbox_id = await rig.service.enqueue_outbound(
+            seed.conversation_id, "sms", CUSTOMER, f"message {n}", automated=False
+        )
+        await wait_for(lambda: rig.outbox(outbox_id)["state"] == "sent")  # noqa: B023 - awaited in this turn
+        # One commit queued and claimed it ('sending' before any byte went out), one marked it sent.
+        assert rig.store.stats.batches - before == 2
+        assert rig.outbox(outbox_id)["attempts"] == 1
+    assert [s.text for s in emulator.sent] == ["message 0", "message 1", "message 2"]
