@@ -110,6 +110,7 @@ class ContinuityEngine:
         self._sub: Subscription | None = None
         self._cursor = 0
         self._calls: dict[str, int] = {}  # call id -> job id of a call-back in progress
+        self._placed: dict[str, None] = {}  # ids of the calls the rules placed (oldest first, bounded)
         self._call_results: list[CallEnded] = []
         self._next_stalled: float | None = None
         self.handled = 0
@@ -223,12 +224,22 @@ class ContinuityEngine:
                     meta=json.loads(row[5] or "{}"),
                     author=row[6],
                 )
-                if trigger.kind != EventKind.AUTOMATED.value and trigger.author != AUTHOR:
+                own = trigger.kind == EventKind.AUTOMATED.value or trigger.author == AUTHOR
+                if not own and not self._rules_call_attempt(trigger):
                     await self.handle(trigger)
                 count += 1
             last = rows[-1][0]
             self._cursor = last
             await self.store.write(partial(sql.set_cursor, event_id=last))
+
+    def _rules_call_attempt(self, trigger: rules.Trigger) -> bool:
+        """True for the ringing and the end of a call-back the rules placed themselves.
+
+        Nobody at the office chose to call: ringing the owner's phone is not "a person answered" (which would hold
+        back the "we could not reach you" text for ``human_quiet_minutes``), nor a staff call-back that cancels a
+        pending text. Once the customer's leg answers, ``call_answered`` is a real conversation and counts.
+        """
+        return trigger.kind in {"call_ringing", "call_ended"} and str(trigger.meta.get("call_id")) in self._placed
 
     async def handle(self, trigger: rules.Trigger) -> list[rules.Decision]:
         """Decide and apply what one event calls for."""
@@ -456,6 +467,9 @@ class ContinuityEngine:
             await self._call_failed(conv, job, call.attempt, f"the call could not be started: {err}")
             return
         self._calls[call_id] = job.id
+        self._placed[call_id] = None
+        while len(self._placed) > 1000:
+            del self._placed[next(iter(self._placed))]
         await self.record(
             conv,
             call.rule,

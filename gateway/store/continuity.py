@@ -245,11 +245,19 @@ def recent_customer_messages(conn: sqlite3.Connection, conversation_id: int, lim
 
 
 def waiting_conversations(conn: sqlite3.Connection) -> list[tuple[int, float]]:
-    """(conversation_id, awaiting_since) of live conversations whose customer waits for an answer."""
+    """(conversation_id, waiting since) of live conversations whose customer waits for an answer.
+
+    Who waits is the timeline's verdict (``awaiting_since``); since when is read on the rules' own clock: the first
+    customer contact the rules recorded after the last time a person answered (both stamped by the engine), so the
+    stalled-thread check never compares the timeline's wall-clock times with the rules' clock. A conversation with
+    no such contact (a person acted after the customer's last contact) is not waiting on the rules' clock.
+    """
     rows = conn.execute(
-        "SELECT id, awaiting_since FROM conversations WHERE awaiting_since IS NOT NULL AND merged_into IS NULL"
+        "SELECT v.id, (SELECT MIN(k.at) FROM continuity_contacts k WHERE k.conversation_id = v.id"
+        "   AND k.at >= COALESCE((SELECT h.at FROM continuity_human h WHERE h.conversation_id = v.id), -1)) AS since"
+        " FROM conversations v WHERE v.awaiting_since IS NOT NULL AND v.merged_into IS NULL"
     ).fetchall()
-    return [(int(r[0]), float(r[1])) for r in rows]
+    return [(int(r[0]), float(r[1])) for r in rows if r[1] is not None]
 
 
 def cursor(conn: sqlite3.Connection) -> int | None:

@@ -110,7 +110,7 @@ async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]
         "sms_inbound": {"unreadable_texts": facts["unreadable_texts"]},
         "webhooks": facts["webhooks"],
         "web": dict(extra),
-        "bus": {"overflow_total": getattr(deps.bus, "overflow_total", 0)},
+        "bus": {"overflow_total": deps.bus.overflow_total},
         "recent_errors": list(reversed(errors.records)),
     }
 

@@ -70,8 +70,8 @@ def build_config(
             "business_name": "Bright Smile Dental",
             "voicemail_dir": str(tmp / "vm"),
         },
-        # The stalled-thread check compares the timeline's wall-clock waiting time with the rules' clock: off
-        # where a test moves that clock by days.
+        # Off unless a test turns it on: journeys move the rules' clock across days and would collect staff-only
+        # stalled-thread alerts they do not look at.
         "continuity": {"stalled_enabled": False},
     }
     if voice:

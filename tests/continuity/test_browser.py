@@ -54,6 +54,7 @@ async def test_g_lunch_break_chat_continuation_and_the_console(
 ) -> None:
     d, browser = live
     assert d.app is not None
+    assert d.app.web is not None
     url = d.app.web.url
     ctx = await browser.new_context(viewport={"width": 1100, "height": 760})
     visitor = await ctx.new_page()

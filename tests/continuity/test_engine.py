@@ -235,7 +235,7 @@ async def test_chat_continuation_quotes_the_question_and_asks_only_for_what_is_m
 
 async def test_stalled_thread_alerts_staff_never_the_customer(rig: Rig) -> None:
     await rig.restart(after_hours_enabled=False)
-    rig.clock.set(time.time())  # the waiting time starts at the message's real arrival
+    rig.clock.set(time.time())
     conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can someone call me about the leak?")
     since = rig.rows("SELECT awaiting_since FROM conversations WHERE id = ?", conv)[0][0]
     rig.clock.set(since + 3600)
@@ -245,6 +245,30 @@ async def test_stalled_thread_alerts_staff_never_the_customer(rig: Rig) -> None:
     assert await rig.engine.check_stalled() == 0, "one alert per waiting period"
     assert rig.decisions("stalled_thread")[-1][1] == "sent"
     assert rig.rows("SELECT COUNT(*) FROM outbox WHERE automated = 1") == [(0,)]
+
+
+async def test_stalled_thread_waiting_time_is_read_on_the_rules_clock_only(rig: Rig) -> None:
+    """The rules' clock is days away from the wall clock here (as it is in every journey test): the business hours
+    waited are counted from when the rules saw the customer's message, never from the timeline's wall-clock stamp."""
+    await rig.restart(after_hours_enabled=False)
+    assert abs(rig.clock.now() - time.time()) > 3600
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Is the crown ready?")  # Monday 10:00
+    # 10:00-12:00 and 13:30-15:29 are 3 h 59 min of business hours: not yet.
+    rig.clock.set(local(7, 15, 29))
+    assert await rig.engine.check_stalled() == 0
+    rig.clock.set(local(7, 15, 31))
+    assert await rig.engine.check_stalled() == 1
+    (alert,) = rig.decisions("stalled_thread")
+    assert alert[2] == "the customer has waited 4.0 business hours for an answer"
+    # A staff answer ends the wait; a new question starts a new one, again on the rules' clock.
+    await rig.service.enqueue_outbound(conv, Channel.SMS, CUSTOMER, "Yes, come by at 4", automated=False)
+    await rig.engine.tick()
+    rig.clock.set(local(8, 9))
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can I come tomorrow instead?")
+    rig.clock.set(local(8, 12))
+    assert await rig.engine.check_stalled() == 0, "3 business hours since Tuesday 09:00"
+    rig.clock.set(local(8, 14, 31))
+    assert await rig.engine.check_stalled() == 1
 
 
 async def test_switched_off_rule_does_nothing(rig: Rig) -> None:
@@ -308,13 +332,28 @@ async def test_call_me_rings_the_owner_first_retries_then_texts_the_customer(rig
         record = CallRecord(call_id, CallDirection.OUTBOUND, "201", "", CUSTOMER, local(7, 11), outcome=outcome)
         return CallEnded(call_id, CUSTOMER, conv, outcome, record)
 
-    rig.engine._call_results.append(ended("c2c-1", CallOutcome.MISSED))  # what the bus listener collects
-    await rig.engine.tick()
+    async def unanswered(call_id: str) -> None:
+        # What the voice channel puts on the timeline for a call-back whose owner phone rang out unanswered.
+        for kind in (EventKind.CALL_RINGING, EventKind.CALL_ENDED):
+            await rig.service.ingest(
+                Inbound(
+                    Channel.VOICE,
+                    kind,
+                    IdentityKind.PHONE,
+                    CUSTOMER,
+                    f"{call_id}-{kind.value}",
+                    meta={"direction": "outbound", "call_id": call_id, "outcome": "missed"},
+                )
+            )
+        rig.engine._call_results.append(ended(call_id, CallOutcome.MISSED))  # what the bus listener collects
+        await rig.engine.tick()
+
+    await unanswered("c2c-1")
     assert rig.decisions("call_me")[-1][1] == "deferred"
     await rig.at(local(7, 11, 5))
     assert len(dialled) == 2
-    rig.engine._call_results.append(ended("c2c-2", CallOutcome.MISSED))
-    await rig.engine.tick()
+    # The rules' own unanswered call is not "staff answered": the text below is not held back by that restraint.
+    await unanswered("c2c-2")
     assert rig.texts() == [
         "We tried to call you back but could not reach you. Reply here with a better time. - Bright Smile Dental"
     ]

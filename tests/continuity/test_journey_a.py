@@ -64,6 +64,7 @@ async def test_a_dental_emergency_chat_text_then_call(
 ) -> None:
     d, browser = stack
     assert d.app is not None
+    assert d.app.web is not None
     url = d.app.web.url
 
     # The parent chats, then picks "continue by text".

@@ -280,7 +280,9 @@ async def test_health_is_published(rig: Rig, emulator: ModemEmulator) -> None:
     while (ev := sub.get_nowait()) is not None:
         seen.append(ev)
     assert any(isinstance(h, ModemHealth) and h.connected for h in seen)
-    assert seen[-1].registration_text == "registered, home network"
+    last = seen[-1]
+    assert isinstance(last, ModemHealth)
+    assert last.registration_text == "registered, home network"
 
 
 async def test_message_expires_while_the_modem_is_away(rig: Rig, tmp_path: Path) -> None:
