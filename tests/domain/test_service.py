@@ -301,7 +301,7 @@ async def test_a_burst_of_ingests_lands_each_item_where_it_belongs(
     stored = await store.read(
         lambda c: {r[0]: r[1:] for r in c.execute("SELECT id, conversation_id, external_id, body FROM events")}
     )
-    conv_of = {}
+    conv_of: dict[str, int] = {}
     for it, r in zip(items, results, strict=True):
         conv, ext, body = stored[r.event_id]
         assert (ext, body) == (it.external_id, it.body), "each caller got its own event's id"
