@@ -53,6 +53,27 @@ LATE_SECONDS = 120.0
 Dialer = Callable[[str, str, int], Awaitable[str]]
 """(staff extension, customer number, conversation id) -> call id: the voice channel's click-to-call."""
 
+CALL_HORIZON_DAYS = 14
+"""How far ahead a customer may pick a call-back time."""
+SLOT_SECONDS = 1800.0
+"""Call-back slots offered in the chat start on the half hour."""
+SLOT_LEAD_SECONDS = 600.0
+"""The first slot offered is at least this far away (time to see the booking)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallTime:
+    """A call-back moment a customer asked for, fitted to when the office can call.
+
+    ``at`` is the moment booked (None: refused, ``why`` says so in words for the customer); ``moved`` is "" when
+    booked as asked, "past" when the moment had passed, "closed" when the office is closed or quiet then.
+    """
+
+    at: float | None
+    moved: str = ""
+    why: str = ""
+
+
 RULE_TITLES: Mapping[str, str] = {
     rules.MISSED_CALL: "Missed-call text-back",
     rules.VOICEMAIL_ACK: "Voicemail acknowledgement",
@@ -278,11 +299,19 @@ class ContinuityEngine:
         if not self.config.call_me_enabled or trigger.kind != EventKind.MESSAGE_IN.value:
             return
         office = Hours(self.ctx.business_hours, self.ctx.timezone, self.ctx.closed)
-        at = requested_call_time(trigger.body, now, office)
-        if at is None:
+        asked = requested_call_time(trigger.body, now, office)
+        if asked is None:
+            return
+        fitted = self.fit_call_time(asked)
+        if fitted.at is None:
+            when = hours.describe_moment(asked, self.ctx.timezone, now)
+            reason = f"the customer asked for a call-back {when}: {fitted.why}"
+            await self.record(loaded.conversation_id, rules.CALL_ME, "suppressed", reason)
             return
         try:
-            await self.schedule_call(loaded.conversation_id, at, author="the customer")
+            await self.schedule_call(
+                loaded.conversation_id, fitted.at, author="the customer", asked=asked if fitted.moved else None
+            )
         except PermanentError as err:
             log.info("conversation %d: the customer's call-back time was not booked: %s", loaded.conversation_id, err)
 
@@ -514,15 +543,18 @@ class ContinuityEngine:
             return
         await self.store.write(lambda c: sql.finish_job(c, job.id, "done", why, now))
         loaded = await self.store.read(lambda c: load(c, conv, now))
-        if loaded is None or loaded.state.phone is None:
+        if loaded is None:
             return
         body = render(self.config.call_me_failed_template, rules.variables(loaded.state, self.ctx, now))
-        await self._send(
-            rules.Send(rules.CALL_ME, "sms", loaded.state.phone, body, f"{why}; every call-back attempt failed"),
-            loaded,
-            None,
-            now,
-        )
+        reason = f"{why}; every call-back attempt failed"
+        if loaded.state.phone is not None:
+            send = rules.Send(rules.CALL_ME, "sms", loaded.state.phone, body, reason)
+        elif job.payload.get("to"):
+            # A number typed in the chat is only a claim: the visitor hears it in the chat, the number gets no text.
+            send = rules.Send(rules.CALL_ME, "chat", "chat", body, reason + " (told in the chat)")
+        else:
+            return
+        await self._send(send, loaded, None, now)
 
     # -- stalled threads ---------------------------------------------------------------------------------------------
 
@@ -612,7 +644,65 @@ class ContinuityEngine:
         await self.record(loaded.conversation_id, rules.CALL_RECAP, "sent", f"{author} sent the call recap")
         return outbox_id
 
-    async def schedule_call(self, conversation_id: int, at: float, *, author: str) -> int:
+    def can_call(self) -> bool:
+        """True when a call-back at a chosen time can be booked (rules on, call-me on, the voice channel there)."""
+        return self.config.enabled and self.config.call_me_enabled and self.dialer is not None
+
+    def _callable(self, moment: float) -> bool:
+        quiet = self.config.quiet_hours
+        return self.ctx.is_open(moment) and not (quiet and hours.in_quiet_hours(quiet, self.ctx.timezone, moment))
+
+    def _next_callable(self, moment: float) -> float | None:
+        """The first moment at or after ``moment`` inside business hours and outside quiet hours."""
+        quiet = self.config.quiet_hours
+        limit = moment + (CALL_HORIZON_DAYS + 7) * 86400
+        while moment < limit:
+            opening = self.ctx.next_open(moment)
+            if opening is None:
+                return None
+            if not (quiet and hours.in_quiet_hours(quiet, self.ctx.timezone, opening)):
+                return opening
+            moment = hours.quiet_ends(quiet, self.ctx.timezone, opening)
+        return None
+
+    def call_slots(self, count: int = 8) -> list[float]:
+        """The next ``count`` half-hour starts at which the office can call (business hours, outside quiet hours,
+        open days only), on the rules' clock, within :data:`CALL_HORIZON_DAYS`."""
+        now = self.clock.now()
+        limit = now + CALL_HORIZON_DAYS * 86400
+        moment = ((now + SLOT_LEAD_SECONDS) // SLOT_SECONDS + 1) * SLOT_SECONDS
+        found: list[float] = []
+        while len(found) < count and moment < limit:
+            if self._callable(moment):
+                found.append(moment)
+                moment += SLOT_SECONDS
+                continue
+            nxt = self._next_callable(moment)
+            if nxt is None:
+                break
+            moment = max(moment + SLOT_SECONDS, -(-nxt // SLOT_SECONDS) * SLOT_SECONDS)
+        return found
+
+    def fit_call_time(self, at: float) -> CallTime:
+        """Check a call-back moment a customer picked: a past moment moves to the first slot, a moment when the
+        office is closed (closed day, lunch break, quiet hours) moves to the first time it can call; more than
+        :data:`CALL_HORIZON_DAYS` ahead is refused."""
+        now = self.clock.now()
+        if at > now + CALL_HORIZON_DAYS * 86400:
+            return CallTime(None, why=f"please pick a time within the next {CALL_HORIZON_DAYS} days")
+        if at < now + 60:
+            slots = self.call_slots(1)
+            if not slots:
+                return CallTime(None, why="the office has no opening hours in the next days")
+            return CallTime(slots[0], "past")
+        if self._callable(at):
+            return CallTime(at)
+        nxt = self._next_callable(at)
+        if nxt is None or nxt > now + CALL_HORIZON_DAYS * 86400:
+            return CallTime(None, why="the office has no opening hours in the next days")
+        return CallTime(nxt, "closed")
+
+    async def schedule_call(self, conversation_id: int, at: float, *, author: str, asked: float | None = None) -> int:
         """Call the customer back at ``at`` (the slot they picked): owner's phone first, then the customer.
 
         Returns the job id. The call is decided again at that moment (rules switched off, no number, no owner phone).
@@ -641,9 +731,12 @@ class ContinuityEngine:
         if not created:
             return int(job_id)
         when = hours.describe_moment(at, self.ctx.timezone, now)
-        await self.record(
-            conversation_id, rules.CALL_ME, "deferred", f"{author} booked a call-back {when}", job_id=job_id
-        )
+        reason = f"{author} booked a call-back {when}"
+        if asked is not None:
+            said = hours.describe_moment(asked, self.ctx.timezone, now)
+            why = "that moment has passed" if asked < now + 60 else "the office is closed then"
+            reason = f"{author} asked for a call-back {said}; {why}, so it is booked {when}"
+        await self.record(conversation_id, rules.CALL_ME, "deferred", reason, job_id=job_id)
         self._wake.set()
         return int(job_id)
 

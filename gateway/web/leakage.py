@@ -20,7 +20,7 @@ from typing import Any, TypedDict
 from aiohttp import web
 
 from gateway.leakage.metrics import METRICS
-from gateway.leakage.service import LeakageService
+from gateway.leakage.service import LeakageService, LeakRow, Overview, Report
 from gateway.store import web as sql
 from gateway.supervise import cancel_and_wait
 from gateway.web.hours import DAYS, zone
@@ -31,7 +31,7 @@ from gateway.web.security import require_api, require_staff
 
 #: ``GET /api/v1/leakage/items``: the conversations behind one metric's count over a range of local days (``from``
 #: is a keyword in Python, hence the functional form).
-LeakItems = TypedDict("LeakItems", {"metric": str, "from": str, "to": str, "count": int, "items": list[dict[str, Any]]})
+LeakItems = TypedDict("LeakItems", {"metric": str, "from": str, "to": str, "count": int, "items": list[LeakRow]})
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +86,13 @@ async def report(request: web.Request) -> web.Response:
             for i, day in enumerate(daily["days"])
         ]
         return _csv(f"leakage-daily-{data['from']}-{data['to']}.csv", header, rows)
-    return web.json_response(data)
+    return respond(data)
 
 
 async def overview(request: web.Request) -> web.Response:
     """``GET /api/v1/leakage/overview``: today, 7 and 30 days with the previous periods, 30 daily counts."""
     require_api(request)
-    return web.json_response(await request.app[LEAKAGE].overview())
+    return respond(await request.app[LEAKAGE].overview())
 
 
 async def items(request: web.Request) -> web.Response:
@@ -144,13 +144,13 @@ def openapi_paths() -> dict[str, dict[str, Operation]]:
                 "Leakage metrics over a range of local days: counts, per owner, first response times, "
                 "automated messages sent and not sent by reason, ROI estimate, daily series (CSV: the daily series)",
                 parameters=_range_params(),
-                responses={200: Reply("the report", dict[str, Any], media=csv_too)},
+                responses={200: Reply("the report", Report, media=csv_too)},
             )
         },
         "/api/v1/leakage/overview": {
             "get": Operation(
                 "Each leakage metric for today, 7 and 30 days with the change against the previous period",
-                responses={200: Reply("the overview", dict[str, Any])},
+                responses={200: Reply("the overview", Overview)},
             )
         },
         "/api/v1/leakage/items": {

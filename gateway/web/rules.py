@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -19,6 +19,9 @@ from gateway.web import pages
 from gateway.web.keys import DEPS
 from gateway.web.schema import ErrorBody, Operation, Reply, parse, path_id, path_int, respond
 from gateway.web.security import read_json, require_api, require_staff
+
+if TYPE_CHECKING:
+    from gateway.continuity.engine import ContinuityEngine
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,7 @@ class CallbackBooked:
     job_id: int
 
 
-def _engine(request: web.Request) -> Any:
+def _engine(request: web.Request) -> ContinuityEngine:
     engine = request.app[DEPS].continuity
     if engine is None:
         raise web.HTTPConflict(

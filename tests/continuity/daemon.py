@@ -101,6 +101,13 @@ class Daemon:
             await self.app.stop()
             self.app = None
 
+    @property
+    def url(self) -> str:
+        """The running daemon's web address (``http://127.0.0.1:<port>``)."""
+        assert self.app is not None, "the daemon is not running"
+        assert self.app.web is not None, "the daemon runs without its web server"
+        return self.app.web.url
+
     async def restart(self) -> App:
         await self.stop()
         return await self.start()

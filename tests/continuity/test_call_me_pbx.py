@@ -178,9 +178,7 @@ async def test_d_an_opted_out_number_never_gets_an_automated_message_through_the
         assert d.rows("SELECT 1 FROM events WHERE conversation_id = ? AND kind = 'voicemail'", conv)
 
         # A chat visitor types that number and asks to continue by text.
-        assert d.app is not None
-        assert d.app.web is not None
-        url = d.app.web.url
+        url = d.url
         async with aiohttp.ClientSession() as http, http.ws_connect(url + "/chat/ws", origin=url) as ws:
             await ws.send_json({"type": "hello", "token": None})
             assert (await ws.receive_json(timeout=5))["type"] == "welcome"

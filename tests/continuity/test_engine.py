@@ -476,3 +476,14 @@ async def test_the_customer_picks_the_call_back_time_in_their_own_words(rig: Rig
     # "call me tomorrow" without a time: the next business opening (Tuesday 08:00).
     await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Call me tomorrow please")
     assert rig.decisions("call_me")[-1][1:] == ("deferred", "the customer booked a call-back tomorrow at 08:00")
+
+
+async def test_a_call_back_asked_for_when_the_office_is_closed_moves_to_the_first_time_it_can_call(rig: Rig) -> None:
+    await rig.restart(call_me_extension="201")
+    await rig.at(local(7, 9))
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can you call me at 9pm?")
+    assert rig.decisions("call_me")[-1][1:] == (
+        "deferred",
+        "the customer asked for a call-back at 21:00; the office is closed then, so it is booked tomorrow at 08:00",
+    )
+    assert rig.rows("SELECT due_at FROM continuity_jobs WHERE rule = 'call_me'") == [(local(8, 8),)]

@@ -184,11 +184,27 @@ async def test_real_answers_validate_against_their_documented_schemas(web_env: W
     await _call(
         web_env, docs, "get", "/api/v1/leakage/items", f"/api/v1/leakage/items?metric={next(iter(METRICS))}", 200
     )
+    report = await _call(web_env, docs, "get", "/api/v1/leakage", "/api/v1/leakage", 200)
+    assert report["leaks_total"] >= 0
+    overview = await _call(web_env, docs, "get", "/api/v1/leakage/overview", "/api/v1/leakage/overview", 200)
+    assert set(overview["periods"]) == {"today", "7d", "30d"}
     missing = await _call(web_env, docs, "get", c, "/api/v1/conversations/999999", 404)
     assert "999999" in missing["error"]
     off = await _call(web_env, docs, "get", c + "/continuity", f"/api/v1/conversations/{conv}/continuity", 409)
     assert "switched off" in off["error"]
-    assert len(docs.checked) == 20
+
+    # A chat visitor whose number turns out to be this customer's: merged, then the merge undone.
+    chat = await web_env.service.ingest(
+        Inbound(Channel.CHAT, EventKind.MESSAGE_IN, IdentityKind.CHAT, "visitor-openapi", "c-1", body="hi")
+    )
+    _live, merge_id = await web_env.service.link_identity(chat.conversation_id, IdentityKind.PHONE, "+12025550147")
+    assert merge_id is not None
+    undo = "/api/v1/merges/{merge_id}/undo"
+    undone = await _call(web_env, docs, "post", undo, f"/api/v1/merges/{merge_id}/undo", 200)
+    assert undone["restored_conversation_id"] == chat.conversation_id
+    again = await _call(web_env, docs, "post", undo, f"/api/v1/merges/{merge_id}/undo", 409)
+    assert again["error"]
+    assert len(docs.checked) == 23
 
 
 async def test_a_wrong_answer_fails_its_schema(web_env: WebEnv) -> None:
@@ -218,3 +234,26 @@ def test_validation_messages_name_the_field() -> None:
     assert problem("Expected `str`, got `int` - at `$.to`") == "field 'to': expected str, got int"
     assert problem("Object missing required field `body`") == "field 'body' is required"
     assert problem("Invalid enum value 'fax' - at `$.channel`") == "field 'channel': invalid enum value 'fax'"
+
+
+async def test_every_json_answer_has_a_typed_schema_but_the_three_plain_objects(web_env: WebEnv) -> None:
+    """The README names the answers documented only as objects; every other JSON answer refers to a typed class."""
+    doc = await (await web_env.client.get("/api/openapi.json")).json()
+    plain = set()
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            for status, answer in op["responses"].items():
+                schema = answer.get("content", {}).get("application/json", {}).get("schema")
+                if schema is None:
+                    continue
+                if "$ref" not in schema:
+                    assert schema == {"type": "object"}, (method, path, status, schema)
+                    plain.add(f"{method.upper()} {path}")
+                else:
+                    name = schema["$ref"].rsplit("/", 1)[-1]
+                    assert doc["components"]["schemas"][name]["type"] == "object", (method, path, name)
+    assert plain == {
+        "GET /api/openapi.json",
+        "GET /status.json",
+        "GET /api/v1/continuity/settings",
+    }
