@@ -214,7 +214,7 @@ async def test_d_an_opted_out_number_never_gets_an_automated_message_through_the
         opted = {
             rule for rule, decision, reason in reasons if decision == "suppressed" and "opted out (STOP)" in reason
         }
-        assert {"missed_call", "voicemail_ack", "chat_handoff", "call_me", "after_hours"} <= opted, reasons
+        assert {"missed_call", "voicemail_ack", "chat_handoff", "chat_sms", "call_me", "after_hours"} <= opted, reasons
         assert not [r for r in reasons if r[1] == "sent" and r[0] != "call_me"], reasons
     finally:
         await d.stop()
