@@ -183,9 +183,10 @@ async def run(args: argparse.Namespace) -> None:
                 samples = []
                 for i in range(cold_n):
                     # A write between requests: the cache no longer matches the store's data version.
-                    await store.write(
-                        lambda c, i=i: c.execute("UPDATE conversations SET updated_at = ? WHERE id = 1", (now + i,))
-                    )
+                    def touch(c: sqlite3.Connection, at: float = now + i) -> None:
+                        c.execute("UPDATE conversations SET updated_at = ? WHERE id = 1", (at,))
+
+                    await store.write(touch)
                     samples.append(await timed(http, url, headers))
                 results[f"{name} after a write"] = samples
         sql_ms = []

@@ -4,6 +4,8 @@
 
 (a) events/s acknowledged through ConversationService.ingest (durable group commit, many concurrent callers)
     against the raw ceiling of plain sqlite3 executemany of the same rows into the same schema, and the ratio;
+    also, for reference, the same rows in one transaction through the multi-row INSERTs the service uses
+    (queries.insert_events), so the service's own overhead can be read off too;
 (b) "last 50 events of a conversation" latency, p50/p99, warm, with --big events stored.
 """
 
@@ -63,7 +65,7 @@ async def service_throughput(path: Path, batch: list[Inbound], callers: int) -> 
     return len(batch) / elapsed
 
 
-def raw_ceiling(path: Path, batch: list[Inbound], contacts: int) -> float:
+def raw_ceiling(path: Path, batch: list[Inbound], contacts: int, *, multi_row: bool = False) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     configure_connection(conn, writer=True)
     migrate(conn, path)
@@ -89,11 +91,14 @@ def raw_ceiling(path: Path, batch: list[Inbound], contacts: int) -> float:
     ]
     start = time.perf_counter()
     conn.execute("BEGIN")
-    conn.executemany(
-        "INSERT INTO events(conversation_id, origin_conversation_id, kind, channel, body, meta, external_id, author,"
-        " occurred_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    if multi_row:
+        q.insert_events(conn, rows)
+    else:
+        conn.executemany(
+            "INSERT INTO events(conversation_id, origin_conversation_id, kind, channel, body, meta, external_id,"
+            " author, occurred_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
     conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     conn.close()
@@ -164,15 +169,20 @@ def main() -> None:
     ap.add_argument("--contacts", type=int, default=5_000)
     ap.add_argument("--big", type=int, default=1_000_000)
     ap.add_argument("--samples", type=int, default=5_000)
+    ap.add_argument("--ingest-only", action="store_true", help="skip (b)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         batch = items(args.events, args.contacts)
         print(f"(a) acknowledged ingest, {args.events} events, {args.callers} concurrent callers, synchronous=FULL")
         ours = asyncio.run(service_throughput(Path(tmp) / "svc.db", batch, args.callers))
         raw = raw_ceiling(Path(tmp) / "raw.db", batch, args.contacts)
+        multi = raw_ceiling(Path(tmp) / "multi.db", batch, args.contacts, multi_row=True)
         print(f"    service ingest (acknowledged): {ours:,.0f} events/s")
         print(f"    raw sqlite3 executemany:       {raw:,.0f} events/s")
         print(f"    ratio service/raw:             {ours / raw:.2f}")
+        print(f"    raw multi-row INSERTs:         {multi:,.0f} events/s (ratio service/multi-row {ours / multi:.2f})")
+        if args.ingest_only:
+            return
         print(f"(b) last 50 events of a conversation with {args.big:,} events stored")
         big = Path(tmp) / "big.db"
         t0 = time.perf_counter()

@@ -29,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway import sip_scenarios as sip  # noqa: E402
 from gateway.channels.voice.agi_server import AgiServer, InboundRouter  # noqa: E402
 from gateway.channels.voice.ami_link import AmiLink  # noqa: E402
 from gateway.channels.voice.channel import VoiceChannel  # noqa: E402
@@ -433,11 +434,8 @@ async def bench_ring(calls: int, *, unknown: bool = False) -> dict[str, float]:
     collector = asyncio.create_task(collect())
     if unknown:
         # Every call from a new number: the first-time caller path (the conversation is created first).
-        sys.path.insert(0, str(ROOT / "tests" / "channels" / "voice"))
-        from voice_sipp import _UAC_ANSWERED, _UAC_HEAD  # noqa: PLC0415
-
         fields = {"name": "", "number": "[field0]"}
-        scenario = _UAC_HEAD.format(**fields) + _UAC_ANSWERED.format(
+        scenario = sip.caller("gateway-bench-uac").format(**fields) + sip.CALLER_TALKS.format(
             **fields, hold_ms=300, answer_timeout_ms=30000, rtp=""
         )
         (trace_dir / "uac.xml").write_text(scenario)

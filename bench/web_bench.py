@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -101,6 +102,15 @@ asyncio.run(main())
 """
 
 
+@dataclass
+class _Round:
+    """One fan-out round: frames received so far, how many make it whole, and the future set when they have."""
+
+    want: int
+    got: int = 0
+    done: asyncio.Future[float] | None = None
+
+
 async def run(sockets: int, fanout: int, rounds: int, port: int) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -147,23 +157,23 @@ async def run(sockets: int, fanout: int, rounds: int, port: int) -> None:
             server_times = []
             e2e_times = []
             everyone = [warm, *socks]
-            state = {"got": 0, "want": fanout, "done": None}
+            state = _Round(want=fanout)
 
             async def reader(ws: aiohttp.ClientWebSocketResponse) -> None:
                 async for msg in ws:
                     if msg.type is aiohttp.WSMsgType.TEXT:
-                        state["got"] += 1
-                        fut = state["done"]
-                        if state["got"] >= state["want"] and fut is not None and not fut.done():
+                        state.got += 1
+                        fut = state.done
+                        if state.got >= state.want and fut is not None and not fut.done():
                             fut.set_result(time.perf_counter())
 
             readers = [asyncio.create_task(reader(ws)) for ws in everyone]
             for _ in range(rounds):
-                state["got"] = 0
-                state["done"] = asyncio.get_running_loop().create_future()
+                state.got = 0
+                done = state.done = asyncio.get_running_loop().create_future()
                 t_start = time.perf_counter()
                 resp = await (await s.get(base + f"/bench/fanout?n={fanout}")).json()
-                t_end = await asyncio.wait_for(state["done"], timeout=30)
+                t_end = await asyncio.wait_for(done, timeout=30)
                 server_times.append(resp["seconds"])
                 e2e_times.append(t_end - t_start)
                 await asyncio.sleep(0.1)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the section classes are imported lazily at run time (keeps 
     from gateway.channels.voice.settings import VoiceSettings
     from gateway.continuity.config import ContinuityConfig
     from gateway.domain.intent import IntentConfig
+    from gateway.domain.limits import NumberPolicy
     from gateway.domain.spine import SpineConfig
     from gateway.leakage.config import LeakageConfig
     from gateway.transcribe.config import TranscribeConfig
@@ -101,7 +102,7 @@ class GatewaySection:
                 raise ValueError(f"allowed_regions: {region!r} is not a region code; use ISO codes such as US, CA")
         self.number_policy()
 
-    def number_policy(self) -> Any:
+    def number_policy(self) -> NumberPolicy:
         """The :class:`gateway.domain.limits.NumberPolicy` these settings describe (ValueError names a bad type)."""
         from gateway.domain.limits import NumberPolicy  # noqa: PLC0415 - avoids importing phonenumbers for --help
 

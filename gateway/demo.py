@@ -29,6 +29,7 @@ from typing import TextIO
 import aiohttp
 
 from gateway import config as config_mod
+from gateway import sip_scenarios as sip
 from gateway.domain.models import TimelineEvent
 from gateway.emulator import control
 from gateway.store import readonly
@@ -38,135 +39,6 @@ PBX_FACTS = "demo-pbx.json"
 TRUNK_IP = "127.0.0.2"
 MISSED_CALL_RULE = "missed_call"
 VOICEMAIL_WORDS = "안녕하세요 내일 예약하고 싶습니다. 예약 부탁드립니다"
-
-_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="gateway-demo-caller">
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "{name}" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:{number}@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=demo 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [auto_media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-  <recv response="100" optional="true"/>
-"""
-_CANCEL = """  <recv response="180"/>
-  <pause milliseconds="{ring_ms}"/>
-  <send><![CDATA[
-CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-4]
-From: "{name}" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 CANCEL
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="200"/>
-  <recv response="487"/>
-  <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-7]
-From: "{name}" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-</scenario>
-"""
-_VOICEMAIL = """  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-  <recv response="200" rrs="true" timeout="{answer_ms}"/>
-  <send><![CDATA[
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "{name}" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-[routes]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Contact: <sip:{number}@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <nop><action><exec rtp_stream="{wav},1,0"/></action></nop>
-  <pause milliseconds="{hold_ms}"/>
-  <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "{name}" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-[routes]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Contact: <sip:{number}@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="200" crlf="true"/>
-</scenario>
-"""
-# A staff phone that rings and never answers (only where the PBX pins phones to static contacts).
-_RINGING_PHONE = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="gateway-demo-ringing-phone">
-  <recv request="INVITE" crlf="true">
-    <action><ereg regexp="CSeq: ([0-9]+)" search_in="msg" assign_to="all,cseq"/></action>
-  </recv>
-  <Reference variables="all,cseq"/>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Length: 0
-
-]]></send>
-  <recv request="CANCEL"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send><![CDATA[
-SIP/2.0 487 Request Terminated
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-CSeq: [$cseq] INVITE
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>
-</scenario>
-"""
 
 
 class DemoError(Exception):
@@ -331,7 +203,7 @@ async def _ringing_phones(demo: Demo, pbx: dict[str, str]) -> AsyncIterator[None
     procs: list[asyncio.subprocess.Process] = []
     sipp = shutil.which("sipp")
     xml = demo.work / "ringing-phone.xml"
-    xml.write_text(_RINGING_PHONE, encoding="utf-8")
+    xml.write_text(sip.phone("gateway-demo-ringing-phone") + sip.PHONE_RINGS, encoding="utf-8")
     for ext in ("201", "202", "203"):
         contact = pbx.get(f"PHONE_{ext}_CONTACT", "")
         if not contact or sipp is None:
@@ -366,14 +238,13 @@ async def _calls(demo: Demo) -> None:
     if pbx is None:
         demo.say("calls: skipped: the voice channel is off (no local Asterisk); the conversation has no calls")
         return
-    name = "Dana Park"
+    who = {"name": sip.sip_text("Dana Park"), "number": sip.sip_text(demo.phone)}
     async with _ringing_phones(demo, pbx):
         demo.say("call: the customer calls the office; the phones ring; nobody picks up, the customer hangs up")
         await _sipp(
             demo,
             "missed",
-            _HEAD.format(name=name, number=demo.phone)
-            + _CANCEL.format(ring_ms=_ring_ms(pbx), name=name, number=demo.phone),
+            sip.caller("gateway-demo-caller").format(**who) + sip.CALLER_CANCELS.format(cancel_ms=_ring_ms(pbx), **who),
             pbx,
             timeout=60,
         )
@@ -386,13 +257,9 @@ async def _calls(demo: Demo) -> None:
         await _sipp(
             demo,
             "voicemail",
-            _HEAD.format(name=name, number=demo.phone)
-            + _VOICEMAIL.format(
-                answer_ms=90000,
-                name=name,
-                number=demo.phone,
-                wav=wav,
-                hold_ms=int(seconds * 1000) + 1500,
+            sip.caller("gateway-demo-caller").format(**who)
+            + sip.CALLER_TALKS.format(
+                answer_timeout_ms=90000, rtp=sip.rtp_stream(str(wav)), hold_ms=int(seconds * 1000) + 1500, **who
             ),
             pbx,
             timeout=150,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import re
+from pathlib import Path
 
 from gateway import app as app_mod
 from gateway import config as config_mod
@@ -60,3 +62,36 @@ def test_health_states_order_and_metric() -> None:
     assert hs[1].problem
     assert not hs[0].problem
     assert hs[1].as_dict()["fix"] == "fix it"
+
+
+def _architecture() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## Architecture")
+    return readme[start : readme.index("\n## ", start + 1)]
+
+
+def test_readme_architecture_names_every_part_of_the_package() -> None:
+    """The architecture table names every module and package of gateway/, and every module of gateway/domain/."""
+    section = _architecture()
+    root = Path(app_mod.__file__).resolve().parent
+    parts = sorted(
+        p.stem if p.suffix == ".py" else p.name
+        for p in root.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())
+    )
+    missing = [name for name in parts if f"`gateway/{name}" not in section]
+    assert missing == [], f"README architecture does not name: {missing}"
+    domain = sorted(p.name for p in (root / "domain").glob("*.py") if p.stem != "__init__")
+    assert [name for name in domain if f"`{name}`" not in section] == []
+
+
+def test_readme_architecture_diagram_names_only_what_exists() -> None:
+    """Every path the diagram draws (channels/voice, domain/ports.py, ...) exists in the package."""
+    section = _architecture()
+    diagram = section[section.index("```") + 3 : section.index("```", section.index("```") + 3)]
+    root = Path(app_mod.__file__).resolve().parent
+    drawn = set(re.findall(r"\b([a-z_]+/(?:[a-z_]+(?:\.py)?)?)(?![A-Za-z])", diagram))  # not "serial/AT"
+    assert len(drawn) >= 10, drawn
+    for path in drawn:
+        target = root / path
+        assert target.exists() or target.with_suffix(".py").exists(), f"the diagram shows {path}, which is not there"

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -52,6 +52,27 @@ LATE_SECONDS = 120.0
 """A scheduled send this much past its moment makes the rules' health degraded."""
 Dialer = Callable[[str, str, int], Awaitable[str]]
 """(staff extension, customer number, conversation id) -> call id: the voice channel's click-to-call."""
+
+CALL_HORIZON_DAYS = 14
+"""How far ahead a customer may pick a call-back time."""
+SLOT_SECONDS = 1800.0
+"""Call-back slots offered in the chat start on the half hour."""
+SLOT_LEAD_SECONDS = 600.0
+"""The first slot offered is at least this far away (time to see the booking)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallTime:
+    """A call-back moment a customer asked for, fitted to when the office can call.
+
+    ``at`` is the moment booked (None: refused, ``why`` says so in words for the customer); ``moved`` is "" when
+    booked as asked, "past" when the moment had passed, "closed" when the office is closed or quiet then.
+    """
+
+    at: float | None
+    moved: str = ""
+    why: str = ""
+
 
 RULE_TITLES: Mapping[str, str] = {
     rules.MISSED_CALL: "Missed-call text-back",
@@ -110,7 +131,9 @@ class ContinuityEngine:
         self._sub: Subscription | None = None
         self._cursor = 0
         self._calls: dict[str, int] = {}  # call id -> job id of a call-back in progress
+        self._placed: dict[str, None] = {}  # ids of the calls the rules placed (oldest first, bounded)
         self._call_results: list[CallEnded] = []
+        self._ended_on_timeline: list[tuple[str, str, float]] = []  # (call id, outcome, talk seconds)
         self._next_stalled: float | None = None
         self.handled = 0
         self.sent = 0
@@ -194,10 +217,31 @@ class ContinuityEngine:
     async def _recover(self) -> None:
         now = self.clock.now()
         for job in await self.store.read(sql.interrupted_jobs):
+            if job.rule == rules.CALL_ME and not job.payload.get("channel"):
+                await self._recover_call(job, now)
+                continue
             await self.store.write(partial(self._recover_job, job=job, now=now))
 
+    async def _recover_call(self, job: JobRow, now: float) -> None:
+        """A call-back caught by a stop: never ring twice. Not placed yet: it waits for its moment again. Placed:
+        its end (on the timeline already, or still to come) decides, as if the daemon had never stopped."""
+        call_id = await self.store.read(partial(sql.call_of_job, conversation_id=job.conversation_id, job_id=job.id))
+        if call_id is None:
+            await self.store.write(
+                partial(
+                    sql.reschedule_job, job_id=job.id, due_at=job.due_at, reason="interrupted before calling", now=now
+                )
+            )
+            return
+        self._calls[call_id] = job.id
+        self._placed[call_id] = None
+        ended = await self.store.read(partial(sql.call_end, call_id=call_id))
+        if ended is not None:
+            self._ended_on_timeline.append((call_id, *ended))
+        log.info("call-back job %d: call %s was placed before the stop; waiting for its outcome", job.id, call_id)
+
     def _recover_job(self, c: Any, job: JobRow, now: float) -> None:
-        if job.rule != rules.CALL_ME and sql.message_of_job(c, job.conversation_id, job.id) is not None:
+        if sql.message_of_job(c, job.conversation_id, job.id) is not None:
             self._mark_sent(c, job.conversation_id, job.rule, job, now)
             log.info("job %d was sent before the stop; marked done", job.id)
             return
@@ -223,12 +267,28 @@ class ContinuityEngine:
                     meta=json.loads(row[5] or "{}"),
                     author=row[6],
                 )
-                if trigger.kind != EventKind.AUTOMATED.value and trigger.author != AUTHOR:
+                call_id = str(trigger.meta.get("call_id", ""))
+                if trigger.kind == EventKind.CALL_ENDED.value and call_id in self._calls:
+                    # The timeline is the source of truth: a call-back's end counts even if the bus dropped it.
+                    talk = trigger.meta.get("talk_seconds")
+                    outcome = str(trigger.meta.get("outcome", ""))
+                    self._ended_on_timeline.append((call_id, outcome, float(talk or 0.0)))
+                own = trigger.kind == EventKind.AUTOMATED.value or trigger.author == AUTHOR
+                if not own and not self._rules_call_attempt(trigger):
                     await self.handle(trigger)
                 count += 1
             last = rows[-1][0]
             self._cursor = last
             await self.store.write(partial(sql.set_cursor, event_id=last))
+
+    def _rules_call_attempt(self, trigger: rules.Trigger) -> bool:
+        """True for the ringing and the end of a call-back the rules placed themselves.
+
+        Nobody at the office chose to call: ringing the owner's phone is not "a person answered" (which would hold
+        back the "we could not reach you" text for ``human_quiet_minutes``), nor a staff call-back that cancels a
+        pending text. Once the customer's leg answers, ``call_answered`` is a real conversation and counts.
+        """
+        return trigger.kind in {"call_ringing", "call_ended"} and str(trigger.meta.get("call_id")) in self._placed
 
     async def handle(self, trigger: rules.Trigger) -> list[rules.Decision]:
         """Decide and apply what one event calls for."""
@@ -256,6 +316,11 @@ class ContinuityEngine:
         self.handled += 1
         if loaded is None or not self.config.enabled:
             return []
+        typed = trigger.meta.get("phone")
+        if trigger.kind == EventKind.HANDOFF.value and loaded.state.phone is None and isinstance(typed, str) and typed:
+            # A number typed in the chat: the rules see whether it opted out, so the "no" says why.
+            stopped = await self.store.read(partial(sql.is_suppressed, address=typed))
+            trigger = replace(trigger, meta={**trigger.meta, "phone_opted_out": stopped})
         decisions = rules.on_event(trigger, loaded.state, self.ctx, now)
         for decision in decisions:
             await self._apply(decision, loaded, None, now)
@@ -267,11 +332,19 @@ class ContinuityEngine:
         if not self.config.call_me_enabled or trigger.kind != EventKind.MESSAGE_IN.value:
             return
         office = Hours(self.ctx.business_hours, self.ctx.timezone, self.ctx.closed)
-        at = requested_call_time(trigger.body, now, office)
-        if at is None:
+        asked = requested_call_time(trigger.body, now, office)
+        if asked is None:
+            return
+        fitted = self.fit_call_time(asked)
+        if fitted.at is None:
+            when = hours.describe_moment(asked, self.ctx.timezone, now)
+            reason = f"the customer asked for a call-back {when}: {fitted.why}"
+            await self.record(loaded.conversation_id, rules.CALL_ME, "suppressed", reason)
             return
         try:
-            await self.schedule_call(loaded.conversation_id, at, author="the customer")
+            await self.schedule_call(
+                loaded.conversation_id, fitted.at, author="the customer", asked=asked if fitted.moved else None
+            )
         except PermanentError as err:
             log.info("conversation %d: the customer's call-back time was not booked: %s", loaded.conversation_id, err)
 
@@ -456,6 +529,9 @@ class ContinuityEngine:
             await self._call_failed(conv, job, call.attempt, f"the call could not be started: {err}")
             return
         self._calls[call_id] = job.id
+        self._placed[call_id] = None
+        while len(self._placed) > 1000:
+            del self._placed[next(iter(self._placed))]
         await self.record(
             conv,
             call.rule,
@@ -466,23 +542,25 @@ class ContinuityEngine:
         )
 
     async def _check_calls(self) -> None:
-        results, self._call_results = self._call_results, []
-        for ended in results:
-            job_id = self._calls.pop(ended.call_id, None)
+        results = [(e.call_id, e.outcome.value, e.call.talk_seconds) for e in self._call_results]
+        results += self._ended_on_timeline
+        self._call_results, self._ended_on_timeline = [], []
+        for call_id, outcome, talk_seconds in results:
+            job_id = self._calls.pop(call_id, None)
             if job_id is None:
-                continue
+                continue  # handled already (the bus and the timeline both tell)
             job = await self.store.read(partial(sql.get_job, job_id=job_id))
             if job is None:
                 continue
             attempt = int(job.payload.get("attempt", 0))
-            if ended.outcome is CallOutcome.ANSWERED and ended.call.talk_seconds > 0:
+            if outcome == CallOutcome.ANSWERED.value and talk_seconds > 0:
                 now = self.clock.now()
                 await self.store.write(
                     partial(sql.finish_job, job_id=job.id, state="done", reason="connected", now=now)
                 )
                 await self.record(job.conversation_id, rules.CALL_ME, "sent", "call-back connected", job_id=job.id)
             else:
-                await self._call_failed(job.conversation_id, job, attempt, f"nobody answered ({ended.outcome})")
+                await self._call_failed(job.conversation_id, job, attempt, f"nobody answered ({outcome})")
 
     async def _call_failed(self, conv: int, job: JobRow, attempt: int, why: str) -> None:
         now = self.clock.now()
@@ -500,15 +578,18 @@ class ContinuityEngine:
             return
         await self.store.write(lambda c: sql.finish_job(c, job.id, "done", why, now))
         loaded = await self.store.read(lambda c: load(c, conv, now))
-        if loaded is None or loaded.state.phone is None:
+        if loaded is None:
             return
         body = render(self.config.call_me_failed_template, rules.variables(loaded.state, self.ctx, now))
-        await self._send(
-            rules.Send(rules.CALL_ME, "sms", loaded.state.phone, body, f"{why}; every call-back attempt failed"),
-            loaded,
-            None,
-            now,
-        )
+        reason = f"{why}; every call-back attempt failed"
+        if loaded.state.phone is not None:
+            send = rules.Send(rules.CALL_ME, "sms", loaded.state.phone, body, reason)
+        elif job.payload.get("to"):
+            # A number typed in the chat is only a claim: the visitor hears it in the chat, the number gets no text.
+            send = rules.Send(rules.CALL_ME, "chat", "chat", body, reason + " (told in the chat)")
+        else:
+            return
+        await self._send(send, loaded, None, now)
 
     # -- stalled threads ---------------------------------------------------------------------------------------------
 
@@ -598,7 +679,65 @@ class ContinuityEngine:
         await self.record(loaded.conversation_id, rules.CALL_RECAP, "sent", f"{author} sent the call recap")
         return outbox_id
 
-    async def schedule_call(self, conversation_id: int, at: float, *, author: str) -> int:
+    def can_call(self) -> bool:
+        """True when a call-back at a chosen time can be booked (rules on, call-me on, the voice channel there)."""
+        return self.config.enabled and self.config.call_me_enabled and self.dialer is not None
+
+    def _callable(self, moment: float) -> bool:
+        quiet = self.config.quiet_hours
+        return self.ctx.is_open(moment) and not (quiet and hours.in_quiet_hours(quiet, self.ctx.timezone, moment))
+
+    def _next_callable(self, moment: float) -> float | None:
+        """The first moment at or after ``moment`` inside business hours and outside quiet hours."""
+        quiet = self.config.quiet_hours
+        limit = moment + (CALL_HORIZON_DAYS + 7) * 86400
+        while moment < limit:
+            opening = self.ctx.next_open(moment)
+            if opening is None:
+                return None
+            if not (quiet and hours.in_quiet_hours(quiet, self.ctx.timezone, opening)):
+                return opening
+            moment = hours.quiet_ends(quiet, self.ctx.timezone, opening)
+        return None
+
+    def call_slots(self, count: int = 8) -> list[float]:
+        """The next ``count`` half-hour starts at which the office can call (business hours, outside quiet hours,
+        open days only), on the rules' clock, within :data:`CALL_HORIZON_DAYS`."""
+        now = self.clock.now()
+        limit = now + CALL_HORIZON_DAYS * 86400
+        moment = ((now + SLOT_LEAD_SECONDS) // SLOT_SECONDS + 1) * SLOT_SECONDS
+        found: list[float] = []
+        while len(found) < count and moment < limit:
+            if self._callable(moment):
+                found.append(moment)
+                moment += SLOT_SECONDS
+                continue
+            nxt = self._next_callable(moment)
+            if nxt is None:
+                break
+            moment = max(moment + SLOT_SECONDS, -(-nxt // SLOT_SECONDS) * SLOT_SECONDS)
+        return found
+
+    def fit_call_time(self, at: float) -> CallTime:
+        """Check a call-back moment a customer picked: a past moment moves to the first slot, a moment when the
+        office is closed (closed day, lunch break, quiet hours) moves to the first time it can call; more than
+        :data:`CALL_HORIZON_DAYS` ahead is refused."""
+        now = self.clock.now()
+        if at > now + CALL_HORIZON_DAYS * 86400:
+            return CallTime(None, why=f"please pick a time within the next {CALL_HORIZON_DAYS} days")
+        if at < now + 60:
+            slots = self.call_slots(1)
+            if not slots:
+                return CallTime(None, why="the office has no opening hours in the next days")
+            return CallTime(slots[0], "past")
+        if self._callable(at):
+            return CallTime(at)
+        nxt = self._next_callable(at)
+        if nxt is None or nxt > now + CALL_HORIZON_DAYS * 86400:
+            return CallTime(None, why="the office has no opening hours in the next days")
+        return CallTime(nxt, "closed")
+
+    async def schedule_call(self, conversation_id: int, at: float, *, author: str, asked: float | None = None) -> int:
         """Call the customer back at ``at`` (the slot they picked): owner's phone first, then the customer.
 
         Returns the job id. The call is decided again at that moment (rules switched off, no number, no owner phone).
@@ -627,9 +766,12 @@ class ContinuityEngine:
         if not created:
             return int(job_id)
         when = hours.describe_moment(at, self.ctx.timezone, now)
-        await self.record(
-            conversation_id, rules.CALL_ME, "deferred", f"{author} booked a call-back {when}", job_id=job_id
-        )
+        reason = f"{author} booked a call-back {when}"
+        if asked is not None:
+            said = hours.describe_moment(asked, self.ctx.timezone, now)
+            why = "that moment has passed" if asked < now + 60 else "the office is closed then"
+            reason = f"{author} asked for a call-back {said}; {why}, so it is booked {when}"
+        await self.record(conversation_id, rules.CALL_ME, "deferred", reason, job_id=job_id)
         self._wake.set()
         return int(job_id)
 

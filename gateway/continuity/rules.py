@@ -362,7 +362,7 @@ def _handoff(trigger: Trigger, state: State, ctx: Context, now: float) -> list[D
     mode = trigger.meta.get("handoff")
     phone = trigger.meta.get("phone")
     if mode == "sms" and cfg.chat_sms_enabled:
-        target = state if state.phone else _with_phone(state, phone)
+        target = state if state.phone else _with_phone(state, phone, trigger.meta.get("phone_opted_out"))
         why = why_not_textable(target, cfg)
         if why:
             return [Skip(CHAT_SMS, why)]
@@ -378,14 +378,21 @@ def _handoff(trigger: Trigger, state: State, ctx: Context, now: float) -> list[D
         at = trigger.meta.get("at")
         if not isinstance(at, int | float):
             return []
-        return [Schedule(CALL_ME, float(at), "call back at the slot the customer picked", {"attempt": 0})]
+        payload: dict[str, Any] = {"attempt": 0}
+        if isinstance(phone, str) and phone and state.phone is None:
+            # The number the visitor typed is only a claim: it is rung (with staff on the line first), but the
+            # chat, not that number, hears that nobody could be reached.
+            payload["to"] = phone
+        return [Schedule(CALL_ME, float(at), "the visitor picked a call-back time in the chat", payload)]
     return []
 
 
-def _with_phone(state: State, phone: object) -> State:
+def _with_phone(state: State, phone: object, opted_out: object = False) -> State:
+    """The state as if the typed number were the customer's (its opt-out read by the engine: ``phone_opted_out``)."""
     from dataclasses import replace  # noqa: PLC0415 - rare path
 
-    return replace(state, phone=phone if isinstance(phone, str) and phone else None)
+    number = phone if isinstance(phone, str) and phone else None
+    return replace(state, phone=number, opted_out=state.opted_out or opted_out is True)
 
 
 def _after_hours(trigger: Trigger, state: State, ctx: Context, now: float) -> list[Decision]:
@@ -445,12 +452,13 @@ def on_due(rule: str, payload: Mapping[str, Any], state: State, ctx: Context, no
         if not cfg.call_me_enabled:
             return Skip(rule, "the rule was switched off")
         extension = state.owner_extension or cfg.call_me_extension
-        if state.phone is None:
+        number = state.phone or str(payload.get("to") or "") or None
+        if number is None:
             return Skip(rule, "no number to call")
         if not extension:
             return Skip(rule, "no owner phone to ring: set an owner or continuity.call_me_extension")
         attempt = int(payload.get("attempt", 0))
-        return Call(rule, extension, state.phone, attempt, f"call-back attempt {attempt + 1}")
+        return Call(rule, extension, number, attempt, f"call-back attempt {attempt + 1}")
     if rule == CHAT_SMS and not payload.get("body"):
         if payload.get("await"):
             return Skip(rule, "the customer never confirmed the number, so the chat was not continued by text")

@@ -8,6 +8,7 @@ always passes the real one. Adapters never write the timeline themselves: they c
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -29,12 +30,25 @@ if TYPE_CHECKING:
     from gateway.domain.service import ServiceSettings
 
 T = TypeVar("T")
+ItemT = TypeVar("ItemT")
 
 
 class StorePort(Protocol):
     """Run a function in the single writer's group-commit transaction, or on a read connection."""
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def write_grouped(self, group: Callable[[sqlite3.Connection, list[ItemT]], list[T]], item: ItemT) -> T:
+        """Like ``write``; consecutive items of the same ``group`` in one transaction reach it as one list."""
+        ...
+
+    def park(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Run ``fn`` last in the next group commit other writes start; resolves once committed."""
+        ...
+
+    def unpark(self, future: asyncio.Future[Any], *, run: bool = True) -> bool:
+        """Let a parked write go now, or drop it unrun; False when it already went."""
+        ...
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 

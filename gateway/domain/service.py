@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gateway.domain import spine
@@ -107,6 +107,32 @@ class OpenedConversation:
     created: bool
 
 
+_SMS = Channel.SMS.value
+_MESSAGE_IN = EventKind.MESSAGE_IN.value
+#: (contact_id, conversation_id, event_id, inserted) of one ingest.
+_Ingested = tuple[int, int, int, bool]
+
+
+@dataclass(slots=True)
+class _IngestJob:
+    """One ``ingest`` as the writer thread needs it: plain values, computed on the event loop."""
+
+    id_kind: str
+    id_value: str
+    raw: str
+    valid: bool
+    display_name: str | None
+    kind: str
+    channel: str
+    body: str
+    meta_json: str
+    external_id: str
+    occurred: float
+    now: float
+    may_verify: bool  # an SMS from a number that was texted because someone claimed it may verify that claim
+    announcements: list[ContactsMerged] = field(default_factory=list)
+
+
 _SPINE_FIELDS = frozenset({"intent", "next_step", "urgent", "owner", "preferred_channel"})
 
 
@@ -129,6 +155,8 @@ class ConversationService:
         self.number_policy = self.settings.number_policy or NumberPolicy(home_region=self.settings.default_region)
         # The window ('hour'/'day') whose spent budget was last announced, so the WARNING comes once per spell.
         self._budget_announced: str | None = None
+        # One bound method object, so the store sees consecutive ingests as one group.
+        self._ingest_group = self._ingest_many
 
     def _resolve_cached(self, conn: sqlite3.Connection, kind: str, value: str) -> tuple[int, int, int] | None:
         key = (kind, value)
@@ -188,54 +216,121 @@ class ConversationService:
         occurred = item.occurred_at if item.occurred_at is not None else now
         display_name = (item.display_name or "").strip()[:120] or None
 
-        # Plain strings, computed here: the write function runs on the store's single writer thread, which is the
-        # bottleneck under load, so it does nothing there that the event loop can do.
+        # Plain strings, computed here: the write runs on the store's single writer thread, which is the bottleneck
+        # under load, so it does nothing there that the event loop can do. Ingests that meet in one group commit are
+        # written together (``_ingest_many``).
         kind_s, channel_s, body, external_id = (
             str(item.kind.value),
             str(item.channel.value),
             item.body,
             item.external_id,
         )
-        id_kind, id_value = ident.kind, ident.value
-        # An SMS from a number that was texted because someone claimed it may verify that claim.
-        may_verify = channel_s == Channel.SMS.value and kind_s == EventKind.MESSAGE_IN.value and ident.valid
-        announcements: list[ContactsMerged] = []
-
-        def op(conn: sqlite3.Connection) -> tuple[int, int, int, bool]:
-            if may_verify:
-                answered = self._claim_answered(conn, id_kind, id_value, external_id, now)
-                if answered is not None:
-                    return self._ingest_claim_answer(
-                        conn, answered, kind_s, channel_s, body, meta_json, external_id, occurred, now, announcements
-                    )
-            found = self._resolve_cached(conn, id_kind, id_value)
-            if found is None:
-                existing = q.find_event_by_external(conn, channel_s, external_id)
-                if existing is not None:  # a replay whose identity was since merged away: still a duplicate
-                    return q.contact_of(conn, existing[1]), existing[1], existing[0], False
-                contact_id, conv_id = q.create_contact(
-                    conn, id_kind, id_value, ident.raw, ident.valid, display_name, now
-                )
-                origin = conv_id
-            else:
-                contact_id, conv_id, origin = found
-            event_id, stored_conv, inserted = q.insert_event_once(
-                conn, conv_id, kind_s, channel_s, body, meta_json, external_id, None, occurred, now, origin
-            )
-            if not inserted:
-                return q.contact_of(conn, stored_conv), stored_conv, event_id, False
-            if found is not None and display_name:
-                q.set_display_name_if_empty(conn, contact_id, display_name, now)
-            return contact_id, conv_id, event_id, True
-
-        contact_id, conv_id, event_id, inserted = await self.store.write(op)
-        for announcement in announcements:
+        job = _IngestJob(
+            ident.kind,
+            ident.value,
+            ident.raw,
+            ident.valid,
+            display_name,
+            kind_s,
+            channel_s,
+            body,
+            meta_json,
+            external_id,
+            occurred,
+            now,
+            channel_s == _SMS and kind_s == _MESSAGE_IN and ident.valid,
+        )
+        contact_id, conv_id, event_id, inserted = await self.store.write_grouped(self._ingest_group, job)
+        for announcement in job.announcements:
             self.bus.publish(announcement)
         if not inserted:
             return IngestResult(contact_id, conv_id, event_id, True)
         event = TimelineEvent(event_id, conv_id, kind_s, channel_s, body, meta, external_id, None, occurred)
         self.bus.publish(TimelineEventAdded(conv_id, contact_id, event))
         return IngestResult(contact_id, conv_id, event_id, False)
+
+    def _ingest_many(self, conn: sqlite3.Connection, jobs: list[_IngestJob]) -> list[_Ingested]:
+        """The writer-thread half of ``ingest`` for every ingest of one group commit, in order.
+
+        Each job resolves its identity (or creates the contact) as it comes; the timeline rows of consecutive
+        ordinary jobs are then written together (:func:`queries.insert_events`). Anything whose outcome could depend
+        on those rows being stored first (a second item with the same external id, an SMS answering a claim, which
+        may merge contacts) writes the rows gathered so far before it runs, so the result is the same as one job
+        after the other.
+        """
+        results: list[_Ingested | None] = [None] * len(jobs)
+        held: list[tuple[int, _IngestJob, int, int, int, bool]] = []  # (index, job, contact, conv, origin, known)
+        held_keys: set[tuple[str, str]] = set()
+
+        def write_held() -> None:
+            if not held:
+                return
+            rows = [
+                (conv, origin, j.kind, j.channel, j.body, j.meta_json, j.external_id, None, j.occurred, j.now)
+                for _, j, _, conv, origin, _ in held
+            ]
+            try:
+                ids = q.insert_events(conn, rows) if len(rows) > 1 else None
+            except sqlite3.IntegrityError:  # a duplicate among them: let each row meet the unique index alone
+                ids = None
+            for n, (i, j, contact_id, conv_id, origin, known) in enumerate(held):
+                if ids is not None:
+                    event_id, stored_conv, inserted = ids[n], conv_id, True
+                else:
+                    event_id, stored_conv, inserted = q.insert_event_once(
+                        conn, conv_id, j.kind, j.channel, j.body, j.meta_json, j.external_id, None, j.occurred,
+                        j.now, origin,
+                    )  # fmt: skip
+                if not inserted:
+                    results[i] = (q.contact_of(conn, stored_conv), stored_conv, event_id, False)
+                    continue
+                if known and j.display_name:
+                    q.set_display_name_if_empty(conn, contact_id, j.display_name, j.now)
+                results[i] = (contact_id, conv_id, event_id, True)
+            held.clear()
+            held_keys.clear()
+
+        for i, job in enumerate(jobs):
+            job.announcements.clear()  # a re-run after a rollback starts afresh
+            key = (job.channel, job.external_id)
+            if key in held_keys:
+                write_held()
+            if job.may_verify:
+                answered = self._claim_answered(conn, job.id_kind, job.id_value, job.external_id, job.now)
+                if answered is not None:
+                    write_held()
+                    results[i] = self._ingest_claim_answer(
+                        conn,
+                        answered,
+                        job.kind,
+                        job.channel,
+                        job.body,
+                        job.meta_json,
+                        job.external_id,
+                        job.occurred,
+                        job.now,
+                        job.announcements,
+                    )
+                    continue
+            found = self._resolve_cached(conn, job.id_kind, job.id_value)
+            if found is None:
+                existing = q.find_event_by_external(conn, job.channel, job.external_id)
+                if existing is not None:  # a replay whose identity was since merged away: still a duplicate
+                    results[i] = (q.contact_of(conn, existing[1]), existing[1], existing[0], False)
+                    continue
+                contact_id, conv_id = q.create_contact(
+                    conn, job.id_kind, job.id_value, job.raw, job.valid, job.display_name, job.now
+                )
+                held.append((i, job, contact_id, conv_id, conv_id, False))
+            else:
+                contact_id, conv_id, origin = found
+                held.append((i, job, contact_id, conv_id, origin, True))
+            held_keys.add(key)
+        write_held()
+        done = [r for r in results if r is not None]
+        if len(done) != len(jobs):
+            raise RuntimeError("ingest group left an item without a result")
+        return done
 
     def _claim_answered(
         self, conn: sqlite3.Connection, kind: str, value: str, external_id: str, now: float

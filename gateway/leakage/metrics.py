@@ -25,7 +25,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 from gateway.leakage.config import LeakageConfig
 from gateway.web.hours import BusinessCalendar
@@ -303,7 +303,50 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def roi(recovered: int, close_rate: float, average_job_value: float) -> dict[str, Any]:
+class MetricCount(TypedDict):
+    """One metric over a run of days: how often, in how many conversations, per owner."""
+
+    count: int
+    conversations: int
+    by_owner: dict[str, int]
+
+
+class OwnerResponse(TypedDict):
+    """One owner's first responses on a channel."""
+
+    answered: int
+    median_seconds: float | None
+    p90_seconds: float | None
+
+
+class FirstResponse(TypedDict):
+    """First responses on one channel: answered and not, median and 90th percentile, per owner."""
+
+    answered: int
+    unanswered: int
+    median_seconds: float | None
+    p90_seconds: float | None
+    by_owner: dict[str, OwnerResponse]
+
+
+class Summary(TypedDict):
+    """Every metric over a run of days, the reasons automated messages were not sent, and first responses."""
+
+    metrics: dict[str, MetricCount]
+    automated_not_sent_by_reason: dict[str, int]
+    first_response: dict[str, FirstResponse]
+
+
+class Roi(TypedDict):
+    """The ROI estimate and what it is made of."""
+
+    recovered: int
+    close_rate: float
+    average_job_value: float
+    estimate: float
+
+
+def roi(recovered: int, close_rate: float, average_job_value: float) -> Roi:
     """The ROI estimate: recovered conversations x close rate x average job value."""
     value = recovered * close_rate * average_job_value
     return {
@@ -332,7 +375,7 @@ class DayTotals:
         self.reasons: list[dict[str, int]] = [{} for _ in range(n)]
         self.waits: dict[str, list[dict[tuple[int, float], tuple[float, str]]]] = {}
         self.unanswered: dict[str, list[int]] = {}
-        self._memo: dict[tuple[int, int], dict[str, Any]] = {}
+        self._memo: dict[tuple[int, int], Summary] = {}
 
     def _day(self, at: float) -> int:
         """The day bucket of ``at``, or -1 outside the window."""
@@ -385,7 +428,7 @@ class DayTotals:
             if smp.due <= now:
                 self._sample(smp, 1)
 
-    def summary(self, i: int, j: int) -> dict[str, Any]:
+    def summary(self, i: int, j: int) -> Summary:
         """Counts, distinct conversations and owners per metric, not-sent reasons, and first-response times per
         channel and owner (median, 90th percentile), for days ``i`` (included) to ``j`` (excluded); kept once
         computed (treat the result as read-only)."""
@@ -394,8 +437,8 @@ class DayTotals:
             got = self._memo[(i, j)] = self._summary(i, j)
         return got
 
-    def _summary(self, i: int, j: int) -> dict[str, Any]:
-        metrics: dict[str, Any] = {}
+    def _summary(self, i: int, j: int) -> Summary:
+        metrics: dict[str, MetricCount] = {}
         for m in METRICS:
             convs: set[int] = set()
             owners: dict[str, int] = {}
@@ -412,7 +455,7 @@ class DayTotals:
         for d in range(i, j):
             for r, c in self.reasons[d].items():
                 reasons[r] = reasons.get(r, 0) + c
-        first: dict[str, dict[str, Any]] = {}
+        first: dict[str, FirstResponse] = {}
         for ch in sorted(self.waits):
             vals = [w for d in range(i, j) for w in self.waits[ch][d].values()]
             missing = sum(self.unanswered[ch][i:j])
@@ -513,7 +556,7 @@ class TotalsView:
         self.base = base
         self.offset = offset
 
-    def summary(self, i: int, j: int) -> dict[str, Any]:
+    def summary(self, i: int, j: int) -> Summary:
         """See :meth:`DayTotals.summary`."""
         return self.base.summary(i + self.offset, j + self.offset)
 

@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from gateway.errors import ValidationError
 from gateway.leakage.config import LeakageConfig
@@ -28,7 +28,10 @@ from gateway.leakage.metrics import (
     Collected,
     ConversationInfo,
     DayTotals,
+    FirstResponse,
     Item,
+    MetricCount,
+    Roi,
     Row,
     RunningTotals,
     Sample,
@@ -43,6 +46,93 @@ from gateway.store.db import Store
 from gateway.web.hours import BusinessCalendar, ClosedDates, zone
 
 log = logging.getLogger(__name__)
+
+
+class Daily(TypedDict):
+    """Counts per local day for every metric, and the median first response of each day."""
+
+    days: list[str]
+    series: dict[str, list[int]]
+    first_response_median_seconds: list[float | None]
+
+
+#: ``GET /api/v1/leakage``: every metric over a range of local days (``from`` and ``to`` included), per owner, the
+#: reasons automated messages were not sent, first responses, the ROI estimate and the daily series.
+Report = TypedDict(
+    "Report",
+    {
+        "metrics": dict[str, MetricCount],
+        "automated_not_sent_by_reason": dict[str, int],
+        "first_response": dict[str, FirstResponse],
+        "from": str,
+        "to": str,
+        "timezone": str,
+        "roi": Roi,
+        "daily": Daily,
+        "leaks_total": int,
+    },
+)
+
+
+class PeriodMetric(TypedDict):
+    """One metric over a period and the period before it."""
+
+    count: int
+    previous: int
+    change: int
+    conversations: int
+    by_owner: dict[str, int]
+
+
+#: One period of the overview (today, 7 or 30 days) against the period of the same length before it.
+Period = TypedDict(
+    "Period",
+    {
+        "from": str,
+        "to": str,
+        "previous_from": str,
+        "previous_to": str,
+        "metrics": dict[str, PeriodMetric],
+        "automated_not_sent_by_reason": dict[str, int],
+        "first_response": dict[str, FirstResponse],
+        "previous_first_response": dict[str, FirstResponse],
+        "roi": Roi,
+    },
+)
+
+
+class Thresholds(TypedDict):
+    """The configured times after which a contact counts as leaked."""
+
+    missed_call_minutes: int
+    voicemail_minutes: int
+    sms_wait_hours: float
+    chat_idle_minutes: int
+
+
+class Overview(TypedDict):
+    """``GET /api/v1/leakage/overview``: each metric for today, 7 and 30 days, and 30 days of daily counts."""
+
+    today: str
+    timezone: str
+    titles: dict[str, str]
+    leaks: list[str]
+    thresholds: Thresholds
+    currency: str
+    periods: dict[str, Period]
+    daily: Daily
+
+
+class LeakRow(TypedDict):
+    """One leak (or first-response sample) behind a count, with the customer's name once looked up."""
+
+    conversation_id: int
+    at: float
+    local_time: str
+    owner: str
+    detail: str
+    name: NotRequired[str]
+
 
 #: The periods the page shows, in days ending today.
 PERIODS = {"today": 1, "7d": 7, "30d": 30}
@@ -352,24 +442,28 @@ class LeakageService:
 
     # -- views -----------------------------------------------------------------------------------------------------
 
-    def _roi(self, recovered: int) -> dict[str, Any]:
+    def _roi(self, recovered: int) -> Roi:
         return roi(recovered, self.config.close_rate, self.config.average_job_value)
 
-    async def report(self, win: Window) -> dict[str, Any]:
+    async def report(self, win: Window) -> Report:
         """Every metric over ``win``, per owner, the ROI estimate and the daily series."""
         t = await self.totals(win)
         n = len(win.days)
-        out = dict(t.summary(0, n))
-        out["from"] = win.days[0]
-        out["to"] = win.days[-1]
-        out["timezone"] = self.tz
-        out["roi"] = self._roi(out["metrics"]["recovered"]["conversations"])
-        out["daily"] = self._daily(t, win, 0, n)
-        out["leaks_total"] = sum(out["metrics"][k]["count"] for k in LEAKS)
-        return out
+        s = t.summary(0, n)
+        return {
+            "metrics": s["metrics"],
+            "automated_not_sent_by_reason": s["automated_not_sent_by_reason"],
+            "first_response": s["first_response"],
+            "from": win.days[0],
+            "to": win.days[-1],
+            "timezone": self.tz,
+            "roi": self._roi(s["metrics"]["recovered"]["conversations"]),
+            "daily": self._daily(t, win, 0, n),
+            "leaks_total": sum(s["metrics"][k]["count"] for k in LEAKS),
+        }
 
     @staticmethod
-    def _daily(t: DayTotals | TotalsView, win: Window, i: int, j: int) -> dict[str, Any]:
+    def _daily(t: DayTotals | TotalsView, win: Window, i: int, j: int) -> Daily:
         series, medians = t.daily(i, j)
         return {"days": list(win.days[i:j]), "series": series, "first_response_median_seconds": medians}
 
@@ -378,11 +472,11 @@ class LeakageService:
         big = self.day_window(today - dt.timedelta(days=59), today)
         return today, big, await self.totals(big)
 
-    async def overview(self) -> dict[str, Any]:
+    async def overview(self) -> Overview:
         """The page: each metric for today, 7 and 30 days with the previous period, and 30 days of daily counts."""
         today, big, t = await self._last_60_days()
         n = len(big.days)
-        periods: dict[str, Any] = {}
+        periods: dict[str, Period] = {}
         for name, days in PERIODS.items():
             now_s = t.summary(n - days, n)
             prev_s = t.summary(n - 2 * days, n - days)
@@ -424,14 +518,14 @@ class LeakageService:
 
     async def items(
         self, metric: str, win: Window, owner: str | None = None, channel: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[LeakRow]:
         """The leaks (or samples, for ``first_response``) behind a count, newest first, with conversation labels."""
         if metric not in METRICS and metric != "first_response":
             raise ValidationError(
                 f"metric={metric[:40]!r} is unknown; use one of {', '.join([*METRICS, 'first_response'])}"
             )
         got = await self.collect(win)
-        rows: list[dict[str, Any]] = []
+        rows: list[LeakRow] = []
         if metric == "first_response":
             for s in got.samples:
                 if (
@@ -452,7 +546,7 @@ class LeakageService:
             r["name"] = labels.get(r["conversation_id"], "")
         return rows
 
-    def _row(self, cid: int, at: float, owner: str, detail: str) -> dict[str, Any]:
+    def _row(self, cid: int, at: float, owner: str, detail: str) -> LeakRow:
         local = dt.datetime.fromtimestamp(at, self._zone)
         return {
             "conversation_id": cid,
@@ -475,5 +569,6 @@ class LeakageService:
         for ch, v in week["first_response"].items():
             if v["median_seconds"] is not None:
                 out[f"first_response_{ch}_median_seconds_7d"] = float(v["median_seconds"])
+            if v["p90_seconds"] is not None:
                 out[f"first_response_{ch}_p90_seconds_7d"] = float(v["p90_seconds"])
         return out

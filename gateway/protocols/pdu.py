@@ -42,6 +42,13 @@ GSM7_EXTENSION: dict[str, int] = {
 }
 _GSM7_EXTENSION_REVERSE: dict[int, str] = {v: k for k, v in GSM7_EXTENSION.items()}
 _GSM7_BASIC_INDEX: dict[str, int] = {ch: i for i, ch in enumerate(GSM7_BASIC) if i != _ESC}
+#: The septets of every character the alphabet has: one for the basic table, ESC and the code for the extension table.
+_GSM7_SEPTETS: dict[str, tuple[int, ...]] = {
+    **{ch: (_ESC, code) for ch, code in GSM7_EXTENSION.items()},
+    **{ch: (i,) for ch, i in _GSM7_BASIC_INDEX.items()},
+}
+_GSM7_CHARS = frozenset(_GSM7_SEPTETS)
+_GSM7_EXTENSION_ONLY = frozenset(ch for ch in GSM7_EXTENSION if ch not in _GSM7_BASIC_INDEX)
 
 GSM7_SINGLE = 160
 GSM7_MULTI = 153
@@ -182,13 +189,11 @@ def status_text(status: int) -> str:
 
 def is_gsm7(text: str) -> bool:
     """True if every character is in the GSM 7-bit default alphabet or its extension table."""
-    return all(ch in _GSM7_BASIC_INDEX or ch in GSM7_EXTENSION for ch in text)
+    return _GSM7_CHARS.issuperset(text)
 
 
-def _gsm7_septets(ch: str) -> list[int]:
-    if ch in _GSM7_BASIC_INDEX:
-        return [_GSM7_BASIC_INDEX[ch]]
-    return [_ESC, GSM7_EXTENSION[ch]]
+def _gsm7_cost(ch: str) -> int:
+    return 2 if ch in _GSM7_EXTENSION_ONLY else 1
 
 
 def _utf16_units(ch: str) -> int:
@@ -205,17 +210,21 @@ def split_text(text: str, *, ref_bits: int = 8) -> tuple[Encoding, list[str]]:
     if is_gsm7(text):
         single, multi = GSM7_SINGLE, GSM7_MULTI
         encoding: Encoding = "gsm7"
-
-        def cost(ch: str) -> int:
-            return len(_gsm7_septets(ch))
+        cost = _gsm7_cost
+        plain = _GSM7_EXTENSION_ONLY.isdisjoint(text)  # every character one septet
+        total = len(text) if plain else sum(_gsm7_cost(ch) for ch in text)
     else:
         single, multi = UCS2_SINGLE, UCS2_MULTI
         encoding = "ucs2"
         cost = _utf16_units
+        total = len(text.encode("utf-16-le", errors="surrogatepass")) // 2
+        plain = total == len(text)  # no character outside the BMP
     if ref_bits == 16:
         multi -= 1
-    if sum(cost(ch) for ch in text) <= single:
+    if total <= single:
         return encoding, [text]
+    if plain:
+        return encoding, [text[i : i + multi] for i in range(0, len(text), multi)]
     parts: list[str] = []
     current: list[str] = []
     used = 0
@@ -276,9 +285,11 @@ def decode_gsm7(septets: list[int]) -> str:
 
 def encode_gsm7(text: str) -> list[int]:
     """Text to septets (``KeyError`` on a character outside the alphabet: check is_gsm7 first)."""
+    if _GSM7_EXTENSION_ONLY.isdisjoint(text):
+        return [_GSM7_BASIC_INDEX[ch] for ch in text]
     out: list[int] = []
     for ch in text:
-        out.extend(_gsm7_septets(ch))
+        out.extend(_GSM7_SEPTETS[ch])
     return out
 
 

@@ -162,6 +162,27 @@ def interrupted_jobs(conn: sqlite3.Connection) -> list[JobRow]:
     return [_job(r) for r in rows]
 
 
+def call_of_job(conn: sqlite3.Connection, conversation_id: int, job_id: int) -> str | None:
+    """The id of the call a call-back job placed (its "ringing ... first" timeline entry names it), if any."""
+    row = conn.execute(
+        "SELECT json_extract(meta, '$.call_id') FROM events WHERE conversation_id = ? AND kind = 'automated'"
+        " AND json_extract(meta, '$.job_id') = ? AND json_extract(meta, '$.call_id') IS NOT NULL"
+        " ORDER BY id DESC LIMIT 1",
+        (conversation_id, job_id),
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def call_end(conn: sqlite3.Connection, call_id: str) -> tuple[str, float] | None:
+    """(outcome, talk seconds) of a call whose end is on the timeline, else None."""
+    row = conn.execute(
+        "SELECT json_extract(meta, '$.outcome'), json_extract(meta, '$.talk_seconds') FROM events"
+        " WHERE kind = 'call_ended' AND json_extract(meta, '$.call_id') = ? ORDER BY id DESC LIMIT 1",
+        (call_id,),
+    ).fetchone()
+    return (str(row[0]), float(row[1] or 0.0)) if row else None
+
+
 def message_of_job(conn: sqlite3.Connection, conversation_id: int, job_id: int) -> int | None:
     """The outbound event a job already produced (its meta carries the job id), if any."""
     row = conn.execute(
@@ -245,11 +266,19 @@ def recent_customer_messages(conn: sqlite3.Connection, conversation_id: int, lim
 
 
 def waiting_conversations(conn: sqlite3.Connection) -> list[tuple[int, float]]:
-    """(conversation_id, awaiting_since) of live conversations whose customer waits for an answer."""
+    """(conversation_id, waiting since) of live conversations whose customer waits for an answer.
+
+    Who waits is the timeline's verdict (``awaiting_since``); since when is read on the rules' own clock: the first
+    customer contact the rules recorded after the last time a person answered (both stamped by the engine), so the
+    stalled-thread check never compares the timeline's wall-clock times with the rules' clock. A conversation with
+    no such contact (a person acted after the customer's last contact) is not waiting on the rules' clock.
+    """
     rows = conn.execute(
-        "SELECT id, awaiting_since FROM conversations WHERE awaiting_since IS NOT NULL AND merged_into IS NULL"
+        "SELECT v.id, (SELECT MIN(k.at) FROM continuity_contacts k WHERE k.conversation_id = v.id"
+        "   AND k.at >= COALESCE((SELECT h.at FROM continuity_human h WHERE h.conversation_id = v.id), -1)) AS since"
+        " FROM conversations v WHERE v.awaiting_since IS NOT NULL AND v.merged_into IS NULL"
     ).fetchall()
-    return [(int(r[0]), float(r[1])) for r in rows]
+    return [(int(r[0]), float(r[1])) for r in rows if r[1] is not None]
 
 
 def cursor(conn: sqlite3.Connection) -> int | None:

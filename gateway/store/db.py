@@ -8,8 +8,19 @@ writer connection's thread inside ONE transaction and commits once (``synchronou
 it returns). Only then are the callers' futures resolved, so "acknowledged" always means "on disk". A burst of 500
 concurrent writes therefore costs one fsync instead of 500.
 
+A write may instead be handed over as an item for a *group function* (:meth:`Store.write_grouped`): consecutive
+pending items of the same group function in one batch reach it together, as one list, so it can do per-batch work
+once (the conversation service writes a burst of timeline entries with one multi-row statement: FTS5 flushes its
+pending index data at the start of every statement that writes to it, so a statement per row costs about three times
+as much SQLite work as one statement for the lot).
+
+A write may also be *parked* (:meth:`Store.park`): it starts no group commit of its own but runs at the end of the
+next one that other writes start, or when its owner lets it go (:meth:`Store.unpark`). The SMS worker parks its next
+claim while idle, so the transaction that queues a message also claims it: one durable commit instead of two.
+
 If one function in a batch raises, the whole transaction is rolled back and every function of the batch is re-run
-in its own transaction, so the faulty one fails alone and the others still commit. If the commit itself fails (disk
+in its own transaction, so the faulty one fails alone and the others still commit (a group function is then called
+with a one-item list). If the commit itself fails (disk
 full, I/O error) everything in the batch is rolled back and each caller gets the error: nothing is half-written and
 the writer keeps serving later writes.
 
@@ -44,6 +55,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
+ItemT = TypeVar("ItemT")
+GroupFn = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -310,11 +323,27 @@ class StoreStats:
 
 
 class _Pending:
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "group", "item")
 
-    def __init__(self, fn: WriteFn, future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self, fn: WriteFn | None, future: asyncio.Future[Any], group: GroupFn | None = None, item: Any = None
+    ) -> None:
         self.fn = fn
         self.future = future
+        self.group = group
+        self.item = item
+
+    def run_alone(self, conn: sqlite3.Connection) -> Any:
+        if self.group is not None:
+            return _one_result(self.group(conn, [self.item]), 1)[0]
+        assert self.fn is not None
+        return self.fn(conn)
+
+
+def _one_result(results: list[Any], expected: int) -> list[Any]:
+    if len(results) != expected:
+        raise StoreError(f"a group write returned {len(results)} result(s) for {expected} item(s)")
+    return results
 
 
 class Store:
@@ -333,6 +362,7 @@ class Store:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._rollback_hooks: list[Callable[[], None]] = []
+        self._parked: list[_Pending] = []
         self.stop_timeout = 10.0
         self.stats = StoreStats()
 
@@ -378,6 +408,10 @@ class Store:
                 )
             await cancel_and_wait(self._task, owner=f"store {self.path}")
             self._task = None
+            for pending in self._parked:  # never ran, so nothing of it happened
+                if not pending.future.done():
+                    pending.future.set_exception(StoreError("the store stopped before this write ran"))
+            self._parked.clear()
             while not self._queue.empty():
                 pending = self._queue.get_nowait()
                 if not pending.future.done():
@@ -432,6 +466,42 @@ class Store:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(fn, future))
         return await future
+
+    async def write_grouped(self, group: Callable[[sqlite3.Connection, list[ItemT]], list[T]], item: ItemT) -> T:
+        """Like :meth:`write`, for writes that are cheaper done together: ``group(conn, items)`` gets the items of
+        all consecutive pending writes of the same ``group`` in the transaction, in order, and returns one result per
+        item (this item's result is returned once durably committed). ``group`` must compare equal across calls
+        (a bound method of one object does)."""
+        if self._task is None:
+            raise StoreError("the store is not running")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(None, future, group, item))
+        return await future
+
+    def park(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` to run last in the next group commit that other writes start, instead of starting one.
+
+        The returned future resolves like :meth:`write`'s result, once durably committed. The owner lets the write
+        go at once with :meth:`unpark` (on a timeout, or when it knows a write it should follow has committed).
+        """
+        if self._task is None:
+            raise StoreError("the store is not running")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._parked.append(_Pending(fn, future))
+        return future
+
+    def unpark(self, future: asyncio.Future[Any], *, run: bool = True) -> bool:
+        """Let a parked write go now (``run``) or drop it unrun (its future is cancelled). False when it had
+        already gone into a group commit (then it runs, or ran, as any write)."""
+        for i, pending in enumerate(self._parked):
+            if pending.future is future:
+                del self._parked[i]
+                if run:
+                    self._queue.put_nowait(pending)
+                else:
+                    future.cancel()
+                return True
+        return False
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on a read-only connection (sees everything committed before it starts)."""
@@ -494,10 +564,14 @@ class Store:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            queued = len(batch)
+            if self._parked:  # they ride along, last
+                batch.extend(self._parked)
+                self._parked.clear()
             try:
                 await self._execute_batch(writer, batch)
             finally:
-                for _ in batch:
+                for _ in range(queued):
                     self._queue.task_done()
 
     async def _execute_batch(self, writer: aiosqlite.Connection, batch: list[_Pending]) -> None:
@@ -513,26 +587,28 @@ class Store:
                 raise
             except Exception as err:  # noqa: BLE001 - any failure is reported to every caller
                 outcomes = [(False, err)] * len(live)
-            self.stats.batches += 1
-            self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+            stats = self.stats
+            stats.batches += 1
+            stats.largest_batch = max(stats.largest_batch, len(live))
+            done_at = time.time()
             for p, (ok, value) in zip(live, outcomes, strict=True):
                 if p.future.done():
                     continue
                 if ok:
-                    self.stats.writes += 1
-                    self.stats.last_write_at = time.time()
+                    stats.writes += 1
+                    stats.last_write_at = done_at
                     p.future.set_result(value)
                 else:
-                    self.stats.failed_writes += 1
-                    self.stats.last_error = str(value)
-                    self.stats.last_error_at = time.time()
+                    stats.failed_writes += 1
+                    stats.last_error = str(value)
+                    stats.last_error_at = done_at
                     p.future.set_exception(value)
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> list[tuple[bool, Any]]:
         """Runs on the writer thread. One transaction for the batch; isolate failures by re-running singly."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            results = [(True, p.fn(conn)) for p in batch]
+            results = self._run_all(conn, batch)
             conn.execute("COMMIT")
         except Exception as err:  # noqa: BLE001 - rolled back below, then isolated
             self._rollback(conn)
@@ -541,10 +617,31 @@ class Store:
             return [self._run_one(conn, p) for p in batch]
         return results
 
+    @staticmethod
+    def _run_all(conn: sqlite3.Connection, batch: list[_Pending]) -> list[tuple[bool, Any]]:
+        """Every write of the batch in order; consecutive items of one group function go to it as one list."""
+        results: list[tuple[bool, Any]] = []
+        i, n = 0, len(batch)
+        while i < n:
+            group = batch[i].group
+            if group is None:
+                fn = batch[i].fn
+                assert fn is not None
+                results.append((True, fn(conn)))
+                i += 1
+                continue
+            j = i + 1
+            while j < n and batch[j].group == group:
+                j += 1
+            out = _one_result(group(conn, [p.item for p in batch[i:j]]), j - i)
+            results.extend((True, r) for r in out)
+            i = j
+        return results
+
     def _run_one(self, conn: sqlite3.Connection, pending: _Pending) -> tuple[bool, Any]:
         try:
             conn.execute("BEGIN IMMEDIATE")
-            result = pending.fn(conn)
+            result = pending.run_alone(conn)
             conn.execute("COMMIT")
         except Exception as err:  # noqa: BLE001 - reported to this caller only
             self._rollback(conn)

@@ -404,8 +404,17 @@ def outbox_row(conn: sqlite3.Connection, outbox_id: int) -> dict[str, object] | 
 
 
 def is_keyword_reply(conn: sqlite3.Connection, outbox_id: int) -> bool:
-    """True for the confirmation of a STOP/START/HELP (it may go to a number just opted out)."""
-    row = conn.execute("SELECT 1 FROM sms_messages WHERE confirmation_outbox_id = ?", (outbox_id,)).fetchone()
+    """True for the confirmation of a STOP/START/HELP (it may go to a number just opted out).
+
+    Known from the transaction that queued it (its timeline entry is the keyword's automated ':reply', which only
+    ``ConversationService.answer_keyword`` writes), so a claim in that same group commit, before the inbound
+    message links it (``set_confirmation``), sees it too."""
+    row = conn.execute(
+        "SELECT 1 FROM outbox o JOIN events e ON e.id = o.event_id WHERE o.id = ? AND o.automated = 1"
+        " AND e.author = 'system' AND e.external_id LIKE '%:reply' AND json_extract(e.meta, '$.keyword_reply') IS 1"
+        " UNION ALL SELECT 1 FROM sms_messages WHERE confirmation_outbox_id = ?",
+        (outbox_id, outbox_id),
+    ).fetchone()
     return row is not None
 
 
@@ -449,13 +458,16 @@ def record_part_and_maybe_sent(
     reference: int,
     recipient: str,
     now: float,
-) -> None:
-    """Record one accepted part; after the last one (parts go out in order) the row becomes
-    'sent' in the same transaction."""
+) -> Claim | None:
+    """Record one accepted part; after the last one (parts go out in order) the row becomes 'sent' and the next
+    round is claimed (:func:`claim_next`), all in the same transaction: that claim is returned (None before the
+    last part)."""
     record_sent_part(conn, outbox_id, part, reference=reference, recipient=recipient, now=now)
-    if part == parts:
-        conn.execute("UPDATE outbox SET parts = ? WHERE id = ?", (parts, outbox_id))
-        mark_sent(conn, outbox_id, now)
+    if part != parts:
+        return None
+    conn.execute("UPDATE outbox SET parts = ? WHERE id = ?", (parts, outbox_id))
+    mark_sent(conn, outbox_id, now)
+    return claim_next(conn, now)
 
 
 def peek_due(conn: sqlite3.Connection, now: float) -> tuple[bool, float | None]:

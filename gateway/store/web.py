@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from gateway.domain.models import contact_label
 from gateway.store import queries as q
@@ -266,7 +266,49 @@ def find_api_token(conn: sqlite3.Connection, token_hash: str, now: float) -> Api
     return ApiTokenRow(int(row[0]), str(row[1]), scopes, None if row[3] is None else float(row[3]))
 
 
-def list_api_tokens(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+class ApiTokenInfo(TypedDict):
+    """An API token as the admin list shows it (never its hash)."""
+
+    id: int
+    name: str
+    created_at: float
+    last_used_at: float | None
+    revoked_at: float | None
+    scopes: list[str]
+    expires_at: float | None
+
+
+class SnippetPart(TypedDict):
+    """A piece of a search snippet; ``hit`` pieces matched the search words."""
+
+    text: str
+    hit: bool
+
+
+class SearchEvent(TypedDict):
+    """The timeline event a search hit is in (reported under the live conversation)."""
+
+    id: int
+    conversation_id: int
+    kind: str
+    channel: str
+    body: str
+    meta: dict[str, Any]
+    author: str | None
+    occurred_at: float
+
+
+class SearchHitRow(TypedDict):
+    """One full-text search hit: the event, its snippet (whole and in parts) and whose conversation it is."""
+
+    event: SearchEvent
+    snippet: str
+    snippet_parts: list[SnippetPart]
+    display_name: str | None
+    label: str
+
+
+def list_api_tokens(conn: sqlite3.Connection) -> list[ApiTokenInfo]:
     """Every token without its hash."""
     return [
         {
@@ -372,7 +414,7 @@ def database_bytes(conn: sqlite3.Connection) -> int:
 MARK_ON, MARK_OFF = "\ue000", "\ue001"
 
 
-def snippet_parts(marked: str, body: str) -> list[dict[str, Any]]:
+def snippet_parts(marked: str, body: str) -> list[SnippetPart]:
     """A snippet with hit markers -> ``[{"text": ..., "hit": bool}, ...]``.
 
     Customer text is never parsed for markers: when the stored text contains a marker character itself,
@@ -380,7 +422,7 @@ def snippet_parts(marked: str, body: str) -> list[dict[str, Any]]:
     """
     if MARK_ON in body or MARK_OFF in body:
         return [{"text": marked.replace(MARK_ON, "").replace(MARK_OFF, ""), "hit": False}]
-    parts: list[dict[str, Any]] = []
+    parts: list[SnippetPart] = []
     rest = marked
     while rest:
         start = rest.find(MARK_ON)
@@ -395,7 +437,7 @@ def snippet_parts(marked: str, body: str) -> list[dict[str, Any]]:
     return [p for p in parts if p["text"]]
 
 
-def search(conn: sqlite3.Connection, match: str, limit: int = 50) -> list[dict[str, Any]]:
+def search(conn: sqlite3.Connection, match: str, limit: int = 50) -> list[SearchHitRow]:
     """Full-text hits for an FTS5 ``match`` expression, newest first, as JSON-ready dicts.
 
     Hits in merged-away conversations are reported under the live conversation.
@@ -408,13 +450,13 @@ def search(conn: sqlite3.Connection, match: str, limit: int = 50) -> list[dict[s
         " WHERE events_fts MATCH ? ORDER BY e.id DESC LIMIT ?",
         (MARK_ON, MARK_OFF, match, limit),
     ).fetchall()
-    out = []
+    out: list[SearchHitRow] = []
     for r in rows:
         try:
             meta = json.loads(r[5]) if r[5] else {}
         except ValueError:
             meta = {}
-        event = {
+        event: SearchEvent = {
             "id": r[0],
             "conversation_id": r[1],
             "kind": r[2],

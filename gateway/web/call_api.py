@@ -10,19 +10,33 @@ no staff contact.
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from gateway.continuity.promise_keeper import PromiseKeeper
 from gateway.continuity.promises import Hours
-from gateway.domain.handoff import handoff_card
-from gateway.errors import ValidationError
+from gateway.domain.handoff import HandoffCard, handoff_card
+from gateway.store.promises import PromiseRow
 from gateway.web import hours
-from gateway.web.jsonable import jsonable
 from gateway.web.keys import DEPS
+from gateway.web.schema import Operation, Reply, path_id, path_int, respond
 from gateway.web.security import require_api
 from gateway.web.spine_api import spines
+
+
+@dataclass(frozen=True, slots=True)
+class PromiseList:
+    """Promises, newest first."""
+
+    promises: list[PromiseRow]
+
+
+@dataclass(frozen=True, slots=True)
+class PromiseDecided:
+    """The promise after staff confirmed or dismissed it."""
+
+    promise: PromiseRow
 
 
 def keeper(request: web.Request) -> PromiseKeeper:
@@ -36,19 +50,11 @@ def keeper(request: web.Request) -> PromiseKeeper:
     return deps.promises
 
 
-def _int(request: web.Request, key: str) -> int:
-    raw = request.match_info[key]
-    try:
-        return int(raw)
-    except ValueError as err:
-        raise ValidationError(f"{key} {raw[:20]!r} is not a number") from err
-
-
 async def handoff(request: web.Request) -> web.Response:
     """``GET /api/v1/conversations/{id}/handoff``: the handoff card, built from the spine and the recent timeline."""
     require_api(request)
     deps = request.app[DEPS]
-    conv = _int(request, "conversation_id")
+    conv = path_id(request, "conversation_id")
     try:
         spine = await spines(request).spine(conv)
         recent = await deps.service.timeline(conv, limit=30)
@@ -57,30 +63,25 @@ async def handoff(request: web.Request) -> web.Response:
     now = time.time()
     quiet = hours.in_quiet_hours(deps.config.quiet_hours, deps.config.timezone, now)
     proposed = [p for p in await keeper(request).promises(conv) if p.status != "dismissed"]
-    card = handoff_card(spine, recent, quiet_hours=quiet, promises=proposed)
-    return web.json_response(jsonable(card))
-
-
-def _promise_json(row: Any) -> dict[str, Any]:
-    return jsonable(row)  # type: ignore[no-any-return]
+    return respond(handoff_card(spine, recent, quiet_hours=quiet, promises=proposed))
 
 
 async def list_promises(request: web.Request) -> web.Response:
     """``GET /api/v1/conversations/{id}/promises``: promises heard in the conversation, newest first."""
     require_api(request)
-    rows = await keeper(request).promises(_int(request, "conversation_id"))
-    return web.json_response({"promises": [_promise_json(r) for r in rows]})
+    rows = await keeper(request).promises(path_id(request, "conversation_id"))
+    return respond(PromiseList(rows))
 
 
 async def _decide(request: web.Request, confirm: bool) -> web.Response:
     auth = require_api(request)
-    pid = _int(request, "promise_id")
+    pid = path_id(request, "promise_id")
     k = keeper(request)
     try:
         row = await (k.confirm(pid, staff=auth.actor) if confirm else k.dismiss(pid, staff=auth.actor))
     except LookupError as err:
         raise web.HTTPNotFound(text=str(err)) from err
-    return web.json_response({"promise": _promise_json(row)})
+    return respond(PromiseDecided(row))
 
 
 async def confirm_promise(request: web.Request) -> web.Response:
@@ -97,7 +98,7 @@ async def promises_not_kept(request: web.Request) -> web.Response:
     """``GET /api/v1/promises/not-kept``: confirmed promises past due with no staff contact in time."""
     require_api(request)
     rows = await keeper(request).not_kept()
-    return web.json_response({"promises": [_promise_json(r) for r in rows]})
+    return respond(PromiseList(rows))
 
 
 def routes() -> list[web.RouteDef]:
@@ -111,31 +112,48 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-def openapi_paths() -> dict[str, Any]:
+def openapi_paths() -> dict[str, dict[str, Operation]]:
     """OpenAPI path items of the handoff and promise routes."""
-    err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    cid = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "integer"}}
-    pid = {"name": "promise_id", "in": "path", "required": True, "schema": {"type": "integer"}}
-    ok = {"200": {"description": "ok"}, "400": err, "401": err, "404": err}
+    cid = (path_int("conversation_id"),)
+    pid = (path_int("promise_id"),)
+    errors = (400, 401, 404)
     return {
         "/api/v1/conversations/{conversation_id}/handoff": {
-            "get": {
-                "summary": "Handoff card: what they want, what we know, what was promised, preferred channel, "
-                "quiet hours now",
-                "parameters": [cid],
-                "responses": ok,
-            }
+            "get": Operation(
+                "Handoff card: what they want, what we know, what was promised, preferred channel, quiet hours now",
+                parameters=cid,
+                responses={200: Reply("the card", HandoffCard)},
+                errors=errors,
+            )
         },
         "/api/v1/conversations/{conversation_id}/promises": {
-            "get": {"summary": "Promises heard on calls and in staff replies", "parameters": [cid], "responses": ok}
+            "get": Operation(
+                "Promises heard on calls and in staff replies",
+                parameters=cid,
+                responses={200: Reply("promises", PromiseList)},
+                errors=errors,
+            )
         },
         "/api/v1/promises/{promise_id}/confirm": {
-            "post": {"summary": "Confirm a promise: it becomes the next step", "parameters": [pid], "responses": ok}
+            "post": Operation(
+                "Confirm a promise: it becomes the next step",
+                parameters=pid,
+                responses={200: Reply("confirmed", PromiseDecided)},
+                errors=errors,
+            )
         },
         "/api/v1/promises/{promise_id}/dismiss": {
-            "post": {"summary": "Dismiss a proposed promise", "parameters": [pid], "responses": ok}
+            "post": Operation(
+                "Dismiss a proposed promise",
+                parameters=pid,
+                responses={200: Reply("dismissed", PromiseDecided)},
+                errors=errors,
+            )
         },
         "/api/v1/promises/not-kept": {
-            "get": {"summary": "Confirmed promises past due with no staff contact in time", "responses": ok}
+            "get": Operation(
+                "Confirmed promises past due with no staff contact in time",
+                responses={200: Reply("promises not kept", PromiseList)},
+            )
         },
     }

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
@@ -24,6 +24,9 @@ from gateway.channels.chat.channel import ChatChannel, ChatSettings, VisitorSess
 from gateway.web import hours
 from gateway.web.deps import WebDeps
 from gateway.web.security import RateLimiter, client_address, same_origin
+
+if TYPE_CHECKING:
+    from gateway.continuity.engine import ContinuityEngine
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,31 @@ class _WsOutlet:
         await self.ws.close(code=code, message=reason)
 
 
+class _RulesCallTimes:
+    """The chat channel's :class:`~gateway.channels.chat.channel.CallTimes` from the continuity rules (looked up at
+    each use: the daemon hands the engine over once it runs)."""
+
+    __slots__ = ("deps",)
+
+    def __init__(self, deps: WebDeps) -> None:
+        self.deps = deps
+
+    def _engine(self) -> ContinuityEngine | None:
+        engine = self.deps.continuity
+        return engine if engine is not None and engine.can_call() else None
+
+    def slots(self) -> list[float]:
+        engine = self._engine()
+        return [] if engine is None else engine.call_slots()
+
+    def fit(self, at: float) -> tuple[float | None, str, str]:
+        engine = self._engine()
+        if engine is None:
+            return None, "", "we cannot book a call-back time right now; ask without a time and we will call you soon"
+        fitted = engine.fit_call_time(at)
+        return fitted.at, fitted.moved, fitted.why
+
+
 class ChatHub:
     """Serves visitor websockets for the chat channel."""
 
@@ -77,6 +105,7 @@ class ChatHub:
             new_chats=RateLimiter(cfg.chat_new_per_address_per_hour / 3600.0, float(cfg.chat_new_per_address_per_hour)),
             messages=RateLimiter(cfg.chat_messages_per_minute / 60.0, float(cfg.chat_burst)),
             welcome=self._welcome,
+            call_times=_RulesCallTimes(deps),
         )
         self._per_address: dict[str, int] = {}
         self.refused_busy = 0

@@ -16,8 +16,10 @@ from gateway.values import Health
 from gateway.web.config import WebConfig
 
 if TYPE_CHECKING:
+    from gateway.continuity.engine import ContinuityEngine
     from gateway.continuity.promise_keeper import PromiseKeeper
     from gateway.leakage.service import LeakageService
+    from gateway.transcribe.service import TranscriptionService
 
 #: ``click_to_call(staff_extension, customer_number)``: ring the staff phone, then dial the customer.
 ClickToCall = Callable[[str, str], Awaitable[None]]
@@ -48,14 +50,14 @@ class WebDeps:
     history: History | None = None
     spine: SpineService | None = None
     """The conversation spine; the web layer builds one over the same store and bus when not given."""
-    continuity: Any = None
+    continuity: ContinuityEngine | None = None
     """The continuity engine (rules settings view, call recap); None when the rules are off."""
     promises: PromiseKeeper | None = None
     """Staff promises heard on calls and in replies (confirm / dismiss, not kept); built on demand when None."""
     leakage_config: LeakageConfig = field(default_factory=LeakageConfig)
     #: The leakage read model; built from ``store``, ``leakage_config`` and the business hours when None.
     leakage: LeakageService | None = None
-    transcription: Any = None
+    transcription: TranscriptionService | None = None
     """The transcription service (``retry_voicemail``); None when transcription is off: a retry then only requeues
     the job in the store, for the daemon that runs transcription to pick up."""
     #: Build the leakage read model in the background when the web app starts (the daemon does; tests need not).

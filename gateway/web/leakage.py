@@ -15,18 +15,23 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 from aiohttp import web
 
 from gateway.leakage.metrics import METRICS
-from gateway.leakage.service import LeakageService
+from gateway.leakage.service import LeakageService, LeakRow, Overview, Report
 from gateway.store import web as sql
 from gateway.supervise import cancel_and_wait
 from gateway.web.hours import DAYS, zone
 from gateway.web.keys import DEPS
 from gateway.web.pages import render
+from gateway.web.schema import JSON, Operation, Reply, respond
 from gateway.web.security import require_api, require_staff
+
+#: ``GET /api/v1/leakage/items``: the conversations behind one metric's count over a range of local days (``from``
+#: is a keyword in Python, hence the functional form).
+LeakItems = TypedDict("LeakItems", {"metric": str, "from": str, "to": str, "count": int, "items": list[LeakRow]})
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +86,13 @@ async def report(request: web.Request) -> web.Response:
             for i, day in enumerate(daily["days"])
         ]
         return _csv(f"leakage-daily-{data['from']}-{data['to']}.csv", header, rows)
-    return web.json_response(data)
+    return respond(data)
 
 
 async def overview(request: web.Request) -> web.Response:
     """``GET /api/v1/leakage/overview``: today, 7 and 30 days with the previous periods, 30 daily counts."""
     require_api(request)
-    return web.json_response(await request.app[LEAKAGE].overview())
+    return respond(await request.app[LEAKAGE].overview())
 
 
 async def items(request: web.Request) -> web.Response:
@@ -107,9 +112,8 @@ async def items(request: web.Request) -> web.Response:
             for r in rows
         ]  # fmt: skip
         return _csv(f"leakage-{metric}-{win.days[0]}-{win.days[-1]}.csv", header, body)
-    return web.json_response(
-        {"metric": metric, "from": win.days[0], "to": win.days[-1], "count": len(rows), "items": rows}
-    )
+    answer: LeakItems = {"metric": metric, "from": win.days[0], "to": win.days[-1], "count": len(rows), "items": rows}
+    return respond(answer)
 
 
 def routes() -> list[web.RouteDef]:
@@ -122,42 +126,37 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-def _range_params() -> list[dict[str, Any]]:
+def _range_params() -> tuple[dict[str, Any], ...]:
     date = {"type": "string", "format": "date"}
-    return [
+    return (
         {"name": "from", "in": "query", "schema": date, "description": "first local day (default: 6 days before to)"},
         {"name": "to", "in": "query", "schema": date, "description": "last local day, included (default: today)"},
         {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv"]}},
-    ]
+    )
 
 
-def openapi_paths() -> dict[str, Any]:
+def openapi_paths() -> dict[str, dict[str, Operation]]:
     """The OpenAPI path items of the leakage API."""
-    err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    ok = {
-        "200": {"description": "ok", "content": {"application/json": {}, "text/csv": {}}},
-        "400": err,
-        "401": err,
-    }
+    csv_too = (JSON, "text/csv")
     return {
         "/api/v1/leakage": {
-            "get": {
-                "summary": "Leakage metrics over a range of local days: counts, per owner, first response times, "
+            "get": Operation(
+                "Leakage metrics over a range of local days: counts, per owner, first response times, "
                 "automated messages sent and not sent by reason, ROI estimate, daily series (CSV: the daily series)",
-                "parameters": _range_params(),
-                "responses": ok,
-            }
+                parameters=_range_params(),
+                responses={200: Reply("the report", Report, media=csv_too)},
+            )
         },
         "/api/v1/leakage/overview": {
-            "get": {
-                "summary": "Each leakage metric for today, 7 and 30 days with the change against the previous period",
-                "responses": ok,
-            }
+            "get": Operation(
+                "Each leakage metric for today, 7 and 30 days with the change against the previous period",
+                responses={200: Reply("the overview", Overview)},
+            )
         },
         "/api/v1/leakage/items": {
-            "get": {
-                "summary": "The conversations behind a leakage count (CSV with format=csv)",
-                "parameters": [
+            "get": Operation(
+                "The conversations behind a leakage count (CSV with format=csv)",
+                parameters=(
                     {
                         "name": "metric",
                         "in": "query",
@@ -167,9 +166,9 @@ def openapi_paths() -> dict[str, Any]:
                     *_range_params(),
                     {"name": "owner", "in": "query", "schema": {"type": "string"}},
                     {"name": "channel", "in": "query", "schema": {"type": "string"}},
-                ],
-                "responses": ok,
-            }
+                ),
+                responses={200: Reply("the conversations", LeakItems, media=csv_too)},
+            )
         },
     }
 

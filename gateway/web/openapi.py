@@ -1,10 +1,12 @@
 """The OpenAPI document, generated from the running route table with apispec.
 
 Theory of operation: each API module keeps the documentation of its routes next to them, as ``openapi_paths()``
-(path -> method -> operation). :func:`document` walks the application's router and adds, through apispec, one
-operation for every documented (method, path) that is really routed; :func:`coverage` compares the two and names
-what is missing on either side, so a new route without a doc (or a doc without a route) fails
-``tests/web/test_openapi.py`` with the exact method and path to fix.
+(path -> method -> :class:`~gateway.web.schema.Operation`). An operation names the Python types of its request and
+response bodies, the same types its handler parses and answers with; :func:`document` derives their JSON Schemas
+with msgspec (shared ones once, under ``components/schemas``) and adds, through apispec, one operation for every
+documented (method, path) that is really routed. :func:`coverage` compares the two and names what is missing on
+either side, so a new route without a doc (or a doc without a route) fails ``tests/web/test_openapi.py`` with the
+exact method and path to fix.
 
 Documented are the machine interfaces: every route under ``/api/`` plus :data:`MACHINE_ROUTES`. Pages, websockets
 and static files are not part of the API.
@@ -16,10 +18,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from aiohttp import web
 from apispec import APISpec
 
 from gateway import __version__
+from gateway.web.schema import JSON, ErrorBody, Operation
 
 #: Routes outside ``/api/`` that integrations use and that the document covers.
 MACHINE_ROUTES = frozenset({"/status.json", "/metrics", "/media/voicemail/{event_id}"})
@@ -43,7 +47,9 @@ WEBHOOK_EVENTS = (
     "leakage.weekly",
 )
 
-PathDocs = Mapping[str, Mapping[str, Mapping[str, Any]]]
+PathDocs = Mapping[str, Mapping[str, Operation]]
+
+_REF = "#/components/schemas/{name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +91,9 @@ def coverage(app: web.Application, docs: PathDocs) -> Coverage:
     )
 
 
-def merge_docs(sources: Iterable[Callable[[], PathDocs]]) -> dict[str, dict[str, Mapping[str, Any]]]:
+def merge_docs(sources: Iterable[Callable[[], PathDocs]]) -> dict[str, dict[str, Operation]]:
     """Join the modules' ``openapi_paths()``; two modules documenting the same operation is a mistake."""
-    merged: dict[str, dict[str, Mapping[str, Any]]] = {}
+    merged: dict[str, dict[str, Operation]] = {}
     for source in sources:
         for path, item in source().items():
             target = merged.setdefault(path, {})
@@ -98,8 +104,43 @@ def merge_docs(sources: Iterable[Callable[[], PathDocs]]) -> dict[str, dict[str,
     return merged
 
 
+def body_types(docs: PathDocs) -> list[object]:
+    """Every request and response body type the operations name (each once, in a stable order)."""
+    found: dict[str, object] = {"ErrorBody": ErrorBody}
+    for path in sorted(docs):
+        for _method, op in sorted(docs[path].items()):
+            for typ in (op.request, *(reply.body for _s, reply in sorted(op.responses.items()))):
+                if typ is not None:
+                    found.setdefault(repr(typ), typ)
+    return list(found.values())
+
+
+def _operation(op: Operation, schemas: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The OpenAPI operation object of ``op``, its bodies as references to the derived schemas."""
+    responses: dict[str, Any] = {}
+    for status, reply in sorted(op.responses.items()):
+        content: dict[str, Any] = {}
+        for media in reply.media:
+            content[media] = {"schema": schemas[repr(reply.body)]} if media == JSON and reply.body is not None else {}
+        responses[str(status)] = {"description": reply.description, **({"content": content} if content else {})}
+    error = {"description": "error", "content": {JSON: {"schema": schemas[repr(ErrorBody)]}}}
+    for status in op.errors:
+        responses.setdefault(str(status), error)
+    out: dict[str, Any] = {"summary": op.summary, "responses": responses}
+    if op.parameters:
+        out["parameters"] = [dict(p) for p in op.parameters]
+    if op.request is not None:
+        out["requestBody"] = {"required": True, "content": {JSON: {"schema": schemas[repr(op.request)]}}}
+    if op.public:
+        out["security"] = []
+    return out
+
+
 def document(app: web.Application, docs: PathDocs) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the routes ``app`` really serves, built with apispec."""
+    """The OpenAPI 3.1 document of the routes ``app`` really serves, built with apispec.
+
+    The body schemas are derived from the operations' types (msgspec's JSON Schema, which OpenAPI 3.1 uses as it is).
+    """
     spec = APISpec(
         title="gateway API",
         version=__version__,
@@ -108,10 +149,14 @@ def document(app: web.Application, docs: PathDocs) -> dict[str, Any]:
         security=[{"bearer": []}],
     )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
-    spec.components.schema("Error", {"type": "object", "properties": {"error": {"type": "string"}}})
+    types = body_types(docs)
+    refs, components = msgspec.json.schema_components(types, ref_template=_REF)
+    schemas = {repr(typ): ref for typ, ref in zip(types, refs, strict=True)}
+    for name in sorted(components):
+        spec.components.schema(name, components[name])
     routed = routed_operations(app)
     for path in sorted(docs):
-        operations = {m: dict(op) for m, op in docs[path].items() if (m, path) in routed}
+        operations = {m: _operation(op, schemas) for m, op in docs[path].items() if (m, path) in routed}
         if operations:
             spec.path(path=path, operations=operations)
     out = spec.to_dict()

@@ -9,17 +9,61 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from gateway.errors import PermanentError, ValidationError
 from gateway.web import pages
 from gateway.web.keys import DEPS
+from gateway.web.schema import ErrorBody, Operation, Reply, parse, path_id, path_int, respond
 from gateway.web.security import read_json, require_api, require_staff
 
+if TYPE_CHECKING:
+    from gateway.continuity.engine import ContinuityEngine
 
-def _engine(request: web.Request) -> Any:
+
+@dataclass(frozen=True, slots=True)
+class ContinuityJob:
+    """A scheduled or finished automated send: its rule, when it is due, its state and why."""
+
+    id: int
+    rule: str
+    due_at: float
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobList:
+    """``GET .../continuity``: the conversation's automated sends, newest first."""
+
+    jobs: list[ContinuityJob]
+
+
+@dataclass(frozen=True, slots=True)
+class RecapQueued:
+    """The recap text, queued in the outbox."""
+
+    outbox_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRequest:
+    """``POST .../callback``: when to call back (unix seconds, or ISO 8601 with an offset)."""
+
+    at: float | str
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackBooked:
+    """The call-back job."""
+
+    job_id: int
+
+
+def _engine(request: web.Request) -> ContinuityEngine:
     engine = request.app[DEPS].continuity
     if engine is None:
         raise web.HTTPConflict(
@@ -27,13 +71,6 @@ def _engine(request: web.Request) -> Any:
             content_type="application/json",
         )
     return engine
-
-
-def _conv(request: web.Request) -> int:
-    try:
-        return int(request.match_info["conversation_id"])
-    except ValueError as err:
-        raise web.HTTPBadRequest(text='{"error": "conversation id must be a number"}') from err
 
 
 async def rules_page(request: web.Request) -> web.StreamResponse:
@@ -60,7 +97,7 @@ async def conversation_jobs(request: web.Request) -> web.Response:
     """``GET /api/v1/conversations/{id}/continuity``: scheduled and finished automated sends."""
     require_api(request)
     engine = _engine(request)
-    return web.json_response({"jobs": await engine.jobs(_conv(request))})
+    return respond(JobList([ContinuityJob(**job) for job in await engine.jobs(path_id(request, "conversation_id"))]))
 
 
 async def recap(request: web.Request) -> web.Response:
@@ -68,12 +105,12 @@ async def recap(request: web.Request) -> web.Response:
     auth = require_api(request)
     engine = _engine(request)
     try:
-        outbox_id = await engine.recap(_conv(request), author=auth.actor)
+        outbox_id = await engine.recap(path_id(request, "conversation_id"), author=auth.actor)
     except LookupError as err:
         raise web.HTTPNotFound(text='{"error": "no such conversation"}', content_type="application/json") from err
     except PermanentError as err:
-        return web.json_response({"error": str(err)}, status=409)
-    return web.json_response({"outbox_id": outbox_id}, status=201)
+        return respond(ErrorBody(str(err)), status=409)
+    return respond(RecapQueued(outbox_id), status=201)
 
 
 async def callback(request: web.Request) -> web.Response:
@@ -81,7 +118,10 @@ async def callback(request: web.Request) -> web.Response:
     auth = require_api(request)
     engine = _engine(request)
     data = await read_json(request)
-    at = data.get("at")
+    raw = data.get("at")
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ValidationError("'at' must be unix seconds or an ISO 8601 time with an offset")
+    at = parse(data, CallbackRequest).at
     if isinstance(at, str):
         try:
             moment = dt.datetime.fromisoformat(at)
@@ -90,13 +130,11 @@ async def callback(request: web.Request) -> web.Response:
         if moment.tzinfo is None:
             raise ValidationError("'at' needs a time zone offset, e.g. 2026-12-05T09:00:00-05:00")
         at = moment.timestamp()
-    if isinstance(at, bool) or not isinstance(at, int | float):
-        raise ValidationError("'at' must be unix seconds or an ISO 8601 time with an offset")
     try:
-        job_id = await engine.schedule_call(_conv(request), float(at), author=auth.actor)
+        job_id = await engine.schedule_call(path_id(request, "conversation_id"), at, author=auth.actor)
     except PermanentError as err:
-        return web.json_response({"error": str(err)}, status=409)
-    return web.json_response({"job_id": job_id}, status=201)
+        return respond(ErrorBody(str(err)), status=409)
+    return respond(CallbackBooked(job_id), status=201)
 
 
 def routes() -> list[web.RouteDef]:
@@ -110,37 +148,40 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-def openapi_paths() -> dict[str, Any]:
+def openapi_paths() -> dict[str, dict[str, Operation]]:
     """OpenAPI path items of the continuity routes."""
-    err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    cid = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "integer"}}
-    ok = {"200": {"description": "ok"}, "400": err, "401": err, "404": err}
-    at = {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}
+    cid = (path_int("conversation_id"),)
+    errors = (400, 401, 404, 409)
     return {
         "/api/v1/continuity/settings": {
-            "get": {"summary": "What the continuity rules do as configured", "responses": ok}
+            "get": Operation(
+                "What the continuity rules do as configured",
+                responses={200: Reply("rules, restraint and templates", dict[str, Any])},
+            )
         },
         "/api/v1/conversations/{conversation_id}/continuity": {
-            "get": {"summary": "Scheduled and finished automated sends", "parameters": [cid], "responses": ok}
+            "get": Operation(
+                "Scheduled and finished automated sends",
+                parameters=cid,
+                responses={200: Reply("the sends", JobList)},
+                errors=errors,
+            )
         },
         "/api/v1/conversations/{conversation_id}/recap": {
-            "post": {
-                "summary": "Text the customer what was agreed (intent, next step, time)",
-                "parameters": [cid],
-                "responses": ok,
-            }
+            "post": Operation(
+                "Text the customer what was agreed (intent, next step, time)",
+                parameters=cid,
+                responses={201: Reply("queued", RecapQueued)},
+                errors=errors,
+            )
         },
         "/api/v1/conversations/{conversation_id}/callback": {
-            "post": {
-                "summary": "Schedule a call-back reminder at a time (unix seconds or ISO 8601 with offset)",
-                "parameters": [cid],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": {"type": "object", "properties": {"at": at}, "required": ["at"]}}
-                    },
-                },
-                "responses": ok,
-            }
+            "post": Operation(
+                "Schedule a call-back reminder at a time (unix seconds or ISO 8601 with offset)",
+                parameters=cid,
+                request=CallbackRequest,
+                responses={201: Reply("booked", CallbackBooked)},
+                errors=errors,
+            )
         },
     }

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NotRequired, TypedDict
 
 from aiohttp import web
 
 from gateway.domain.limits import NumberNeedsConfirmationError
 from gateway.domain.models import Channel, EventKind, IdentityKind
-from gateway.domain.spine import CHANNEL_PREFERENCES, SpineService
+from gateway.domain.spine import CHANNEL_PREFERENCES, Spine, SpineService
 from gateway.errors import ValidationError
-from gateway.web.jsonable import jsonable
 from gateway.web.keys import DEPS
+from gateway.web.schema import CONFIRM_FIX, NumberConflict, Operation, Reply, parse, path_id, path_int, respond
 from gateway.web.security import Auth, read_json, require_api, require_staff
 
 log = logging.getLogger(__name__)
@@ -34,29 +35,82 @@ def spines(request: web.Request) -> SpineService:
     return deps.spine
 
 
-def _conv_id(request: web.Request) -> int:
-    raw = request.match_info["conversation_id"]
-    try:
-        return int(raw)
-    except ValueError as err:
-        raise ValidationError(f"conversation id {raw[:20]!r} is not a number") from err
-
-
 def _source(auth: Auth) -> str:
     return "staff" if auth.session is not None else "api"
 
 
-def spine_json(spine: Any, service: SpineService) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class SpineView:
+    """The spine as the API and the console show it: the summary line, the fields, and the choices for the editor."""
+
+    summary: str
+    spine: Spine
+    intents: list[str]
+    channel_preferences: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class SpineChange:
+    """The spine after a change, and what changed (``changed``: the fields, or whether a fact changed)."""
+
+    changed: list[str] | bool
+    summary: str
+    spine: Spine
+    intents: list[str]
+    channel_preferences: list[str]
+
+
+class SpinePatch(TypedDict, total=False):
+    """``PATCH .../spine``: only the fields given change; null or "" clears one."""
+
+    intent: str | None
+    urgent: bool
+    next_step: str | None
+    next_step_due: float | str | None
+    next_step_owner: str | None
+    owner: str | None
+    channel_preference: str | None
+    preference_why: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FactValue:
+    """``PUT .../facts/{name}``: the fact's value."""
+
+    value: str | int | float
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    """``POST /api/v1/conversations``: text the number (``body``), call it (``call``), or both."""
+
+    phone: str
+    body: str | None = None
+    call: bool = False
+    name: str | None = None
+    confirm_number: bool = False
+
+
+class Started(TypedDict):
+    """The conversation the number landed in; ``outbox_id`` when a text was queued, ``calling`` when a call began."""
+
+    conversation_id: int
+    created: bool
+    outbox_id: NotRequired[int]
+    calling: NotRequired[bool]
+
+
+def spine_json(spine: Spine, service: SpineService) -> SpineView:
     """The spine as the API and the console show it: summary line first, then the fields."""
-    return {
-        "summary": spine.summary,
-        "spine": jsonable(spine),
-        "intents": list(service.intents),
-        "channel_preferences": list(CHANNEL_PREFERENCES),
-    }
+    return SpineView(spine.summary, spine, list(service.intents), list(CHANNEL_PREFERENCES))
 
 
-async def _spine_or_404(service: SpineService, conversation_id: int) -> Any:
+def _changed(changed: list[str] | bool, spine: Spine, service: SpineService) -> SpineChange:
+    view = spine_json(spine, service)
+    return SpineChange(changed, view.summary, view.spine, view.intents, view.channel_preferences)
+
+
+async def _spine_or_404(service: SpineService, conversation_id: int) -> Spine:
     try:
         return await service.spine(conversation_id)
     except LookupError as err:
@@ -67,7 +121,7 @@ async def get_spine(request: web.Request) -> web.Response:
     """``GET /api/v1/conversations/{id}/spine``: the one-line summary and the spine."""
     require_api(request)
     service = spines(request)
-    return web.json_response(spine_json(await _spine_or_404(service, _conv_id(request)), service))
+    return respond(spine_json(await _spine_or_404(service, path_id(request, "conversation_id")), service))
 
 
 def _due(value: Any) -> float | None:
@@ -107,6 +161,7 @@ def _checked_patch(data: dict[str, Any]) -> dict[str, Any]:
             raise ValidationError(f"field {key!r} is longer than 500 characters")
     if "urgent" in data and not isinstance(data["urgent"], bool):
         raise ValidationError("field 'urgent' must be true or false")
+    parse(data, SpinePatch)  # the remaining types (next_step_due: a number, a text or null)
     return data
 
 
@@ -115,7 +170,7 @@ def _text(data: dict[str, Any], key: str) -> str | None:
     return (value.strip() or None) if isinstance(value, str) else None
 
 
-async def _apply(service: SpineService, current: Any, data: dict[str, Any], who: dict[str, str]) -> list[str]:
+async def _apply(service: SpineService, current: Spine, data: dict[str, Any], who: dict[str, str]) -> list[str]:
     conv = current.conversation_id
     changed: list[str] = []
     if "intent" in data or "urgent" in data:
@@ -138,7 +193,7 @@ async def patch_spine(request: web.Request) -> web.Response:
     auth = require_api(request)
     data = _checked_patch(await read_json(request))
     service = spines(request)
-    current = await _spine_or_404(service, _conv_id(request))
+    current = await _spine_or_404(service, path_id(request, "conversation_id"))
     conv = current.conversation_id
     who = {"source": _source(auth), "set_by": auth.actor}
 
@@ -151,44 +206,44 @@ async def patch_spine(request: web.Request) -> web.Response:
     ):
         changed.append("channel_preference")
     spine = await service.spine(conv)
-    return web.json_response({"changed": changed, **spine_json(spine, service)})
+    return respond(_changed(changed, spine, service))
 
 
 async def put_fact(request: web.Request) -> web.Response:
     """``PUT /api/v1/conversations/{id}/facts/{name}``: set or correct a fact (``{"value": ...}``)."""
     auth = require_api(request)
     data = await read_json(request)
-    value = data.get("value")
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(data.get("value"), bool) or not isinstance(data.get("value"), str | int | float):
         raise ValidationError("field 'value' must be a string or a number")
+    value: str | int | float | dict[str, str] = parse(data, FactValue).value
     if isinstance(value, str) and len(value) > 500:
         raise ValidationError("field 'value' is longer than 500 characters")
     name = request.match_info["name"]
     service = spines(request)
-    current = await _spine_or_404(service, _conv_id(request))
+    current = await _spine_or_404(service, path_id(request, "conversation_id"))
     if name == "availability" and isinstance(value, str):
         value = {"text": value.strip()}
     changed = await service.set_fact(
         current.conversation_id, name, value, source=_source(auth), set_by=auth.actor, confidence=1.0
     )
     spine = await service.spine(current.conversation_id)
-    return web.json_response({"changed": changed, **spine_json(spine, service)})
+    return respond(_changed(changed, spine, service))
 
 
 async def delete_fact(request: web.Request) -> web.Response:
     """``DELETE /api/v1/conversations/{id}/facts/{name}``: forget a wrong fact."""
     auth = require_api(request)
     service = spines(request)
-    current = await _spine_or_404(service, _conv_id(request))
+    current = await _spine_or_404(service, path_id(request, "conversation_id"))
     name = request.match_info["name"]
     changed = await service.clear_fact(current.conversation_id, name, set_by=auth.actor, source=_source(auth))
     if not changed:
         raise web.HTTPNotFound(text=f"conversation {current.conversation_id} has no fact {name[:40]!r}")
     spine = await service.spine(current.conversation_id)
-    return web.json_response({"changed": True, **spine_json(spine, service)})
+    return respond(_changed(True, spine, service))
 
 
-def _start_request(data: dict[str, Any]) -> tuple[str, str | None, bool, str | None]:
+def _start_request(data: dict[str, Any]) -> StartRequest:
     phone = data.get("phone")
     if not isinstance(phone, str) or not phone.strip():
         raise ValidationError("field 'phone' is missing: give the customer's number, e.g. +1 415 555 2671")
@@ -203,7 +258,7 @@ def _start_request(data: dict[str, Any]) -> tuple[str, str | None, bool, str | N
     name = data.get("name")
     if name is not None and not isinstance(name, str):
         raise ValidationError("field 'name' must be a string")
-    return phone, body, call, name
+    return parse(data, StartRequest)
 
 
 async def start_conversation(request: web.Request) -> web.Response:
@@ -216,7 +271,8 @@ async def start_conversation(request: web.Request) -> web.Response:
     auth = require_api(request)
     deps = request.app[DEPS]
     data = await read_json(request)
-    phone, body, call, name = _start_request(data)
+    start = _start_request(data)
+    phone, body, call, name = start.phone, start.body, start.call, start.name
     extension: str | None = None
     if call:
         session = require_staff(request)
@@ -228,17 +284,14 @@ async def start_conversation(request: web.Request) -> web.Response:
     ident = deps.service.normalize(IdentityKind.PHONE, phone)
     if not ident.valid:
         raise ValidationError(f"{phone[:40]!r} is not a complete phone number: include the area code")
-    confirmed = data.get("confirm_number") is True
+    confirmed = start.confirm_number
     try:
         # The number policy before anything is created: a refused number leaves no empty conversation behind.
         for purpose, wanted in (("sms", body is not None), ("dial", call)):
             if wanted:
                 deps.service.check_number(ident.value, purpose=purpose, staff=True, confirmed=confirmed)
     except NumberNeedsConfirmationError as err:
-        return web.json_response(
-            {"error": str(err), "needs_confirmation": True, "fix": 'send again with "confirm_number": true'},
-            status=409,
-        )
+        return respond(NumberConflict(error=str(err), needs_confirmation=True, fix=CONFIRM_FIX), status=409)
     opened = await deps.service.open_conversation(IdentityKind.PHONE, phone, display_name=name)
     conv = opened.conversation_id
     what = " and ".join(w for w, on in (("a text", body is not None), ("a call", call)) if on)
@@ -250,7 +303,7 @@ async def start_conversation(request: web.Request) -> web.Response:
         meta={"agent_initiated": True, "new_conversation": opened.created},
         author=auth.actor,
     )
-    result: dict[str, Any] = {"conversation_id": conv, "created": opened.created}
+    result = Started(conversation_id=conv, created=opened.created)
     if body is not None:
         result["outbox_id"] = await deps.service.enqueue_outbound(
             conv, Channel.SMS, phone, body, automated=False, author=auth.actor, confirm_number=confirmed
@@ -267,7 +320,7 @@ async def start_conversation(request: web.Request) -> web.Response:
         )
         result["calling"] = True
     log.info("conversation %d: started by %s at %.0f", conv, auth.actor, time.time())
-    return web.json_response(result, status=201 if opened.created else 200)
+    return respond(result, status=201 if opened.created else 200)
 
 
 def routes() -> list[web.RouteDef]:
@@ -281,75 +334,50 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-def openapi_paths() -> dict[str, Any]:
+def openapi_paths() -> dict[str, dict[str, Operation]]:
     """OpenAPI path items of the spine routes."""
-    err = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    cid = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "integer"}}
-    fact = {
-        "name": "name",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "pattern": "^[a-z0-9_]{1,40}$"},
-    }
-
-    def body(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
-        schema = {"type": "object", "properties": props, "required": required}
-        return {"required": True, "content": {"application/json": {"schema": schema}}}
-
-    ok = {"200": {"description": "the spine after the change"}, "400": err, "401": err, "404": err}
-    nullable = {"type": ["string", "null"]}
+    cid = path_int("conversation_id")
+    name = {"type": "string", "pattern": "^[a-z0-9_]{1,40}$"}
+    fact = {"name": "name", "in": "path", "required": True, "schema": name}
+    changed = {200: Reply("the spine after the change", SpineChange)}
+    errors = (400, 401, 404)
     return {
         "/api/v1/conversations": {
-            "post": {
-                "summary": "Start a thread with a number (text and/or click-to-call); lands in that number's "
-                "conversation, created when there is none",
-                "requestBody": body(
-                    {
-                        "phone": {"type": "string"},
-                        "body": {"type": "string"},
-                        "call": {"type": "boolean"},
-                        "name": {"type": "string"},
-                        "confirm_number": {"type": "boolean"},
-                    },
-                    ["phone"],
-                ),
-                "responses": {
-                    "200": {"description": "existing conversation"},
-                    "201": {"description": "created"},
-                    "400": err,
-                    "401": err,
-                    "409": err,
+            "post": Operation(
+                "Start a thread with a number (text and/or click-to-call); lands in that number's conversation, "
+                "created when there is none",
+                request=StartRequest,
+                responses={
+                    200: Reply("existing conversation", Started),
+                    201: Reply("created", Started),
+                    409: Reply("the number needs confirming first", NumberConflict),
                 },
-            }
+            )
         },
         "/api/v1/conversations/{conversation_id}/spine": {
-            "get": {"summary": "One-line summary and spine", "parameters": [cid], "responses": ok},
-            "patch": {
-                "summary": "Change intent, urgent, next step (due, owner), owner or channel preference",
-                "parameters": [cid],
-                "requestBody": body(
-                    {
-                        "intent": nullable,
-                        "urgent": {"type": "boolean"},
-                        "next_step": nullable,
-                        "next_step_due": {"type": ["number", "string", "null"]},
-                        "next_step_owner": nullable,
-                        "owner": nullable,
-                        "channel_preference": {"type": ["string", "null"], "enum": [*CHANNEL_PREFERENCES, None]},
-                        "preference_why": nullable,
-                    },
-                    [],
-                ),
-                "responses": ok,
-            },
+            "get": Operation(
+                "One-line summary and spine",
+                parameters=(cid,),
+                responses={200: Reply("the spine", SpineView)},
+                errors=errors,
+            ),
+            "patch": Operation(
+                "Change intent, urgent, next step (due, owner), owner or channel preference "
+                f"(one of {', '.join(CHANNEL_PREFERENCES)})",
+                parameters=(cid,),
+                request=SpinePatch,
+                responses=changed,
+                errors=errors,
+            ),
         },
         "/api/v1/conversations/{conversation_id}/facts/{name}": {
-            "put": {
-                "summary": "Set or correct a captured fact",
-                "parameters": [cid, fact],
-                "requestBody": body({"value": {"type": ["string", "number"]}}, ["value"]),
-                "responses": ok,
-            },
-            "delete": {"summary": "Forget a fact", "parameters": [cid, fact], "responses": ok},
+            "put": Operation(
+                "Set or correct a captured fact",
+                parameters=(cid, fact),
+                request=FactValue,
+                responses=changed,
+                errors=errors,
+            ),
+            "delete": Operation("Forget a fact", parameters=(cid, fact), responses=changed, errors=errors),
         },
     }

@@ -70,8 +70,8 @@ def build_config(
             "business_name": "Bright Smile Dental",
             "voicemail_dir": str(tmp / "vm"),
         },
-        # The stalled-thread check compares the timeline's wall-clock waiting time with the rules' clock: off
-        # where a test moves that clock by days.
+        # Off unless a test turns it on: journeys move the rules' clock across days and would collect staff-only
+        # stalled-thread alerts they do not look at.
         "continuity": {"stalled_enabled": False},
     }
     if voice:
@@ -100,6 +100,13 @@ class Daemon:
         if self.app is not None:
             await self.app.stop()
             self.app = None
+
+    @property
+    def url(self) -> str:
+        """The running daemon's web address (``http://127.0.0.1:<port>``)."""
+        assert self.app is not None, "the daemon is not running"
+        assert self.app.web is not None, "the daemon runs without its web server"
+        return self.app.web.url
 
     async def restart(self) -> App:
         await self.stop()

@@ -53,8 +53,7 @@ async def test_g_lunch_break_chat_continuation_and_the_console(
     live: tuple[Daemon, Any], emulator: ModemEmulator
 ) -> None:
     d, browser = live
-    assert d.app is not None
-    url = d.app.web.url
+    url = d.url
     ctx = await browser.new_context(viewport={"width": 1100, "height": 760})
     visitor = await ctx.new_page()
     await visitor.goto(url + "/demo")

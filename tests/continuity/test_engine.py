@@ -235,7 +235,7 @@ async def test_chat_continuation_quotes_the_question_and_asks_only_for_what_is_m
 
 async def test_stalled_thread_alerts_staff_never_the_customer(rig: Rig) -> None:
     await rig.restart(after_hours_enabled=False)
-    rig.clock.set(time.time())  # the waiting time starts at the message's real arrival
+    rig.clock.set(time.time())
     conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can someone call me about the leak?")
     since = rig.rows("SELECT awaiting_since FROM conversations WHERE id = ?", conv)[0][0]
     rig.clock.set(since + 3600)
@@ -245,6 +245,30 @@ async def test_stalled_thread_alerts_staff_never_the_customer(rig: Rig) -> None:
     assert await rig.engine.check_stalled() == 0, "one alert per waiting period"
     assert rig.decisions("stalled_thread")[-1][1] == "sent"
     assert rig.rows("SELECT COUNT(*) FROM outbox WHERE automated = 1") == [(0,)]
+
+
+async def test_stalled_thread_waiting_time_is_read_on_the_rules_clock_only(rig: Rig) -> None:
+    """The rules' clock is days away from the wall clock here (as it is in every journey test): the business hours
+    waited are counted from when the rules saw the customer's message, never from the timeline's wall-clock stamp."""
+    await rig.restart(after_hours_enabled=False)
+    assert abs(rig.clock.now() - time.time()) > 3600
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Is the crown ready?")  # Monday 10:00
+    # 10:00-12:00 and 13:30-15:29 are 3 h 59 min of business hours: not yet.
+    rig.clock.set(local(7, 15, 29))
+    assert await rig.engine.check_stalled() == 0
+    rig.clock.set(local(7, 15, 31))
+    assert await rig.engine.check_stalled() == 1
+    (alert,) = rig.decisions("stalled_thread")
+    assert alert[2] == "the customer has waited 4.0 business hours for an answer"
+    # A staff answer ends the wait; a new question starts a new one, again on the rules' clock.
+    await rig.service.enqueue_outbound(conv, Channel.SMS, CUSTOMER, "Yes, come by at 4", automated=False)
+    await rig.engine.tick()
+    rig.clock.set(local(8, 9))
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can I come tomorrow instead?")
+    rig.clock.set(local(8, 12))
+    assert await rig.engine.check_stalled() == 0, "3 business hours since Tuesday 09:00"
+    rig.clock.set(local(8, 14, 31))
+    assert await rig.engine.check_stalled() == 1
 
 
 async def test_switched_off_rule_does_nothing(rig: Rig) -> None:
@@ -308,13 +332,28 @@ async def test_call_me_rings_the_owner_first_retries_then_texts_the_customer(rig
         record = CallRecord(call_id, CallDirection.OUTBOUND, "201", "", CUSTOMER, local(7, 11), outcome=outcome)
         return CallEnded(call_id, CUSTOMER, conv, outcome, record)
 
-    rig.engine._call_results.append(ended("c2c-1", CallOutcome.MISSED))  # what the bus listener collects
-    await rig.engine.tick()
+    async def unanswered(call_id: str) -> None:
+        # What the voice channel puts on the timeline for a call-back whose owner phone rang out unanswered.
+        for kind in (EventKind.CALL_RINGING, EventKind.CALL_ENDED):
+            await rig.service.ingest(
+                Inbound(
+                    Channel.VOICE,
+                    kind,
+                    IdentityKind.PHONE,
+                    CUSTOMER,
+                    f"{call_id}-{kind.value}",
+                    meta={"direction": "outbound", "call_id": call_id, "outcome": "missed"},
+                )
+            )
+        rig.engine._call_results.append(ended(call_id, CallOutcome.MISSED))  # what the bus listener collects
+        await rig.engine.tick()
+
+    await unanswered("c2c-1")
     assert rig.decisions("call_me")[-1][1] == "deferred"
     await rig.at(local(7, 11, 5))
     assert len(dialled) == 2
-    rig.engine._call_results.append(ended("c2c-2", CallOutcome.MISSED))
-    await rig.engine.tick()
+    # The rules' own unanswered call is not "staff answered": the text below is not held back by that restraint.
+    await unanswered("c2c-2")
     assert rig.texts() == [
         "We tried to call you back but could not reach you. Reply here with a better time. - Bright Smile Dental"
     ]
@@ -437,3 +476,67 @@ async def test_the_customer_picks_the_call_back_time_in_their_own_words(rig: Rig
     # "call me tomorrow" without a time: the next business opening (Tuesday 08:00).
     await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Call me tomorrow please")
     assert rig.decisions("call_me")[-1][1:] == ("deferred", "the customer booked a call-back tomorrow at 08:00")
+
+
+async def test_a_call_back_asked_for_when_the_office_is_closed_moves_to_the_first_time_it_can_call(rig: Rig) -> None:
+    await rig.restart(call_me_extension="201")
+    await rig.at(local(7, 9))
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can you call me at 9pm?")
+    assert rig.decisions("call_me")[-1][1:] == (
+        "deferred",
+        "the customer asked for a call-back at 21:00; the office is closed then, so it is booked tomorrow at 08:00",
+    )
+    assert rig.rows("SELECT due_at FROM continuity_jobs WHERE rule = 'call_me'") == [(local(8, 8),)]
+
+
+async def _call_ended_on_timeline(rig: Rig, call_id: str, outcome: str, talk_seconds: float) -> None:
+    """What the voice channel records when a click-to-call ends (also when it recovers after downtime)."""
+    await rig.service.ingest(
+        Inbound(
+            Channel.VOICE,
+            EventKind.CALL_ENDED,
+            IdentityKind.PHONE,
+            CUSTOMER,
+            f"{call_id}:end",
+            meta={"direction": "outbound", "call_id": call_id, "outcome": outcome, "talk_seconds": talk_seconds},
+        )
+    )
+
+
+async def test_a_call_back_caught_by_a_restart_is_never_rung_twice(rig: Rig) -> None:
+    dialled: list[str] = []
+
+    async def dialer(extension: str, number: str, conversation_id: int) -> str:
+        dialled.append(number)
+        return f"c2c-{len(dialled)}"
+
+    await rig.restart(call_me_extension="201", call_me_retries=0)
+    rig.engine.dialer = dialer
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Please call me at 11")
+    await rig.at(local(7, 11))
+    assert dialled == [CUSTOMER]
+    # The daemon stops during the call; the call ends while it is down and the voice channel records the end.
+    await _call_ended_on_timeline(rig, "c2c-1", "answered", 42.0)
+    await rig.restart()
+    rig.engine.dialer = dialer
+    await rig.at(local(7, 11, 1))
+    assert dialled == [CUSTOMER], "never rung twice"
+    assert rig.decisions("call_me")[-1][1:] == ("sent", "call-back connected")
+
+    # Again, but the call is still up at the restart and ends (unanswered) afterwards: the outcome still decides.
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Sorry I missed it, call me at 2pm")
+    await rig.at(local(7, 14))
+    assert dialled == [CUSTOMER, CUSTOMER]
+    await rig.restart()
+    rig.engine.dialer = dialer
+    await rig.at(local(7, 14, 1))
+    assert len(dialled) == 2
+    await _call_ended_on_timeline(rig, "c2c-2", "missed", 0.0)
+    await rig.engine.tick()
+    assert len(dialled) == 2
+    assert rig.texts() == [
+        "We tried to call you back but could not reach you. Reply here with a better time. - Bright Smile Dental"
+    ]
+    await rig.restart()
+    await rig.at(local(7, 15))
+    assert len(rig.texts()) == 1

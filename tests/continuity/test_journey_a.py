@@ -63,8 +63,7 @@ async def test_a_dental_emergency_chat_text_then_call(
     tmp_path: Path,
 ) -> None:
     d, browser = stack
-    assert d.app is not None
-    url = d.app.web.url
+    url = d.url
 
     # The parent chats, then picks "continue by text".
     visitor = await (await browser.new_context(viewport={"width": 1100, "height": 760})).new_page()

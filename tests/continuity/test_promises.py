@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import AsyncIterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -19,6 +20,7 @@ from gateway.errors import ValidationError
 from gateway.leakage.config import LeakageConfig
 from gateway.leakage.service import LeakageService
 from gateway.store.db import Store
+from gateway.store.promises import PromiseRow
 
 TZ = "America/New_York"
 ZI = ZoneInfo(TZ)
@@ -33,6 +35,9 @@ def at(y: int, mo: int, d: int, h: int, mi: int = 0) -> float:
 # 2026-12-04 is a Friday, 2026-12-01 a Tuesday.
 FRIDAY_2PM = at(2026, 12, 4, 14)
 TUESDAY_10AM = at(2026, 12, 1, 10)
+
+#: The store, the conversation and spine services, the promise keeper and its settable clock.
+Rig = tuple[Store, ConversationService, SpineService, PromiseKeeper, list[float]]
 
 
 def test_call_back_tomorrow_is_due_at_the_end_of_the_next_business_day() -> None:
@@ -68,7 +73,7 @@ def test_what_is_not_a_promise() -> None:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> tuple[Store, ConversationService, SpineService, PromiseKeeper, list[float]]:
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     store = Store(tmp_path / "g.db")
     await store.start()
     bus = Bus()
@@ -77,12 +82,12 @@ async def rig(tmp_path: Path) -> tuple[Store, ConversationService, SpineService,
     now = [TUESDAY_10AM]
     keeper = PromiseKeeper(store, service, spines, bus, OFFICE, clock=lambda: now[0])
     await keeper.start()
-    yield store, service, spines, keeper, now  # type: ignore[misc]
+    yield store, service, spines, keeper, now
     await keeper.stop()
     await store.stop()
 
 
-async def _promises(keeper: PromiseKeeper, conv: int, n: int) -> list:  # type: ignore[type-arg]
+async def _promises(keeper: PromiseKeeper, conv: int, n: int) -> list[PromiseRow]:
     for _ in range(100):
         rows = await keeper.promises(conv)
         if len(rows) >= n:
@@ -98,7 +103,7 @@ async def _conversation(service: ConversationService) -> int:
     return res.conversation_id
 
 
-async def test_a_promise_on_a_call_is_proposed_then_confirmed_as_the_next_step(rig: tuple) -> None:  # type: ignore[type-arg]
+async def test_a_promise_on_a_call_is_proposed_then_confirmed_as_the_next_step(rig: Rig) -> None:
     _store, service, spines, keeper, now = rig
     conv = await _conversation(service)
     turns = [
@@ -127,7 +132,7 @@ async def test_a_promise_on_a_call_is_proposed_then_confirmed_as_the_next_step(r
     assert sp.next_step_owner == "alice"
 
 
-async def test_promises_not_kept_and_kept(rig: tuple) -> None:  # type: ignore[type-arg]
+async def test_promises_not_kept_and_kept(rig: Rig) -> None:
     _store, service, _spines, keeper, now = rig
     conv = await _conversation(service)
     # Heard through the bus, as the daemon hears staff replies.
@@ -162,7 +167,7 @@ async def test_promises_not_kept_and_kept(rig: tuple) -> None:  # type: ignore[t
     assert [p.id for p in await keeper.not_kept()] == [row.id]
 
 
-async def test_an_automated_text_is_never_read_as_a_promise(rig: tuple) -> None:  # type: ignore[type-arg]
+async def test_an_automated_text_is_never_read_as_a_promise(rig: Rig) -> None:
     _store, service, _spines, keeper, _now = rig
     conv = await _conversation(service)
     await service.enqueue_outbound(
@@ -173,7 +178,7 @@ async def test_an_automated_text_is_never_read_as_a_promise(rig: tuple) -> None:
     assert await keeper.promises(conv) == []
 
 
-async def test_a_broken_promise_shows_on_the_leakage_page_as_a_next_step_past_due(rig: tuple) -> None:  # type: ignore[type-arg]
+async def test_a_broken_promise_shows_on_the_leakage_page_as_a_next_step_past_due(rig: Rig) -> None:
     store, service, _spines, keeper, now = rig
     conv = await _conversation(service)
     await service.enqueue_outbound(

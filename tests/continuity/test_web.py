@@ -56,6 +56,7 @@ async def test_recap_and_the_conversation_sends(env: WebEnv) -> None:
         Inbound(Channel.VOICE, EventKind.CALL_MISSED, IdentityKind.PHONE, "+12025550143", "call-1")
     )
     engine = env.deps.continuity
+    assert engine is not None
     await engine.tick()
     conv = res.conversation_id
     await env.service.update_conversation(conv, intent="estimate", next_step="Measure the roof on Friday")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gateway.domain.bus import Bus
@@ -70,3 +72,18 @@ async def test_an_answer_after_the_window_verifies_nothing(store: Store) -> None
     assert late.conversation_id != conv
     [claim] = await service.claims(conv)
     assert claim.state == "pending"
+
+
+async def test_an_answer_among_a_burst_of_other_texts_verifies(service: ConversationService) -> None:
+    conv = await claim_and_text(service)
+    others = [
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, f"+1202555{n:04d}", f"o-{n}", "other")
+        for n in range(200, 260)
+    ]
+    burst = [*others[:30], sms("s-9", "yes, this is me"), sms("s-10", "and again"), *others[30:]]
+    results = await asyncio.gather(*(service.ingest(it) for it in burst))
+    assert results[30].conversation_id == conv, "the answer joined the conversation that texted the number"
+    assert results[31].conversation_id == conv, "the next text from the number follows it"
+    [claim] = await service.claims(conv)
+    assert claim.state == "verified"
+    assert len({r.conversation_id for r in results} - {conv}) == 60

@@ -272,3 +272,57 @@ def test_the_conversation_port_is_defined_once() -> None:
             if "(Protocol)" in head and re.search(r"def (ingest|append_event)\(", rest.split("\nclass ")[0]):
                 copies.append(f"{path.relative_to(root.parent)}: class {head}")
     assert copies == [], "use gateway.domain.ports.ConversationPort instead of: " + ", ".join(copies)
+
+
+async def test_a_burst_of_ingests_lands_each_item_where_it_belongs(
+    service: ConversationService, store: Store, bus: Bus
+) -> None:
+    numbers = [f"+1555200{n:04d}" for n in range(40)]
+    known = [await service.ingest(sms(numbers[n], f"old-{n}", f"earlier {n}")) for n in range(5)]
+    sub = bus.subscribe("burst", maxsize=10_000, types=(TimelineEventAdded,))
+    items = [
+        sms(numbers[i % 40], f"b{i}", f"burst {i} marker{i}", display_name=f"Name {i % 40}" if i % 7 == 0 else None)
+        for i in range(400)
+    ]
+    items.insert(50, sms(numbers[2], "old-2", "earlier 2"))  # a replay of a stored item
+    items.insert(120, sms(numbers[7], "b7", "burst 7 marker7"))  # the same item twice within the burst
+    batches_before = store.stats.batches
+    results = await asyncio.gather(*(service.ingest(it) for it in items))
+    assert store.stats.batches - batches_before < 40, "the burst went in few group commits"
+
+    replay, twice = results[50], results[120]
+    assert replay.duplicate
+    assert replay.event_id == known[2].event_id
+    assert twice.duplicate
+    first_b7 = next(r for it, r in zip(items, results, strict=True) if it.external_id == "b7" and r is not twice)
+    assert not first_b7.duplicate
+    assert twice.event_id == first_b7.event_id
+
+    stored = await store.read(
+        lambda c: {r[0]: r[1:] for r in c.execute("SELECT id, conversation_id, external_id, body FROM events")}
+    )
+    conv_of: dict[str, int] = {}
+    for it, r in zip(items, results, strict=True):
+        conv, ext, body = stored[r.event_id]
+        assert (ext, body) == (it.external_id, it.body), "each caller got its own event's id"
+        assert conv == r.conversation_id
+        conv_of.setdefault(it.identity_value, conv)
+        assert conv_of[it.identity_value] == conv, "one conversation per number"
+    assert len(set(conv_of.values())) == 40
+    assert all(conv_of[numbers[n]] == known[n].conversation_id for n in range(5))
+    assert len(stored) == 5 + 400
+
+    published = []
+    while (event := sub.get_nowait()) is not None:
+        assert isinstance(event, TimelineEventAdded)
+        published.append(event.event.id)
+    assert sorted(published) == sorted(r.event_id for r in results if not r.duplicate)
+
+    hits = await service.search("marker123")
+    assert [h.event.external_id for h in hits] == ["b123"], "the full-text index has every row"
+    summary = await service.summary(conv_of[numbers[13]])
+    assert summary is not None
+    assert summary.awaiting_since is not None, "the waiting state followed the rows"
+    named = await service.summary(conv_of[numbers[14]])
+    assert named is not None
+    assert named.display_name == "Name 14", "a name learnt in the burst is kept"

@@ -215,3 +215,36 @@ def test_truncated_real_pdus_raise_only_decode_error(text: str, cut: int) -> Non
 def test_relative_validity_matches_the_table(minutes: int) -> None:
     expected = reference._encodeRelativeValidityPeriod(timedelta(minutes=minutes))
     assert pdu.relative_validity(minutes) == expected
+
+
+def _split_one_by_one(text: str, ref_bits: int) -> tuple[str, list[str]]:
+    """The splitting rule spelled out character by character (the reference the fast paths must match)."""
+    basic = set(pdu.GSM7_BASIC) - {pdu.GSM7_BASIC[0x1B]}  # position 0x1B is the escape, not a character
+    gsm7 = all(ch in basic or ch in pdu.GSM7_EXTENSION for ch in text)
+
+    def cost(ch: str) -> int:
+        if gsm7:
+            return 1 if ch in basic else 2
+        return 2 if ord(ch) > 0xFFFF else 1
+
+    single, multi = (160, 153) if gsm7 else (70, 67)
+    multi -= ref_bits == 16
+    if sum(cost(ch) for ch in text) <= single:
+        return ("gsm7" if gsm7 else "ucs2"), [text]
+    parts, current, used = [], "", 0
+    for ch in text:
+        if used + cost(ch) > multi:
+            parts.append(current)
+            current, used = "", 0
+        current += ch
+        used += cost(ch)
+    return ("gsm7" if gsm7 else "ucs2"), [*parts, current] if current else parts
+
+
+@given(
+    st.text(alphabet=st.sampled_from(list("ab €[~^{}|\\é\x1bжё😀🎉\ud800")), max_size=500),
+    st.sampled_from([8, 16]),
+)
+@settings(max_examples=400, deadline=None)
+def test_split_matches_the_rule_character_by_character(text: str, ref_bits: int) -> None:
+    assert pdu.split_text(text, ref_bits=ref_bits) == _split_one_by_one(text, ref_bits)

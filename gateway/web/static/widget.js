@@ -43,7 +43,10 @@
   const form = el("form", { class: "composer" }, input, sendBtn);
   const phoneInput = el("input", { type: "tel", autocomplete: "tel", placeholder: "+1 555 123 4567", "aria-label": "Phone number" });
   const handoffLabel = el("span", { class: "handoff-label" });
-  const handoffForm = el("form", { class: "handoff", hidden: true }, handoffLabel, phoneInput,
+  // "Call me": the times the office can call, shown in the visitor's own time zone (the gateway checks the pick).
+  const timeSelect = el("select", { class: "call-time", "aria-label": "When should we call?" });
+  const timeLabel = el("label", { class: "handoff-label call-time-label", hidden: true }, "When: ", timeSelect);
+  const handoffForm = el("form", { class: "handoff", hidden: true }, handoffLabel, phoneInput, timeLabel,
     el("button", { type: "submit", text: "OK" }),
     el("button", { type: "button", class: "ghost", text: "Cancel", onclick: () => { handoffForm.hidden = true; } }));
   const codeInput = el("input", { type: "text", inputmode: "numeric", autocomplete: "one-time-code", maxlength: "8",
@@ -83,6 +86,10 @@
     log.append(li);
     log.scrollTop = log.scrollHeight;
   }
+  const when = new Intl.DateTimeFormat(undefined, {
+    weekday: "long", day: "numeric", month: "long", hour: "2-digit", minute: "2-digit",
+  });
+  function localTime(at) { return when.format(new Date(at * 1000)); }
   function system(text) { log.append(el("li", { class: "system", text })); log.scrollTop = log.scrollHeight; }
 
   function send(frame) { if (ws && ready) ws.send(JSON.stringify(frame)); }
@@ -121,13 +128,23 @@
       case "handoff":
         handoffForm.hidden = true;
         status.textContent = "";
-        if (m.mode === "sms") {
+        if (m.mode !== "sms" && m.at) {
+          const moment = localTime(m.at) + " (your time)";
+          if (m.moved === "closed") system("We are closed at the time you picked, so we will call you at the first time we can: " + moment + ".");
+          else if (m.moved === "past") system("That time has passed, so we will call you at the next free time: " + moment + ".");
+          else system("Thanks! We will call you on " + moment + ".");
+        } else if (m.mode === "sms") {
           // The same words whatever became of the text: the widget never tells whose number it is.
           system("Thanks! If we can text that number, we will continue by text from there. You can keep chatting here too.");
           codeForm.hidden = false;
         } else {
           system("Thanks! We will call you soon.");
         }
+        break;
+      case "call_slots":
+        timeSelect.replaceChildren(el("option", { value: "", text: "As soon as you can" }),
+          ...(m.slots || []).map((at) => el("option", { value: String(at), text: localTime(at) })));
+        timeLabel.hidden = !(m.slots || []).length || handoffMode !== "call";
         break;
       case "verified":
         codeForm.hidden = true;
@@ -203,6 +220,8 @@
   function askPhone(mode) {
     handoffMode = mode;
     handoffLabel.textContent = mode === "sms" ? "Your mobile number:" : "Number to call:";
+    timeLabel.hidden = true;
+    if (mode === "call") send({ type: "call_slots" });
     handoffForm.hidden = false;
     phoneInput.focus();
   }
@@ -217,10 +236,13 @@
     const phone = phoneInput.value.trim();
     if (!phone) return;
     // The same request again (a double click, a retry) keeps its client id: the gateway answers it once.
-    const key = handoffMode + ":" + phone;
+    const at = handoffMode === "call" && !timeLabel.hidden && timeSelect.value ? Number(timeSelect.value) : null;
+    const key = handoffMode + ":" + phone + (at ? "@" + at : "");
     const ids = store.get("handoffs", {});
     if (!ids[key]) { ids[key] = newId(); store.set("handoffs", ids); }
-    send({ type: handoffMode === "sms" ? "continue_by_text" : "call_me", client_id: ids[key], phone });
+    const frame = { type: handoffMode === "sms" ? "continue_by_text" : "call_me", client_id: ids[key], phone };
+    if (at) frame.at = at;
+    send(frame);
   });
 
   codeForm.addEventListener("submit", (e) => {

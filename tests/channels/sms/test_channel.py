@@ -280,7 +280,9 @@ async def test_health_is_published(rig: Rig, emulator: ModemEmulator) -> None:
     while (ev := sub.get_nowait()) is not None:
         seen.append(ev)
     assert any(isinstance(h, ModemHealth) and h.connected for h in seen)
-    assert seen[-1].registration_text == "registered, home network"
+    last = seen[-1]
+    assert isinstance(last, ModemHealth)
+    assert last.registration_text == "registered, home network"
 
 
 async def test_message_expires_while_the_modem_is_away(rig: Rig, tmp_path: Path) -> None:
@@ -401,3 +403,46 @@ async def test_unplug_during_a_send_marks_unknown_and_never_resends(rig: Rig, em
     assert [s.text for s in emulator.sent].count("in flight") <= 1  # never sent a second time
     assert rig.outbox(outbox_id)["state"] == "unknown"
     assert rig.outbox(outbox_id)["attempts"] == 1
+
+
+async def test_an_idle_outbox_claims_in_the_commit_that_queues(rig: Rig, emulator: ModemEmulator) -> None:
+    await rig.channel(str(emulator.link), status_reports=False, poll_interval=3600.0, probe_interval=3600.0)
+    seed = await rig.service.ingest(
+        Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, CUSTOMER, "seed-idle", "hi")
+    )
+    await asyncio.sleep(0.5)  # the worker has looked, found nothing and waits with its next claim parked
+    for n in range(3):
+        before = rig.store.stats.batches
+        outbox_id = await rig.service.enqueue_outbound(
+            seed.conversation_id, "sms", CUSTOMER, f"message {n}", automated=False
+        )
+        await wait_for(lambda: rig.outbox(outbox_id)["state"] == "sent")  # noqa: B023 - awaited in this turn
+        # One commit queued and claimed it ('sending' before any byte went out), one marked it sent.
+        assert rig.store.stats.batches - before == 2
+        assert rig.outbox(outbox_id)["attempts"] == 1
+    assert [s.text for s in emulator.sent] == ["message 0", "message 1", "message 2"]
+
+
+async def test_a_pushed_status_report_is_stored_within_about_a_second(rig: Rig, tmp_path: Path) -> None:
+    emu = ModemEmulator("huawei-e3372", link=tmp_path / "dev-cds" / "ttyUSB0", seed=7, status_report_delay=None)
+    emu.start()
+    try:
+        await rig.channel(str(emu.link), poll_interval=3600.0, probe_interval=3600.0)
+        seed = await rig.service.ingest(
+            Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, CUSTOMER, "seed-cds", "hi")
+        )
+        outbox_id = await rig.service.enqueue_outbound(
+            seed.conversation_id, "sms", CUSTOMER, "report me", automated=False
+        )
+        await wait_for(lambda: rig.outbox(outbox_id)["state"] == "sent")
+        await asyncio.sleep(0.3)
+        batches = rig.store.stats.batches
+        started = asyncio.get_running_loop().time()
+        emu.status_report(emu.sent[0].reference, 0)
+        await wait_for(lambda: rig.outbox(outbox_id)["state"] == "delivered", timeout=5.0)
+        took = asyncio.get_running_loop().time() - started
+        # Nothing else was written: the report waited for a commit to ride along with, then went by itself.
+        assert 0.8 <= took < 4.0
+        assert rig.store.stats.batches - batches == 1
+    finally:
+        emu.stop()

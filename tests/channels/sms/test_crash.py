@@ -42,6 +42,16 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.stdout.close()
 
 
+def _count(db: Path, sql: str) -> int:
+    """The single number a ``SELECT COUNT(*)`` answers (0 before the schema exists)."""
+    rows = _query(db, sql)
+    if not rows:
+        return 0
+    value = rows[0][0]
+    assert isinstance(value, int), value
+    return value
+
+
 def _query(db: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
     if not db.exists():
         return []
@@ -76,15 +86,13 @@ async def test_kill_during_inbound_burst_loses_and_duplicates_nothing(tmp_path: 
         for round_ in range(3):  # kill it three times while it drains
             target = 10 + 25 * round_
             await wait_for(
-                lambda t=target: (_query(db, "SELECT COUNT(*) FROM sms_inbound_parts") or [(0,)])[0][0] >= t,
+                lambda t=target: _count(db, "SELECT COUNT(*) FROM sms_inbound_parts") >= t,
                 timeout=60,
             )
             _kill(proc)
             proc = _start(db, str(emu.link))
         await wait_for(
-            lambda: (
-                (_query(db, "SELECT COUNT(*) FROM events WHERE kind = 'message_in'") or [(0,)])[0][0] >= len(expected)
-            ),
+            lambda: _count(db, "SELECT COUNT(*) FROM events WHERE kind = 'message_in'") >= len(expected),
             timeout=90,
         )
         await wait_for(lambda: emu.stored("SM") == {}, timeout=60)  # every index deleted
@@ -92,7 +100,7 @@ async def test_kill_during_inbound_burst_loses_and_duplicates_nothing(tmp_path: 
         _kill(proc)
     finally:
         emu.stop()
-    bodies = [r[0] for r in _query(db, "SELECT body FROM events WHERE kind = 'message_in'")]
+    bodies = [str(r[0]) for r in _query(db, "SELECT body FROM events WHERE kind = 'message_in'")]
     assert sorted(bodies) == sorted(expected)  # nothing lost, nothing twice
     assert violations == []
     assert emu.stored("SM") == {}

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from rtp_sniff import RtpSniffer
@@ -48,6 +49,12 @@ def pbx(realpbx: harness.PbxSettings) -> dict[str, str]:  # noqa: F811 - fixture
     if shutil.which("sipp") is None:
         pytest.fail("sipp is not installed (Debian package sip-tester); the test command installs it")
     return dict(realpbx.values)
+
+
+class StartPhones(Protocol):
+    """The ``phones`` fixture: start SIP phones by extension (``x201="answer"``), each in one mode."""
+
+    async def __call__(self, **modes: str) -> dict[str, Phone]: ...
 
 
 @dataclass
@@ -177,7 +184,7 @@ def _whisper_cache(pbx: dict[str, str]) -> Path:
 
 
 @pytest.fixture
-async def phones(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+async def phones(tmp_path: Path) -> AsyncIterator[StartPhones]:
     started: list[Phone] = []
 
     async def start(**modes: str) -> dict[str, Phone]:
@@ -195,8 +202,8 @@ async def phones(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
         await p.stop()
 
 
-async def test_answered_call_and_ring_group(rig: Rig, phones: Callable[..., object]) -> None:
-    ph = await phones(x201="ring", x202="answer", x203="ring")  # type: ignore[operator]
+async def test_answered_call_and_ring_group(rig: Rig, phones: StartPhones) -> None:
+    ph = await phones(x201="ring", x202="answer", x203="ring")
     result = await place_call(rig.work, number="+15551230001", name="New Caller", hold_ms=2000)
     assert result.returncode == 0, result.stderr
     end = await rig.ended()
@@ -221,8 +228,8 @@ async def test_answered_call_and_ring_group(rig: Rig, phones: Callable[..., obje
     assert ph["202"].display_names()[0] == "New Caller"  # type: ignore[index]
 
 
-async def test_missed_call_nobody_answers(rig: Rig, phones: Callable[..., object]) -> None:
-    await phones(x201="ring", x202="ring", x203="ring")  # type: ignore[operator]
+async def test_missed_call_nobody_answers(rig: Rig, phones: StartPhones) -> None:
+    await phones(x201="ring", x202="ring", x203="ring")
     # Nobody answers; voicemail picks up after the ring time and the caller hangs up at once.
     result = await place_call(rig.work, number="+15551230002", hold_ms=300)
     assert result.returncode == 0, result.stderr
@@ -237,8 +244,8 @@ async def test_missed_call_nobody_answers(rig: Rig, phones: Callable[..., object
     assert summary.awaiting_since is not None  # the customer waits for a call back
 
 
-async def test_early_hangup_is_abandoned(rig: Rig, phones: Callable[..., object]) -> None:
-    await phones(x201="ring", x202="ring", x203="ring")  # type: ignore[operator]
+async def test_early_hangup_is_abandoned(rig: Rig, phones: StartPhones) -> None:
+    await phones(x201="ring", x202="ring", x203="ring")
     result = await place_call(rig.work, number="+15551230003", cancel_ms=1000)
     assert result.returncode == 0, result.stderr
     end = await rig.ended()
@@ -249,8 +256,8 @@ async def test_early_hangup_is_abandoned(rig: Rig, phones: Callable[..., object]
     assert "call_missed" not in kinds
 
 
-async def test_all_phones_busy(rig: Rig, phones: Callable[..., object]) -> None:
-    await phones(x201="busy", x202="busy", x203="busy")  # type: ignore[operator]
+async def test_all_phones_busy(rig: Rig, phones: StartPhones) -> None:
+    await phones(x201="busy", x202="busy", x203="busy")
     # Every phone answers 486; voicemail picks up and the caller hangs up without a message.
     result = await place_call(rig.work, number="+15551230010", hold_ms=300)
     assert result.returncode == 0, result.stderr
@@ -303,8 +310,8 @@ def _speech(work: Path) -> Path:
     return wav
 
 
-async def test_call_to_voicemail(rig: Rig, phones: Callable[..., object], pbx: dict[str, str]) -> None:
-    await phones(x201="busy", x202="busy", x203="busy")  # type: ignore[operator]
+async def test_call_to_voicemail(rig: Rig, phones: StartPhones, pbx: dict[str, str]) -> None:
+    await phones(x201="busy", x202="busy", x203="busy")
     result = await place_call(rig.work, number="+15551230004", hold_ms=4500, rtp_wav=_speech(rig.work))
     assert result.returncode == 0, result.stderr
     vm = await rig.wait_for(lambda e: isinstance(e, VoicemailRecorded), 30)
@@ -321,12 +328,12 @@ async def test_call_to_voicemail(rig: Rig, phones: Callable[..., object], pbx: d
     assert ev.meta["path"] == vm.path
 
 
-async def test_phone_shows_context_label_and_sticky_routing(rig: Rig, phones: Callable[..., object]) -> None:
+async def test_phone_shows_context_label_and_sticky_routing(rig: Rig, phones: StartPhones) -> None:
     number = "+15551230005"
     conv = await rig.known(number, "Maria Rodriguez", "roof estimate")
     # Carol (203) handled Maria last.
     await rig.service.append_event(conv, EventKind.CALL_ANSWERED, Channel.VOICE, meta={"extension": "203"})
-    ph = await phones(x201="ring", x202="ring", x203="answer")  # type: ignore[operator]
+    ph = await phones(x201="ring", x202="ring", x203="answer")
     result = await place_call(rig.work, number=number, name='Evil"; name', hold_ms=1500)
     assert result.returncode == 0, result.stderr
     end = await rig.ended()
@@ -344,9 +351,9 @@ async def test_phone_shows_context_label_and_sticky_routing(rig: Rig, phones: Ca
     assert ph["201"].invites() == 0  # type: ignore[index]
 
 
-async def test_click_to_call_lands_in_the_conversation(rig: Rig, phones: Callable[..., object]) -> None:
+async def test_click_to_call_lands_in_the_conversation(rig: Rig, phones: StartPhones) -> None:
     conv = await rig.known("+12025550143", "Bob Customer", "gutter repair")
-    ph = await phones(x201="answer", x299="answer_bye")  # type: ignore[operator]
+    ph = await phones(x201="answer", x299="answer_bye")
     call_id = await rig.vc.click_to_call("201", "+12025550143", conv)
     ring = await rig.wait_for(lambda e: isinstance(e, CallRinging), 15)
     assert isinstance(ring, CallRinging)
@@ -368,7 +375,7 @@ async def test_click_to_call_lands_in_the_conversation(rig: Rig, phones: Callabl
     assert rig.vc.ami.connects == 1
 
 
-async def test_stalled_agi_client_while_calls_flow(rig: Rig, phones: Callable[..., object]) -> None:
+async def test_stalled_agi_client_while_calls_flow(rig: Rig, phones: StartPhones) -> None:
     port = rig.vc.agi.port
     stalled = []
     for _ in range(5):
@@ -376,7 +383,7 @@ async def test_stalled_agi_client_while_calls_flow(rig: Rig, phones: Callable[..
         w.write(b"agi_network: yes\nagi_request: agi://x/inbound\n")  # never the blank line
         stalled.append(w)
     conv = await rig.known("+15551230006", "Ana Lima", "boiler service")
-    ph = await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
+    ph = await phones(x201="answer", x202="ring", x203="ring")
     result = await place_call(rig.work, number="+15551230006", hold_ms=1000)
     assert result.returncode == 0, result.stderr
     end = await rig.ended()
@@ -394,8 +401,8 @@ async def _until(cond: Callable[[], bool], timeout: float) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_asterisk_restart_mid_call(rig: Rig, phones: Callable[..., object]) -> None:
-    await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
+async def test_asterisk_restart_mid_call(rig: Rig, phones: StartPhones) -> None:
+    await phones(x201="answer", x202="ring", x203="ring")
     call = asyncio.create_task(place_call(rig.work, number="+15551230007", hold_ms=60_000))
     await rig.wait_for(lambda e: isinstance(e, CallAnswered), 20)
     await asyncio.to_thread(harness.restart_pbx)  # raises HarnessError with Asterisk's output if it fails
@@ -417,10 +424,8 @@ async def test_asterisk_restart_mid_call(rig: Rig, phones: Callable[..., object]
     assert rig.vc.tracker.active_calls() == []
 
 
-async def test_call_that_ends_while_ami_is_away_is_closed_by_the_resync(
-    rig: Rig, phones: Callable[..., object]
-) -> None:
-    await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
+async def test_call_that_ends_while_ami_is_away_is_closed_by_the_resync(rig: Rig, phones: StartPhones) -> None:
+    await phones(x201="answer", x202="ring", x203="ring")
     call = asyncio.create_task(place_call(rig.work, number="+15551230009", hold_ms=3000))
     await rig.wait_for(lambda e: isinstance(e, CallAnswered), 20)
     link = rig.vc.ami
@@ -477,9 +482,7 @@ def _first(seen: list[tuple[float, dict[str, str]]], name: str, **match: str) ->
     raise AssertionError(f"no AMI {name} {match}; saw {[e.get('Event') for _, e in seen]}")
 
 
-async def test_whisper_reaches_the_answering_phone_before_the_bridge(
-    whisper_rig: Rig, phones: Callable[..., object]
-) -> None:
+async def test_whisper_reaches_the_answering_phone_before_the_bridge(whisper_rig: Rig, phones: StartPhones) -> None:
     rig = whisper_rig
     number = "+15551230031"
     conv = await rig.known(number, "Maria Rodriguez", "chipped tooth")
@@ -488,7 +491,7 @@ async def test_whisper_reaches_the_answering_phone_before_the_bridge(
     assert rig.vc.whisper is not None
     assert not list(Path(rig.vc.settings.whisper_dir).glob("whisper-*.wav"))
     seen = _record_ami(rig)
-    ph = await phones(x201="whisper", x202="ring", x203="ring")  # type: ignore[operator]
+    ph = await phones(x201="whisper", x202="ring", x203="ring")
     sniff = RtpSniffer(ph["201"].media_port)  # type: ignore[index]
     sniff.start()
     try:
@@ -512,13 +515,13 @@ async def test_whisper_reaches_the_answering_phone_before_the_bridge(
 
 
 async def test_pressing_2_during_the_whisper_sends_the_caller_to_voicemail(
-    whisper_rig: Rig, phones: Callable[..., object]
+    whisper_rig: Rig, phones: StartPhones
 ) -> None:
     rig = whisper_rig
     number = "+15551230032"
     await rig.known(number, "Dana Lee", "estimate")
     seen = _record_ami(rig)
-    await phones(x201="whisper_press2", x202="ring", x203="ring")  # type: ignore[operator]
+    await phones(x201="whisper_press2", x202="ring", x203="ring")
     result = await place_call(rig.work, number=number, hold_ms=4000, rtp_wav=_speech(rig.work))
     assert result.returncode == 0, result.stderr
     vm = await rig.wait_for(lambda e: isinstance(e, VoicemailRecorded), 40)
@@ -536,7 +539,7 @@ async def test_whisper_off_for_an_extension_bridges_at_once(
     pbx: dict[str, str],
     realpbx: harness.PbxSettings,  # noqa: F811 - fixture parameter
     tmp_path: Path,
-    phones: Callable[..., object],
+    phones: StartPhones,
 ) -> None:
     cache = _whisper_cache(pbx)
     async with _make_rig(
@@ -544,7 +547,7 @@ async def test_whisper_off_for_an_extension_bridges_at_once(
     ) as rig:
         await rig.known("+15551230033", "Ron Roofer", "estimate")
         seen = _record_ami(rig)
-        ph = await phones(x201="whisper", x202="ring", x203="ring")  # type: ignore[operator]
+        ph = await phones(x201="whisper", x202="ring", x203="ring")
         sniff = RtpSniffer(ph["201"].media_port)  # type: ignore[index]
         sniff.start()
         try:
@@ -601,13 +604,11 @@ async def _live_transcript(rig: Rig, conversation_id: int) -> TimelineEvent:
     raise AssertionError("no live transcript on the timeline")
 
 
-async def test_live_transcript_hears_the_caller_on_the_caller_side(
-    live_rig: Rig, phones: Callable[..., object]
-) -> None:
+async def test_live_transcript_hears_the_caller_on_the_caller_side(live_rig: Rig, phones: StartPhones) -> None:
     rig = live_rig
     conv = await rig.known("+15551230041", "Mina Park", "booking")
     speech = harness.make_speech("예약", rig.work / "caller.wav", pad_before_s=1.5, pad_after_s=1.5)
-    await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
+    await phones(x201="answer", x202="ring", x203="ring")
     t0 = time.time()
     result = await place_call(rig.work, number="+15551230041", hold_ms=5000, rtp_wav=speech)
     assert result.returncode == 0, result.stderr
@@ -657,7 +658,7 @@ async def test_without_ari_the_call_goes_on_and_is_transcribed_after_it_ends(
     pbx: dict[str, str],
     realpbx: harness.PbxSettings,  # noqa: F811 - fixture parameter
     tmp_path: Path,
-    phones: Callable[..., object],
+    phones: StartPhones,
 ) -> None:
     speech_service = LiveSpeech(default_model_path(), grammar=["예약", "취소", "[unk]"])
     await speech_service.start()
@@ -676,7 +677,7 @@ async def test_without_ari_the_call_goes_on_and_is_transcribed_after_it_ends(
         assert not rig.vc.ari.connected
         conv = await rig.known("+15551230043", "Ara Lim", "booking")
         speech = harness.make_speech("예약", rig.work / "caller.wav", pad_before_s=1.5, pad_after_s=1.5)
-        await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
+        await phones(x201="answer", x202="ring", x203="ring")
         result = await place_call(rig.work, number="+15551230043", hold_ms=5000, rtp_wav=speech)
         assert result.returncode == 0, result.stderr
         end = await rig.ended()
@@ -871,12 +872,10 @@ async def test_the_caller_hears_the_transcription_notice_and_it_is_not_staff_spe
     assert not any(t["side"] == "staff" for e in found for t in e.meta["turns"])
 
 
-async def test_dialplan_refuses_premium_and_international_click_to_call(
-    rig: Rig, phones: Callable[..., object]
-) -> None:
+async def test_dialplan_refuses_premium_and_international_click_to_call(rig: Rig, phones: StartPhones) -> None:
     """The shipped dialplan is a second line against toll fraud: an Originate that bypasses the gateway's own
     number policy (sent straight over AMI) still never reaches the trunk with a premium or foreign number."""
-    ph = await phones(x201="answer", x299="answer_bye")  # type: ignore[operator]
+    ph = await phones(x201="answer", x299="answer_bye")
     refused = ["+19005551234", "9005551234", "+447400123456", "011447400123456", "+881612345678"]
     for i, number in enumerate(refused, start=1):
         resp = await rig.vc.ami.action(

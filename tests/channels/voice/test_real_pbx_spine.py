@@ -4,10 +4,8 @@ trace of the INVITE that reached the staff phone."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
-from test_real_pbx import Rig, pbx, phones, rig  # noqa: F401 - importing the fixtures shares them
+from test_real_pbx import Rig, StartPhones, pbx, phones, rig  # noqa: F401 - importing the fixtures shares them
 from voice_sipp import place_call
 
 from gateway.domain.calls import CallOutcome
@@ -18,7 +16,7 @@ from tests.realpbx.fixtures import realpbx  # noqa: F401 - the shared PBX sessio
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
 
 
-async def test_the_phone_display_shows_the_spine(rig: Rig, phones: Callable[..., object]) -> None:
+async def test_the_phone_display_shows_the_spine(rig: Rig, phones: StartPhones) -> None:
     number = "+15551230077"
     res = await rig.service.ingest(
         Inbound(
@@ -37,7 +35,7 @@ async def test_the_phone_display_shows_the_spine(rig: Rig, phones: Callable[...,
     await spines.set_fact(conv, "topic", "chipped tooth", source="chat", set_by=EXTRACTOR)
     assert (await spines.spine(conv)).summary.startswith("Maria R - chipped tooth, urgent - chatted ")
 
-    ph = await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
+    ph = await phones(x201="answer", x202="ring", x203="ring")
     result = await place_call(rig.work, number=number, name="MARIA CELL", hold_ms=1500)
     assert result.returncode == 0, result.stderr
     end = await rig.ended()

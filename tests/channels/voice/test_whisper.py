@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import wave
+from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.channels.voice.whisper import MAX_SECONDS, WhisperMaker, WhisperSettings, whisper_text
@@ -14,8 +15,8 @@ NOW = 1_800_000_000.0
 
 
 def _summary(
-    name: str | None, intent: str | None, *, urgent: bool = False, last: list[TimelineEvent] = ()
-) -> ConversationSummary:  # type: ignore[assignment]
+    name: str | None, intent: str | None, *, urgent: bool = False, last: Sequence[TimelineEvent] = ()
+) -> ConversationSummary:
     return ConversationSummary(
         conversation_id=1,
         contact_id=1,

@@ -13,210 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import sip_scenarios as sip
+from gateway.sip_scenarios import sip_text
+
 SIPP = shutil.which("sipp") or "sipp"
-
-_UAC_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="gateway-test-uac">
-  <send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "{name}" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:{number}@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [auto_media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-  <recv response="100" optional="true"/>
-"""
-
-_UAC_ANSWERED = """  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-  <recv response="200" rrs="true" timeout="{answer_timeout_ms}"/>
-  <send><![CDATA[
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "{name}" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-[routes]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Contact: <sip:{number}@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-{rtp}  <pause milliseconds="{hold_ms}"/>
-  <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "{name}" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-[routes]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Contact: <sip:{number}@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200" crlf="true"/>
-</scenario>
-"""
-
-_UAC_CANCEL = """  <recv response="180"/>
-  <pause milliseconds="{cancel_ms}"/>
-  <send><![CDATA[
-CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-4]
-From: "{name}" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 CANCEL
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-  <recv response="200"/>
-  <recv response="487"/>
-  <send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-7]
-From: "{name}" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-</scenario>
-"""
-
-_UAS_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="gateway-test-uas">
-  <recv request="INVITE" crlf="true" rrs="true">
-    <action><ereg regexp="CSeq: ([0-9]+)" search_in="msg" assign_to="all,cseq"/></action>
-  </recv>
-  <Reference variables="all,cseq"/>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Length: 0
-]]></send>
-"""
-
-_UAS_ANSWER = """  <pause milliseconds="{answer_after_ms}"/>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-  <recv request="ACK" crlf="true"/>
-  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-</scenario>
-"""
-
-_UAS_WHISPER = """  <pause milliseconds="{answer_after_ms}"/>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-16
-]]></send>
-  <recv request="ACK" crlf="true"/>
-{keypress}  <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-</scenario>
-"""
 
 #: sipp ships RFC 2833 DTMF recordings; the phone "presses" a key by replaying one into the call.
 DTMF_PCAP = "/usr/share/sip-tester/dtmf_2833_{digit}.pcap"
 
-_UAS_ANSWER_BYE = """  <pause milliseconds="{answer_after_ms}"/>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-  <recv request="ACK" crlf="true">
-    <action>
-      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="rfrom"/>
-      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="rto"/>
-    </action>
-  </recv>
-  <pause milliseconds="{hold_ms}"/>
+_UAS_ANSWER_BYE = """  <pause milliseconds="{hold_ms}"/>
   <send retrans="500"><![CDATA[
 BYE [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -233,33 +38,8 @@ Content-Length: 0
 </scenario>
 """
 
-_UAS_REFER = """  <pause milliseconds="{answer_after_ms}"/>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:{extension}@[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-  <recv request="ACK" crlf="true">
-    <action>
-      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="rfrom"/>
-      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="rto"/>
-    </action>
-  </recv>
-  <pause milliseconds="{hold_ms}"/>
+_UAS_REFER = (
+    """  <pause milliseconds="{hold_ms}"/>
   <send retrans="500"><![CDATA[
 REFER [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -277,52 +57,16 @@ Content-Length: 0
   <recv response="202"/>
   <recv request="NOTIFY" next="ok1"/>
   <label id="ok1"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-  <recv request="NOTIFY" optional="true" next="ok1"/>
+"""
+    + sip.OK_TO_REQUEST
+    + """  <recv request="NOTIFY" optional="true" next="ok1"/>
   <recv request="BYE"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-  <pause milliseconds="3000"/>
+"""
+    + sip.OK_TO_REQUEST
+    + """  <pause milliseconds="3000"/>
 </scenario>
 """
-
-_UAS_RING = """  <recv request="CANCEL"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-  <send><![CDATA[
-SIP/2.0 487 Request Terminated
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-CSeq: [$cseq] INVITE
-Content-Length: 0
-]]></send>
-  <recv request="ACK"/>
-</scenario>
-"""
+)
 
 _UAS_BUSY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="gateway-test-busy">
@@ -339,11 +83,6 @@ Content-Length: 0
   <recv request="ACK"/>
 </scenario>
 """
-
-
-def _xml_text(value: str) -> str:
-    """A value for a SIP quoted-string inside CDATA: backslash-escape quotes (RFC 3261 25.1)."""
-    return value.replace("]]>", "").replace("\\", "\\\\").replace('"', '\\"')
 
 
 @dataclass
@@ -377,23 +116,29 @@ class Phone:
     def trace(self) -> Path:
         return self.workdir / f"uas-{self.extension}.msg"
 
-    async def start(self) -> None:
+    def _ok(self, answer_after_ms: int, media: str = sip.AUDIO, contact: str = "") -> str:
+        return sip.PHONE_OK.format(answer_after_ms=answer_after_ms, media=media, contact=contact)
+
+    def scenario(self) -> str:
+        """The sipp scenario of this phone's mode."""
+        head = sip.phone("gateway-test-uas")
         if self.mode == "answer":
-            xml = _UAS_HEAD + _UAS_ANSWER.format(answer_after_ms=self.answer_after_ms)
-        elif self.mode == "answer_bye":
-            xml = _UAS_HEAD + _UAS_ANSWER_BYE.format(answer_after_ms=self.answer_after_ms, hold_ms=self.hold_ms)
-        elif self.mode == "refer":
-            xml = (_UAS_HEAD + _UAS_REFER).format(
-                answer_after_ms=self.answer_after_ms,
-                hold_ms=self.hold_ms,
-                target=self.transfer_to,
-                extension=self.extension,
+            return head + self._ok(self.answer_after_ms) + sip.PHONE_ANSWERS.format(in_call="")
+        if self.mode == "answer_bye":
+            return (
+                head
+                + self._ok(self.answer_after_ms)
+                + sip.PHONE_TAKES_ACK
+                + _UAS_ANSWER_BYE.format(hold_ms=self.hold_ms)
             )
-        elif self.mode == "answer_speak":
+        if self.mode == "refer":
+            refer = _UAS_REFER.format(hold_ms=self.hold_ms, target=self.transfer_to, extension=self.extension)
+            return head + self._ok(self.answer_after_ms, contact=f"{self.extension}@") + sip.PHONE_TAKES_ACK + refer
+        if self.mode == "answer_speak":
             # Answers, then speaks ``speech_wav`` (8 kHz mu-law) into the call, and waits for the caller's BYE.
-            speak = f'  <nop><action><exec rtp_stream="{self.speech_wav},1,0"/></action></nop>\n'
-            xml = _UAS_HEAD + _UAS_WHISPER.format(answer_after_ms=self.answer_after_ms, keypress=speak)
-        elif self.mode in ("whisper", "whisper_press2"):
+            speak = sip.rtp_stream(self.speech_wav)
+            return head + self._ok(self.answer_after_ms, sip.AUDIO_DTMF) + sip.PHONE_ANSWERS.format(in_call=speak)
+        if self.mode in ("whisper", "whisper_press2"):
             keypress = ""
             if self.mode == "whisper_press2":
                 pcap = DTMF_PCAP.format(digit=2)
@@ -403,11 +148,13 @@ class Phone:
                 )
             # A person picks up after a ring or two; the whisper is made while the phone rings.
             answer_ms = max(self.answer_after_ms, 1500)
-            xml = _UAS_HEAD + _UAS_WHISPER.format(answer_after_ms=answer_ms, keypress=keypress)
-        elif self.mode == "ring":
-            xml = _UAS_HEAD + _UAS_RING
-        else:
-            xml = _UAS_BUSY
+            return head + self._ok(answer_ms, sip.AUDIO_DTMF) + sip.PHONE_ANSWERS.format(in_call=keypress)
+        if self.mode == "ring":
+            return head + sip.PHONE_RINGS
+        return _UAS_BUSY
+
+    async def start(self) -> None:
+        xml = self.scenario()
         sf = self.workdir / f"uas-{self.extension}.xml"
         sf.write_text(xml)
         self.proc = await asyncio.create_subprocess_exec(
@@ -470,20 +217,13 @@ async def place_call(
     local_port: int = 15070,
 ) -> CallResult:
     """One call from the trunk address 127.0.0.2 into Asterisk; waits for it to finish."""
-    head = _UAC_HEAD.format(name=_xml_text(name), number=_xml_text(number))
+    who = {"name": sip_text(name), "number": sip_text(number)}
+    head = sip.caller("gateway-test-uac").format(**who)
     if cancel_ms is not None:
-        body = _UAC_CANCEL.format(cancel_ms=cancel_ms, name=_xml_text(name), number=_xml_text(number))
+        body = sip.CALLER_CANCELS.format(cancel_ms=cancel_ms, **who)
     else:
-        rtp = ""
-        if rtp_wav is not None:
-            rtp = f'  <nop><action><exec rtp_stream="{rtp_wav},1,0"/></action></nop>\n'
-        body = _UAC_ANSWERED.format(
-            name=_xml_text(name),
-            number=_xml_text(number),
-            hold_ms=hold_ms,
-            answer_timeout_ms=answer_timeout_ms,
-            rtp=rtp,
-        )
+        rtp = sip.rtp_stream(str(rtp_wav)) if rtp_wav is not None else ""
+        body = sip.CALLER_TALKS.format(hold_ms=hold_ms, answer_timeout_ms=answer_timeout_ms, rtp=rtp, **who)
     sf = workdir / f"uac-{local_port}.xml"
     sf.write_text(head + body)
     proc = await asyncio.create_subprocess_exec(
