@@ -740,7 +740,7 @@ async def test_ari_stopped_mid_call_the_call_goes_on_and_the_transcript_has_all_
     pbx: dict[str, str],
     realpbx: harness.PbxSettings,  # noqa: F811 - fixture parameter
     tmp_path: Path,
-    phones: Callable[..., object],
+    phones: StartPhones,
     lost: str,
 ) -> None:
     """ARI goes away while the caller talks ("ari"), or Asterisk drops the media channels while ARI stays ("media"):
@@ -767,7 +767,7 @@ async def test_ari_stopped_mid_call_the_call_goes_on_and_the_transcript_has_all_
         assert await rig.vc.ari.wait_connected(10), "the gateway's ARI application did not register"
         conv = await rig.known("+15551230045", "Eun Seo", "booking")
         speech = _two_phrases(rig.work, "예약", "안녕하세요", gap_s=7.0)
-        await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
+        await phones(x201="answer", x202="ring", x203="ring")
         seconds = float(
             subprocess.run(["sox", "--i", "-D", str(speech)], capture_output=True, text=True, check=True).stdout
         )
@@ -811,12 +811,12 @@ async def test_ari_stopped_mid_call_the_call_goes_on_and_the_transcript_has_all_
 
 
 async def test_with_ari_up_the_safety_recording_is_deleted_when_live_audio_covered_the_call(
-    live_rig: Rig, pbx: dict[str, str], phones: Callable[..., object]
+    live_rig: Rig, pbx: dict[str, str], phones: StartPhones
 ) -> None:
     rig = live_rig
     conv = await rig.known("+15551230046", "Ha Neul", "booking")
     speech = harness.make_speech("예약", rig.work / "caller.wav", pad_before_s=1.5, pad_after_s=1.5)
-    await phones(x201="answer", x202="ring", x203="ring")  # type: ignore[operator]
+    await phones(x201="answer", x202="ring", x203="ring")
     recordings = Path(pbx["RECORDINGS_DIR"])
     before = set(recordings.glob("call-*.wav"))
     seen: set[Path] = set()
