@@ -130,17 +130,14 @@ class OutboxWorker:
         wait = 5.0 if next_at is None else max(0.0, min(5.0, next_at - time.time()))
         parked = self.store.park(lambda c: db.claim_next(c, time.time()))
         self._parked = parked
+        timer = asyncio.get_running_loop().call_later(wait, self.store.unpark, parked)
         try:
-            try:
-                async with asyncio.timeout(wait):
-                    return await asyncio.shield(parked)
-            except TimeoutError:
-                self.store.unpark(parked)
-                return await parked
+            return await parked
         except asyncio.CancelledError:
             self.store.unpark(parked, run=False)  # still parked: it never runs
             raise
         finally:
+            timer.cancel()
             self._parked = None
 
     async def _send(self, link: SerialLink, row: db.OutboundRow, done: dict[int, int]) -> db.Claim | None:
