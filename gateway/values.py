@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 #: What a detail value may be: plain scalars only, so a Health is JSON- and Prometheus-ready as it is.
 Detail = str | int | float | bool | None
@@ -60,6 +61,18 @@ class HealthState(enum.StrEnum):
 _RANK = {HealthState.OFF: 0, HealthState.OK: 1, HealthState.DEGRADED: 2, HealthState.DOWN: 3}
 
 
+class HealthView(TypedDict):
+    """A :class:`Health` as /status.json shows it (the state by its value)."""
+
+    name: str
+    title: str
+    state: str
+    cause: str
+    fix: str
+    since: float | None
+    details: dict[str, Detail]
+
+
 @dataclass(frozen=True, slots=True)
 class Health:
     """One part's (or one check's) verdict, with the cause and the fix in words.
@@ -83,7 +96,7 @@ class Health:
         """True when the verdict is degraded or down."""
         return self.state in (HealthState.DEGRADED, HealthState.DOWN)
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> HealthView:
         """JSON-ready form (for /status.json)."""
         return {
             "name": self.name,

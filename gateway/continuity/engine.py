@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -133,6 +133,7 @@ class ContinuityEngine:
         self._calls: dict[str, int] = {}  # call id -> job id of a call-back in progress
         self._placed: dict[str, None] = {}  # ids of the calls the rules placed (oldest first, bounded)
         self._call_results: list[CallEnded] = []
+        self._ended_on_timeline: list[tuple[str, str, float]] = []  # (call id, outcome, talk seconds)
         self._next_stalled: float | None = None
         self.handled = 0
         self.sent = 0
@@ -216,10 +217,31 @@ class ContinuityEngine:
     async def _recover(self) -> None:
         now = self.clock.now()
         for job in await self.store.read(sql.interrupted_jobs):
+            if job.rule == rules.CALL_ME and not job.payload.get("channel"):
+                await self._recover_call(job, now)
+                continue
             await self.store.write(partial(self._recover_job, job=job, now=now))
 
+    async def _recover_call(self, job: JobRow, now: float) -> None:
+        """A call-back caught by a stop: never ring twice. Not placed yet: it waits for its moment again. Placed:
+        its end (on the timeline already, or still to come) decides, as if the daemon had never stopped."""
+        call_id = await self.store.read(partial(sql.call_of_job, conversation_id=job.conversation_id, job_id=job.id))
+        if call_id is None:
+            await self.store.write(
+                partial(
+                    sql.reschedule_job, job_id=job.id, due_at=job.due_at, reason="interrupted before calling", now=now
+                )
+            )
+            return
+        self._calls[call_id] = job.id
+        self._placed[call_id] = None
+        ended = await self.store.read(partial(sql.call_end, call_id=call_id))
+        if ended is not None:
+            self._ended_on_timeline.append((call_id, *ended))
+        log.info("call-back job %d: call %s was placed before the stop; waiting for its outcome", job.id, call_id)
+
     def _recover_job(self, c: Any, job: JobRow, now: float) -> None:
-        if job.rule != rules.CALL_ME and sql.message_of_job(c, job.conversation_id, job.id) is not None:
+        if sql.message_of_job(c, job.conversation_id, job.id) is not None:
             self._mark_sent(c, job.conversation_id, job.rule, job, now)
             log.info("job %d was sent before the stop; marked done", job.id)
             return
@@ -245,6 +267,12 @@ class ContinuityEngine:
                     meta=json.loads(row[5] or "{}"),
                     author=row[6],
                 )
+                call_id = str(trigger.meta.get("call_id", ""))
+                if trigger.kind == EventKind.CALL_ENDED.value and call_id in self._calls:
+                    # The timeline is the source of truth: a call-back's end counts even if the bus dropped it.
+                    talk = trigger.meta.get("talk_seconds")
+                    outcome = str(trigger.meta.get("outcome", ""))
+                    self._ended_on_timeline.append((call_id, outcome, float(talk or 0.0)))
                 own = trigger.kind == EventKind.AUTOMATED.value or trigger.author == AUTHOR
                 if not own and not self._rules_call_attempt(trigger):
                     await self.handle(trigger)
@@ -288,6 +316,11 @@ class ContinuityEngine:
         self.handled += 1
         if loaded is None or not self.config.enabled:
             return []
+        typed = trigger.meta.get("phone")
+        if trigger.kind == EventKind.HANDOFF.value and loaded.state.phone is None and isinstance(typed, str) and typed:
+            # A number typed in the chat: the rules see whether it opted out, so the "no" says why.
+            stopped = await self.store.read(partial(sql.is_suppressed, address=typed))
+            trigger = replace(trigger, meta={**trigger.meta, "phone_opted_out": stopped})
         decisions = rules.on_event(trigger, loaded.state, self.ctx, now)
         for decision in decisions:
             await self._apply(decision, loaded, None, now)
@@ -509,23 +542,25 @@ class ContinuityEngine:
         )
 
     async def _check_calls(self) -> None:
-        results, self._call_results = self._call_results, []
-        for ended in results:
-            job_id = self._calls.pop(ended.call_id, None)
+        results = [(e.call_id, e.outcome.value, e.call.talk_seconds) for e in self._call_results]
+        results += self._ended_on_timeline
+        self._call_results, self._ended_on_timeline = [], []
+        for call_id, outcome, talk_seconds in results:
+            job_id = self._calls.pop(call_id, None)
             if job_id is None:
-                continue
+                continue  # handled already (the bus and the timeline both tell)
             job = await self.store.read(partial(sql.get_job, job_id=job_id))
             if job is None:
                 continue
             attempt = int(job.payload.get("attempt", 0))
-            if ended.outcome is CallOutcome.ANSWERED and ended.call.talk_seconds > 0:
+            if outcome == CallOutcome.ANSWERED.value and talk_seconds > 0:
                 now = self.clock.now()
                 await self.store.write(
                     partial(sql.finish_job, job_id=job.id, state="done", reason="connected", now=now)
                 )
                 await self.record(job.conversation_id, rules.CALL_ME, "sent", "call-back connected", job_id=job.id)
             else:
-                await self._call_failed(job.conversation_id, job, attempt, f"nobody answered ({ended.outcome})")
+                await self._call_failed(job.conversation_id, job, attempt, f"nobody answered ({outcome})")
 
     async def _call_failed(self, conv: int, job: JobRow, attempt: int, why: str) -> None:
         now = self.clock.now()

@@ -362,7 +362,7 @@ def _handoff(trigger: Trigger, state: State, ctx: Context, now: float) -> list[D
     mode = trigger.meta.get("handoff")
     phone = trigger.meta.get("phone")
     if mode == "sms" and cfg.chat_sms_enabled:
-        target = state if state.phone else _with_phone(state, phone)
+        target = state if state.phone else _with_phone(state, phone, trigger.meta.get("phone_opted_out"))
         why = why_not_textable(target, cfg)
         if why:
             return [Skip(CHAT_SMS, why)]
@@ -387,10 +387,12 @@ def _handoff(trigger: Trigger, state: State, ctx: Context, now: float) -> list[D
     return []
 
 
-def _with_phone(state: State, phone: object) -> State:
+def _with_phone(state: State, phone: object, opted_out: object = False) -> State:
+    """The state as if the typed number were the customer's (its opt-out read by the engine: ``phone_opted_out``)."""
     from dataclasses import replace  # noqa: PLC0415 - rare path
 
-    return replace(state, phone=phone if isinstance(phone, str) and phone else None)
+    number = phone if isinstance(phone, str) and phone else None
+    return replace(state, phone=number, opted_out=state.opted_out or opted_out is True)
 
 
 def _after_hours(trigger: Trigger, state: State, ctx: Context, now: float) -> list[Decision]:

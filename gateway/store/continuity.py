@@ -162,6 +162,27 @@ def interrupted_jobs(conn: sqlite3.Connection) -> list[JobRow]:
     return [_job(r) for r in rows]
 
 
+def call_of_job(conn: sqlite3.Connection, conversation_id: int, job_id: int) -> str | None:
+    """The id of the call a call-back job placed (its "ringing ... first" timeline entry names it), if any."""
+    row = conn.execute(
+        "SELECT json_extract(meta, '$.call_id') FROM events WHERE conversation_id = ? AND kind = 'automated'"
+        " AND json_extract(meta, '$.job_id') = ? AND json_extract(meta, '$.call_id') IS NOT NULL"
+        " ORDER BY id DESC LIMIT 1",
+        (conversation_id, job_id),
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def call_end(conn: sqlite3.Connection, call_id: str) -> tuple[str, float] | None:
+    """(outcome, talk seconds) of a call whose end is on the timeline, else None."""
+    row = conn.execute(
+        "SELECT json_extract(meta, '$.outcome'), json_extract(meta, '$.talk_seconds') FROM events"
+        " WHERE kind = 'call_ended' AND json_extract(meta, '$.call_id') = ? ORDER BY id DESC LIMIT 1",
+        (call_id,),
+    ).fetchone()
+    return (str(row[0]), float(row[1] or 0.0)) if row else None
+
+
 def message_of_job(conn: sqlite3.Connection, conversation_id: int, job_id: int) -> int | None:
     """The outbound event a job already produced (its meta carries the job id), if any."""
     row = conn.execute(

@@ -40,6 +40,7 @@ from gateway.web.schema import (
 )
 from gateway.web.security import is_admin, new_token, read_json, require_api, require_staff, token_hash
 from gateway.web.spine_api import SpineView
+from gateway.web.status import StatusPage
 
 log = logging.getLogger(__name__)
 
@@ -769,7 +770,7 @@ def openapi_paths() -> dict[str, dict[str, Operation]]:
         "/status.json": {
             "get": Operation(
                 "Operator status: each part's health, queues and counters",
-                responses={200: Reply("status", dict[str, Any])},
+                responses={200: Reply("status", StatusPage)},
             )
         },
         "/metrics": {

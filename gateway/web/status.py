@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -26,7 +26,7 @@ from gateway.domain.limits import BudgetState
 from gateway.store import queries as q
 from gateway.store import sms as sms_sql
 from gateway.store import web as sql
-from gateway.values import HealthState, worst
+from gateway.values import HealthState, HealthView, worst
 from gateway.web import hours
 from gateway.web.deps import WebDeps
 from gateway.web.jsonable import jsonable
@@ -34,12 +34,60 @@ from gateway.web.jsonable import jsonable
 log = logging.getLogger(__name__)
 
 
+class StoreStatus(TypedDict):
+    """The database file's size and the outbox by state (``outbox_depth``: queued and sending)."""
+
+    size_bytes: int
+    outbox_depth: int
+    outbox: dict[str, int]
+
+
+class BudgetView(TypedDict):
+    """How many automated texts may still go out, against the hourly and daily limits."""
+
+    ok: bool
+    notice: str
+    left: int
+    used_hour: int
+    per_hour: int
+    used_day: int
+    per_day: int
+
+
+class ErrorRecord(TypedDict):
+    """A WARNING or ERROR log record kept for the status page."""
+
+    at: float
+    level: str
+    logger: str
+    message: str
+
+
+class StatusPage(TypedDict):
+    """``/status.json``: the verdicts, the history for the sparklines, the store, today's counts, the automated-SMS
+    budget, the queues; besides these, one object per running part, named by the part (``gateway``, ``backup``,
+    ``modem``, ``asterisk``, ``transcription``). ``recent_errors`` only for admins."""
+
+    generated_at: float
+    verdict: str
+    health: list[HealthView]
+    history: dict[str, list[list[float | None]]]
+    store: StoreStatus
+    today: dict[str, int]
+    automated_sms: BudgetView
+    sms_inbound: dict[str, int]
+    webhooks: dict[str, int]
+    web: dict[str, Any]
+    bus: dict[str, int]
+    recent_errors: NotRequired[list[ErrorRecord]]
+
+
 class RecentErrors(logging.Handler):
     """Keeps the last ``size`` WARNING+ log records of the gateway for the status page."""
 
     def __init__(self, size: int = 50) -> None:
         super().__init__(level=logging.WARNING)
-        self.records: collections.deque[dict[str, Any]] = collections.deque(maxlen=size)
+        self.records: collections.deque[ErrorRecord] = collections.deque(maxlen=size)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Remember one record (message already formatted; house style keeps bodies/numbers out of it)."""
@@ -94,12 +142,11 @@ async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]
     outbox = facts["outbox"]
     healths = list(deps.health()) if deps.health is not None else []
     healths.append(checks.check_automated_budget(budget))
-    return {
+    page: StatusPage = {
         "generated_at": now,
         "verdict": worst(healths).value,
         "health": [h.as_dict() for h in healths],
         "history": deps.history.as_dict() if deps.history is not None else {},
-        **sources,
         "store": {
             "size_bytes": size,
             "outbox_depth": sum(v for k, v in outbox.items() if k in ("queued", "sending")),
@@ -113,9 +160,12 @@ async def snapshot(deps: WebDeps, errors: RecentErrors, extra: Mapping[str, Any]
         "bus": {"overflow_total": deps.bus.overflow_total},
         "recent_errors": list(reversed(errors.records)),
     }
+    out: dict[str, Any] = dict(sources)
+    out.update(page)
+    return out
 
 
-def _budget_section(state: BudgetState) -> dict[str, Any]:
+def _budget_section(state: BudgetState) -> BudgetView:
     window = state.spent_window
     if window == "day":
         notice = (

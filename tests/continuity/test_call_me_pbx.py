@@ -35,6 +35,9 @@ from tests.transcribe.transcribe_media import sox, speech
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
 
+#: The test PBX's staff phones plus one with no endpoint on the PBX.
+STAFF_WITH_OFFLINE = {"201": "alice", "202": "bob", "203": "carol", "204": "dave"}
+
 
 def call_me_config(tmp_path: Path, emulator: ModemEmulator, settings: harness.PbxSettings) -> Daemon:  # noqa: F811
     voice = {**voice_section(settings), "click_to_call_ring_s": 4}
@@ -214,7 +217,46 @@ async def test_d_an_opted_out_number_never_gets_an_automated_message_through_the
         opted = {
             rule for rule, decision, reason in reasons if decision == "suppressed" and "opted out (STOP)" in reason
         }
-        assert {"missed_call", "voicemail_ack", "chat_handoff", "call_me", "after_hours"} <= opted, reasons
+        assert {"missed_call", "voicemail_ack", "chat_handoff", "chat_sms", "call_me", "after_hours"} <= opted, reasons
         assert not [r for r in reasons if r[1] == "sent" and r[0] != "call_me"], reasons
+    finally:
+        await d.stop()
+
+
+@pytest.mark.timeout(240)
+async def test_call_me_when_the_owner_phone_cannot_be_rung_at_all_retries_then_texts(
+    tmp_path: Path,
+    emulator: ModemEmulator,  # noqa: F811
+    pbx_turn: harness.PbxSettings,  # noqa: F811
+) -> None:
+    """Extension 204 is staff but has no phone on the PBX (unplugged, never registered): Asterisk refuses the
+    Originate before any channel exists. The attempt still ends as failed, so the retry and the text follow."""
+    voice = {**voice_section(pbx_turn), "staff": STAFF_WITH_OFFLINE, "click_to_call_ring_s": 4}
+    continuity = {"call_me_extension": "204", "call_me_retries": 1, "call_me_retry_minutes": 5}
+    clock = ManualClock(local(7, 10))
+    d = Daemon(build_config(tmp_path, emulator, voice=voice, continuity=continuity), clock)
+    await d.start()
+    try:
+        caller = "+12025550184"
+        emulator.deliver(caller, "Please call me at 11")
+        await wait_for(lambda: d.decisions("call_me"), 20)
+        clock.set(local(7, 11))
+        retry = await wait_for(
+            lambda: [x for x in d.decisions("call_me") if x[1] == "deferred" and "again" in x[2]], 60
+        )
+        assert retry[0][2].endswith("trying again at 11:05"), retry
+        clock.set(local(7, 11, 5))
+        (text,) = await wait_for(lambda: texts_to(emulator, caller), 60)
+        assert text.startswith("We tried to call you back but could not reach you.")
+        jobs = d.rows(
+            "SELECT state FROM continuity_jobs WHERE rule = 'call_me' AND json_extract(payload, '$.channel') IS NULL"
+        )
+        assert jobs == [("done",), ("done",)], "no call-back left hanging in 'sending'"
+        causes = d.rows(
+            "SELECT json_extract(meta, '$.hangup_cause') FROM events WHERE kind = 'call_ended'"
+            " AND json_extract(meta, '$.direction') = 'outbound'"
+        )
+        assert len(causes) == 2
+        assert all(c[0].startswith("extension 204 could not be rung") for c in causes), causes
     finally:
         await d.stop()

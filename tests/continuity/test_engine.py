@@ -487,3 +487,56 @@ async def test_a_call_back_asked_for_when_the_office_is_closed_moves_to_the_firs
         "the customer asked for a call-back at 21:00; the office is closed then, so it is booked tomorrow at 08:00",
     )
     assert rig.rows("SELECT due_at FROM continuity_jobs WHERE rule = 'call_me'") == [(local(8, 8),)]
+
+
+async def _call_ended_on_timeline(rig: Rig, call_id: str, outcome: str, talk_seconds: float) -> None:
+    """What the voice channel records when a click-to-call ends (also when it recovers after downtime)."""
+    await rig.service.ingest(
+        Inbound(
+            Channel.VOICE,
+            EventKind.CALL_ENDED,
+            IdentityKind.PHONE,
+            CUSTOMER,
+            f"{call_id}:end",
+            meta={"direction": "outbound", "call_id": call_id, "outcome": outcome, "talk_seconds": talk_seconds},
+        )
+    )
+
+
+async def test_a_call_back_caught_by_a_restart_is_never_rung_twice(rig: Rig) -> None:
+    dialled: list[str] = []
+
+    async def dialer(extension: str, number: str, conversation_id: int) -> str:
+        dialled.append(number)
+        return f"c2c-{len(dialled)}"
+
+    await rig.restart(call_me_extension="201", call_me_retries=0)
+    rig.engine.dialer = dialer
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Please call me at 11")
+    await rig.at(local(7, 11))
+    assert dialled == [CUSTOMER]
+    # The daemon stops during the call; the call ends while it is down and the voice channel records the end.
+    await _call_ended_on_timeline(rig, "c2c-1", "answered", 42.0)
+    await rig.restart()
+    rig.engine.dialer = dialer
+    await rig.at(local(7, 11, 1))
+    assert dialled == [CUSTOMER], "never rung twice"
+    assert rig.decisions("call_me")[-1][1:] == ("sent", "call-back connected")
+
+    # Again, but the call is still up at the restart and ends (unanswered) afterwards: the outcome still decides.
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Sorry I missed it, call me at 2pm")
+    await rig.at(local(7, 14))
+    assert dialled == [CUSTOMER, CUSTOMER]
+    await rig.restart()
+    rig.engine.dialer = dialer
+    await rig.at(local(7, 14, 1))
+    assert len(dialled) == 2
+    await _call_ended_on_timeline(rig, "c2c-2", "missed", 0.0)
+    await rig.engine.tick()
+    assert len(dialled) == 2
+    assert rig.texts() == [
+        "We tried to call you back but could not reach you. Reply here with a better time. - Bright Smile Dental"
+    ]
+    await rig.restart()
+    await rig.at(local(7, 15))
+    assert len(rig.texts()) == 1

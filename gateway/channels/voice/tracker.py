@@ -557,11 +557,26 @@ class CallTracker:
         return [Transferred(call.rec, t)]
 
     def _on_originateresponse(self, event: Mapping[str, str], ts: float) -> list[TrackerEffect]:
-        # A failed Originate that never produced a channel: stop waiting for it.
+        # A failed Originate that never produced a channel (the staff phone is unplugged or not registered): stop
+        # waiting for it, and end the call so whoever placed it (staff, a scheduled call-back) learns it failed.
         uid = event.get("Uniqueid", "")
-        if event.get("Response") == "Failure" and uid in self._expected and uid not in self._calls:
-            del self._expected[uid]
-        return []
+        if event.get("Response") != "Failure" or uid not in self._expected or uid in self._calls:
+            return []
+        exp = self._expected.pop(uid)
+        reason = event.get("Reason", "")
+        rec = CallRecord(
+            call_id=uid,
+            direction=CallDirection.OUTBOUND,
+            caller=exp.customer,
+            caller_name="",
+            dialled=exp.customer,
+            started_at=ts,
+            ended_at=ts,
+            outcome=CallOutcome.MISSED,
+            hangup_cause=f"extension {exp.extension} could not be rung" + (f" (reason {reason})" if reason else ""),
+            conversation_id=exp.conversation_id,
+        )
+        return [Ended(rec)]
 
     def _on_coreshowchannel(self, event: Mapping[str, str], ts: float) -> list[TrackerEffect]:
         if event.get("Uniqueid", "") in self._gone_during_resync:

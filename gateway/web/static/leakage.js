@@ -5,21 +5,7 @@
   const $ = (id) => document.getElementById(id);
   const state = { data: null, charts: [] };
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === "class") node.className = v;
-      else if (k === "text") node.textContent = v;
-      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-      else node.setAttribute(k, v === true ? "" : String(v));
-    }
-    for (const c of children) {
-      if (c === null || c === undefined || c === false) continue;
-      node.append(typeof c === "string" ? document.createTextNode(c) : c);
-    }
-    return node;
-  }
+  const el = window.gatewayEl;
 
   async function getJSON(url) {
     const resp = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });

@@ -445,10 +445,18 @@ def test_recorded_transcripts(path: Path) -> None:
         assert feed_all(CallTracker(staff=STAFF), data, cut) == whole
 
 
-def test_failed_originate_is_forgotten() -> None:
+def test_failed_originate_ends_the_call_and_is_forgotten() -> None:
     tr = CallTracker(staff=STAFF)
     tr.expect_outbound("gw-c2c-9", customer="+15557654321", extension="201", conversation_id=1)
-    tr.feed({"Event": "OriginateResponse", "Response": "Failure", "Uniqueid": "gw-c2c-9"}, 1.0)
+    (end,) = tr.feed({"Event": "OriginateResponse", "Response": "Failure", "Uniqueid": "gw-c2c-9", "Reason": "0"}, 1.0)
+    # Whoever placed it (staff, a scheduled call-back) learns that nobody was rung.
+    assert isinstance(end, Ended)
+    assert end.call.call_id == "gw-c2c-9"
+    assert end.call.direction is CallDirection.OUTBOUND
+    assert end.call.outcome is CallOutcome.MISSED
+    assert end.call.conversation_id == 1
+    assert end.call.hangup_cause == "extension 201 could not be rung (reason 0)"
+    assert tr.feed({"Event": "OriginateResponse", "Response": "Failure", "Uniqueid": "gw-c2c-9"}, 1.5) == []
     # A later channel with that id is no longer taken for our click-to-call.
     (start,) = tr.feed(
         {
