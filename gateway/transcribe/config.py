@@ -27,6 +27,13 @@ class TranscribeConfig:
     )
     workers: int = field(default=1, metadata={"doc": "worker processes (each holds the model in memory)"})
     nice: int = field(default=10, metadata={"doc": "CPU priority increment of the workers (0-19)"})
+    idle_class: bool = field(
+        default=True,
+        metadata={
+            "doc": "run the workers (voicemail and live) in Linux's idle scheduling class: they get only CPU time "
+            "nothing else wants, so a ringing call is never held up by speech recognition"
+        },
+    )
     max_seconds: float = field(
         default=600.0,
         metadata={"doc": "only the first this many seconds of a recording are transcribed"},

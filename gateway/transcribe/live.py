@@ -143,6 +143,7 @@ class LiveSpeech:
         *,
         workers: int = 2,
         nice: int = 10,
+        idle: bool = True,
         max_active: int = 0,
         grammar: list[str] | None = None,
         load_timeout: float = 120.0,
@@ -151,6 +152,7 @@ class LiveSpeech:
         self.model_path = model_path
         self.workers = max(1, workers)
         self.nice = nice
+        self.idle = idle
         self.max_active = max_active
         self.grammar = grammar
         self.load_timeout = load_timeout
@@ -186,12 +188,16 @@ class LiveSpeech:
     async def _spawn(self) -> _Worker:
         argv = [sys.executable, "-m", "gateway.transcribe.live_worker", "--model", self.model_path]
         argv += ["--nice", str(self.nice), "--max-active", str(self.max_active)]
+        if self.idle:
+            argv.append("--idle")
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
             limit=1 << 20,
+            # Its own session: a Ctrl-C in the terminal reaches the daemon, which stops the workers in order.
+            start_new_session=True,
         )
         assert proc.stdout is not None
         try:
@@ -305,6 +311,12 @@ class LiveSpeech:
                 log.exception("live transcription: partial-text callback failed")
         elif kind == "final":
             start, end, conf = msg.get("start", 0.0), msg.get("end", 0.0), msg.get("confidence")
+            # A short utterance can end before any partial named it: the finished text is shown live as well.
+            if msg.get("text"):
+                try:
+                    stream.on_partial(str(msg.get("text", "")))
+                except Exception:
+                    log.exception("live transcription: partial-text callback failed")
             stream.utterances.append(
                 Utterance(
                     str(msg.get("text", "")),

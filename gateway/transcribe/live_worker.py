@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 from gateway.transcribe.model import check_model
+from gateway.transcribe.priority import lower_priority
 from gateway.transcribe.worker import _die_with_parent, _load_model
 
 HEADER = struct.Struct("!IBI")
@@ -122,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--model", required=True)
     parser.add_argument("--nice", type=int, default=10)
+    parser.add_argument("--idle", action="store_true", help="run in the idle scheduling class (Linux)")
     parser.add_argument("--max-active", type=int, default=0)
     args = parser.parse_args(argv)
     _die_with_parent()
@@ -132,10 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def send(message: dict[str, Any]) -> None:
         proto.write(json.dumps(message, ensure_ascii=False).encode() + b"\n")
 
-    try:
-        os.nice(args.nice)
-    except OSError as err:
-        print(f"cannot lower CPU priority: {err}", file=sys.stderr)
+    for trouble in lower_priority(args.nice, args.idle):
+        print(trouble, file=sys.stderr)
     problem = check_model(args.model)
     if problem:
         send({"type": "fatal", "error": problem})

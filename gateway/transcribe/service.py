@@ -106,6 +106,7 @@ def worker_command(config: TranscribeConfig, model_path: str) -> list[str]:
         str(config.max_active),
         "--fillers",
         json.dumps(config.grammar_fillers, ensure_ascii=False),
+        *(["--idle"] if config.idle_class else []),
     ]
 
 

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 from gateway.transcribe.audio import AudioError, load_audio
 from gateway.transcribe.model import check_model, model_name, model_sample_rate
+from gateway.transcribe.priority import lower_priority
 from gateway.transcribe.protocol import (
     Failed,
     Fatal,
@@ -48,6 +49,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="gateway-transcribe-worker")
     ap.add_argument("--model", required=True, help="Vosk model directory")
     ap.add_argument("--nice", type=int, default=10, help="CPU priority increment")
+    ap.add_argument("--idle", action="store_true", help="run in the idle scheduling class (Linux)")
     ap.add_argument("--sox", default="sox", help="sox program (GSM recordings)")
     ap.add_argument("--max-active", type=int, default=0, help="decoder max active states (0: the model's own)")
     ap.add_argument("--fillers", default="[]", help="JSON list of filler words for the keyword grammar")
@@ -207,10 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     send = _sender(proto)
-    try:
-        os.nice(args.nice)
-    except OSError as err:
-        print(f"cannot lower CPU priority: {err}", file=sys.stderr)
+    for trouble in lower_priority(args.nice, args.idle):
+        print(trouble, file=sys.stderr)
     problem = check_model(args.model)
     if problem:
         send(Fatal(problem))

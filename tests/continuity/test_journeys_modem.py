@@ -2,7 +2,9 @@
 emulator (real AT/PDU), the customer's own texts arrive through it, and the rules run on a hand-moved clock.
 
 The missed calls here are recorded exactly as the voice channel records them (an inbound ``call_missed`` for the
-caller's number); tests/continuity/test_journeys_pbx.py places real calls through Asterisk with sipp.
+caller's number); tests/continuity/test_journeys_pbx.py places real calls through Asterisk with sipp, and
+tests/continuity/test_call_me_pbx.py runs journey (d) again with every real piece (STOP at the modem, a real missed
+call and voicemail, a chat over the websocket, a call-me request).
 """
 
 from __future__ import annotations

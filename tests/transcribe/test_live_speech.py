@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import sys
 import time
 import wave
 from collections.abc import AsyncIterator
@@ -103,3 +105,24 @@ async def test_the_part_reports_its_health(tmp_path: Path) -> None:
     await broken.stop()
     assert h.state is HealthState.DOWN
     assert "gateway doctor" in h.fix
+
+
+async def test_workers_run_niced_in_the_idle_scheduling_class(speech: LiveSpeech) -> None:
+    """A ringing call must never wait for speech recognition: the workers only get CPU nobody else wants."""
+    pids = [w.proc.pid for w in speech._pool]
+    assert len(pids) == speech.workers == 2
+    for pid in pids:
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+        assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 10
+
+
+def test_lower_priority_moves_the_calling_process_only() -> None:
+    """A child lowers itself (nice + idle class) and reports no problem; the parent keeps its own class."""
+    code = (
+        "import os; from gateway.transcribe.priority import lower_priority, scheduling_class;"
+        "print(lower_priority(5, True)); print(scheduling_class(), os.getpriority(os.PRIO_PROCESS, 0))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1].startswith("idle ")
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE

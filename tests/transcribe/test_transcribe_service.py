@@ -308,6 +308,7 @@ async def test_worker_crash_or_hang_mid_file_is_killed_restarted_and_retried(
         first_pid = (await svc.snapshot()).worker_pids[0]
         # The worker runs at low CPU priority (nice is added to the daemon's own).
         assert _nice(first_pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + cfg.nice)
+        assert os.sched_getscheduler(first_pid) == os.SCHED_IDLE  # a ringing call preempts it at once
         assert first_pid != os.getpid()  # never in the daemon's own process
         conv, ev = await env.voicemail(wav)
         await svc.enqueue(conv, ev, str(wav))

@@ -3,9 +3,9 @@
 Theory of operation: ARI creates snoop and media channels inside a Stasis application, and Asterisk knows an
 application only while a websocket is subscribed to it. :class:`AriClient` therefore keeps one websocket open to
 ``/ari/events?app=<app>`` through the shared reconnect helper (a WARNING once when the link drops, an INFO once
-when it is back) and reads and discards its events; the REST calls go over one HTTP session with basic auth on
-loopback. Every call has a timeout; a failure raises :class:`AriError` and the caller decides (live transcription
-falls back to transcribing a recording after the call).
+when it is back) and hands the events it reads to ``on_event`` (``on_up``/``on_lost`` when the link comes and
+goes); the REST calls go over one HTTP session with basic auth on loopback. Every call has a timeout; a failure
+raises :class:`AriError` and the caller decides (live transcription falls back to transcribing a recording).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -26,6 +28,11 @@ log = logging.getLogger(__name__)
 
 class AriError(TransientError):
     """An ARI request failed or Asterisk's HTTP server is not reachable."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        """The HTTP status Asterisk answered with (None: no answer)."""
 
 
 class AriClient:
@@ -41,6 +48,12 @@ class AriClient:
         self._ws_task: asyncio.Task[None] | None = None
         self._registered = asyncio.Event()
         self.state = LinkState("ari")
+        self.on_up: Callable[[], None] | None = None
+        """Called each time the application is registered (the link came up)."""
+        self.on_lost: Callable[[], None] | None = None
+        """Called each time a registered link drops."""
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
+        """Called with each event of the application (decoded JSON)."""
 
     @property
     def connected(self) -> bool:
@@ -74,12 +87,27 @@ class AriClient:
         async with self._session.ws_connect(url, params={"app": self.app}, heartbeat=20.0) as ws:
             state.mark_up()
             self._registered.set()
+            if self.on_up is not None:
+                self.on_up()
             try:
                 async for msg in ws:
                     if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                         break
+                    if msg.type is aiohttp.WSMsgType.TEXT and self.on_event is not None:
+                        self._dispatch(msg.data)
             finally:
                 self._registered.clear()
+                if self.on_lost is not None:
+                    self.on_lost()
+
+    def _dispatch(self, data: str) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            log.warning("ARI sent an event that is not JSON; ignored")
+            return
+        if isinstance(event, dict) and self.on_event is not None:
+            self.on_event(event)
 
     async def _call(self, method: str, path: str, **params: str) -> Any:
         if self._session is None:
@@ -88,7 +116,7 @@ class AriClient:
             async with self._session.request(method, self.base_url + "/ari" + path, params=params) as resp:
                 if resp.status >= 300:
                     text = (await resp.text())[:200]
-                    raise AriError(f"ARI {method} {path} answered {resp.status}: {text}")
+                    raise AriError(f"ARI {method} {path} answered {resp.status}: {text}", resp.status)
                 if resp.status == 204:
                     return None
                 return await resp.json()
@@ -114,7 +142,7 @@ class AriClient:
             try:
                 await self._call("POST", f"/channels/{channel_id}/play", media=f"sound:{sound_path}")
             except AriError as err:
-                if " 409:" not in str(err) or attempt == 19:
+                if err.status != 409 or attempt == 19:
                     raise
                 await asyncio.sleep(0.05)
             else:
@@ -149,7 +177,7 @@ class AriClient:
             try:
                 await self._call("POST", f"/bridges/{bridge_id}/addChannel", channel=",".join(channel_ids))
             except AriError as err:
-                if " 422:" not in str(err) or attempt == 19:
+                if err.status != 422 or attempt == 19:
                     raise
                 await asyncio.sleep(0.05)
             else:

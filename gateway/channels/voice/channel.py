@@ -178,6 +178,10 @@ class VoiceChannel:
         if settings.live_transcribe and speech is not None and password:
             self.ari = AriClient(settings.ari_url, settings.ari_username, password)
             self.live = LiveCalls(self.ari, speech, service, bus.publish, consent=self._consent_sound)
+            live = self.live
+            self.ari.on_lost = live.ari_lost
+            self.ari.on_event = live.ari_event
+            self.ari.on_up = lambda: self._own(live.ari_back(), "live-ari-back")
         self.router = InboundRouter(
             service,
             settings,
@@ -367,13 +371,9 @@ class VoiceChannel:
                 assert rec.outcome is not None
                 self.bus.publish(CallEnded(rec.call_id, rec.caller, self._conversation_of(rec), rec.outcome, rec))
                 if self.live is not None:
-                    self._own(self.live.finish(rec, self._conversation_of(rec)), f"live-end-{rec.call_id}")
                     recording = self._fallback.pop(rec.call_id, None)
-                    if recording is not None and rec.answered_at is not None:
-                        self._own(
-                            self.live.transcribe_recording(rec, self._conversation_of(rec), Path(recording + ".wav")),
-                            f"after-call-{rec.call_id}",
-                        )
+                    path = Path(recording + ".wav") if recording is not None else None
+                    self._own(self.live.finish(rec, self._conversation_of(rec), path), f"live-end-{rec.call_id}")
             self._queue.put_nowait(fx)
 
     def _consent_sound(self) -> Path | None:
@@ -385,11 +385,15 @@ class VoiceChannel:
         return path if path.exists() else None
 
     def _fallback_recording(self, uniqueid: str) -> str | None:
-        """Where Asterisk records an answered call (MixMonitor) when live transcription cannot run (ARI down).
+        """Where Asterisk records an answered call (MixMonitor) as the safety net of live transcription.
 
-        The file is transcribed after the call instead; None when live transcription works or nothing can record.
+        Always while ARI is down at the answer (the recording is then the only transcript, made after the call);
+        with ``voice.live_safety_recording`` also while ARI is up, so that a link lost mid-call loses no words (the
+        recording is deleted after the call when live audio covered all of it). None: no recording.
         """
-        if self.ari is None or self.ari.connected or not self.settings.recordings_dir:
+        if self.ari is None or not self.settings.recordings_dir:
+            return None
+        if self.ari.connected and not self.settings.live_safety_recording:
             return None
         safe = "".join(c for c in uniqueid if c.isalnum() or c in "._-")[:64]
         path = str(Path(self.settings.recordings_dir) / f"call-{safe}")
@@ -568,9 +572,13 @@ class VoiceChannel:
         try:
             chunk = await asyncio.to_thread(rc.read_cdr, path, cursor)
         except FileNotFoundError as err:
+            if path.parent.is_dir():
+                # cdr_custom writes the file with the first call that ends: no calls yet, nothing to recover.
+                log.debug("recovery: %s does not exist yet (no call has ended since Asterisk was set up)", path)
+                return []
             raise FileNotFoundError(
                 err.errno,
-                "no such file; enable cdr_custom as in asterisk-config/cdr_custom.conf or set voice.cdr_file",
+                "no such directory; enable cdr_custom as in asterisk-config/cdr_custom.conf or set voice.cdr_file",
             ) from err
         if chunk.bad_lines:
             log.warning("recovery: %d line(s) of %s are not in the gw1 layout; skipped", chunk.bad_lines, path)

@@ -37,6 +37,26 @@ from gateway.domain.ports import ConversationPort
 
 log = logging.getLogger(__name__)
 
+_MEDIA_GAP_S = 2.0
+"""Live audio that stopped this long before the call ended stopped early (see LiveCalls.finish)."""
+_LABELS = {"caller": "Caller", "staff": "Staff"}
+
+
+def _aligned(recorded: list[dict[str, Any]], live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Shift the recording's turns onto the live clock, by the median offset of the words both heard."""
+    offsets = sorted(
+        lv["at"] - r["at"] for r in recorded for lv in live if lv["text"] == r["text"] and abs(lv["at"] - r["at"]) < 20
+    )
+    if not offsets:
+        return recorded
+    shift = offsets[len(offsets) // 2]
+    return [{**r, "at": round(r["at"] + shift, 2)} for r in recorded]
+
+
+async def _remove(path: Path) -> None:
+    """Delete a safety-net recording that is not needed (gone already is fine)."""
+    await asyncio.to_thread(path.unlink, True)
+
 
 class UtteranceLike(Protocol):
     """One finished utterance (see gateway.transcribe.live.Utterance)."""
@@ -112,6 +132,10 @@ class _LiveCall:
     sides: list[_Side] = field(default_factory=list)
     notice_until: float = 0.0
     """While the transcription notice plays, what the caller hears is the notice, not staff: not transcribed."""
+    ari_lost_at: float | None = None
+    """When the ARI link dropped during this call (None: it held)."""
+    media_lost_at: float | None = None
+    """When Asterisk reported one of this call's snoop or media channels gone while the call went on."""
 
 
 class LiveCalls:
@@ -138,6 +162,7 @@ class LiveCalls:
         self.failed = 0
         self.transcripts = 0
         self.last_error: str | None = None
+        self._orphans: list[tuple[str, str]] = []
 
     @property
     def active(self) -> int:
@@ -218,11 +243,28 @@ class LiveCalls:
             raise
         return side
 
-    async def finish(self, rec: CallRecord, conversation_id: int | None = None) -> int | None:
-        """End transcription of a call; put the transcript on the timeline. Returns the event id, if any."""
+    async def finish(
+        self, rec: CallRecord, conversation_id: int | None = None, recording: Path | None = None
+    ) -> int | None:
+        """End transcription of a call; put the transcript on the timeline. Returns the event id, if any.
+
+        ``recording`` is Asterisk's safety-net recording of the call (MixMonitor, both sides mixed), if one was made.
+        When live audio stopped before the call ended (ARI went away and took the media channels with it, or the
+        media stopped for any other reason), the live turns up to that moment are kept and the rest of the call is
+        transcribed from the recording; when live audio covered the whole call the recording is deleted unread.
+        Without a live transcription at all (ARI was down when the call was answered) the recording is all there is.
+        """
         call = self._calls.pop(rec.call_id, None)
+        conversation = next(
+            (c for c in ((call.conversation_id if call else None), conversation_id, rec.conversation_id) if c), None
+        )
         if call is None:
-            return None
+            if recording is None:
+                return None
+            if rec.answered_at is None:
+                await _remove(recording)
+                return None
+            return await self.transcribe_recording(rec, conversation, recording)
         turns: list[dict[str, Any]] = []
         for side in call.sides:
             for u in await side.stream.close():
@@ -231,20 +273,51 @@ class LiveCalls:
                     continue  # the notice itself
                 turns.append({"side": side.name, "text": u.text, "at": round(at, 2), "confidence": u.confidence})
         await self._teardown(call)
+        ended = rec.ended_at or time.time()
+        cut = self._live_audio_until(call, ended)
+        meta: dict[str, Any] = {"live": True, "call_id": rec.call_id, "extension": call.extension}
+        if call.ari_lost_at is not None:
+            meta["ari_lost_at"] = round(call.ari_lost_at, 2)
+        if cut is not None and recording is not None:
+            recorded = await self._recognise_file(rec, recording)
+            if recorded is not None:
+                before = [t for t in turns if t["at"] < cut]
+                recorded = _aligned(recorded, before)
+                turns = before + [
+                    t
+                    for t in recorded
+                    if t["at"] >= cut - 0.5
+                    and not any(b["text"] == t["text"] and abs(b["at"] - t["at"]) < 1.5 for b in before)
+                ]
+                meta.update(after_call=True, live_until=round(cut, 2), path=str(recording))
+                log.info("call %s: live audio stopped early; the rest is transcribed from the recording", rec.call_id)
+        elif recording is not None:
+            await _remove(recording)
         turns.sort(key=lambda t: t["at"])
         # A first-time caller's conversation may only exist since the call was answered.
-        conversation = next(
-            (c for c in (call.conversation_id, conversation_id, rec.conversation_id) if c is not None), None
-        )
         if not turns or conversation is None:
             return None
-        body = "\n".join(f"{'Caller' if t['side'] == 'caller' else 'Staff'}: {t['text']}" for t in turns)
-        meta = {"live": True, "call_id": rec.call_id, "extension": call.extension, "turns": turns}
+        body = "\n".join(f"{_LABELS.get(t['side'], 'Call')}: {t['text']}" for t in turns)
+        meta["turns"] = turns
         event_id = await self.timeline.append_event(
             conversation, EventKind.TRANSCRIPT, Channel.VOICE, body, meta, external_id=f"live:{rec.call_id}"
         )
         self.transcripts += 1
         return event_id
+
+    @staticmethod
+    def _live_audio_until(call: _LiveCall, ended: float) -> float | None:
+        """When live audio stopped being trustworthy, if that was more than a moment before the call ended.
+
+        Two signs: the ARI link dropped (whether Asterisk kept the media channels is then unknown, so the recording
+        is trusted from that moment), or Asterisk reported that one of the call's snoop or media channels ended
+        while the call went on. None: live audio covered the whole call.
+        """
+        marks = [t for t in (call.ari_lost_at, call.media_lost_at) if t is not None]
+        if not marks:
+            return None
+        until = min(marks)
+        return until if until < ended - _MEDIA_GAP_S else None
 
     async def transcribe_recording(self, rec: CallRecord, conversation_id: int | None, path: Path) -> int | None:
         """The fallback when live transcription could not run: transcribe Asterisk's recording of the call.
@@ -252,30 +325,12 @@ class LiveCalls:
         Both sides are mixed in the recording, so the transcript is not split into caller and staff turns. A file
         that is missing or not a WAV is logged and skipped (the call itself is on the timeline either way).
         """
-        try:
-            with wave.open(str(path), "rb") as w:
-                rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
-                pcm = w.readframes(w.getnframes())
-        except (OSError, EOFError, wave.Error) as err:
-            log.warning("call %s: no recording to transcribe after the call (%s)", rec.call_id, err)
+        if conversation_id is None:
             return None
-        if width != 2 or channels != 1 or not pcm or conversation_id is None:
-            log.warning("call %s: recording %s is not 16-bit mono audio; not transcribed", rec.call_id, path.name)
+        turns = await self._recognise_file(rec, path)
+        if not turns:
             return None
-        stream = await self.speech.open(lambda _text: None, rate=rate)
-        step = rate // 5 * 2  # 200 ms per frame
-        for i in range(0, len(pcm), step):
-            stream.feed(pcm[i : i + step])
-        utterances = await stream.close(limit_s=max(30.0, len(pcm) / (2 * rate)))
-        text = " ".join(u.text for u in utterances if u.text).strip()
-        if not text:
-            return None
-        started = rec.answered_at or rec.started_at
-        turns = [
-            {"side": "both", "text": u.text, "at": round(started + u.start, 2), "confidence": u.confidence}
-            for u in utterances
-            if u.text
-        ]
+        text = " ".join(t["text"] for t in turns).strip()
         meta = {"live": False, "after_call": True, "call_id": rec.call_id, "turns": turns, "path": str(path)}
         event_id = await self.timeline.append_event(
             conversation_id, EventKind.TRANSCRIPT, Channel.VOICE, text, meta, external_id=f"after:{rec.call_id}"
@@ -283,9 +338,87 @@ class LiveCalls:
         self.transcripts += 1
         return event_id
 
+    async def _recognise_file(self, rec: CallRecord, path: Path) -> list[dict[str, Any]] | None:
+        """The utterances of a call recording as turns on the wall clock (None: no usable recording).
+
+        MixMonitor writes only while the call is bridged, from about the answer on, and only the frames that flow
+        (a silent phone may send none), so the times are approximate; :func:`_aligned` corrects them against the
+        live turns when both heard the same words.
+        """
+        pcm, rate = b"", 0
+        for _ in range(30):  # Asterisk closes the file a moment after the hang-up is reported
+            try:
+                with wave.open(str(path), "rb") as w:
+                    rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
+                    pcm = w.readframes(w.getnframes())
+            except (OSError, EOFError, wave.Error) as err:
+                problem = str(err)
+                pcm = b""
+            else:
+                if width != 2 or channels != 1:
+                    log.warning(
+                        "call %s: recording %s is not 16-bit mono audio; not transcribed", rec.call_id, path.name
+                    )
+                    return None
+                if pcm:
+                    break
+                problem = "empty"
+            await asyncio.sleep(0.1)
+        if not pcm:
+            log.warning("call %s: no recording to transcribe after the call (%s)", rec.call_id, problem)
+            return None
+        stream = await self.speech.open(lambda _text: None, rate=rate)
+        step = rate // 5 * 2  # 200 ms per frame
+        for i in range(0, len(pcm), step):
+            stream.feed(pcm[i : i + step])
+        utterances = await stream.close(limit_s=max(30.0, len(pcm) / (2 * rate)))
+        started = rec.answered_at or rec.started_at
+        return [
+            {"side": "both", "text": u.text, "at": round(started + u.start, 2), "confidence": u.confidence}
+            for u in utterances
+            if u.text
+        ]
+
+    def ari_lost(self) -> None:
+        """The ARI link dropped: note it on every call being transcribed (their media may stop with it)."""
+        now = time.time()
+        for call in self._calls.values():
+            if call.ari_lost_at is None:
+                call.ari_lost_at = now
+        if self._calls:
+            log.warning(
+                "ARI link lost during %d call(s): they go on; what live audio misses comes from the recording",
+                len(self._calls),
+            )
+
+    def ari_event(self, event: dict[str, Any]) -> None:
+        """An event of the Stasis application: a snoop or media channel that ends mid-call is noted."""
+        if event.get("type") not in ("StasisEnd", "ChannelDestroyed"):
+            return
+        channel = event.get("channel")
+        gone = channel.get("id") if isinstance(channel, dict) else None
+        for call in self._calls.values():
+            if call.media_lost_at is None and any(gone in side.channels for side in call.sides):
+                call.media_lost_at = time.time()
+                log.info("call %s: live audio ended (%s)", call.call_id, event.get("type"))
+
+    async def ari_back(self) -> None:
+        """The ARI link is back: hang up media channels and bridges left behind while it was away."""
+        orphans, self._orphans = self._orphans, []
+        for kind, ident in orphans:
+            if kind == "bridge":
+                await self.ari.destroy_bridge(ident)
+            else:
+                await self.ari.hangup(ident)
+
     async def _teardown(self, call: _LiveCall) -> None:
         for side in call.sides:
             side.transport.close()
+            if not self.ari.connected:
+                # Nothing answers now: left for when the link is back (the snoops die with the call anyway).
+                self._orphans += [("channel", ch) for ch in side.channels]
+                self._orphans += [("bridge", side.bridge)] if side.bridge is not None else []
+                continue
             for ch in side.channels:
                 await self.ari.hangup(ch)
             if side.bridge is not None:

@@ -76,6 +76,14 @@ class VoiceSettings:
         default=True,
         metadata={"doc": "Transcribe answered calls live, both sides, through ARI (needs voice.ari_password)."},
     )
+    live_safety_recording: bool = field(
+        default=True,
+        metadata={
+            "doc": "While calls are transcribed live, Asterisk also records each answered inbound call into"
+            " recordings_dir, so a link to ARI lost mid-call loses no words; deleted after the call when live"
+            " audio covered all of it (while ARI is down at the answer, calls are always recorded)."
+        },
+    )
     consent_announcement: str = field(
         default="This call is transcribed on our own system so we can help you better.",
         metadata={

@@ -582,6 +582,7 @@ async def live_rig(
             ari_username=pbx["ARI_USER"],
             ari_password=Secret(pbx["ARI_PASSWORD"]),
             whisper_dir=str(cache),
+            recordings_dir=pbx["RECORDINGS_DIR"],  # the safety-net recordings (voice.live_safety_recording)
         ) as r:
             assert r.vc.ari is not None
             assert await r.vc.ari.wait_connected(10), "the gateway's ARI application did not register"
@@ -689,6 +690,155 @@ async def test_without_ari_the_call_goes_on_and_is_transcribed_after_it_ends(
         recording = Path(ev.meta["path"])
         assert recording.name.startswith("call-")
         recording.unlink(missing_ok=True)
+
+
+class _TcpRelay:
+    """A TCP relay in front of Asterisk's ARI that a test can cut, as when the HTTP server or the link goes away."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.close()
+        self.writers.clear()
+
+
+def _two_phrases(work: Path, first: str, second: str, gap_s: float) -> Path:
+    """``first`` after 1.5 s, ``second`` ``gap_s`` later, as 8 kHz mu-law for sipp."""
+    a = harness.make_speech(first, work / "first.wav", pad_before_s=1.5, pad_after_s=gap_s)
+    b = harness.make_speech(second, work / "second.wav", pad_before_s=0.1, pad_after_s=1.5)
+    out = work / "two.wav"
+    subprocess.run(["sox", str(a), str(b), str(out)], check=True, capture_output=True)
+    return out
+
+
+@pytest.mark.parametrize("lost", ["ari", "media"])
+async def test_ari_stopped_mid_call_the_call_goes_on_and_the_transcript_has_all_of_it(
+    pbx: dict[str, str],
+    realpbx: harness.PbxSettings,  # noqa: F811 - fixture parameter
+    tmp_path: Path,
+    phones: StartPhones,
+    lost: str,
+) -> None:
+    """ARI goes away while the caller talks ("ari"), or Asterisk drops the media channels while ARI stays ("media"):
+    the call is untouched, the words said before are live (caller side), the words said after come from Asterisk's
+    safety-net recording, and both are in one transcript."""
+    # espeak-ng's "취소" reads as "예약" to the small model; "안녕하세요" is told apart.
+    speech_service = LiveSpeech(default_model_path(), grammar=["예약", "안녕하세요", "[unk]"])
+    await speech_service.start()
+    relay = _TcpRelay(int(pbx["ARI_PORT"]))
+    port = await relay.start()
+    async with _make_rig(
+        pbx,
+        realpbx,
+        tmp_path,
+        speech_service,
+        live_transcribe=True,
+        ari_url=f"http://127.0.0.1:{port}",
+        ari_username=pbx["ARI_USER"],
+        ari_password=Secret(pbx["ARI_PASSWORD"]),
+        recordings_dir=pbx["RECORDINGS_DIR"],
+        consent_announcement="",
+    ) as rig:
+        assert rig.vc.ari is not None
+        assert await rig.vc.ari.wait_connected(10), "the gateway's ARI application did not register"
+        conv = await rig.known("+15551230045", "Eun Seo", "booking")
+        speech = _two_phrases(rig.work, "예약", "안녕하세요", gap_s=7.0)
+        await phones(x201="answer", x202="ring", x203="ring")
+        seconds = float(
+            subprocess.run(["sox", "--i", "-D", str(speech)], capture_output=True, text=True, check=True).stdout
+        )
+        hold = int(seconds * 1000) + 1500
+        call = asyncio.create_task(place_call(rig.work, number="+15551230045", hold_ms=hold, rtp_wav=speech))
+        await rig.wait_for(lambda e: isinstance(e, LiveTranscript) and "예약" in e.text, timeout=20)
+        cut_at = time.time()
+        if lost == "ari":
+            await relay.cut()
+            for _ in range(50):
+                if not rig.vc.ari.connected:
+                    break
+                await asyncio.sleep(0.05)
+            assert not rig.vc.ari.connected
+        else:
+            assert await asyncio.to_thread(harness.hangup_channels, realpbx, "UnicastRTP/")
+        result = await call
+        assert result.returncode == 0, result.stderr
+        end = await rig.ended()
+        assert end.outcome is CallOutcome.ANSWERED, "the call itself is untouched"
+        assert end.call.talk_seconds >= hold / 1000 - 1.0
+        ev = await _live_transcript(rig, conv)
+        turns = ev.meta["turns"]
+        before = [t for t in turns if "예약" in t["text"]]
+        after = [t for t in turns if "안녕하세요" in t["text"]]
+        assert [t["side"] for t in before] == ["caller"], turns
+        assert before[0]["at"] < cut_at
+        assert [t["side"] for t in after] == ["both"], turns  # from the recording: both sides mixed
+        assert after[0]["at"] > cut_at
+        assert ev.meta["live"] is True
+        assert ev.meta["after_call"] is True
+        if lost == "ari":
+            assert ev.meta["ari_lost_at"] >= cut_at - 0.5
+        else:
+            assert "ari_lost_at" not in ev.meta
+            assert cut_at <= ev.meta["live_until"] < after[0]["at"]
+            await relay.cut()
+        assert "Caller: 예약" in ev.body
+        assert "Call: 안녕하세요" in ev.body
+        Path(ev.meta["path"]).unlink(missing_ok=True)
+
+
+async def test_with_ari_up_the_safety_recording_is_deleted_when_live_audio_covered_the_call(
+    live_rig: Rig, pbx: dict[str, str], phones: StartPhones
+) -> None:
+    rig = live_rig
+    conv = await rig.known("+15551230046", "Ha Neul", "booking")
+    speech = harness.make_speech("예약", rig.work / "caller.wav", pad_before_s=1.5, pad_after_s=1.5)
+    await phones(x201="answer", x202="ring", x203="ring")
+    recordings = Path(pbx["RECORDINGS_DIR"])
+    before = set(recordings.glob("call-*.wav"))
+    seen: set[Path] = set()
+
+    async def watch() -> None:
+        while True:
+            seen.update(set(recordings.glob("call-*.wav")) - before)
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        result = await place_call(rig.work, number="+15551230046", hold_ms=5000, rtp_wav=speech)
+        assert result.returncode == 0, result.stderr
+        end = await rig.ended()
+        ev = await _live_transcript(rig, conv)
+    finally:
+        watcher.cancel()
+    assert [t["side"] for t in ev.meta["turns"] if "예약" in t["text"]] == ["caller"]
+    assert "after_call" not in ev.meta
+    # Asterisk recorded this call as the safety net, and the gateway deleted it once live audio had covered it all.
+    assert [p.name for p in seen] == [f"call-{end.call_id}.wav"]
+    assert not (recordings / f"call-{end.call_id}.wav").exists()
 
 
 async def test_the_caller_hears_the_transcription_notice_and_it_is_not_staff_speech(live_rig: Rig) -> None:

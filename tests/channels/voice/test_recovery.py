@@ -236,8 +236,17 @@ async def test_live_and_fresh_items_are_left_to_the_live_path(env: Env) -> None:
     assert env.published() == []
 
 
-async def test_missing_cdr_file_is_reported_with_the_fix(env: Env) -> None:
+async def test_no_cdr_file_yet_is_no_calls_yet_not_a_problem(env: Env) -> None:
+    """A fresh Asterisk writes the file with the first call that ends: before that there is nothing to recover."""
     env.cdr.unlink()
+    vc = env.channel()
+    await vc.recover()
+    assert vc.snapshot().last_recovery_error is None
+
+
+async def test_missing_cdr_directory_is_reported_with_the_fix(env: Env) -> None:
+    env.cdr.unlink()
+    env.cdr.parent.rmdir()
     vc = env.channel()
     await vc.recover()
     err = vc.snapshot().last_recovery_error
