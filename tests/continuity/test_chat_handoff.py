@@ -132,6 +132,11 @@ async def test_call_me_at_a_picked_time_is_checked_by_the_gateway_and_booked_by_
     await ws.close()
 
     engine.dialer = dialer
+    # A voice channel but no extension to ring (a chat visitor's conversation has no owner): no time is promised.
+    ws, _ = await connect(web)
+    await ws.send_json({"type": "call_slots"})
+    assert await ws.receive_json(timeout=5) == {"type": "call_slots", "slots": []}
+    await ws.close()
     engine.config = replace(engine.config, call_me_extension="201", call_me_retries=0)
     engine.ctx = replace(engine.ctx, config=engine.config)
     assert isinstance(engine.clock, ManualClock)
