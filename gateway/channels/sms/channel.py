@@ -137,6 +137,7 @@ class SmsChannel:
             self._sub.close()
         # Bounded: a task stuck on a vanished modem must not hold up the daemon's exit.
         await self._tasks.cancel_all(timeout=10.0)
+        self.outbox.flush_reports()  # the store, stopped after the channels, writes them before it closes
         if self.link is not None:
             self.link.close()
 
@@ -385,7 +386,7 @@ class SmsChannel:
                 log.warning("modem: unreadable status report ignored: %s", err)
                 return
             if isinstance(report, pducodec.SmsStatusReport):
-                self._spawn(self.outbox.status_report(report, soon=True), "sms-status-report")
+                self.outbox.status_report_soon(report)
         elif urc.name == "+CREG":
             reg = at.parse_creg(urc.args, solicited=False)
             if reg is not None:

@@ -207,7 +207,7 @@ class SerialLink:
     ) -> at.FinalResult:
         try:
             async with asyncio.timeout(timeout):
-                return await asyncio.shield(fut)
+                return await fut
         except TimeoutError as err:
             raise ModemTimeoutError(f"modem {self.device} gave no answer to {cmd} within {timeout:g} s") from err
 

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 
 from gateway.channels.sms.link import SendOutcomeUnknownError, SerialLink
 from gateway.domain.bus import Bus
@@ -67,6 +68,7 @@ class OutboxWorker:
         self.validity_minutes = validity_minutes
         self._wake = asyncio.Event()  # set when something was queued while no claim was parked
         self._parked: asyncio.Future[db.Claim] | None = None
+        self._parked_reports: set[asyncio.Future[tuple[int, str] | None]] = set()
         self.sent_parts = 0
 
     def wake(self) -> None:
@@ -130,17 +132,14 @@ class OutboxWorker:
         wait = 5.0 if next_at is None else max(0.0, min(5.0, next_at - time.time()))
         parked = self.store.park(lambda c: db.claim_next(c, time.time()))
         self._parked = parked
+        timer = asyncio.get_running_loop().call_later(wait, self.store.unpark, parked)
         try:
-            try:
-                async with asyncio.timeout(wait):
-                    return await asyncio.shield(parked)
-            except TimeoutError:
-                self.store.unpark(parked)
-                return await parked
+            return await parked
         except asyncio.CancelledError:
             self.store.unpark(parked, run=False)  # still parked: it never runs
             raise
         finally:
+            timer.cancel()
             self._parked = None
 
     async def _send(self, link: SerialLink, row: db.OutboundRow, done: dict[int, int]) -> db.Claim | None:
@@ -219,14 +218,7 @@ class OutboxWorker:
         log.warning("sms outbox: message %d %s: %s", row.id, state, reason)
         self.bus.publish(SmsOutboundState(row.id, row.conversation_id, state, reason))
 
-    async def status_report(self, report: pducodec.SmsStatusReport, *, soon: bool = False) -> None:
-        """Apply a ``+CDS`` report to the part it belongs to.
-
-        ``soon``: nothing waits for this report (the modem pushed it and needs no answer), so it is not worth a
-        durable commit of its own: it rides along with the next one (usually the next message's) and goes by
-        itself after :data:`REPORT_COALESCE_S` at most. A report read from the SIM is stored at once, as it is
-        deleted there next.
-        """
+    def _apply_report(self, report: pducodec.SmsStatusReport) -> Callable[[sqlite3.Connection], tuple[int, str] | None]:
         now = time.time()
 
         def apply(c: sqlite3.Connection) -> tuple[int, str] | None:
@@ -242,19 +234,39 @@ class OutboxWorker:
                 now=now,
             )
 
-        if soon:
-            parked = self.store.park(apply)
-            timer = asyncio.get_running_loop().call_later(REPORT_COALESCE_S, self.store.unpark, parked)
-            try:
-                result = await asyncio.shield(parked)
-            except asyncio.CancelledError:
-                self.store.unpark(parked)  # stopping: store it now rather than lose it
-                raise
-            finally:
-                timer.cancel()
-        else:
-            result = await self.store.write(apply)
-        self._report_applied(report, result)
+        return apply
+
+    async def status_report(self, report: pducodec.SmsStatusReport) -> None:
+        """Apply a status report read from the SIM to the part it belongs to, durably before it is deleted there."""
+        self._report_applied(report, await self.store.write(self._apply_report(report)))
+
+    def status_report_soon(self, report: pducodec.SmsStatusReport) -> None:
+        """Apply a ``+CDS`` report the modem pushed (it needs no answer, and nobody waits for it).
+
+        It is not worth a durable commit of its own: it rides along with the next one (usually the next message's)
+        and goes by itself after :data:`REPORT_COALESCE_S` at most, or at :meth:`flush_reports`.
+        """
+        parked = self.store.park(self._apply_report(report))
+        timer = asyncio.get_running_loop().call_later(REPORT_COALESCE_S, self.store.unpark, parked)
+        self._parked_reports.add(parked)
+
+        def applied(done: asyncio.Future[tuple[int, str] | None]) -> None:
+            timer.cancel()
+            self._parked_reports.discard(done)
+            if done.cancelled():
+                return
+            err = done.exception()
+            if err is not None:
+                log.warning("sms outbox: status report for reference %d not stored: %s", report.reference, err)
+                return
+            self._report_applied(report, done.result())
+
+        parked.add_done_callback(applied)
+
+    def flush_reports(self) -> None:
+        """Let every pushed report still waiting for a commit go now (the channel is stopping)."""
+        for parked in list(self._parked_reports):
+            self.store.unpark(parked)
 
     def _report_applied(self, report: pducodec.SmsStatusReport, result: tuple[int, str] | None) -> None:
         if result is None:
