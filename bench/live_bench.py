@@ -223,7 +223,7 @@ async def ring_while_transcribing(streams: int, ring: int, model: str, tmp: Path
     with wave.open(str(wav), "rb") as w:
         pcm = w.readframes(w.getnframes())
     vb: Any = _module("voice_bench", ROOT / "bench" / "voice_bench.py")
-    results: dict[str, list[dict[str, float]]] = {"none": [], "nice": [], "idle": []}
+    results: dict[str, list[dict[str, float]]] = {"none": [], "nice": [], "idle": [], "unfrozen": []}
     print(f"(3) ring-to-bus, {ring} calls per round, {rounds} rounds of each, with {streams} streams transcribed:")
     for _ in range(rounds):
         for mode in ("none", "nice", "idle"):
@@ -231,22 +231,31 @@ async def ring_while_transcribing(streams: int, ring: int, model: str, tmp: Path
             if mode == "none":
                 results[mode].append(await vb.bench_ring(ring))
             else:
-                results[mode].append(await _ring_under_load(vb, pcm, streams, ring, model, idle=mode == "idle"))
+                results[mode].append(
+                    await _ring_under_load(
+                        vb, pcm, streams, ring, model, idle=mode != "nice", freeze=mode != "unfrozen"
+                    )
+                )
     print("(3) summary, the daemon's own share (FastAGI session + DialBegin -> CallRinging delivered), per round:")
     for mode, label in (
         ("none", "no transcription"),
         ("nice", "workers niced (ordinary class)"),
         ("idle", "workers niced + idle class (the default)"),
+        ("unfrozen", "idle class, start-up objects not frozen"),
     ):
         p99 = ", ".join(f"{r['own_p99']:.1f}" for r in results[mode])
         p50 = ", ".join(f"{r['own_p50']:.2f}" for r in results[mode])
         pbx = ", ".join(f"{r['pbx_p99']:.1f}" for r in results[mode])
         lag = ", ".join(f"{r['lag_max']:.0f}" for r in results[mode])
+        gcs = ", ".join(f"{r['gc_count']:.0f}x{r['gc_max']:.0f}" for r in results[mode])
         print(f"    {label:42s} p99 ms: {p99}   p50 ms: {p50}")
         print(f"    {'':42s} Asterisk's AGI replies p99 ms: {pbx}   event-loop lag max ms: {lag}")
+        print(f"    {'':42s} full collections x longest ms: {gcs}")
 
 
-async def _ring_under_load(vb: Any, pcm: bytes, streams: int, ring: int, model: str, *, idle: bool) -> dict[str, float]:
+async def _ring_under_load(
+    vb: Any, pcm: bytes, streams: int, ring: int, model: str, *, idle: bool, freeze: bool = True
+) -> dict[str, float]:
     live = LiveSpeech(model, max_active=1500, idle=idle)
     await live.start()
     stop = asyncio.Event()
@@ -268,7 +277,7 @@ async def _ring_under_load(vb: Any, pcm: bytes, streams: int, ring: int, model: 
     feeders = [asyncio.create_task(paced(n)) for n in range(streams)]
     await asyncio.sleep(3)
     try:
-        return dict(await vb.bench_ring(ring))
+        return dict(await vb.bench_ring(ring, freeze=freeze))
     finally:
         stop.set()
         await asyncio.gather(*feeders, return_exceptions=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import re
@@ -41,6 +42,7 @@ from gateway.domain.service import ConversationService  # noqa: E402
 from gateway.protocols.ami import AmiEvent, AmiParser  # noqa: E402
 from gateway.store import queries as q  # noqa: E402
 from gateway.store.db import Store  # noqa: E402
+from gateway.supervise import freeze_startup_objects  # noqa: E402
 
 TRANSCRIPTS = ROOT / "tests" / "channels" / "voice" / "transcripts"
 STAFF = {"201": "alice", "202": "bob", "203": "carol"}
@@ -312,7 +314,7 @@ def _invite_times(trace: Path) -> list[float]:
     return times
 
 
-async def bench_ring(calls: int, *, unknown: bool = False) -> dict[str, float]:
+async def bench_ring(calls: int, *, unknown: bool = False, freeze: bool = True) -> dict[str, float]:
     env = _env(ROOT / "tests" / "realpbx" / "test.env")
     secret = env.get("AMI_SECRET", "")
     sipp = shutil.which("sipp")
@@ -408,6 +410,23 @@ async def bench_ring(calls: int, *, unknown: bool = False) -> dict[str, float]:
 
     vc.agi._handlers["inbound"] = timed_route  # noqa: SLF001 - benchmark instrumentation
     await vc.start()
+    # As App.start does: what was loaded at start is moved out of the collector's full scans (gc.unfreeze: not).
+    if freeze:
+        freeze_startup_objects()
+    else:
+        gc.unfreeze()
+    gc_pauses: list[float] = []
+    gc_started: dict[str, float] = {}
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            gc_started["t"] = time.perf_counter()
+        elif "t" in gc_started:
+            gc_pauses.append((time.perf_counter() - gc_started.pop("t")) * 1000)
+
+    gc.callbacks.append(on_gc)
     uas = []
     for ext in ("201", "202", "203"):
         uas.append(
@@ -455,6 +474,7 @@ async def bench_ring(calls: int, *, unknown: bool = False) -> dict[str, float]:
     await asyncio.sleep(1)
     collector.cancel()
     lagger.cancel()
+    gc.callbacks.remove(on_gc)
     await vc.stop()
     await store.stop()
     for p in uas:
@@ -480,6 +500,10 @@ async def bench_ring(calls: int, *, unknown: bool = False) -> dict[str, float]:
         f"caller lookup: p50 {pct(looks, 50):.2f} ms  p99 {pct(looks, 99):.2f} ms"
     )
     print(f"    event-loop lag (5 ms timer): p99 {pct(lag, 99):.1f} ms  max {max(lag, default=0):.1f} ms")
+    print(
+        f"    full garbage collections meanwhile: {len(gc_pauses)}, longest {max(gc_pauses, default=0):.1f} ms "
+        f"({'start-up objects frozen' if freeze else 'nothing frozen'})"
+    )
     return {
         "own_p50": pct(own, 50),
         "own_p99": pct(own, 99),
@@ -488,6 +512,8 @@ async def bench_ring(calls: int, *, unknown: bool = False) -> dict[str, float]:
         "pbx_p99": pct(pbx, 99),
         "lookup_p99": pct(looks, 99),
         "lag_max": max(lag, default=0.0),
+        "gc_max": max(gc_pauses, default=0.0),
+        "gc_count": float(len(gc_pauses)),
     }
 
 

@@ -34,7 +34,7 @@ from gateway.store import meta
 from gateway.store import web as web_sql
 from gateway.store.backup import BackupScheduler
 from gateway.store.db import Store
-from gateway.supervise import cancel_and_wait
+from gateway.supervise import cancel_and_wait, freeze_startup_objects
 from gateway.values import Health, degraded, down, off, ok
 
 if TYPE_CHECKING:  # the channel modules are imported only when configured
@@ -463,7 +463,9 @@ class App:
         except BaseException:
             await self.stop()
             raise
+        frozen = freeze_startup_objects()
         log.info("gateway started: %s", ", ".join(name for name, _ in self._started))
+        log.debug("%d objects loaded at start moved out of the garbage collector's scans", frozen)
 
     async def _start_part(self, name: str, part: Part) -> None:
         log.debug("starting %s", name)

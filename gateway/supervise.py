@@ -17,6 +17,7 @@ returned) so a vanished device cannot hold up the daemon's exit.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 import random
@@ -174,3 +175,17 @@ class TaskSet:
 
 def _name(task: asyncio.Future[Any]) -> str:
     return task.get_name() if isinstance(task, asyncio.Task) else repr(task)
+
+
+def freeze_startup_objects() -> int:
+    """Move every object alive now out of the garbage collector's reach (:func:`gc.freeze`); returns how many.
+
+    A daemon loads a lot once at start (libphonenumber's metadata, dateparser's languages, aiohttp, the config) and
+    keeps it for its whole life. CPython's full collections scan every tracked object each time, and with these
+    loaded one took 40-210 ms on the 2-core box: the event loop stood still that long, and a ringing call's FastAGI
+    answer with it. Frozen objects are never scanned again; what the daemon allocates later is collected as usual.
+    Called once the daemon has started and again after the slow warm-ups that run in the background.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

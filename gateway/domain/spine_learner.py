@@ -22,6 +22,7 @@ automatically, and staff can still set it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -65,6 +66,11 @@ class SpineLearner:
             raise
         except Exception:
             log.exception("spine: warming up the readers failed; messages are still read")
+            return
+        # dateparser's and pyap's data stay for good: out of the collector's way (gateway.supervise.
+        # freeze_startup_objects says why).
+        gc.collect()
+        gc.freeze()
 
     async def stop(self) -> None:
         """Stop reading; a message being applied finishes first."""
