@@ -226,12 +226,12 @@ async def ring_while_transcribing(streams: int, ring: int, model: str, tmp: Path
     results: dict[str, list[dict[str, float]]] = {"none": [], "nice": [], "idle": [], "unfrozen": []}
     print(f"(3) ring-to-bus, {ring} calls per round, {rounds} rounds of each, with {streams} streams transcribed:")
     for _ in range(rounds):
-        for mode in ("none", "nice", "idle"):
+        for mode, rows in results.items():
             print(f"  [{mode}]", flush=True)
             if mode == "none":
-                results[mode].append(await vb.bench_ring(ring))
+                rows.append(await vb.bench_ring(ring))
             else:
-                results[mode].append(
+                rows.append(
                     await _ring_under_load(
                         vb, pcm, streams, ring, model, idle=mode != "nice", freeze=mode != "unfrozen"
                     )
@@ -251,6 +251,8 @@ async def ring_while_transcribing(streams: int, ring: int, model: str, tmp: Path
         print(f"    {label:42s} p99 ms: {p99}   p50 ms: {p50}")
         print(f"    {'':42s} Asterisk's AGI replies p99 ms: {pbx}   event-loop lag max ms: {lag}")
         print(f"    {'':42s} full collections x longest ms: {gcs}")
+        reads = ", ".join(f"{r['read_max']:.0f}/{r['read_inside_max']:.0f}" for r in results[mode])
+        print(f"    {'':42s} longest store read, awaited/query ms: {reads}")
 
 
 async def _ring_under_load(

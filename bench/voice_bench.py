@@ -377,6 +377,30 @@ async def bench_ring(calls: int, *, unknown: bool = False, freeze: bool = True) 
             lookup_ms[number + str(len(lookup_ms))] = (time.perf_counter() - t0) * 1000
 
     route._find = timed_find  # type: ignore[method-assign]  # noqa: SLF001
+    # Each store read timed twice: the whole await, and the query itself on the reader's thread.
+    read_total: list[float] = []
+    read_inside: list[float] = []
+    plain_read = store.read
+
+    async def timed_read(fn: Any) -> Any:
+        inside = 0.0
+
+        def timed_fn(conn: Any) -> Any:
+            nonlocal inside
+            t = time.perf_counter()
+            try:
+                return fn(conn)
+            finally:
+                inside = time.perf_counter() - t
+
+        t0 = time.perf_counter()
+        try:
+            return await plain_read(timed_fn)
+        finally:
+            read_total.append((time.perf_counter() - t0) * 1000)
+            read_inside.append(inside * 1000)
+
+    store.read = timed_read  # type: ignore[method-assign]
 
     async def timed_route(session: Any) -> None:
         # Time spent waiting for Asterisk's answers to SET VARIABLE is Asterisk's, not the daemon's: kept apart.
@@ -499,6 +523,10 @@ async def bench_ring(calls: int, *, unknown: bool = False, freeze: bool = True) 
         f"      of which waiting for Asterisk's replies: p50 {pct(pbx, 50):.2f} ms  p99 {pct(pbx, 99):.2f} ms; "
         f"caller lookup: p50 {pct(looks, 50):.2f} ms  p99 {pct(looks, 99):.2f} ms"
     )
+    print(
+        f"    store reads: p99 {pct(read_total, 99):.2f} ms  max {max(read_total, default=0):.1f} ms awaited; "
+        f"the query itself on the reader thread: p99 {pct(read_inside, 99):.2f} ms  max {max(read_inside, default=0):.1f} ms"
+    )
     print(f"    event-loop lag (5 ms timer): p99 {pct(lag, 99):.1f} ms  max {max(lag, default=0):.1f} ms")
     print(
         f"    full garbage collections meanwhile: {len(gc_pauses)}, longest {max(gc_pauses, default=0):.1f} ms "
@@ -513,6 +541,8 @@ async def bench_ring(calls: int, *, unknown: bool = False, freeze: bool = True) 
         "lookup_p99": pct(looks, 99),
         "lag_max": max(lag, default=0.0),
         "gc_max": max(gc_pauses, default=0.0),
+        "read_max": max(read_total, default=0.0),
+        "read_inside_max": max(read_inside, default=0.0),
         "gc_count": float(len(gc_pauses)),
     }
 
