@@ -234,6 +234,7 @@ class App:
                 self.config.spine.episode_window_minutes,
             ),
             dialer=self.voice.click_to_call if self.voice is not None else None,
+            spine_ready=self.spine_learner.read_up_to_date if self.spine_learner is not None else None,
             clock=self.continuity_clock,
         )
         return self.continuity

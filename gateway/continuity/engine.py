@@ -109,6 +109,7 @@ class ContinuityEngine:
         *,
         clock: Clock | None = None,
         dialer: Dialer | None = None,
+        spine_ready: Callable[[int], Awaitable[object]] | None = None,
     ) -> None:
         self.config = config
         self.service = service
@@ -116,6 +117,8 @@ class ContinuityEngine:
         self.bus = bus
         self.clock: Clock = clock or SystemClock()
         self.dialer = dialer
+        self.spine_ready = spine_ready
+        """Waits until the spine has read a conversation's newest message (the daemon's SpineLearner)."""
         hs = hours_settings or HoursSettings()
         self.episode_minutes = hs.episode_minutes
         self.ctx = rules.Context(
@@ -367,6 +370,9 @@ class ContinuityEngine:
         claimed = await self.store.write(lambda c: sql.claim_job(c, job.id, now))
         if not claimed:
             return
+        if self.spine_ready is not None:
+            # Compose from what the customer said last (a name in the answer that made this job due).
+            await self.spine_ready(job.conversation_id)
         loaded = await self.store.read(lambda c: load(c, job.conversation_id, now))
         if loaded is None:
             await self.store.write(lambda c: sql.finish_job(c, job.id, "cancelled", "conversation gone", now))

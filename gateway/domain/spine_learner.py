@@ -22,6 +22,7 @@ automatically, and staff can still set it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from typing import Any
@@ -31,6 +32,7 @@ from gateway.domain.events import SmsOutboundState, TimelineEventAdded
 from gateway.domain.extract import SpineReader
 from gateway.domain.models import Channel, EventKind, TimelineEvent
 from gateway.domain.spine import EXTRACTOR, SpineService
+from gateway.store import spine as spine_sql
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ class SpineLearner:
     def __init__(self, spines: SpineService, reader: SpineReader, bus: Bus) -> None:
         self.spines = spines
         self.reader = reader
+        self.seen_upto = 0
+        """The newest timeline entry id handled (read, or not for the spine)."""
+        self._progress = asyncio.Condition()
         self.bus = bus
         self.learned = 0
         self.failures = 0
@@ -96,6 +101,28 @@ class SpineLearner:
             except Exception:
                 self.failures += 1
                 log.exception("spine: updating a spine from a bus event failed")
+            finally:
+                if isinstance(item, TimelineEventAdded) and item.event.id > self.seen_upto:
+                    self.seen_upto = item.event.id
+                    async with self._progress:
+                        self._progress.notify_all()
+
+    async def read_up_to_date(self, conversation_id: int, limit_s: float = 3.0) -> bool:
+        """Wait (at most ``limit_s``) until the conversation's newest message or transcript has been read.
+
+        A rule about to text the customer composes from the spine ("asks nothing twice"); the message that made it
+        act may still be in the reader's queue (the customer's answer that confirmed their number, with their name in
+        it). False when it was not read in time: the rule goes ahead with what is known.
+        """
+        newest = await self.spines.store.read(
+            lambda c: spine_sql.last_read_event_id(c, spine_sql.chain(c, conversation_id))
+        )
+        if self.seen_upto >= newest:
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit_s), self._progress:
+                await self._progress.wait_for(lambda: self.seen_upto >= newest)
+        return self.seen_upto >= newest
 
     async def learn(self, event: TimelineEvent) -> None:
         """Apply what one timeline event says to its conversation's spine."""

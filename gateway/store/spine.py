@@ -174,3 +174,13 @@ def outbox_conversation(conn: sqlite3.Connection, outbox_id: int) -> int | None:
     """The conversation of an outbox row."""
     row = conn.execute("SELECT conversation_id FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
     return int(row[0]) if row is not None else None
+
+
+def last_read_event_id(conn: sqlite3.Connection, conversation_ids: Sequence[int]) -> int:
+    """The newest message or transcript of these conversations that the spine reads (0: none)."""
+    marks = ",".join("?" * len(conversation_ids))
+    row = conn.execute(
+        f"SELECT MAX(id) FROM events WHERE conversation_id IN ({marks}) AND kind IN ('message_in', 'transcript')",
+        tuple(conversation_ids),
+    ).fetchone()
+    return int(row[0] or 0)

@@ -176,3 +176,17 @@ async def test_reading_happens_off_the_event_loop(service: ConversationService, 
     await learner.learn(next(e for e in await service.timeline(res.conversation_id) if e.id == res.event_id))
     assert threads
     assert loop_thread not in threads
+
+
+async def test_a_rule_can_wait_until_the_newest_message_is_read(
+    service: ConversationService, learner: SpineLearner
+) -> None:
+    """The continuation that follows a customer's answer composes from it: it waits until the answer is read."""
+    res = await service.ingest(inbound(Channel.SMS, "+14155552671", "s9", "Hi, this is Maria Rossi, text me"))
+    assert await learner.read_up_to_date(res.conversation_id, limit_s=10)
+    spine = await learner.spines.spine(res.conversation_id)
+    assert spine.facts["name"].value == "Maria Rossi"
+    # Nothing new: it answers at once; a conversation the learner will never hear of gives up after the limit.
+    assert await learner.read_up_to_date(res.conversation_id, limit_s=0.01)
+    learner.seen_upto = 0
+    assert not await learner.read_up_to_date(res.conversation_id, limit_s=0.05)
