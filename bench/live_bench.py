@@ -285,10 +285,8 @@ TRANSCRIPT = (
 
 async def ring_while_reading(ring: int, rounds: int) -> None:
     """(4) ring-to-bus while finished call transcripts are read by the spine (dateparser, pyap, libphonenumber) in a
-    thread of the daemon's process, as when calls end: with Python's default GIL switch interval (5 ms) and with the
-    0.5 ms the daemon sets at start (gateway.app), ``rounds`` times each, interleaved."""
-    import sys as _sys  # noqa: PLC0415
-
+    thread of the daemon's process without pause, as when many calls end at once, against no reading, ``rounds``
+    times each, interleaved. The reading holds Python's GIL, which the event loop needs for every step."""
     from gateway.domain.extract import SpineReader  # noqa: PLC0415
     from gateway.domain.intent import IntentConfig, IntentRules  # noqa: PLC0415
     from gateway.domain.spine import SpineConfig  # noqa: PLC0415
@@ -302,10 +300,8 @@ async def ring_while_reading(ring: int, rounds: int) -> None:
     )
     reader.warm()
     vb: Any = _module("voice_bench", ROOT / "bench" / "voice_bench.py")
-    default = _sys.getswitchinterval()
-    results: dict[float, list[dict[str, float]]] = {default: [], 0.0005: []}
+    results: dict[str, list[dict[str, float]]] = {"none": [], "reading": []}
     reads = 0
-    print(f"(4) ring-to-bus, {ring} calls per round, while call transcripts are read by the spine in a thread:")
 
     async def reading(stop: asyncio.Event) -> int:
         done = 0
@@ -314,23 +310,22 @@ async def ring_while_reading(ring: int, rounds: int) -> None:
             done += 1
         return done
 
+    print(f"(4) ring-to-bus, {ring} calls per round, with and without call transcripts read by the spine meanwhile:")
     for _ in range(rounds):
-        for interval, rows in results.items():
-            _sys.setswitchinterval(interval)
+        for mode, rows in results.items():
             stop = asyncio.Event()
-            task = asyncio.create_task(reading(stop))
+            task = asyncio.create_task(reading(stop)) if mode == "reading" else None
             try:
-                print(f"  [switch interval {interval * 1000:g} ms]", flush=True)
+                print(f"  [{mode}]", flush=True)
                 rows.append(await vb.bench_ring(ring))
             finally:
                 stop.set()
-                reads += await task
-    _sys.setswitchinterval(default)
-    print(f"(4) summary ({reads} transcripts read meanwhile), the daemon's own share per round:")
-    for interval, rows in results.items():
+                reads += await task if task is not None else 0
+    print(f"(4) summary ({reads} transcripts read), the daemon's own share per round:")
+    for mode, rows in results.items():
         p99 = ", ".join(f"{r['own_p99']:.1f}" for r in rows)
         lag = ", ".join(f"{r['lag_max']:.0f}" for r in rows)
-        print(f"    switch interval {interval * 1000:4g} ms: p99 ms {p99}   event-loop lag max ms {lag}")
+        print(f"    {mode:8s} p99 ms {p99}   event-loop lag max ms {lag}")
 
 
 def main() -> None:

@@ -41,7 +41,9 @@ SHIPPED = ("gateway", "asterisk-config", "systemd", "udev", "hardware", "pyproje
 INCLUDES = {
     "manager.conf": "gateway-manager.conf",
     "extensions.conf": "gateway-extensions.conf",
+    "ari.conf": "gateway-ari.conf",
 }
+ARI_USER = "gateway-ari"
 
 
 @dataclass
@@ -197,8 +199,19 @@ class Installer:
             voice = data.get("voice", {})
             self.out(f"kept {path} (secrets are never regenerated)")
             self._own(path, "/etc/gateway/gateway.toml", "root:gateway")
-            return {"ami_secret": str(voice.get("ami_secret", "")), "ami_user": str(voice.get("ami_username", USER))}
+            if not voice.get("ari_password"):
+                self.out(
+                    "note: voice.ari_password is not set in /etc/gateway/gateway.toml, so calls are not transcribed "
+                    "live; add ari_password (and the same password in /etc/asterisk/gateway-ari.conf) to turn it on"
+                )
+            return {
+                "ami_secret": str(voice.get("ami_secret", "")),
+                "ami_user": str(voice.get("ami_username", USER)),
+                "ari_password": str(voice.get("ari_password", "")),
+                "ari_user": str(voice.get("ari_username", ARI_USER)),
+            }
         ami = secrets.token_urlsafe(24)
+        ari = secrets.token_urlsafe(24)
         hook = secrets.token_urlsafe(32)
         text = f"""# gateway configuration written by ./install.sh office. Every key and its default:
 # `gateway show-config --defaults`. Check it with `gateway doctor`.
@@ -217,6 +230,11 @@ ami_port = 5038
 ami_username = "{USER}"
 # Generated; the same secret is in /etc/asterisk/gateway-manager.conf.
 ami_secret = "{ami}"
+# Live transcription of answered calls through ARI on loopback (Asterisk's HTTP server must be on, see
+# /etc/asterisk/http.conf). Generated; the same password is in /etc/asterisk/gateway-ari.conf.
+ari_url = "http://127.0.0.1:8088"
+ari_username = "{ARI_USER}"
+ari_password = "{ari}"
 
 [transcribe]
 enabled = true
@@ -230,7 +248,7 @@ port = 8080
 webhook_secret = "{hook}"
 """
         self.ensure_file("/etc/gateway/gateway.toml", text.encode(), 0o640, "root:gateway")
-        return {"ami_secret": ami, "ami_user": USER}
+        return {"ami_secret": ami, "ami_user": USER, "ari_password": ari, "ari_user": ARI_USER}
 
     def _model_dir(self) -> str:
         models = self.p("/var/lib/gateway/models")
@@ -278,8 +296,15 @@ webhook_secret = "{hook}"
             ),
             ("/etc/asterisk/gateway-extensions.conf", _section_from(rendered["extensions.conf"], "[globals]")),
         ]
+        if secrets_.get("ari_password"):
+            planned.append(
+                ("/etc/asterisk/gateway-ari.conf", _section_from(rendered["ari.conf"], f"[{secrets_['ari_user']}]"))
+            )
+        self._check_http(etc)
         includes: list[tuple[str, bytes]] = []
         for conf, snippet in INCLUDES.items():
+            if conf == "ari.conf" and not secrets_.get("ari_password"):
+                continue
             path = etc / conf
             current = path.read_bytes() if path.exists() else b""
             line = f'#include "{snippet}"'.encode()
@@ -294,10 +319,34 @@ webhook_secret = "{hook}"
         backup = self.p(f"/var/backups/gateway/asterisk-{stamp}.tar.gz")
         self.change(f"back up /etc/asterisk to /var/backups/gateway/{backup.name}", lambda: _tar(etc, backup))
         for absolute, content in differs:
-            mode = 0o640 if "manager" in absolute else 0o644
+            mode = 0o640 if "manager" in absolute or "-ari" in absolute else 0o644
             self.ensure_file(absolute, content, mode)
         if self.real_root and shutil.which("asterisk"):
             self.run(["asterisk", "-rx", "core reload"], "reload Asterisk's configuration")
+
+    def _check_http(self, etc: Path) -> None:
+        """Say so when Asterisk's HTTP server (which ARI needs) is off or not on loopback; never edits http.conf."""
+        path = etc / "http.conf"
+        general: dict[str, str] = {}
+        section = ""
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        for raw in text.splitlines():
+            line = raw.split(";", 1)[0].strip()
+            if line.startswith("[") and "]" in line:
+                section = line[1 : line.index("]")].strip().lower()
+            elif "=" in line and section == "general":
+                key, _, value = line.partition("=")
+                general[key.strip().lower()] = value.strip().lstrip(">").strip()
+        enabled = general.get("enabled", "no").lower() in ("yes", "true", "1", "on")
+        loopback = general.get("bindaddr", "") in ("127.0.0.1", "::1", "localhost")
+        if enabled and loopback:
+            self.out("Asterisk: the HTTP server for ARI is on, on loopback")
+            return
+        self.out(
+            "note: live call transcription needs Asterisk's HTTP server on loopback; in /etc/asterisk/http.conf set "
+            "[general] enabled = yes, bindaddr = 127.0.0.1, bindport = 8088 (then `asterisk -rx 'module reload "
+            "http'`). Until then calls are recorded and transcribed after they end."
+        )
 
     def _render(self, secrets_: dict[str, str]) -> dict[str, str]:
         with tempfile.TemporaryDirectory() as tmp:
@@ -306,6 +355,8 @@ webhook_secret = "{hook}"
                 "GATEWAY_ASTERISK_STATE": str(Path(tmp) / "state"),
                 "GATEWAY_ASTERISK_AMI_SECRET": secrets_["ami_secret"],
                 "GATEWAY_ASTERISK_AMI_USER": secrets_["ami_user"],
+                "GATEWAY_ASTERISK_ARI_USER": secrets_.get("ari_user") or ARI_USER,
+                "GATEWAY_ASTERISK_ARI_PASSWORD": secrets_.get("ari_password") or "unused",
             }
             script = SRC / "asterisk-config" / "local-asterisk.sh"
             bash = shutil.which("bash") or "/bin/bash"

@@ -91,6 +91,16 @@ def test_install_twice_gives_the_same_tree(tmp_path: Path) -> None:
     assert manager.rstrip().endswith('#include "gateway-manager.conf"')
     assert '#include "gateway-extensions.conf"' in (root / "etc/asterisk/extensions.conf").read_text()
     assert "[gw-inbound]" in (root / "etc/asterisk/gateway-extensions.conf").read_text()
+    # Live transcription: the ARI user with the password the gateway has, included into ari.conf; http.conf is
+    # the office's, never edited: the installer says what to set.
+    ari = (root / "etc/asterisk/gateway-ari.conf").read_text()
+    assert f"[{cfg.voice.ari_username}]" in ari
+    assert f"password = {cfg.voice.ari_password.reveal()}" in ari
+    assert len(cfg.voice.ari_password.reveal()) >= 24
+    assert (root / "etc/asterisk/gateway-ari.conf").stat().st_mode & 0o777 == 0o640
+    assert '#include "gateway-ari.conf"' in (root / "etc/asterisk/ari.conf").read_text()
+    assert not (root / "etc/asterisk/http.conf").exists()
+    assert "needs Asterisk's HTTP server on loopback" in first.stdout
     (backup,) = (root / "var/backups/gateway").glob("asterisk-*.tar.gz")  # one backup, before the first change
     assert backup.stat().st_mode & 0o777 == 0o600
     assert (root / "opt/gateway/src/gateway/app.py").read_bytes() == (ROOT / "gateway/app.py").read_bytes()
@@ -128,3 +138,18 @@ def test_uninstall_keeps_data_unless_purge(tmp_path: Path) -> None:
     assert purged.returncode == 0, purged.stderr
     assert not (root / "var/lib/gateway").exists()
     assert not (root / "etc/gateway").exists()
+
+
+def test_http_server_check_reads_the_offices_http_conf(tmp_path: Path) -> None:
+    from gateway.installer import Installer  # noqa: PLC0415 - the unit under test, beside the end-to-end runs
+
+    said: list[str] = []
+    inst = Installer(root=tmp_path, out=said.append)
+    etc = tmp_path / "etc/asterisk"
+    etc.mkdir(parents=True)
+    (etc / "http.conf").write_text("[general]\nenabled = yes ; on\nbindaddr = 127.0.0.1\nbindport = 8088\n")
+    inst._check_http(etc)
+    (etc / "http.conf").write_text("[general]\nenabled = yes\nbindaddr = 0.0.0.0\n")
+    inst._check_http(etc)
+    assert said[0] == "Asterisk: the HTTP server for ARI is on, on loopback"
+    assert said[1].startswith("note: live call transcription needs Asterisk's HTTP server on loopback")

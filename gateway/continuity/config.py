@@ -115,7 +115,11 @@ class ContinuityConfig:
     call_me_retries: int = field(default=2, metadata=_doc("extra attempts when nobody could be reached"))
     call_me_retry_minutes: int = field(default=5, metadata=_doc("minutes between call-back attempts"))
     call_me_extension: str = field(
-        default="", metadata=_doc("extension rung when the conversation has no owner with a phone")
+        default="",
+        metadata=_doc(
+            "extension rung when the conversation has no owner with a phone; the chat widget offers call-back"
+            " times only when it is set"
+        ),
     )
     call_me_failed_template: str = field(
         default="We tried to call you back but could not reach you. Reply here with a better time. - {business_name}",

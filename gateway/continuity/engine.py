@@ -680,8 +680,10 @@ class ContinuityEngine:
         return outbox_id
 
     def can_call(self) -> bool:
-        """True when a call-back at a chosen time can be booked (rules on, call-me on, the voice channel there)."""
-        return self.config.enabled and self.config.call_me_enabled and self.dialer is not None
+        """True when the chat may offer call-back times: rules and call-me on, the voice channel there, and an
+        extension to ring (a chat visitor's new conversation has no owner yet; never promise a call nobody makes)."""
+        cfg = self.config
+        return cfg.enabled and cfg.call_me_enabled and self.dialer is not None and bool(cfg.call_me_extension)
 
     def _callable(self, moment: float) -> bool:
         quiet = self.config.quiet_hours

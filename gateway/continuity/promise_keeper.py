@@ -16,7 +16,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.continuity.promises import Hours, PromiseFound, find_promises
 from gateway.domain.bus import Bus, Subscription
@@ -36,12 +36,36 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: The recogniser ends an utterance at every pause; staff utterances closer than this, with nothing said by the
+#: caller in between, are one sentence ("내일" ... "전화 할게요" is one promise made tomorrow).
+SAME_SENTENCE_S = 1.5
+
+
+def _staff_sentences(turns: list[dict[str, Any]]) -> str:
+    """What staff said in a call transcript, one sentence per line."""
+    out: list[str] = []
+    last_end: float | None = None
+    for turn in sorted(turns, key=lambda t: float(t.get("at") or 0.0)):
+        if turn.get("side") != "staff":
+            last_end = None
+            continue
+        text = str(turn.get("text", "")).strip()
+        at = turn.get("at")
+        close = last_end is not None and isinstance(at, int | float) and at - last_end < SAME_SENTENCE_S
+        if close and out:
+            out[-1] += " " + text
+        else:
+            out.append(text)
+        end = turn.get("end")
+        last_end = float(end) if isinstance(end, int | float) else None
+    return "\n".join(out)
+
+
 def _said_by_staff(event: TimelineEvent) -> tuple[str, str | None] | None:
     """(text staff said or wrote, who) of a timeline entry, or None when staff said nothing in it."""
     meta = event.meta or {}
     if event.kind == EventKind.TRANSCRIPT.value and meta.get("live"):
-        turns = meta.get("turns") or []
-        text = "\n".join(str(t.get("text", "")) for t in turns if isinstance(t, dict) and t.get("side") == "staff")
+        text = _staff_sentences([t for t in meta.get("turns") or [] if isinstance(t, dict)])
         return (text, meta.get("extension")) if text.strip() else None
     if event.kind == EventKind.MESSAGE_OUT.value and not meta.get("automated") and event.author:
         return event.body, event.author

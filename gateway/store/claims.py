@@ -151,6 +151,14 @@ def handoff_decision(conn: sqlite3.Connection, visitor_hash: str, client_id: str
     return str(row[0]) if row else None
 
 
+def handoff_moment(conn: sqlite3.Connection, external_id: str) -> float | None:
+    """The call-back moment a chat hand-off booked (its timeline entry's ``meta.at``), or None."""
+    row = conn.execute(
+        "SELECT json_extract(meta, '$.at') FROM events WHERE channel = 'chat' AND external_id = ?", (external_id,)
+    ).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
 def handoffs_since(conn: sqlite3.Connection, visitor_hash: str, conversation_id: int, mode: str, since: float) -> int:
     """Hand-offs of this mode that did not hit a limit, by this visitor or in this conversation, since a time."""
     row = conn.execute(

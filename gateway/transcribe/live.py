@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 SILENCE_RMS = 150.0
 #: Silence still sent after speech, so the recogniser hears the pause that ends an utterance.
 HANGOVER_S = 0.8
+#: Seconds of held-back silence sent ahead of speech that resumes: the first syllable starts quieter than the level
+#: that counts as voice, and a recogniser that misses it hears another word.
+PREROLL_S = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,8 @@ class LiveStream:
     _segments: list[tuple[int, float]] = field(default_factory=list)
     _last_voice: float = float("-inf")
     _skipping: bool = False
+    _held: collections.deque[bytes] = field(default_factory=collections.deque)
+    _held_bytes: int = 0
 
     def feed(self, pcm: bytes) -> None:
         """Queue signed 16-bit little-endian PCM for recognition (never blocks).
@@ -85,10 +90,20 @@ class LiveStream:
         elif now - self._last_voice > HANGOVER_S:
             self.skipped_bytes += len(pcm)
             self._skipping = True
+            # Keep the latest silence: it is sent ahead of the speech that ends it (PREROLL_S).
+            self._held.append(pcm)
+            self._held_bytes += len(pcm)
+            while self._held_bytes - len(self._held[0]) >= PREROLL_S * self.rate * 2:
+                self._held_bytes -= len(self._held.popleft())
             return
         if self._skipping or not self._segments:
-            self._segments.append((self.fed_bytes // 2, time.time()))
+            held, self._held_bytes = b"".join(self._held), 0
+            self._held.clear()
+            self.skipped_bytes -= len(held)
+            self._segments.append((self.fed_bytes // 2, time.time() - len(held) / (2 * self.rate)))
             self._skipping = False
+            if held:
+                self.owner._send(self, AUDIO, held)  # noqa: SLF001
         self.owner._send(self, AUDIO, pcm)  # noqa: SLF001 - the stream is the speech service's handle
         self._fed_at.append((self.fed_bytes // 2, now))
 

@@ -118,6 +118,7 @@ class ChatHub:
             "greeting": cfg.greeting,
             "after_hours": not open_now,
             "after_hours_message": cfg.after_hours_message if not open_now else "",
+            "timezone": cfg.timezone,  # the widget says so when the visitor's own zone differs
         }
 
     @property

@@ -58,6 +58,10 @@ async def test_the_visitor_picks_a_call_back_time_in_their_time_zone_and_the_cal
                 await visitor.goto(app.web.url + "/demo")
                 await visitor.click("#gateway-chat >> .launcher")
                 await visitor.wait_for_selector("#gateway-chat >> .log li.system")
+                # The office's own times ("we reopen at 13:30") are New York time: the widget says so, once.
+                zone_note = visitor.locator("#gateway-chat >> li.system", has_text="Times in our messages are")
+                await zone_note.wait_for(timeout=10000)
+                assert (await zone_note.text_content() or "").startswith("Times in our messages are New York time")
                 await visitor.fill("#gateway-chat >> textarea", "Could someone call me about a crown?")
                 await visitor.press("#gateway-chat >> textarea", "Enter")
                 await visitor.click("#gateway-chat >> button.ghost:has-text('Call me')")
@@ -81,6 +85,15 @@ async def test_the_visitor_picks_a_call_back_time_in_their_time_zone_and_the_cal
                 assert "20:00 (your time)" in words, words
                 await visitor.screenshot(path=str(SHOTS / "widget-call-me-confirmed.png"))
                 await ctx.close()
+                # A visitor in the office's own time zone gets no such note.
+                local_ctx = await browser.new_context(timezone_id="America/New_York", locale="en-US")
+                neighbour = await local_ctx.new_page()
+                await neighbour.goto(app.web.url + "/demo")
+                await neighbour.click("#gateway-chat >> .launcher")
+                await neighbour.wait_for_selector("#gateway-chat >> .log li.system")  # the greeting: set with the note
+                notes = neighbour.locator("#gateway-chat >> li.system", has_text="Times in our messages are")
+                assert await notes.count() == 0
+                await local_ctx.close()
             finally:
                 await browser.close()
 

@@ -132,6 +132,11 @@ async def test_call_me_at_a_picked_time_is_checked_by_the_gateway_and_booked_by_
     await ws.close()
 
     engine.dialer = dialer
+    # A voice channel but no extension to ring (a chat visitor's conversation has no owner): no time is promised.
+    ws, _ = await connect(web)
+    await ws.send_json({"type": "call_slots"})
+    assert await ws.receive_json(timeout=5) == {"type": "call_slots", "slots": []}
+    await ws.close()
     engine.config = replace(engine.config, call_me_extension="201", call_me_retries=0)
     engine.ctx = replace(engine.ctx, config=engine.config)
     assert isinstance(engine.clock, ManualClock)
@@ -168,6 +173,10 @@ async def test_call_me_at_a_picked_time_is_checked_by_the_gateway_and_booked_by_
         assert answer["type"] == "handoff", answer
         assert answer["at"] == booked, (asked, answer)
         assert answer.get("moved") == moved, (asked, answer)
+        # The same request again (a reload, a double click): the same booked moment, nothing booked twice.
+        await ws.send_json({"type": "call_me", "client_id": f"pick-ok-{i:04d}", "phone": number, "at": asked})
+        again = await ws.receive_json(timeout=5)
+        assert (again["type"], again["at"]) == ("handoff", booked), again
         await ws.close()
         await engine.tick()
     jobs = await web.store.read(

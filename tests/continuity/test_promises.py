@@ -200,3 +200,21 @@ def test_the_time_a_customer_asks_to_be_called() -> None:
     assert requested_call_time("내일 3시에 전화 주세요", TUESDAY_10AM, OFFICE) == at(2026, 12, 2, 15)
     assert requested_call_time("Please call me", TUESDAY_10AM, OFFICE) is None  # the plain call-me hand-off
     assert requested_call_time("I'll call you at 3", TUESDAY_10AM, OFFICE) is None  # staff words, not a request
+
+
+def test_staff_utterances_split_by_a_pause_are_one_sentence() -> None:
+    """The recogniser ends an utterance at each pause: "내일" ... "전화 할게요" is one promise, made for tomorrow."""
+    from gateway.continuity.promise_keeper import _staff_sentences  # noqa: PLC0415
+
+    turns = [
+        {"side": "staff", "text": "내일", "at": 10.0, "end": 10.4},
+        {"side": "staff", "text": "전화 할게요", "at": 11.3, "end": 12.0},
+        {"side": "caller", "text": "네", "at": 13.0, "end": 13.2},
+        {"side": "staff", "text": "감사합니다", "at": 13.5, "end": 14.0},
+        {"side": "staff", "text": "내일", "at": 20.0},  # an older transcript without ends: one line per utterance
+        {"side": "staff", "text": "예약", "at": 20.5},
+    ]
+    assert _staff_sentences(turns) == "내일 전화 할게요\n감사합니다\n내일\n예약"
+    (p,) = find_promises(_staff_sentences(turns), TUESDAY_10AM, OFFICE)
+    assert p.step == "Call back"
+    assert p.due == at(2026, 12, 2, 17)

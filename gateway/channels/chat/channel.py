@@ -455,7 +455,11 @@ class ChatChannel:
         vh = session.visitor_hash
         earlier = await self.store.read(lambda c: cq.handoff_decision(c, vh, client_id))
         if earlier is not None:  # the same request again (reload, retry): same answer, nothing new happens
-            await self._handoff_answer(session, mode, client_id, earlier)
+            at = None
+            if mode == "call" and earlier == "sent":
+                external = f"{message_prefix(vh)}{client_id}"
+                at = await self.store.read(lambda c: cq.handoff_moment(c, external))
+            await self._handoff_answer(session, mode, client_id, earlier, at=at)
             return None
         if not self.messages.allow(session.remote):
             await self.error(

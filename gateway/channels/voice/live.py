@@ -271,7 +271,15 @@ class LiveCalls:
                 at = side.stream.wall_time(u.start)
                 if side.name == "staff" and side.stream.wall_time(u.end) <= call.notice_until:
                     continue  # the notice itself
-                turns.append({"side": side.name, "text": u.text, "at": round(at, 2), "confidence": u.confidence})
+                turns.append(
+                    {
+                        "side": side.name,
+                        "text": u.text,
+                        "at": round(at, 2),
+                        "end": round(side.stream.wall_time(u.end), 2),
+                        "confidence": u.confidence,
+                    }
+                )
         await self._teardown(call)
         ended = rec.ended_at or time.time()
         cut = self._live_audio_until(call, ended)

@@ -90,6 +90,24 @@
     weekday: "long", day: "numeric", month: "long", hour: "2-digit", minute: "2-digit",
   });
   function localTime(at) { return when.format(new Date(at * 1000)); }
+  // Times the office writes ("we reopen at 13:30") are office time: say so once when the visitor lives elsewhere.
+  let zoneTold = false;
+  function officeZone(zone) {
+    if (zoneTold || !zone) return;
+    let mine = "";
+    try { mine = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { return; }
+    const now = new Date();
+    let theirs, ours;
+    try {
+      const opts = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+      theirs = new Intl.DateTimeFormat("en-GB", { ...opts, timeZone: zone }).format(now);
+      ours = new Intl.DateTimeFormat("en-GB", { ...opts, timeZone: mine }).format(now);
+    } catch (e) { return; }
+    if (!mine || theirs === ours) return;
+    zoneTold = true;
+    const place = zone.split("/").pop().replace(/_/g, " ");
+    system("Times in our messages are " + place + " time (it is " + theirs + " there now).");
+  }
   function system(text) { log.append(el("li", { class: "system", text })); log.scrollTop = log.scrollHeight; }
 
   function send(frame) { if (ws && ready) ws.send(JSON.stringify(frame)); }
@@ -106,6 +124,7 @@
         smsAvailable = m.sms !== false;
         input.maxLength = maxChars;
         if (!log.childElementCount && m.greeting && !m.history.length) system(m.greeting);
+        officeZone(m.timezone);
         for (const h of m.history) addMessage(h.from, h.body, h.id, h.client_id);
         for (const p of pending) addMessage("visitor", p.body, null, p.client_id, "sending");
         notice.hidden = !m.after_hours;

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import pytest
 from rtp_sniff import RtpSniffer
@@ -839,6 +841,78 @@ async def test_with_ari_up_the_safety_recording_is_deleted_when_live_audio_cover
     # Asterisk recorded this call as the safety net, and the gateway deleted it once live audio had covered it all.
     assert [p.name for p in seen] == [f"call-{end.call_id}.wav"]
     assert not (recordings / f"call-{end.call_id}.wav").exists()
+
+
+async def test_a_promise_staff_speak_on_a_real_call_becomes_a_next_step_due_the_next_business_day(
+    pbx: dict[str, str],
+    realpbx: harness.PbxSettings,  # noqa: F811 - fixture parameter
+    tmp_path: Path,
+) -> None:
+    """The staff member says "내일 전화 할게요" ("I'll call you tomorrow"): live transcription hears it on the staff
+    side, the promise keeper proposes it, and once confirmed it is the next step, due at the next business day's
+    closing time (the call is on a Tuesday at 10:00 by the keeper's clock: Wednesday 17:00)."""
+    from gateway.continuity.promise_keeper import PromiseKeeper  # noqa: PLC0415 - only this test needs them
+    from gateway.continuity.promises import Hours  # noqa: PLC0415
+    from gateway.domain.spine import SpineService  # noqa: PLC0415
+
+    zone = "America/New_York"
+    tuesday_10am = dt.datetime(2026, 12, 1, 10, tzinfo=ZoneInfo(zone)).timestamp()
+    speech_service = LiveSpeech(default_model_path(), grammar=["내일", "전화", "할게요", "예약", "[unk]"])
+    await speech_service.start()
+    async with _make_rig(
+        pbx,
+        realpbx,
+        tmp_path,
+        speech_service,
+        live_transcribe=True,
+        ari_url=f"http://127.0.0.1:{pbx['ARI_PORT']}",
+        ari_username=pbx["ARI_USER"],
+        ari_password=Secret(pbx["ARI_PASSWORD"]),
+        consent_announcement="",
+    ) as rig:
+        assert rig.vc.ari is not None
+        assert await rig.vc.ari.wait_connected(10), "the gateway's ARI application did not register"
+        spines = SpineService(rig.store, rig.bus)
+        office = Hours(dict.fromkeys(("mon", "tue", "wed", "thu", "fri"), "09:00-17:00"), zone)
+        keeper = PromiseKeeper(rig.store, rig.service, spines, rig.bus, office, clock=lambda: tuesday_10am)
+        await keeper.start()
+        try:
+            conv = await rig.known("+15551230047", "Min Ji", "booking")
+            # With commas espeak-ng pauses between the words, which the small model needs to tell them apart.
+            words = harness.make_speech("내일, 전화, 할게요", rig.work / "staff.wav", pad_before_s=1.5, pad_after_s=1.5)
+            staff = Phone("201", "answer_speak", tmp_path, speech_wav=str(words))
+            others = [Phone(ext, "ring", tmp_path) for ext in ("202", "203")]
+            for ph in (staff, *others):
+                await ph.start()
+            try:
+                await asyncio.sleep(0.3)
+                result = await place_call(rig.work, number="+15551230047", hold_ms=9000)
+                assert result.returncode == 0, result.stderr
+                await rig.ended()
+            finally:
+                for ph in (staff, *others):
+                    await ph.stop()
+            ev = await _live_transcript(rig, conv)
+            staff_said = " ".join(t["text"] for t in ev.meta["turns"] if t["side"] == "staff")
+            # The small model sometimes hears espeak-ng's first word twice; the promise is in there either way.
+            assert "내일 전화 할게요" in staff_said, ev.meta["turns"]
+            assert not [t for t in ev.meta["turns"] if t["side"] == "caller"], "the caller said nothing"
+            rows = []
+            for _ in range(100):
+                rows = await keeper.promises(conv)
+                if rows:
+                    break
+                await asyncio.sleep(0.05)
+            (row,) = rows
+            assert (row.step, row.status, row.said_by) == ("Call back", "proposed", "201")
+            assert (await spines.spine(conv)).next_step is None, "not counted before a person confirms it"
+            await keeper.confirm(row.id, staff="alice")
+            sp = await spines.spine(conv)
+            assert sp.next_step == "Call back"
+            assert sp.next_step_due == dt.datetime(2026, 12, 2, 17, tzinfo=ZoneInfo(zone)).timestamp()
+            assert sp.next_step_owner == "alice"
+        finally:
+            await keeper.stop()
 
 
 async def test_the_caller_hears_the_transcription_notice_and_it_is_not_staff_speech(live_rig: Rig) -> None:
