@@ -71,6 +71,9 @@ async def test_call_me_at_a_time_rings_staff_first_then_the_customer_over_the_re
         assert booked[0][1:] == ("deferred", "the customer booked a call-back at 11:00")
         conv = conversation_of(d, caller)
         assert conv is not None
+        # The booking is the next step, owned by whoever has the extension that rings first.
+        spine_sql = "SELECT next_step, next_step_due, next_step_owner FROM conversations WHERE id = ?"
+        assert d.rows(spine_sql, conv) == [("Call back", local(7, 11), "alice")]
         ring = await phones.start(x201="answer", x299="answer_bye")
         clock.set(local(7, 10, 59))
         await d.settle(1.0)
@@ -93,6 +96,7 @@ async def test_call_me_at_a_time_rings_staff_first_then_the_customer_over_the_re
         assert texts_to(emulator, caller) == []
         jobs = d.rows("SELECT state, reason FROM continuity_jobs WHERE rule = 'call_me'")
         assert jobs == [("done", "connected")]
+        await wait_for(lambda: d.rows(spine_sql, conv) == [(None, None, None)], 20)  # the call-back is done
     finally:
         await d.stop()
 
@@ -132,6 +136,10 @@ async def test_call_me_nobody_answers_retries_then_texts_the_customer_at_the_mod
         last = d.decisions("call_me")[-1]
         assert last[1] == "sent"
         assert "every call-back attempt failed" in last[2]
+        # Nobody was reached: the step stays, now past due, for the leakage page to count.
+        conv = conversation_of(d, caller)
+        spine_sql = "SELECT next_step, next_step_due FROM conversations WHERE id = ?"
+        assert d.rows(spine_sql, conv) == [("Call back", local(7, 11))]
     finally:
         await d.stop()
 
