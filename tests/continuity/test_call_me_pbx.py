@@ -144,6 +144,42 @@ async def test_call_me_nobody_answers_retries_then_texts_the_customer_at_the_mod
         await d.stop()
 
 
+@pytest.mark.timeout(240)
+async def test_call_me_with_no_phone_named_rings_nobody_and_texts_nothing_over_the_real_pbx(
+    tmp_path: Path,
+    emulator: ModemEmulator,  # noqa: F811
+    pbx_turn: harness.PbxSettings,  # noqa: F811
+    phones: Phones,  # noqa: F811
+) -> None:
+    """Voice on, the default empty continuity.call_me_extension, nobody owns the conversation: the request is the
+    next step for staff; at the slot no phone on the PBX rings and the modem sends nothing."""
+    voice = {**voice_section(pbx_turn), "click_to_call_ring_s": 4}
+    d = Daemon(build_config(tmp_path, emulator, voice=voice), ManualClock(local(7, 10)))
+    clock = d.clock
+    assert isinstance(clock, ManualClock)
+    await d.start()
+    try:
+        caller = "+12025550183"
+        emulator.deliver(caller, "Can you call me at 11am?")
+        (booked,) = await wait_for(lambda: d.decisions("call_me"), 20)
+        assert "no phone is named to ring" in booked[2]
+        conv = conversation_of(d, caller)
+        spine_sql = "SELECT next_step, next_step_due, next_step_owner FROM conversations WHERE id = ?"
+        assert d.rows(spine_sql, conv) == [("Call back", local(7, 11), None)]
+        ring = await phones.start(x201="answer", x202="answer", x299="answer_bye")
+        clock.set(local(7, 11))
+        await wait_for(lambda: d.decisions("call_me")[-1][1] == "suppressed", 20)
+        assert d.decisions("call_me")[-1][2].startswith("no phone is named to ring")
+        await d.settle(2.0)
+        assert ring["201"].invites() == 0
+        assert ring["202"].invites() == 0
+        assert ring["299"].invites() == 0
+        assert texts_to(emulator, caller) == []
+        assert d.rows(spine_sql, conv) == [("Call back", local(7, 11), None)]
+    finally:
+        await d.stop()
+
+
 @pytest.mark.timeout(300)
 async def test_d_an_opted_out_number_never_gets_an_automated_message_through_the_real_pieces(
     tmp_path: Path,

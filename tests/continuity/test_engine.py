@@ -670,3 +670,21 @@ async def test_with_no_phone_to_ring_the_request_waits_for_staff_and_the_custome
     assert rig.engine.health().state.value == "ok"
     await rig.at(local(7, 16))
     assert dialled == ["201"]
+
+
+async def test_with_the_voice_channel_off_a_booked_call_back_waits_for_staff_too(rig: Rig) -> None:
+    await rig.restart(call_me_extension="201")  # an extension is named, but nothing can ring it (no dialer)
+    await rig.at(local(7, 9))
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can you call me at 3pm?")
+    assert rig.decisions("call_me")[-1][2] == (
+        "the customer booked a call-back at 15:00; the voice channel is off, so nobody will be rung:"
+        " staff call back (the next step)"
+    )
+    assert rig.engine.health().cause == "1 booked call-back(s) have no phone to ring"
+    await rig.at(local(7, 15))
+    assert rig.decisions("call_me")[-1][1:] == (
+        "suppressed",
+        "the voice channel is off: nobody was rung; the call-back is the next step for staff",
+    )
+    assert rig.texts() == []
+    assert _spine_row(rig, conv) == ("Call back", local(7, 15), None)
