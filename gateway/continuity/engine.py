@@ -62,6 +62,8 @@ SLOT_LEAD_SECONDS = 600.0
 """The first slot offered is at least this far away (time to see the booking)."""
 CALL_BACK_STEP = "Call back"
 """The next step every booked call-back sets (due at the booked time, owned by whoever's phone rings first)."""
+STAFF_CALL_BACK_EARLY_SECONDS = 900.0
+"""A staff call that connects this long before a "Call back" step's due time, or later, completes the step."""
 NO_PHONE = (
     "no phone is named to ring (the conversation has no owner with an extension"
     " and continuity.call_me_extension is empty)"
@@ -338,7 +340,29 @@ class ContinuityEngine:
         for decision in decisions:
             await self._apply(decision, loaded, None, now)
         await self._customer_picked_a_time(trigger, loaded, now)
+        await self._staff_called_back(trigger, loaded, now)
         return decisions
+
+    async def _staff_called_back(self, trigger: rules.Trigger, loaded: Loaded, now: float) -> None:
+        """Staff phoned the customer and talked, at or after a "Call back" step's due time, with no call-back of
+        the gateway's still to come (none could ring, or every attempt failed): that step is done."""
+        state = loaded.state
+        meta = trigger.meta
+        if (
+            trigger.kind != EventKind.CALL_ENDED.value
+            or meta.get("direction") != "outbound"
+            or meta.get("outcome") != CallOutcome.ANSWERED.value
+            or not isinstance(meta.get("talk_seconds"), int | float)
+            or float(meta["talk_seconds"]) <= 0
+            or state.next_step != CALL_BACK_STEP
+            or state.next_step_due is None
+            or now < state.next_step_due - STAFF_CALL_BACK_EARLY_SECONDS
+            or rules.CALL_ME in state.pending
+        ):
+            return
+        staff = meta.get("staff") or trigger.author
+        who = staff if isinstance(staff, str) and staff else SYSTEM
+        await self.spines.set_next_step(loaded.conversation_id, None, source="voice", set_by=who)
 
     async def _customer_picked_a_time(self, trigger: rules.Trigger, loaded: Loaded, now: float) -> None:
         """A customer's own "call me at 3" (chat or SMS) books the call-back at that slot."""

@@ -630,6 +630,10 @@ async def test_a_call_back_nobody_reaches_leaves_the_next_step_overdue_on_the_le
     day = dt.datetime.fromtimestamp(local(7, 11), ZoneInfo(TZ)).date()
     (item,) = await leakage.items("next_steps_past_due", leakage.day_window(day, day))
     assert item["conversation_id"] == conv
+    # Staff then reach the customer themselves: the step is done.
+    await rig.at(local(7, 12))
+    await _staff_call(rig, "staff-9", 120.0)
+    assert _spine_row(rig, conv) == (None, None, None)
 
 
 async def test_with_no_phone_to_ring_the_request_waits_for_staff_and_the_customer_is_promised_nothing(
@@ -688,3 +692,43 @@ async def test_with_the_voice_channel_off_a_booked_call_back_waits_for_staff_too
     )
     assert rig.texts() == []
     assert _spine_row(rig, conv) == ("Call back", local(7, 15), None)
+
+
+async def _staff_call(rig: Rig, call_id: str, talk_seconds: float) -> None:
+    """A call staff placed themselves to the customer, ended, as the voice channel records it."""
+    await rig.service.ingest(
+        Inbound(
+            Channel.VOICE,
+            EventKind.CALL_ENDED,
+            IdentityKind.PHONE,
+            CUSTOMER,
+            f"{call_id}:end",
+            meta={
+                "direction": "outbound",
+                "call_id": call_id,
+                "outcome": "answered",
+                "talk_seconds": talk_seconds,
+                "staff": "anna",
+            },
+        )
+    )
+    await rig.engine.tick()
+
+
+async def test_staff_calling_back_themselves_completes_the_call_back_step(rig: Rig) -> None:
+    await rig.at(local(7, 9))
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can you call me at 3pm?")
+    assert _spine_row(rig, conv) == ("Call back", local(7, 15), None)
+    await rig.at(local(7, 10))
+    await _staff_call(rig, "staff-1", 40.0)  # about something else, hours before the booked time: not the call-back
+    assert _spine_row(rig, conv) == ("Call back", local(7, 15), None)
+    await rig.at(local(7, 15))  # no phone named: nothing rings, the step waits for staff
+    await rig.at(local(7, 15, 10))
+    await _staff_call(rig, "staff-2", 0.0)  # never got through
+    assert _spine_row(rig, conv) == ("Call back", local(7, 15), None)
+    await _staff_call(rig, "staff-3", 95.0)
+    assert _spine_row(rig, conv) == (None, None, None)
+    assert _spine_entries(rig, conv)[-1] == (
+        "Next step cleared, no due time - set by anna (voice)",
+        "anna",
+    )
