@@ -1,4 +1,4 @@
-"""SMS benchmark, run by hand: ``.venv/bin/python bench/sms_bench.py [--messages 500 --delay 0.02]``.
+"""SMS benchmark, run by hand: ``.venv/bin/python bench/sms_bench.py [--messages 500 --delay 0.02] [--skip-drain]``.
 
 (a) Drain: N messages wait on the SIM of the emulated modem (a separate process, every answer delayed by ``--delay``
     seconds, as a USB modem is slow). Time until all N are in durable storage and until the SIM is empty: this

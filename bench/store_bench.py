@@ -1,9 +1,10 @@
 """Store benchmark (run by hand): acknowledged ingest throughput and timeline read latency.
 
-    .venv/bin/python bench/store_bench.py [--events 60000] [--callers 1000] [--big 1000000]
+    .venv/bin/python bench/store_bench.py [--events 60000] [--callers 1000] [--big 1000000] [--ingest-only]
 
 (a) events/s acknowledged through ConversationService.ingest (durable group commit, many concurrent callers)
     against the raw ceiling of plain sqlite3 executemany of the same rows into the same schema, and the ratio;
+    with the CPU time per event of each (steadier than events/s on a shared machine);
     also, for reference, the same rows in one transaction through the multi-row INSERTs the service uses
     (queries.insert_events), so the service's own overhead can be read off too;
 (b) "last 50 events of a conversation" latency, p50/p99, warm, with --big events stored.

@@ -37,6 +37,7 @@ from gateway.domain.events import CallEnded, StalledThread, TimelineEventAdded
 from gateway.domain.models import Channel, EventKind
 from gateway.domain.ports import StorePort
 from gateway.domain.service import ConversationService
+from gateway.domain.spine import SYSTEM, SpineService
 from gateway.errors import GatewayError, PermanentError
 from gateway.store import continuity as sql
 from gateway.store.continuity import JobRow
@@ -59,6 +60,14 @@ SLOT_SECONDS = 1800.0
 """Call-back slots offered in the chat start on the half hour."""
 SLOT_LEAD_SECONDS = 600.0
 """The first slot offered is at least this far away (time to see the booking)."""
+CALL_BACK_STEP = "Call back"
+"""The next step every booked call-back sets (due at the booked time, owned by whoever's phone rings first)."""
+STAFF_CALL_BACK_EARLY_SECONDS = 900.0
+"""A staff call that connects this long before a "Call back" step's due time, or later, completes the step."""
+NO_PHONE = (
+    "no phone is named to ring (the conversation has no owner with an extension"
+    " and continuity.call_me_extension is empty)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +119,7 @@ class ContinuityEngine:
         clock: Clock | None = None,
         dialer: Dialer | None = None,
         spine_ready: Callable[[int], Awaitable[object]] | None = None,
+        spines: SpineService | None = None,
     ) -> None:
         self.config = config
         self.service = service
@@ -120,6 +130,8 @@ class ContinuityEngine:
         self.spine_ready = spine_ready
         """Waits until the spine has read a conversation's newest message (the daemon's SpineLearner)."""
         hs = hours_settings or HoursSettings()
+        self.spines = spines or SpineService(store, bus, clock=self.clock.now, timezone=hs.timezone)
+        """The spine's one writer: a booked call-back becomes the conversation's next step through it."""
         self.episode_minutes = hs.episode_minutes
         self.ctx = rules.Context(
             config=config,
@@ -141,6 +153,8 @@ class ContinuityEngine:
         self.handled = 0
         self.sent = 0
         self.waiting = 0
+        self.without_phone = 0
+        """Booked call-backs that no phone would ring (shown on the status page)."""
         self.next_due: float | None = None
         self.last_error: str | None = None
         self.error_since: float | None = None
@@ -176,6 +190,7 @@ class ContinuityEngine:
         await self.run_due()
         await self._check_calls()
         await self._maybe_check_stalled()
+        self.without_phone = await self._count_without_phone()
 
     async def stop(self) -> None:
         """Stop the loop; scheduled sends stay in the store for the next start."""
@@ -328,7 +343,29 @@ class ContinuityEngine:
         for decision in decisions:
             await self._apply(decision, loaded, None, now)
         await self._customer_picked_a_time(trigger, loaded, now)
+        await self._staff_called_back(trigger, loaded, now)
         return decisions
+
+    async def _staff_called_back(self, trigger: rules.Trigger, loaded: Loaded, now: float) -> None:
+        """Staff phoned the customer and talked, at or after a "Call back" step's due time, with no call-back of
+        the gateway's still to come (none could ring, or every attempt failed): that step is done."""
+        state = loaded.state
+        meta = trigger.meta
+        if (
+            trigger.kind != EventKind.CALL_ENDED.value
+            or meta.get("direction") != "outbound"
+            or meta.get("outcome") != CallOutcome.ANSWERED.value
+            or not isinstance(meta.get("talk_seconds"), int | float)
+            or float(meta["talk_seconds"]) <= 0
+            or state.next_step != CALL_BACK_STEP
+            or state.next_step_due is None
+            or now < state.next_step_due - STAFF_CALL_BACK_EARLY_SECONDS
+            or rules.CALL_ME in state.pending
+        ):
+            return
+        staff = meta.get("staff") or trigger.author
+        who = staff if isinstance(staff, str) and staff else SYSTEM
+        await self.spines.set_next_step(loaded.conversation_id, None, source="voice", set_by=who)
 
     async def _customer_picked_a_time(self, trigger: rules.Trigger, loaded: Loaded, now: float) -> None:
         """A customer's own "call me at 3" (chat or SMS) books the call-back at that slot."""
@@ -346,7 +383,11 @@ class ContinuityEngine:
             return
         try:
             await self.schedule_call(
-                loaded.conversation_id, fitted.at, author="the customer", asked=asked if fitted.moved else None
+                loaded.conversation_id,
+                fitted.at,
+                author="the customer",
+                asked=asked if fitted.moved else None,
+                source=trigger.channel,
             )
         except PermanentError as err:
             log.info("conversation %d: the customer's call-back time was not booked: %s", loaded.conversation_id, err)
@@ -411,10 +452,16 @@ class ContinuityEngine:
                     sql.finish_job(c, old.id, "cancelled", "replaced: " + decision.reason, now)
             return sql.schedule_job(c, rule, conv, at, payload, now)
 
+        booking = rule == rules.CALL_ME and not payload.get("channel")
+        if booking:
+            payload.setdefault("booked", at)
         job_id = await self.store.write(op)
         if at > now:
             when = hours.describe_moment(at, self.ctx.timezone, now)
-            await self.record(conv, rule, "deferred", f"{decision.reason}: due {when}", job_id=job_id, due_at=at)
+            reason = f"{decision.reason}: due {when}"
+            if booking:  # the visitor picked a time in the chat's call-back picker
+                reason += await self._call_back_step(conv, at, set_by=SYSTEM, source="chat")
+            await self.record(conv, rule, "deferred", reason, job_id=job_id, due_at=at)
         self._wake.set()
 
     async def _cancel(self, conv: int, which: tuple[str, ...], reason: str, now: float) -> None:
@@ -527,7 +574,8 @@ class ContinuityEngine:
             return
         if self.dialer is None:
             await self.store.write(lambda c: sql.finish_job(c, job.id, "suppressed", "voice is off", now))
-            await self.record(conv, call.rule, "suppressed", "the voice channel is off", job_id=job.id)
+            why = "the voice channel is off: nobody was rung; the call-back is the next step for staff"
+            await self.record(conv, call.rule, "suppressed", why, job_id=job.id)
             return
         try:
             call_id = await self.dialer(call.extension, call.to, conv)
@@ -565,6 +613,7 @@ class ContinuityEngine:
                     partial(sql.finish_job, job_id=job.id, state="done", reason="connected", now=now)
                 )
                 await self.record(job.conversation_id, rules.CALL_ME, "sent", "call-back connected", job_id=job.id)
+                await self._call_back_done(job)
             else:
                 await self._call_failed(job.conversation_id, job, attempt, f"nobody answered ({outcome})")
 
@@ -649,6 +698,7 @@ class ContinuityEngine:
                 since=self.error_since,
                 details=details,
             )
+        details["call_backs_without_phone"] = self.without_phone
         late = self.next_due is not None and self.clock.now() - self.next_due > LATE_SECONDS
         if late:
             return degraded(
@@ -656,6 +706,15 @@ class ContinuityEngine:
                 "Automated messages",
                 "scheduled sends are late",
                 "check the store and the log: the rules loop is not keeping up",
+                details=details,
+            )
+        if self.without_phone:
+            return degraded(
+                "continuity",
+                "Automated messages",
+                f"{self.without_phone} booked call-back(s) have no phone to ring",
+                "set continuity.call_me_extension, or give those conversations an owner with an extension; until"
+                " then staff call those customers back (each is the conversation's next step, due at the booked time)",
                 details=details,
             )
         return ok("continuity", "Automated messages", f"{self.waiting} scheduled send(s) waiting", details=details)
@@ -745,10 +804,16 @@ class ContinuityEngine:
             return CallTime(None, why="the office has no opening hours in the next days")
         return CallTime(nxt, "closed")
 
-    async def schedule_call(self, conversation_id: int, at: float, *, author: str, asked: float | None = None) -> int:
+    async def schedule_call(
+        self, conversation_id: int, at: float, *, author: str, asked: float | None = None, source: str = "api"
+    ) -> int:
         """Call the customer back at ``at`` (the slot they picked): owner's phone first, then the customer.
 
-        Returns the job id. The call is decided again at that moment (rules switched off, no number, no owner phone).
+        Returns the job id. The booking becomes the conversation's next step ("Call back", due ``at``, owned by the
+        staff member whose phone rings first, when known), set by ``author`` (staff) or the gateway (the customer's
+        own words, ``source`` their channel). The call is decided again at that moment (rules switched off, no
+        number, no phone to ring); when no phone would ring, the timeline says so at once and the step waits for
+        staff.
         """
         if not self.config.call_me_enabled:
             raise PermanentError("call-backs at a chosen time are switched off (continuity.call_me_enabled)")
@@ -765,7 +830,7 @@ class ContinuityEngine:
                 rule=rules.CALL_ME,
                 conversation_id=conversation_id,
                 due_at=at,
-                payload={"attempt": 0, "by": author},
+                payload={"attempt": 0, "by": author, "booked": at},
                 now=now,
             )
             return new_id, True
@@ -779,9 +844,56 @@ class ContinuityEngine:
             said = hours.describe_moment(asked, self.ctx.timezone, now)
             why = "that moment has passed" if asked < now + 60 else "the office is closed then"
             reason = f"{author} asked for a call-back {said}; {why}, so it is booked {when}"
+        customer = author == "the customer"
+        reason += await self._call_back_step(
+            conversation_id, at, set_by=SYSTEM if customer else author, source=source if customer else "api"
+        )
         await self.record(conversation_id, rules.CALL_ME, "deferred", reason, job_id=job_id)
         self._wake.set()
         return int(job_id)
+
+    async def _call_back_step(self, conversation_id: int, at: float, *, set_by: str, source: str) -> str:
+        """Make a booked call-back the conversation's next step; returns words for the booking's timeline entry
+        when no phone would ring (then the step is for staff, and nothing promises the customer a call)."""
+        extension, staff = await self.store.read(
+            partial(
+                sql.call_back_ringer, conversation_id=conversation_id, fallback_extension=self.config.call_me_extension
+            )
+        )
+        try:
+            await self.spines.set_next_step(
+                conversation_id, CALL_BACK_STEP, source=source, set_by=set_by, due=at, owner=staff
+            )
+        except LookupError:
+            return ""
+        if extension is None:
+            return f"; {NO_PHONE}, so nobody will be rung unless one is set by then: staff call back (the next step)"
+        if self.dialer is None:
+            return "; the voice channel is off, so nobody will be rung: staff call back (the next step)"
+        return ""
+
+    async def _call_back_done(self, job: JobRow) -> None:
+        """A call-back connected: its "Call back" next step is done (unless staff or a newer booking changed it)."""
+        booked = job.payload.get("booked")
+        try:
+            spine = await self.spines.spine(job.conversation_id)
+        except LookupError:
+            return
+        if spine.next_step != CALL_BACK_STEP:
+            return
+        due = spine.next_step_due
+        if isinstance(booked, int | float) and due is not None and abs(due - float(booked)) >= 60:
+            return  # a later booking: that one is the next step now
+        await self.spines.set_next_step(job.conversation_id, None, source="voice", set_by=SYSTEM)
+
+    async def _count_without_phone(self) -> int:
+        if not self.config.call_me_enabled:
+            return 0
+        if self.dialer is None:
+            return await self.store.read(partial(sql.call_backs_without_phone, any_owner=True))
+        if self.config.call_me_extension:
+            return 0
+        return await self.store.read(sql.call_backs_without_phone)
 
     def settings(self) -> dict[str, Any]:
         """The active rules, restraint and templates, for the console's read-only settings view."""

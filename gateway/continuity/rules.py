@@ -456,7 +456,11 @@ def on_due(rule: str, payload: Mapping[str, Any], state: State, ctx: Context, no
         if number is None:
             return Skip(rule, "no number to call")
         if not extension:
-            return Skip(rule, "no owner phone to ring: set an owner or continuity.call_me_extension")
+            return Skip(
+                rule,
+                "no phone is named to ring (no owner with an extension, continuity.call_me_extension is empty):"
+                " nobody was rung and the customer was not texted; the call-back is the next step for staff",
+            )
         attempt = int(payload.get("attempt", 0))
         return Call(rule, extension, number, attempt, f"call-back attempt {attempt + 1}")
     if rule == CHAT_SMS and not payload.get("body"):

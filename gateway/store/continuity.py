@@ -353,3 +353,38 @@ def alerted_since(conn: sqlite3.Connection, conversation_id: int, rule: str, sin
         (conversation_id, rule, since),
     ).fetchone()
     return row is not None
+
+
+def call_back_ringer(
+    conn: sqlite3.Connection, conversation_id: int, fallback_extension: str
+) -> tuple[str | None, str | None]:
+    """(extension a call-back rings first, the staff member it belongs to) for a conversation: the owner's own
+    extension, else ``fallback_extension`` (``continuity.call_me_extension``); (None, None) when neither exists."""
+    conv = live_conversation(conn, conversation_id)
+    row = conn.execute(
+        "SELECT s.extension, s.username FROM conversations v JOIN staff s ON s.username = v.owner"
+        " WHERE v.id = ? AND s.extension IS NOT NULL AND s.extension != ''",
+        (conv,),
+    ).fetchone()
+    if row is not None:
+        return str(row[0]), str(row[1])
+    if not fallback_extension:
+        return None, None
+    found = conn.execute("SELECT username FROM staff WHERE extension = ?", (fallback_extension,)).fetchone()
+    return fallback_extension, (str(found[0]) if found else None)
+
+
+def call_backs_without_phone(conn: sqlite3.Connection, any_owner: bool = False) -> int:
+    """Booked call-backs (not yet due) on conversations whose owner has no extension to ring (``any_owner``: all
+    of them, when the voice channel is off).
+
+    Asked only when ``continuity.call_me_extension`` is empty or voice is off: then nothing else could be rung.
+    """
+    row = conn.execute(
+        "SELECT COUNT(*) FROM continuity_jobs j JOIN conversations v ON v.id = j.conversation_id"
+        " LEFT JOIN staff s ON s.username = v.owner"
+        " WHERE j.rule = 'call_me' AND j.state = 'scheduled' AND json_extract(j.payload, '$.channel') IS NULL"
+        " AND (? OR s.extension IS NULL OR s.extension = '')",
+        (any_owner,),
+    ).fetchone()
+    return int(row[0])

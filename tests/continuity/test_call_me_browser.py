@@ -101,6 +101,9 @@ async def test_the_visitor_picks_a_call_back_time_in_their_time_zone_and_the_cal
         booked = await wait_for(lambda: d.decisions("call_me"), 20)
         assert booked[0][1:] == ("deferred", "the visitor picked a call-back time in the chat: due at 14:00")
         assert d.rows("SELECT due_at FROM continuity_jobs WHERE rule = 'call_me'") == [(local(7, 14),)]
+        # The picked time is the conversation's next step, owned by the staff member whose phone rings first.
+        step_sql = "SELECT next_step, next_step_due, next_step_owner FROM conversations WHERE next_step IS NOT NULL"
+        assert d.rows(step_sql) == [("Call back", local(7, 14), "alice")]
 
         ring = await phones.start(x201="answer", x299="answer_bye")
         clock.set(local(7, 13, 59))
@@ -111,5 +114,6 @@ async def test_the_visitor_picks_a_call_back_time_in_their_time_zone_and_the_cal
         assert first_invite_at(ring["201"].trace) < first_invite_at(ring["299"].trace), "the owner's phone rang first"
         assert ring["299"].invites() == 1
         assert texts_to(emulator, VISITOR_NUMBER) == [], "a call-back sends no text to a number only typed in a chat"
+        await wait_for(lambda: d.rows(step_sql) == [], 20)  # connected: the step is done
     finally:
         await d.stop()

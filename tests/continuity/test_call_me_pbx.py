@@ -71,6 +71,9 @@ async def test_call_me_at_a_time_rings_staff_first_then_the_customer_over_the_re
         assert booked[0][1:] == ("deferred", "the customer booked a call-back at 11:00")
         conv = conversation_of(d, caller)
         assert conv is not None
+        # The booking is the next step, owned by whoever has the extension that rings first.
+        spine_sql = "SELECT next_step, next_step_due, next_step_owner FROM conversations WHERE id = ?"
+        assert d.rows(spine_sql, conv) == [("Call back", local(7, 11), "alice")]
         ring = await phones.start(x201="answer", x299="answer_bye")
         clock.set(local(7, 10, 59))
         await d.settle(1.0)
@@ -93,6 +96,7 @@ async def test_call_me_at_a_time_rings_staff_first_then_the_customer_over_the_re
         assert texts_to(emulator, caller) == []
         jobs = d.rows("SELECT state, reason FROM continuity_jobs WHERE rule = 'call_me'")
         assert jobs == [("done", "connected")]
+        await wait_for(lambda: d.rows(spine_sql, conv) == [(None, None, None)], 20)  # the call-back is done
     finally:
         await d.stop()
 
@@ -132,6 +136,46 @@ async def test_call_me_nobody_answers_retries_then_texts_the_customer_at_the_mod
         last = d.decisions("call_me")[-1]
         assert last[1] == "sent"
         assert "every call-back attempt failed" in last[2]
+        # Nobody was reached: the step stays, now past due, for the leakage page to count.
+        conv = conversation_of(d, caller)
+        spine_sql = "SELECT next_step, next_step_due FROM conversations WHERE id = ?"
+        assert d.rows(spine_sql, conv) == [("Call back", local(7, 11))]
+    finally:
+        await d.stop()
+
+
+@pytest.mark.timeout(240)
+async def test_call_me_with_no_phone_named_rings_nobody_and_texts_nothing_over_the_real_pbx(
+    tmp_path: Path,
+    emulator: ModemEmulator,  # noqa: F811
+    pbx_turn: harness.PbxSettings,  # noqa: F811
+    phones: Phones,  # noqa: F811
+) -> None:
+    """Voice on, the default empty continuity.call_me_extension, nobody owns the conversation: the request is the
+    next step for staff; at the slot no phone on the PBX rings and the modem sends nothing."""
+    voice = {**voice_section(pbx_turn), "click_to_call_ring_s": 4}
+    d = Daemon(build_config(tmp_path, emulator, voice=voice), ManualClock(local(7, 10)))
+    clock = d.clock
+    assert isinstance(clock, ManualClock)
+    await d.start()
+    try:
+        caller = "+12025550183"
+        emulator.deliver(caller, "Can you call me at 11am?")
+        (booked,) = await wait_for(lambda: d.decisions("call_me"), 20)
+        assert "no phone is named to ring" in booked[2]
+        conv = conversation_of(d, caller)
+        spine_sql = "SELECT next_step, next_step_due, next_step_owner FROM conversations WHERE id = ?"
+        assert d.rows(spine_sql, conv) == [("Call back", local(7, 11), None)]
+        ring = await phones.start(x201="answer", x202="answer", x299="answer_bye")
+        clock.set(local(7, 11))
+        await wait_for(lambda: d.decisions("call_me")[-1][1] == "suppressed", 20)
+        assert d.decisions("call_me")[-1][2].startswith("no phone is named to ring")
+        await d.settle(2.0)
+        assert ring["201"].invites() == 0
+        assert ring["202"].invites() == 0
+        assert ring["299"].invites() == 0
+        assert texts_to(emulator, caller) == []
+        assert d.rows(spine_sql, conv) == [("Call back", local(7, 11), None)]
     finally:
         await d.stop()
 

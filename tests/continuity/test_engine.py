@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway.domain.calls import CallDirection, CallOutcome, CallRecord
 from gateway.domain.events import CallEnded, StalledThread
 from gateway.domain.models import Channel, EventKind, IdentityKind, Inbound
 from gateway.domain.service import ServiceSettings
 from gateway.domain.spine import SpineService
-from tests.continuity.conftest import CUSTOMER, Rig, local
+from gateway.leakage.config import LeakageConfig
+from gateway.leakage.service import LeakageService
+from gateway.store.queries import upsert_staff
+from tests.continuity.conftest import CUSTOMER, HOURS, TZ, Rig, local
 
 
 async def test_missed_call_is_texted_after_the_delay_naming_what_is_known(rig: Rig) -> None:
@@ -480,6 +486,7 @@ async def test_the_customer_picks_the_call_back_time_in_their_own_words(rig: Rig
 
 async def test_a_call_back_asked_for_when_the_office_is_closed_moves_to_the_first_time_it_can_call(rig: Rig) -> None:
     await rig.restart(call_me_extension="201")
+    rig.engine.dialer = _never_dialled
     await rig.at(local(7, 9))
     await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can you call me at 9pm?")
     assert rig.decisions("call_me")[-1][1:] == (
@@ -540,3 +547,188 @@ async def test_a_call_back_caught_by_a_restart_is_never_rung_twice(rig: Rig) -> 
     await rig.restart()
     await rig.at(local(7, 15))
     assert len(rig.texts()) == 1
+
+
+async def _never_dialled(extension: str, number: str, conversation_id: int) -> str:
+    raise AssertionError("not called in this test")
+
+
+def _spine_row(rig: Rig, conv: int) -> tuple[Any, ...]:
+    (row,) = rig.rows("SELECT next_step, next_step_due, next_step_owner FROM conversations WHERE id = ?", conv)
+    return row
+
+
+def _spine_entries(rig: Rig, conv: int) -> list[tuple[str, str | None]]:
+    return rig.rows(
+        "SELECT body, json_extract(meta, '$.set_by') FROM events WHERE kind = 'spine' AND conversation_id = ?"
+        " ORDER BY id",
+        conv,
+    )
+
+
+async def test_every_booked_call_back_is_the_next_step_and_a_connected_one_completes_it(rig: Rig) -> None:
+    dialled: list[str] = []
+
+    async def dialer(extension: str, number: str, conversation_id: int) -> str:
+        dialled.append(extension)
+        return f"c2c-{len(dialled)}"
+
+    await rig.restart(call_me_extension="201", call_me_retries=0)
+    rig.engine.dialer = dialer
+    await rig.store.write(lambda c: upsert_staff(c, "anna", "Anna", "201", "staff", 0.0))
+    await rig.store.write(lambda c: upsert_staff(c, "bob", "Bob", "202", "staff", 0.0))
+    # (1) The customer's own words by SMS: the step is due at the booked time, owned by whoever's phone rings.
+    await rig.at(local(7, 9))
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Busy now. Can you call me at 3pm?")
+    assert _spine_row(rig, conv) == ("Call back", local(7, 15), "anna")
+    body, set_by = _spine_entries(rig, conv)[-1]
+    assert (
+        body == "Next step: Call back, due Mon 2026-12-07 15:00 EST, Next step owner: anna - set by the gateway (sms)"
+    )
+    assert set_by == "system"
+    # The call connects: the step is done, and the timeline says the gateway cleared it.
+    await rig.at(local(7, 15))
+    assert dialled == ["201"]
+    await _call_ended_on_timeline(rig, "c2c-1", "answered", 75.0)
+    await rig.engine.tick()
+    assert _spine_row(rig, conv) == (None, None, None)
+    assert _spine_entries(rig, conv)[-1][0] == (
+        "Next step cleared, no due time, Next step owner cleared - set by the gateway (voice)"
+    )
+
+    # (2) Staff book through the API for a conversation bob owns: bob's phone rings, bob owns the step.
+    await rig.service.update_conversation(conv, owner="bob")
+    await rig.engine.schedule_call(conv, local(8, 10), author="anna")
+    assert _spine_row(rig, conv) == ("Call back", local(8, 10), "bob")
+    assert _spine_entries(rig, conv)[-1][1] == "anna"
+
+    # (3) The chat's call-back picker (a visitor, no owner yet): the office's call-back extension's staff member.
+    chat = await rig.inbound(EventKind.MESSAGE_IN, Channel.CHAT, "Can someone call me?", visitor="web-9")
+    await rig.inbound(
+        EventKind.HANDOFF, Channel.CHAT, "call me", visitor="web-9", handoff="call_me", phone=CUSTOMER, at=local(8, 11)
+    )
+    assert _spine_row(rig, chat) == ("Call back", local(8, 11), "anna")
+    assert _spine_entries(rig, chat)[-1][0].endswith("set by the gateway (chat)")
+
+
+async def test_a_call_back_nobody_reaches_leaves_the_next_step_overdue_on_the_leakage_page(rig: Rig) -> None:
+    async def dialer(extension: str, number: str, conversation_id: int) -> str:
+        return "c2c-x"
+
+    await rig.restart(call_me_extension="201", call_me_retries=0)
+    rig.engine.dialer = dialer
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Please call me at 11")
+    await rig.at(local(7, 11))
+    await _call_ended_on_timeline(rig, "c2c-x", "missed", 0.0)
+    await rig.engine.tick()
+    assert rig.texts() == [
+        "We tried to call you back but could not reach you. Reply here with a better time. - Bright Smile Dental"
+    ]
+    assert _spine_row(rig, conv) == ("Call back", local(7, 11), None)  # 201 is nobody's extension here
+    now = local(7, 12)
+    leakage = LeakageService(rig.store, LeakageConfig(), HOURS, TZ, clock=lambda: now)
+    day = dt.datetime.fromtimestamp(local(7, 11), ZoneInfo(TZ)).date()
+    (item,) = await leakage.items("next_steps_past_due", leakage.day_window(day, day))
+    assert item["conversation_id"] == conv
+    # Staff then reach the customer themselves: the step is done.
+    await rig.at(local(7, 12))
+    await _staff_call(rig, "staff-9", 120.0)
+    assert _spine_row(rig, conv) == (None, None, None)
+
+
+async def test_with_no_phone_to_ring_the_request_waits_for_staff_and_the_customer_is_promised_nothing(
+    rig: Rig,
+) -> None:
+    async def dialer(extension: str, number: str, conversation_id: int) -> str:
+        raise AssertionError("nothing may be rung: no phone is named")
+
+    rig.engine.dialer = dialer  # voice is on; continuity.call_me_extension is empty and nobody owns the conversation
+    await rig.at(local(7, 9))
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can you call me at 3pm?")
+    assert _spine_row(rig, conv) == ("Call back", local(7, 15), None)
+    decision, reason = rig.decisions("call_me")[-1][1:]
+    assert decision == "deferred"
+    assert "no phone is named to ring" in reason
+    assert "staff call back (the next step)" in reason
+    health = rig.engine.health()
+    assert health.state.value == "degraded"
+    assert health.cause == "1 booked call-back(s) have no phone to ring"
+    await rig.at(local(7, 15))
+    assert rig.decisions("call_me")[-1][1] == "suppressed"
+    assert "nobody was rung and the customer was not texted" in rig.decisions("call_me")[-1][2]
+    assert rig.texts() == []
+    assert _spine_row(rig, conv) == ("Call back", local(7, 15), None)
+
+    # Decided again at its moment: an owner with an extension set before then makes the call-back ring after all.
+    dialled: list[str] = []
+
+    async def ringing(extension: str, number: str, conversation_id: int) -> str:
+        dialled.append(extension)
+        return "c2c-owner"
+
+    rig.engine.dialer = ringing
+    await rig.store.write(lambda c: upsert_staff(c, "anna", "Anna", "201", "staff", 0.0))
+    await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Nobody called. Can you call me at 4pm?")
+    await rig.service.update_conversation(conv, owner="anna")
+    await rig.engine.tick()
+    assert rig.engine.health().state.value == "ok"
+    await rig.at(local(7, 16))
+    assert dialled == ["201"]
+
+
+async def test_with_the_voice_channel_off_a_booked_call_back_waits_for_staff_too(rig: Rig) -> None:
+    await rig.restart(call_me_extension="201")  # an extension is named, but nothing can ring it (no dialer)
+    await rig.at(local(7, 9))
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can you call me at 3pm?")
+    assert rig.decisions("call_me")[-1][2] == (
+        "the customer booked a call-back at 15:00; the voice channel is off, so nobody will be rung:"
+        " staff call back (the next step)"
+    )
+    assert rig.engine.health().cause == "1 booked call-back(s) have no phone to ring"
+    await rig.at(local(7, 15))
+    assert rig.decisions("call_me")[-1][1:] == (
+        "suppressed",
+        "the voice channel is off: nobody was rung; the call-back is the next step for staff",
+    )
+    assert rig.texts() == []
+    assert _spine_row(rig, conv) == ("Call back", local(7, 15), None)
+
+
+async def _staff_call(rig: Rig, call_id: str, talk_seconds: float) -> None:
+    """A call staff placed themselves to the customer, ended, as the voice channel records it."""
+    await rig.service.ingest(
+        Inbound(
+            Channel.VOICE,
+            EventKind.CALL_ENDED,
+            IdentityKind.PHONE,
+            CUSTOMER,
+            f"{call_id}:end",
+            meta={
+                "direction": "outbound",
+                "call_id": call_id,
+                "outcome": "answered",
+                "talk_seconds": talk_seconds,
+                "staff": "anna",
+            },
+        )
+    )
+    await rig.engine.tick()
+
+
+async def test_staff_calling_back_themselves_completes_the_call_back_step(rig: Rig) -> None:
+    await rig.at(local(7, 9))
+    conv = await rig.inbound(EventKind.MESSAGE_IN, Channel.SMS, "Can you call me at 3pm?")
+    assert _spine_row(rig, conv) == ("Call back", local(7, 15), None)
+    await rig.at(local(7, 10))
+    await _staff_call(rig, "staff-1", 40.0)  # about something else, hours before the booked time: not the call-back
+    assert _spine_row(rig, conv) == ("Call back", local(7, 15), None)
+    await rig.at(local(7, 15))  # no phone named: nothing rings, the step waits for staff
+    await rig.at(local(7, 15, 10))
+    await _staff_call(rig, "staff-2", 0.0)  # never got through
+    assert _spine_row(rig, conv) == ("Call back", local(7, 15), None)
+    await _staff_call(rig, "staff-3", 95.0)
+    assert _spine_row(rig, conv) == (None, None, None)
+    assert _spine_entries(rig, conv)[-1] == (
+        "Next step cleared, no due time - set by anna (voice)",
+        "anna",
+    )

@@ -142,3 +142,45 @@ async def test_e_ten_missed_calls_in_five_minutes_produce_exactly_one_text(
     assert [d[1] for d in decisions].count("sent") == 1
     assert sum(1 for d in decisions if d[1] == "suppressed") == 9
     await asyncio.sleep(0)
+
+
+async def test_call_me_with_no_phone_named_to_ring_is_a_next_step_for_staff_and_promises_the_customer_nothing(
+    daemon: Daemon, emulator: ModemEmulator
+) -> None:
+    """The default empty continuity.call_me_extension and a conversation nobody owns: "call me at 3pm" by SMS."""
+    clock = daemon.clock
+    assert isinstance(clock, ManualClock)
+    assert daemon.app is not None
+    assert daemon.app.config.continuity.call_me_extension == ""
+    clock.set(local(7, 9))
+    emulator.deliver(CALLER, "Busy now. Can you call me at 3pm?")
+    (booked,) = await wait_for(lambda: daemon.decisions("call_me"), 20)
+    assert booked[1] == "deferred"
+    assert booked[2].startswith("the customer booked a call-back at 15:00; no phone is named to ring")
+    assert booked[2].endswith("staff call back (the next step)")
+    ((conv, step, due, owner),) = daemon.rows(
+        "SELECT id, next_step, next_step_due, next_step_owner FROM conversations WHERE next_step IS NOT NULL"
+    )
+    assert (step, due, owner) == ("Call back", local(7, 15), None)
+    entries = daemon.rows(
+        "SELECT body FROM events WHERE kind = 'spine' AND conversation_id = ? AND body LIKE 'Next step%'", conv
+    )
+    assert entries == [("Next step: Call back, due Mon 2026-12-07 15:00 EST - set by the gateway (sms)",)]
+    # The status page shows it, with the fix.
+    part = await wait_for(
+        lambda: [h for h in daemon.app.health() if h.name == "continuity" and h.state.value == "degraded"], 20
+    )
+    assert part[0].cause == "1 booked call-back(s) have no phone to ring"
+    assert "continuity.call_me_extension" in (part[0].fix or "")
+    # 15:00: nothing is rung, the timeline says so, and the customer is not texted a "could not reach you".
+    clock.set(local(7, 15))
+    await wait_for(lambda: daemon.decisions("call_me")[-1][1] == "suppressed", 20)
+    assert "nobody was rung and the customer was not texted" in daemon.decisions("call_me")[-1][2]
+    clock.set(local(7, 15, 30))
+    await daemon.settle(1.0)
+    assert texts_to(emulator) == []
+    assert daemon.rows("SELECT next_step, next_step_due FROM conversations WHERE id = ?", conv) == [
+        ("Call back", local(7, 15))
+    ]
+    ok = [h for h in daemon.app.health() if h.name == "continuity"]
+    assert ok[0].state.value == "ok", "nothing waits any more: the past-due step is the leakage page's to count"

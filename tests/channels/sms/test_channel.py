@@ -446,3 +446,26 @@ async def test_a_pushed_status_report_is_stored_within_about_a_second(rig: Rig, 
         assert rig.store.stats.batches - batches == 1
     finally:
         emu.stop()
+
+
+async def test_a_pushed_status_report_waiting_for_a_commit_is_stored_when_the_channel_stops(
+    rig: Rig, tmp_path: Path
+) -> None:
+    emu = ModemEmulator("huawei-e3372", link=tmp_path / "dev-stop" / "ttyUSB0", seed=7, status_report_delay=None)
+    emu.start()
+    try:
+        ch = await rig.channel(str(emu.link), poll_interval=3600.0, probe_interval=3600.0)
+        seed = await rig.service.ingest(
+            Inbound(Channel.SMS, EventKind.MESSAGE_IN, IdentityKind.PHONE, CUSTOMER, "seed-stop", "hi")
+        )
+        outbox_id = await rig.service.enqueue_outbound(seed.conversation_id, "sms", CUSTOMER, "bye", automated=False)
+        await wait_for(lambda: rig.outbox(outbox_id)["state"] == "sent")
+        emu.status_report(emu.sent[0].reference, 0)
+        await wait_for(lambda: ch.outbox._parked_reports)  # received, waiting for a commit to ride along with
+        parked_at = asyncio.get_running_loop().time()
+        await ch.stop()
+        rig.channels.remove(ch)
+        await wait_for(lambda: rig.outbox(outbox_id)["state"] == "delivered", timeout=2.0)
+        assert asyncio.get_running_loop().time() - parked_at < 0.9, "stored at the stop, not after the 1 s wait"
+    finally:
+        emu.stop()
