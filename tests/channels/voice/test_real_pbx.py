@@ -632,23 +632,28 @@ async def test_live_transcript_hears_the_caller_on_the_caller_side(live_rig: Rig
     assert any(h.event.id == ev.id for h in hits)
 
 
+async def _answered_by_speaking_staff(rig: Rig, work: Path, speech: Path, number: str) -> CallEnded:
+    """A call from ``number`` answered by extension 201, whose phone plays ``speech`` (202 and 203 only ring)."""
+    staff = Phone("201", "answer_speak", work, speech_wav=str(speech))
+    others = [Phone(ext, "ring", work) for ext in ("202", "203")]
+    for ph in (staff, *others):
+        await ph.start()
+    try:
+        await asyncio.sleep(0.3)
+        result = await place_call(rig.work, number=number, hold_ms=9000)
+        assert result.returncode == 0, result.stderr
+        return await rig.ended()
+    finally:
+        for ph in (staff, *others):
+            await ph.stop()
+
+
 async def test_live_transcript_hears_the_staff_member_on_the_staff_side(live_rig: Rig, tmp_path: Path) -> None:
     rig = live_rig
     conv = await rig.known("+15551230042", "Jun Choi", "booking")
     # The staff member speaks once the caller has heard the transcription notice (about four seconds).
     speech = harness.make_speech("예약", rig.work / "staff.wav", pad_before_s=5.0, pad_after_s=1.0)
-    staff = Phone("201", "answer_speak", tmp_path, speech_wav=str(speech))
-    others = [Phone(ext, "ring", tmp_path) for ext in ("202", "203")]
-    for ph in (staff, *others):
-        await ph.start()
-    try:
-        await asyncio.sleep(0.3)
-        result = await place_call(rig.work, number="+15551230042", hold_ms=9000)
-        assert result.returncode == 0, result.stderr
-        end = await rig.ended()
-    finally:
-        for ph in (staff, *others):
-            await ph.stop()
+    end = await _answered_by_speaking_staff(rig, tmp_path, speech, "+15551230042")
     assert end.outcome is CallOutcome.ANSWERED
     ev = await _live_transcript(rig, conv)
     sides = [t["side"] for t in ev.meta["turns"] if "예약" in t["text"]]
@@ -702,8 +707,8 @@ class _TcpRelay:
         self.server: asyncio.Server | None = None
         self.writers: list[asyncio.StreamWriter] = []
 
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", port)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -803,6 +808,18 @@ async def test_ari_stopped_mid_call_the_call_goes_on_and_the_transcript_has_all_
         assert ev.meta["after_call"] is True
         if lost == "ari":
             assert ev.meta["ari_lost_at"] >= cut_at - 0.5
+            # The media channels the gateway could not hang up while ARI was away are gone once it is back.
+            left = await asyncio.to_thread(harness.asterisk_cli, realpbx, "core show channels concise")
+            assert "UnicastRTP/" in left
+            await relay.start(port)
+            assert await rig.vc.ari.wait_connected(40)
+            for _ in range(100):
+                left = await asyncio.to_thread(harness.asterisk_cli, realpbx, "core show channels concise")
+                if "UnicastRTP/" not in left:
+                    break
+                await asyncio.sleep(0.1)
+            assert "UnicastRTP/" not in left
+            await relay.cut()
         else:
             assert "ari_lost_at" not in ev.meta
             assert cut_at <= ev.meta["live_until"] < after[0]["at"]
@@ -880,18 +897,7 @@ async def test_a_promise_staff_speak_on_a_real_call_becomes_a_next_step_due_the_
             conv = await rig.known("+15551230047", "Min Ji", "booking")
             # With commas espeak-ng pauses between the words, which the small model needs to tell them apart.
             words = harness.make_speech("내일, 전화, 할게요", rig.work / "staff.wav", pad_before_s=1.5, pad_after_s=1.5)
-            staff = Phone("201", "answer_speak", tmp_path, speech_wav=str(words))
-            others = [Phone(ext, "ring", tmp_path) for ext in ("202", "203")]
-            for ph in (staff, *others):
-                await ph.start()
-            try:
-                await asyncio.sleep(0.3)
-                result = await place_call(rig.work, number="+15551230047", hold_ms=9000)
-                assert result.returncode == 0, result.stderr
-                await rig.ended()
-            finally:
-                for ph in (staff, *others):
-                    await ph.stop()
+            await _answered_by_speaking_staff(rig, tmp_path, words, "+15551230047")
             ev = await _live_transcript(rig, conv)
             staff_said = " ".join(t["text"] for t in ev.meta["turns"] if t["side"] == "staff")
             # The small model sometimes hears espeak-ng's first word twice; the promise is in there either way.
